@@ -1,0 +1,516 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#include "backend/backend-memfd.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "util/hashmap.h"
+#include "util/macro.h"
+#include "util/names.h"
+
+/* A region is shown to the owner and its peers; more than this is a runaway caller. */
+#define MEMFD_MAX_MAPPINGS 64
+
+struct memfd_mapping {
+        char domain[NAME_MAX_LEN + 1];
+        enum access_mode access;
+};
+
+struct memfd_region {
+        uint64_t id; /* the hashmap key points here */
+        uint64_t size;
+        enum backing_kind kind;
+        int fd;     /* the master fd: read-write, never handed out itself */
+        char *path; /* file kinds only */
+        struct memfd_mapping *mappings;
+        size_t n_mappings, n_allocated;
+};
+
+struct backend_memfd {
+        struct backend backend; /* first, so a struct backend * is a struct backend_memfd * */
+        struct hashmap *regions;
+};
+
+static struct backend_memfd *to_memfd(struct backend *b) {
+        return (struct backend_memfd *) b;
+}
+
+static void memfd_region_free(struct memfd_region *e) {
+        if (!e)
+                return;
+        if (e->fd >= 0)
+                close(e->fd);
+        free(e->path);
+        free(e->mappings);
+        free(e);
+}
+DEFINE_CLEANUP(struct memfd_region, memfd_region_free);
+
+static int memfd_region_new(uint64_t id, uint64_t size, enum backing_kind kind, struct memfd_region **ret) {
+        struct memfd_region *e = calloc(1, sizeof(*e));
+
+        if (!e)
+                return -ENOMEM;
+        e->id = id;
+        e->size = size;
+        e->kind = kind;
+        e->fd = -EBADF;
+        *ret = e;
+        return 0;
+}
+
+static bool errno_not_regular(int e) {
+        return e == ELOOP || e == EISDIR || e == ENXIO;
+}
+
+static bool kind_is_file(enum backing_kind k) {
+        return k == BACKING_SHM || k == BACKING_HUGETLBFS;
+}
+
+/* Checks what every op needs from the region description before it touches anything. */
+static int region_check(const struct backend_region *r) {
+        if (!r || !r->pool || !name_is_valid(r->pool->name))
+                return -EINVAL;
+        if ((unsigned) r->pool->backing >= _BACKING_KIND_MAX)
+                return -EINVAL;
+        /* off_t is signed: ftruncate() and mmap() cannot express more. */
+        if (r->size == 0 || r->size > (uint64_t) INT64_MAX)
+                return -EINVAL;
+        return 0;
+}
+
+/* "<path>/brokerd-<pool>-<id>": the pool name's alphabet has no '/', so this stays in <path>. */
+static int region_file_path(const struct backend_region *r, char **ret) {
+        char *p;
+
+        if (!r->pool->backing_path || r->pool->backing_path[0] != '/')
+                return -EINVAL;
+        if (asprintf(&p, "%s/brokerd-%s-%" PRIu64, r->pool->backing_path, r->pool->name, r->id) < 0)
+                return -ENOMEM;
+        if (strlen(p) >= PATH_MAX) {
+                free(p);
+                return -ENAMETOOLONG;
+        }
+        *ret = p;
+        return 0;
+}
+
+/*
+ * A file we may trust as one of our regions: a regular file owned by us that nobody else
+ * can open. Anyone may plant a file in a world-writable tmpfs like /dev/shm, and a planted
+ * one would give its owner the memory.
+ */
+static int check_own_file(int fd, struct stat *ret) {
+        struct stat st;
+
+        if (fstat(fd, &st) < 0)
+                return negative_errno();
+        if (!S_ISREG(st.st_mode) || st.st_uid != geteuid() || (st.st_mode & 0077))
+                return -EBADFD;
+        *ret = st;
+        return 0;
+}
+
+/* O_NONBLOCK only so that opening a planted FIFO cannot hang us; cleared once it is known regular. */
+static int open_existing(const char *path, int *ret) {
+        _cleanup_(closep) int fd = -EBADF;
+        int flags;
+
+        fd = open(path, O_RDWR | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY);
+        if (fd < 0)
+                /* A symlink, a directory, a socket: not a region file. */
+                return errno_not_regular(errno) ? -EBADFD : negative_errno();
+        flags = fcntl(fd, F_GETFL);
+        if (flags < 0 || fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) < 0)
+                return negative_errno();
+        *ret = TAKE_FD(fd);
+        return 0;
+}
+
+static int punch_out(int fd, uint64_t size) {
+        void *p;
+
+        if (fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 0, (off_t) size) >= 0)
+                return 0;
+        if (errno != EOPNOTSUPP)
+                return negative_errno();
+
+        /* A file system without hole punching: zero through a shared mapping instead. */
+        p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+        if (p == MAP_FAILED)
+                return negative_errno();
+        memset(p, 0, size);
+        munmap(p, size);
+        return 0;
+}
+
+static int create_memfd(const struct backend_region *r, int *ret) {
+        _cleanup_(closep) int fd = -EBADF;
+        char name[NAME_MAX_LEN + 64];
+
+        snprintf(name, sizeof(name), "brokerd:%s:%" PRIu64, r->pool->name, r->id);
+        /*
+         * Never MFD_HUGETLB, whatever the granule: a memfd pool is plain shmem, huge pages
+         * come from hugetlbfs pools, whose reservations the admin sized.
+         */
+        fd = memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING);
+        if (fd < 0)
+                return negative_errno();
+        if (ftruncate(fd, (off_t) r->size) < 0)
+                return negative_errno();
+        /* memfd inodes start as 0777: without this a ro peer could reopen ours rw via /proc. */
+        if (fchmod(fd, 0600) < 0)
+                return negative_errno();
+        if (fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) < 0)
+                return negative_errno();
+        *ret = TAKE_FD(fd);
+        return 0;
+}
+
+/*
+ * The file may exist already if we crashed after creating it. It is ours to take over only
+ * if it is a regular file of ours of the right size, or empty (a crash before ftruncate()).
+ * Nothing was mapped from a region that was still being created, so it is zeroed again to
+ * keep create()'s promise of zero-filled memory.
+ */
+static int reopen_half_created(const char *path, uint64_t size, int *ret) {
+        _cleanup_(closep) int fd = -EBADF;
+        struct stat st;
+        int r;
+
+        r = open_existing(path, &fd);
+        if (r == -ENOENT)
+                return -EAGAIN;
+        if (r == -EBADFD || r == -EACCES || r == -EPERM)
+                return -EEXIST;
+        if (r < 0)
+                return r;
+        if (check_own_file(fd, &st) < 0)
+                return -EEXIST;
+        if (st.st_size == 0) {
+                if (ftruncate(fd, (off_t) size) < 0)
+                        return negative_errno();
+        } else if ((uint64_t) st.st_size != size)
+                return -EEXIST;
+        if (fchmod(fd, 0600) < 0)
+                return negative_errno();
+        r = punch_out(fd, size);
+        if (r < 0)
+                return r;
+        *ret = TAKE_FD(fd);
+        return 0;
+}
+
+static int create_file(const char *path, uint64_t size, int *ret) {
+        _cleanup_(closep) int fd = -EBADF;
+        int r;
+
+        for (unsigned attempt = 0; attempt < 3; attempt++) {
+                fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY, 0600);
+                if (fd >= 0)
+                        break;
+                if (errno != EEXIST)
+                        return negative_errno();
+                r = reopen_half_created(path, size, ret);
+                /* -EAGAIN: it vanished between the two opens; try creating it again. */
+                if (r != -EAGAIN)
+                        return r;
+        }
+        if (fd < 0)
+                return -EEXIST;
+
+        /* The umask may have taken bits away; 0600 is what the header promises, no less. */
+        if (fchmod(fd, 0600) < 0 || ftruncate(fd, (off_t) size) < 0) {
+                r = negative_errno();
+                (void) unlink(path);
+                return r;
+        }
+        *ret = TAKE_FD(fd);
+        return 0;
+}
+
+static int memfd_create_region(struct backend *b, const struct backend_region *r) {
+        struct backend_memfd *m = to_memfd(b);
+        _cleanup_(memfd_region_freep) struct memfd_region *e = NULL;
+        struct memfd_region *old;
+        enum backing_kind kind;
+        int k;
+
+        k = region_check(r);
+        if (k < 0)
+                return k;
+        kind = r->pool->backing;
+
+        old = hashmap_get(m->regions, &r->id);
+        if (old)
+                return old->size == r->size && old->kind == kind ? 0 : -EEXIST;
+
+        k = memfd_region_new(r->id, r->size, kind, &e);
+        if (k < 0)
+                return k;
+
+        if (kind_is_file(kind)) {
+                k = region_file_path(r, &e->path);
+                if (k < 0)
+                        return k;
+                k = create_file(e->path, r->size, &e->fd);
+        } else
+                k = create_memfd(r, &e->fd);
+        if (k < 0)
+                return k;
+
+        k = hashmap_put(m->regions, &e->id, e);
+        if (k < 0) {
+                if (e->path)
+                        (void) unlink(e->path);
+                return k;
+        }
+        TAKE_PTR(e);
+        return 0;
+}
+
+static int memfd_restore(struct backend *b, const struct backend_region *r) {
+        struct backend_memfd *m = to_memfd(b);
+        _cleanup_(memfd_region_freep) struct memfd_region *e = NULL;
+        struct memfd_region *old;
+        struct stat st;
+        int k;
+
+        k = region_check(r);
+        if (k < 0)
+                return k;
+
+        old = hashmap_get(m->regions, &r->id);
+        if (old)
+                return old->size == r->size && old->kind == r->pool->backing ? 0 : -EINVAL;
+        /* A memfd dies with the process that held it. */
+        if (!kind_is_file(r->pool->backing))
+                return -ENOENT;
+
+        k = memfd_region_new(r->id, r->size, r->pool->backing, &e);
+        if (k < 0)
+                return k;
+        k = region_file_path(r, &e->path);
+        if (k < 0)
+                return k;
+        k = open_existing(e->path, &e->fd);
+        if (k < 0)
+                return k;
+        k = check_own_file(e->fd, &st);
+        if (k < 0)
+                return k;
+        if ((uint64_t) st.st_size != r->size)
+                return -EINVAL;
+
+        k = hashmap_put(m->regions, &e->id, e);
+        if (k < 0)
+                return k;
+        TAKE_PTR(e);
+        return 0;
+}
+
+static struct memfd_region *region_get(struct backend_memfd *m, const struct backend_region *r) {
+        struct memfd_region *e = hashmap_get(m->regions, &r->id);
+
+        /* Another size means the caller confused two regions: touch neither. */
+        if (e && e->size != r->size)
+                return NULL;
+        return e;
+}
+
+static struct memfd_mapping *mapping_find(struct memfd_region *e, const char *domain) {
+        for (size_t i = 0; i < e->n_mappings; i++)
+                if (strcmp(e->mappings[i].domain, domain) == 0)
+                        return &e->mappings[i];
+        return NULL;
+}
+
+static int mapping_add(struct memfd_region *e, const char *domain, enum access_mode access) {
+        if (e->n_mappings >= MEMFD_MAX_MAPPINGS)
+                return -E2BIG;
+        if (e->n_mappings == e->n_allocated) {
+                size_t n = e->n_allocated ? e->n_allocated * 2 : 4;
+                struct memfd_mapping *p;
+
+                if (n > MEMFD_MAX_MAPPINGS)
+                        n = MEMFD_MAX_MAPPINGS;
+                p = reallocarray(e->mappings, n, sizeof(*p));
+                if (!p)
+                        return -ENOMEM;
+                e->mappings = p;
+                e->n_allocated = n;
+        }
+        /* name_is_valid() bounded the length, so this fits with its NUL. */
+        strcpy(e->mappings[e->n_mappings].domain, domain);
+        e->mappings[e->n_mappings].access = access;
+        e->n_mappings++;
+        return 0;
+}
+
+static int open_mapping_fd(const struct memfd_region *e, enum access_mode access, int *ret) {
+        char proc[sizeof("/proc/self/fd/") + 3 * sizeof(int)];
+        int fd;
+
+        if (access == ACCESS_RW) {
+                fd = fcntl(e->fd, F_DUPFD_CLOEXEC, 3);
+                if (fd < 0)
+                        return negative_errno();
+                *ret = fd;
+                return 0;
+        }
+
+        /*
+         * A new open file description that is read-only: a dup would share the master's
+         * O_RDWR, and mmap() looks at the description, not at the fd.
+         */
+        snprintf(proc, sizeof(proc), "/proc/self/fd/%d", e->fd);
+        fd = open(proc, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+        if (fd < 0)
+                /* ENOENT here is a missing /proc, not a missing region. */
+                return errno == ENOENT ? -ENOSYS : negative_errno();
+        *ret = fd;
+        return 0;
+}
+
+static int memfd_map(struct backend *b, const struct backend_region *r, const char *domain, enum access_mode access,
+                     struct backend_mapping *ret) {
+        struct backend_memfd *m = to_memfd(b);
+        struct memfd_region *e;
+        struct memfd_mapping *mp;
+        int k, fd;
+
+        if (!r || !ret || !name_is_valid(domain) || (access != ACCESS_RO && access != ACCESS_RW))
+                return -EINVAL;
+        e = region_get(m, r);
+        if (!e)
+                return -ENOENT;
+
+        mp = mapping_find(e, domain);
+        if (mp && mp->access != access)
+                return -EEXIST;
+        if (!mp && e->n_mappings >= MEMFD_MAX_MAPPINGS)
+                return -E2BIG;
+
+        k = open_mapping_fd(e, access, &fd);
+        if (k < 0)
+                return k;
+        if (!mp) {
+                k = mapping_add(e, domain, access);
+                if (k < 0) {
+                        close(fd);
+                        return k;
+                }
+        }
+
+        ret->fd = fd;
+        ret->size = e->size;
+        return 0;
+}
+
+/*
+ * Unmapping a domain that is not mapped (or a region we do not hold) is not an error: the
+ * core repeats interrupted unmaps after a crash, and the end state is the same.
+ */
+static int memfd_unmap(struct backend *b, const struct backend_region *r, const char *domain) {
+        struct backend_memfd *m = to_memfd(b);
+        struct memfd_region *e;
+        struct memfd_mapping *mp;
+
+        if (!r || !name_is_valid(domain))
+                return -EINVAL;
+        e = hashmap_get(m->regions, &r->id);
+        if (!e)
+                return 0;
+        mp = mapping_find(e, domain);
+        if (!mp)
+                return 0;
+        *mp = e->mappings[--e->n_mappings];
+        return 0;
+}
+
+static int memfd_scrub(struct backend *b, const struct backend_region *r) {
+        struct memfd_region *e;
+
+        if (!r)
+                return -EINVAL;
+        e = region_get(to_memfd(b), r);
+        if (!e)
+                return -ENOENT;
+        return punch_out(e->fd, e->size);
+}
+
+static int memfd_destroy(struct backend *b, const struct backend_region *r) {
+        struct backend_memfd *m = to_memfd(b);
+        _cleanup_(xfreep) char *path = NULL;
+        struct memfd_region *e;
+        int k;
+
+        k = region_check(r);
+        if (k < 0)
+                return k;
+
+        e = hashmap_get(m->regions, &r->id);
+        if (!e) {
+                /* Not held, e.g. repeated after a restart: the file may still be there. */
+                if (!kind_is_file(r->pool->backing))
+                        return 0;
+                k = region_file_path(r, &path);
+                if (k < 0)
+                        return k;
+                if (unlink(path) < 0 && errno != ENOENT)
+                        return negative_errno();
+                return 0;
+        }
+
+        /* Unlink first, so a failure leaves the entry for a retry. */
+        if (e->path && unlink(e->path) < 0 && errno != ENOENT)
+                return negative_errno();
+        hashmap_remove(m->regions, &e->id);
+        memfd_region_free(e);
+        return 0;
+}
+
+/* Files stay on disk: they are the durable state that restore() finds after a restart. */
+static void memfd_free(struct backend *b) {
+        struct backend_memfd *m = to_memfd(b);
+        size_t i = 0;
+        void *v;
+
+        while (hashmap_iterate(m->regions, &i, &v))
+                memfd_region_free(v);
+        hashmap_free(m->regions);
+        free(m);
+}
+
+static const struct backend_ops memfd_ops = {
+        .name = "memfd",
+        .create = memfd_create_region,
+        .restore = memfd_restore,
+        .map = memfd_map,
+        .unmap = memfd_unmap,
+        .scrub = memfd_scrub,
+        .destroy = memfd_destroy,
+        .free = memfd_free,
+};
+
+int backend_memfd_new(struct backend **ret) {
+        _cleanup_(xfreep) struct backend_memfd *m = calloc(1, sizeof(*m));
+        int k;
+
+        if (!m)
+                return -ENOMEM;
+        k = hashmap_new(&hashmap_u64_ops, &m->regions);
+        if (k < 0)
+                return k;
+        m->backend.ops = &memfd_ops;
+        *ret = &TAKE_PTR(m)->backend;
+        return 0;
+}

@@ -1,0 +1,70 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#pragma once
+/*
+ * Mapping backends, as a driver table (like libvirt's): how a region's memory is made
+ * real and shown to a domain. The core calls them in this order for a region:
+ *   create (or restore after a restart) -> map(owner), map(peer)... -> unmap(...)
+ *   -> scrub -> destroy.
+ * unmap either completes at once (returns 0) or returns -EINPROGRESS and later calls
+ * backend_unmap_done(); until then the core keeps the range quarantined.
+ * Every op returns 0 or -errno and must be idempotent for the same arguments, because
+ * the core repeats interrupted work after a crash.
+ */
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "platform/platform.h"
+#include "util/model.h"
+
+struct backend;
+
+struct backend_region {
+        uint64_t id;
+        uint64_t base, size;
+        const struct platform_pool *pool;
+};
+
+struct backend_mapping {
+        int fd;        /* for fd-based backends, owned by the caller; -1 otherwise */
+        uint64_t size;
+};
+
+typedef void (*backend_unmap_done_t)(void *userdata, uint64_t region_id, const char *domain, int result);
+
+struct backend_ops {
+        const char *name;
+        /* Make the region's memory exist, zero-filled. */
+        int (*create)(struct backend *b, const struct backend_region *r);
+        /* After a restart: find the memory again. -ENOENT if it did not survive. */
+        int (*restore)(struct backend *b, const struct backend_region *r);
+        int (*map)(struct backend *b, const struct backend_region *r, const char *domain, enum access_mode access,
+                   struct backend_mapping *ret);
+        int (*unmap)(struct backend *b, const struct backend_region *r, const char *domain);
+        /* Zero the memory so nothing of it reaches whoever holds it next (or still holds it). */
+        int (*scrub)(struct backend *b, const struct backend_region *r);
+        /* Free the memory after reclaim. */
+        int (*destroy)(struct backend *b, const struct backend_region *r);
+        void (*free)(struct backend *b);
+};
+
+struct backend {
+        const struct backend_ops *ops;
+        backend_unmap_done_t unmap_done;
+        void *unmap_done_userdata;
+};
+
+static inline void backend_set_unmap_done(struct backend *b, backend_unmap_done_t fn, void *userdata) {
+        b->unmap_done = fn;
+        b->unmap_done_userdata = userdata;
+}
+
+/* For backends: report that an unmap that returned -EINPROGRESS has finished. */
+static inline void backend_unmap_done(struct backend *b, uint64_t region_id, const char *domain, int result) {
+        if (b->unmap_done)
+                b->unmap_done(b->unmap_done_userdata, region_id, domain, result);
+}
+
+static inline void backend_free(struct backend *b) {
+        if (b)
+                b->ops->free(b);
+}

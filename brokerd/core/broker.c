@@ -1,0 +1,1515 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#include "core/broker.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+
+#include "util/hashmap.h"
+#include "util/num.h"
+
+struct token_entry {
+        char token[STORE_TOKEN_LEN + 1]; /* "" once the region is reclaimed */
+        struct region *region;
+        size_t peer;
+};
+
+struct region {
+        uint64_t id;
+        char *owner, *device, *label;
+        const struct platform_pool *pool;
+        uint64_t base, size;
+        enum region_state state;
+        int64_t deadline, created;
+        bool owner_mapped;
+        size_t n_peers;
+        struct broker_peer_info *peers; /* peers[i].domain points into domains[i] */
+        char **domains;
+        struct token_entry *tokens;     /* parallel to peers */
+        struct range_node range;
+        struct region *revoking_prev, *revoking_next;
+        bool on_revoking_list;
+};
+
+/* Live regions reachable from (device, domain), newest last; plus a recorded bounce. */
+struct route {
+        char *key; /* "device/domain": '/' never occurs in names */
+        char *device, *domain;
+        struct region **live;
+        size_t n_live, cap_live;
+        char *bounce_reason; /* set when the last share for this route bounced */
+        int64_t updated;
+};
+
+struct usage {
+        char *domain;
+        uint64_t bytes, regions;
+};
+
+struct broker {
+        struct platform *platform;
+        struct policy *policy;
+        struct backend *backend;
+        struct store *store;
+        struct placer *placer;
+        uint64_t revoke_timeout_usec;
+        int64_t (*clock)(void *userdata);
+        void *clock_userdata;
+        void (*on_event)(void *userdata, const struct broker_event *ev);
+        void *event_userdata;
+
+        struct hashmap *regions; /* id -> region */
+        struct hashmap *tokens;  /* token -> token_entry */
+        struct hashmap *routes;  /* "device/domain" -> route */
+        struct hashmap *usage;   /* owner domain -> usage */
+        struct region *revoking; /* list of regions in state revoking */
+};
+
+static int64_t broker_now(const struct broker *b) {
+        struct timespec ts;
+
+        if (b->clock)
+                return b->clock(b->clock_userdata);
+        clock_gettime(CLOCK_REALTIME, &ts);
+        return (int64_t) ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+static void caller_actor(const struct broker_caller *caller, char buf[static 48]) {
+        if (!caller)
+                snprintf(buf, 48, "broker");
+        else
+                snprintf(buf, 48, "%s:%u", caller->admin ? "admin" : "uid", (unsigned) caller->uid);
+}
+
+static void emit(struct broker *b, const struct broker_event *ev) {
+        if (b->on_event)
+                b->on_event(b->event_userdata, ev);
+}
+
+static struct backend_region backend_region_of(const struct region *r) {
+        return (struct backend_region) { .id = r->id, .base = r->base, .size = r->size, .pool = r->pool };
+}
+
+/* ---- regions in memory ---- */
+
+static void region_free(struct region *r) {
+        if (!r)
+                return;
+        for (size_t i = 0; r->domains && i < r->n_peers; i++)
+                free(r->domains[i]);
+        free(r->domains);
+        free(r->peers);
+        free(r->tokens);
+        free(r->owner);
+        free(r->device);
+        free(r->label);
+        free(r);
+}
+DEFINE_CLEANUP(struct region, region_free);
+
+static int region_alloc(const char *owner, const char *device, const char *label, size_t n_peers,
+                        struct region **ret) {
+        _cleanup_(region_freep) struct region *r = calloc(1, sizeof(*r));
+
+        if (!r)
+                return -ENOMEM;
+        r->n_peers = n_peers;
+        r->owner = strdup(owner);
+        r->device = strdup(device);
+        r->label = label ? strdup(label) : NULL;
+        r->peers = calloc(n_peers, sizeof(*r->peers));
+        r->domains = calloc(n_peers, sizeof(*r->domains));
+        r->tokens = calloc(n_peers, sizeof(*r->tokens));
+        if (!r->owner || !r->device || (label && !r->label) || !r->peers || !r->domains || !r->tokens)
+                return -ENOMEM;
+        *ret = TAKE_PTR(r);
+        return 0;
+}
+
+static int region_set_peer(struct region *r, size_t i, const char *domain, enum access_mode access,
+                           enum peer_state state, const char *token, bool mapped) {
+        r->domains[i] = strdup(domain);
+        if (!r->domains[i])
+                return -ENOMEM;
+        r->peers[i] = (struct broker_peer_info) {
+                .domain = r->domains[i], .access = access, .state = state, .mapped = mapped,
+        };
+        r->tokens[i].region = r;
+        r->tokens[i].peer = i;
+        snprintf(r->tokens[i].token, sizeof(r->tokens[i].token), "%s", token ?: "");
+        return 0;
+}
+
+static ssize_t region_find_peer(const struct region *r, const char *domain) {
+        for (size_t i = 0; i < r->n_peers; i++)
+                if (strcmp(r->peers[i].domain, domain) == 0)
+                        return (ssize_t) i;
+        return -1;
+}
+
+static bool region_live(const struct region *r) {
+        return r->state == REGION_OFFERED || r->state == REGION_ACTIVE;
+}
+
+static bool peer_final(enum peer_state s) {
+        return s == PEER_RELEASED || s == PEER_REVOKED;
+}
+
+static void revoking_list_add(struct broker *b, struct region *r) {
+        if (r->on_revoking_list)
+                return;
+        r->revoking_prev = NULL;
+        r->revoking_next = b->revoking;
+        if (b->revoking)
+                b->revoking->revoking_prev = r;
+        b->revoking = r;
+        r->on_revoking_list = true;
+}
+
+static void revoking_list_remove(struct broker *b, struct region *r) {
+        if (!r->on_revoking_list)
+                return;
+        if (r->revoking_prev)
+                r->revoking_prev->revoking_next = r->revoking_next;
+        else
+                b->revoking = r->revoking_next;
+        if (r->revoking_next)
+                r->revoking_next->revoking_prev = r->revoking_prev;
+        r->revoking_prev = r->revoking_next = NULL;
+        r->on_revoking_list = false;
+}
+
+/* ---- usage (quotas) ---- */
+
+static int usage_adjust(struct broker *b, const char *domain, int64_t bytes, int64_t regions) {
+        struct usage *u = hashmap_get(b->usage, domain);
+        int r;
+
+        if (!u) {
+                _cleanup_(xfreep) struct usage *n = calloc(1, sizeof(*n));
+                if (!n || !(n->domain = strdup(domain)))
+                        return -ENOMEM;
+                r = hashmap_put(b->usage, n->domain, n);
+                if (r < 0) {
+                        free(n->domain);
+                        return r;
+                }
+                u = TAKE_PTR(n);
+        }
+        u->bytes += (uint64_t) bytes;
+        u->regions += (uint64_t) regions;
+        return 0;
+}
+
+void broker_usage(const struct broker *b, const char *domain, uint64_t *bytes, uint64_t *regions) {
+        const struct usage *u = hashmap_get(b->usage, domain);
+
+        *bytes = u ? u->bytes : 0;
+        *regions = u ? u->regions : 0;
+}
+
+/* ---- routes ---- */
+
+static void route_free(struct route *rt) {
+        if (!rt)
+                return;
+        free(rt->key);
+        free(rt->device);
+        free(rt->domain);
+        free(rt->live);
+        free(rt->bounce_reason);
+        free(rt);
+}
+
+static int route_get(struct broker *b, const char *device, const char *domain, bool create, struct route **ret) {
+        _cleanup_(xfreep) char *key = NULL;
+        struct route *rt;
+        int r;
+
+        if (asprintf(&key, "%s/%s", device, domain) < 0)
+                return -ENOMEM;
+        rt = hashmap_get(b->routes, key);
+        if (!rt && create) {
+                rt = calloc(1, sizeof(*rt));
+                if (!rt)
+                        return -ENOMEM;
+                rt->key = TAKE_PTR(key);
+                rt->device = strdup(device);
+                rt->domain = strdup(domain);
+                if (!rt->device || !rt->domain || (r = hashmap_put(b->routes, rt->key, rt)) < 0) {
+                        route_free(rt);
+                        return -ENOMEM;
+                }
+        }
+        if (!rt)
+                return -ENOENT;
+        *ret = rt;
+        return 0;
+}
+
+static int route_add_live(struct route *rt, struct region *region) {
+        if (rt->n_live == rt->cap_live) {
+                size_t cap = rt->cap_live ? rt->cap_live * 2 : 4;
+                struct region **live = reallocarray(rt->live, cap, sizeof(*live));
+                if (!live)
+                        return -ENOMEM;
+                rt->live = live;
+                rt->cap_live = cap;
+        }
+        rt->live[rt->n_live++] = region;
+        return 0;
+}
+
+static void route_remove_live(struct route *rt, const struct region *region) {
+        for (size_t i = 0; i < rt->n_live; i++)
+                if (rt->live[i] == region) {
+                        memmove(rt->live + i, rt->live + i + 1, (rt->n_live - i - 1) * sizeof(*rt->live));
+                        rt->n_live--;
+                        return;
+                }
+}
+
+/* What the durable routes table should say for rt. */
+static int route_persist(struct broker *b, const struct route *rt, int64_t now) {
+        if (rt->n_live > 0)
+                return store_route_set(b->store, &(struct store_route) {
+                        .device = rt->device, .domain = rt->domain, .kind = ROUTE_REGION,
+                        .region = rt->live[rt->n_live - 1]->id, .updated = now,
+                });
+        if (rt->bounce_reason)
+                return store_route_set(b->store, &(struct store_route) {
+                        .device = rt->device, .domain = rt->domain, .kind = ROUTE_BOUNCE,
+                        .reason = rt->bounce_reason, .updated = now,
+                });
+        int r = store_route_delete(b->store, rt->device, rt->domain);
+        return r == -ENOENT ? 0 : r;
+}
+
+static void emit_route_changed(struct broker *b, const char *device, const char *domain, uint64_t region,
+                               const char *reason) {
+        emit(b, &(struct broker_event) {
+                .type = BROKER_EVENT_ROUTE_CHANGED, .region = region, .device = device, .domain = domain,
+                .reason = reason,
+        });
+}
+
+/* A region stops being usable for new traffic: take it off its routes (durably, in the open transaction). */
+static int routes_drop_region(struct broker *b, struct region *region, int64_t now) {
+        for (size_t i = 0; i < region->n_peers; i++) {
+                struct route *rt;
+                if (route_get(b, region->device, region->peers[i].domain, false, &rt) < 0)
+                        continue;
+                bool was_current = rt->n_live > 0 && rt->live[rt->n_live - 1] == region;
+                route_remove_live(rt, region);
+                if (was_current) {
+                        int r = route_persist(b, rt, now);
+                        if (r < 0)
+                                return r;
+                }
+        }
+        return 0;
+}
+
+static void routes_announce(struct broker *b, const struct region *region, const char *reason) {
+        for (size_t i = 0; i < region->n_peers; i++) {
+                struct route *rt;
+                uint64_t id = 0;
+                if (route_get(b, region->device, region->peers[i].domain, false, &rt) >= 0 && rt->n_live > 0)
+                        id = rt->live[rt->n_live - 1]->id;
+                emit_route_changed(b, region->device, region->peers[i].domain, id, reason);
+        }
+}
+
+/* ---- audit ---- */
+
+static int audit(struct broker *b, const char *actor, const struct region *r, const char *domain,
+                 const char *action, const char *from, const char *to, const char *reason, int64_t now) {
+        return store_audit_append(b->store, &(struct store_audit) {
+                .time = now, .actor = actor, .region = r ? r->id : 0, .domain = domain, .action = action,
+                .from_state = from, .to_state = to, .reason = reason,
+        });
+}
+
+static int store_fail(struct broker *b, int r, struct broker_error *err, const char *what) {
+        store_rollback(b->store);
+        return broker_error_set(err, BROKER_E_STORE, "could not record %s: %s", what, strerror(-r));
+}
+
+/* ---- reclaim path ---- */
+
+static int region_finish(struct broker *b, struct region *r, const char *actor);
+
+/* Marks one peer's attachment as gone (released or revoked) and unmaps it. */
+static int peer_unmap(struct broker *b, struct region *r, size_t i) {
+        struct backend_region br = backend_region_of(r);
+        int q;
+
+        if (!r->peers[i].mapped)
+                return 0;
+        q = b->backend->ops->unmap(b->backend, &br, r->peers[i].domain);
+        if (q == -EINPROGRESS)
+                return 0; /* quarantined until backend_unmap_done() */
+        if (q < 0) {
+                fprintf(stderr, "brokerd: unmap of region %" PRIu64 " from %s failed: %s; range stays quarantined\n",
+                        r->id, r->peers[i].domain, strerror(-q));
+                return q;
+        }
+        q = store_peer_update(b->store, r->id, r->peers[i].domain, r->peers[i].state, false, false);
+        if (q < 0)
+                return q;
+        r->peers[i].mapped = false;
+        return 0;
+}
+
+static int owner_unmap(struct broker *b, struct region *r) {
+        struct backend_region br = backend_region_of(r);
+        int q;
+
+        if (!r->owner_mapped)
+                return 0;
+        q = b->backend->ops->unmap(b->backend, &br, r->owner);
+        if (q == -EINPROGRESS)
+                return 0;
+        if (q < 0)
+                return q;
+        q = store_region_update(b->store, r->id, r->state, r->deadline, false, broker_now(b));
+        if (q < 0)
+                return q;
+        r->owner_mapped = false;
+        return 0;
+}
+
+static void region_forget(struct broker *b, struct region *r) {
+        for (size_t i = 0; i < r->n_peers; i++)
+                if (r->tokens[i].token[0])
+                        hashmap_remove(b->tokens, r->tokens[i].token);
+        revoking_list_remove(b, r);
+        placer_release(b->placer, &r->range);
+        hashmap_remove(b->regions, &r->id);
+        usage_adjust(b, r->owner, -(int64_t) r->size, -1);
+        region_free(r);
+}
+
+/*
+ * A region in state revoking is reclaimed once no peer is attached and no mapping is left
+ * unconfirmed: scrub, free the memory, then record it reclaimed. Scrub and destroy come
+ * before the commit so a crash in between repeats them (both are idempotent) rather than
+ * leaking memory the database no longer mentions.
+ */
+static int region_finish(struct broker *b, struct region *r, const char *actor) {
+        struct backend_region br = backend_region_of(r);
+        int64_t now;
+        int q;
+
+        if (r->state != REGION_REVOKING)
+                return 0;
+        for (size_t i = 0; i < r->n_peers; i++)
+                if (r->peers[i].state == PEER_ATTACHED || r->peers[i].mapped)
+                        return 0;
+        if (r->owner_mapped) {
+                q = owner_unmap(b, r);
+                if (q < 0 || r->owner_mapped)
+                        return q;
+        }
+
+        if (r->pool) {
+                q = b->backend->ops->scrub(b->backend, &br);
+                if (q < 0 && q != -ENOENT) {
+                        fprintf(stderr, "brokerd: scrub of region %" PRIu64 " failed: %s; range stays quarantined\n",
+                                r->id, strerror(-q));
+                        return q;
+                }
+                q = b->backend->ops->destroy(b->backend, &br);
+                if (q < 0 && q != -ENOENT)
+                        return q;
+        }
+
+        now = broker_now(b);
+        q = store_begin(b->store);
+        if (q < 0)
+                return q;
+        q = store_region_update(b->store, r->id, REGION_RECLAIMED, r->deadline, false, now);
+        for (size_t i = 0; q >= 0 && i < r->n_peers; i++)
+                q = store_peer_update(b->store, r->id, r->peers[i].domain, r->peers[i].state, true, false);
+        if (q >= 0)
+                q = audit(b, actor, r, NULL, "reclaim", "revoking", "reclaimed", "scrubbed and freed", now);
+        if (q >= 0)
+                q = store_commit(b->store);
+        if (q < 0) {
+                store_rollback(b->store);
+                return q;
+        }
+
+        emit(b, &(struct broker_event) {
+                .type = BROKER_EVENT_RECLAIMED, .region = r->id, .owner = r->owner, .device = r->device,
+        });
+        region_forget(b, r);
+        return 0;
+}
+
+/* Forcibly revokes every attachment still held (deadline passed, force, domain gone). */
+static int region_force(struct broker *b, struct region *r, const char *actor, const char *reason) {
+        int64_t now = broker_now(b);
+        bool any = false;
+        int q;
+
+        for (size_t i = 0; i < r->n_peers; i++)
+                any = any || r->peers[i].state == PEER_ATTACHED;
+        if (any) {
+                q = store_begin(b->store);
+                if (q < 0)
+                        return q;
+                for (size_t i = 0; q >= 0 && i < r->n_peers; i++)
+                        if (r->peers[i].state == PEER_ATTACHED) {
+                                q = store_peer_update(b->store, r->id, r->peers[i].domain, PEER_REVOKED, false,
+                                                      r->peers[i].mapped);
+                                if (q >= 0)
+                                        q = audit(b, actor, r, r->peers[i].domain, "revoke-peer", "attached",
+                                                  "revoked", reason, now);
+                        }
+                if (q >= 0)
+                        q = store_commit(b->store);
+                if (q < 0) {
+                        store_rollback(b->store);
+                        return q;
+                }
+                for (size_t i = 0; i < r->n_peers; i++)
+                        if (r->peers[i].state == PEER_ATTACHED) {
+                                r->peers[i].state = PEER_REVOKED;
+                                emit(b, &(struct broker_event) {
+                                        .type = BROKER_EVENT_REVOKED, .region = r->id, .owner = r->owner,
+                                        .device = r->device, .domain = r->peers[i].domain, .reason = reason,
+                                });
+                        }
+        }
+        for (size_t i = 0; i < r->n_peers; i++)
+                if (peer_final(r->peers[i].state))
+                        (void) peer_unmap(b, r, i); /* a failure keeps it quarantined; logged */
+        return region_finish(b, r, actor);
+}
+
+/*
+ * Moves a live region to revoking: outstanding grants are voided, attached peers recalled
+ * with a deadline. One transaction. Then finishes at once if nobody is attached.
+ */
+static int region_start_revoke(struct broker *b, struct region *r, const char *actor, uint64_t timeout_usec,
+                               bool force, const char *reason) {
+        int64_t now = broker_now(b), deadline;
+        enum region_state from = r->state;
+        int q;
+
+        deadline = now + (int64_t) timeout_usec;
+        q = store_begin(b->store);
+        if (q < 0)
+                return q;
+        q = store_region_update(b->store, r->id, REGION_REVOKING, deadline, r->owner_mapped, now);
+        for (size_t i = 0; q >= 0 && i < r->n_peers; i++)
+                if (r->peers[i].state == PEER_GRANTED) {
+                        q = store_peer_update(b->store, r->id, r->peers[i].domain, PEER_REVOKED, false, false);
+                        if (q >= 0)
+                                q = audit(b, actor, r, r->peers[i].domain, "void-grant", "granted", "revoked",
+                                          "region revoked before the peer attached", now);
+                }
+        if (q >= 0)
+                q = routes_drop_region(b, r, now);
+        if (q >= 0)
+                q = audit(b, actor, r, NULL, "revoke", region_state_to_string(from), "revoking", reason, now);
+        if (q >= 0)
+                q = store_commit(b->store);
+        if (q < 0) {
+                store_rollback(b->store);
+                /* routes_drop_region changed memory; put the region back on its routes. */
+                for (size_t i = 0; i < r->n_peers; i++) {
+                        struct route *rt;
+                        if (route_get(b, r->device, r->peers[i].domain, false, &rt) >= 0)
+                                (void) route_add_live(rt, r);
+                }
+                return q;
+        }
+
+        r->state = REGION_REVOKING;
+        r->deadline = deadline;
+        for (size_t i = 0; i < r->n_peers; i++)
+                if (r->peers[i].state == PEER_GRANTED)
+                        r->peers[i].state = PEER_REVOKED;
+        revoking_list_add(b, r);
+        routes_announce(b, r, reason);
+
+        for (size_t i = 0; i < r->n_peers; i++)
+                if (r->peers[i].state == PEER_ATTACHED && !force)
+                        emit(b, &(struct broker_event) {
+                                .type = BROKER_EVENT_RECALL, .region = r->id, .owner = r->owner,
+                                .device = r->device, .domain = r->peers[i].domain, .deadline = deadline,
+                                .reason = reason,
+                        });
+        if (force)
+                return region_force(b, r, actor, reason);
+        return region_finish(b, r, actor);
+}
+
+/* ---- share ---- */
+
+static bool label_is_valid(const char *label) {
+        size_t n = 0;
+
+        for (const unsigned char *p = (const unsigned char *) label; *p; p++, n++)
+                if (*p < 0x20 || *p == 0x7f || n >= BROKER_MAX_LABEL)
+                        return false;
+        return true;
+}
+
+static int token_generate(char out[static STORE_TOKEN_LEN + 1]) {
+        uint8_t raw[STORE_TOKEN_LEN / 2];
+        ssize_t n;
+
+        do
+                n = getrandom(raw, sizeof(raw), 0);
+        while (n < 0 && errno == EINTR);
+        if (n != (ssize_t) sizeof(raw))
+                return n < 0 ? negative_errno() : -EIO;
+        for (size_t i = 0; i < sizeof(raw); i++)
+                snprintf(out + 2 * i, 3, "%02x", raw[i]);
+        return 0;
+}
+
+static int check_acts_for(const struct broker *b, const struct broker_caller *caller, const char *domain,
+                          struct broker_error *err) {
+        if (caller->admin)
+                return 0;
+        if (!policy_agent_may_act(b->policy, caller->uid, domain))
+                return broker_error_set(err, BROKER_E_FORBIDDEN, "uid %u may not act for domain %s",
+                                        (unsigned) caller->uid, domain);
+        return 0;
+}
+
+static int share_validate(const struct broker *b, const struct broker_share_request *req,
+                          const struct platform_device **ret_dev, struct broker_error *err) {
+        const struct platform_device *dev;
+
+        if (!name_is_valid(req->owner))
+                return broker_error_set(err, BROKER_E_INVALID, "owner is not a valid domain name");
+        if (!name_is_valid(req->device))
+                return broker_error_set(err, BROKER_E_INVALID, "device is not a valid device name");
+        if (req->n_peers == 0)
+                return broker_error_set(err, BROKER_E_INVALID, "a share needs at least one peer");
+        if (req->n_peers > BROKER_MAX_PEERS)
+                return broker_error_set(err, BROKER_E_LIMIT, "%zu peers; at most %d", req->n_peers,
+                                        BROKER_MAX_PEERS);
+        for (size_t i = 0; i < req->n_peers; i++) {
+                if (!name_is_valid(req->peers[i].domain))
+                        return broker_error_set(err, BROKER_E_INVALID, "peers[%zu] is not a valid domain name", i);
+                if (req->peers[i].access != ACCESS_RO && req->peers[i].access != ACCESS_RW)
+                        return broker_error_set(err, BROKER_E_INVALID, "peers[%zu].access must be ro or rw", i);
+        }
+        if (req->label && !label_is_valid(req->label))
+                return broker_error_set(err, BROKER_E_LIMIT, "label must be printable and at most %d bytes",
+                                        BROKER_MAX_LABEL);
+        if (req->size == 0)
+                return broker_error_set(err, BROKER_E_INVALID, "size must be greater than zero");
+
+        dev = platform_find_device(b->platform, req->device);
+        if (!dev)
+                return broker_error_set(err, BROKER_E_UNKNOWN_DEVICE, "no device %s on this platform", req->device);
+        if (strcmp(dev->owner, req->owner) != 0)
+                return broker_error_set(err, BROKER_E_NOT_DEVICE_OWNER, "device %s is driven by %s, not %s",
+                                        dev->name, dev->owner, req->owner);
+        *ret_dev = dev;
+        return 0;
+}
+
+static int share_bounce(struct broker *b, const char *actor, const struct broker_share_request *req,
+                        const struct placement_result *pr, struct broker_share_result *ret,
+                        struct broker_error *err) {
+        int64_t now = broker_now(b);
+        struct route *routes[BROKER_MAX_PEERS] = {};
+        char *old[BROKER_MAX_PEERS] = {};
+        int q;
+
+        for (size_t i = 0; i < req->n_peers; i++) {
+                q = route_get(b, req->device, req->peers[i].domain, true, &routes[i]);
+                if (q < 0)
+                        return broker_error_set(err, BROKER_E_STORE, "out of memory");
+        }
+        q = store_begin(b->store);
+        if (q < 0)
+                return store_fail(b, q, err, "the bounce route");
+        /* A live region still serves the route; the bounce is recorded for when it goes. */
+        for (size_t i = 0; i < req->n_peers; i++) {
+                old[i] = routes[i]->bounce_reason;
+                routes[i]->bounce_reason = strdup(pr->reason);
+                if (!routes[i]->bounce_reason) {
+                        q = -ENOMEM;
+                        break;
+                }
+                q = route_persist(b, routes[i], now);
+                if (q >= 0)
+                        q = audit(b, actor, NULL, req->peers[i].domain, "bounce", NULL, NULL, pr->reason, now);
+                if (q < 0)
+                        break;
+        }
+        if (q >= 0)
+                q = store_commit(b->store);
+        if (q < 0) {
+                for (size_t i = 0; i < req->n_peers; i++)
+                        if (routes[i]->bounce_reason != old[i]) {
+                                free(routes[i]->bounce_reason);
+                                routes[i]->bounce_reason = old[i];
+                        }
+                return store_fail(b, q, err, "the bounce route");
+        }
+        for (size_t i = 0; i < req->n_peers; i++) {
+                free(old[i]);
+                routes[i]->updated = now;
+                if (routes[i]->n_live == 0)
+                        emit_route_changed(b, req->device, req->peers[i].domain, 0, pr->reason);
+        }
+        *ret = (struct broker_share_result) { .bounce = true, .owner_fd = -1 };
+        snprintf(ret->reason, sizeof(ret->reason), "%s", pr->reason);
+        return 0;
+}
+
+/* Durably undoes a committed share whose memory could not be made real. */
+static void share_abort(struct broker *b, struct region *r, const char *actor, const char *why) {
+        r->owner_mapped = false;
+        if (region_start_revoke(b, r, actor, 0, true, why) < 0)
+                fprintf(stderr, "brokerd: could not roll back region %" PRIu64 "; it is revoked on restart\n", r->id);
+}
+
+int broker_share(struct broker *b, const struct broker_caller *caller, const struct broker_share_request *req,
+                 struct broker_share_result *ret, struct broker_error *err) {
+        _cleanup_(region_freep) struct region *r = NULL;
+        _cleanup_(closep) int owner_fd = -EBADF;
+        struct policy_peer_request ppeers[BROKER_MAX_PEERS];
+        const struct platform_device *dev;
+        struct placement_result pr;
+        struct backend_mapping owner_map = { .fd = -1 };
+        struct backend_region br;
+        uint64_t used_bytes, used_regions, max_bytes, max_regions;
+        char actor[48];
+        int64_t now;
+        int q;
+
+        caller_actor(caller, actor);
+        q = share_validate(b, req, &dev, err);
+        if (q < 0)
+                return q;
+        q = check_acts_for(b, caller, req->owner, err);
+        if (q < 0)
+                return q;
+        for (size_t i = 0; i < req->n_peers; i++)
+                ppeers[i] = (struct policy_peer_request) { .domain = req->peers[i].domain, .access = req->peers[i].access };
+        q = policy_check_share(b->policy, req->owner, req->device, ppeers, req->n_peers, req->size, err);
+        if (q < 0)
+                return q;
+
+        q = placer_compute(b->placer, &(struct placement_request) {
+                .device = req->device, .size = req->size, .has_numa_node = req->has_numa_node,
+                .numa_node = req->numa_node, .alignment = req->alignment, .place = req->place, .base = req->base,
+        }, &pr, err);
+        if (q < 0)
+                return q;
+        if (pr.bounce)
+                return share_bounce(b, actor, req, &pr, ret, err);
+
+        broker_usage(b, req->owner, &used_bytes, &used_regions);
+        policy_quota_for(b->policy, req->owner, &max_bytes, &max_regions);
+        if (used_regions + 1 > max_regions) {
+                return broker_error_set(err, BROKER_E_QUOTA, "%s already shares %" PRIu64 " regions; its quota is %" PRIu64,
+                                        req->owner, used_regions, max_regions);
+        }
+        if (pr.size > max_bytes || used_bytes > max_bytes - pr.size) {
+                char s1[NUM_FMT_MAX], s2[NUM_FMT_MAX], s3[NUM_FMT_MAX];
+                return broker_error_set(err, BROKER_E_QUOTA, "%s shares %s; %s more exceeds its quota of %s",
+                                        req->owner, num_format_size(used_bytes, s1), num_format_size(pr.size, s2),
+                                        num_format_size(max_bytes, s3));
+        }
+
+        q = region_alloc(req->owner, req->device, req->label, req->n_peers, &r);
+        if (q < 0)
+                return broker_error_set(err, BROKER_E_STORE, "out of memory");
+        r->pool = pr.pool;
+        r->base = pr.base;
+        r->size = pr.size;
+        r->state = REGION_OFFERED;
+        r->owner_mapped = true;
+        now = broker_now(b);
+        r->created = now;
+        for (size_t i = 0; i < req->n_peers; i++) {
+                char token[STORE_TOKEN_LEN + 1];
+                q = token_generate(token);
+                if (q < 0)
+                        return broker_error_set(err, BROKER_E_STORE, "getrandom failed: %s", strerror(-q));
+                q = region_set_peer(r, i, req->peers[i].domain, req->peers[i].access, PEER_GRANTED, token, false);
+                if (q < 0)
+                        return broker_error_set(err, BROKER_E_STORE, "out of memory");
+        }
+
+        /* Commit first: the database must know the region before any memory exists for it. */
+        q = store_begin(b->store);
+        if (q < 0)
+                return store_fail(b, q, err, "the share");
+        q = store_region_insert(b->store, &(struct store_region) {
+                .owner = r->owner, .device = r->device, .pool = r->pool->name, .label = r->label,
+                .base = r->base, .size = r->size, .state = REGION_OFFERED, .owner_mapped = true,
+                .created = now, .updated = now,
+        }, &r->id);
+        for (size_t i = 0; q >= 0 && i < r->n_peers; i++)
+                q = store_peer_insert(b->store, &(struct store_peer) {
+                        .region = r->id, .domain = r->peers[i].domain, .access = r->peers[i].access,
+                        .state = PEER_GRANTED, .token = r->tokens[i].token,
+                });
+        if (q >= 0) {
+                char sz[NUM_FMT_MAX], why[160];
+                snprintf(why, sizeof(why), "%s at 0x%" PRIx64 " in pool %s for %s", num_format_size(r->size, sz),
+                         r->base, r->pool->name, r->device);
+                q = audit(b, actor, r, NULL, "share", NULL, "offered", why, now);
+        }
+        if (q < 0)
+                return store_fail(b, q, err, "the share");
+
+        /* Index before commit so a failure below can still be undone in memory. */
+        q = placer_reserve(b->placer, &r->range, r->base, r->size);
+        if (q < 0) {
+                store_rollback(b->store);
+                return broker_error_set(err, BROKER_E_OVERLAP, "range already in use");
+        }
+        q = hashmap_put(b->regions, &r->id, r);
+        if (q < 0) {
+                placer_release(b->placer, &r->range);
+                store_rollback(b->store);
+                return broker_error_set(err, BROKER_E_STORE, "out of memory");
+        }
+        for (size_t i = 0; q >= 0 && i < r->n_peers; i++) {
+                struct route *rt;
+                q = route_get(b, r->device, r->peers[i].domain, true, &rt);
+                if (q >= 0)
+                        q = route_add_live(rt, r);
+                if (q >= 0)
+                        q = route_persist(b, rt, now);
+        }
+        if (q >= 0)
+                q = store_commit(b->store);
+        if (q >= 0)
+                /* The route has room again: an older bounce answer no longer holds. */
+                for (size_t i = 0; i < r->n_peers; i++) {
+                        struct route *rt;
+                        if (route_get(b, r->device, r->peers[i].domain, false, &rt) >= 0) {
+                                free(rt->bounce_reason);
+                                rt->bounce_reason = NULL;
+                                rt->updated = now;
+                        }
+                }
+        if (q < 0) {
+                store_rollback(b->store);
+                for (size_t i = 0; i < r->n_peers; i++) {
+                        struct route *rt;
+                        if (route_get(b, r->device, r->peers[i].domain, false, &rt) >= 0)
+                                route_remove_live(rt, r);
+                }
+                hashmap_remove(b->regions, &r->id);
+                placer_release(b->placer, &r->range);
+                return broker_error_set(err, BROKER_E_STORE, "could not record the share: %s", strerror(-q));
+        }
+        for (size_t i = 0; i < r->n_peers; i++)
+                (void) hashmap_put(b->tokens, r->tokens[i].token, &r->tokens[i]);
+        (void) usage_adjust(b, r->owner, (int64_t) r->size, 1);
+        struct region *region = TAKE_PTR(r);
+
+        /* Make the memory real, zeroed, and map it for the owner. */
+        br = backend_region_of(region);
+        q = b->backend->ops->create(b->backend, &br);
+        if (q >= 0)
+                q = b->backend->ops->scrub(b->backend, &br);
+        if (q >= 0)
+                q = b->backend->ops->map(b->backend, &br, region->owner, ACCESS_RW, &owner_map);
+        if (q < 0) {
+                uint64_t id = region->id;
+                share_abort(b, region, actor, "the backend could not create the region's memory");
+                return broker_error_set(err, BROKER_E_BACKEND, "%s backend could not create region %" PRIu64 ": %s",
+                                        b->backend->ops->name, id, strerror(-q));
+        }
+        owner_fd = owner_map.fd;
+
+        *ret = (struct broker_share_result) {
+                .region = region->id, .base = region->base, .size = region->size, .alignment = pr.alignment,
+                .pool = region->pool->name, .n_tokens = region->n_peers, .owner_fd = TAKE_FD(owner_fd),
+        };
+        for (size_t i = 0; i < region->n_peers; i++) {
+                snprintf(ret->tokens[i].domain, sizeof(ret->tokens[i].domain), "%s", region->peers[i].domain);
+                memcpy(ret->tokens[i].token, region->tokens[i].token, sizeof(ret->tokens[i].token));
+        }
+        routes_announce(b, region, "region shared");
+        return 0;
+}
+
+/* ---- attach / release ---- */
+
+int broker_attach(struct broker *b, const struct broker_caller *caller, const char *domain, const char *token,
+                  struct broker_attach_result *ret, struct broker_error *err) {
+        struct backend_mapping map = { .fd = -1 };
+        struct backend_region br;
+        struct token_entry *te;
+        struct region *r;
+        enum region_state from;
+        char actor[48];
+        int64_t now;
+        size_t i;
+        int q;
+
+        caller_actor(caller, actor);
+        if (!name_is_valid(domain))
+                return broker_error_set(err, BROKER_E_INVALID, "domain is not a valid domain name");
+        if (!token || strlen(token) != STORE_TOKEN_LEN)
+                return broker_error_set(err, BROKER_E_BAD_TOKEN, "a token is %d hex characters", STORE_TOKEN_LEN);
+        q = check_acts_for(b, caller, domain, err);
+        if (q < 0)
+                return q;
+        te = hashmap_get(b->tokens, token);
+        if (!te)
+                return broker_error_set(err, BROKER_E_BAD_TOKEN, "no live grant has this token");
+        r = te->region;
+        i = te->peer;
+        if (strcmp(r->peers[i].domain, domain) != 0)
+                return broker_error_set(err, BROKER_E_WRONG_DOMAIN, "this token is for another domain, not %s", domain);
+        if (r->peers[i].state != PEER_GRANTED)
+                return broker_error_set(err, BROKER_E_TOKEN_USED, "the token for %s on region %" PRIu64 " was already %s",
+                                        domain, r->id,
+                                        r->peers[i].state == PEER_REVOKED ? "voided by a revoke" : "redeemed");
+        if (!region_live(r))
+                return broker_error_set(err, BROKER_E_BAD_STATE, "region %" PRIu64 " is %s", r->id,
+                                        region_state_to_string(r->state));
+
+        /* Record the attachment (mapped: the mapping may exist) before mapping, so a crash
+         * in between leaves a record that restart unmaps, never a mapping nobody knows of. */
+        now = broker_now(b);
+        from = r->state;
+        q = store_begin(b->store);
+        if (q < 0)
+                return store_fail(b, q, err, "the attach");
+        q = store_peer_update(b->store, r->id, domain, PEER_ATTACHED, false, true);
+        if (q >= 0 && from == REGION_OFFERED)
+                q = store_region_update(b->store, r->id, REGION_ACTIVE, r->deadline, r->owner_mapped, now);
+        if (q >= 0)
+                q = audit(b, actor, r, domain, "attach", "granted", "attached", access_to_string(r->peers[i].access), now);
+        if (q >= 0)
+                q = store_commit(b->store);
+        if (q < 0)
+                return store_fail(b, q, err, "the attach");
+        r->peers[i].state = PEER_ATTACHED;
+        r->peers[i].mapped = true;
+        r->state = REGION_ACTIVE;
+
+        br = backend_region_of(r);
+        q = b->backend->ops->map(b->backend, &br, domain, r->peers[i].access, &map);
+        if (q < 0) {
+                int u = store_begin(b->store);
+                if (u >= 0)
+                        u = store_peer_update(b->store, r->id, domain, PEER_GRANTED, false, false);
+                if (u >= 0 && from == REGION_OFFERED)
+                        u = store_region_update(b->store, r->id, from, r->deadline, r->owner_mapped, now);
+                if (u >= 0)
+                        u = audit(b, "broker", r, domain, "attach-failed", "attached", "granted", strerror(-q), now);
+                if (u >= 0)
+                        u = store_commit(b->store);
+                if (u < 0)
+                        store_rollback(b->store);
+                else {
+                        r->peers[i].state = PEER_GRANTED;
+                        r->peers[i].mapped = false;
+                        r->state = from;
+                }
+                return broker_error_set(err, BROKER_E_BACKEND, "%s backend could not map region %" PRIu64 " for %s: %s",
+                                        b->backend->ops->name, r->id, domain, strerror(-q));
+        }
+
+        *ret = (struct broker_attach_result) {
+                .region = r->id, .base = r->base, .size = r->size, .access = r->peers[i].access, .fd = map.fd,
+        };
+        emit(b, &(struct broker_event) {
+                .type = BROKER_EVENT_ATTACHED, .region = r->id, .owner = r->owner, .device = r->device, .domain = domain,
+        });
+        return 0;
+}
+
+int broker_release(struct broker *b, const struct broker_caller *caller, const char *domain, uint64_t id,
+                   struct broker_error *err) {
+        struct region *r;
+        enum peer_state from;
+        char actor[48];
+        ssize_t i;
+        int64_t now;
+        int q;
+
+        caller_actor(caller, actor);
+        if (!name_is_valid(domain))
+                return broker_error_set(err, BROKER_E_INVALID, "domain is not a valid domain name");
+        q = check_acts_for(b, caller, domain, err);
+        if (q < 0)
+                return q;
+        r = hashmap_get(b->regions, &id);
+        i = r ? region_find_peer(r, domain) : -1;
+        if (i < 0)
+                return broker_error_set(err, BROKER_E_NO_SUCH_REGION, "%s holds no grant on region %" PRIu64, domain, id);
+        from = r->peers[i].state;
+        if (peer_final(from))
+                return broker_error_set(err, BROKER_E_BAD_STATE, "%s's grant on region %" PRIu64 " is already %s",
+                                        domain, id, peer_state_to_string(from));
+
+        now = broker_now(b);
+        q = store_begin(b->store);
+        if (q < 0)
+                return store_fail(b, q, err, "the release");
+        q = store_peer_update(b->store, r->id, domain, PEER_RELEASED, false, r->peers[i].mapped);
+        if (q >= 0)
+                q = audit(b, actor, r, domain, "release", peer_state_to_string(from), "released", NULL, now);
+        if (q >= 0)
+                q = store_commit(b->store);
+        if (q < 0)
+                return store_fail(b, q, err, "the release");
+        r->peers[i].state = PEER_RELEASED;
+        emit(b, &(struct broker_event) {
+                .type = BROKER_EVENT_RELEASED, .region = r->id, .owner = r->owner, .device = r->device, .domain = domain,
+        });
+
+        (void) peer_unmap(b, r, (size_t) i);
+
+        if (region_live(r)) {
+                bool all_done = true;
+                for (size_t k = 0; k < r->n_peers; k++)
+                        all_done = all_done && peer_final(r->peers[k].state);
+                /* Nobody can use it any more: take it down rather than keep it forever. */
+                if (all_done)
+                        return region_start_revoke(b, r, "broker", 0, false, "every peer released the region");
+                return 0;
+        }
+        return region_finish(b, r, actor);
+}
+
+/* ---- revoke ---- */
+
+int broker_revoke(struct broker *b, const struct broker_caller *caller, const char *owner, uint64_t id,
+                  uint64_t timeout_usec, bool force, struct broker_error *err) {
+        struct region *r;
+        char actor[48], why[96];
+        int q;
+
+        caller_actor(caller, actor);
+        if (timeout_usec > BROKER_MAX_REVOKE_TIMEOUT_USEC)
+                return broker_error_set(err, BROKER_E_INVALID, "the revoke deadline may be at most 24h away");
+        if (!owner && !caller->admin)
+                return broker_error_set(err, BROKER_E_FORBIDDEN, "only an admin may revoke without naming the owner");
+        if (owner) {
+                if (!name_is_valid(owner))
+                        return broker_error_set(err, BROKER_E_INVALID, "owner is not a valid domain name");
+                q = check_acts_for(b, caller, owner, err);
+                if (q < 0)
+                        return q;
+        }
+        r = hashmap_get(b->regions, &id);
+        if (!r)
+                return broker_error_set(err, BROKER_E_NO_SUCH_REGION, "no live region %" PRIu64, id);
+        if (owner && strcmp(r->owner, owner) != 0)
+                return broker_error_set(err, BROKER_E_FORBIDDEN, "region %" PRIu64 " belongs to %s, not %s", id,
+                                        r->owner, owner);
+
+        snprintf(why, sizeof(why), "revoked by %s%s", owner ? "owner " : "admin", owner ?: "");
+        if (r->state == REGION_REVOKING) {
+                int64_t deadline = broker_now(b) + (int64_t) timeout_usec;
+                if (force)
+                        q = region_force(b, r, actor, why);
+                else if (deadline < r->deadline) {
+                        q = store_region_update(b->store, r->id, r->state, deadline, r->owner_mapped, broker_now(b));
+                        if (q >= 0)
+                                r->deadline = deadline;
+                } else
+                        q = 0;
+        } else
+                q = region_start_revoke(b, r, actor, timeout_usec, force, why);
+        if (q < 0)
+                return broker_error_set(err, BROKER_E_STORE, "revoke of region %" PRIu64 " did not complete: %s", id,
+                                        strerror(-q));
+        return 0;
+}
+
+int broker_domain_gone(struct broker *b, const struct broker_caller *caller, const char *domain,
+                       struct broker_error *err) {
+        _cleanup_(xfreep) struct region **list = NULL;
+        size_t n = 0, it = 0;
+        char actor[48], why[160];
+        void *v;
+        int q, first_error = 0;
+
+        caller_actor(caller, actor);
+        if (!caller->admin)
+                return broker_error_set(err, BROKER_E_FORBIDDEN, "only an admin may report a domain gone");
+        if (!name_is_valid(domain))
+                return broker_error_set(err, BROKER_E_INVALID, "domain is not a valid domain name");
+        snprintf(why, sizeof(why), "domain %s went away", domain);
+
+        /* Collect first: finishing a region removes it from the map we walk. */
+        list = calloc(hashmap_size(b->regions) + 1, sizeof(*list));
+        if (!list)
+                return broker_error_set(err, BROKER_E_STORE, "out of memory");
+        while (hashmap_iterate(b->regions, &it, &v)) {
+                struct region *r = v;
+                if (strcmp(r->owner, domain) == 0 || region_find_peer(r, domain) >= 0)
+                        list[n++] = r;
+        }
+
+        for (size_t k = 0; k < n; k++) {
+                struct region *r = list[k];
+                ssize_t i = region_find_peer(r, domain);
+                int64_t now = broker_now(b);
+
+                if (i >= 0 && !peer_final(r->peers[i].state)) {
+                        enum peer_state from = r->peers[i].state;
+                        q = store_begin(b->store);
+                        if (q >= 0)
+                                q = store_peer_update(b->store, r->id, domain, PEER_REVOKED, false, r->peers[i].mapped);
+                        if (q >= 0)
+                                q = audit(b, actor, r, domain, "revoke-peer", peer_state_to_string(from), "revoked", why, now);
+                        if (q >= 0)
+                                q = store_commit(b->store);
+                        if (q < 0) {
+                                store_rollback(b->store);
+                                first_error = first_error ?: q;
+                                continue;
+                        }
+                        r->peers[i].state = PEER_REVOKED;
+                        (void) peer_unmap(b, r, (size_t) i);
+                }
+
+                if (strcmp(r->owner, domain) == 0 && region_live(r))
+                        q = region_start_revoke(b, r, actor, b->revoke_timeout_usec, false, why);
+                else if (region_live(r)) {
+                        bool all_done = true;
+                        for (size_t j = 0; j < r->n_peers; j++)
+                                all_done = all_done && peer_final(r->peers[j].state);
+                        q = all_done ? region_start_revoke(b, r, actor, 0, false, why) : 0;
+                } else
+                        q = region_finish(b, r, actor);
+                if (q < 0)
+                        first_error = first_error ?: q;
+        }
+        if (first_error < 0)
+                return broker_error_set(err, BROKER_E_STORE, "some regions of %s could not be revoked: %s", domain,
+                                        strerror(-first_error));
+        return 0;
+}
+
+int broker_process_deadlines(struct broker *b) {
+        int64_t now = broker_now(b);
+        struct region *r, *next;
+        int first_error = 0;
+
+        for (r = b->revoking; r; r = next) {
+                next = r->revoking_next;
+                if (r->deadline > now)
+                        continue;
+                int q = region_force(b, r, "broker", "revoke deadline passed");
+                if (q < 0)
+                        first_error = first_error ?: q;
+        }
+        return first_error;
+}
+
+int64_t broker_next_deadline(const struct broker *b) {
+        int64_t next = INT64_MAX;
+
+        for (const struct region *r = b->revoking; r; r = r->revoking_next) {
+                bool attached = false;
+                for (size_t i = 0; i < r->n_peers; i++)
+                        attached = attached || r->peers[i].state == PEER_ATTACHED;
+                if (attached && r->deadline < next)
+                        next = r->deadline;
+        }
+        return next;
+}
+
+static void on_unmap_done(void *userdata, uint64_t id, const char *domain, int result) {
+        struct broker *b = userdata;
+        struct region *r = hashmap_get(b->regions, &id);
+        ssize_t i;
+        int q;
+
+        if (!r)
+                return;
+        if (result < 0) {
+                fprintf(stderr, "brokerd: unmap of region %" PRIu64 " from %s failed: %s; range stays quarantined\n",
+                        id, domain, strerror(-result));
+                return;
+        }
+        if (strcmp(domain, r->owner) == 0 && r->owner_mapped) {
+                q = store_region_update(b->store, r->id, r->state, r->deadline, false, broker_now(b));
+                if (q < 0)
+                        return;
+                r->owner_mapped = false;
+        } else {
+                i = region_find_peer(r, domain);
+                if (i < 0 || !r->peers[i].mapped || !peer_final(r->peers[i].state))
+                        return;
+                q = store_peer_update(b->store, r->id, domain, r->peers[i].state, false, false);
+                if (q < 0)
+                        return;
+                r->peers[i].mapped = false;
+        }
+        (void) region_finish(b, r, "broker");
+}
+
+/* ---- queries ---- */
+
+static void region_info(const struct region *r, struct broker_region_info *ret) {
+        *ret = (struct broker_region_info) {
+                .id = r->id, .owner = r->owner, .device = r->device, .pool = r->pool ? r->pool->name : NULL,
+                .label = r->label, .base = r->base, .size = r->size, .state = r->state, .deadline = r->deadline,
+                .created = r->created, .n_peers = r->n_peers, .peers = r->peers,
+        };
+}
+
+int broker_region_get(struct broker *b, uint64_t id, struct broker_region_info *ret) {
+        struct region *r = hashmap_get(b->regions, &id);
+
+        if (!r)
+                return -ENOENT;
+        region_info(r, ret);
+        return 0;
+}
+
+int broker_region_foreach(struct broker *b, int (*fn)(void *userdata, const struct broker_region_info *r),
+                          void *userdata) {
+        size_t it = 0;
+        void *v;
+
+        while (hashmap_iterate(b->regions, &it, &v)) {
+                struct broker_region_info info;
+                region_info(v, &info);
+                int q = fn(userdata, &info);
+                if (q != 0)
+                        return q;
+        }
+        return 0;
+}
+
+int broker_route_lookup(struct broker *b, const char *device, const char *domain, struct broker_route_info *ret) {
+        struct route *rt;
+
+        if (!name_is_valid(device) || !name_is_valid(domain))
+                return -EINVAL;
+        if (route_get(b, device, domain, false, &rt) < 0 || (rt->n_live == 0 && !rt->bounce_reason)) {
+                *ret = (struct broker_route_info) { .found = false };
+                return 0;
+        }
+        if (rt->n_live > 0) {
+                const struct region *r = rt->live[rt->n_live - 1];
+                ssize_t i = region_find_peer(r, domain);
+                *ret = (struct broker_route_info) {
+                        .found = true, .kind = ROUTE_REGION, .region = r->id, .base = r->base, .size = r->size,
+                        .access = i >= 0 ? r->peers[i].access : ACCESS_RO,
+                };
+        } else
+                *ret = (struct broker_route_info) { .found = true, .kind = ROUTE_BOUNCE, .reason = rt->bounce_reason };
+        return 0;
+}
+
+const struct platform *broker_platform(const struct broker *b) {
+        return b->platform;
+}
+
+const struct policy *broker_policy(const struct broker *b) {
+        return b->policy;
+}
+
+struct store *broker_store(struct broker *b) {
+        return b->store;
+}
+
+/* ---- policy ---- */
+
+int broker_set_policy(struct broker *b, struct policy *policy, struct diag_list *diags) {
+        int q = policy_check_platform(policy, b->platform, diags);
+
+        if (q < 0)
+                return q;
+        policy_free(b->policy);
+        b->policy = policy;
+        return 0;
+}
+
+int broker_reload_policy(struct broker *b, const char *path, struct diag_list *diags) {
+        _cleanup_(policy_freep) struct policy *p = NULL;
+        int q;
+
+        q = policy_load_file(path, &p, diags);
+        if (q < 0)
+                return q;
+        q = broker_set_policy(b, p, diags);
+        if (q < 0)
+                return q;
+        TAKE_PTR(p);
+        return 0;
+}
+
+/* ---- start: rebuild from the database and resume ---- */
+
+struct load_state {
+        struct broker *b;
+        struct region *current; /* region whose peers are being loaded */
+        size_t next_peer;
+        int64_t now;
+};
+
+static int load_region(void *userdata, const struct store_region *sr) {
+        struct load_state *ls = userdata;
+        struct broker *b = ls->b;
+        _cleanup_(region_freep) struct region *r = NULL;
+        int q;
+
+        /* Peers come after all regions; count them as they arrive (region_add_peer below). */
+        q = region_alloc(sr->owner, sr->device, sr->label, 0, &r);
+        if (q < 0)
+                return q;
+        r->id = sr->id;
+        r->pool = platform_find_pool(b->platform, sr->pool);
+        r->base = sr->base;
+        r->size = sr->size;
+        r->state = sr->state;
+        r->deadline = sr->deadline;
+        r->created = sr->created;
+        r->owner_mapped = sr->owner_mapped;
+        q = placer_reserve(b->placer, &r->range, r->base, r->size);
+        if (q < 0) {
+                fprintf(stderr, "brokerd: region %" PRIu64 " overlaps another live region in the database\n", r->id);
+                return -EUCLEAN;
+        }
+        q = hashmap_put(b->regions, &r->id, r);
+        if (q < 0) {
+                placer_release(b->placer, &r->range);
+                return q;
+        }
+        (void) usage_adjust(b, r->owner, (int64_t) r->size, 1);
+        if (r->state == REGION_REVOKING)
+                revoking_list_add(b, r);
+        TAKE_PTR(r);
+        return 0;
+}
+
+static int region_add_peer(struct region *r, const struct store_peer *sp) {
+        size_t n = r->n_peers + 1;
+        struct broker_peer_info *peers = reallocarray(r->peers, n, sizeof(*peers));
+        if (!peers)
+                return -ENOMEM;
+        r->peers = peers;
+        char **domains = reallocarray(r->domains, n, sizeof(*domains));
+        if (!domains)
+                return -ENOMEM;
+        r->domains = domains;
+        struct token_entry *tokens = reallocarray(r->tokens, n, sizeof(*tokens));
+        if (!tokens)
+                return -ENOMEM;
+        r->tokens = tokens;
+        r->n_peers = n;
+        return region_set_peer(r, n - 1, sp->domain, sp->access, sp->state, sp->token, sp->mapped);
+}
+
+static int load_peer(void *userdata, const struct store_peer *sp) {
+        struct load_state *ls = userdata;
+        struct region *r = hashmap_get(ls->b->regions, &sp->region);
+
+        if (!r)
+                return 0;
+        return region_add_peer(r, sp);
+}
+
+static int load_route(void *userdata, const struct store_route *sr) {
+        struct load_state *ls = userdata;
+        struct route *rt;
+        int q;
+
+        if (sr->kind != ROUTE_BOUNCE)
+                return 0; /* region routes are derived from the live regions */
+        q = route_get(ls->b, sr->device, sr->domain, true, &rt);
+        if (q < 0)
+                return q;
+        free(rt->bounce_reason);
+        rt->bounce_reason = strdup(sr->reason ?: "");
+        rt->updated = sr->updated;
+        return rt->bounce_reason ? 0 : -ENOMEM;
+}
+
+static int cmp_region_id(const void *a, const void *b) {
+        uint64_t x = (*(struct region *const *) a)->id, y = (*(struct region *const *) b)->id;
+        return x < y ? -1 : x > y;
+}
+
+/* After loading: token index, routes (oldest first, so the newest is current), resumed work. */
+static int broker_resume(struct broker *b) {
+        _cleanup_(xfreep) struct region **list = NULL;
+        size_t n = 0, it = 0;
+        void *v;
+        int q;
+
+        list = calloc(hashmap_size(b->regions) + 1, sizeof(*list));
+        if (!list)
+                return -ENOMEM;
+        while (hashmap_iterate(b->regions, &it, &v))
+                list[n++] = v;
+        qsort(list, n, sizeof(*list), cmp_region_id);
+
+        for (size_t k = 0; k < n; k++) {
+                struct region *r = list[k];
+                for (size_t i = 0; i < r->n_peers; i++) {
+                        /* Fix the pointers region_add_peer's reallocs may have moved. */
+                        r->peers[i].domain = r->domains[i];
+                        r->tokens[i].region = r;
+                        r->tokens[i].peer = i;
+                        if (r->tokens[i].token[0] && r->peers[i].state == PEER_GRANTED && region_live(r)) {
+                                q = hashmap_put(b->tokens, r->tokens[i].token, &r->tokens[i]);
+                                if (q < 0)
+                                        return q;
+                        }
+                        if (region_live(r) && !peer_final(r->peers[i].state)) {
+                                struct route *rt;
+                                q = route_get(b, r->device, r->peers[i].domain, true, &rt);
+                                if (q >= 0)
+                                        q = route_add_live(rt, r);
+                                if (q < 0)
+                                        return q;
+                        }
+                }
+        }
+
+        for (size_t k = 0; k < n; k++) {
+                struct region *r = list[k];
+                struct backend_region br = backend_region_of(r);
+
+                if (!r->pool) {
+                        /* The platform no longer has the pool: nothing can back this region. */
+                        q = region_live(r) ? region_start_revoke(b, r, "broker", 0, true,
+                                                                 "its pool is no longer in the platform")
+                                           : region_force(b, r, "broker", "its pool is no longer in the platform");
+                        if (q < 0)
+                                return q;
+                        continue;
+                }
+                q = b->backend->ops->restore(b->backend, &br);
+                if (q == -ENOENT && region_live(r)) {
+                        bool seen = r->owner_mapped;
+                        for (size_t i = 0; i < r->n_peers; i++)
+                                seen = seen || r->peers[i].state != PEER_GRANTED;
+                        if (!seen) {
+                                /* Nobody has seen the memory yet: making it anew loses nothing. */
+                                q = b->backend->ops->create(b->backend, &br);
+                                if (q >= 0)
+                                        q = b->backend->ops->scrub(b->backend, &br);
+                        }
+                        if (seen || q < 0) {
+                                /* Holders would see different memory than new attachers: take it down. */
+                                for (size_t i = 0; i < r->n_peers; i++)
+                                        r->peers[i].mapped = false;
+                                r->owner_mapped = false;
+                                q = region_start_revoke(b, r, "broker", 0, true,
+                                                        "its memory did not survive the restart");
+                                if (q < 0)
+                                        return q;
+                                continue;
+                        }
+                } else if (q < 0 && q != -ENOENT)
+                        fprintf(stderr, "brokerd: could not restore region %" PRIu64 ": %s\n", r->id, strerror(-q));
+
+                /* Finish unmaps a crash interrupted. */
+                for (size_t i = 0; i < r->n_peers; i++)
+                        if (peer_final(r->peers[i].state) && r->peers[i].mapped)
+                                (void) peer_unmap(b, r, i);
+                if (r->state == REGION_REVOKING) {
+                        q = r->deadline <= broker_now(b) ? region_force(b, r, "broker", "revoke deadline passed")
+                                                         : region_finish(b, r, "broker");
+                        if (q < 0)
+                                return q;
+                }
+        }
+        return 0;
+}
+
+int broker_new(struct broker_config *cfg, struct broker **ret, struct broker_error *err) {
+        _cleanup_(broker_freep) struct broker *b = NULL;
+        struct load_state ls = {};
+        int q;
+
+        if (!cfg->platform || !cfg->policy || !cfg->backend || !cfg->db_path)
+                return broker_error_set(err, BROKER_E_INVALID, "platform, policy, backend and database are required");
+        b = calloc(1, sizeof(*b));
+        if (!b)
+                return -ENOMEM;
+        b->revoke_timeout_usec = cfg->revoke_timeout_usec ?: BROKER_DEFAULT_REVOKE_TIMEOUT_USEC;
+        b->clock = cfg->clock;
+        b->clock_userdata = cfg->clock_userdata;
+        b->on_event = cfg->on_event;
+        b->event_userdata = cfg->event_userdata;
+
+        if (hashmap_new(&hashmap_u64_ops, &b->regions) < 0 || hashmap_new(&hashmap_string_ops, &b->tokens) < 0 ||
+            hashmap_new(&hashmap_string_ops, &b->routes) < 0 || hashmap_new(&hashmap_string_ops, &b->usage) < 0)
+                return broker_error_set(err, BROKER_E_STORE, "out of memory");
+
+        q = policy_check_platform(cfg->policy, cfg->platform, NULL);
+        if (q < 0)
+                return broker_error_set(err, BROKER_E_INVALID, "the policy names devices the platform does not have "
+                                                                "or does not give to the rule's sharer");
+        q = placer_new(cfg->platform, &b->placer);
+        if (q < 0)
+                return broker_error_set(err, BROKER_E_STORE, "placer: %s", strerror(-q));
+        q = store_open(cfg->db_path, &b->store);
+        if (q < 0)
+                return broker_error_set(err, BROKER_E_STORE, "cannot open database %s: %s", cfg->db_path, strerror(-q));
+
+        /* From here on the broker owns them (broker_free releases them on failure too). */
+        b->platform = TAKE_PTR(cfg->platform);
+        b->policy = TAKE_PTR(cfg->policy);
+        b->backend = TAKE_PTR(cfg->backend);
+        backend_set_unmap_done(b->backend, on_unmap_done, b);
+
+        ls.b = b;
+        q = store_load(b->store, &(struct store_load_ops) {
+                .region = load_region, .peer = load_peer, .route = load_route,
+        }, &ls);
+        if (q < 0)
+                return broker_error_set(err, BROKER_E_STORE, "cannot load state from %s: %s", cfg->db_path, strerror(-q));
+        q = broker_resume(b);
+        if (q < 0)
+                return broker_error_set(err, BROKER_E_STORE, "cannot resume interrupted work: %s", strerror(-q));
+
+        *ret = TAKE_PTR(b);
+        return 0;
+}
+
+void broker_free(struct broker *b) {
+        size_t it = 0;
+        void *v;
+
+        if (!b)
+                return;
+        while (hashmap_iterate(b->regions, &it, &v))
+                region_free(v);
+        it = 0;
+        while (hashmap_iterate(b->routes, &it, &v))
+                route_free(v);
+        it = 0;
+        while (hashmap_iterate(b->usage, &it, &v)) {
+                struct usage *u = v;
+                free(u->domain);
+                free(u);
+        }
+        hashmap_free(b->regions);
+        hashmap_free(b->tokens);
+        hashmap_free(b->routes);
+        hashmap_free(b->usage);
+        placer_free(b->placer);
+        store_close(b->store);
+        backend_free(b->backend);
+        policy_free(b->policy);
+        platform_free(b->platform);
+        free(b);
+}

@@ -1,0 +1,97 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#pragma once
+/*
+ * Durable state in sqlite: the truth from which the in-memory index is rebuilt on start.
+ * WAL journal, foreign keys, STRICT tables, migrations by PRAGMA user_version (each in one
+ * transaction), prepared statements only. Callers wrap each state transition, together with
+ * its audit row, in store_begin() (BEGIN IMMEDIATE) ... store_commit(); on any error they
+ * call store_rollback() and nothing changes.
+ * 64-bit addresses are stored bit-for-bit in sqlite's signed INTEGER.
+ * Times are CLOCK_REALTIME microseconds.
+ */
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "util/macro.h"
+#include "util/model.h"
+
+#define STORE_TOKEN_LEN 32 /* hex characters of a 128-bit token */
+#define STORE_SCHEMA_VERSION 1
+
+struct store;
+
+struct store_region {
+        uint64_t id;
+        const char *owner, *device, *pool, *label; /* label may be NULL */
+        uint64_t base, size;
+        enum region_state state;
+        int64_t deadline;    /* revoke deadline, 0 if none */
+        bool owner_mapped;   /* the owner's mapping exists (or its removal is unconfirmed) */
+        int64_t created, updated;
+};
+
+struct store_peer {
+        uint64_t region;
+        const char *domain;
+        enum access_mode access;
+        enum peer_state state;
+        const char *token;   /* NULL once redeemed or voided */
+        bool mapped;         /* the backend mapping exists (or its removal is unconfirmed) */
+};
+
+enum route_kind {
+        ROUTE_REGION,
+        ROUTE_BOUNCE,
+};
+
+struct store_route {
+        const char *device, *domain;
+        enum route_kind kind;
+        uint64_t region;     /* ROUTE_REGION */
+        const char *reason;  /* ROUTE_BOUNCE */
+        int64_t updated;
+};
+
+struct store_audit {
+        int64_t seq, time;
+        const char *actor, *action, *domain, *from_state, *to_state, *reason; /* may be NULL */
+        uint64_t region;     /* 0 if none */
+};
+
+/* Opens or creates the database and migrates it to STORE_SCHEMA_VERSION. ":memory:" works. */
+int store_open(const char *path, struct store **ret);
+void store_close(struct store *s);
+DEFINE_CLEANUP(struct store, store_close);
+/* sqlite's message for the last failure on s, for logs; "" if none. Never NULL. */
+const char *store_last_error(struct store *s);
+
+int store_begin(struct store *s);
+int store_commit(struct store *s);
+void store_rollback(struct store *s);
+
+/* Region ids are never reused: sqlite AUTOINCREMENT. */
+int store_region_insert(struct store *s, const struct store_region *r, uint64_t *ret_id);
+int store_region_update(struct store *s, uint64_t id, enum region_state state, int64_t deadline, bool owner_mapped,
+                        int64_t now);
+int store_peer_insert(struct store *s, const struct store_peer *p);
+int store_peer_update(struct store *s, uint64_t region, const char *domain, enum peer_state state, bool clear_token,
+                      bool mapped);
+int store_route_set(struct store *s, const struct store_route *r);
+int store_route_delete(struct store *s, const char *device, const char *domain);
+int store_audit_append(struct store *s, const struct store_audit *a);
+
+/*
+ * Loads every region that is not reclaimed, with its peers, and every route.
+ * Strings passed to callbacks live only for the duration of the call.
+ * A callback returning < 0 stops the load with that value.
+ */
+struct store_load_ops {
+        int (*region)(void *userdata, const struct store_region *r);
+        int (*peer)(void *userdata, const struct store_peer *p);
+        int (*route)(void *userdata, const struct store_route *r);
+};
+int store_load(struct store *s, const struct store_load_ops *ops, void *userdata);
+
+/* Audit rows with seq > after_seq, oldest first, at most limit; callback as above. */
+int store_audit_list(struct store *s, int64_t after_seq, int64_t since_time, unsigned limit,
+                     int (*fn)(void *userdata, const struct store_audit *a), void *userdata);

@@ -1,0 +1,114 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#include "num.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <json-c/json.h>
+#include <stdio.h>
+#include <string.h>
+
+static const struct {
+        const char *suffix;
+        unsigned shift;
+} units[] = {
+        { "EiB", 60 }, { "PiB", 50 }, { "TiB", 40 }, { "GiB", 30 }, { "MiB", 20 }, { "KiB", 10 },
+};
+
+static int parse_digits(const char *s, size_t len, unsigned base, uint64_t *ret) {
+        uint64_t v = 0;
+
+        if (len == 0)
+                return -EINVAL;
+        for (size_t i = 0; i < len; i++) {
+                unsigned d;
+                char c = s[i];
+
+                if (c >= '0' && c <= '9')
+                        d = (unsigned) (c - '0');
+                else if (base == 16 && c >= 'a' && c <= 'f')
+                        d = (unsigned) (c - 'a' + 10);
+                else if (base == 16 && c >= 'A' && c <= 'F')
+                        d = (unsigned) (c - 'A' + 10);
+                else
+                        return -EINVAL;
+                if (__builtin_mul_overflow(v, base, &v) || __builtin_add_overflow(v, d, &v))
+                        return -ERANGE;
+        }
+        *ret = v;
+        return 0;
+}
+
+int num_parse_u64(const char *s, uint64_t *ret) {
+        size_t len;
+        uint64_t v;
+        int r;
+
+        if (!s)
+                return -EINVAL;
+        len = strlen(s);
+
+        if (len > 2 && s[0] == '0' && (s[1] == 'x' || s[1] == 'X')) {
+                r = parse_digits(s + 2, len - 2, 16, &v);
+                if (r < 0)
+                        return r;
+                *ret = v;
+                return 0;
+        }
+
+        for (size_t i = 0; i < (sizeof(units) / sizeof(units[0])); i++) {
+                size_t sl = strlen(units[i].suffix);
+
+                if (len > sl && strcmp(s + len - sl, units[i].suffix) == 0) {
+                        r = parse_digits(s, len - sl, 10, &v);
+                        if (r < 0)
+                                return r;
+                        if (v > (UINT64_MAX >> units[i].shift))
+                                return -ERANGE;
+                        *ret = v << units[i].shift;
+                        return 0;
+                }
+        }
+
+        r = parse_digits(s, len, 10, &v);
+        if (r < 0)
+                return r;
+        *ret = v;
+        return 0;
+}
+
+int num_from_json(struct json_object *o, uint64_t *ret) {
+        switch (json_object_get_type(o)) {
+        case json_type_int:
+                /* json-c clamps get_int64 for values above INT64_MAX but keeps them as uint64. */
+                if (json_object_get_int64(o) < 0)
+                        return -ERANGE;
+                *ret = json_object_get_uint64(o);
+                return 0;
+        case json_type_string:
+                return num_parse_u64(json_object_get_string(o), ret);
+        default:
+                return -EINVAL;
+        }
+}
+
+const char *num_format_size(uint64_t v, char buf[static NUM_FMT_MAX]) {
+        if (v == 0) {
+                snprintf(buf, NUM_FMT_MAX, "0");
+                return buf;
+        }
+        for (size_t i = 0; i < (sizeof(units) / sizeof(units[0])); i++) {
+                uint64_t unit = UINT64_C(1) << units[i].shift;
+                if (v % unit == 0) {
+                        snprintf(buf, NUM_FMT_MAX, "%" PRIu64 "%s", v / unit, units[i].suffix);
+                        return buf;
+                }
+        }
+        snprintf(buf, NUM_FMT_MAX, "0x%" PRIx64, v);
+        return buf;
+}
+
+const char *num_format_addr(uint64_t v, char buf[static NUM_FMT_MAX]) {
+        snprintf(buf, NUM_FMT_MAX, "0x%" PRIx64, v);
+        return buf;
+}

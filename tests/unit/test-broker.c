@@ -1,0 +1,1039 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The grant lifecycle end to end inside one process: real platform and policy loaders,
+ * the real placer, a real sqlite file, and the real memfd backend (or, where a test needs
+ * an unmap that completes later, that backend wrapped so unmap answers -EINPROGRESS).
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <fcntl.h>
+#include <ftw.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "backend/backend-memfd.h"
+#include "core/broker.h"
+
+#define MiB (UINT64_C(1) << 20)
+#define SEC INT64_C(1000000)
+
+static const struct broker_caller ROOT = { .uid = 0 };     /* acts for hw0 */
+static const struct broker_caller VM1 = { .uid = 1000 };   /* acts for vm1 */
+static const struct broker_caller VM2 = { .uid = 1001 };   /* acts for vm2 */
+static const struct broker_caller ADMIN = { .uid = 0, .admin = true };
+
+/* pool p0: 64MiB at 1GiB, node 0, 4KiB granule, below 4GiB (nic0 reaches it).
+ * pool p1: 64MiB at 8GiB, node 1, 2MiB granule (only 64-bit gpu0 reaches it). */
+#define PLATFORM_FMT \
+        "{\"memory\": [{\"name\": \"bank0\", \"base\": 0, \"size\": \"8GiB\", \"numa_node\": 0}," \
+        "              {\"name\": \"bank1\", \"base\": \"8GiB\", \"size\": \"8GiB\", \"numa_node\": 1}]," \
+        " \"reserved\": [{\"name\": \"msi\", \"base\": \"0xfee00000\", \"size\": \"1MiB\"}]," \
+        " \"pools\": [{\"name\": \"p0\", \"base\": \"1GiB\", \"size\": \"64MiB\", \"numa_node\": 0," \
+        "              \"granule\": \"4KiB\", \"backing\": %s}," \
+        "            {\"name\": \"p1\", \"base\": \"8GiB\", \"size\": \"64MiB\", \"numa_node\": 1," \
+        "              \"granule\": \"2MiB\", \"backing\": {\"kind\": \"memfd\"}}]," \
+        " \"devices\": [{\"name\": \"nic0\", \"owner\": \"hw0\", \"dma_mask_bits\": 32}," \
+        "             {\"name\": \"gpu0\", \"owner\": \"hw0\", \"dma_mask_bits\": 64}," \
+        "             {\"name\": \"blk0\", \"owner\": \"hw1\", \"dma_mask_bits\": 64}]}"
+
+static const char *policy_text =
+        "{\"agents\": [{\"uid\": 0, \"domains\": [\"hw0\"]},"
+        "             {\"uid\": 1000, \"domains\": [\"vm1\"]},"
+        "             {\"uid\": 1001, \"domains\": [\"vm2\"]}],"
+        " \"shares\": [{\"sharer\": \"hw0\", \"device\": \"nic0\", \"peers\": [\"vm1\"], \"access\": \"rw\","
+        "              \"max_region\": \"32MiB\"},"
+        "             {\"sharer\": \"hw0\", \"device\": \"nic0\", \"peers\": [\"vm2\"], \"access\": \"ro\"},"
+        "             {\"sharer\": \"hw0\", \"device\": \"gpu0\", \"peers\": [\"vm1\", \"vm2\"], \"access\": \"ro\","
+        "              \"multi_peer\": true}],"
+        " \"quotas\": [{\"domain\": \"hw0\", \"max_bytes\": \"48MiB\", \"max_regions\": 4}]}";
+
+struct fixture {
+        char dir[64];
+        char db[128];
+        char backing[160];
+        bool shm;           /* pool p0 backed by files (durable) instead of memfds */
+        bool async_unmap;   /* wrap the backend so unmaps complete later */
+        int64_t now;
+        struct broker *b;
+        struct backend *async; /* the wrapper, when async_unmap */
+        /* events seen */
+        unsigned n_recall, n_reclaimed, n_revoked, n_attached, n_released, n_route;
+        uint64_t last_reclaimed;
+        int64_t last_deadline;
+};
+
+/* ---- a backend whose unmaps complete later, like a hypervisor's hot-unplug ---- */
+
+struct async_backend {
+        struct backend backend;
+        struct backend *inner;
+        uint64_t pending_region;
+        char pending_domain[64];
+        unsigned n_pending;
+        bool fail_map, fail_create;
+};
+
+static int async_create(struct backend *b, const struct backend_region *r) {
+        struct async_backend *a = (struct async_backend *) b;
+        return a->fail_create ? -EIO : a->inner->ops->create(a->inner, r);
+}
+static int async_restore(struct backend *b, const struct backend_region *r) {
+        struct async_backend *a = (struct async_backend *) b;
+        return a->inner->ops->restore(a->inner, r);
+}
+static int async_map(struct backend *b, const struct backend_region *r, const char *domain, enum access_mode access,
+                     struct backend_mapping *ret) {
+        struct async_backend *a = (struct async_backend *) b;
+        return a->fail_map ? -EIO : a->inner->ops->map(a->inner, r, domain, access, ret);
+}
+static int async_unmap(struct backend *b, const struct backend_region *r, const char *domain) {
+        struct async_backend *a = (struct async_backend *) b;
+        int q = a->inner->ops->unmap(a->inner, r, domain);
+        if (q < 0)
+                return q;
+        a->pending_region = r->id;
+        snprintf(a->pending_domain, sizeof(a->pending_domain), "%s", domain);
+        a->n_pending++;
+        return -EINPROGRESS;
+}
+static int async_scrub(struct backend *b, const struct backend_region *r) {
+        struct async_backend *a = (struct async_backend *) b;
+        return a->inner->ops->scrub(a->inner, r);
+}
+static int async_destroy(struct backend *b, const struct backend_region *r) {
+        struct async_backend *a = (struct async_backend *) b;
+        return a->inner->ops->destroy(a->inner, r);
+}
+static void async_free(struct backend *b) {
+        struct async_backend *a = (struct async_backend *) b;
+        backend_free(a->inner);
+        free(a);
+}
+static const struct backend_ops async_ops = {
+        .name = "async-test", .create = async_create, .restore = async_restore, .map = async_map,
+        .unmap = async_unmap, .scrub = async_scrub, .destroy = async_destroy, .free = async_free,
+};
+
+/* ---- fixture ---- */
+
+static int64_t fake_clock(void *userdata) {
+        return ((struct fixture *) userdata)->now;
+}
+
+static void on_event(void *userdata, const struct broker_event *ev) {
+        struct fixture *f = userdata;
+        switch (ev->type) {
+        case BROKER_EVENT_RECALL:
+                f->n_recall++;
+                f->last_deadline = ev->deadline;
+                break;
+        case BROKER_EVENT_RECLAIMED:
+                f->n_reclaimed++;
+                f->last_reclaimed = ev->region;
+                break;
+        case BROKER_EVENT_REVOKED:
+                f->n_revoked++;
+                break;
+        case BROKER_EVENT_ATTACHED:
+                f->n_attached++;
+                break;
+        case BROKER_EVENT_RELEASED:
+                f->n_released++;
+                break;
+        case BROKER_EVENT_ROUTE_CHANGED:
+                f->n_route++;
+                break;
+        }
+}
+
+static struct platform *make_platform(struct fixture *f) {
+        char backing[256], *text;
+        struct platform *p = NULL;
+        struct diag_list diags = DIAG_LIST_INIT;
+
+        if (f->shm)
+                snprintf(backing, sizeof(backing), "{\"kind\": \"shm\", \"path\": \"%s\"}", f->backing);
+        else
+                snprintf(backing, sizeof(backing), "{\"kind\": \"memfd\"}");
+        assert_true(asprintf(&text, PLATFORM_FMT, backing) > 0);
+        if (platform_load_string(text, &p, &diags) < 0)
+                diag_list_print(&diags, "platform", stderr);
+        assert_non_null(p);
+        diag_list_clear(&diags);
+        free(text);
+        return p;
+}
+
+static struct policy *make_policy(const char *text) {
+        struct policy *p = NULL;
+        struct diag_list diags = DIAG_LIST_INIT;
+
+        if (policy_load_string(text, &p, &diags) < 0)
+                diag_list_print(&diags, "policy", stderr);
+        assert_non_null(p);
+        diag_list_clear(&diags);
+        return p;
+}
+
+static int broker_open(struct fixture *f, const char *policy, struct broker_error *err) {
+        struct backend *memfd = NULL;
+        struct broker_config cfg = {
+                .db_path = f->db, .clock = fake_clock, .clock_userdata = f, .on_event = on_event,
+                .event_userdata = f,
+        };
+        int q;
+
+        assert_int_equal(backend_memfd_new(&memfd), 0);
+        if (f->async_unmap) {
+                struct async_backend *a = calloc(1, sizeof(*a));
+                assert_non_null(a);
+                a->backend.ops = &async_ops;
+                a->inner = memfd;
+                cfg.backend = &a->backend;
+                f->async = &a->backend;
+        } else
+                cfg.backend = memfd;
+        cfg.platform = make_platform(f);
+        cfg.policy = make_policy(policy ?: policy_text);
+        q = broker_new(&cfg, &f->b, err);
+        /* On failure the config still owns what it was given. */
+        platform_free(cfg.platform);
+        policy_free(cfg.policy);
+        backend_free(cfg.backend);
+        return q;
+}
+
+static void broker_restart(struct fixture *f) {
+        struct broker_error err = {};
+        broker_free(f->b);
+        f->b = NULL;
+        f->async = NULL;
+        if (broker_open(f, NULL, &err) < 0)
+                fail_msg("restart failed: %s", err.message);
+}
+
+static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
+        (void) st, (void) flag, (void) ftw;
+        return remove(path);
+}
+
+static int setup_common(void **state, bool shm, bool async_unmap) {
+        struct fixture *f = calloc(1, sizeof(*f));
+        struct broker_error err = {};
+
+        assert_non_null(f);
+        snprintf(f->dir, sizeof(f->dir), "/dev/shm/brokerd-test-XXXXXX");
+        assert_non_null(mkdtemp(f->dir));
+        snprintf(f->db, sizeof(f->db), "%s/brokerd.db", f->dir);
+        snprintf(f->backing, sizeof(f->backing), "%s/pool", f->dir);
+        assert_int_equal(mkdir(f->backing, 0700), 0);
+        f->shm = shm;
+        f->async_unmap = async_unmap;
+        f->now = 1700000000 * SEC;
+        if (broker_open(f, NULL, &err) < 0)
+                fail_msg("broker_new failed: %s", err.message);
+        *state = f;
+        return 0;
+}
+
+static int setup(void **state) {
+        return setup_common(state, false, false);
+}
+static int setup_shm(void **state) {
+        return setup_common(state, true, false);
+}
+static int setup_async(void **state) {
+        return setup_common(state, false, true);
+}
+
+static int teardown(void **state) {
+        struct fixture *f = *state;
+        broker_free(f->b);
+        nftw(f->dir, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
+        free(f);
+        return 0;
+}
+
+/* ---- helpers ---- */
+
+static int share(struct fixture *f, const struct broker_caller *caller, const char *device, uint64_t size,
+                 const char *peer, enum access_mode access, struct broker_share_result *ret,
+                 struct broker_error *err) {
+        struct broker_share_peer peers[] = { { peer, access } };
+        return broker_share(f->b, caller, &(struct broker_share_request) {
+                .owner = "hw0", .device = device, .size = size, .peers = peers, .n_peers = 1,
+        }, ret, err);
+}
+
+static struct broker_share_result share_ok(struct fixture *f, const char *device, uint64_t size, const char *peer,
+                                           enum access_mode access) {
+        struct broker_share_result res = {};
+        struct broker_error err = {};
+        if (share(f, &ROOT, device, size, peer, access, &res, &err) < 0)
+                fail_msg("share failed: %s: %s", broker_code_name(err.code), err.message);
+        assert_false(res.bounce);
+        return res;
+}
+
+static struct broker_attach_result attach_ok(struct fixture *f, const struct broker_caller *c, const char *domain,
+                                             const char *token) {
+        struct broker_attach_result res = {};
+        struct broker_error err = {};
+        if (broker_attach(f->b, c, domain, token, &res, &err) < 0)
+                fail_msg("attach failed: %s: %s", broker_code_name(err.code), err.message);
+        return res;
+}
+
+static enum region_state state_of(struct fixture *f, uint64_t id) {
+        struct broker_region_info info;
+        if (broker_region_get(f->b, id, &info) < 0)
+                return REGION_RECLAIMED;
+        return info.state;
+}
+
+static void expect_code(int q, const struct broker_error *err, enum broker_code code) {
+        if (q >= 0 || err->code != code)
+                fail_msg("expected %s, got %d %s: %s", broker_code_name(code), q, broker_code_name(err->code),
+                         err->message);
+}
+
+struct audit_count {
+        const char *action;
+        unsigned n;
+};
+
+static int audit_count_one(void *userdata, const struct store_audit *a) {
+        struct audit_count *c = userdata;
+        c->n += strcmp(a->action, c->action) == 0;
+        return 0;
+}
+
+static unsigned audit_rows(struct fixture *f, const char *action) {
+        struct audit_count c = { action, 0 };
+        assert_int_equal(store_audit_list(broker_store(f->b), 0, 0, 0, audit_count_one, &c), 0);
+        return c.n;
+}
+
+/* ---- tests ---- */
+
+static void test_share_attach_roundtrip(void **state) {
+        struct fixture *f = *state;
+        struct broker_share_result s = share_ok(f, "nic0", 1 * MiB, "vm1", ACCESS_RW);
+        struct broker_attach_result a;
+        char *owner, *peer;
+
+        assert_int_equal(s.base, UINT64_C(1) << 30); /* lowest address of pool p0 */
+        assert_int_equal(s.size, 1 * MiB);
+        assert_string_equal(s.pool, "p0");
+        assert_int_equal(s.n_tokens, 1);
+        assert_string_equal(s.tokens[0].domain, "vm1");
+        assert_int_equal(strlen(s.tokens[0].token), 32);
+        assert_true(s.owner_fd >= 0);
+        assert_int_equal(state_of(f, s.region), REGION_OFFERED);
+
+        owner = mmap(NULL, s.size, PROT_READ | PROT_WRITE, MAP_SHARED, s.owner_fd, 0);
+        assert_ptr_not_equal(owner, MAP_FAILED);
+        strcpy(owner, "packet from hw0");
+
+        a = attach_ok(f, &VM1, "vm1", s.tokens[0].token);
+        assert_int_equal(a.region, s.region);
+        assert_int_equal(a.access, ACCESS_RW);
+        assert_int_equal(state_of(f, s.region), REGION_ACTIVE);
+        assert_int_equal(f->n_attached, 1);
+        peer = mmap(NULL, a.size, PROT_READ | PROT_WRITE, MAP_SHARED, a.fd, 0);
+        assert_ptr_not_equal(peer, MAP_FAILED);
+        assert_string_equal(peer, "packet from hw0");
+        strcpy(peer + 4096, "reply from vm1");
+        assert_string_equal(owner + 4096, "reply from vm1");
+
+        munmap(owner, s.size);
+        munmap(peer, a.size);
+        close(s.owner_fd);
+        close(a.fd);
+        assert_int_equal(audit_rows(f, "share"), 1);
+        assert_int_equal(audit_rows(f, "attach"), 1);
+}
+
+static void test_ro_peer_cannot_map_writable(void **state) {
+        struct fixture *f = *state;
+        struct broker_share_result s = share_ok(f, "nic0", 4096, "vm2", ACCESS_RO);
+        struct broker_attach_result a = attach_ok(f, &VM2, "vm2", s.tokens[0].token);
+        void *p;
+
+        assert_int_equal(a.access, ACCESS_RO);
+        p = mmap(NULL, a.size, PROT_READ | PROT_WRITE, MAP_SHARED, a.fd, 0);
+        assert_ptr_equal(p, MAP_FAILED);
+        assert_int_equal(errno, EACCES);
+        p = mmap(NULL, a.size, PROT_READ, MAP_SHARED, a.fd, 0);
+        assert_ptr_not_equal(p, MAP_FAILED);
+        munmap(p, a.size);
+        close(a.fd);
+        close(s.owner_fd);
+}
+
+static void test_identity_and_policy_deny(void **state) {
+        struct fixture *f = *state;
+        struct broker_share_result s = {};
+        struct broker_error err = {};
+        int q;
+
+        /* uid 1000 speaks for vm1, not for hw0. */
+        q = share(f, &VM1, "nic0", 4096, "vm1", ACCESS_RW, &s, &err);
+        expect_code(q, &err, BROKER_E_FORBIDDEN);
+        /* No rule lets hw0 share nic0 with vm3. */
+        q = share(f, &ROOT, "nic0", 4096, "vm3", ACCESS_RO, &s, &err);
+        expect_code(q, &err, BROKER_E_FORBIDDEN);
+        /* vm2 may only read. */
+        q = share(f, &ROOT, "nic0", 4096, "vm2", ACCESS_RW, &s, &err);
+        expect_code(q, &err, BROKER_E_FORBIDDEN);
+        /* Above the rule's max_region. */
+        q = share(f, &ROOT, "nic0", 33 * MiB, "vm1", ACCESS_RW, &s, &err);
+        expect_code(q, &err, BROKER_E_TOO_LARGE);
+        q = share(f, &ROOT, "nope0", 4096, "vm1", ACCESS_RW, &s, &err);
+        expect_code(q, &err, BROKER_E_UNKNOWN_DEVICE);
+        q = broker_share(f->b, &ADMIN, &(struct broker_share_request) {
+                .owner = "hw0", .device = "blk0", .size = 4096,
+                .peers = (struct broker_share_peer[]) { { "vm1", ACCESS_RW } }, .n_peers = 1,
+        }, &s, &err);
+        expect_code(q, &err, BROKER_E_NOT_DEVICE_OWNER);
+        q = share(f, &ROOT, "nic0", 0, "vm1", ACCESS_RW, &s, &err);
+        expect_code(q, &err, BROKER_E_INVALID);
+        /* Nothing of the refused requests was recorded. */
+        assert_int_equal(audit_rows(f, "share"), 0);
+        /* The allowed case. */
+        s = share_ok(f, "nic0", 4096, "vm2", ACCESS_RO);
+        close(s.owner_fd);
+        assert_int_equal(audit_rows(f, "share"), 1);
+}
+
+static void test_multi_peer(void **state) {
+        struct fixture *f = *state;
+        struct broker_share_peer both[] = { { "vm1", ACCESS_RO }, { "vm2", ACCESS_RO } };
+        struct broker_share_result s = {};
+        struct broker_error err = {};
+        int q;
+
+        /* nic0 sharing is single-peer: one region seen by two peers is refused. */
+        q = broker_share(f->b, &ROOT, &(struct broker_share_request) {
+                .owner = "hw0", .device = "nic0", .size = 4096, .peers = both, .n_peers = 2,
+        }, &s, &err);
+        expect_code(q, &err, BROKER_E_MULTI_PEER);
+        /* gpu0 sharing is marked multi_peer. */
+        q = broker_share(f->b, &ROOT, &(struct broker_share_request) {
+                .owner = "hw0", .device = "gpu0", .size = 4096, .peers = both, .n_peers = 2,
+        }, &s, &err);
+        assert_int_equal(q, 0);
+        assert_int_equal(s.n_tokens, 2);
+        assert_string_not_equal(s.tokens[0].token, s.tokens[1].token);
+        close(s.owner_fd);
+}
+
+static void test_quota(void **state) {
+        struct fixture *f = *state;
+        struct broker_share_result s[5] = {};
+        struct broker_error err = {};
+        uint64_t bytes, regions;
+        int q;
+
+        /* hw0: 48MiB and 4 regions. */
+        s[0] = share_ok(f, "nic0", 32 * MiB, "vm1", ACCESS_RW);
+        q = share(f, &ROOT, "nic0", 17 * MiB, "vm2", ACCESS_RO, &s[1], &err);
+        expect_code(q, &err, BROKER_E_QUOTA);
+        s[1] = share_ok(f, "nic0", 16 * MiB, "vm2", ACCESS_RO);
+        broker_usage(f->b, "hw0", &bytes, &regions);
+        assert_int_equal(bytes, 48 * MiB);
+        assert_int_equal(regions, 2);
+        assert_int_equal(broker_revoke(f->b, &ROOT, "hw0", s[0].region, 0, false, &err), 0);
+        for (int i = 2; i < 5; i++)
+                s[i] = share_ok(f, "nic0", 4096, "vm1", ACCESS_RW);
+        q = share(f, &ROOT, "nic0", 4096, "vm1", ACCESS_RW, &s[0], &err);
+        expect_code(q, &err, BROKER_E_QUOTA);
+        for (int i = 1; i < 5; i++)
+                close(s[i].owner_fd);
+}
+
+static void test_token_reuse_and_wrong_domain(void **state) {
+        struct fixture *f = *state;
+        struct broker_share_result s = share_ok(f, "nic0", 4096, "vm1", ACCESS_RW);
+        struct broker_attach_result a = {};
+        struct broker_error err = {};
+        char bogus[33];
+        int q;
+
+        /* vm2's agent presents vm1's token: refused, and the token stays good for vm1. */
+        q = broker_attach(f->b, &VM2, "vm2", s.tokens[0].token, &a, &err);
+        expect_code(q, &err, BROKER_E_WRONG_DOMAIN);
+        /* vm2's agent claiming to be vm1: it does not speak for vm1. */
+        q = broker_attach(f->b, &VM2, "vm1", s.tokens[0].token, &a, &err);
+        expect_code(q, &err, BROKER_E_FORBIDDEN);
+        memset(bogus, 'a', 32);
+        bogus[32] = 0;
+        q = broker_attach(f->b, &VM1, "vm1", bogus, &a, &err);
+        expect_code(q, &err, BROKER_E_BAD_TOKEN);
+        q = broker_attach(f->b, &VM1, "vm1", "short", &a, &err);
+        expect_code(q, &err, BROKER_E_BAD_TOKEN);
+
+        a = attach_ok(f, &VM1, "vm1", s.tokens[0].token);
+        close(a.fd);
+        q = broker_attach(f->b, &VM1, "vm1", s.tokens[0].token, &a, &err);
+        expect_code(q, &err, BROKER_E_TOKEN_USED);
+        close(s.owner_fd);
+}
+
+static void test_revoke_without_peers(void **state) {
+        struct fixture *f = *state;
+        struct broker_share_result s = share_ok(f, "nic0", 4096, "vm1", ACCESS_RW);
+        struct broker_attach_result a = {};
+        struct broker_error err = {};
+        int q;
+
+        /* Another domain cannot revoke it. */
+        q = broker_revoke(f->b, &VM1, "vm1", s.region, 0, false, &err);
+        expect_code(q, &err, BROKER_E_FORBIDDEN);
+        assert_int_equal(state_of(f, s.region), REGION_OFFERED);
+
+        assert_int_equal(broker_revoke(f->b, &ROOT, "hw0", s.region, 5 * SEC, false, &err), 0);
+        assert_int_equal(state_of(f, s.region), REGION_RECLAIMED);
+        assert_int_equal(f->n_reclaimed, 1);
+        assert_int_equal(f->n_recall, 0);
+        /* The grant died with the region. */
+        q = broker_attach(f->b, &VM1, "vm1", s.tokens[0].token, &a, &err);
+        expect_code(q, &err, BROKER_E_BAD_TOKEN);
+        q = broker_revoke(f->b, &ROOT, "hw0", s.region, 0, false, &err);
+        expect_code(q, &err, BROKER_E_NO_SUCH_REGION);
+        close(s.owner_fd);
+}
+
+static void test_revoke_with_peer_release(void **state) {
+        struct fixture *f = *state;
+        struct broker_share_result s = share_ok(f, "nic0", 4096, "vm1", ACCESS_RW);
+        struct broker_attach_result a = attach_ok(f, &VM1, "vm1", s.tokens[0].token);
+        struct broker_error err = {};
+        int q;
+
+        assert_int_equal(broker_revoke(f->b, &ADMIN, NULL, s.region, 5 * SEC, false, &err), 0);
+        assert_int_equal(state_of(f, s.region), REGION_REVOKING);
+        assert_int_equal(f->n_recall, 1);
+        assert_int_equal(f->last_deadline, f->now + 5 * SEC);
+        assert_int_equal(broker_next_deadline(f->b), f->now + 5 * SEC);
+        /* Only vm1's agent may release vm1's attachment. */
+        q = broker_release(f->b, &VM2, "vm1", s.region, &err);
+        expect_code(q, &err, BROKER_E_FORBIDDEN);
+        assert_int_equal(broker_release(f->b, &VM1, "vm1", s.region, &err), 0);
+        assert_int_equal(state_of(f, s.region), REGION_RECLAIMED);
+        assert_int_equal(f->n_reclaimed, 1);
+        assert_int_equal(f->n_revoked, 0);
+        assert_int_equal(broker_next_deadline(f->b), INT64_MAX);
+        close(a.fd);
+        close(s.owner_fd);
+}
+
+static void test_deadline_forces_revoke_and_scrubs(void **state) {
+        struct fixture *f = *state;
+        struct broker_share_result s = share_ok(f, "nic0", 4096, "vm1", ACCESS_RW);
+        struct broker_attach_result a = attach_ok(f, &VM1, "vm1", s.tokens[0].token);
+        struct broker_share_result again = {};
+        struct broker_error err = {};
+        char *peer;
+        int q;
+
+        peer = mmap(NULL, a.size, PROT_READ | PROT_WRITE, MAP_SHARED, a.fd, 0);
+        assert_ptr_not_equal(peer, MAP_FAILED);
+        strcpy(peer, "secret of hw0");
+
+        assert_int_equal(broker_revoke(f->b, &ROOT, "hw0", s.region, 5 * SEC, false, &err), 0);
+        /* While revoking, the range is not handed out again. */
+        q = broker_share(f->b, &ROOT, &(struct broker_share_request) {
+                .owner = "hw0", .device = "nic0", .size = 4096, .place = true, .base = s.base,
+                .peers = (struct broker_share_peer[]) { { "vm1", ACCESS_RW } }, .n_peers = 1,
+        }, &again, &err);
+        expect_code(q, &err, BROKER_E_OVERLAP);
+
+        f->now += 4 * SEC;
+        assert_int_equal(broker_process_deadlines(f->b), 0);
+        assert_int_equal(state_of(f, s.region), REGION_REVOKING);
+        assert_string_equal(peer, "secret of hw0");
+
+        f->now += 2 * SEC;
+        assert_int_equal(broker_process_deadlines(f->b), 0);
+        assert_int_equal(state_of(f, s.region), REGION_RECLAIMED);
+        assert_int_equal(f->n_revoked, 1);
+        /* The peer ignored the recall and still maps the memory: it now reads zeros. */
+        assert_int_equal(peer[0], 0);
+        assert_int_equal(audit_rows(f, "revoke-peer"), 1);
+        assert_int_equal(audit_rows(f, "reclaim"), 1);
+
+        /* Reclaimed: the same range can be placed again, and it starts zeroed. */
+        q = broker_share(f->b, &ROOT, &(struct broker_share_request) {
+                .owner = "hw0", .device = "nic0", .size = 4096, .place = true, .base = s.base,
+                .peers = (struct broker_share_peer[]) { { "vm1", ACCESS_RW } }, .n_peers = 1,
+        }, &again, &err);
+        assert_int_equal(q, 0);
+        assert_int_equal(again.base, s.base);
+        char *fresh = mmap(NULL, again.size, PROT_READ, MAP_SHARED, again.owner_fd, 0);
+        assert_ptr_not_equal(fresh, MAP_FAILED);
+        assert_int_equal(fresh[0], 0);
+        munmap(fresh, again.size);
+        munmap(peer, a.size);
+        close(again.owner_fd);
+        close(a.fd);
+        close(s.owner_fd);
+}
+
+static void test_force_revoke(void **state) {
+        struct fixture *f = *state;
+        struct broker_share_result s = share_ok(f, "nic0", 4096, "vm1", ACCESS_RW);
+        struct broker_attach_result a = attach_ok(f, &VM1, "vm1", s.tokens[0].token);
+        struct broker_error err = {};
+
+        assert_int_equal(broker_revoke(f->b, &ADMIN, NULL, s.region, 60 * SEC, true, &err), 0);
+        assert_int_equal(state_of(f, s.region), REGION_RECLAIMED);
+        assert_int_equal(f->n_revoked, 1);
+        close(a.fd);
+        close(s.owner_fd);
+}
+
+static void test_all_peers_released_reclaims(void **state) {
+        struct fixture *f = *state;
+        struct broker_share_result s = share_ok(f, "nic0", 4096, "vm1", ACCESS_RW);
+        struct broker_attach_result a = attach_ok(f, &VM1, "vm1", s.tokens[0].token);
+        struct broker_error err = {};
+        int q;
+
+        assert_int_equal(broker_release(f->b, &VM1, "vm1", s.region, &err), 0);
+        assert_int_equal(state_of(f, s.region), REGION_RECLAIMED);
+        q = broker_release(f->b, &VM1, "vm1", s.region, &err);
+        expect_code(q, &err, BROKER_E_NO_SUCH_REGION);
+        close(a.fd);
+        close(s.owner_fd);
+}
+
+static void test_bounce_and_route_lookup(void **state) {
+        struct fixture *f = *state;
+        struct broker_share_result big, s = {};
+        struct broker_route_info route;
+        struct broker_error err = {};
+        int q;
+
+        assert_int_equal(broker_route_lookup(f->b, "nic0", "vm1", &route), 0);
+        assert_false(route.found);
+
+        big = share_ok(f, "nic0", 32 * MiB, "vm1", ACCESS_RW);
+        assert_int_equal(broker_route_lookup(f->b, "nic0", "vm1", &route), 0);
+        assert_true(route.found);
+        assert_int_equal(route.kind, ROUTE_REGION);
+        assert_int_equal(route.region, big.region);
+        assert_int_equal(route.access, ACCESS_RW);
+
+        /* 16MiB of the only pool nic0 reaches are left after this. */
+        q = share(f, &ROOT, "nic0", 16 * MiB, "vm2", ACCESS_RO, &s, &err);
+        assert_int_equal(q, 0);
+        close(s.owner_fd);
+
+        q = broker_share(f->b, &ADMIN, &(struct broker_share_request) {
+                .owner = "hw0", .device = "nic0", .size = 17 * MiB, .peers = (struct broker_share_peer[]) {
+                        { "vm2", ACCESS_RO } }, .n_peers = 1,
+        }, &s, &err);
+        assert_int_equal(q, 0);
+        assert_true(s.bounce);
+        assert_non_null(strstr(s.reason, "exhausted"));
+        assert_int_equal(broker_route_lookup(f->b, "nic0", "vm2", &route), 0);
+        /* vm2 still has its 16MiB region: the route points there. */
+        assert_int_equal(route.kind, ROUTE_REGION);
+
+        assert_int_equal(broker_revoke(f->b, &ADMIN, NULL, route.region, 0, true, &err), 0);
+        assert_int_equal(broker_route_lookup(f->b, "nic0", "vm2", &route), 0);
+        assert_true(route.found);
+        assert_int_equal(route.kind, ROUTE_BOUNCE);
+        assert_non_null(strstr(route.reason, "exhausted"));
+        assert_int_equal(audit_rows(f, "bounce"), 1);
+
+        /* The bounce answer survives a restart. */
+        close(big.owner_fd);
+        broker_restart(f);
+        assert_int_equal(broker_route_lookup(f->b, "nic0", "vm2", &route), 0);
+        assert_true(route.found);
+        assert_int_equal(route.kind, ROUTE_BOUNCE);
+        assert_int_equal(broker_route_lookup(f->b, "nic0", "vm1", &route), 0);
+        assert_int_equal(route.kind, ROUTE_REGION);
+        assert_int_equal(route.region, big.region);
+
+        /* Room again: a new share replaces the bounce answer. */
+        s = share_ok(f, "nic0", 4096, "vm2", ACCESS_RO);
+        assert_int_equal(broker_route_lookup(f->b, "nic0", "vm2", &route), 0);
+        assert_int_equal(route.kind, ROUTE_REGION);
+        assert_int_equal(route.region, s.region);
+        close(s.owner_fd);
+}
+
+static void test_bounce_no_reachable_pool_on_node(void **state) {
+        struct fixture *f = *state;
+        struct broker_share_result s = {};
+        struct broker_error err = {};
+
+        /* nic0 (32-bit) reaches only p0 on node 0. */
+        assert_int_equal(broker_share(f->b, &ROOT, &(struct broker_share_request) {
+                .owner = "hw0", .device = "nic0", .size = 4096, .has_numa_node = true, .numa_node = 1,
+                .peers = (struct broker_share_peer[]) { { "vm1", ACCESS_RW } }, .n_peers = 1,
+        }, &s, &err), 0);
+        assert_true(s.bounce);
+        /* gpu0 reaches p1 on node 1. */
+        assert_int_equal(broker_share(f->b, &ROOT, &(struct broker_share_request) {
+                .owner = "hw0", .device = "gpu0", .size = 4096, .has_numa_node = true, .numa_node = 1,
+                .peers = (struct broker_share_peer[]) { { "vm1", ACCESS_RO } }, .n_peers = 1,
+        }, &s, &err), 0);
+        assert_false(s.bounce);
+        assert_string_equal(s.pool, "p1");
+        assert_int_equal(s.size, 2 * MiB); /* rounded up to p1's granule */
+        close(s.owner_fd);
+}
+
+static void test_place_mode_errors(void **state) {
+        struct fixture *f = *state;
+        struct broker_share_result s = {};
+        struct broker_error err = {};
+        struct broker_share_request req = {
+                .owner = "hw0", .device = "nic0", .size = 4096, .place = true,
+                .peers = (struct broker_share_peer[]) { { "vm1", ACCESS_RW } }, .n_peers = 1,
+        };
+        int q;
+
+        req.base = (UINT64_C(1) << 30) + 100;
+        q = broker_share(f->b, &ROOT, &req, &s, &err);
+        expect_code(q, &err, BROKER_E_NOT_ALIGNED);
+        req.base = UINT64_C(8) << 30; /* p1: above nic0's 32-bit mask */
+        q = broker_share(f->b, &ROOT, &req, &s, &err);
+        expect_code(q, &err, BROKER_E_BEYOND_DMA_MASK);
+        req.base = UINT64_C(3) << 30;
+        q = broker_share(f->b, &ROOT, &req, &s, &err);
+        expect_code(q, &err, BROKER_E_NOT_IN_POOL);
+        req.base = (UINT64_C(1) << 30) + 8192;
+        assert_int_equal(broker_share(f->b, &ROOT, &req, &s, &err), 0);
+        assert_int_equal(s.base, req.base);
+        close(s.owner_fd);
+        q = broker_share(f->b, &ROOT, &req, &s, &err);
+        expect_code(q, &err, BROKER_E_OVERLAP);
+}
+
+static void test_restart_keeps_live_regions(void **state) {
+        struct fixture *f = *state;
+        struct broker_share_peer both[] = { { "vm1", ACCESS_RO }, { "vm2", ACCESS_RO } };
+        struct broker_share_result s = {};
+        struct broker_attach_result a1, a2;
+        struct broker_region_info info;
+        struct broker_error err = {};
+        char *p;
+        int q;
+
+        /* p0 is file-backed in this fixture: its memory outlives the daemon. */
+        assert_int_equal(broker_share(f->b, &ROOT, &(struct broker_share_request) {
+                .owner = "hw0", .device = "nic0", .size = 4096,
+                .peers = (struct broker_share_peer[]) { { "vm1", ACCESS_RW } }, .n_peers = 1, .label = "rx ring",
+        }, &s, &err), 0);
+        p = mmap(NULL, s.size, PROT_READ | PROT_WRITE, MAP_SHARED, s.owner_fd, 0);
+        assert_ptr_not_equal(p, MAP_FAILED);
+        strcpy(p, "survives restart");
+        munmap(p, s.size);
+        close(s.owner_fd);
+
+        struct broker_share_result g = {};
+        assert_int_equal(broker_share(f->b, &ROOT, &(struct broker_share_request) {
+                .owner = "hw0", .device = "gpu0", .size = 4096, .peers = both, .n_peers = 2,
+                .has_numa_node = true, .numa_node = 1, /* pool p1: memfd-backed */
+        }, &g, &err), 0);
+        assert_string_equal(g.pool, "p1");
+        close(g.owner_fd);
+        a1 = attach_ok(f, &VM1, "vm1", g.tokens[0].token);
+        close(a1.fd);
+
+        broker_restart(f);
+
+        assert_int_equal(broker_region_get(f->b, s.region, &info), 0);
+        assert_int_equal(info.state, REGION_OFFERED);
+        assert_string_equal(info.label, "rx ring");
+        assert_int_equal(info.base, s.base);
+        a2 = attach_ok(f, &VM1, "vm1", s.tokens[0].token);
+        p = mmap(NULL, a2.size, PROT_READ, MAP_SHARED, a2.fd, 0);
+        assert_ptr_not_equal(p, MAP_FAILED);
+        assert_string_equal(p, "survives restart");
+        munmap(p, a2.size);
+        close(a2.fd);
+        /* Redeemable once, across the restart too. */
+        q = broker_attach(f->b, &VM1, "vm1", s.tokens[0].token, &a2, &err);
+        expect_code(q, &err, BROKER_E_TOKEN_USED);
+
+        /* The gpu0 region was memfd-backed and had been seen: its memory is gone, so it was
+         * taken down rather than handed out as different memory. */
+        assert_int_equal(state_of(f, g.region), REGION_RECLAIMED);
+        q = broker_attach(f->b, &VM2, "vm2", g.tokens[1].token, &a2, &err);
+        expect_code(q, &err, BROKER_E_BAD_TOKEN);
+
+        /* The range in use survives too: placing over it is refused. */
+        q = broker_share(f->b, &ROOT, &(struct broker_share_request) {
+                .owner = "hw0", .device = "nic0", .size = 4096, .place = true, .base = s.base,
+                .peers = (struct broker_share_peer[]) { { "vm1", ACCESS_RW } }, .n_peers = 1,
+        }, &g, &err);
+        expect_code(q, &err, BROKER_E_OVERLAP);
+        uint64_t bytes, regions;
+        broker_usage(f->b, "hw0", &bytes, &regions);
+        assert_int_equal(regions, 1);
+}
+
+static void test_restart_finishes_revoke(void **state) {
+        struct fixture *f = *state;
+        struct broker_share_result s = share_ok(f, "nic0", 4096, "vm1", ACCESS_RW);
+        struct broker_attach_result a = attach_ok(f, &VM1, "vm1", s.tokens[0].token);
+        struct broker_error err = {};
+        char path[256];
+
+        close(s.owner_fd);
+        close(a.fd);
+        assert_int_equal(broker_revoke(f->b, &ROOT, "hw0", s.region, 5 * SEC, false, &err), 0);
+        assert_int_equal(state_of(f, s.region), REGION_REVOKING);
+
+        /* The daemon stops with the revoke half done; it comes back after the deadline. */
+        f->now += 10 * SEC;
+        broker_restart(f);
+        assert_int_equal(state_of(f, s.region), REGION_RECLAIMED);
+        /* Nothing leaked: the region's backing file is gone. */
+        snprintf(path, sizeof(path), "%s/brokerd-p0-%" PRIu64, f->backing, s.region);
+        assert_int_equal(access(path, F_OK), -1);
+        assert_int_equal(audit_rows(f, "reclaim"), 1);
+}
+
+static void test_restart_before_deadline_keeps_waiting(void **state) {
+        struct fixture *f = *state;
+        struct broker_share_result s = share_ok(f, "nic0", 4096, "vm1", ACCESS_RW);
+        struct broker_attach_result a = attach_ok(f, &VM1, "vm1", s.tokens[0].token);
+        struct broker_error err = {};
+
+        close(s.owner_fd);
+        close(a.fd);
+        assert_int_equal(broker_revoke(f->b, &ROOT, "hw0", s.region, 5 * SEC, false, &err), 0);
+        f->now += 1 * SEC;
+        broker_restart(f);
+        assert_int_equal(state_of(f, s.region), REGION_REVOKING);
+        assert_int_equal(broker_next_deadline(f->b), f->now + 4 * SEC);
+        assert_int_equal(broker_release(f->b, &VM1, "vm1", s.region, &err), 0);
+        assert_int_equal(state_of(f, s.region), REGION_RECLAIMED);
+}
+
+static void test_async_unmap_quarantines(void **state) {
+        struct fixture *f = *state;
+        struct async_backend *ab = (struct async_backend *) f->async;
+        struct broker_share_result s = share_ok(f, "nic0", 4096, "vm1", ACCESS_RW);
+        struct broker_attach_result a = attach_ok(f, &VM1, "vm1", s.tokens[0].token);
+        struct broker_share_result again = {};
+        struct broker_error err = {};
+        int q;
+
+        close(s.owner_fd);
+        close(a.fd);
+        assert_int_equal(broker_revoke(f->b, &ADMIN, NULL, s.region, 0, true, &err), 0);
+        /* The peer's unmap is not confirmed: not reclaimed, not reusable. */
+        assert_int_equal(state_of(f, s.region), REGION_REVOKING);
+        assert_int_equal(ab->n_pending, 1);
+        assert_string_equal(ab->pending_domain, "vm1");
+        q = broker_share(f->b, &ROOT, &(struct broker_share_request) {
+                .owner = "hw0", .device = "nic0", .size = 4096, .place = true, .base = s.base,
+                .peers = (struct broker_share_peer[]) { { "vm1", ACCESS_RW } }, .n_peers = 1,
+        }, &again, &err);
+        expect_code(q, &err, BROKER_E_OVERLAP);
+
+        /* A failed unmap keeps it quarantined. */
+        backend_unmap_done(f->async, s.region, "vm1", -EIO);
+        assert_int_equal(state_of(f, s.region), REGION_REVOKING);
+
+        /* Confirmed: then the owner's mapping goes the same way, and only then reclaim. */
+        backend_unmap_done(f->async, s.region, "vm1", 0);
+        assert_int_equal(state_of(f, s.region), REGION_REVOKING);
+        assert_string_equal(ab->pending_domain, "hw0");
+        backend_unmap_done(f->async, s.region, "hw0", 0);
+        assert_int_equal(state_of(f, s.region), REGION_RECLAIMED);
+
+        /* A restart while an unmap is unconfirmed asks again. */
+        s = share_ok(f, "nic0", 4096, "vm1", ACCESS_RW);
+        a = attach_ok(f, &VM1, "vm1", s.tokens[0].token);
+        close(s.owner_fd);
+        close(a.fd);
+        assert_int_equal(broker_release(f->b, &VM1, "vm1", s.region, &err), 0);
+        assert_int_equal(state_of(f, s.region), REGION_REVOKING);
+        f->shm = false;
+        broker_restart(f);
+        ab = (struct async_backend *) f->async;
+        /* memfd memory is gone after the restart; what matters is that the range stays
+         * quarantined until the unmap is confirmed. */
+        assert_int_equal(state_of(f, s.region), REGION_REVOKING);
+        backend_unmap_done(f->async, s.region, "vm1", 0);
+        backend_unmap_done(f->async, s.region, "hw0", 0);
+        assert_int_equal(state_of(f, s.region), REGION_RECLAIMED);
+}
+
+static void test_backend_failures_change_nothing(void **state) {
+        struct fixture *f = *state;
+        struct async_backend *ab = (struct async_backend *) f->async;
+        struct broker_share_result s = {};
+        struct broker_attach_result a = {};
+        struct broker_error err = {};
+        uint64_t bytes, regions;
+        int q;
+
+        ab->fail_create = true;
+        q = share(f, &ROOT, "nic0", 4096, "vm1", ACCESS_RW, &s, &err);
+        expect_code(q, &err, BROKER_E_BACKEND);
+        broker_usage(f->b, "hw0", &bytes, &regions);
+        assert_int_equal(regions, 0);
+        ab->fail_create = false;
+
+        s = share_ok(f, "nic0", 4096, "vm1", ACCESS_RW);
+        close(s.owner_fd);
+        ab->fail_map = true;
+        q = broker_attach(f->b, &VM1, "vm1", s.tokens[0].token, &a, &err);
+        expect_code(q, &err, BROKER_E_BACKEND);
+        assert_int_equal(state_of(f, s.region), REGION_OFFERED);
+        ab->fail_map = false;
+        /* The token was not spent by the failed attach. */
+        a = attach_ok(f, &VM1, "vm1", s.tokens[0].token);
+        close(a.fd);
+}
+
+static void test_domain_gone(void **state) {
+        struct fixture *f = *state;
+        struct broker_share_result s1 = share_ok(f, "nic0", 4096, "vm1", ACCESS_RW);
+        struct broker_share_result s2 = share_ok(f, "nic0", 4096, "vm2", ACCESS_RO);
+        struct broker_attach_result a1 = attach_ok(f, &VM1, "vm1", s1.tokens[0].token);
+        struct broker_attach_result a2 = attach_ok(f, &VM2, "vm2", s2.tokens[0].token);
+        struct broker_error err = {};
+        int q;
+
+        q = broker_domain_gone(f->b, &VM1, "vm1", &err);
+        expect_code(q, &err, BROKER_E_FORBIDDEN);
+
+        /* The peer vm1 disappears: its attachment goes, and with no other peer, the region. */
+        assert_int_equal(broker_domain_gone(f->b, &ADMIN, "vm1", &err), 0);
+        assert_int_equal(state_of(f, s1.region), REGION_RECLAIMED);
+        assert_int_equal(state_of(f, s2.region), REGION_ACTIVE);
+
+        /* The owner hw0 disappears: its regions are revoked, peers recalled. */
+        assert_int_equal(broker_domain_gone(f->b, &ADMIN, "hw0", &err), 0);
+        assert_int_equal(state_of(f, s2.region), REGION_REVOKING);
+        assert_int_equal(f->n_recall, 1);
+        f->now += BROKER_DEFAULT_REVOKE_TIMEOUT_USEC + 1;
+        assert_int_equal(broker_process_deadlines(f->b), 0);
+        assert_int_equal(state_of(f, s2.region), REGION_RECLAIMED);
+        close(a1.fd);
+        close(a2.fd);
+        close(s1.owner_fd);
+        close(s2.owner_fd);
+}
+
+static void test_policy_reload(void **state) {
+        struct fixture *f = *state;
+        struct diag_list diags = DIAG_LIST_INIT;
+        struct broker_share_result s = {};
+        struct broker_error err = {};
+        char path[128];
+        FILE *fp;
+        int q;
+
+        snprintf(path, sizeof(path), "%s/policy.json", f->dir);
+        /* A broken file is refused and the policy in force stays. */
+        fp = fopen(path, "we");
+        assert_non_null(fp);
+        fputs("{\"agents\": [], \"shares\": [{\"sharer\": \"hw0\"}]", fp);
+        fclose(fp);
+        assert_true(broker_reload_policy(f->b, path, &diags) < 0);
+        assert_true(diag_count(&diags, DIAG_ERROR) > 0);
+        diag_list_clear(&diags);
+        s = share_ok(f, "nic0", 4096, "vm1", ACCESS_RW);
+        close(s.owner_fd);
+
+        /* A policy naming a device the platform lacks is refused too. */
+        fp = fopen(path, "we");
+        fputs("{\"agents\": [{\"uid\": 0, \"domains\": [\"hw0\"]}],"
+              " \"shares\": [{\"sharer\": \"hw0\", \"device\": \"ghost0\", \"peers\": [\"vm1\"], \"access\": \"rw\"}]}", fp);
+        fclose(fp);
+        assert_true(broker_reload_policy(f->b, path, &diags) < 0);
+        assert_non_null(diag_find(&diags, "shares[0].device"));
+        diag_list_clear(&diags);
+
+        /* A good file takes effect: default deny for everything it no longer allows. */
+        fp = fopen(path, "we");
+        fputs("{\"agents\": [{\"uid\": 0, \"domains\": [\"hw0\"]}], \"shares\": []}", fp);
+        fclose(fp);
+        assert_int_equal(broker_reload_policy(f->b, path, &diags), 0);
+        diag_list_clear(&diags);
+        q = share(f, &ROOT, "nic0", 4096, "vm1", ACCESS_RW, &s, &err);
+        expect_code(q, &err, BROKER_E_FORBIDDEN);
+}
+
+static void test_limits(void **state) {
+        struct fixture *f = *state;
+        struct broker_share_peer many[BROKER_MAX_PEERS + 1];
+        struct broker_share_result s = {};
+        struct broker_error err = {};
+        char label[BROKER_MAX_LABEL + 2];
+        int q;
+
+        for (size_t i = 0; i < BROKER_MAX_PEERS + 1; i++)
+                many[i] = (struct broker_share_peer) { "vm1", ACCESS_RO };
+        q = broker_share(f->b, &ROOT, &(struct broker_share_request) {
+                .owner = "hw0", .device = "gpu0", .size = 4096, .peers = many, .n_peers = BROKER_MAX_PEERS + 1,
+        }, &s, &err);
+        expect_code(q, &err, BROKER_E_LIMIT);
+
+        memset(label, 'x', sizeof(label) - 1);
+        label[sizeof(label) - 1] = 0;
+        q = broker_share(f->b, &ROOT, &(struct broker_share_request) {
+                .owner = "hw0", .device = "nic0", .size = 4096, .label = label,
+                .peers = (struct broker_share_peer[]) { { "vm1", ACCESS_RW } }, .n_peers = 1,
+        }, &s, &err);
+        expect_code(q, &err, BROKER_E_LIMIT);
+        label[BROKER_MAX_LABEL] = 0;
+        q = broker_share(f->b, &ROOT, &(struct broker_share_request) {
+                .owner = "hw0", .device = "nic0", .size = 4096, .label = label,
+                .peers = (struct broker_share_peer[]) { { "vm1", ACCESS_RW } }, .n_peers = 1,
+        }, &s, &err);
+        assert_int_equal(q, 0);
+        close(s.owner_fd);
+
+        q = broker_revoke(f->b, &ROOT, "hw0", s.region, BROKER_MAX_REVOKE_TIMEOUT_USEC + 1, false, &err);
+        expect_code(q, &err, BROKER_E_INVALID);
+}
+
+int main(void) {
+        const struct CMUnitTest tests[] = {
+                cmocka_unit_test_setup_teardown(test_share_attach_roundtrip, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_ro_peer_cannot_map_writable, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_identity_and_policy_deny, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_multi_peer, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_quota, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_token_reuse_and_wrong_domain, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_revoke_without_peers, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_revoke_with_peer_release, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_deadline_forces_revoke_and_scrubs, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_force_revoke, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_all_peers_released_reclaims, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_bounce_and_route_lookup, setup_shm, teardown),
+                cmocka_unit_test_setup_teardown(test_bounce_no_reachable_pool_on_node, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_place_mode_errors, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_restart_keeps_live_regions, setup_shm, teardown),
+                cmocka_unit_test_setup_teardown(test_restart_finishes_revoke, setup_shm, teardown),
+                cmocka_unit_test_setup_teardown(test_restart_before_deadline_keeps_waiting, setup_shm, teardown),
+                cmocka_unit_test_setup_teardown(test_async_unmap_quarantines, setup_async, teardown),
+                cmocka_unit_test_setup_teardown(test_backend_failures_change_nothing, setup_async, teardown),
+                cmocka_unit_test_setup_teardown(test_domain_gone, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_policy_reload, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_limits, setup, teardown),
+        };
+        return cmocka_run_group_tests(tests, NULL, NULL);
+}
