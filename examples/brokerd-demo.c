@@ -84,9 +84,11 @@ static int rm_entry(const char *path, const struct stat *st, int flag, struct FT
 
 /* The peer: a separate process that maps the fd it was given and reads what the owner wrote. */
 static int run_peer(int fd, uint64_t size, bool writable, const char *reply) {
-        pid_t pid = fork();
+        pid_t pid;
         int status;
 
+        fflush(stdout); /* or the child would print the parent's pending output again */
+        pid = fork();
         if (pid < 0)
                 return -errno;
         if (pid == 0) {
@@ -94,21 +96,37 @@ static int run_peer(int fd, uint64_t size, bool writable, const char *reply) {
                 if (p == MAP_FAILED)
                         _exit(2);
                 printf("      peer process %d reads: \"%s\"\n", (int) getpid(), p);
+                fflush(stdout);
                 void *w = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
                 if (w == MAP_FAILED) {
                         printf("      peer process %d tries to map it writable: refused by the kernel (%s)\n",
                                (int) getpid(), strerror(errno));
+                        fflush(stdout);
                         _exit(writable ? 3 : 0);
                 }
                 if (!writable)
                         _exit(4);
                 snprintf((char *) w + 4096, 64, "%s", reply);
                 printf("      peer process %d writes its reply at offset 4096\n", (int) getpid());
+                fflush(stdout);
                 _exit(0);
         }
         if (waitpid(pid, &status, 0) < 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
                 return -EIO;
         return 0;
+}
+
+static void print_route(struct broker *b, const char *device, const char *peer) {
+        struct broker_route_info route = {};
+
+        broker_route_lookup(b, device, peer, &route);
+        if (!route.found)
+                printf("      route lookup (%s, %s): none\n", device, peer);
+        else if (route.kind == ROUTE_REGION)
+                printf("      route lookup (%s, %s): use region %" PRIu64 " at 0x%" PRIx64 "\n", device, peer,
+                       route.region, route.base);
+        else
+                printf("      route lookup (%s, %s): bounce-buffer (%s)\n", device, peer, route.reason);
 }
 
 static int fail(const char *what, const struct broker_error *err) {
@@ -123,7 +141,6 @@ int main(int argc, char **argv) {
         struct broker_config cfg = { .on_event = on_event };
         struct broker_share_result s = {}, ro = {}, big = {};
         struct broker_attach_result a = {}, aro = {};
-        struct broker_route_info route;
         struct broker_error err = {};
         char dir[] = "/tmp/brokerd-demo-XXXXXX", db[64], sz[NUM_FMT_MAX];
         const char *keep = NULL;
@@ -245,22 +262,17 @@ int main(int argc, char **argv) {
                 return EXIT_FAILURE;
         lingering = mmap(NULL, aro.size, PROT_READ, MAP_SHARED, aro.fd, 0);
 
-        say("A share that does not fit is not an error: the answer is \"bounce\"");
+        say("hw0 asks for 252MiB more for vm2: it does not fit. That is not an error, the answer is \"bounce\"");
         q = broker_share(b, &NET_AGENT, &(struct broker_share_request) {
-                .owner = "hw0", .device = "nic0", .size = UINT64_C(60) << 20,
-                .peers = (struct broker_share_peer[]) { { "vm1", ACCESS_RW } }, .n_peers = 1,
+                .owner = "hw0", .device = "nic0", .size = UINT64_C(252) << 20,
+                .peers = (struct broker_share_peer[]) { { "vm2", ACCESS_RO } }, .n_peers = 1,
         }, &big, &err);
         if (q < 0)
                 return fail("share", &err);
-        printf("      placement: %s, reason: %s\n", big.bounce ? "bounce" : "region", big.reason);
-        for (const char *peer = "vm1"; peer; peer = strcmp(peer, "vm1") == 0 ? "vm3" : NULL) {
-                broker_route_lookup(b, "nic0", peer, &route);
-                printf("      route lookup (nic0, %s): %s", peer,
-                       !route.found ? "none" : route.kind == ROUTE_REGION ? "region" : "bounce");
-                if (route.found && route.kind == ROUTE_REGION)
-                        printf(" %" PRIu64 " at 0x%" PRIx64, route.region, route.base);
-                printf("\n");
-        }
+        printf("      placement: %s, reason: %s\n", big.bounce ? "bounce" : "region", big.bounce ? big.reason : "-");
+        if (!big.bounce)
+                return EXIT_FAILURE;
+        print_route(b, "nic0", "vm2");
 
         say("What an admin sees now (brokerctl list)");
         broker_region_foreach(b, print_region, NULL);
@@ -282,6 +294,10 @@ int main(int argc, char **argv) {
                lingering[0] == 0 ? "only zeros: the data is gone" : "old data (leak!)");
         if (lingering[0] != 0)
                 return EXIT_FAILURE;
+
+        say("With its region gone, vm2's agent asks the route again");
+        print_route(b, "nic0", "vm2");
+        print_route(b, "nic0", "vm1");
 
         say("The audit trail in the database");
         store_audit_list(broker_store(b), 0, 0, 0, print_audit, NULL);
