@@ -283,22 +283,6 @@ static int request_geometry(const struct platform_device *d, const struct platfo
         return 0;
 }
 
-static const struct platform_pool *pool_at(const struct platform *plat, uint64_t addr) {
-        size_t lo = 0, hi = plat->n_pools;
-
-        while (lo < hi) {
-                size_t mid = lo + (hi - lo) / 2;
-
-                if (plat->pools[mid].end <= addr)
-                        lo = mid + 1;
-                else
-                        hi = mid;
-        }
-        if (lo < plat->n_pools && plat->pools[lo].base <= addr)
-                return &plat->pools[lo];
-        return NULL;
-}
-
 /* First of ranges (sorted by base) overlapping [base, end), or NULL. */
 static const struct platform_range *range_hit(const struct platform_range *ranges, size_t n, uint64_t base,
                                               uint64_t end) {
@@ -330,7 +314,7 @@ static int place(struct placer *p, const struct device_view *v, const struct pla
                 return broker_error_set(err, BROKER_E_INVALID, "%s + %s wraps past the end of the address space",
                                         num_format_addr(base, b0), num_format_size(req->size, b1));
 
-        pool = pool_at(p->platform, base);
+        pool = platform_pool_at(p->platform, base);
         if (!pool)
                 return broker_error_set(err, BROKER_E_NOT_IN_POOL, "%s is in no pool", num_format_addr(base, b0));
         if (request_geometry(d, pool, req, &size, &align) < 0 || num_range_end(base, size, &end) < 0 ||
