@@ -10,6 +10,7 @@
 #include <time.h>
 
 #include "util/hashmap.h"
+#include "util/log.h"
 #include "util/num.h"
 
 struct token_entry {
@@ -354,8 +355,8 @@ static int peer_unmap(struct broker *b, struct region *r, size_t i) {
         if (q == -EINPROGRESS)
                 return 0; /* quarantined until backend_unmap_done() */
         if (q < 0) {
-                fprintf(stderr, "brokerd: unmap of region %" PRIu64 " from %s failed: %s; range stays quarantined\n",
-                        r->id, r->peers[i].domain, strerror(-q));
+                log_region(LOG_ERR, r->id, r->peers[i].domain, NULL, "unmap failed: %s; range stays quarantined",
+                           strerror(-q));
                 return q;
         }
         q = store_peer_update(b->store, r->id, r->peers[i].domain, r->peers[i].state, false, false);
@@ -419,8 +420,8 @@ static int region_finish(struct broker *b, struct region *r, const char *actor) 
         if (r->pool) {
                 q = b->backend->ops->scrub(b->backend, &br);
                 if (q < 0 && q != -ENOENT) {
-                        fprintf(stderr, "brokerd: scrub of region %" PRIu64 " failed: %s; range stays quarantined\n",
-                                r->id, strerror(-q));
+                        log_region(LOG_ERR, r->id, NULL, actor, "scrub failed: %s; range stays quarantined",
+                                   strerror(-q));
                         return q;
                 }
                 q = b->backend->ops->destroy(b->backend, &br);
@@ -676,7 +677,7 @@ static int share_bounce(struct broker *b, const char *actor, const struct broker
 static void share_abort(struct broker *b, struct region *r, const char *actor, const char *why) {
         r->owner_mapped = false;
         if (region_start_revoke(b, r, actor, 0, true, why) < 0)
-                fprintf(stderr, "brokerd: could not roll back region %" PRIu64 "; it is revoked on restart\n", r->id);
+                log_region(LOG_ERR, r->id, NULL, actor, "could not roll back the share; it is revoked on restart");
 }
 
 int broker_share(struct broker *b, const struct broker_caller *caller, const struct broker_share_request *req,
@@ -1139,8 +1140,7 @@ static void on_unmap_done(void *userdata, uint64_t id, const char *domain, int r
         if (!r)
                 return;
         if (result < 0) {
-                fprintf(stderr, "brokerd: unmap of region %" PRIu64 " from %s failed: %s; range stays quarantined\n",
-                        id, domain, strerror(-result));
+                log_region(LOG_ERR, id, domain, NULL, "unmap failed: %s; range stays quarantined", strerror(-result));
                 return;
         }
         if (strcmp(domain, r->owner) == 0 && r->owner_mapped) {
@@ -1282,7 +1282,7 @@ static int load_region(void *userdata, const struct store_region *sr) {
         r->owner_mapped = sr->owner_mapped;
         q = placer_reserve(b->placer, &r->range, r->base, r->size);
         if (q < 0) {
-                fprintf(stderr, "brokerd: region %" PRIu64 " overlaps another live region in the database\n", r->id);
+                log_region(LOG_ERR, r->id, NULL, NULL, "overlaps another live region in the database");
                 return -EUCLEAN;
         }
         q = hashmap_put(b->regions, &r->id, r);
@@ -1366,7 +1366,8 @@ static int broker_resume(struct broker *b) {
                         r->peers[i].domain = r->domains[i];
                         r->tokens[i].region = r;
                         r->tokens[i].peer = i;
-                        if (r->tokens[i].token[0] && r->peers[i].state == PEER_GRANTED && region_live(r)) {
+                        /* Spent tokens stay indexed too, so reuse says token_used, as before the restart. */
+                        if (r->tokens[i].token[0]) {
                                 q = hashmap_put(b->tokens, r->tokens[i].token, &r->tokens[i]);
                                 if (q < 0)
                                         return q;
@@ -1418,7 +1419,7 @@ static int broker_resume(struct broker *b) {
                                 continue;
                         }
                 } else if (q < 0 && q != -ENOENT)
-                        fprintf(stderr, "brokerd: could not restore region %" PRIu64 ": %s\n", r->id, strerror(-q));
+                        log_region(LOG_ERR, r->id, NULL, NULL, "could not restore its memory: %s", strerror(-q));
 
                 /* Finish unmaps a crash interrupted. */
                 for (size_t i = 0; i < r->n_peers; i++)

@@ -11,15 +11,10 @@
 #include "util/names.h"
 #include "util/num.h"
 
-struct span {
-        uint64_t base, end;
-        const struct platform_pool *pool;
-};
-
 /* What one device can use: sorted by base, each span inside one pool and one DMA window. */
 struct device_view {
         const struct platform_device *device;
-        struct span *spans;
+        struct platform_span *spans;
         size_t n_spans;
 };
 
@@ -30,41 +25,6 @@ struct placer {
         size_t n_views;
         struct hashmap *by_name; /* device name -> struct device_view */
 };
-
-struct hole {
-        uint64_t base, end;
-};
-
-struct span_list {
-        struct span *items;
-        size_t n, cap;
-};
-
-static int span_list_add(struct span_list *l, uint64_t base, uint64_t end, const struct platform_pool *pool) {
-        if (l->n == l->cap) {
-                size_t cap = l->cap ? l->cap * 2 : 8;
-                struct span *items = reallocarray(l->items, cap, sizeof(*items));
-
-                if (!items)
-                        return -ENOMEM;
-                l->items = items;
-                l->cap = cap;
-        }
-        l->items[l->n++] = (struct span) { .base = base, .end = end, .pool = pool };
-        return 0;
-}
-
-static int cmp_hole(const void *a, const void *b) {
-        const struct hole *x = a, *y = b;
-
-        return x->base < y->base ? -1 : x->base > y->base;
-}
-
-static int cmp_span(const void *a, const void *b) {
-        const struct span *x = a, *y = b;
-
-        return x->base < y->base ? -1 : x->base > y->base;
-}
 
 static uint64_t u64_max(uint64_t a, uint64_t b) {
         return a > b ? a : b;
@@ -77,123 +37,6 @@ static uint64_t u64_min(uint64_t a, uint64_t b) {
 /* The device's DMA reach as an exclusive end; UINT64_MAX stands for 2^64 with a 64-bit mask. */
 static uint64_t dma_cap(const struct platform_device *d) {
         return d->dma_max == UINT64_MAX ? UINT64_MAX : d->dma_max + 1;
-}
-
-/* Platform reserved ranges and the device's reserved windows, sorted and merged into disjoint holes. */
-static int collect_holes(const struct platform *plat, const struct platform_device *d, struct hole **ret,
-                         size_t *ret_n) {
-        _cleanup_(xfreep) struct hole *holes = NULL;
-        size_t n = 0, total = plat->n_reserved + d->n_reserved_windows;
-
-        if (total == 0) {
-                *ret = NULL;
-                *ret_n = 0;
-                return 0;
-        }
-        holes = calloc(total, sizeof(*holes));
-        if (!holes)
-                return -ENOMEM;
-        for (size_t i = 0; i < plat->n_reserved; i++)
-                holes[n++] = (struct hole) { plat->reserved[i].base, plat->reserved[i].end };
-        for (size_t i = 0; i < d->n_reserved_windows; i++)
-                holes[n++] = (struct hole) { d->reserved_windows[i].base, d->reserved_windows[i].end };
-        qsort(holes, n, sizeof(*holes), cmp_hole);
-
-        n = 0;
-        for (size_t i = 0; i < total; i++) {
-                if (holes[i].end <= holes[i].base)
-                        continue;
-                if (n > 0 && holes[i].base <= holes[n - 1].end)
-                        holes[n - 1].end = u64_max(holes[n - 1].end, holes[i].end);
-                else
-                        holes[n++] = holes[i];
-        }
-        *ret = TAKE_PTR(holes);
-        *ret_n = n;
-        return 0;
-}
-
-/* Adds [base, end) minus the holes. */
-static int add_piece(struct span_list *l, uint64_t base, uint64_t end, const struct platform_pool *pool,
-                     const struct hole *holes, size_t n_holes) {
-        size_t lo = 0, hi = n_holes;
-        int r;
-
-        /* first hole ending after base; holes are disjoint, so their ends are sorted too */
-        while (lo < hi) {
-                size_t mid = lo + (hi - lo) / 2;
-
-                if (holes[mid].end <= base)
-                        lo = mid + 1;
-                else
-                        hi = mid;
-        }
-        for (size_t i = lo; i < n_holes && holes[i].base < end; i++) {
-                if (holes[i].base > base) {
-                        r = span_list_add(l, base, holes[i].base, pool);
-                        if (r < 0)
-                                return r;
-                }
-                base = holes[i].end;
-                if (base >= end)
-                        return 0;
-        }
-        return span_list_add(l, base, end, pool);
-}
-
-static int build_view(const struct platform *plat, const struct platform_device *d, struct device_view *v) {
-        _cleanup_(xfreep) struct hole *holes = NULL;
-        struct span_list l = {};
-        struct platform_range dflt;
-        const struct platform_range *windows = d->windows;
-        size_t n_holes, n_windows = d->n_windows;
-        uint64_t cap = dma_cap(d);
-        int r;
-
-        r = collect_holes(plat, d, &holes, &n_holes);
-        if (r < 0)
-                return r;
-
-        /* The loader always fills in the default window; a hand-built platform may not. */
-        if (n_windows == 0) {
-                dflt = (struct platform_range) { .base = 0, .end = cap };
-                windows = &dflt;
-                n_windows = 1;
-        }
-
-        for (size_t w = 0; w < n_windows; w++) {
-                uint64_t wbase = windows[w].base, wend = u64_min(windows[w].end, cap);
-                size_t lo = 0, hi = plat->n_pools;
-
-                if (wend <= wbase)
-                        continue;
-                /* pools are sorted and disjoint: find the first one ending after the window starts */
-                while (lo < hi) {
-                        size_t mid = lo + (hi - lo) / 2;
-
-                        if (plat->pools[mid].end <= wbase)
-                                lo = mid + 1;
-                        else
-                                hi = mid;
-                }
-                for (size_t i = lo; i < plat->n_pools && plat->pools[i].base < wend; i++) {
-                        const struct platform_pool *pool = &plat->pools[i];
-                        uint64_t b = u64_max(pool->base, wbase), e = u64_min(pool->end, wend);
-
-                        if (b >= e)
-                                continue;
-                        r = add_piece(&l, b, e, pool, holes, n_holes);
-                        if (r < 0) {
-                                free(l.items);
-                                return r;
-                        }
-                }
-        }
-
-        if (l.n > 1)
-                qsort(l.items, l.n, sizeof(*l.items), cmp_span);
-        *v = (struct device_view) { .device = d, .spans = l.items, .n_spans = l.n };
-        return 0;
 }
 
 /* What the spans rely on: sorted disjoint pools with power-of-two granules, sane devices. */
@@ -252,7 +95,8 @@ int placer_new(const struct platform *platform, struct placer **ret) {
         for (size_t i = 0; i < platform->n_devices; i++) {
                 struct device_view *v = &p->views[i];
 
-                r = build_view(platform, &platform->devices[i], v);
+                v->device = &platform->devices[i];
+                r = platform_device_spans(platform, v->device, &v->spans, &v->n_spans);
                 if (r < 0)
                         return r;
                 p->n_views++;
@@ -380,7 +224,7 @@ static int place(struct placer *p, const struct device_view *v, const struct pla
         return 0;
 }
 
-static bool span_eligible(const struct span *s, const struct placement_request *req) {
+static bool span_eligible(const struct platform_span *s, const struct placement_request *req) {
         return !req->has_numa_node || s->pool->numa_node == req->numa_node;
 }
 
@@ -393,7 +237,7 @@ static int allocate(struct placer *p, const struct device_view *v, const struct 
         size_t n_eligible = 0;
 
         for (size_t i = 0; i < v->n_spans; i++) {
-                const struct span *s = &v->spans[i];
+                const struct platform_span *s = &v->spans[i];
                 uint64_t size, align, x;
 
                 if (!span_eligible(s, req))
@@ -424,7 +268,7 @@ static int allocate(struct placer *p, const struct device_view *v, const struct 
         }
 
         for (size_t i = 0; i < v->n_spans; i++) {
-                const struct span *s = &v->spans[i];
+                const struct platform_span *s = &v->spans[i];
                 uint64_t size, align, start;
 
                 if (!span_eligible(s, req))

@@ -869,97 +869,169 @@ static size_t pools_first_ending_after(const struct platform *p, uint64_t addr) 
         return lo;
 }
 
-static bool gap_fits(uint64_t from, uint64_t to, uint64_t align, uint64_t size) {
-        uint64_t start;
-
-        if (num_align_up(from, align, &start) < 0)
-                return false;
-        return start < to && to - start >= size;
-}
-
-/* Whether [from, to) minus two sorted lists of disjoint holes holds an aligned block of size bytes. */
-static bool span_has_room(uint64_t from, uint64_t to, const struct platform_range *h1, size_t n1,
-                          const struct platform_range *h2, size_t n2, uint64_t align, uint64_t size) {
-        size_t i = ranges_first_ending_after(h1, n1, from), j = ranges_first_ending_after(h2, n2, from);
-        uint64_t cursor = from;
-
-        for (;;) {
-                const struct platform_range *next = NULL;
-
-                while (i < n1 && h1[i].end <= cursor)
-                        i++;
-                while (j < n2 && h2[j].end <= cursor)
-                        j++;
-                if (i < n1)
-                        next = &h1[i];
-                if (j < n2 && (!next || h2[j].base < next->base))
-                        next = &h2[j];
-                if (!next || next->base >= to)
-                        return gap_fits(cursor, to, align, size);
-                if (gap_fits(cursor, next->base, align, size))
-                        return true;
-                if (next->end >= to)
-                        return false;
-                cursor = next->end;
-        }
-}
-
 /*
- * Whether some pool offers the device at least one granule at the alignment the placer
- * would use (max of granule and device alignment) inside a window, below the mask and
- * clear of reserved ranges and reserved windows. Needs the platform sorted.
+ * The platform's reserved ranges and the device's reserved windows as one sorted list of
+ * disjoint, non-empty holes. Both lists are sorted once loaded, so merging them is enough
+ * (the loader does this for every device); a hand-built platform that is not gets sorted.
  */
-static bool device_reaches_pool(const struct platform *p, const struct platform_device *d,
-                                const struct platform_range *holes, size_t n_holes) {
-        uint64_t limit = d->dma_max == UINT64_MAX ? UINT64_MAX : d->dma_max + 1;
+static int collect_holes(const struct platform *p, const struct platform_device *d, struct platform_range **ret,
+                         size_t *ret_n) {
+        _cleanup_(xfreep) struct platform_range *holes = NULL;
+        size_t total = p->n_reserved + d->n_reserved_windows, n = 0, i = 0, j = 0;
+        bool sorted = true;
 
-        for (size_t w = 0; w < d->n_windows; w++) {
-                uint64_t lo = d->windows[w].base, hi = d->windows[w].end < limit ? d->windows[w].end : limit;
+        if (total == 0) {
+                *ret = NULL;
+                *ret_n = 0;
+                return 0;
+        }
+        holes = calloc(total, sizeof(*holes));
+        if (!holes)
+                return -ENOMEM;
+        while (i < p->n_reserved || j < d->n_reserved_windows) {
+                const struct platform_range *r;
+
+                if (j == d->n_reserved_windows ||
+                    (i < p->n_reserved && p->reserved[i].base <= d->reserved_windows[j].base))
+                        r = &p->reserved[i++];
+                else
+                        r = &d->reserved_windows[j++];
+                sorted = sorted && (n == 0 || holes[n - 1].base <= r->base);
+                holes[n++] = (struct platform_range) { .base = r->base, .end = r->end };
+        }
+        if (!sorted)
+                qsort(holes, n, sizeof(*holes), range_compare);
+
+        /* Reserved ranges may nest, and may touch or cover reserved windows. */
+        n = 0;
+        for (size_t k = 0; k < total; k++) {
+                if (holes[k].end <= holes[k].base)
+                        continue;
+                if (n > 0 && holes[k].base <= holes[n - 1].end) {
+                        if (holes[k].end > holes[n - 1].end)
+                                holes[n - 1].end = holes[k].end;
+                } else
+                        holes[n++] = holes[k];
+        }
+        *ret = TAKE_PTR(holes);
+        *ret_n = n;
+        return 0;
+}
+
+/* [base, end) of pool minus the holes, stored at out unless it is NULL; returns the number of pieces. */
+static size_t carve(uint64_t base, uint64_t end, const struct platform_pool *pool, const struct platform_range *holes,
+                    size_t n_holes, struct platform_span *out) {
+        size_t n = 0;
+
+        for (size_t i = ranges_first_ending_after(holes, n_holes, base); i < n_holes && holes[i].base < end; i++) {
+                if (holes[i].base > base) {
+                        if (out)
+                                out[n] = (struct platform_span) { .base = base, .end = holes[i].base, .pool = pool };
+                        n++;
+                }
+                base = holes[i].end;
+                if (base >= end)
+                        return n;
+        }
+        if (out)
+                out[n] = (struct platform_span) { .base = base, .end = end, .pool = pool };
+        return n + 1;
+}
+
+/* Every pool ∩ window ∩ mask, minus the holes: counted, and stored at out unless it is NULL. */
+static size_t device_pieces(const struct platform *p, const struct platform_device *d,
+                            const struct platform_range *holes, size_t n_holes, struct platform_span *out) {
+        /* The exclusive end of the DMA reach; with a 64-bit mask the last byte is not representable. */
+        uint64_t limit = d->dma_max == UINT64_MAX ? UINT64_MAX : d->dma_max + 1;
+        const struct platform_range dflt = { .base = 0, .end = limit };
+        const struct platform_range *windows = d->n_windows > 0 ? d->windows : &dflt;
+        size_t n_windows = d->n_windows > 0 ? d->n_windows : 1, n = 0;
+
+        for (size_t w = 0; w < n_windows; w++) {
+                uint64_t lo = windows[w].base, hi = windows[w].end < limit ? windows[w].end : limit;
 
                 if (lo >= hi)
                         continue;
                 for (size_t k = pools_first_ending_after(p, lo); k < p->n_pools && p->pools[k].base < hi; k++) {
                         const struct platform_pool *pool = &p->pools[k];
                         uint64_t from = lo > pool->base ? lo : pool->base, to = hi < pool->end ? hi : pool->end;
-                        uint64_t align = pool->granule > d->alignment ? pool->granule : d->alignment;
 
-                        if (span_has_room(from, to, holes, n_holes, d->reserved_windows, d->n_reserved_windows,
-                                          align, pool->granule))
-                                return true;
+                        if (from < to)
+                                n += carve(from, to, pool, holes, n_holes, out ? out + n : NULL);
                 }
         }
-        return false;
+        return n;
 }
 
-static void check_reachability(struct loader *l, const struct platform *p) {
+static int span_compare(const void *a, const void *b) {
+        const struct platform_span *x = a, *y = b;
+
+        return x->base < y->base ? -1 : x->base > y->base;
+}
+
+int platform_device_spans(const struct platform *p, const struct platform_device *d, struct platform_span **ret,
+                          size_t *ret_n) {
         _cleanup_(xfreep) struct platform_range *holes = NULL;
-        size_t n_holes = 0;
+        _cleanup_(xfreep) struct platform_span *spans = NULL;
+        size_t n_holes, n;
+        int r;
 
-        /* Reserved ranges may overlap; merge them into disjoint holes once for all devices. */
-        if (p->n_reserved > 0) {
-                holes = alloc_array(l, p->n_reserved, sizeof(*holes));
-                if (!holes)
-                        return;
-                for (size_t i = 0; i < p->n_reserved; i++) {
-                        const struct platform_range *r = &p->reserved[i];
-                        if (n_holes > 0 && r->base <= holes[n_holes - 1].end) {
-                                if (r->end > holes[n_holes - 1].end)
-                                        holes[n_holes - 1].end = r->end;
-                        } else
-                                holes[n_holes++] = (struct platform_range) { .base = r->base, .end = r->end };
-                }
+        if (!p || !d || !ret || !ret_n)
+                return -EINVAL;
+        r = collect_holes(p, d, &holes, &n_holes);
+        if (r < 0)
+                return r;
+
+        /* Count first, then fill an array of the exact size. */
+        n = device_pieces(p, d, holes, n_holes, NULL);
+        if (n > 0) {
+                spans = calloc(n, sizeof(*spans));
+                if (!spans)
+                        return -ENOMEM;
+                device_pieces(p, d, holes, n_holes, spans);
+                /* Already in order for sorted, disjoint windows; a hand-built device's may overlap. */
+                for (size_t i = 1; i < n; i++)
+                        if (spans[i - 1].base > spans[i].base) {
+                                qsort(spans, n, sizeof(*spans), span_compare);
+                                break;
+                        }
         }
+        *ret = TAKE_PTR(spans);
+        *ret_n = n;
+        return 0;
+}
 
+/*
+ * Warns about every device none of whose spans holds a granule at the alignment the
+ * placer would use (max of granule and device alignment). Needs the platform sorted.
+ */
+static void check_reachability(struct loader *l, const struct platform *p) {
         for (size_t i = 0; i < p->n_devices; i++) {
+                const struct platform_device *d = &p->devices[i];
+                _cleanup_(xfreep) struct platform_span *spans = NULL;
                 _cleanup_(xfreep) char *path = NULL;
+                bool reaches = false;
+                size_t n;
 
-                if (device_reaches_pool(p, &p->devices[i], holes, n_holes))
+                /* The platform is valid here, so only allocation can fail. */
+                if (platform_device_spans(p, d, &spans, &n) < 0) {
+                        l->oom = true;
+                        return;
+                }
+                for (size_t k = 0; k < n && !reaches; k++) {
+                        const struct platform_pool *pool = spans[k].pool;
+                        uint64_t align = pool->granule > d->alignment ? pool->granule : d->alignment, start;
+
+                        reaches = num_align_up(spans[k].base, align, &start) >= 0 && start < spans[k].end &&
+                                  spans[k].end - start >= pool->granule;
+                }
+                if (reaches)
                         continue;
                 path = path_index(l, "devices", i);
                 report(l, DIAG_WARNING, path,
                        "device \"%s\" can reach no pool: no pool has a free granule inside its DMA windows, "
                        "below its DMA mask and clear of reserved ranges and reserved windows",
-                       p->devices[i].name);
+                       d->name);
         }
 }
 

@@ -85,5 +85,22 @@ const struct platform_pool *platform_find_pool(const struct platform *p, const c
 /* The pool containing addr, or NULL. */
 const struct platform_pool *platform_pool_at(const struct platform *p, uint64_t addr);
 
+/* A stretch of one pool a device may use; [base, end) is never empty. */
+struct platform_span {
+        uint64_t base, end;
+        const struct platform_pool *pool;
+};
+
+/*
+ * The device's usable spans, sorted by base: every pool ∩ each DMA window ∩ [0, dma_max],
+ * minus the platform's reserved ranges and the device's reserved windows. A device with
+ * no windows gets the default one, [0, dma_max]. Pools must be sorted and disjoint
+ * (as loaded); reserved ranges and windows may overlap each other. *ret is malloc'ed
+ * (caller frees) and is NULL when *ret_n is 0. Returns 0, -EINVAL or -ENOMEM; the
+ * outputs are untouched on failure.
+ */
+int platform_device_spans(const struct platform *p, const struct platform_device *d, struct platform_span **ret,
+                          size_t *ret_n);
+
 const char *backing_kind_to_string(enum backing_kind k);
 int backing_kind_from_string(const char *s, enum backing_kind *ret);

@@ -755,6 +755,11 @@ static void test_restart_keeps_live_regions(void **state) {
         a1 = attach_ok(f, &VM1, "vm1", g.tokens[0].token);
         close(a1.fd);
 
+        struct broker_share_result t = share_ok(f, "nic0", 4096, "vm2", ACCESS_RO);
+        close(t.owner_fd);
+        a1 = attach_ok(f, &VM2, "vm2", t.tokens[0].token);
+        close(a1.fd);
+
         broker_restart(f);
 
         assert_int_equal(broker_region_get(f->b, s.region, &info), 0);
@@ -771,6 +776,10 @@ static void test_restart_keeps_live_regions(void **state) {
         q = broker_attach(f->b, &VM1, "vm1", s.tokens[0].token, &a2, &err);
         expect_code(q, &err, BROKER_E_TOKEN_USED);
 
+        /* A token redeemed before the restart is still known as spent. */
+        q = broker_attach(f->b, &VM2, "vm2", t.tokens[0].token, &a2, &err);
+        expect_code(q, &err, BROKER_E_TOKEN_USED);
+
         /* The gpu0 region was memfd-backed and had been seen: its memory is gone, so it was
          * taken down rather than handed out as different memory. */
         assert_int_equal(state_of(f, g.region), REGION_RECLAIMED);
@@ -785,7 +794,7 @@ static void test_restart_keeps_live_regions(void **state) {
         expect_code(q, &err, BROKER_E_OVERLAP);
         uint64_t bytes, regions;
         broker_usage(f->b, "hw0", &bytes, &regions);
-        assert_int_equal(regions, 1);
+        assert_int_equal(regions, 2);
 }
 
 static void test_restart_finishes_revoke(void **state) {

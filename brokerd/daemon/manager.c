@@ -1,0 +1,284 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#include "daemon/manager.h"
+
+#include <errno.h>
+#include <grp.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <systemd/sd-daemon.h>
+#include <systemd/sd-event.h>
+#include <time.h>
+
+#include "backend/backend-memfd.h"
+#include "core/broker.h"
+#include "daemon/methods.h"
+#include "util/log.h"
+
+struct manager {
+        struct manager_config cfg;
+        sd_event *event;
+        sd_event_source *sigterm, *sigint, *sighup, *deadline, *post;
+        struct methods *methods;
+        struct broker *broker;
+        struct rpc_server *server;
+};
+
+static void on_broker_event(void *userdata, const struct broker_event *ev) {
+        static const char *const names[] = {
+                [BROKER_EVENT_ATTACHED] = "attached", [BROKER_EVENT_RECALL] = "recall",
+                [BROKER_EVENT_RELEASED] = "released", [BROKER_EVENT_REVOKED] = "revoked",
+                [BROKER_EVENT_RECLAIMED] = "reclaimed", [BROKER_EVENT_ROUTE_CHANGED] = "route changed",
+        };
+        struct manager *m = userdata;
+
+        log_region(ev->type == BROKER_EVENT_REVOKED ? LOG_NOTICE : LOG_INFO, ev->region, ev->domain, ev->owner,
+                   "%s%s%s%s%s", names[ev->type], ev->device ? " on " : "", ev->device ?: "", ev->reason ? ": " : "",
+                   ev->reason ?: "");
+        methods_on_event(m->methods, ev);
+}
+
+static int notify_status(struct manager *m, const char *extra) {
+        return sd_notifyf(false, "%sSTATUS=serving %s and %s", extra ?: "", m->cfg.agent_socket, m->cfg.admin_socket);
+}
+
+static int on_stop(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata) {
+        struct manager *m = userdata;
+        (void) s;
+        log_info("received %s, stopping", strsignal((int) si->ssi_signo));
+        sd_notify(false, "STOPPING=1\nSTATUS=stopping");
+        return sd_event_exit(m->event, 0);
+}
+
+static int on_sighup(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata) {
+        struct manager *m = userdata;
+        struct diag_list diags = DIAG_LIST_INIT;
+        struct timespec ts;
+        int r;
+
+        (void) s, (void) si;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        sd_notifyf(false, "RELOADING=1\nMONOTONIC_USEC=%" PRIu64, (uint64_t) ts.tv_sec * 1000000 + (uint64_t) ts.tv_nsec / 1000);
+        r = methods_reload(m->methods, &diags);
+        if (r < 0) {
+                for (size_t i = 0; i < diags.n; i++)
+                        if (diags.items[i].severity == DIAG_ERROR)
+                                log_error("%s: %s%s%s", m->cfg.policy_path, diags.items[i].path,
+                                          diags.items[i].path[0] ? ": " : "", diags.items[i].message);
+                log_error("policy reload failed (%s); the previous policy stays in force", strerror(-r));
+        } else
+                log_info("policy reloaded from %s", m->cfg.policy_path);
+        diag_list_clear(&diags);
+        notify_status(m, "READY=1\n");
+        return 0;
+}
+
+static int on_deadline(sd_event_source *s, uint64_t usec, void *userdata) {
+        struct manager *m = userdata;
+        (void) s, (void) usec;
+        int r = broker_process_deadlines(m->broker);
+        if (r < 0)
+                log_error("acting on revoke deadlines: %s", strerror(-r));
+        return 0;
+}
+
+/* After every loop iteration: the next revoke deadline may have moved. */
+static int on_post(sd_event_source *s, void *userdata) {
+        struct manager *m = userdata;
+        int64_t next = broker_next_deadline(m->broker);
+        (void) s;
+
+        if (next == INT64_MAX)
+                return sd_event_source_set_enabled(m->deadline, SD_EVENT_OFF);
+        if (next < 0)
+                next = 0;
+        sd_event_source_set_time(m->deadline, (uint64_t) next);
+        return sd_event_source_set_enabled(m->deadline, SD_EVENT_ONESHOT);
+}
+
+static int load_broker(struct manager *m) {
+        struct broker_config bc = {
+                .db_path = m->cfg.db_path, .revoke_timeout_usec = m->cfg.revoke_timeout_usec,
+                .on_event = on_broker_event, .event_userdata = m,
+        };
+        struct diag_list diags = DIAG_LIST_INIT;
+        struct broker_error err = {};
+        int r;
+
+        r = platform_load_file(m->cfg.platform_path, &bc.platform, &diags);
+        diag_list_print(&diags, m->cfg.platform_path, stderr);
+        diag_list_clear(&diags);
+        if (r < 0) {
+                log_error("cannot load the platform description %s", m->cfg.platform_path);
+                return r;
+        }
+        r = policy_load_file(m->cfg.policy_path, &bc.policy, &diags);
+        diag_list_print(&diags, m->cfg.policy_path, stderr);
+        diag_list_clear(&diags);
+        if (r < 0) {
+                log_error("cannot load the policy %s", m->cfg.policy_path);
+                goto fail;
+        }
+        r = backend_memfd_new(&bc.backend);
+        if (r < 0)
+                goto fail;
+        methods_set_backend_name(m->methods, bc.backend->ops->name);
+        r = broker_new(&bc, &m->broker, &err);
+        if (r < 0)
+                log_error("cannot start the broker: %s", err.message);
+fail:
+        platform_free(bc.platform);
+        policy_free(bc.policy);
+        backend_free(bc.backend);
+        return r;
+}
+
+static int mkdir_parents(const char *path, mode_t mode) {
+        _cleanup_(xfreep) char *copy = strdup(path);
+        char *slash;
+
+        if (!copy)
+                return -ENOMEM;
+        for (slash = strchr(copy + 1, '/'); slash; slash = strchr(slash + 1, '/')) {
+                *slash = 0;
+                if (mkdir(copy, mode) < 0 && errno != EEXIST)
+                        return -errno;
+                *slash = '/';
+        }
+        return 0;
+}
+
+static int setup_sockets(struct manager *m) {
+        char **names = NULL;
+        bool have_agent = false, have_admin = false;
+        gid_t group = (gid_t) -1;
+        int n, r = 0;
+
+        n = sd_listen_fds_with_names(true, &names);
+        if (n < 0)
+                return log_error("socket activation: %s", strerror(-n)), n;
+        for (int i = 0; i < n; i++) {
+                int fd = SD_LISTEN_FDS_START + i;
+                bool admin = names && strcmp(names[i], "admin") == 0;
+                bool agent = names && strcmp(names[i], "agent") == 0;
+                if (r >= 0 && (admin || agent)) {
+                        r = rpc_server_add_listener_fd(m->server, fd, admin);
+                        have_admin = have_admin || (admin && r >= 0);
+                        have_agent = have_agent || (agent && r >= 0);
+                } else
+                        log_warning("ignoring passed fd %d named %s", fd, names ? names[i] : "?");
+                free(names ? names[i] : NULL);
+        }
+        free(names);
+        if (r < 0)
+                return r;
+
+        if (m->cfg.agent_group) {
+                struct group *g = getgrnam(m->cfg.agent_group);
+                if (!g) {
+                        log_error("no group %s for the agent socket", m->cfg.agent_group);
+                        return -ESRCH;
+                }
+                group = g->gr_gid;
+        }
+        if (!have_agent) {
+                (void) mkdir_parents(m->cfg.agent_socket, 0755);
+                r = rpc_server_listen(m->server, m->cfg.agent_socket, 0660, group, false);
+                if (r < 0)
+                        return log_error("cannot listen on %s: %s", m->cfg.agent_socket, strerror(-r)), r;
+        }
+        if (!have_admin) {
+                (void) mkdir_parents(m->cfg.admin_socket, 0755);
+                r = rpc_server_listen(m->server, m->cfg.admin_socket, 0600, (gid_t) -1, true);
+                if (r < 0)
+                        return log_error("cannot listen on %s: %s", m->cfg.admin_socket, strerror(-r)), r;
+        }
+        return 0;
+}
+
+int manager_new(const struct manager_config *cfg, struct manager **ret) {
+        _cleanup_(manager_freep) struct manager *m = calloc(1, sizeof(*m));
+        sigset_t mask;
+        int r;
+
+        if (!m)
+                return -ENOMEM;
+        m->cfg = *cfg;
+
+        r = sd_event_default(&m->event);
+        if (r < 0)
+                return r;
+        sigemptyset(&mask);
+        sigaddset(&mask, SIGTERM);
+        sigaddset(&mask, SIGINT);
+        sigaddset(&mask, SIGHUP);
+        sigprocmask(SIG_BLOCK, &mask, NULL);
+        signal(SIGPIPE, SIG_IGN);
+        if ((r = sd_event_add_signal(m->event, &m->sigterm, SIGTERM, on_stop, m)) < 0 ||
+            (r = sd_event_add_signal(m->event, &m->sigint, SIGINT, on_stop, m)) < 0 ||
+            (r = sd_event_add_signal(m->event, &m->sighup, SIGHUP, on_sighup, m)) < 0)
+                return r;
+        r = sd_event_set_watchdog(m->event, true);
+        if (r < 0)
+                return r;
+
+        r = methods_new(cfg->policy_path, &m->methods);
+        if (r < 0)
+                return r;
+        (void) mkdir_parents(cfg->db_path, 0700);
+        r = load_broker(m);
+        if (r < 0)
+                return r;
+        methods_set_broker(m->methods, m->broker);
+
+        r = rpc_server_new(m->event, &cfg->limits, methods_handle, methods_disconnect, m->methods, &m->server);
+        if (r < 0)
+                return r;
+        methods_set_server(m->methods, m->server);
+        r = setup_sockets(m);
+        if (r < 0)
+                return r;
+
+        r = sd_event_add_time(m->event, &m->deadline, CLOCK_REALTIME, UINT64_MAX, 1000, on_deadline, m);
+        if (r < 0)
+                return r;
+        sd_event_source_set_enabled(m->deadline, SD_EVENT_OFF);
+        r = sd_event_add_post(m->event, &m->post, on_post, m);
+        if (r < 0)
+                return r;
+
+        *ret = TAKE_PTR(m);
+        return 0;
+}
+
+int manager_run(struct manager *m) {
+        int r;
+
+        /* Work a restart left (a deadline that passed while we were down) is picked up first. */
+        on_post(NULL, m);
+        log_info("serving %s (agents) and %s (admin)", m->cfg.agent_socket, m->cfg.admin_socket);
+        notify_status(m, "READY=1\n");
+        r = sd_event_loop(m->event);
+        if (r < 0)
+                log_error("event loop failed: %s", strerror(-r));
+        return r;
+}
+
+void manager_free(struct manager *m) {
+        if (!m)
+                return;
+        sd_event_source_unref(m->post);
+        sd_event_source_unref(m->deadline);
+        sd_event_source_unref(m->sigterm);
+        sd_event_source_unref(m->sigint);
+        sd_event_source_unref(m->sighup);
+        /* The server goes first: its disconnect callbacks reach into the methods. */
+        rpc_server_free(m->server);
+        methods_free(m->methods);
+        /* Every transition was committed when it happened: closing leaves the DB consistent. */
+        broker_free(m->broker);
+        sd_event_unref(m->event);
+        free(m);
+}

@@ -1,0 +1,34 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#pragma once
+/*
+ * The daemon around the broker: one sd-event loop serving the agent and admin sockets
+ * (socket-activated when systemd passes fds named "agent" and "admin", bound by itself
+ * otherwise), signals (SIGHUP reloads the policy, SIGTERM/SIGINT stop cleanly), the
+ * watchdog, sd_notify READY/STATUS/RELOADING, and a CLOCK_REALTIME timer re-armed after
+ * every loop iteration at the broker's next revoke deadline.
+ */
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "rpc/server.h"
+#include "util/macro.h"
+
+struct manager_config {
+        const char *platform_path;
+        const char *policy_path;
+        const char *db_path;
+        const char *agent_socket;
+        const char *admin_socket;
+        const char *agent_group; /* NULL: keep the creating process's group */
+        uint64_t revoke_timeout_usec;
+        struct rpc_server_limits limits;
+};
+
+struct manager;
+
+int manager_new(const struct manager_config *cfg, struct manager **ret);
+void manager_free(struct manager *m);
+DEFINE_CLEANUP(struct manager, manager_free);
+
+/* Serves until SIGTERM/SIGINT; returns 0 on a clean stop. */
+int manager_run(struct manager *m);

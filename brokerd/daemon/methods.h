@@ -1,0 +1,40 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#pragma once
+/*
+ * The RPC surface of the broker: every method of docs/protocol.md, mapping JSON params to
+ * broker calls and broker results to JSON, enforcing who may act for which domain, and
+ * fanning broker events out to subscribers as notifications.
+ * methods_handle() is an rpc_handler_t, methods_disconnect() an rpc_disconnect_t, and
+ * methods_on_event() the broker's event callback.
+ */
+#include "core/broker.h"
+#include "rpc/rpc.h"
+#include "rpc/server.h"
+
+struct methods;
+
+/* policy_path: the file admin.reload (and SIGHUP) re-reads; may be NULL (reload refused). */
+int methods_new(const char *policy_path, struct methods **ret);
+void methods_free(struct methods *m);
+DEFINE_CLEANUP(struct methods, methods_free);
+
+/* Wiring, after each exists. The methods borrow both. */
+void methods_set_broker(struct methods *m, struct broker *b);
+/* Also installs rpc_server_notify() as the way notifications leave; NULL: they go nowhere. */
+void methods_set_server(struct methods *m, struct rpc_server *s);
+/* Replaces how notifications leave (tests record them); notify returns 0, or -ENOBUFS / -ENOENT
+ * when that subscriber is gone, which drops its subscription and nobody else's. */
+void methods_set_notify(struct methods *m,
+                        int (*notify)(void *userdata, uint64_t connection, const char *method,
+                                      struct json_object *params),
+                        void *userdata);
+/* The mapping backend's name for broker.info (its ops->name); borrowed. Default "unknown". */
+void methods_set_backend_name(struct methods *m, const char *name);
+
+int methods_handle(void *userdata, const struct rpc_caller *caller, const char *method, struct json_object *params,
+                   struct rpc_reply_fds *fds, struct json_object **ret_result, struct rpc_error *err);
+void methods_disconnect(void *userdata, uint64_t connection);
+void methods_on_event(void *userdata, const struct broker_event *ev);
+
+/* Policy reload for SIGHUP and admin.reload: 0, or -errno with diags filled; old policy kept. */
+int methods_reload(struct methods *m, struct diag_list *diags);

@@ -1,0 +1,46 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#include "rpc/rpc.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "util/error.h"
+
+int rpc_error_from_broker(struct rpc_error *err, int broker_code, const char *message) {
+        const char *name = broker_code_name(broker_code);
+
+        if (err) {
+                err->code = RPC_BROKER_CODE_BASE + broker_code;
+                snprintf(err->name, sizeof(err->name), "%s", name);
+                /* The message is for people; fall back to the name rather than send nothing. */
+                snprintf(err->message, sizeof(err->message), "%s", message && *message ? message : name);
+        }
+        return -broker_code_errno(broker_code);
+}
+
+int rpc_error_set(struct rpc_error *err, int code, const char *fmt, ...) {
+        if (err) {
+                va_list ap;
+
+                err->code = code;
+                err->name[0] = '\0';
+                va_start(ap, fmt);
+                vsnprintf(err->message, sizeof(err->message), fmt, ap);
+                va_end(ap);
+        }
+        return -EINVAL;
+}
+
+int rpc_reply_add_fd(struct rpc_reply_fds *r, int fd) {
+        if (fd < 0)
+                return -EBADF;
+        if (r->n >= RPC_MAX_FDS_PER_LINE) {
+                close(fd);
+                return -E2BIG;
+        }
+        r->fds[r->n] = fd;
+        return (int) r->n++;
+}

@@ -1,0 +1,63 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#pragma once
+/*
+ * The seam between the JSON-RPC transport (rpc/server.c: sockets, framing, limits, batches,
+ * fd passing) and the method handlers (daemon/methods.c: JSON <-> broker calls). See
+ * docs/protocol.md for the wire contract.
+ *
+ * The server calls the handler once per request (each element of a batch, notifications
+ * included: their result is simply not sent). A handler returns 0 with *ret_result set (an
+ * owned json_object, never NULL), or a negative errno with err filled. It may attach fds
+ * to the reply line with rpc_reply_add_fd(); "fd": <index> in its result names them.
+ */
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+struct json_object;
+
+/* JSON-RPC 2.0 standard codes. */
+#define RPC_PARSE_ERROR -32700
+#define RPC_INVALID_REQUEST -32600
+#define RPC_METHOD_NOT_FOUND -32601
+#define RPC_INVALID_PARAMS -32602
+#define RPC_INTERNAL_ERROR -32603
+/* brokerd's own: RPC_BROKER_CODE_BASE + enum broker_code, with data.name. */
+#define RPC_BROKER_CODE_BASE 1000
+
+#define RPC_MAX_FDS_PER_LINE 16
+
+struct rpc_caller {
+        uint64_t connection; /* unique for the daemon's lifetime, never 0 */
+        uid_t uid;
+        gid_t gid;
+        pid_t pid;
+        bool admin;          /* connected on the admin socket */
+};
+
+struct rpc_error {
+        int code;            /* a standard code above, or RPC_BROKER_CODE_BASE + n */
+        char name[48];       /* data.name: the stable symbolic name; "" for standard codes */
+        char message[256];
+        struct json_object *data; /* optional extra data members (owned; merged into error.data) */
+};
+
+/* Fills err for a brokerd error code (enum broker_code) and returns -errno for it. */
+int rpc_error_from_broker(struct rpc_error *err, int broker_code, const char *message);
+/* Fills err for a standard code; returns -EINVAL. */
+int rpc_error_set(struct rpc_error *err, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+struct rpc_reply_fds {
+        int fds[RPC_MAX_FDS_PER_LINE];
+        size_t n;
+};
+
+/* Takes ownership of fd (closes it on failure); returns its index in the line, or -E2BIG. */
+int rpc_reply_add_fd(struct rpc_reply_fds *r, int fd);
+
+typedef int (*rpc_handler_t)(void *userdata, const struct rpc_caller *caller, const char *method,
+                             struct json_object *params, struct rpc_reply_fds *fds,
+                             struct json_object **ret_result, struct rpc_error *err);
+/* Called when a connection closes (for dropping its subscriptions). */
+typedef void (*rpc_disconnect_t)(void *userdata, uint64_t connection);

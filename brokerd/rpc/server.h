@@ -1,0 +1,59 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#pragma once
+/*
+ * The JSON-RPC 2.0 server on Unix stream sockets, driven by sd-event: newline-delimited
+ * messages, batches and notifications per the spec, SO_PEERCRED identity, fds passed with
+ * SCM_RIGHTS, and a limit on everything a client controls (docs/protocol.md#limits).
+ * A client that breaks a limit gets an error and is disconnected; nobody else notices.
+ * Writes never block the loop: output is queued per connection up to max_pending_bytes,
+ * beyond which the connection is dropped.
+ */
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <systemd/sd-event.h>
+
+#include "rpc/rpc.h"
+#include "util/macro.h"
+
+struct rpc_server_limits {
+        size_t max_message;             /* bytes per line, default 64 KiB */
+        unsigned max_depth;             /* JSON nesting, default 16 */
+        unsigned max_batch;             /* default 32 */
+        unsigned max_connections_per_uid; /* default 16 */
+        size_t max_pending_bytes;       /* queued output per connection, default 1 MiB */
+};
+
+#define RPC_SERVER_LIMITS_DEFAULT                                               \
+        ((struct rpc_server_limits) {                                           \
+                .max_message = 64 * 1024, .max_depth = 16, .max_batch = 32,    \
+                .max_connections_per_uid = 16, .max_pending_bytes = 1024 * 1024, \
+        })
+
+struct rpc_server_stats {
+        uint64_t connections;   /* open now */
+        uint64_t accepted;      /* since start */
+        uint64_t requests;
+        uint64_t errors;        /* error replies sent */
+        uint64_t dropped;       /* connections dropped for breaking a limit or being slow */
+};
+
+struct rpc_server;
+
+int rpc_server_new(sd_event *event, const struct rpc_server_limits *limits, rpc_handler_t handler,
+                   rpc_disconnect_t on_disconnect, void *userdata, struct rpc_server **ret);
+void rpc_server_free(struct rpc_server *s);
+DEFINE_CLEANUP(struct rpc_server, rpc_server_free);
+
+/* Serve an already bound and listening socket (socket activation). Takes the fd on success. */
+int rpc_server_add_listener_fd(struct rpc_server *s, int fd, bool admin);
+/* Bind path (replacing a stale socket file), chmod mode, chown to group unless (gid_t) -1, listen. */
+int rpc_server_listen(struct rpc_server *s, const char *path, mode_t mode, gid_t group, bool admin);
+
+/* Queue a notification for one connection. -ENOENT: no such connection; -ENOBUFS: it was over
+ * its pending-output limit and has been dropped. Never blocks. */
+int rpc_server_notify(struct rpc_server *s, uint64_t connection, const char *method, struct json_object *params);
+
+void rpc_server_get_stats(const struct rpc_server *s, struct rpc_server_stats *ret);
+const struct rpc_server_limits *rpc_server_limits(const struct rpc_server *s);
