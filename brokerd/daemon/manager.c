@@ -24,6 +24,7 @@ struct manager {
         struct methods *methods;
         struct broker *broker;
         struct rpc_server *server;
+        const char *agent_where, *admin_where; /* the paths, or "the activated socket" */
 };
 
 static void on_broker_event(void *userdata, const struct broker_event *ev) {
@@ -41,7 +42,8 @@ static void on_broker_event(void *userdata, const struct broker_event *ev) {
 }
 
 static int notify_status(struct manager *m, const char *extra) {
-        return sd_notifyf(false, "%sSTATUS=serving %s and %s", extra ?: "", m->cfg.agent_socket, m->cfg.admin_socket);
+        return sd_notifyf(false, "%sSTATUS=serving %s (agents) and %s (admin)", extra ?: "", m->agent_where,
+                          m->admin_where);
 }
 
 static int on_stop(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata) {
@@ -174,6 +176,8 @@ static int setup_sockets(struct manager *m) {
         free(names);
         if (r < 0)
                 return r;
+        m->agent_where = have_agent ? "the activated agent socket" : m->cfg.agent_socket;
+        m->admin_where = have_admin ? "the activated admin socket" : m->cfg.admin_socket;
 
         if (m->cfg.agent_group) {
                 struct group *g = getgrnam(m->cfg.agent_group);
@@ -258,7 +262,7 @@ int manager_run(struct manager *m) {
 
         /* Work a restart left (a deadline that passed while we were down) is picked up first. */
         on_post(NULL, m);
-        log_info("serving %s (agents) and %s (admin)", m->cfg.agent_socket, m->cfg.admin_socket);
+        log_info("serving %s (agents) and %s (admin)", m->agent_where, m->admin_where);
         notify_status(m, "READY=1\n");
         r = sd_event_loop(m->event);
         if (r < 0)

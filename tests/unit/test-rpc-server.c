@@ -685,13 +685,12 @@ static void test_parse_errors(void **state) {
 
 static void test_depth_limit(void **state) {
         struct fx *f = *state;
+        const uint64_t id = 2; /* connections are numbered from 1 in accept order */
         struct client c, other;
-        uint64_t id;
 
         start(f, NULL);
         client_connect(f, &other, f->path);
         client_connect(f, &c, f->path);
-        id = 2;
         /* max_depth 4 counts every value: the 1 below is at level 4 */
         expect_result(f, &c, "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"echo\",\"params\":{\"a\":[1]}}", "1",
                       "{\"a\":[1]}");
@@ -866,9 +865,11 @@ static void test_partial_writes(void **state) {
 
 static void test_half_close(void **state) {
         struct fx *f = *state;
+        struct rpc_server_limits l = small_limits;
         struct client c;
 
-        start(f, NULL);
+        l.max_pending_bytes = 1024 * 1024;
+        start(f, &l);
         /* shut down writing, still read the answers */
         client_connect(f, &c, f->path);
         client_send(f, &c, "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"echo\"}");
@@ -1040,7 +1041,7 @@ static void test_notify(void **state) {
         struct fx *f = *state;
         struct client c, other;
         _cleanup_(put_json) struct json_object *params = json_object_new_object(), *pad = NULL;
-        uint64_t id;
+        const uint64_t id = 2;
         unsigned i;
         int r = 0;
         char *line = NULL, big[1024];
@@ -1048,7 +1049,6 @@ static void test_notify(void **state) {
         start(f, NULL);
         client_connect(f, &other, f->path);
         client_connect(f, &c, f->path);
-        id = 2;
         json_object_object_add(params, "n", json_object_new_int(1));
 
         assert_int_equal(rpc_server_notify(f->s, 99, "tick", params), -ENOENT);
