@@ -11,6 +11,7 @@
 
 #include "brokerd-client.h"
 #include "util/macro.h"
+#include "util/num.h"
 
 #define USEC_PER_MSEC UINT64_C(1000)
 #define USEC_PER_SEC UINT64_C(1000000)
@@ -31,53 +32,12 @@ int parse_uint(const char *s, uint64_t *ret) {
         return 0;
 }
 
-/* "<digits><unit>" in microseconds; *ret_unit tells whether a unit was given. */
-static int parse_duration_usec(const char *s, uint64_t *ret, bool *ret_unit) {
-        static const struct {
-                const char *unit;
-                uint64_t usec;
-        } units[] = {
-                { "ms", USEC_PER_MSEC },
-                { "s", USEC_PER_SEC },
-                { "m", 60 * USEC_PER_SEC },
-                { "min", 60 * USEC_PER_SEC },
-                { "h", 3600 * USEC_PER_SEC },
-                { "d", 86400 * USEC_PER_SEC },
-        };
-        uint64_t v = 0, mult = USEC_PER_SEC;
-        const char *p;
-        bool unit = false;
-
-        if (!s)
-                return -EINVAL;
-        for (p = s; *p >= '0' && *p <= '9'; p++)
-                if (__builtin_mul_overflow(v, 10, &v) || __builtin_add_overflow(v, (uint64_t) (*p - '0'), &v))
-                        return -ERANGE;
-        if (p == s)
-                return -EINVAL;
-        if (*p) {
-                size_t i;
-                for (i = 0; i < ELEMENTSOF(units); i++)
-                        if (strcmp(p, units[i].unit) == 0)
-                                break;
-                if (i == ELEMENTSOF(units))
-                        return -EINVAL;
-                mult = units[i].usec;
-                unit = true;
-        }
-        if (__builtin_mul_overflow(v, mult, &v))
-                return -ERANGE;
-        *ret = v;
-        *ret_unit = unit;
-        return 0;
-}
-
 int parse_deadline_ms(const char *s, uint64_t *ret) {
         uint64_t usec;
         bool unit;
         int r;
 
-        r = parse_duration_usec(s, &usec, &unit);
+        r = num_parse_duration_usec(s, &usec, &unit);
         if (r < 0)
                 return r;
         *ret = usec / USEC_PER_MSEC;
@@ -89,7 +49,7 @@ int parse_since_usec(const char *s, uint64_t now_usec, uint64_t *ret) {
         bool unit;
         int r;
 
-        r = parse_duration_usec(s, &usec, &unit);
+        r = num_parse_duration_usec(s, &usec, &unit);
         if (r < 0)
                 return r;
         if (!unit) {

@@ -19,6 +19,7 @@
 
 #include "util/error.h"
 #include "util/macro.h"
+#include "util/num.h"
 
 /* The library is built with hidden visibility; only what the header declares is exported. */
 #define _public_ __attribute__((visibility("default")))
@@ -166,59 +167,9 @@ static int code_to_errno(int code) {
 }
 
 _public_ int bdc_parse_u64(const char *s, uint64_t *ret) {
-        static const struct {
-                const char *suffix;
-                unsigned shift;
-        } units[] = {
-                { "KiB", 10 }, { "MiB", 20 }, { "GiB", 30 }, { "TiB", 40 }, { "PiB", 50 }, { "EiB", 60 },
-        };
-        uint64_t v = 0;
-        const char *p;
-
-        if (!s || !ret || !*s)
+        if (!ret)
                 return -EINVAL;
-
-        if (s[0] == '0' && (s[1] == 'x' || s[1] == 'X')) {
-                p = s + 2;
-                if (!*p)
-                        return -EINVAL;
-                for (; *p; p++) {
-                        unsigned d;
-                        if (*p >= '0' && *p <= '9')
-                                d = *p - '0';
-                        else if (*p >= 'a' && *p <= 'f')
-                                d = *p - 'a' + 10;
-                        else if (*p >= 'A' && *p <= 'F')
-                                d = *p - 'A' + 10;
-                        else
-                                return -EINVAL;
-                        if (v > UINT64_MAX >> 4)
-                                return -ERANGE;
-                        v = v << 4 | d;
-                }
-                *ret = v;
-                return 0;
-        }
-
-        for (p = s; *p >= '0' && *p <= '9'; p++) {
-                if (__builtin_mul_overflow(v, 10, &v) || __builtin_add_overflow(v, (uint64_t) (*p - '0'), &v))
-                        return -ERANGE;
-        }
-        if (p == s)
-                return -EINVAL;
-        if (*p) {
-                size_t i;
-                for (i = 0; i < ELEMENTSOF(units); i++)
-                        if (strcmp(p, units[i].suffix) == 0)
-                                break;
-                if (i == ELEMENTSOF(units))
-                        return -EINVAL;
-                if (v > UINT64_MAX >> units[i].shift)
-                        return -ERANGE;
-                v <<= units[i].shift;
-        }
-        *ret = v;
-        return 0;
+        return num_parse_u64(s, ret);
 }
 
 _public_ const char *bdc_access_to_string(enum bdc_access a) {

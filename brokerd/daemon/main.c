@@ -36,29 +36,16 @@ static void help(void) {
                "SIGHUP reloads the policy; SIGTERM stops. See brokerd(8).\n");
 }
 
-/* "500ms", "5s", "2m", "1h"; a plain number is seconds. */
-static int parse_duration_usec(const char *s, uint64_t *ret) {
-        char *end;
-        unsigned long long v;
-        uint64_t mult;
+/* A revoke timeout: a duration ("500ms", "5s", "2m"; plain = seconds) of at most 24h. */
+static int parse_revoke_timeout(const char *s, uint64_t *ret) {
+        uint64_t v;
+        int r = num_parse_duration_usec(s, &v, NULL);
 
-        errno = 0;
-        v = strtoull(s, &end, 10);
-        if (errno || end == s || s[0] == '-')
-                return -EINVAL;
-        if (strcmp(end, "") == 0 || strcmp(end, "s") == 0)
-                mult = 1000000;
-        else if (strcmp(end, "ms") == 0)
-                mult = 1000;
-        else if (strcmp(end, "m") == 0)
-                mult = 60 * UINT64_C(1000000);
-        else if (strcmp(end, "h") == 0)
-                mult = 3600 * UINT64_C(1000000);
-        else
-                return -EINVAL;
-        if (v > BROKER_MAX_REVOKE_TIMEOUT_USEC / mult)
+        if (r < 0)
+                return r;
+        if (v > BROKER_MAX_REVOKE_TIMEOUT_USEC)
                 return -ERANGE;
-        *ret = v * mult;
+        *ret = v;
         return 0;
 }
 
@@ -132,7 +119,7 @@ int main(int argc, char **argv) {
                         cfg.agent_group = optarg;
                         break;
                 case ARG_REVOKE_TIMEOUT:
-                        if (parse_duration_usec(optarg, &cfg.revoke_timeout_usec) < 0) {
+                        if (parse_revoke_timeout(optarg, &cfg.revoke_timeout_usec) < 0) {
                                 fprintf(stderr, "brokerd: --revoke-timeout takes a duration up to 24h (\"5s\", \"500ms\")\n");
                                 return 2;
                         }

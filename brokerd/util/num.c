@@ -77,6 +77,45 @@ int num_parse_u64(const char *s, uint64_t *ret) {
         return 0;
 }
 
+int num_parse_duration_usec(const char *s, uint64_t *ret, bool *ret_has_unit) {
+        static const struct {
+                const char *unit;
+                uint64_t usec;
+        } durations[] = {
+                { "ms", UINT64_C(1000) },         { "s", UINT64_C(1000000) },
+                { "m", UINT64_C(60000000) },      { "min", UINT64_C(60000000) },
+                { "h", UINT64_C(3600000000) },    { "d", UINT64_C(86400000000) },
+        };
+        uint64_t v, mult = UINT64_C(1000000);
+        size_t digits = 0;
+        bool has_unit = false;
+        int r;
+
+        if (!s)
+                return -EINVAL;
+        while (s[digits] >= '0' && s[digits] <= '9')
+                digits++;
+        r = parse_digits(s, digits, 10, &v);
+        if (r < 0)
+                return r;
+        if (s[digits]) {
+                size_t i;
+                for (i = 0; i < sizeof(durations) / sizeof(durations[0]); i++)
+                        if (strcmp(s + digits, durations[i].unit) == 0)
+                                break;
+                if (i == sizeof(durations) / sizeof(durations[0]))
+                        return -EINVAL;
+                mult = durations[i].usec;
+                has_unit = true;
+        }
+        if (__builtin_mul_overflow(v, mult, &v))
+                return -ERANGE;
+        *ret = v;
+        if (ret_has_unit)
+                *ret_has_unit = has_unit;
+        return 0;
+}
+
 int num_from_json(struct json_object *o, uint64_t *ret) {
         switch (json_object_get_type(o)) {
         case json_type_int:

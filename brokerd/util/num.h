@@ -49,6 +49,13 @@ static inline bool num_ranges_overlap(uint64_t a_base, uint64_t a_end, uint64_t 
         return a_base < b_end && b_base < a_end;
 }
 
+/*
+ * A duration: digits with an optional unit ms, s, m, min, h or d, in microseconds. A plain
+ * number is seconds; *ret_has_unit (may be NULL) says whether a unit was written, for callers
+ * that give plain numbers another meaning. -EINVAL or -ERANGE, *ret untouched on failure.
+ */
+int num_parse_duration_usec(const char *s, uint64_t *ret, bool *ret_has_unit);
+
 /* "2MiB" when v is an exact multiple of a binary unit, else "0x1234" (or "0"). */
 const char *num_format_size(uint64_t v, char buf[static NUM_FMT_MAX]);
 /* Always "0x…" hex. */

@@ -356,8 +356,41 @@ static void test_diag_paths(void **state) {
         free(p);
 }
 
+static void test_parse_duration(void **state) {
+        uint64_t v = 7;
+        bool unit = true;
+
+        (void) state;
+        assert_int_equal(num_parse_duration_usec("5", &v, &unit), 0);
+        assert_int_equal(v, 5000000);
+        assert_false(unit);
+        assert_int_equal(num_parse_duration_usec("500ms", &v, &unit), 0);
+        assert_int_equal(v, 500000);
+        assert_true(unit);
+        assert_int_equal(num_parse_duration_usec("2m", &v, NULL), 0);
+        assert_int_equal(v, 120000000);
+        assert_int_equal(num_parse_duration_usec("2min", &v, NULL), 0);
+        assert_int_equal(v, 120000000);
+        assert_int_equal(num_parse_duration_usec("1h", &v, NULL), 0);
+        assert_int_equal(v, UINT64_C(3600000000));
+        assert_int_equal(num_parse_duration_usec("1d", &v, NULL), 0);
+        assert_int_equal(v, UINT64_C(86400000000));
+
+        v = 7;
+        assert_int_equal(num_parse_duration_usec("", &v, NULL), -EINVAL);
+        assert_int_equal(num_parse_duration_usec("s", &v, NULL), -EINVAL);
+        assert_int_equal(num_parse_duration_usec("5 s", &v, NULL), -EINVAL);
+        assert_int_equal(num_parse_duration_usec("5w", &v, NULL), -EINVAL);
+        assert_int_equal(num_parse_duration_usec("-5s", &v, NULL), -EINVAL);
+        assert_int_equal(num_parse_duration_usec("99999999999999999d", &v, NULL), -ERANGE);
+        assert_int_equal(num_parse_duration_usec("99999999999999999999", &v, NULL), -ERANGE);
+        assert_int_equal(num_parse_duration_usec(NULL, &v, NULL), -EINVAL);
+        assert_int_equal(v, 7);
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
+                cmocka_unit_test(test_parse_duration),
                 cmocka_unit_test(test_parse_decimal),
                 cmocka_unit_test(test_parse_hex),
                 cmocka_unit_test(test_parse_suffix),
