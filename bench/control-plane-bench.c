@@ -89,14 +89,15 @@ static int cmp_u64(const void *a, const void *b) {
         return (x > y) - (x < y);
 }
 
-/* Nearest rank: the smallest sample with at least p of them at or below it. */
-static uint64_t percentile(const uint64_t *sorted, size_t n, double p) {
-        size_t rank = (size_t) (p * (double) n + 0.999999);
+/*
+ * Nearest rank: the smallest sample with at least permille/1000 of them at or below it.
+ * Integer arithmetic, so 99% of 2000 is rank 1980 and not 1981 by a rounding error.
+ */
+static uint64_t percentile(const uint64_t *sorted, size_t n, unsigned permille) {
+        size_t rank = (n * permille + 999) / 1000;
 
         if (rank < 1)
                 rank = 1;
-        if (rank > n)
-                rank = n;
         return sorted[rank - 1];
 }
 
@@ -110,8 +111,8 @@ static void stats_compute(uint64_t *samples, size_t n, struct stats *ret) {
         *ret = (struct stats) {
                 .ops_per_sec = sum > 0 ? (double) ((long double) n * 1e9L / sum) : 0,
                 .mean_us = (double) (sum / n / 1e3L),
-                .p50_us = (double) percentile(samples, n, 0.50) / 1e3,
-                .p99_us = (double) percentile(samples, n, 0.99) / 1e3,
+                .p50_us = (double) percentile(samples, n, 500) / 1e3,
+                .p99_us = (double) percentile(samples, n, 990) / 1e3,
                 .max_us = (double) samples[n - 1] / 1e3,
         };
 }

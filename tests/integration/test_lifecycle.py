@@ -1,13 +1,16 @@
 # SPDX-License-Identifier: Apache-2.0
 """The grant lifecycle against the real daemon: sockets, fds, notifications, brokerctl,
 the client library (brokerd-agent), restarts and policy reloads."""
+import glob
 import json
 import mmap
 import os
 import signal
+import subprocess
 import time
+import unittest
 
-from harness import POLICY, DaemonTest, RpcError, main
+from harness import BROKERCTL, EXAMPLES, POLICY, DaemonTest, RpcError, main
 
 
 class Lifecycle(DaemonTest):
@@ -136,6 +139,46 @@ class Lifecycle(DaemonTest):
         for method in ("admin.domains", "admin.pools", "admin.stats", "broker.info"):
             a.call(method, {})
         a.call("admin.audit", {"limit": 5})
+
+
+    def test_brokerctl_events_follows_notifications(self):
+        events = subprocess.Popen([BROKERCTL, "--socket", self.d.admin_socket, "--json", "events"],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            c = self.d.agent()
+            # events subscribes before printing anything; give it a moment, then act.
+            deadline = time.monotonic() + 10
+            while self.d.admin().call("admin.stats", {})["subscribers"] < 1 and time.monotonic() < deadline:
+                time.sleep(0.02)
+            r = self.share(c)
+            os.close(c.take_fd())
+            c.call("region.revoke", {"owner": "hw0", "region": r["region"], "deadline_ms": 0})
+            seen = []
+            while "region.reclaimed" not in seen:
+                line = events.stdout.readline()
+                self.assertTrue(line, "brokerctl events ended early")
+                seen.append(json.loads(line)["method"])
+        finally:
+            events.send_signal(signal.SIGINT)
+            events.communicate(timeout=10)
+        self.assertEqual(events.returncode, 0)
+
+
+class OfflineCheck(unittest.TestCase):
+    def test_check_platform_and_policy(self):
+        for kind in ("platform", "policy"):
+            p = subprocess.run([BROKERCTL, "check", kind, os.path.join(EXAMPLES, f"{kind}.json")],
+                               capture_output=True, text=True)
+            self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        broken = os.path.join(EXAMPLES, "broken", "platform-unaligned-pool-base.json")
+        if not os.path.exists(broken):
+            broken = sorted(f for f in glob.glob(os.path.join(EXAMPLES, "broken", "platform-*.json")))[0]
+        expect = json.load(open(broken[:-5] + ".expect"))
+        p = subprocess.run([BROKERCTL, "check", "platform", broken], capture_output=True, text=True)
+        self.assertEqual(p.returncode, 1)
+        self.assertIn(expect["loader_path"], p.stdout + p.stderr)
+        p = subprocess.run([BROKERCTL, "check", "nonsense", "x"], capture_output=True, text=True)
+        self.assertEqual(p.returncode, 2)
 
 
 class Restart(DaemonTest):

@@ -36,10 +36,12 @@ class Notify(unittest.TestCase):
         self.d = Daemon()
         self.notify = NotifySocket(os.path.join(self.d.dir, "notify.sock"))
         os.environ["NOTIFY_SOCKET"] = self.notify.path
+        os.environ["WATCHDOG_USEC"] = "200000"  # as systemd sets it for WatchdogSec=
         try:
             self.d.start()
         finally:
             del os.environ["NOTIFY_SOCKET"]
+            del os.environ["WATCHDOG_USEC"]
 
     def tearDown(self):
         self.d.cleanup()
@@ -48,6 +50,9 @@ class Notify(unittest.TestCase):
     def test_ready_reload_stopping(self):
         ready = self.notify.wait_for("READY=1")
         self.assertIn("STATUS=serving", ready)
+        # The loop pings the watchdog on its own, several times per period.
+        for _ in range(3):
+            self.notify.wait_for("WATCHDOG=1")
         self.d.signal(signal.SIGHUP)
         reloading = self.notify.wait_for("RELOADING=1")
         self.assertTrue(any(line.startswith("MONOTONIC_USEC=") for line in reloading.split("\n")))
