@@ -200,7 +200,7 @@ static int cycle_once(struct bdc *owner, struct bdc *peer, uint64_t *t, struct c
                 snprintf(info->pool, sizeof(info->pool), "%s", share.pool ?: "?");
                 info->size = share.size;
         }
-        /* The owner keeps no mapping: close its fd now, as the brief cycle intends. */
+        /* The control plane is what is measured: the owner does not keep a mapping. */
         bdc_share_result_clear(&share);
 
         t1 = now_nsec();

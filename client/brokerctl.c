@@ -1,11 +1,13 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * brokerctl: brokerd's admin command line. Every verb but `check` is one or two calls on
- * the admin socket through libbrokerd-client; `check` loads files offline with the
- * daemon's own loaders, so it reports exactly what the daemon would.
+ * brokerctl: brokerd's admin command line. Every verb but `check` and `platform probe` is one
+ * or two calls on the admin socket through libbrokerd-client; `check` loads files offline
+ * with the daemon's own loaders, so it reports exactly what the daemon would, and
+ * `platform probe` describes the host it runs on (probe.h).
  * Exit status: 0 success, 1 failure (daemon error, connection, invalid file), 2 usage.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <json-c/json.h>
@@ -16,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/signalfd.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -23,6 +26,7 @@
 #include "brokerd-client.h"
 #include "platform/platform.h"
 #include "policy/policy.h"
+#include "probe.h"
 #include "table.h"
 #include "util/diag.h"
 #include "util/macro.h"
@@ -46,6 +50,8 @@ enum {
         OPT_AFTER = 1 << 7,
         OPT_LIMIT = 1 << 8,
         OPT_PLATFORM = 1 << 9,
+        OPT_OUTPUT = 1 << 10,
+        OPT_SYSFS = 1 << 11,
 };
 
 static const struct {
@@ -55,7 +61,7 @@ static const struct {
         { OPT_DOMAIN, "--domain" }, { OPT_STATE, "--state" }, { OPT_POOL, "--pool" },
         { OPT_DEVICE, "--device" }, { OPT_DEADLINE, "--deadline" }, { OPT_FORCE, "--force" },
         { OPT_SINCE, "--since" }, { OPT_AFTER, "--after" }, { OPT_LIMIT, "--limit" },
-        { OPT_PLATFORM, "--platform" },
+        { OPT_PLATFORM, "--platform" }, { OPT_OUTPUT, "--output" }, { OPT_SYSFS, "--sysfs" },
 };
 
 struct args {
@@ -63,7 +69,7 @@ struct args {
         bool json;
         bool legend;
         unsigned seen;
-        const char *domain, *state, *pool, *device, *platform;
+        const char *domain, *state, *pool, *device, *platform, *output, *sysfs;
         uint64_t deadline_ms, since_usec, after, limit;
         uint64_t id;        /* show, revoke */
         char **pos; /* the verb's positional arguments */
@@ -109,6 +115,8 @@ static void usage(FILE *f) {
               "  reload                               reload the policy\n"
               "  check platform FILE                  validate a platform file (offline)\n"
               "  check policy FILE [--platform FILE]  validate a policy file (offline)\n"
+              "  platform probe [--output FILE] [--sysfs ROOT]\n"
+              "                                       describe this host as a platform file (offline)\n"
               "\n"
               "Options:\n"
               "  --socket PATH   the admin socket (default: $" ADMIN_SOCKET_ENV ", else " BDC_ADMIN_SOCKET ")\n"
@@ -755,6 +763,70 @@ oom:
         return oom();
 }
 
+/* Replaces path only once the whole text is on disk, so a failed write leaves the old file. */
+static int write_file_atomic(const char *path, const char *text) {
+        _cleanup_(xfreep) char *tmp = NULL;
+        _cleanup_(closep) int fd = -EBADF;
+        size_t len = strlen(text), done = 0;
+        int r;
+
+        if (asprintf(&tmp, "%s.XXXXXX", path) < 0) {
+                tmp = NULL;
+                return oom();
+        }
+        fd = mkostemp(tmp, O_CLOEXEC);
+        if (fd < 0) {
+                r = negative_errno();
+                fprintf(stderr, "brokerctl: io_error: %s: %s\n", path, strerror(-r));
+                return r;
+        }
+        if (fchmod(fd, 0644) < 0)
+                goto fail;
+        while (done < len) {
+                ssize_t n = write(fd, text + done, len - done);
+                if (n < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        goto fail;
+                }
+                done += (size_t) n;
+        }
+        if (write(fd, "\n", 1) != 1 || fsync(fd) < 0 || close(TAKE_FD(fd)) < 0 || rename(tmp, path) < 0)
+                goto fail;
+        return 0;
+
+fail:
+        r = negative_errno();
+        fprintf(stderr, "brokerctl: io_error: %s: %s\n", path, strerror(-r));
+        unlink(tmp);
+        return r;
+}
+
+static int verb_platform(struct bdc *c, const struct args *a) {
+        _cleanup_(json_putp) struct json_object *desc = NULL;
+        const char *text;
+        int r;
+
+        (void) c;
+        r = probe_platform(a->sysfs ?: "/", &desc, stderr);
+        if (r == -ENOMEM)
+                return oom();
+        if (r < 0) {
+                fprintf(stderr, "brokerctl: probe_failed: %s; no description written\n",
+                        r == -ENODATA ? "no RAM could be read" : "the description would not load");
+                return r;
+        }
+        text = json_object_to_json_string_ext(
+                desc, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_SPACED | JSON_C_TO_STRING_NOSLASHESCAPE);
+        if (!text)
+                return oom();
+        if (!a->output || strcmp(a->output, "-") == 0) {
+                puts(text);
+                return 0;
+        }
+        return write_file_atomic(a->output, text);
+}
+
 static const struct verb verbs[] = {
         { "status", 0, 0, 0, false, false, verb_status },
         { "list", 0, 0, OPT_DOMAIN | OPT_STATE | OPT_POOL | OPT_DEVICE, false, false, verb_list },
@@ -766,6 +838,7 @@ static const struct verb verbs[] = {
         { "events", 0, 0, OPT_DOMAIN, false, false, verb_events },
         { "reload", 0, 0, 0, false, false, verb_reload },
         { "check", 2, 2, OPT_PLATFORM, false, true, verb_check },
+        { "platform", 1, 1, OPT_OUTPUT | OPT_SYSFS, false, true, verb_platform },
 };
 
 enum {
@@ -783,6 +856,8 @@ enum {
         ARG_AFTER,
         ARG_LIMIT,
         ARG_PLATFORM,
+        ARG_OUTPUT,
+        ARG_SYSFS,
 };
 
 static uint64_t now_realtime_usec(void) {
@@ -809,6 +884,8 @@ static int parse_args(int argc, char **argv, struct args *a, const struct verb *
                 { "after", required_argument, NULL, ARG_AFTER },
                 { "limit", required_argument, NULL, ARG_LIMIT },
                 { "platform", required_argument, NULL, ARG_PLATFORM },
+                { "output", required_argument, NULL, ARG_OUTPUT },
+                { "sysfs", required_argument, NULL, ARG_SYSFS },
                 {}
         };
         const struct verb *verb = NULL;
@@ -876,6 +953,18 @@ static int parse_args(int argc, char **argv, struct args *a, const struct verb *
                         a->platform = optarg;
                         a->seen |= OPT_PLATFORM;
                         break;
+                case ARG_OUTPUT:
+                        if (!*optarg)
+                                return usage_error("--output needs a file name");
+                        a->output = optarg;
+                        a->seen |= OPT_OUTPUT;
+                        break;
+                case ARG_SYSFS:
+                        if (!*optarg)
+                                return usage_error("--sysfs needs a directory");
+                        a->sysfs = optarg;
+                        a->seen |= OPT_SYSFS;
+                        break;
                 case ':':
                         return usage_error("option '%s' needs an argument", argv[optind - 1]);
                 default:
@@ -912,6 +1001,8 @@ static int parse_args(int argc, char **argv, struct args *a, const struct verb *
                 if ((a->seen & OPT_PLATFORM) && strcmp(a->pos[0], "policy") != 0)
                         return usage_error("--platform applies to 'check policy' only");
         }
+        if (verb->run == verb_platform && strcmp(a->pos[0], "probe") != 0)
+                return usage_error("platform takes 'probe', not '%s'", a->pos[0]);
 
         *ret_verb = verb;
         return 1;

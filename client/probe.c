@@ -871,6 +871,8 @@ static int member_compare(const void *a, const void *b) {
 static const struct iommu_group *device_group(const struct probe *p, const char *device) {
         struct group_member key = { .device = (char *) device }, *m;
 
+        if (p->n_members == 0)
+                return NULL;
         m = bsearch(&key, p->members, p->n_members, sizeof(*p->members), member_compare);
         return m ? &p->groups[m->group] : NULL;
 }
@@ -1192,7 +1194,8 @@ static int probe_device(struct probe *p, const char *dir, const char *name, json
         if (r == -ENOMEM)
                 return r;
         if (r == -ENOENT) {
-                note(p, "%s: not exposed by this kernel: device %s left out (its DMA mask is unknown)", mask_path, name);
+                note(p, "%s: not exposed by this kernel: device %s left out (its DMA mask is unknown)", mask_path,
+                     name);
                 return 0;
         }
         if (r < 0) {
@@ -1204,11 +1207,11 @@ static int probe_device(struct probe *p, const char *dir, const char *name, json
                      DMA_BITS_MAX, name);
                 return 0;
         }
-        /* Until a driver sets it, the mask is the PCI core's 32-bit default, which says nothing
-         * about the device: some reach less, most more. */
+        /* Until a driver sets it, the mask is the PCI core's 32-bit default, or what an earlier
+         * driver left behind, neither of which says what the device reaches. */
         if (driver_known && driver_sets_no_mask(driver))
-                note(p, "device %s: %s%s: its %" PRIu64 "-bit DMA mask is the kernel's default, not one a driver set; "
-                        "check what the device can reach",
+                note(p, "device %s: %s%s: its %" PRIu64 "-bit DMA mask is the kernel's default or an earlier "
+                        "driver's, not necessarily what the device can reach: check it",
                      name, driver ? "bound to " : "no driver bound", driver ?: "", bits);
         r = read_number(p, coherent_path, false, true, &coherent);
         if (r == -ENOMEM)

@@ -84,7 +84,7 @@ static int get_object(struct loader *l, struct json_object *o, const char *path,
 }
 
 static int get_array(struct loader *l, struct json_object *o, const char *path, size_t *ret) {
-        size_t n;
+        size_t n = 0;
 
         if (!json_object_is_type(o, json_type_array))
                 return loader_error(l, path, "expected an array");
@@ -96,7 +96,7 @@ static int get_array(struct loader *l, struct json_object *o, const char *path, 
 }
 
 static int get_string(struct loader *l, struct json_object *o, const char *path, const char **ret) {
-        const char *s;
+        const char *s = NULL;
 
         if (!json_object_is_type(o, json_type_string))
                 return loader_error(l, path, "expected a string");
@@ -109,7 +109,7 @@ static int get_string(struct loader *l, struct json_object *o, const char *path,
 }
 
 static int get_name(struct loader *l, struct json_object *o, const char *path, bool allow_star, const char **ret) {
-        const char *s;
+        const char *s = NULL;
         int r;
 
         r = get_string(l, o, path, &s);
@@ -124,7 +124,7 @@ static int get_name(struct loader *l, struct json_object *o, const char *path, b
 }
 
 static int get_size(struct loader *l, struct json_object *o, const char *path, uint64_t *ret) {
-        const char *s;
+        const char *s = NULL;
         uint64_t v;
         int r;
 
@@ -206,7 +206,7 @@ static int find_duplicates(char *const *names, size_t n, size_t **ret_first) {
 static int load_name_list(struct loader *l, struct json_object *o, const char *path, const char *what,
                           const char *sharer, char ***names, size_t *n_names) {
         _cleanup_(xfreep) size_t *first = NULL;
-        size_t n;
+        size_t n = 0;
         int r;
 
         r = get_array(l, o, path, &n);
@@ -222,7 +222,7 @@ static int load_name_list(struct loader *l, struct json_object *o, const char *p
 
         for (size_t i = 0; i < n; i++) {
                 _cleanup_(xfreep) char *p = diag_path_index(path, i);
-                const char *s;
+                const char *s = NULL;
 
                 if (!p)
                         return -ENOMEM;
@@ -289,7 +289,7 @@ static int resolve_user(const char *name, uid_t *ret) {
 }
 
 static int load_user(struct loader *l, struct json_object *o, const char *path, struct policy_agent *a) {
-        const char *s;
+        const char *s = NULL;
         size_t len;
         uid_t uid = 0;
         int r;
@@ -503,7 +503,7 @@ static int load_quota(struct loader *l, struct json_object *o, const char *path,
 
 static int load_agents(struct loader *l, struct json_object *root, struct policy *p) {
         struct json_object *a;
-        size_t n;
+        size_t n = 0;
         int r;
 
         if (!json_object_object_get_ex(root, "agents", &a))
@@ -529,7 +529,7 @@ static int load_agents(struct loader *l, struct json_object *root, struct policy
 
 static int load_shares(struct loader *l, struct json_object *root, struct policy *p) {
         struct json_object *a;
-        size_t n;
+        size_t n = 0;
         int r;
 
         if (!json_object_object_get_ex(root, "shares", &a))
@@ -557,7 +557,7 @@ static int load_quotas(struct loader *l, struct json_object *root, struct policy
         _cleanup_(xfreep) char **domains = NULL;
         _cleanup_(xfreep) size_t *first = NULL;
         struct json_object *a;
-        size_t n;
+        size_t n = 0;
         int r;
 
         if (!json_object_object_get_ex(root, "quotas", &a))
@@ -605,7 +605,7 @@ int policy_load_json(struct json_object *root, struct policy **ret, struct diag_
         _cleanup_(policy_freep) struct policy *p = NULL;
         struct loader l = { .diags = diags };
         struct json_object *v;
-        const char *s;
+        const char *s = NULL;
         int r;
 
         p = calloc(1, sizeof(*p));

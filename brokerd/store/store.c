@@ -268,7 +268,7 @@ static int store_query_row(struct store *s, const char *sql, sqlite3_stmt **ret)
 }
 
 static int store_query_int(struct store *s, const char *sql, int64_t *ret) {
-        sqlite3_stmt *st;
+        sqlite3_stmt *st = NULL;
         int r;
 
         r = store_query_row(s, sql, &st);
@@ -280,7 +280,7 @@ static int store_query_int(struct store *s, const char *sql, int64_t *ret) {
 }
 
 static int store_query_text_is(struct store *s, const char *sql, const char *want) {
-        sqlite3_stmt *st;
+        sqlite3_stmt *st = NULL;
         const char *t;
         int r;
 
