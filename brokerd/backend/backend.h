@@ -11,6 +11,7 @@
  * the core repeats interrupted work after a crash.
  */
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "platform/platform.h"
@@ -33,6 +34,12 @@ typedef void (*backend_unmap_done_t)(void *userdata, uint64_t region_id, const c
 
 struct backend_ops {
         const char *name;
+        /*
+         * Optional: can this backend map a region of size bytes from pool? Called at share time,
+         * before anything is recorded; -EINVAL (with why filled) refuses the share with
+         * size_unsupported. NULL means every size the placer produces is fine.
+         */
+        int (*check)(struct backend *b, const struct platform_pool *pool, uint64_t size, char *why, size_t why_len);
         /* Make the region's memory exist, zero-filled. */
         int (*create)(struct backend *b, const struct backend_region *r);
         /* After a restart: find the memory again. -ENOENT if it did not survive. */

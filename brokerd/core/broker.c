@@ -716,6 +716,15 @@ int broker_share(struct broker *b, const struct broker_caller *caller, const str
         if (pr.bounce)
                 return share_bounce(b, actor, req, &pr, ret, err);
 
+        if (b->backend->ops->check) {
+                char why[160] = "";
+                q = b->backend->ops->check(b->backend, pr.pool, pr.size, why, sizeof(why));
+                if (q < 0)
+                        return broker_error_set(err, BROKER_E_SIZE_UNSUPPORTED, "the %s backend cannot map %s: %s",
+                                                b->backend->ops->name, num_format_size(pr.size, (char[NUM_FMT_MAX]) {}),
+                                                why[0] ? why : strerror(-q));
+        }
+
         broker_usage(b, req->owner, &used_bytes, &used_regions);
         policy_quota_for(b->policy, req->owner, &max_bytes, &max_regions);
         if (used_regions + 1 > max_regions) {

@@ -82,6 +82,14 @@ struct async_backend {
         bool fail_map, fail_create;
 };
 
+static int async_check(struct backend *b, const struct platform_pool *pool, uint64_t size, char *why, size_t len) {
+        (void) b, (void) pool;
+        if (size & (size - 1)) {
+                snprintf(why, len, "sizes must be a power of two");
+                return -EINVAL;
+        }
+        return 0;
+}
 static int async_create(struct backend *b, const struct backend_region *r) {
         struct async_backend *a = (struct async_backend *) b;
         return a->fail_create ? -EIO : a->inner->ops->create(a->inner, r);
@@ -119,7 +127,7 @@ static void async_free(struct backend *b) {
         free(a);
 }
 static const struct backend_ops async_ops = {
-        .name = "async-test", .create = async_create, .restore = async_restore, .map = async_map,
+        .name = "async-test", .check = async_check, .create = async_create, .restore = async_restore, .map = async_map,
         .unmap = async_unmap, .scrub = async_scrub, .destroy = async_destroy, .free = async_free,
 };
 
@@ -895,6 +903,12 @@ static void test_backend_failures_change_nothing(void **state) {
         struct broker_error err = {};
         uint64_t bytes, regions;
         int q;
+
+        /* A size the backend cannot take is refused before anything is recorded. */
+        q = share(f, &ROOT, "nic0", 3 * 4096, "vm1", ACCESS_RW, &s, &err);
+        expect_code(q, &err, BROKER_E_SIZE_UNSUPPORTED);
+        assert_non_null(strstr(err.message, "power of two"));
+        assert_int_equal(audit_rows(f, "share"), 0);
 
         ab->fail_create = true;
         q = share(f, &ROOT, "nic0", 4096, "vm1", ACCESS_RW, &s, &err);
