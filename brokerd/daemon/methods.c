@@ -756,9 +756,11 @@ static int parse_revoke(struct json_object *params, uint64_t *ret_region, uint64
         return 0;
 }
 
-static int method_region_revoke(struct methods *m, const struct rpc_caller *c, struct json_object *params,
-                                struct rpc_reply_fds *fds, struct json_object **ret, struct rpc_error *err) {
-        static const char *const allowed[] = { "owner", "region", "deadline_ms", "force", NULL };
+/* region.revoke names the owner it acts as; admin.revoke acts as admin for any owner. */
+static int revoke_common(struct methods *m, const struct rpc_caller *c, struct json_object *params, bool by_owner,
+                         struct json_object **ret, struct rpc_error *err) {
+        static const char *const owner_allowed[] = { "owner", "region", "deadline_ms", "force", NULL };
+        static const char *const admin_allowed[] = { "region", "deadline_ms", "force", NULL };
         const char *owner = NULL;
         struct broker_error berr = {};
         struct broker_caller bc = caller_of(c);
@@ -766,21 +768,25 @@ static int method_region_revoke(struct methods *m, const struct rpc_caller *c, s
         bool force = false;
         int q;
 
-        (void) fds;
-        q = params_check(params, allowed, err);
-        if (q >= 0)
+        q = params_check(params, by_owner ? owner_allowed : admin_allowed, err);
+        if (q >= 0 && by_owner)
                 q = param_name(params, "owner", true, &owner, err);
         if (q >= 0)
                 q = parse_revoke(params, &region, &timeout, &force, err);
-        if (q < 0)
-                return q;
-        q = check_acts_for(m, c, owner, err);
+        if (q >= 0 && by_owner)
+                q = check_acts_for(m, c, owner, err);
         if (q < 0)
                 return q;
         q = broker_revoke(m->broker, &bc, owner, region, timeout, force, &berr);
         if (q < 0)
                 return broker_fail(err, &berr);
         return region_state_result(m, region, ret, err);
+}
+
+static int method_region_revoke(struct methods *m, const struct rpc_caller *c, struct json_object *params,
+                                struct rpc_reply_fds *fds, struct json_object **ret, struct rpc_error *err) {
+        (void) fds;
+        return revoke_common(m, c, params, true, ret, err);
 }
 
 static int method_region_get(struct methods *m, const struct rpc_caller *c, struct json_object *params,
@@ -1044,23 +1050,8 @@ static int method_events_subscribe(struct methods *m, const struct rpc_caller *c
 
 static int method_admin_revoke(struct methods *m, const struct rpc_caller *c, struct json_object *params,
                                struct rpc_reply_fds *fds, struct json_object **ret, struct rpc_error *err) {
-        static const char *const allowed[] = { "region", "deadline_ms", "force", NULL };
-        struct broker_error berr = {};
-        struct broker_caller bc = caller_of(c);
-        uint64_t region = 0, timeout = 0;
-        bool force = false;
-        int q;
-
         (void) fds;
-        q = params_check(params, allowed, err);
-        if (q >= 0)
-                q = parse_revoke(params, &region, &timeout, &force, err);
-        if (q < 0)
-                return q;
-        q = broker_revoke(m->broker, &bc, NULL, region, timeout, force, &berr);
-        if (q < 0)
-                return broker_fail(err, &berr);
-        return region_state_result(m, region, ret, err);
+        return revoke_common(m, c, params, false, ret, err);
 }
 
 static int method_admin_domain_gone(struct methods *m, const struct rpc_caller *c, struct json_object *params,
