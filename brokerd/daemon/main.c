@@ -25,6 +25,8 @@ static void help(void) {
                "  --agent-socket PATH          agents' socket (/run/brokerd/agent.sock, mode 0660)\n"
                "  --admin-socket PATH          admin socket (/run/brokerd/admin.sock, mode 0600)\n"
                "  --agent-group GROUP          group owning the agent socket\n"
+               "  --backend memfd|libvirt      how regions are mapped (memfd)\n"
+               "  --libvirt-uri URI            libvirt connection of the libvirt backend (qemu:///system)\n"
                "  --revoke-timeout DURATION    deadline of revokes brokerd starts itself (10s)\n"
                "  --max-message BYTES          largest request line (64KiB)\n"
                "  --max-depth N                JSON nesting limit (16)\n"
@@ -64,7 +66,7 @@ int main(int argc, char **argv) {
         enum {
                 ARG_PLATFORM = 0x100, ARG_POLICY, ARG_DB, ARG_AGENT_SOCKET, ARG_ADMIN_SOCKET, ARG_AGENT_GROUP,
                 ARG_REVOKE_TIMEOUT, ARG_MAX_MESSAGE, ARG_MAX_DEPTH, ARG_MAX_BATCH, ARG_MAX_CONN, ARG_MAX_PENDING,
-                ARG_LOG_TARGET, ARG_VERSION,
+                ARG_LOG_TARGET, ARG_BACKEND, ARG_LIBVIRT_URI, ARG_VERSION,
         };
         static const struct option options[] = {
                 { "platform", required_argument, NULL, ARG_PLATFORM },
@@ -80,6 +82,8 @@ int main(int argc, char **argv) {
                 { "max-connections-per-uid", required_argument, NULL, ARG_MAX_CONN },
                 { "max-pending", required_argument, NULL, ARG_MAX_PENDING },
                 { "log-target", required_argument, NULL, ARG_LOG_TARGET },
+                { "backend", required_argument, NULL, ARG_BACKEND },
+                { "libvirt-uri", required_argument, NULL, ARG_LIBVIRT_URI },
                 { "help", no_argument, NULL, 'h' },
                 { "version", no_argument, NULL, ARG_VERSION },
                 {},
@@ -154,6 +158,22 @@ int main(int argc, char **argv) {
                                 fprintf(stderr, "brokerd: --log-target takes auto, journal or stderr\n");
                                 return 2;
                         }
+                        break;
+                case ARG_BACKEND:
+                        if (strcmp(optarg, "memfd") != 0 && strcmp(optarg, "libvirt") != 0) {
+                                fprintf(stderr, "brokerd: --backend takes memfd or libvirt\n");
+                                return 2;
+                        }
+#ifndef HAVE_LIBVIRT
+                        if (strcmp(optarg, "libvirt") == 0) {
+                                fprintf(stderr, "brokerd: built without libvirt: --backend libvirt is not available\n");
+                                return 2;
+                        }
+#endif
+                        cfg.backend = optarg;
+                        break;
+                case ARG_LIBVIRT_URI:
+                        cfg.libvirt_uri = optarg;
                         break;
                 case 'h':
                         help();

@@ -13,6 +13,9 @@
 #include <time.h>
 
 #include "backend/backend-memfd.h"
+#ifdef HAVE_LIBVIRT
+#include "backend/backend-libvirt.h"
+#endif
 #include "core/broker.h"
 #include "daemon/methods.h"
 #include "util/log.h"
@@ -100,6 +103,32 @@ static int on_post(sd_event_source *s, void *userdata) {
         return sd_event_source_set_enabled(m->deadline, SD_EVENT_ONESHOT);
 }
 
+#ifdef HAVE_LIBVIRT
+/* A libvirt domain stopped, crashed or was undefined: what it held or shared goes with it. */
+static void on_domain_gone(void *userdata, const char *domain) {
+        struct manager *m = userdata;
+        struct broker_error err = {};
+        int r;
+
+        r = broker_domain_gone(m->broker, &(struct broker_caller) { .admin = true }, domain, &err);
+        if (r < 0)
+                log_error("domain %s went away, but its regions could not be revoked: %s", domain, err.message);
+        else
+                log_info("libvirt domain %s stopped: whatever it held or shared is revoked", domain);
+}
+#endif
+
+static int new_backend(struct manager *m, struct backend **ret) {
+        if (!m->cfg.backend || strcmp(m->cfg.backend, "memfd") == 0)
+                return backend_memfd_new(ret);
+#ifdef HAVE_LIBVIRT
+        if (strcmp(m->cfg.backend, "libvirt") == 0)
+                return backend_libvirt_new(m->cfg.libvirt_uri, ret);
+#endif
+        log_error("unknown backend %s", m->cfg.backend);
+        return -EINVAL;
+}
+
 static int load_broker(struct manager *m) {
         struct broker_config bc = {
                 .db_path = m->cfg.db_path, .revoke_timeout_usec = m->cfg.revoke_timeout_usec,
@@ -107,6 +136,7 @@ static int load_broker(struct manager *m) {
         };
         struct diag_list diags = DIAG_LIST_INIT;
         struct broker_error err = {};
+        struct backend *backend; /* borrowed: the broker owns it once it exists */
         int r;
 
         r = platform_load_file(m->cfg.platform_path, &bc.platform, &diags);
@@ -123,13 +153,28 @@ static int load_broker(struct manager *m) {
                 log_error("cannot load the policy %s", m->cfg.policy_path);
                 goto fail;
         }
-        r = backend_memfd_new(&bc.backend);
-        if (r < 0)
+        r = new_backend(m, &bc.backend);
+        if (r < 0) {
+                log_error("cannot set up the %s backend: %s", m->cfg.backend ?: "memfd", strerror(-r));
                 goto fail;
-        methods_set_backend_name(m->methods, bc.backend->ops->name);
+        }
+        backend = bc.backend;
+        methods_set_backend_name(m->methods, backend->ops->name);
         r = broker_new(&bc, &m->broker, &err);
-        if (r < 0)
+        if (r < 0) {
                 log_error("cannot start the broker: %s", err.message);
+                goto fail;
+        }
+#ifdef HAVE_LIBVIRT
+        if (strcmp(backend->ops->name, "libvirt") == 0) {
+                r = backend_libvirt_attach_event(backend, m->event);
+                if (r < 0) {
+                        log_error("cannot watch libvirt's events: %s", strerror(-r));
+                        goto fail;
+                }
+                backend_libvirt_set_domain_gone(backend, on_domain_gone, m);
+        }
+#endif
 fail:
         platform_free(bc.platform);
         policy_free(bc.policy);

@@ -22,6 +22,8 @@ struct manager_config {
         const char *agent_group; /* NULL: keep the creating process's group */
         uint64_t revoke_timeout_usec;
         struct rpc_server_limits limits;
+        const char *backend;     /* "memfd" (NULL) or "libvirt" */
+        const char *libvirt_uri; /* NULL: qemu:///system */
 };
 
 struct manager;

@@ -1,0 +1,653 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#include "backend/backend-libvirt.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <libvirt/libvirt.h>
+#include <libvirt/virterror.h>
+#include <limits.h>
+#include <pthread.h>
+#include <pwd.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "util/log.h"
+#include "util/macro.h"
+#include "util/names.h"
+#include "util/num.h"
+
+#define LIBVIRT_DEFAULT_URI "qemu:///system"
+/* libvirt's ivshmem-plain files live here, whatever else the pool says. */
+#define LIBVIRT_SHM_DIR "/dev/shm"
+#define LIBVIRT_QEMU_USER "libvirt-qemu"
+#define LIBVIRT_MIN_SIZE 4096
+#define ALIAS_PREFIX "ua-brokerd-"
+/* Removals the guests have not confirmed yet; more is a runaway or a hung host. */
+#define LIBVIRT_MAX_PENDING 4096
+/* Events queued between the libvirt thread and the loop; past this they are dropped (logged). */
+#define LIBVIRT_MAX_QUEUED 65536
+
+enum lv_event_kind { LV_REMOVED, LV_GONE };
+
+struct lv_event {
+        enum lv_event_kind kind;
+        uint64_t id; /* LV_REMOVED */
+        char domain[NAME_MAX_LEN + 1];
+};
+
+struct lv_pending {
+        uint64_t id;
+        char domain[NAME_MAX_LEN + 1];
+};
+
+struct backend_libvirt {
+        struct backend backend; /* first, so a struct backend * is a struct backend_libvirt * */
+        virConnectPtr conn;
+        uid_t qemu_uid;
+        gid_t qemu_gid;
+        int cb_removed, cb_lifecycle;
+
+        /* Shared with the libvirt thread, under lock. */
+        pthread_mutex_t lock;
+        struct lv_event *queue;
+        size_t n_queue, n_queue_allocated;
+        int efd;
+
+        pthread_t thread;
+        bool thread_started;
+        atomic_bool stop;
+
+        /* Main thread only. */
+        sd_event_source *source;
+        struct lv_pending *pending;
+        size_t n_pending, n_pending_allocated;
+        void (*domain_gone)(void *ud, const char *domain);
+        void *domain_gone_ud;
+};
+
+static struct backend_libvirt *to_lv(struct backend *b) {
+        return (struct backend_libvirt *) b;
+}
+
+/* libvirt prints every error to stderr by default; ours are logged where they matter. */
+static void quiet_error(void *ud, virErrorPtr e) {
+        (void) ud, (void) e;
+}
+
+static const char *last_error(void) {
+        const char *m = virGetLastErrorMessage();
+        return m ?: "unknown libvirt error";
+}
+
+/* ---- events: the libvirt thread queues, the loop thread acts ---- */
+
+static void queue_push(struct backend_libvirt *l, enum lv_event_kind kind, uint64_t id, const char *domain) {
+        uint64_t one = 1;
+
+        if (!domain || strlen(domain) > NAME_MAX_LEN)
+                return; /* not a domain name brokerd could have mapped */
+        pthread_mutex_lock(&l->lock);
+        if (l->n_queue == l->n_queue_allocated) {
+                size_t n = l->n_queue_allocated ? l->n_queue_allocated * 2 : 16;
+                struct lv_event *p = n <= LIBVIRT_MAX_QUEUED ? reallocarray(l->queue, n, sizeof(*p)) : NULL;
+
+                if (!p) {
+                        pthread_mutex_unlock(&l->lock);
+                        log_error("libvirt: dropping an event for %s: queue full", domain);
+                        return;
+                }
+                l->queue = p;
+                l->n_queue_allocated = n;
+        }
+        l->queue[l->n_queue] = (struct lv_event) { .kind = kind, .id = id };
+        strcpy(l->queue[l->n_queue].domain, domain);
+        l->n_queue++;
+        pthread_mutex_unlock(&l->lock);
+        (void) !write(l->efd, &one, sizeof(one));
+}
+
+static int alias_parse(const char *alias, uint64_t *ret) {
+        size_t n = strlen(ALIAS_PREFIX);
+
+        if (!alias || strncmp(alias, ALIAS_PREFIX, n) != 0)
+                return -EINVAL;
+        return num_parse_u64(alias + n, ret);
+}
+
+static void on_device_removed(virConnectPtr conn, virDomainPtr dom, const char *alias, void *opaque) {
+        uint64_t id;
+
+        (void) conn;
+        if (alias_parse(alias, &id) < 0)
+                return;
+        queue_push(opaque, LV_REMOVED, id, virDomainGetName(dom));
+}
+
+static int on_lifecycle(virConnectPtr conn, virDomainPtr dom, int event, int detail, void *opaque) {
+        (void) conn, (void) detail;
+        if (event == VIR_DOMAIN_EVENT_STOPPED || event == VIR_DOMAIN_EVENT_CRASHED ||
+            event == VIR_DOMAIN_EVENT_UNDEFINED)
+                queue_push(opaque, LV_GONE, 0, virDomainGetName(dom));
+        return 0;
+}
+
+/* No reconnect yet: say loudly that removals can no longer complete. */
+static void on_close(virConnectPtr conn, int reason, void *opaque) {
+        (void) conn, (void) opaque;
+        if (reason != VIR_CONNECT_CLOSE_REASON_CLIENT)
+                log_error("libvirt: lost the connection to libvirtd (reason %d); unmaps in progress cannot "
+                          "complete until brokerd is restarted", reason);
+}
+
+static void on_wakeup(int timer, void *opaque) {
+        (void) opaque;
+        virEventRemoveTimeout(timer);
+}
+
+static void *event_thread(void *p) {
+        struct backend_libvirt *l = p;
+
+        while (!atomic_load(&l->stop))
+                if (virEventRunDefaultImpl() < 0) {
+                        log_error("libvirt event loop: %s", last_error());
+                        break;
+                }
+        return NULL;
+}
+
+static ssize_t pending_find(struct backend_libvirt *l, uint64_t id, const char *domain) {
+        for (size_t i = 0; i < l->n_pending; i++)
+                if (l->pending[i].id == id && strcmp(l->pending[i].domain, domain) == 0)
+                        return (ssize_t) i;
+        return -1;
+}
+
+static int pending_add(struct backend_libvirt *l, uint64_t id, const char *domain) {
+        if (l->n_pending >= LIBVIRT_MAX_PENDING)
+                return -E2BIG;
+        if (l->n_pending == l->n_pending_allocated) {
+                size_t n = l->n_pending_allocated ? l->n_pending_allocated * 2 : 8;
+                struct lv_pending *p = reallocarray(l->pending, n, sizeof(*p));
+
+                if (!p)
+                        return -ENOMEM;
+                l->pending = p;
+                l->n_pending_allocated = n;
+        }
+        l->pending[l->n_pending] = (struct lv_pending) { .id = id };
+        strcpy(l->pending[l->n_pending].domain, domain);
+        l->n_pending++;
+        return 0;
+}
+
+static void pending_remove(struct backend_libvirt *l, size_t i) {
+        l->pending[i] = l->pending[--l->n_pending];
+}
+
+static void handle_event(struct backend_libvirt *l, const struct lv_event *ev) {
+        ssize_t i;
+
+        if (ev->kind == LV_REMOVED) {
+                i = pending_find(l, ev->id, ev->domain);
+                if (i >= 0)
+                        pending_remove(l, (size_t) i);
+                log_info("libvirt: %s" ALIAS_PREFIX "%" PRIu64 " removed from %s", i >= 0 ? "" : "unrequested: ",
+                         ev->id, ev->domain);
+                /* Also when nobody asked: a device that left on its own is unmapped all the same. */
+                backend_unmap_done(&l->backend, ev->id, ev->domain, 0);
+                return;
+        }
+
+        /* A stopped domain holds no devices: its outstanding removals are complete. */
+        for (size_t k = 0; k < l->n_pending;) {
+                if (strcmp(l->pending[k].domain, ev->domain) == 0) {
+                        uint64_t id = l->pending[k].id;
+
+                        pending_remove(l, k);
+                        backend_unmap_done(&l->backend, id, ev->domain, 0);
+                } else
+                        k++;
+        }
+        if (l->domain_gone)
+                l->domain_gone(l->domain_gone_ud, ev->domain);
+}
+
+static int on_efd(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
+        struct backend_libvirt *l = userdata;
+        struct lv_event *batch;
+        size_t n;
+        uint64_t v;
+
+        (void) s, (void) revents;
+        (void) !read(fd, &v, sizeof(v));
+        pthread_mutex_lock(&l->lock);
+        batch = l->queue;
+        n = l->n_queue;
+        l->queue = NULL;
+        l->n_queue = l->n_queue_allocated = 0;
+        pthread_mutex_unlock(&l->lock);
+
+        /* Outside the lock: the callbacks reach back into the backend's ops. */
+        for (size_t i = 0; i < n; i++)
+                handle_event(l, &batch[i]);
+        free(batch);
+        return 0;
+}
+
+int backend_libvirt_attach_event(struct backend *b, sd_event *e) {
+        struct backend_libvirt *l = to_lv(b);
+
+        if (l->source)
+                return -EBUSY;
+        return sd_event_add_io(e, &l->source, l->efd, EPOLLIN, on_efd, l);
+}
+
+void backend_libvirt_set_domain_gone(struct backend *b, void (*fn)(void *ud, const char *domain), void *ud) {
+        struct backend_libvirt *l = to_lv(b);
+
+        l->domain_gone = fn;
+        l->domain_gone_ud = ud;
+}
+
+/* ---- files ---- */
+
+static bool pool_dir_is_libvirts(const char *path) {
+        size_t n;
+
+        if (!path)
+                return false;
+        n = strlen(path);
+        while (n > 1 && path[n - 1] == '/')
+                n--;
+        return n == strlen(LIBVIRT_SHM_DIR) && strncmp(path, LIBVIRT_SHM_DIR, n) == 0;
+}
+
+static int region_check(const struct backend_region *r) {
+        if (!r || !r->pool || !name_is_valid(r->pool->name))
+                return -EINVAL;
+        if (r->pool->backing != BACKING_SHM || !pool_dir_is_libvirts(r->pool->backing_path))
+                return -EINVAL;
+        if (r->size < LIBVIRT_MIN_SIZE || r->size > (uint64_t) INT64_MAX || !num_is_pow2(r->size))
+                return -EINVAL;
+        return 0;
+}
+
+/* The <shmem name>, which libvirt turns into LIBVIRT_SHM_DIR/<name>. */
+static void shm_name(const struct backend_region *r, char *buf, size_t n) {
+        snprintf(buf, n, "brokerd-%s-%" PRIu64, r->pool->name, r->id);
+}
+
+static void shm_path(const struct backend_region *r, char *buf, size_t n) {
+        snprintf(buf, n, LIBVIRT_SHM_DIR "/brokerd-%s-%" PRIu64, r->pool->name, r->id);
+}
+
+static int open_region_file(const char *path, int *ret) {
+        _cleanup_(closep) int fd = -EBADF;
+        int flags;
+
+        /* O_NONBLOCK so that a planted FIFO cannot hang us. */
+        fd = open(path, O_RDWR | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY);
+        if (fd < 0)
+                return errno == ELOOP || errno == EISDIR || errno == ENXIO ? -EBADFD : negative_errno();
+        flags = fcntl(fd, F_GETFL);
+        if (flags < 0 || fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) < 0)
+                return negative_errno();
+        *ret = TAKE_FD(fd);
+        return 0;
+}
+
+/* One of ours: a regular file of the QEMU user that nobody else may open, of the right size. */
+static int check_region_file(struct backend_libvirt *l, int fd, uint64_t size) {
+        struct stat st;
+
+        if (fstat(fd, &st) < 0)
+                return negative_errno();
+        if (!S_ISREG(st.st_mode) || st.st_uid != l->qemu_uid || (st.st_mode & 0077))
+                return -EBADFD;
+        if ((uint64_t) st.st_size != size)
+                return -EINVAL;
+        return 0;
+}
+
+static int punch_out(int fd, uint64_t size) {
+        void *p;
+
+        if (fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 0, (off_t) size) >= 0)
+                return 0;
+        if (errno != EOPNOTSUPP)
+                return negative_errno();
+        p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+        if (p == MAP_FAILED)
+                return negative_errno();
+        memset(p, 0, size);
+        munmap(p, size);
+        return 0;
+}
+
+static int lv_check(struct backend *b, const struct platform_pool *pool, uint64_t size, char *why, size_t why_len) {
+        (void) b;
+        if (!pool || pool->backing != BACKING_SHM || !pool_dir_is_libvirts(pool->backing_path)) {
+                snprintf(why, why_len,
+                         "the libvirt backend needs an shm pool backed by " LIBVIRT_SHM_DIR
+                         " (where libvirt puts ivshmem memory)");
+                return -EINVAL;
+        }
+        if (size < LIBVIRT_MIN_SIZE || !num_is_pow2(size)) {
+                snprintf(why, why_len, "QEMU's ivshmem needs a power-of-two size of at least 4KiB, not %" PRIu64,
+                         size);
+                return -EINVAL;
+        }
+        return 0;
+}
+
+static int lv_create(struct backend *b, const struct backend_region *r) {
+        struct backend_libvirt *l = to_lv(b);
+        _cleanup_(closep) int fd = -EBADF;
+        char path[PATH_MAX];
+        int k;
+
+        k = region_check(r);
+        if (k < 0)
+                return k;
+        shm_path(r, path, sizeof(path));
+
+        for (unsigned attempt = 0; attempt < 3 && fd < 0; attempt++) {
+                fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY, 0600);
+                if (fd >= 0)
+                        break;
+                if (errno != EEXIST)
+                        return negative_errno();
+                /*
+                 * Left by a crash of ours, or planted (and maybe held open) by anyone running as
+                 * the QEMU user: nothing was mapped from a region still being created, so a
+                 * fresh inode costs nothing and trusts nobody.
+                 */
+                if (unlink(path) < 0 && errno != ENOENT)
+                        return negative_errno();
+        }
+        if (fd < 0)
+                return -EEXIST;
+        if (fchmod(fd, 0600) < 0 || ftruncate(fd, (off_t) r->size) < 0 ||
+            fchown(fd, l->qemu_uid, l->qemu_gid) < 0) {
+                k = negative_errno();
+                (void) unlink(path);
+                return k;
+        }
+        return 0;
+}
+
+static int lv_restore(struct backend *b, const struct backend_region *r) {
+        _cleanup_(closep) int fd = -EBADF;
+        char path[PATH_MAX];
+        int k;
+
+        k = region_check(r);
+        if (k < 0)
+                return k;
+        shm_path(r, path, sizeof(path));
+        k = open_region_file(path, &fd);
+        if (k < 0)
+                return k;
+        return check_region_file(to_lv(b), fd, r->size);
+}
+
+static int lv_scrub(struct backend *b, const struct backend_region *r) {
+        _cleanup_(closep) int fd = -EBADF;
+        char path[PATH_MAX];
+        int k;
+
+        k = region_check(r);
+        if (k < 0)
+                return k;
+        shm_path(r, path, sizeof(path));
+        k = open_region_file(path, &fd);
+        if (k < 0)
+                return k;
+        k = check_region_file(to_lv(b), fd, r->size);
+        if (k < 0)
+                return k;
+        return punch_out(fd, r->size);
+}
+
+static int lv_destroy(struct backend *b, const struct backend_region *r) {
+        char path[PATH_MAX];
+        int k;
+
+        (void) b;
+        k = region_check(r);
+        if (k < 0)
+                return k;
+        shm_path(r, path, sizeof(path));
+        if (unlink(path) < 0 && errno != ENOENT)
+                return negative_errno();
+        return 0;
+}
+
+/* ---- devices ---- */
+
+static void alias_of(uint64_t id, char *buf, size_t n) {
+        snprintf(buf, n, ALIAS_PREFIX "%" PRIu64, id);
+}
+
+static int lookup_domain(struct backend_libvirt *l, const char *domain, virDomainPtr *ret) {
+        virDomainPtr d = virDomainLookupByName(l->conn, domain);
+
+        if (!d)
+                return virGetLastErrorCode() == VIR_ERR_NO_DOMAIN ? -ESRCH : -EIO;
+        *ret = d;
+        return 0;
+}
+
+/* Is a device with this alias in the domain's live definition? */
+static int domain_has_alias(virDomainPtr d, const char *alias) {
+        char needle[96];
+        char *xml = virDomainGetXMLDesc(d, 0);
+        bool found;
+
+        if (!xml)
+                return -EIO;
+        snprintf(needle, sizeof(needle), "<alias name='%s'/>", alias);
+        found = strstr(xml, needle) != NULL;
+        free(xml);
+        return found;
+}
+
+static int lv_map(struct backend *b, const struct backend_region *r, const char *domain, enum access_mode access,
+                  struct backend_mapping *ret) {
+        struct backend_libvirt *l = to_lv(b);
+        char alias[64], name[NAME_MAX_LEN + 64], *xml = NULL;
+        virDomainPtr d = NULL;
+        int k;
+
+        if (!ret || !name_is_valid(domain) || (access != ACCESS_RO && access != ACCESS_RW))
+                return -EINVAL;
+        k = region_check(r);
+        if (k < 0)
+                return k;
+        /* ivshmem gives the guest a writable BAR: there is no read-only sharing to offer. */
+        if (access != ACCESS_RW)
+                return -EOPNOTSUPP;
+        if (pending_find(l, r->id, domain) >= 0)
+                return -EBUSY; /* the previous mapping is still on its way out */
+
+        k = lookup_domain(l, domain, &d);
+        if (k < 0) {
+                log_error("libvirt: %s: %s", domain, last_error());
+                return k;
+        }
+        alias_of(r->id, alias, sizeof(alias));
+        k = domain_has_alias(d, alias);
+        if (k == 0) {
+                shm_name(r, name, sizeof(name));
+                if (asprintf(&xml,
+                             "<shmem name='%s'><model type='ivshmem-plain'/><size unit='B'>%" PRIu64
+                             "</size><alias name='%s'/></shmem>",
+                             name, r->size, alias) < 0)
+                        k = -ENOMEM;
+                else if (virDomainAttachDeviceFlags(d, xml, VIR_DOMAIN_AFFECT_LIVE) < 0) {
+                        log_error("libvirt: attaching %s to %s: %s", alias, domain, last_error());
+                        k = -EIO;
+                }
+                free(xml);
+        } else if (k > 0)
+                k = 0; /* attached before a crash: the same mapping */
+        else
+                log_error("libvirt: reading %s's definition: %s", domain, last_error());
+        virDomainFree(d);
+        if (k < 0)
+                return k;
+        ret->fd = -1;
+        ret->size = r->size;
+        return 0;
+}
+
+static int lv_unmap(struct backend *b, const struct backend_region *r, const char *domain) {
+        struct backend_libvirt *l = to_lv(b);
+        virDomainPtr d = NULL;
+        char alias[64];
+        int k, code;
+
+        if (!r || !name_is_valid(domain))
+                return -EINVAL;
+        if (pending_find(l, r->id, domain) >= 0)
+                return -EINPROGRESS;
+
+        k = lookup_domain(l, domain, &d);
+        if (k == -ESRCH)
+                return 0; /* no domain, no device */
+        if (k < 0) {
+                log_error("libvirt: %s: %s", domain, last_error());
+                return k;
+        }
+        alias_of(r->id, alias, sizeof(alias));
+        /* Registered before the call, so that a removal event cannot overtake it. */
+        k = pending_add(l, r->id, domain);
+        if (k < 0) {
+                virDomainFree(d);
+                return k;
+        }
+        if (virDomainDetachDeviceAlias(d, alias, VIR_DOMAIN_AFFECT_LIVE) < 0) {
+                code = virGetLastErrorCode();
+                pending_remove(l, (size_t) pending_find(l, r->id, domain));
+                virDomainFree(d);
+                /* Not there (never attached, or removed already), or the domain is not running. */
+                if (code == VIR_ERR_DEVICE_MISSING || code == VIR_ERR_OPERATION_INVALID || code == VIR_ERR_NO_DOMAIN)
+                        return 0;
+                log_error("libvirt: detaching %s from %s: %s", alias, domain, last_error());
+                return -EIO;
+        }
+        virDomainFree(d);
+        log_info("libvirt: removal of %s from %s requested", alias, domain);
+        /* The call returns before the guest lets go: completion is the DEVICE_REMOVED event. */
+        return -EINPROGRESS;
+}
+
+static void lv_free(struct backend *b) {
+        struct backend_libvirt *l = to_lv(b);
+
+        if (l->conn) {
+                (void) virConnectUnregisterCloseCallback(l->conn, on_close);
+                if (l->cb_removed >= 0)
+                        virConnectDomainEventDeregisterAny(l->conn, l->cb_removed);
+                if (l->cb_lifecycle >= 0)
+                        virConnectDomainEventDeregisterAny(l->conn, l->cb_lifecycle);
+                virConnectClose(l->conn);
+        }
+        if (l->thread_started) {
+                atomic_store(&l->stop, true);
+                /* A due timer wakes virEventRunDefaultImpl() so the thread sees the flag. */
+                if (virEventAddTimeout(0, on_wakeup, NULL, NULL) >= 0)
+                        pthread_join(l->thread, NULL);
+                else
+                        pthread_detach(l->thread);
+        }
+        sd_event_source_disable_unref(l->source);
+        if (l->efd >= 0)
+                close(l->efd);
+        pthread_mutex_destroy(&l->lock);
+        free(l->queue);
+        free(l->pending);
+        free(l);
+}
+
+static const struct backend_ops libvirt_ops = {
+        .name = "libvirt",
+        .check = lv_check,
+        .create = lv_create,
+        .restore = lv_restore,
+        .map = lv_map,
+        .unmap = lv_unmap,
+        .scrub = lv_scrub,
+        .destroy = lv_destroy,
+        .free = lv_free,
+};
+
+static pthread_once_t event_impl_once = PTHREAD_ONCE_INIT;
+static int event_impl_result;
+
+static void event_impl_register(void) {
+        virSetErrorFunc(NULL, quiet_error);
+        event_impl_result = virEventRegisterDefaultImpl();
+}
+
+int backend_libvirt_new(const char *uri, struct backend **ret) {
+        struct backend_libvirt *l;
+        struct passwd *pw;
+        int k;
+
+        pthread_once(&event_impl_once, event_impl_register);
+        if (event_impl_result < 0)
+                return -EIO;
+
+        pw = getpwnam(LIBVIRT_QEMU_USER);
+        if (!pw) {
+                log_error("libvirt: no user %s (the user QEMU runs as)", LIBVIRT_QEMU_USER);
+                return -ESRCH;
+        }
+
+        l = calloc(1, sizeof(*l));
+        if (!l)
+                return -ENOMEM;
+        l->backend.ops = &libvirt_ops;
+        l->qemu_uid = pw->pw_uid;
+        l->qemu_gid = pw->pw_gid;
+        l->cb_removed = l->cb_lifecycle = -1;
+        pthread_mutex_init(&l->lock, NULL);
+        l->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+        if (l->efd < 0) {
+                k = negative_errno();
+                goto fail;
+        }
+
+        l->conn = virConnectOpen(uri ?: LIBVIRT_DEFAULT_URI);
+        if (!l->conn) {
+                log_error("libvirt: cannot connect to %s: %s", uri ?: LIBVIRT_DEFAULT_URI, last_error());
+                k = -ECONNREFUSED;
+                goto fail;
+        }
+        l->cb_removed = virConnectDomainEventRegisterAny(l->conn, NULL, VIR_DOMAIN_EVENT_ID_DEVICE_REMOVED,
+                                                         VIR_DOMAIN_EVENT_CALLBACK(on_device_removed), l, NULL);
+        l->cb_lifecycle = virConnectDomainEventRegisterAny(l->conn, NULL, VIR_DOMAIN_EVENT_ID_LIFECYCLE,
+                                                           VIR_DOMAIN_EVENT_CALLBACK(on_lifecycle), l, NULL);
+        if (l->cb_removed < 0 || l->cb_lifecycle < 0 || virConnectRegisterCloseCallback(l->conn, on_close, l, NULL) < 0) {
+                log_error("libvirt: cannot register for domain events: %s", last_error());
+                k = -EIO;
+                goto fail;
+        }
+        k = -pthread_create(&l->thread, NULL, event_thread, l);
+        if (k < 0)
+                goto fail;
+        l->thread_started = true;
+        *ret = &l->backend;
+        return 0;
+fail:
+        lv_free(&l->backend);
+        return k;
+}

@@ -1,0 +1,44 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#pragma once
+/*
+ * The libvirt backend: a region is a file "/dev/shm/brokerd-<pool>-<id>" that QEMU maps as
+ * an ivshmem-plain PCI device, hot-plugged into a running libvirt domain (by name) with the
+ * alias "ua-brokerd-<id>".
+ *
+ * libvirt names an ivshmem-plain <shmem name='X'> file /dev/shm/X and has no XML to put it
+ * elsewhere, so check() accepts only shm pools whose backing path is /dev/shm, and only
+ * power-of-two sizes of at least 4KiB: QEMU's ivshmem aborts (killing the guest) on any
+ * other size, and libvirt does not check it.
+ *
+ * create() makes the file exclusively, mode 0600, and hands it to the user QEMU runs as
+ * ("libvirt-qemu"): if the file were missing at attach time QEMU would create it itself,
+ * world-readable. A file already there is never trusted (anyone running as the QEMU user
+ * could have planted it and kept it open): it is unlinked and made afresh. restore() reopens
+ * the file and checks owner, mode and size. scrub() punches the range out; destroy() unlinks.
+ *
+ * map() hot-plugs the device (it returns no fd: ret->fd is -1). ivshmem has no read-only
+ * mode, so map() refuses ACCESS_RO with -EOPNOTSUPP: policies must give libvirt peers rw.
+ * unmap() asks for the device's removal and returns -EINPROGRESS; the removal is complete
+ * only when libvirt reports VIR_DOMAIN_EVENT_ID_DEVICE_REMOVED for the alias (the detach
+ * call returns before the guest has let go), or at once when the device or the running
+ * domain is not there. A domain that stops completes its outstanding removals.
+ *
+ * libvirt's events are run on a thread of the backend's own; they reach the caller only
+ * through backend_libvirt_attach_event(), on the sd-event loop's thread, which is the only
+ * thread that calls backend_unmap_done() and the domain-gone callback.
+ *
+ * Isolation between guests rests on libvirt's per-domain security labels (sVirt/AppArmor):
+ * every QEMU runs as the same user, which owns every region file.
+ */
+#include <systemd/sd-event.h>
+
+#include "backend/backend.h"
+
+/* uri NULL: "qemu:///system". Connects at once; fails if libvirtd cannot be reached. */
+int backend_libvirt_new(const char *uri, struct backend **ret);
+
+/* Delivers libvirt's events on e's thread. Call once, before the first map. */
+int backend_libvirt_attach_event(struct backend *b, sd_event *e);
+
+/* fn is called (on the event loop's thread) when a domain stops, crashes or is undefined. */
+void backend_libvirt_set_domain_gone(struct backend *b, void (*fn)(void *ud, const char *domain), void *ud);

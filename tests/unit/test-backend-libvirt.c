@@ -1,0 +1,221 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The libvirt backend against libvirt's in-process test driver (test:///default): the size
+ * and pool checks, the region files, the refusals of map/unmap, and lifecycle events reaching
+ * the sd-event loop. Hot-plugging itself needs QEMU: tests/e2e covers it. Needs root (the
+ * files are handed to the QEMU user) and a libvirt-qemu user; skips otherwise.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <libvirt/libvirt.h>
+#include <pwd.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "backend/backend-libvirt.h"
+#include "util/macro.h"
+
+#define URI "test:///default"
+#define MIB (UINT64_C(1) << 20)
+
+DEFINE_CLEANUP(struct backend, backend_free);
+
+struct fixture {
+        char pool_name[32];
+        struct platform_pool pool;
+        struct backend *b;
+        uid_t qemu_uid;
+};
+
+static int fixture_setup(void **state) {
+        struct fixture *f = calloc(1, sizeof(*f));
+
+        if (!f)
+                return -1;
+        snprintf(f->pool_name, sizeof(f->pool_name), "ut%d", (int) getpid());
+        f->pool = (struct platform_pool) {
+                .name = f->pool_name, .base = 0x40000000, .end = 0x80000000, .granule = 4096,
+                .backing = BACKING_SHM, .backing_path = (char *) "/dev/shm",
+        };
+        if (backend_libvirt_new(URI, &f->b) < 0) {
+                free(f);
+                return -1;
+        }
+        f->qemu_uid = getpwnam("libvirt-qemu")->pw_uid;
+        *state = f;
+        return 0;
+}
+
+static int fixture_teardown(void **state) {
+        struct fixture *f = *state;
+
+        backend_free(f->b);
+        free(f);
+        return 0;
+}
+
+static void region_path(const struct fixture *f, uint64_t id, char *buf, size_t n) {
+        snprintf(buf, n, "/dev/shm/brokerd-%s-%" PRIu64, f->pool_name, id);
+}
+
+static void test_check(void **state) {
+        struct fixture *f = *state;
+        struct platform_pool other = f->pool, memfd = f->pool;
+        char why[256] = "";
+
+        assert_int_equal(f->b->ops->check(f->b, &f->pool, MIB, why, sizeof(why)), 0);
+        assert_int_equal(f->b->ops->check(f->b, &f->pool, 4096, why, sizeof(why)), 0);
+
+        assert_int_equal(f->b->ops->check(f->b, &f->pool, 3 * MIB, why, sizeof(why)), -EINVAL);
+        assert_non_null(strstr(why, "QEMU's ivshmem needs a power-of-two size"));
+        assert_int_equal(f->b->ops->check(f->b, &f->pool, 2048, why, sizeof(why)), -EINVAL);
+
+        /* libvirt only ever opens /dev/shm/<name>: any other directory would not be ours. */
+        other.backing_path = (char *) "/dev/shm/brokerd";
+        why[0] = 0;
+        assert_int_equal(f->b->ops->check(f->b, &other, MIB, why, sizeof(why)), -EINVAL);
+        assert_non_null(strstr(why, "/dev/shm"));
+        other.backing_path = (char *) "/dev/shm//";
+        assert_int_equal(f->b->ops->check(f->b, &other, MIB, why, sizeof(why)), 0);
+        memfd.backing = BACKING_MEMFD;
+        memfd.backing_path = NULL;
+        assert_int_equal(f->b->ops->check(f->b, &memfd, MIB, why, sizeof(why)), -EINVAL);
+}
+
+static void test_file_lifecycle(void **state) {
+        struct fixture *f = *state;
+        struct backend_region r = { .id = 7, .base = 0x40000000, .size = MIB, .pool = &f->pool };
+        struct backend_region wrong = r;
+        char path[128];
+        struct stat st;
+        char buf[16] = "";
+        int fd;
+
+        region_path(f, r.id, path, sizeof(path));
+        (void) unlink(path);
+
+        assert_int_equal(f->b->ops->create(f->b, &r), 0);
+        assert_int_equal(stat(path, &st), 0);
+        assert_true(S_ISREG(st.st_mode));
+        assert_int_equal(st.st_mode & 07777, 0600);
+        assert_int_equal(st.st_uid, f->qemu_uid);
+        assert_int_equal(st.st_size, (off_t) MIB);
+        assert_int_equal(f->b->ops->restore(f->b, &r), 0);
+
+        /* Another size is another region: restore refuses it. */
+        wrong.size = 2 * MIB;
+        assert_int_equal(f->b->ops->restore(f->b, &wrong), -EINVAL);
+        wrong.size = 3 * MIB;
+        assert_int_equal(f->b->ops->create(f->b, &wrong), -EINVAL);
+
+        /* scrub() zeroes what was written. */
+        fd = open(path, O_RDWR | O_CLOEXEC);
+        assert_true(fd >= 0);
+        assert_int_equal(pwrite(fd, "secret", 6, 4096), 6);
+        assert_int_equal(f->b->ops->scrub(f->b, &r), 0);
+        assert_int_equal(pread(fd, buf, 6, 4096), 6);
+        assert_memory_equal(buf, "\0\0\0\0\0\0", 6);
+        close(fd);
+
+        /* A world-readable file is not one of ours. */
+        assert_int_equal(chmod(path, 0644), 0);
+        assert_int_equal(f->b->ops->restore(f->b, &r), -EBADFD);
+        assert_int_equal(f->b->ops->scrub(f->b, &r), -EBADFD);
+
+        /* create() never adopts a file that is there already: it makes a fresh one. */
+        assert_int_equal(f->b->ops->create(f->b, &r), 0);
+        assert_int_equal(stat(path, &st), 0);
+        assert_int_equal(st.st_mode & 07777, 0600);
+        assert_int_equal(f->b->ops->restore(f->b, &r), 0);
+
+        assert_int_equal(f->b->ops->destroy(f->b, &r), 0);
+        assert_int_equal(stat(path, &st), -1);
+        assert_int_equal(errno, ENOENT);
+        assert_int_equal(f->b->ops->destroy(f->b, &r), 0);
+        assert_int_equal(f->b->ops->restore(f->b, &r), -ENOENT);
+}
+
+static void test_map_refusals(void **state) {
+        struct fixture *f = *state;
+        struct backend_region r = { .id = 8, .base = 0x40000000, .size = MIB, .pool = &f->pool };
+        struct backend_mapping m = { .fd = -1 };
+
+        /* ivshmem has no read-only mode. */
+        assert_int_equal(f->b->ops->map(f->b, &r, "test", ACCESS_RO, &m), -EOPNOTSUPP);
+        assert_int_equal(f->b->ops->map(f->b, &r, "no-such-domain", ACCESS_RW, &m), -ESRCH);
+        /* The test driver cannot hot-plug: the failure is reported, not hidden. */
+        assert_int_equal(f->b->ops->map(f->b, &r, "test", ACCESS_RW, &m), -EIO);
+        assert_int_equal(m.fd, -1);
+        /* No domain, no device: nothing to wait for. */
+        assert_int_equal(f->b->ops->unmap(f->b, &r, "no-such-domain"), 0);
+        assert_int_equal(f->b->ops->unmap(f->b, &r, "bad/name"), -EINVAL);
+}
+
+static int gone_calls;
+static char gone_domain[64];
+
+static void on_gone(void *ud, const char *domain) {
+        sd_event *e = ud;
+
+        gone_calls++;
+        snprintf(gone_domain, sizeof(gone_domain), "%s", domain);
+        sd_event_exit(e, 0);
+}
+
+static void test_domain_gone_on_loop(void **state) {
+        struct fixture *f = *state;
+        sd_event *e = NULL;
+        virConnectPtr c;
+        virDomainPtr d;
+
+        assert_int_equal(sd_event_new(&e), 0);
+        assert_int_equal(backend_libvirt_attach_event(f->b, e), 0);
+        assert_int_equal(backend_libvirt_attach_event(f->b, e), -EBUSY);
+        backend_libvirt_set_domain_gone(f->b, on_gone, e);
+
+        /* test:///default is one state per process: this connection sees the backend's domain. */
+        c = virConnectOpen(URI);
+        assert_non_null(c);
+        d = virDomainLookupByName(c, "test");
+        assert_non_null(d);
+        assert_int_equal(virDomainDestroy(d), 0);
+
+        /* The loop runs until the callback ends it; a lost event fails on the time limit. */
+        assert_int_equal(sd_event_add_time_relative(e, NULL, CLOCK_MONOTONIC, 30 * 1000000, 0, NULL,
+                                                    (void *) (intptr_t) -ETIMEDOUT), 0);
+        assert_int_equal(sd_event_loop(e), 0);
+        assert_int_equal(gone_calls, 1);
+        assert_string_equal(gone_domain, "test");
+
+        assert_int_equal(virDomainCreate(d), 0);
+        virDomainFree(d);
+        virConnectClose(c);
+        /* The backend's event source goes with the backend, before the loop. */
+        backend_free(f->b);
+        f->b = NULL;
+        sd_event_unref(e);
+}
+
+int main(void) {
+        const struct CMUnitTest tests[] = {
+                cmocka_unit_test_setup_teardown(test_check, fixture_setup, fixture_teardown),
+                cmocka_unit_test_setup_teardown(test_file_lifecycle, fixture_setup, fixture_teardown),
+                cmocka_unit_test_setup_teardown(test_map_refusals, fixture_setup, fixture_teardown),
+                cmocka_unit_test_setup_teardown(test_domain_gone_on_loop, fixture_setup, fixture_teardown),
+        };
+
+        if (geteuid() != 0 || !getpwnam("libvirt-qemu")) {
+                printf("skipped: needs root and a libvirt-qemu user\n");
+                return 77;
+        }
+        return cmocka_run_group_tests(tests, NULL, NULL);
+}
