@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #include "backend/backend-libvirt.h"
+#include "backend/region-file.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -288,21 +289,6 @@ static void shm_path(const struct backend_region *r, char *buf, size_t n) {
         snprintf(buf, n, LIBVIRT_SHM_DIR "/brokerd-%s-%" PRIu64, r->pool->name, r->id);
 }
 
-static int open_region_file(const char *path, int *ret) {
-        _cleanup_(closep) int fd = -EBADF;
-        int flags;
-
-        /* O_NONBLOCK so that a planted FIFO cannot hang us. */
-        fd = open(path, O_RDWR | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY);
-        if (fd < 0)
-                return errno == ELOOP || errno == EISDIR || errno == ENXIO ? -EBADFD : negative_errno();
-        flags = fcntl(fd, F_GETFL);
-        if (flags < 0 || fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) < 0)
-                return negative_errno();
-        *ret = TAKE_FD(fd);
-        return 0;
-}
-
 /* One of ours: a regular file of the QEMU user that nobody else may open, of the right size. */
 static int check_region_file(struct backend_libvirt *l, int fd, uint64_t size) {
         struct stat st;
@@ -313,21 +299,6 @@ static int check_region_file(struct backend_libvirt *l, int fd, uint64_t size) {
                 return -EBADFD;
         if ((uint64_t) st.st_size != size)
                 return -EINVAL;
-        return 0;
-}
-
-static int punch_out(int fd, uint64_t size) {
-        void *p;
-
-        if (fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 0, (off_t) size) >= 0)
-                return 0;
-        if (errno != EOPNOTSUPP)
-                return negative_errno();
-        p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-        if (p == MAP_FAILED)
-                return negative_errno();
-        memset(p, 0, size);
-        munmap(p, size);
         return 0;
 }
 
@@ -392,7 +363,7 @@ static int lv_restore(struct backend *b, const struct backend_region *r) {
         if (k < 0)
                 return k;
         shm_path(r, path, sizeof(path));
-        k = open_region_file(path, &fd);
+        k = region_file_open(path, &fd);
         if (k < 0)
                 return k;
         return check_region_file(to_lv(b), fd, r->size);
@@ -407,13 +378,13 @@ static int lv_scrub(struct backend *b, const struct backend_region *r) {
         if (k < 0)
                 return k;
         shm_path(r, path, sizeof(path));
-        k = open_region_file(path, &fd);
+        k = region_file_open(path, &fd);
         if (k < 0)
                 return k;
         k = check_region_file(to_lv(b), fd, r->size);
         if (k < 0)
                 return k;
-        return punch_out(fd, r->size);
+        return region_file_punch_out(fd, r->size);
 }
 
 static int lv_destroy(struct backend *b, const struct backend_region *r) {

@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #include "backend/backend-memfd.h"
+#include "backend/region-file.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -67,10 +68,6 @@ static int memfd_region_new(uint64_t id, uint64_t size, enum backing_kind kind, 
         return 0;
 }
 
-static bool errno_not_regular(int e) {
-        return e == ELOOP || e == EISDIR || e == ENXIO;
-}
-
 static bool kind_is_file(enum backing_kind k) {
         return k == BACKING_SHM || k == BACKING_HUGETLBFS;
 }
@@ -120,38 +117,6 @@ static int check_own_file(int fd, struct stat *ret) {
 }
 
 /* O_NONBLOCK only so that opening a planted FIFO cannot hang us; cleared once it is known regular. */
-static int open_existing(const char *path, int *ret) {
-        _cleanup_(closep) int fd = -EBADF;
-        int flags;
-
-        fd = open(path, O_RDWR | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY);
-        if (fd < 0)
-                /* A symlink, a directory, a socket: not a region file. */
-                return errno_not_regular(errno) ? -EBADFD : negative_errno();
-        flags = fcntl(fd, F_GETFL);
-        if (flags < 0 || fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) < 0)
-                return negative_errno();
-        *ret = TAKE_FD(fd);
-        return 0;
-}
-
-static int punch_out(int fd, uint64_t size) {
-        void *p;
-
-        if (fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 0, (off_t) size) >= 0)
-                return 0;
-        if (errno != EOPNOTSUPP)
-                return negative_errno();
-
-        /* A file system without hole punching: zero through a shared mapping instead. */
-        p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-        if (p == MAP_FAILED)
-                return negative_errno();
-        memset(p, 0, size);
-        munmap(p, size);
-        return 0;
-}
-
 static int create_memfd(const struct backend_region *r, int *ret) {
         _cleanup_(closep) int fd = -EBADF;
         char name[NAME_MAX_LEN + 64];
@@ -186,7 +151,7 @@ static int reopen_half_created(const char *path, uint64_t size, int *ret) {
         struct stat st;
         int r;
 
-        r = open_existing(path, &fd);
+        r = region_file_open(path, &fd);
         if (r == -ENOENT)
                 return -EAGAIN;
         if (r == -EBADFD || r == -EACCES || r == -EPERM)
@@ -202,7 +167,7 @@ static int reopen_half_created(const char *path, uint64_t size, int *ret) {
                 return -EEXIST;
         if (fchmod(fd, 0600) < 0)
                 return negative_errno();
-        r = punch_out(fd, size);
+        r = region_file_punch_out(fd, size);
         if (r < 0)
                 return r;
         *ret = TAKE_FD(fd);
@@ -301,7 +266,7 @@ static int memfd_restore(struct backend *b, const struct backend_region *r) {
         k = region_file_path(r, &e->path);
         if (k < 0)
                 return k;
-        k = open_existing(e->path, &e->fd);
+        k = region_file_open(e->path, &e->fd);
         if (k < 0)
                 return k;
         k = check_own_file(e->fd, &st);
@@ -444,7 +409,7 @@ static int memfd_scrub(struct backend *b, const struct backend_region *r) {
         e = region_get(to_memfd(b), r);
         if (!e)
                 return -ENOENT;
-        return punch_out(e->fd, e->size);
+        return region_file_punch_out(e->fd, e->size);
 }
 
 static int memfd_destroy(struct backend *b, const struct backend_region *r) {
