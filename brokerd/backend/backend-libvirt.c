@@ -354,7 +354,8 @@ static int lv_create(struct backend *b, const struct backend_region *r) {
         return 0;
 }
 
-static int lv_restore(struct backend *b, const struct backend_region *r) {
+/* The region's file, opened and checked to be ours (owner, mode, size). */
+static int open_own_region_file(struct backend_libvirt *l, const struct backend_region *r, int *ret) {
         _cleanup_(closep) int fd = -EBADF;
         char path[PATH_MAX];
         int k;
@@ -366,22 +367,24 @@ static int lv_restore(struct backend *b, const struct backend_region *r) {
         k = region_file_open(path, &fd);
         if (k < 0)
                 return k;
-        return check_region_file(to_lv(b), fd, r->size);
+        k = check_region_file(l, fd, r->size);
+        if (k < 0)
+                return k;
+        *ret = TAKE_FD(fd);
+        return 0;
+}
+
+static int lv_restore(struct backend *b, const struct backend_region *r) {
+        _cleanup_(closep) int fd = -EBADF;
+
+        return open_own_region_file(to_lv(b), r, &fd);
 }
 
 static int lv_scrub(struct backend *b, const struct backend_region *r) {
         _cleanup_(closep) int fd = -EBADF;
-        char path[PATH_MAX];
         int k;
 
-        k = region_check(r);
-        if (k < 0)
-                return k;
-        shm_path(r, path, sizeof(path));
-        k = region_file_open(path, &fd);
-        if (k < 0)
-                return k;
-        k = check_region_file(to_lv(b), fd, r->size);
+        k = open_own_region_file(to_lv(b), r, &fd);
         if (k < 0)
                 return k;
         return region_file_punch_out(fd, r->size);
