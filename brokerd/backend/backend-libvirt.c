@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #include "backend/backend-libvirt.h"
+#include "backend/libvirt-xml.h"
 #include "backend/region-file.h"
 
 #include <errno.h>
@@ -27,20 +28,23 @@
 #define LIBVIRT_DEFAULT_URI "qemu:///system"
 /* libvirt's ivshmem-plain files live here, whatever else the pool says. */
 #define LIBVIRT_SHM_DIR "/dev/shm"
-#define LIBVIRT_QEMU_USER "libvirt-qemu"
 #define LIBVIRT_MIN_SIZE 4096
-#define ALIAS_PREFIX "ua-brokerd-"
+#define ALIAS_PREFIX LIBVIRT_ALIAS_PREFIX
+/* Reconnecting to libvirtd: first retry after this, doubling up to the maximum. */
+#define LIBVIRT_RECONNECT_MIN_USEC (250 * UINT64_C(1000))
+#define LIBVIRT_RECONNECT_MAX_USEC (5 * UINT64_C(1000000))
 /* Removals the guests have not confirmed yet; more is a runaway or a hung host. */
 #define LIBVIRT_MAX_PENDING 4096
 /* Events queued between the libvirt thread and the loop; past this they are dropped (logged). */
 #define LIBVIRT_MAX_QUEUED 65536
 
-enum lv_event_kind { LV_REMOVED, LV_GONE };
+enum lv_event_kind { LV_REMOVED, LV_REMOVAL_FAILED, LV_GONE, LV_DISCONNECTED };
 
 struct lv_event {
         enum lv_event_kind kind;
-        uint64_t id; /* LV_REMOVED */
+        uint64_t id; /* LV_REMOVED, LV_REMOVAL_FAILED */
         char domain[NAME_MAX_LEN + 1];
+        int reason;  /* LV_DISCONNECTED */
 };
 
 struct lv_pending {
@@ -50,10 +54,11 @@ struct lv_pending {
 
 struct backend_libvirt {
         struct backend backend; /* first, so a struct backend * is a struct backend_libvirt * */
-        virConnectPtr conn;
+        char *uri;
+        virConnectPtr conn; /* NULL while libvirtd is away */
         uid_t qemu_uid;
         gid_t qemu_gid;
-        int cb_removed, cb_lifecycle;
+        int cb_removed, cb_removal_failed, cb_lifecycle;
 
         /* Shared with the libvirt thread, under lock. */
         pthread_mutex_t lock;
@@ -66,7 +71,11 @@ struct backend_libvirt {
         atomic_bool stop;
 
         /* Main thread only. */
-        sd_event_source *source;
+        sd_event *event;
+        sd_event_source *source, *reconnect;
+        uint64_t reconnect_delay;
+        void (*reconnected)(void *ud);
+        void *reconnected_ud;
         struct lv_pending *pending;
         size_t n_pending, n_pending_allocated;
         void (*domain_gone)(void *ud, const char *domain);
@@ -89,10 +98,13 @@ static const char *last_error(void) {
 
 /* ---- events: the libvirt thread queues, the loop thread acts ---- */
 
-static void queue_push(struct backend_libvirt *l, enum lv_event_kind kind, uint64_t id, const char *domain) {
+static void queue_push(struct backend_libvirt *l, enum lv_event_kind kind, uint64_t id, const char *domain,
+                       int reason) {
         uint64_t one = 1;
 
-        if (!domain || strlen(domain) > NAME_MAX_LEN)
+        if (kind == LV_DISCONNECTED)
+                domain = "";
+        else if (!domain || strlen(domain) > NAME_MAX_LEN)
                 return; /* not a domain name brokerd could have mapped */
         pthread_mutex_lock(&l->lock);
         if (l->n_queue == l->n_queue_allocated) {
@@ -107,44 +119,44 @@ static void queue_push(struct backend_libvirt *l, enum lv_event_kind kind, uint6
                 l->queue = p;
                 l->n_queue_allocated = n;
         }
-        l->queue[l->n_queue] = (struct lv_event) { .kind = kind, .id = id };
+        l->queue[l->n_queue] = (struct lv_event) { .kind = kind, .id = id, .reason = reason };
         strcpy(l->queue[l->n_queue].domain, domain);
         l->n_queue++;
         pthread_mutex_unlock(&l->lock);
         (void) !write(l->efd, &one, sizeof(one));
 }
 
-static int alias_parse(const char *alias, uint64_t *ret) {
-        size_t n = strlen(ALIAS_PREFIX);
-
-        if (!alias || strncmp(alias, ALIAS_PREFIX, n) != 0)
-                return -EINVAL;
-        return num_parse_u64(alias + n, ret);
-}
-
 static void on_device_removed(virConnectPtr conn, virDomainPtr dom, const char *alias, void *opaque) {
         uint64_t id;
 
         (void) conn;
-        if (alias_parse(alias, &id) < 0)
+        if (libvirt_alias_parse(alias, &id) < 0)
                 return;
-        queue_push(opaque, LV_REMOVED, id, virDomainGetName(dom));
+        queue_push(opaque, LV_REMOVED, id, virDomainGetName(dom), 0);
+}
+
+/* The guest refused the unplug (QEMU reports it for some buses; ACPI guests just ignore it). */
+static void on_device_removal_failed(virConnectPtr conn, virDomainPtr dom, const char *alias, void *opaque) {
+        uint64_t id;
+
+        (void) conn;
+        if (libvirt_alias_parse(alias, &id) < 0)
+                return;
+        queue_push(opaque, LV_REMOVAL_FAILED, id, virDomainGetName(dom), 0);
 }
 
 static int on_lifecycle(virConnectPtr conn, virDomainPtr dom, int event, int detail, void *opaque) {
         (void) conn, (void) detail;
         if (event == VIR_DOMAIN_EVENT_STOPPED || event == VIR_DOMAIN_EVENT_CRASHED ||
             event == VIR_DOMAIN_EVENT_UNDEFINED)
-                queue_push(opaque, LV_GONE, 0, virDomainGetName(dom));
+                queue_push(opaque, LV_GONE, 0, virDomainGetName(dom), 0);
         return 0;
 }
 
-/* No reconnect yet: say loudly that removals can no longer complete. */
 static void on_close(virConnectPtr conn, int reason, void *opaque) {
-        (void) conn, (void) opaque;
+        (void) conn;
         if (reason != VIR_CONNECT_CLOSE_REASON_CLIENT)
-                log_error("libvirt: lost the connection to libvirtd (reason %d); unmaps in progress cannot "
-                          "complete until brokerd is restarted", reason);
+                queue_push(opaque, LV_DISCONNECTED, 0, NULL, reason);
 }
 
 static void on_wakeup(int timer, void *opaque) {
@@ -192,9 +204,31 @@ static void pending_remove(struct backend_libvirt *l, size_t i) {
         l->pending[i] = l->pending[--l->n_pending];
 }
 
+static void reconnect_schedule(struct backend_libvirt *l);
+static void conn_drop(struct backend_libvirt *l);
+
 static void handle_event(struct backend_libvirt *l, const struct lv_event *ev) {
         ssize_t i;
 
+        if (ev->kind == LV_DISCONNECTED) {
+                if (!l->conn)
+                        return;
+                log_error("libvirt: lost the connection to libvirtd (reason %d); reconnecting. Mappings cannot "
+                          "change meanwhile; ranges being unmapped stay quarantined", ev->reason);
+                conn_drop(l);
+                /* Their completion events are lost with the connection: reconciliation redoes them. */
+                l->n_pending = 0;
+                reconnect_schedule(l);
+                return;
+        }
+        if (ev->kind == LV_REMOVAL_FAILED) {
+                i = pending_find(l, ev->id, ev->domain);
+                if (i >= 0)
+                        pending_remove(l, (size_t) i);
+                log_warning("libvirt: %s refused the removal of " ALIAS_PREFIX "%" PRIu64, ev->domain, ev->id);
+                backend_unmap_done(&l->backend, ev->id, ev->domain, -EBUSY);
+                return;
+        }
         if (ev->kind == LV_REMOVED) {
                 i = pending_find(l, ev->id, ev->domain);
                 if (i >= 0)
@@ -244,10 +278,103 @@ static int on_efd(sd_event_source *s, int fd, uint32_t revents, void *userdata) 
 
 int backend_libvirt_attach_event(struct backend *b, sd_event *e) {
         struct backend_libvirt *l = to_lv(b);
+        int k;
 
         if (l->source)
                 return -EBUSY;
-        return sd_event_add_io(e, &l->source, l->efd, EPOLLIN, on_efd, l);
+        k = sd_event_add_io(e, &l->source, l->efd, EPOLLIN, on_efd, l);
+        if (k < 0)
+                return k;
+        l->event = sd_event_ref(e);
+        return 0;
+}
+
+void backend_libvirt_set_reconnected(struct backend *b, void (*fn)(void *ud), void *ud) {
+        struct backend_libvirt *l = to_lv(b);
+
+        l->reconnected = fn;
+        l->reconnected_ud = ud;
+}
+
+bool backend_libvirt_connected(struct backend *b) {
+        return to_lv(b)->conn != NULL;
+}
+
+/* ---- the connection ---- */
+
+static void conn_drop(struct backend_libvirt *l) {
+        if (!l->conn)
+                return;
+        (void) virConnectUnregisterCloseCallback(l->conn, on_close);
+        if (l->cb_removed >= 0)
+                virConnectDomainEventDeregisterAny(l->conn, l->cb_removed);
+        if (l->cb_removal_failed >= 0)
+                virConnectDomainEventDeregisterAny(l->conn, l->cb_removal_failed);
+        if (l->cb_lifecycle >= 0)
+                virConnectDomainEventDeregisterAny(l->conn, l->cb_lifecycle);
+        l->cb_removed = l->cb_removal_failed = l->cb_lifecycle = -1;
+        virConnectClose(l->conn);
+        l->conn = NULL;
+}
+
+static int conn_open(struct backend_libvirt *l) {
+        l->conn = virConnectOpen(l->uri);
+        if (!l->conn)
+                return -ECONNREFUSED;
+        /* A libvirtd that hangs rather than exits is noticed too (remote URIs only; others refuse). */
+        (void) virConnectSetKeepAlive(l->conn, 5, 3);
+        l->cb_removed = virConnectDomainEventRegisterAny(l->conn, NULL, VIR_DOMAIN_EVENT_ID_DEVICE_REMOVED,
+                                                         VIR_DOMAIN_EVENT_CALLBACK(on_device_removed), l, NULL);
+        l->cb_removal_failed = virConnectDomainEventRegisterAny(l->conn, NULL, VIR_DOMAIN_EVENT_ID_DEVICE_REMOVAL_FAILED,
+                                                                VIR_DOMAIN_EVENT_CALLBACK(on_device_removal_failed), l,
+                                                                NULL);
+        l->cb_lifecycle = virConnectDomainEventRegisterAny(l->conn, NULL, VIR_DOMAIN_EVENT_ID_LIFECYCLE,
+                                                           VIR_DOMAIN_EVENT_CALLBACK(on_lifecycle), l, NULL);
+        if (l->cb_removed < 0 || l->cb_removal_failed < 0 || l->cb_lifecycle < 0 ||
+            virConnectRegisterCloseCallback(l->conn, on_close, l, NULL) < 0) {
+                log_error("libvirt: cannot register for domain events: %s", last_error());
+                conn_drop(l);
+                return -EIO;
+        }
+        return 0;
+}
+
+static int on_reconnect_timer(sd_event_source *s, uint64_t usec, void *userdata) {
+        struct backend_libvirt *l = userdata;
+
+        if (conn_open(l) < 0) {
+                l->reconnect_delay = l->reconnect_delay * 2 > LIBVIRT_RECONNECT_MAX_USEC ? LIBVIRT_RECONNECT_MAX_USEC
+                                                                                         : l->reconnect_delay * 2;
+                (void) sd_event_source_set_time(s, usec + l->reconnect_delay);
+                return sd_event_source_set_enabled(s, SD_EVENT_ONESHOT);
+        }
+        log_info("libvirt: connected to %s again", l->uri);
+        /* Whatever happened meanwhile (removals, stopped domains) is found by reconciling. */
+        if (l->reconnected)
+                l->reconnected(l->reconnected_ud);
+        return 0;
+}
+
+static void reconnect_schedule(struct backend_libvirt *l) {
+        uint64_t now;
+        int k;
+
+        if (!l->event) {
+                log_error("libvirt: no event loop to reconnect from");
+                return;
+        }
+        l->reconnect_delay = LIBVIRT_RECONNECT_MIN_USEC;
+        k = sd_event_now(l->event, CLOCK_MONOTONIC, &now);
+        if (k >= 0 && !l->reconnect)
+                k = sd_event_add_time(l->event, &l->reconnect, CLOCK_MONOTONIC, now + l->reconnect_delay, 0,
+                                      on_reconnect_timer, l);
+        else if (k >= 0) {
+                k = sd_event_source_set_time(l->reconnect, now + l->reconnect_delay);
+                if (k >= 0)
+                        k = sd_event_source_set_enabled(l->reconnect, SD_EVENT_ONESHOT);
+        }
+        if (k < 0)
+                log_error("libvirt: cannot schedule the reconnect: %s", strerror(-k));
 }
 
 void backend_libvirt_set_domain_gone(struct backend *b, void (*fn)(void *ud, const char *domain), void *ud) {
@@ -411,24 +538,29 @@ static void alias_of(uint64_t id, char *buf, size_t n) {
 }
 
 static int lookup_domain(struct backend_libvirt *l, const char *domain, virDomainPtr *ret) {
-        virDomainPtr d = virDomainLookupByName(l->conn, domain);
+        virDomainPtr d;
 
+        if (!l->conn)
+                return -ENOTCONN;
+        d = virDomainLookupByName(l->conn, domain);
         if (!d)
                 return virGetLastErrorCode() == VIR_ERR_NO_DOMAIN ? -ESRCH : -EIO;
         *ret = d;
         return 0;
 }
 
-/* Is a device with this alias in the domain's live definition? */
-static int domain_has_alias(virDomainPtr d, const char *alias) {
-        char needle[96];
+static int region_is(void *userdata, uint64_t region) {
+        return region == *(const uint64_t *) userdata;
+}
+
+/* Is brokerd's device for this region in the domain's live definition? */
+static int domain_has_region(virDomainPtr d, uint64_t id) {
         char *xml = virDomainGetXMLDesc(d, 0);
-        bool found;
+        int found;
 
         if (!xml)
                 return -EIO;
-        snprintf(needle, sizeof(needle), "<alias name='%s'/>", alias);
-        found = strstr(xml, needle) != NULL;
+        found = libvirt_xml_foreach_region(xml, region_is, &id);
         free(xml);
         return found;
 }
@@ -453,11 +585,11 @@ static int lv_map(struct backend *b, const struct backend_region *r, const char 
 
         k = lookup_domain(l, domain, &d);
         if (k < 0) {
-                log_error("libvirt: %s: %s", domain, last_error());
+                log_error("libvirt: %s: %s", domain, k == -ENOTCONN ? "libvirtd is not connected" : last_error());
                 return k;
         }
         alias_of(r->id, alias, sizeof(alias));
-        k = domain_has_alias(d, alias);
+        k = domain_has_region(d, r->id);
         if (k == 0) {
                 shm_name(r, name, sizeof(name));
                 if (asprintf(&xml,
@@ -497,7 +629,7 @@ static int lv_unmap(struct backend *b, const struct backend_region *r, const cha
         if (k == -ESRCH)
                 return 0; /* no domain, no device */
         if (k < 0) {
-                log_error("libvirt: %s: %s", domain, last_error());
+                log_error("libvirt: %s: %s", domain, k == -ENOTCONN ? "libvirtd is not connected" : last_error());
                 return k;
         }
         alias_of(r->id, alias, sizeof(alias));
@@ -523,17 +655,94 @@ static int lv_unmap(struct backend *b, const struct backend_region *r, const cha
         return -EINPROGRESS;
 }
 
+struct survey_walk {
+        struct backend_survey *survey;
+        const char *domain;
+};
+
+static int survey_found(void *userdata, uint64_t region) {
+        struct survey_walk *w = userdata;
+
+        return survey_add_mapping(w->survey, region, w->domain);
+}
+
+/* Every running (or paused) domain, and brokerd's devices in each one's live XML. */
+static int lv_survey(struct backend *b, struct backend_survey *ret) {
+        struct backend_libvirt *l = to_lv(b);
+        struct backend_survey s = {};
+        virDomainPtr *doms = NULL;
+        int n, k = 0;
+
+        if (!l->conn)
+                return -ENOTCONN;
+        n = virConnectListAllDomains(l->conn, &doms, VIR_CONNECT_LIST_DOMAINS_ACTIVE);
+        if (n < 0) {
+                log_error("libvirt: listing domains: %s", last_error());
+                return -EIO;
+        }
+        for (int i = 0; i < n; i++) {
+                const char *name = virDomainGetName(doms[i]);
+                char *xml;
+
+                if (k >= 0 && name && name_is_valid(name)) {
+                        k = survey_add_running(&s, name);
+                        xml = k >= 0 ? virDomainGetXMLDesc(doms[i], 0) : NULL;
+                        if (k >= 0 && xml)
+                                k = libvirt_xml_foreach_region(xml, survey_found,
+                                                               &(struct survey_walk) { .survey = &s, .domain = name });
+                        else if (k >= 0 && virDomainIsActive(doms[i]) == 1) {
+                                /* An active domain whose devices we cannot see: do not guess. */
+                                log_error("libvirt: reading %s's definition: %s", name, last_error());
+                                k = -EIO;
+                        }
+                        free(xml);
+                }
+                virDomainFree(doms[i]);
+        }
+        free(doms);
+        if (k < 0) {
+                survey_done(&s);
+                return k;
+        }
+        *ret = s;
+        return 0;
+}
+
+static int lv_escalate(struct backend *b, const char *domain, enum unplug_escalation action) {
+        struct backend_libvirt *l = to_lv(b);
+        virDomainPtr d = NULL;
+        int k, state = 0, reason = 0;
+
+        if (action == ESCALATION_REPORT)
+                return 0;
+        if (!name_is_valid(domain) || (action != ESCALATION_PAUSE && action != ESCALATION_DESTROY))
+                return -EINVAL;
+        k = lookup_domain(l, domain, &d);
+        if (k == -ESRCH)
+                return 0; /* gone already: its stop event completes the removal */
+        if (k < 0)
+                return k;
+        if (action == ESCALATION_PAUSE) {
+                if (virDomainGetState(d, &state, &reason, 0) == 0 && state == VIR_DOMAIN_PAUSED)
+                        k = 0;
+                else if (virDomainSuspend(d) < 0)
+                        k = -EIO;
+        } else if (virDomainDestroy(d) < 0)
+                k = virGetLastErrorCode() == VIR_ERR_OPERATION_INVALID ? 0 : -EIO; /* not running: fine */
+        if (k < 0)
+                log_error("libvirt: %s %s: %s", action == ESCALATION_PAUSE ? "pausing" : "destroying", domain,
+                          last_error());
+        else
+                log_warning("libvirt: %s %s: it ignored the removal of a revoked region",
+                            action == ESCALATION_PAUSE ? "paused" : "destroyed", domain);
+        virDomainFree(d);
+        return k;
+}
+
 static void lv_free(struct backend *b) {
         struct backend_libvirt *l = to_lv(b);
 
-        if (l->conn) {
-                (void) virConnectUnregisterCloseCallback(l->conn, on_close);
-                if (l->cb_removed >= 0)
-                        virConnectDomainEventDeregisterAny(l->conn, l->cb_removed);
-                if (l->cb_lifecycle >= 0)
-                        virConnectDomainEventDeregisterAny(l->conn, l->cb_lifecycle);
-                virConnectClose(l->conn);
-        }
+        conn_drop(l);
         if (l->thread_started) {
                 atomic_store(&l->stop, true);
                 /* A due timer wakes virEventRunDefaultImpl() so the thread sees the flag. */
@@ -543,6 +752,9 @@ static void lv_free(struct backend *b) {
                         pthread_detach(l->thread);
         }
         sd_event_source_disable_unref(l->source);
+        sd_event_source_disable_unref(l->reconnect);
+        sd_event_unref(l->event);
+        free(l->uri);
         if (l->efd >= 0)
                 close(l->efd);
         pthread_mutex_destroy(&l->lock);
@@ -558,6 +770,8 @@ static const struct backend_ops libvirt_ops = {
         .restore = lv_restore,
         .map = lv_map,
         .unmap = lv_unmap,
+        .survey = lv_survey,
+        .escalate = lv_escalate,
         .scrub = lv_scrub,
         .destroy = lv_destroy,
         .free = lv_free,
@@ -571,7 +785,7 @@ static void event_impl_register(void) {
         event_impl_result = virEventRegisterDefaultImpl();
 }
 
-int backend_libvirt_new(const char *uri, struct backend **ret) {
+int backend_libvirt_new(const char *uri, const char *qemu_user, struct backend **ret) {
         struct backend_libvirt *l;
         struct passwd *pw;
         int k;
@@ -580,9 +794,11 @@ int backend_libvirt_new(const char *uri, struct backend **ret) {
         if (event_impl_result < 0)
                 return -EIO;
 
-        pw = getpwnam(LIBVIRT_QEMU_USER);
+        qemu_user = qemu_user ?: BACKEND_LIBVIRT_DEFAULT_QEMU_USER;
+        pw = getpwnam(qemu_user);
         if (!pw) {
-                log_error("libvirt: no user %s (the user QEMU runs as)", LIBVIRT_QEMU_USER);
+                log_error("libvirt: no user %s (the user QEMU runs as: see \"user\" in /etc/libvirt/qemu.conf)",
+                          qemu_user);
                 return -ESRCH;
         }
 
@@ -592,7 +808,12 @@ int backend_libvirt_new(const char *uri, struct backend **ret) {
         l->backend.ops = &libvirt_ops;
         l->qemu_uid = pw->pw_uid;
         l->qemu_gid = pw->pw_gid;
-        l->cb_removed = l->cb_lifecycle = -1;
+        l->cb_removed = l->cb_removal_failed = l->cb_lifecycle = -1;
+        l->uri = strdup(uri ?: LIBVIRT_DEFAULT_URI);
+        if (!l->uri) {
+                free(l);
+                return -ENOMEM;
+        }
         pthread_mutex_init(&l->lock, NULL);
         l->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
         if (l->efd < 0) {
@@ -600,19 +821,10 @@ int backend_libvirt_new(const char *uri, struct backend **ret) {
                 goto fail;
         }
 
-        l->conn = virConnectOpen(uri ?: LIBVIRT_DEFAULT_URI);
-        if (!l->conn) {
-                log_error("libvirt: cannot connect to %s: %s", uri ?: LIBVIRT_DEFAULT_URI, last_error());
-                k = -ECONNREFUSED;
-                goto fail;
-        }
-        l->cb_removed = virConnectDomainEventRegisterAny(l->conn, NULL, VIR_DOMAIN_EVENT_ID_DEVICE_REMOVED,
-                                                         VIR_DOMAIN_EVENT_CALLBACK(on_device_removed), l, NULL);
-        l->cb_lifecycle = virConnectDomainEventRegisterAny(l->conn, NULL, VIR_DOMAIN_EVENT_ID_LIFECYCLE,
-                                                           VIR_DOMAIN_EVENT_CALLBACK(on_lifecycle), l, NULL);
-        if (l->cb_removed < 0 || l->cb_lifecycle < 0 || virConnectRegisterCloseCallback(l->conn, on_close, l, NULL) < 0) {
-                log_error("libvirt: cannot register for domain events: %s", last_error());
-                k = -EIO;
+        k = conn_open(l);
+        if (k < 0) {
+                if (k == -ECONNREFUSED)
+                        log_error("libvirt: cannot connect to %s: %s", l->uri, last_error());
                 goto fail;
         }
         k = -pthread_create(&l->thread, NULL, event_thread, l);

@@ -11,7 +11,7 @@
  * other size, and libvirt does not check it.
  *
  * create() makes the file exclusively, mode 0600, and hands it to the user QEMU runs as
- * ("libvirt-qemu"): if the file were missing at attach time QEMU would create it itself,
+ * (libvirt-qemu by default, "user" in qemu.conf): if the file were missing at attach time QEMU would create it itself,
  * world-readable. A file already there is never trusted (anyone running as the QEMU user
  * could have planted it and kept it open): it is unlinked and made afresh. restore() reopens
  * the file and checks owner, mode and size. scrub() punches the range out; destroy() unlinks.
@@ -21,7 +21,17 @@
  * unmap() asks for the device's removal and returns -EINPROGRESS; the removal is complete
  * only when libvirt reports VIR_DOMAIN_EVENT_ID_DEVICE_REMOVED for the alias (the detach
  * call returns before the guest has let go), or at once when the device or the running
- * domain is not there. A domain that stops completes its outstanding removals.
+ * domain is not there. A domain that stops completes its outstanding removals; a guest that
+ * refuses one (VIR_DOMAIN_EVENT_ID_DEVICE_REMOVAL_FAILED) reports -EBUSY through
+ * backend_unmap_done(), leaving the device in place.
+ *
+ * survey() lists the active (running or paused) domains and brokerd's <shmem> devices in
+ * each one's live XML. escalate() pauses or destroys a domain that ignored an unplug.
+ *
+ * When libvirtd goes away the backend notices (close callback, keepalive), drops the
+ * connection and retries with backoff from the event loop; map/unmap fail with -ENOTCONN
+ * meanwhile (ranges being unmapped stay quarantined). Once connected again it calls the
+ * reconnected callback: the caller reconciles, since events were lost meanwhile.
  *
  * libvirt's events are run on a thread of the backend's own; they reach the caller only
  * through backend_libvirt_attach_event(), on the sd-event loop's thread, which is the only
@@ -30,15 +40,25 @@
  * Isolation between guests rests on libvirt's per-domain security labels (sVirt/AppArmor):
  * every QEMU runs as the same user, which owns every region file.
  */
+#include <stdbool.h>
 #include <systemd/sd-event.h>
 
 #include "backend/backend.h"
 
-/* uri NULL: "qemu:///system". Connects at once; fails if libvirtd cannot be reached. */
-int backend_libvirt_new(const char *uri, struct backend **ret);
+#define BACKEND_LIBVIRT_DEFAULT_QEMU_USER "libvirt-qemu"
+
+/*
+ * uri NULL: "qemu:///system"; qemu_user NULL: BACKEND_LIBVIRT_DEFAULT_QEMU_USER, the owner of
+ * region files. Connects at once; fails if libvirtd cannot be reached.
+ */
+int backend_libvirt_new(const char *uri, const char *qemu_user, struct backend **ret);
 
 /* Delivers libvirt's events on e's thread. Call once, before the first map. */
 int backend_libvirt_attach_event(struct backend *b, sd_event *e);
 
 /* fn is called (on the event loop's thread) when a domain stops, crashes or is undefined. */
 void backend_libvirt_set_domain_gone(struct backend *b, void (*fn)(void *ud, const char *domain), void *ud);
+
+/* fn is called (on the event loop's thread) once the connection to libvirtd is back. */
+void backend_libvirt_set_reconnected(struct backend *b, void (*fn)(void *ud), void *ud);
+bool backend_libvirt_connected(struct backend *b);

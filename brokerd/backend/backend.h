@@ -8,12 +8,14 @@
  * unmap either completes at once (returns 0) or returns -EINPROGRESS and later calls
  * backend_unmap_done(); until then the core keeps the range quarantined.
  * Every op returns 0 or -errno and must be idempotent for the same arguments, because
- * the core repeats interrupted work after a crash.
+ * the core repeats interrupted work after a crash. unmap must also work when only r->id is
+ * set: reconciliation removes mappings of regions the database no longer knows.
  */
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
+#include "backend/survey.h"
 #include "platform/platform.h"
 #include "util/model.h"
 
@@ -30,6 +32,7 @@ struct backend_mapping {
         uint64_t size;
 };
 
+/* result < 0: the removal failed (the guest refused it); the mapping is still there. */
 typedef void (*backend_unmap_done_t)(void *userdata, uint64_t region_id, const char *domain, int result);
 
 struct backend_ops {
@@ -47,6 +50,17 @@ struct backend_ops {
         int (*map)(struct backend *b, const struct backend_region *r, const char *domain, enum access_mode access,
                    struct backend_mapping *ret);
         int (*unmap)(struct backend *b, const struct backend_region *r, const char *domain);
+        /*
+         * Optional: the domains running now and every mapping of brokerd's found in them, for
+         * reconciliation (on start, and when the backend comes back from losing its hypervisor).
+         * NULL: the backend's mappings cannot be seen from outside (fds held by processes).
+         */
+        int (*survey)(struct backend *b, struct backend_survey *ret);
+        /*
+         * Optional: the domain ignores the removal of a mapping past its deadline; act on it
+         * (pause or destroy the domain; REPORT does nothing here). NULL: only reporting.
+         */
+        int (*escalate)(struct backend *b, const char *domain, enum unplug_escalation action);
         /* Zero the memory so nothing of it reaches whoever holds it next (or still holds it). */
         int (*scrub)(struct backend *b, const struct backend_region *r);
         /* Free the memory after reclaim. */

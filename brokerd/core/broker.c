@@ -8,7 +8,9 @@
 #include <string.h>
 #include <sys/random.h>
 #include <time.h>
+#include <unistd.h>
 
+#include "util/crashpoint.h"
 #include "util/hashmap.h"
 #include "util/log.h"
 #include "util/num.h"
@@ -27,6 +29,7 @@ struct region {
         enum region_state state;
         int64_t deadline, created;
         bool owner_mapped;
+        struct broker_unplug owner_unplug;
         size_t n_peers;
         struct broker_peer_info *peers; /* peers[i].domain points into domains[i] */
         char **domains;
@@ -58,6 +61,8 @@ struct broker {
         struct store *store;
         struct placer *placer;
         uint64_t revoke_timeout_usec;
+        enum unplug_escalation escalation;
+        uint64_t unplug_grace_usec;
         int64_t (*clock)(void *userdata);
         void *clock_userdata;
         void (*on_event)(void *userdata, const struct broker_event *ev);
@@ -352,8 +357,13 @@ static int peer_unmap(struct broker *b, struct region *r, size_t i) {
         if (!r->peers[i].mapped)
                 return 0;
         q = b->backend->ops->unmap(b->backend, &br, r->peers[i].domain);
-        if (q == -EINPROGRESS)
-                return 0; /* quarantined until backend_unmap_done() */
+        if (q == -EINPROGRESS) {
+                /* Quarantined until backend_unmap_done(); the clock for escalation starts now. */
+                if (!r->peers[i].unplug.requested)
+                        r->peers[i].unplug.requested = broker_now(b);
+                crashpoint("unmap-requested");
+                return 0;
+        }
         if (q < 0) {
                 log_region(LOG_ERR, r->id, r->peers[i].domain, NULL, "unmap failed: %s; range stays quarantined",
                            strerror(-q));
@@ -363,6 +373,8 @@ static int peer_unmap(struct broker *b, struct region *r, size_t i) {
         if (q < 0)
                 return q;
         r->peers[i].mapped = false;
+        r->peers[i].unplug = (struct broker_unplug) {};
+        crashpoint("unmap-recorded");
         return 0;
 }
 
@@ -373,14 +385,20 @@ static int owner_unmap(struct broker *b, struct region *r) {
         if (!r->owner_mapped)
                 return 0;
         q = b->backend->ops->unmap(b->backend, &br, r->owner);
-        if (q == -EINPROGRESS)
+        if (q == -EINPROGRESS) {
+                if (!r->owner_unplug.requested)
+                        r->owner_unplug.requested = broker_now(b);
+                crashpoint("unmap-requested");
                 return 0;
+        }
         if (q < 0)
                 return q;
         q = store_region_update(b->store, r->id, r->state, r->deadline, false, broker_now(b));
         if (q < 0)
                 return q;
         r->owner_mapped = false;
+        r->owner_unplug = (struct broker_unplug) {};
+        crashpoint("unmap-recorded");
         return 0;
 }
 
@@ -424,9 +442,11 @@ static int region_finish(struct broker *b, struct region *r, const char *actor) 
                                    strerror(-q));
                         return q;
                 }
+                crashpoint("reclaim-scrubbed");
                 q = b->backend->ops->destroy(b->backend, &br);
                 if (q < 0 && q != -ENOENT)
                         return q;
+                crashpoint("reclaim-destroyed");
         }
 
         now = broker_now(b);
@@ -444,6 +464,7 @@ static int region_finish(struct broker *b, struct region *r, const char *actor) 
                 store_rollback(b->store);
                 return q;
         }
+        crashpoint("reclaimed");
 
         emit(b, &(struct broker_event) {
                 .type = BROKER_EVENT_RECLAIMED, .region = r->id, .owner = r->owner, .device = r->device,
@@ -478,6 +499,7 @@ static int region_force(struct broker *b, struct region *r, const char *actor, c
                         store_rollback(b->store);
                         return q;
                 }
+                crashpoint("revoke-forced");
                 for (size_t i = 0; i < r->n_peers; i++)
                         if (r->peers[i].state == PEER_ATTACHED) {
                                 r->peers[i].state = PEER_REVOKED;
@@ -531,6 +553,7 @@ static int region_start_revoke(struct broker *b, struct region *r, const char *a
                 }
                 return q;
         }
+        crashpoint("revoke-recorded");
 
         r->state = REGION_REVOKING;
         r->deadline = deadline;
@@ -550,6 +573,50 @@ static int region_start_revoke(struct broker *b, struct region *r, const char *a
         if (force)
                 return region_force(b, r, actor, reason);
         return region_finish(b, r, actor);
+}
+
+/*
+ * Revokes one peer's grant or attachment at once (its domain went away, or its mapping was
+ * lost for good): one transaction with its audit row, then the event and the unmap.
+ * still_mapped says whether the backend may still show the region to the domain.
+ */
+static int peer_revoke_now(struct broker *b, struct region *r, size_t i, const char *actor, const char *why,
+                           bool still_mapped) {
+        enum peer_state from = r->peers[i].state;
+        int64_t now = broker_now(b);
+        int q;
+
+        q = store_begin(b->store);
+        if (q >= 0)
+                q = store_peer_update(b->store, r->id, r->peers[i].domain, PEER_REVOKED, false, still_mapped);
+        if (q >= 0)
+                q = audit(b, actor, r, r->peers[i].domain, "revoke-peer", peer_state_to_string(from), "revoked", why, now);
+        if (q >= 0)
+                q = store_commit(b->store);
+        if (q < 0) {
+                store_rollback(b->store);
+                return q;
+        }
+        r->peers[i].state = PEER_REVOKED;
+        r->peers[i].mapped = still_mapped;
+        if (!still_mapped)
+                r->peers[i].unplug = (struct broker_unplug) {};
+        if (from == PEER_ATTACHED)
+                emit(b, &(struct broker_event) {
+                        .type = BROKER_EVENT_REVOKED, .region = r->id, .owner = r->owner, .device = r->device,
+                        .domain = r->peers[i].domain, .reason = why,
+                });
+        return peer_unmap(b, r, i);
+}
+
+/* A live region that no peer can use any more is taken down; a revoking one is finished. */
+static int region_settle(struct broker *b, struct region *r, const char *actor, const char *why) {
+        if (!region_live(r))
+                return region_finish(b, r, actor);
+        for (size_t i = 0; i < r->n_peers; i++)
+                if (!peer_final(r->peers[i].state))
+                        return 0;
+        return region_start_revoke(b, r, actor, 0, false, why);
 }
 
 /* ---- share ---- */
@@ -828,14 +895,17 @@ int broker_share(struct broker *b, const struct broker_caller *caller, const str
                 (void) hashmap_put(b->tokens, r->tokens[i].token, &r->tokens[i]);
         (void) usage_adjust(b, r->owner, (int64_t) r->size, 1);
         struct region *region = TAKE_PTR(r);
+        crashpoint("share-recorded");
 
         /* Make the memory real, zeroed, and map it for the owner. */
         br = backend_region_of(region);
         q = b->backend->ops->create(b->backend, &br);
         if (q >= 0)
                 q = b->backend->ops->scrub(b->backend, &br);
-        if (q >= 0)
+        if (q >= 0) {
+                crashpoint("share-created");
                 q = b->backend->ops->map(b->backend, &br, region->owner, ACCESS_RW, &owner_map);
+        }
         if (q < 0) {
                 uint64_t id = region->id;
                 share_abort(b, region, actor, "the backend could not create the region's memory");
@@ -843,6 +913,7 @@ int broker_share(struct broker *b, const struct broker_caller *caller, const str
                                         b->backend->ops->name, id, strerror(-q));
         }
         owner_fd = owner_map.fd;
+        crashpoint("share-mapped");
 
         *ret = (struct broker_share_result) {
                 .region = region->id, .base = region->base, .size = region->size, .alignment = pr.alignment,
@@ -912,6 +983,7 @@ int broker_attach(struct broker *b, const struct broker_caller *caller, const ch
         r->peers[i].state = PEER_ATTACHED;
         r->peers[i].mapped = true;
         r->state = REGION_ACTIVE;
+        crashpoint("attach-recorded");
 
         br = backend_region_of(r);
         q = b->backend->ops->map(b->backend, &br, domain, r->peers[i].access, &map);
@@ -936,6 +1008,7 @@ int broker_attach(struct broker *b, const struct broker_caller *caller, const ch
                                         b->backend->ops->name, r->id, domain, strerror(-q));
         }
 
+        crashpoint("attach-mapped");
         *ret = (struct broker_attach_result) {
                 .region = r->id, .base = r->base, .size = r->size, .access = r->peers[i].access, .fd = map.fd,
         };
@@ -980,23 +1053,15 @@ int broker_release(struct broker *b, const struct broker_caller *caller, const c
                 q = store_commit(b->store);
         if (q < 0)
                 return store_fail(b, q, err, "the release");
+        crashpoint("release-recorded");
         r->peers[i].state = PEER_RELEASED;
         emit(b, &(struct broker_event) {
                 .type = BROKER_EVENT_RELEASED, .region = r->id, .owner = r->owner, .device = r->device, .domain = domain,
         });
 
         (void) peer_unmap(b, r, (size_t) i);
-
-        if (region_live(r)) {
-                bool all_done = true;
-                for (size_t k = 0; k < r->n_peers; k++)
-                        all_done = all_done && peer_final(r->peers[k].state);
-                /* Nobody can use it any more: take it down rather than keep it forever. */
-                if (all_done)
-                        return region_start_revoke(b, r, "broker", 0, false, "every peer released the region");
-                return 0;
-        }
-        return region_finish(b, r, actor);
+        /* Nobody can use it any more: take it down rather than keep it forever. */
+        return region_settle(b, r, region_live(r) ? "broker" : actor, "every peer released the region");
 }
 
 /* ---- revoke ---- */
@@ -1073,35 +1138,18 @@ int broker_domain_gone(struct broker *b, const struct broker_caller *caller, con
         for (size_t k = 0; k < n; k++) {
                 struct region *r = list[k];
                 ssize_t i = region_find_peer(r, domain);
-                int64_t now = broker_now(b);
 
                 if (i >= 0 && !peer_final(r->peers[i].state)) {
-                        enum peer_state from = r->peers[i].state;
-                        q = store_begin(b->store);
-                        if (q >= 0)
-                                q = store_peer_update(b->store, r->id, domain, PEER_REVOKED, false, r->peers[i].mapped);
-                        if (q >= 0)
-                                q = audit(b, actor, r, domain, "revoke-peer", peer_state_to_string(from), "revoked", why, now);
-                        if (q >= 0)
-                                q = store_commit(b->store);
-                        if (q < 0) {
-                                store_rollback(b->store);
+                        q = peer_revoke_now(b, r, (size_t) i, actor, why, r->peers[i].mapped);
+                        if (q < 0 && !peer_final(r->peers[i].state)) {
                                 first_error = first_error ?: q;
                                 continue;
                         }
-                        r->peers[i].state = PEER_REVOKED;
-                        (void) peer_unmap(b, r, (size_t) i);
                 }
-
                 if (strcmp(r->owner, domain) == 0 && region_live(r))
                         q = region_start_revoke(b, r, actor, b->revoke_timeout_usec, false, why);
-                else if (region_live(r)) {
-                        bool all_done = true;
-                        for (size_t j = 0; j < r->n_peers; j++)
-                                all_done = all_done && peer_final(r->peers[j].state);
-                        q = all_done ? region_start_revoke(b, r, actor, 0, false, why) : 0;
-                } else
-                        q = region_finish(b, r, actor);
+                else
+                        q = region_settle(b, r, actor, why);
                 if (q < 0)
                         first_error = first_error ?: q;
         }
@@ -1109,6 +1157,62 @@ int broker_domain_gone(struct broker *b, const struct broker_caller *caller, con
                 return broker_error_set(err, BROKER_E_STORE, "some regions of %s could not be revoked: %s", domain,
                                         strerror(-first_error));
         return 0;
+}
+
+/* ---- escalation ---- */
+
+/* When a pending removal becomes overdue: the revoke deadline, plus a grace from the request. */
+static int64_t unplug_due(const struct broker *b, const struct region *r, bool mapped, const struct broker_unplug *u) {
+        int64_t due;
+
+        if (!mapped || !u->requested || u->escalated || r->state != REGION_REVOKING)
+                return INT64_MAX;
+        due = u->requested > INT64_MAX - (int64_t) b->unplug_grace_usec ? INT64_MAX
+                                                                         : u->requested + (int64_t) b->unplug_grace_usec;
+        return due > r->deadline ? due : r->deadline;
+}
+
+/*
+ * The domain ignored the removal past its deadline. Whatever the configured action, the
+ * range stays quarantined until the backend confirms the removal; the action only stops the
+ * guest from using it meanwhile (pause) or ends the guest (destroy, which completes it).
+ */
+static void unplug_escalate(struct broker *b, struct region *r, const char *domain, struct broker_unplug *u,
+                            int64_t now) {
+        char why[320];
+        int q = 0;
+
+        if (b->escalation != ESCALATION_REPORT)
+                q = b->backend->ops->escalate ? b->backend->ops->escalate(b->backend, domain, b->escalation)
+                                              : -EOPNOTSUPP;
+        u->escalated = now;
+        u->action = b->escalation;
+        u->action_failed = q < 0;
+        snprintf(why, sizeof(why),
+                 "%s still holds region %" PRIu64 " %" PRId64 "s after its removal was requested%s; the range stays "
+                 "quarantined; escalation: %s%s%s",
+                 domain, r->id, (now - u->requested) / 1000000, u->failed ? " (the guest refused it)" : "",
+                 escalation_to_string(b->escalation), q < 0 ? " failed: " : "", q < 0 ? strerror(-q) : "");
+        (void) audit(b, "broker", r, domain, "escalate", "unplugging", escalation_to_string(b->escalation), why, now);
+        log_region(LOG_WARNING, r->id, domain, "broker", "%s", why);
+        emit(b, &(struct broker_event) {
+                .type = BROKER_EVENT_UNPLUG_OVERDUE, .region = r->id, .owner = r->owner, .device = r->device,
+                .domain = domain, .reason = why, .escalation = b->escalation,
+        });
+}
+
+static void escalate_overdue(struct broker *b, int64_t now) {
+        struct region *r, *next;
+
+        /* Escalating never frees a region (a destroyed domain reports back through the backend). */
+        for (r = b->revoking; r; r = next) {
+                next = r->revoking_next;
+                for (size_t i = 0; i < r->n_peers; i++)
+                        if (unplug_due(b, r, r->peers[i].mapped, &r->peers[i].unplug) <= now)
+                                unplug_escalate(b, r, r->peers[i].domain, &r->peers[i].unplug, now);
+                if (unplug_due(b, r, r->owner_mapped, &r->owner_unplug) <= now)
+                        unplug_escalate(b, r, r->owner, &r->owner_unplug, now);
+        }
 }
 
 int broker_process_deadlines(struct broker *b) {
@@ -1124,6 +1228,7 @@ int broker_process_deadlines(struct broker *b) {
                 if (q < 0)
                         first_error = first_error ?: q;
         }
+        escalate_overdue(b, now);
         return first_error;
 }
 
@@ -1132,12 +1237,245 @@ int64_t broker_next_deadline(const struct broker *b) {
 
         for (const struct region *r = b->revoking; r; r = r->revoking_next) {
                 bool attached = false;
-                for (size_t i = 0; i < r->n_peers; i++)
+                for (size_t i = 0; i < r->n_peers; i++) {
+                        int64_t due = unplug_due(b, r, r->peers[i].mapped, &r->peers[i].unplug);
                         attached = attached || r->peers[i].state == PEER_ATTACHED;
+                        if (due < next)
+                                next = due;
+                }
                 if (attached && r->deadline < next)
                         next = r->deadline;
+                int64_t due = unplug_due(b, r, r->owner_mapped, &r->owner_unplug);
+                if (due < next)
+                        next = due;
         }
         return next;
+}
+
+/* ---- repair and reconciliation ---- */
+
+/*
+ * A mapping the database holds for an entitled domain (the owner of a live region, an
+ * attached peer) is not there: map it again; what cannot be is revoked.
+ */
+static int mapping_repair(struct broker *b, struct region *r, const char *domain, const char *why, bool *ret_repaired) {
+        struct backend_region br = backend_region_of(r);
+        struct backend_mapping map = { .fd = -1 };
+        bool owner = strcmp(domain, r->owner) == 0;
+        ssize_t i = owner ? -1 : region_find_peer(r, domain);
+        char reason[256];
+        int q;
+
+        if (!owner && i < 0)
+                return -ENOENT;
+        q = r->pool ? b->backend->ops->map(b->backend, &br, domain, owner ? ACCESS_RW : r->peers[i].access, &map)
+                    : -ENOENT;
+        if (q >= 0) {
+                if (map.fd >= 0)
+                        close(map.fd); /* an fd backend's holder keeps its own fd */
+                snprintf(reason, sizeof(reason), "%s; mapped again", why);
+                (void) audit(b, "broker", r, domain, "repair", "lost", "mapped", reason, broker_now(b));
+                log_region(LOG_WARNING, r->id, domain, "broker", "%s", reason);
+                *ret_repaired = true;
+                return 0;
+        }
+        snprintf(reason, sizeof(reason), "%s and could not be restored: %s", why, strerror(-q));
+        log_region(LOG_ERR, r->id, domain, "broker", "%s", reason);
+        *ret_repaired = false;
+        if (owner) {
+                q = store_region_update(b->store, r->id, r->state, r->deadline, false, broker_now(b));
+                if (q < 0)
+                        return q;
+                r->owner_mapped = false;
+                r->owner_unplug = (struct broker_unplug) {};
+                return region_live(r) ? region_start_revoke(b, r, "broker", 0, true, reason) : region_finish(b, r, "broker");
+        }
+        q = peer_revoke_now(b, r, (size_t) i, "broker", reason, false);
+        if (q < 0)
+                return q;
+        return region_settle(b, r, "broker", reason);
+}
+
+/* Records that a mapping is gone (the backend shows none) and finishes what waited for it. */
+static int mapping_gone(struct broker *b, struct region *r, const char *domain) {
+        int q;
+
+        if (strcmp(domain, r->owner) == 0) {
+                if (!r->owner_mapped)
+                        return 0;
+                q = store_region_update(b->store, r->id, r->state, r->deadline, false, broker_now(b));
+                if (q < 0)
+                        return q;
+                r->owner_mapped = false;
+                r->owner_unplug = (struct broker_unplug) {};
+        } else {
+                ssize_t i = region_find_peer(r, domain);
+                if (i < 0 || !r->peers[i].mapped)
+                        return 0;
+                q = store_peer_update(b->store, r->id, domain, r->peers[i].state, false, false);
+                if (q < 0)
+                        return q;
+                r->peers[i].mapped = false;
+                r->peers[i].unplug = (struct broker_unplug) {};
+        }
+        crashpoint("unmap-confirmed");
+        return 0;
+}
+
+/* Does the database expect domain to hold a mapping of region id? */
+static bool mapping_known(struct broker *b, uint64_t id, const char *domain) {
+        struct region *r = hashmap_get(b->regions, &id);
+        ssize_t i;
+
+        if (!r)
+                return false;
+        if (strcmp(domain, r->owner) == 0)
+                return r->owner_mapped;
+        i = region_find_peer(r, domain);
+        return i >= 0 && r->peers[i].mapped;
+}
+
+/* One mapping the database records for domain in r, against the survey. */
+static int reconcile_mapping(struct broker *b, const struct backend_survey *s, struct region *r, const char *domain,
+                             struct broker_reconcile_result *res) {
+        bool owner = strcmp(domain, r->owner) == 0;
+        ssize_t i = owner ? -1 : region_find_peer(r, domain);
+        bool mapped = owner ? r->owner_mapped : r->peers[i].mapped;
+        bool entitled = owner ? region_live(r) : r->peers[i].state == PEER_ATTACHED;
+        bool running = survey_is_running(s, domain), found = running && survey_has_mapping(s, r->id, domain);
+        char why[160];
+        bool repaired;
+        int q;
+
+        if (!running) {
+                if (!entitled && !mapped)
+                        return 0;
+                /* A domain that stopped while nobody was watching: as if its stop event had come. */
+                snprintf(why, sizeof(why), "domain %s is not running", domain);
+                if (mapped) {
+                        q = mapping_gone(b, r, domain);
+                        if (q < 0)
+                                return q;
+                        res->completed += !entitled;
+                }
+                if (!entitled)
+                        return region_finish(b, r, "broker");
+                res->revoked++;
+                if (owner)
+                        return region_start_revoke(b, r, "broker", 0, true, why);
+                q = peer_revoke_now(b, r, (size_t) i, "broker", why, false);
+                return q < 0 ? q : region_settle(b, r, "broker", why);
+        }
+        if (!mapped)
+                return 0; /* found-but-unknown ones are detached by the caller */
+        if (found) {
+                if (entitled) {
+                        res->checked++;
+                        return 0;
+                }
+                /* Still there though it should go: (re)request its removal. */
+                if (owner)
+                        return region_finish(b, r, "broker");
+                return peer_unmap(b, r, (size_t) i);
+        }
+        if (!entitled) {
+                /* The removal completed while nobody was watching. */
+                q = mapping_gone(b, r, domain);
+                if (q < 0)
+                        return q;
+                res->completed++;
+                return region_finish(b, r, "broker");
+        }
+        snprintf(why, sizeof(why), "the mapping of region %" PRIu64 " into %s was lost", r->id, domain);
+        q = mapping_repair(b, r, domain, why, &repaired);
+        if (repaired)
+                res->repaired++;
+        else
+                res->revoked++;
+        return q;
+}
+
+int broker_reconcile(struct broker *b, struct broker_reconcile_result *ret) {
+        _cleanup_(xfreep) uint64_t *ids = NULL;
+        struct broker_reconcile_result res = {};
+        struct backend_survey s = {};
+        size_t n = 0, it = 0;
+        int q, first_error = 0;
+        void *v;
+
+        if (!b->backend->ops->survey) {
+                if (ret)
+                        *ret = res;
+                return 0;
+        }
+        q = b->backend->ops->survey(b->backend, &s);
+        if (q < 0) {
+                log_error("reconcile: the %s backend could not say what it has: %s", b->backend->ops->name, strerror(-q));
+                return q;
+        }
+
+        /* Devices of ours that the database does not know: nobody may keep them. */
+        for (size_t k = 0; k < s.n_mappings; k++) {
+                const struct survey_mapping *m = &s.mappings[k];
+                struct region *r = hashmap_get(b->regions, &m->region);
+                struct backend_region br = r ? backend_region_of(r) : (struct backend_region) { .id = m->region };
+                char why[160];
+
+                if (mapping_known(b, m->region, m->domain))
+                        continue;
+                q = b->backend->ops->unmap(b->backend, &br, m->domain);
+                snprintf(why, sizeof(why), "a mapping of region %" PRIu64 " in %s that the database does not hold%s%s",
+                         m->region, m->domain, q < 0 && q != -EINPROGRESS ? ": detach failed: " : ": detached",
+                         q < 0 && q != -EINPROGRESS ? strerror(-q) : "");
+                log_region(r ? LOG_WARNING : LOG_ERR, m->region, m->domain, "broker", "%s", why);
+                (void) store_audit_append(b->store, &(struct store_audit) {
+                        .time = broker_now(b), .actor = "broker", .region = m->region, .domain = m->domain,
+                        .action = "detach-unknown", .reason = why,
+                });
+                if (q < 0 && q != -EINPROGRESS)
+                        first_error = first_error ?: q;
+                else
+                        res.detached++;
+        }
+
+        /* Ids first: reconciling one region may reclaim (free) it. */
+        ids = calloc(hashmap_size(b->regions) + 1, sizeof(*ids));
+        if (!ids) {
+                survey_done(&s);
+                return -ENOMEM;
+        }
+        while (hashmap_iterate(b->regions, &it, &v))
+                ids[n++] = ((struct region *) v)->id;
+        for (size_t k = 0; k < n; k++) {
+                struct region *r = hashmap_get(b->regions, &ids[k]);
+                _cleanup_(xfreep) char *owner = NULL;
+
+                for (size_t i = 0; r && i < r->n_peers; i++) {
+                        _cleanup_(xfreep) char *domain = strdup(r->peers[i].domain);
+                        if (!domain) {
+                                q = -ENOMEM;
+                                break;
+                        }
+                        q = reconcile_mapping(b, &s, r, domain, &res);
+                        if (q < 0)
+                                first_error = first_error ?: q;
+                        r = hashmap_get(b->regions, &ids[k]);
+                }
+                if (!r)
+                        continue;
+                owner = strdup(r->owner);
+                q = owner ? reconcile_mapping(b, &s, r, owner, &res) : -ENOMEM;
+                if (q < 0)
+                        first_error = first_error ?: q;
+        }
+        survey_done(&s);
+
+        log_info("reconciled with the %s backend: %u as expected, %u repaired, %u revoked, %u removals completed, "
+                 "%u unknown detached", b->backend->ops->name, res.checked, res.repaired, res.revoked, res.completed,
+                 res.detached);
+        if (ret)
+                *ret = res;
+        return first_error;
 }
 
 static void on_unmap_done(void *userdata, uint64_t id, const char *domain, int result) {
@@ -1148,24 +1486,34 @@ static void on_unmap_done(void *userdata, uint64_t id, const char *domain, int r
 
         if (!r)
                 return;
+        bool owner = strcmp(domain, r->owner) == 0;
+        i = owner ? -1 : region_find_peer(r, domain);
+        if (!owner && i < 0)
+                return;
         if (result < 0) {
-                log_region(LOG_ERR, id, domain, NULL, "unmap failed: %s; range stays quarantined", strerror(-result));
+                /* Still mapped: quarantined, and overdue at the deadline like any ignored removal. */
+                if (owner)
+                        r->owner_unplug.failed = true;
+                else
+                        r->peers[i].unplug.failed = true;
+                log_region(LOG_ERR, id, domain, NULL, "the removal failed: %s; the range stays quarantined",
+                           strerror(-result));
                 return;
         }
-        if (strcmp(domain, r->owner) == 0 && r->owner_mapped) {
-                q = store_region_update(b->store, r->id, r->state, r->deadline, false, broker_now(b));
-                if (q < 0)
+        if (owner ? region_live(r) : r->peers[i].state == PEER_ATTACHED) {
+                /* Nobody asked: the guest or someone else removed it. The grant still holds. */
+                bool repaired;
+                char why[160];
+
+                if (!(owner ? r->owner_mapped : r->peers[i].mapped))
                         return;
-                r->owner_mapped = false;
-        } else {
-                i = region_find_peer(r, domain);
-                if (i < 0 || !r->peers[i].mapped || !peer_final(r->peers[i].state))
-                        return;
-                q = store_peer_update(b->store, r->id, domain, r->peers[i].state, false, false);
-                if (q < 0)
-                        return;
-                r->peers[i].mapped = false;
+                snprintf(why, sizeof(why), "the mapping of region %" PRIu64 " into %s went away unrequested", id, domain);
+                (void) mapping_repair(b, r, domain, why, &repaired);
+                return;
         }
+        q = mapping_gone(b, r, domain);
+        if (q < 0)
+                return;
         (void) region_finish(b, r, "broker");
 }
 
@@ -1175,7 +1523,8 @@ static void region_info(const struct region *r, struct broker_region_info *ret) 
         *ret = (struct broker_region_info) {
                 .id = r->id, .owner = r->owner, .device = r->device, .pool = r->pool ? r->pool->name : NULL,
                 .label = r->label, .base = r->base, .size = r->size, .state = r->state, .deadline = r->deadline,
-                .created = r->created, .n_peers = r->n_peers, .peers = r->peers,
+                .created = r->created, .owner_mapped = r->owner_mapped, .owner_unplug = r->owner_unplug,
+                .n_peers = r->n_peers, .peers = r->peers,
         };
 }
 
@@ -1455,6 +1804,8 @@ int broker_new(struct broker_config *cfg, struct broker **ret, struct broker_err
         if (!b)
                 return -ENOMEM;
         b->revoke_timeout_usec = cfg->revoke_timeout_usec ?: BROKER_DEFAULT_REVOKE_TIMEOUT_USEC;
+        b->escalation = cfg->escalation;
+        b->unplug_grace_usec = cfg->unplug_grace_usec ?: BROKER_DEFAULT_UNPLUG_GRACE_USEC;
         b->clock = cfg->clock;
         b->clock_userdata = cfg->clock_userdata;
         b->on_event = cfg->on_event;
@@ -1490,6 +1841,11 @@ int broker_new(struct broker_config *cfg, struct broker **ret, struct broker_err
         q = broker_resume(b);
         if (q < 0)
                 return broker_error_set(err, BROKER_E_STORE, "cannot resume interrupted work: %s", strerror(-q));
+        /* Resumed work only acted on what the database said; now compare with reality. */
+        q = broker_reconcile(b, NULL);
+        if (q < 0)
+                log_error("reconciling with the %s backend on start: %s; some state is left for the next reconcile",
+                          b->backend->ops->name, strerror(-q));
 
         *ret = TAKE_PTR(b);
         return 0;

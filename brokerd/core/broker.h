@@ -30,6 +30,7 @@
 #define BROKER_MAX_LABEL 128
 #define BROKER_DEFAULT_REVOKE_TIMEOUT_USEC (10 * UINT64_C(1000000))
 #define BROKER_MAX_REVOKE_TIMEOUT_USEC (24 * 3600 * UINT64_C(1000000))
+#define BROKER_DEFAULT_UNPLUG_GRACE_USEC (10 * UINT64_C(1000000))
 
 /* Who is asking. Agents act for the domains the policy gives their uid; admins for any. */
 struct broker_caller {
@@ -44,6 +45,7 @@ enum broker_event_type {
         BROKER_EVENT_REVOKED,       /* a peer's attachment was forcibly revoked */
         BROKER_EVENT_RECLAIMED,     /* the region is gone and its range scrubbed */
         BROKER_EVENT_ROUTE_CHANGED, /* route (device, domain) now points elsewhere */
+        BROKER_EVENT_UNPLUG_OVERDUE, /* a domain kept a mapping past its deadline: escalated */
 };
 
 struct broker_event {
@@ -54,6 +56,7 @@ struct broker_event {
         const char *domain;  /* the peer concerned, or NULL */
         int64_t deadline;    /* RECALL */
         const char *reason;  /* may be NULL */
+        enum unplug_escalation escalation; /* UNPLUG_OVERDUE */
 };
 
 struct broker_config {
@@ -69,6 +72,12 @@ struct broker_config {
         void *clock_userdata;
         void (*on_event)(void *userdata, const struct broker_event *ev);
         void *event_userdata;
+        /*
+         * A domain that still holds a mapping once the revoke deadline has passed and at least
+         * unplug_grace_usec after its removal was requested is escalated against, once.
+         */
+        enum unplug_escalation escalation;
+        uint64_t unplug_grace_usec; /* 0: BROKER_DEFAULT_UNPLUG_GRACE_USEC */
 };
 
 struct broker_share_peer {
@@ -113,12 +122,22 @@ struct broker_attach_result {
         int fd; /* for fd backends (caller closes), else -1 */
 };
 
+/* A mapping whose removal was requested and is not confirmed yet (requested 0: none). */
+struct broker_unplug {
+        int64_t requested;  /* CLOCK_REALTIME usec */
+        bool failed;        /* the backend reported that the guest refused the removal */
+        int64_t escalated;  /* when the escalation ran, 0 if it has not */
+        enum unplug_escalation action;
+        bool action_failed; /* the backend could not carry the action out */
+};
+
 /* Read-only views; valid until the next call that changes the broker. */
 struct broker_peer_info {
         const char *domain;
         enum access_mode access;
         enum peer_state state;
-        bool mapped;
+        bool mapped; /* the backend may still show the region to the domain */
+        struct broker_unplug unplug;
 };
 
 struct broker_region_info {
@@ -127,8 +146,19 @@ struct broker_region_info {
         uint64_t base, size;
         enum region_state state;
         int64_t deadline, created;
+        bool owner_mapped;
+        struct broker_unplug owner_unplug;
         size_t n_peers;
         const struct broker_peer_info *peers;
+};
+
+/* What broker_reconcile() found and did. */
+struct broker_reconcile_result {
+        unsigned checked;   /* mappings the database expects, and found as expected */
+        unsigned repaired;  /* expected but missing: mapped again */
+        unsigned revoked;   /* expected but missing and not repairable, or the domain is not running */
+        unsigned completed; /* removals that finished while nobody was watching */
+        unsigned detached;  /* brokerd devices the database does not know: removal requested */
 };
 
 struct broker_route_info {
@@ -169,9 +199,18 @@ int broker_revoke(struct broker *b, const struct broker_caller *caller, const ch
 int broker_domain_gone(struct broker *b, const struct broker_caller *caller, const char *domain,
                        struct broker_error *err);
 
-/* Acts on every deadline that has passed. */
+/*
+ * Compares the database with what the backend really has (its survey) and converges:
+ * unknown mappings are detached, missing ones repaired or revoked, removals that completed
+ * unseen recorded. Runs on start (in broker_new) and whenever the caller learns that the
+ * backend may have changed behind its back (the hypervisor connection came back).
+ * Backends without a survey op make it a no-op.
+ */
+int broker_reconcile(struct broker *b, struct broker_reconcile_result *ret);
+
+/* Acts on every deadline that has passed: revokes, and escalations against unplugs. */
 int broker_process_deadlines(struct broker *b);
-/* The earliest pending deadline (CLOCK_REALTIME usec), or INT64_MAX when none. */
+/* The earliest pending deadline or escalation (CLOCK_REALTIME usec), or INT64_MAX when none. */
 int64_t broker_next_deadline(const struct broker *b);
 
 int broker_route_lookup(struct broker *b, const char *device, const char *domain, struct broker_route_info *ret);

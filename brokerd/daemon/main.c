@@ -27,7 +27,11 @@ static void help(void) {
                "  --agent-group GROUP          group owning the agent socket\n"
                "  --backend memfd|libvirt      how regions are mapped (memfd)\n"
                "  --libvirt-uri URI            libvirt connection of the libvirt backend (qemu:///system)\n"
+               "  --qemu-user USER             user QEMU runs as, owner of region files (libvirt-qemu)\n"
                "  --revoke-timeout DURATION    deadline of revokes brokerd starts itself (10s)\n"
+               "  --unplug-escalation report|pause|destroy\n"
+               "                               against a domain keeping a revoked mapping (report)\n"
+               "  --unplug-grace DURATION      time a domain gets to let go before that (10s)\n"
                "  --max-message BYTES          largest request line (64KiB)\n"
                "  --max-depth N                JSON nesting limit (16)\n"
                "  --max-batch N                batch length limit (32)\n"
@@ -66,7 +70,8 @@ int main(int argc, char **argv) {
         enum {
                 ARG_PLATFORM = 0x100, ARG_POLICY, ARG_DB, ARG_AGENT_SOCKET, ARG_ADMIN_SOCKET, ARG_AGENT_GROUP,
                 ARG_REVOKE_TIMEOUT, ARG_MAX_MESSAGE, ARG_MAX_DEPTH, ARG_MAX_BATCH, ARG_MAX_CONN, ARG_MAX_PENDING,
-                ARG_LOG_TARGET, ARG_BACKEND, ARG_LIBVIRT_URI, ARG_VERSION,
+                ARG_LOG_TARGET, ARG_BACKEND, ARG_LIBVIRT_URI, ARG_QEMU_USER, ARG_UNPLUG_ESCALATION, ARG_UNPLUG_GRACE,
+                ARG_VERSION,
         };
         static const struct option options[] = {
                 { "platform", required_argument, NULL, ARG_PLATFORM },
@@ -84,6 +89,9 @@ int main(int argc, char **argv) {
                 { "log-target", required_argument, NULL, ARG_LOG_TARGET },
                 { "backend", required_argument, NULL, ARG_BACKEND },
                 { "libvirt-uri", required_argument, NULL, ARG_LIBVIRT_URI },
+                { "qemu-user", required_argument, NULL, ARG_QEMU_USER },
+                { "unplug-escalation", required_argument, NULL, ARG_UNPLUG_ESCALATION },
+                { "unplug-grace", required_argument, NULL, ARG_UNPLUG_GRACE },
                 { "help", no_argument, NULL, 'h' },
                 { "version", no_argument, NULL, ARG_VERSION },
                 {},
@@ -95,6 +103,7 @@ int main(int argc, char **argv) {
                 .agent_socket = "/run/brokerd/agent.sock",
                 .admin_socket = "/run/brokerd/admin.sock",
                 .revoke_timeout_usec = BROKER_DEFAULT_REVOKE_TIMEOUT_USEC,
+                .unplug_grace_usec = BROKER_DEFAULT_UNPLUG_GRACE_USEC,
                 .limits = RPC_SERVER_LIMITS_DEFAULT,
         };
         _cleanup_(manager_freep) struct manager *m = NULL;
@@ -174,6 +183,26 @@ int main(int argc, char **argv) {
                         break;
                 case ARG_LIBVIRT_URI:
                         cfg.libvirt_uri = optarg;
+                        break;
+                case ARG_QEMU_USER:
+                        if (!*optarg) {
+                                fprintf(stderr, "brokerd: --qemu-user takes a user name\n");
+                                return 2;
+                        }
+                        cfg.qemu_user = optarg;
+                        break;
+                case ARG_UNPLUG_ESCALATION:
+                        if (escalation_from_string(optarg, &cfg.escalation) < 0) {
+                                fprintf(stderr, "brokerd: --unplug-escalation takes report, pause or destroy\n");
+                                return 2;
+                        }
+                        break;
+                case ARG_UNPLUG_GRACE:
+                        /* Same range as a revoke deadline; 0 would make every unplug overdue at once. */
+                        if (parse_revoke_timeout(optarg, &cfg.unplug_grace_usec) < 0 || cfg.unplug_grace_usec == 0) {
+                                fprintf(stderr, "brokerd: --unplug-grace takes a duration from 1ms to 24h\n");
+                                return 2;
+                        }
                         break;
                 case 'h':
                         help();

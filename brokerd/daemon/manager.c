@@ -116,6 +116,17 @@ static void on_domain_gone(void *userdata, const char *domain) {
         else
                 log_info("libvirt domain %s stopped: whatever it held or shared is revoked", domain);
 }
+
+/* libvirtd is back: events were lost while it was away, so compare with what it has now. */
+static void on_libvirt_reconnected(void *userdata) {
+        struct manager *m = userdata;
+        int r;
+
+        r = broker_reconcile(m->broker, NULL);
+        if (r < 0)
+                log_error("reconciling after libvirtd came back: %s", strerror(-r));
+        (void) notify_status(m, NULL);
+}
 #endif
 
 static int new_backend(struct manager *m, struct backend **ret) {
@@ -123,7 +134,7 @@ static int new_backend(struct manager *m, struct backend **ret) {
                 return backend_memfd_new(ret);
 #ifdef HAVE_LIBVIRT
         if (strcmp(m->cfg.backend, "libvirt") == 0)
-                return backend_libvirt_new(m->cfg.libvirt_uri, ret);
+                return backend_libvirt_new(m->cfg.libvirt_uri, m->cfg.qemu_user, ret);
 #endif
         log_error("unknown backend %s", m->cfg.backend);
         return -EINVAL;
@@ -132,7 +143,8 @@ static int new_backend(struct manager *m, struct backend **ret) {
 static int load_broker(struct manager *m) {
         struct broker_config bc = {
                 .db_path = m->cfg.db_path, .revoke_timeout_usec = m->cfg.revoke_timeout_usec,
-                .on_event = on_broker_event, .event_userdata = m,
+                .on_event = on_broker_event, .event_userdata = m, .escalation = m->cfg.escalation,
+                .unplug_grace_usec = m->cfg.unplug_grace_usec,
         };
         struct diag_list diags = DIAG_LIST_INIT;
         struct broker_error err = {};
@@ -173,6 +185,7 @@ static int load_broker(struct manager *m) {
                         goto fail;
                 }
                 backend_libvirt_set_domain_gone(backend, on_domain_gone, m);
+                backend_libvirt_set_reconnected(backend, on_libvirt_reconnected, m);
         }
 #endif
 fail:

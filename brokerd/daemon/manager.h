@@ -11,6 +11,7 @@
 #include <sys/types.h>
 
 #include "rpc/server.h"
+#include "util/model.h"
 #include "util/macro.h"
 
 struct manager_config {
@@ -24,6 +25,9 @@ struct manager_config {
         struct rpc_server_limits limits;
         const char *backend;     /* "memfd" (NULL) or "libvirt" */
         const char *libvirt_uri; /* NULL: qemu:///system */
+        const char *qemu_user;   /* NULL: libvirt-qemu */
+        enum unplug_escalation escalation;
+        uint64_t unplug_grace_usec;
 };
 
 struct manager;

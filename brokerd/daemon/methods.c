@@ -413,6 +413,19 @@ static int region_state_result(struct methods *m, uint64_t id, struct json_objec
         return result_finish(o, ok, ret, err);
 }
 
+static struct json_object *unplug_to_json(const struct broker_unplug *u, bool *ok) {
+        struct json_object *o = json_object_new_object();
+
+        obj_add_i64(o, "requested_usec", u->requested, ok);
+        obj_add(o, "failed", json_object_new_boolean(u->failed), ok);
+        if (u->escalated) {
+                obj_add_i64(o, "escalated_usec", u->escalated, ok);
+                obj_add_str(o, "escalation", escalation_to_string(u->action), ok);
+                obj_add(o, "escalation_failed", json_object_new_boolean(u->action_failed), ok);
+        }
+        return o;
+}
+
 static struct json_object *region_to_json(const struct broker_region_info *r) {
         struct json_object *o = json_object_new_object(), *peers = json_object_new_array();
         bool ok = true;
@@ -427,11 +440,17 @@ static struct json_object *region_to_json(const struct broker_region_info *r) {
         obj_add_str(o, "state", region_state_to_string(r->state), &ok);
         obj_add_i64(o, "deadline_usec", r->deadline, &ok);
         obj_add_i64(o, "created_usec", r->created, &ok);
+        obj_add(o, "owner_mapped", json_object_new_boolean(r->owner_mapped), &ok);
+        if (r->owner_mapped && r->owner_unplug.requested)
+                obj_add(o, "owner_unplug", unplug_to_json(&r->owner_unplug, &ok), &ok);
         for (size_t i = 0; i < r->n_peers; i++) {
                 struct json_object *p = json_object_new_object();
                 obj_add_str(p, "domain", r->peers[i].domain, &ok);
                 obj_add_str(p, "access", access_to_string(r->peers[i].access), &ok);
                 obj_add_str(p, "state", peer_state_to_string(r->peers[i].state), &ok);
+                obj_add(p, "mapped", json_object_new_boolean(r->peers[i].mapped), &ok);
+                if (r->peers[i].mapped && r->peers[i].unplug.requested)
+                        obj_add(p, "unplug", unplug_to_json(&r->peers[i].unplug, &ok), &ok);
                 arr_add(peers, p, &ok);
         }
         obj_add(o, "peers", peers, &ok);
@@ -1078,6 +1097,32 @@ static int method_admin_domain_gone(struct methods *m, const struct rpc_caller *
         return result_finish(o, ok, ret, err);
 }
 
+static int method_admin_reconcile(struct methods *m, const struct rpc_caller *c, struct json_object *params,
+                                  struct rpc_reply_fds *fds, struct json_object **ret, struct rpc_error *err) {
+        static const char *const allowed[] = { NULL };
+        struct broker_reconcile_result res = {};
+        struct json_object *o;
+        bool ok = true;
+        int q;
+
+        (void) c, (void) fds;
+        q = params_check(params, allowed, err);
+        if (q < 0)
+                return q;
+        q = broker_reconcile(m->broker, &res);
+        if (q < 0)
+                return broker_failf(err, BROKER_E_BACKEND, "reconciling with the %s backend: %s", m->backend_name,
+                                    strerror(-q));
+        o = json_object_new_object();
+        obj_add_str(o, "backend", m->backend_name, &ok);
+        obj_add_u64(o, "checked", res.checked, &ok);
+        obj_add_u64(o, "repaired", res.repaired, &ok);
+        obj_add_u64(o, "revoked", res.revoked, &ok);
+        obj_add_u64(o, "completed", res.completed, &ok);
+        obj_add_u64(o, "detached", res.detached, &ok);
+        return result_finish(o, ok, ret, err);
+}
+
 struct domain_entry {
         const char *name; /* borrowed: from the broker or the policy, stable during the call */
         uint64_t attached;
@@ -1470,6 +1515,7 @@ static const struct {
         { "events.subscribe", false, method_events_subscribe },
         { "admin.revoke", true, method_admin_revoke },
         { "admin.domain_gone", true, method_admin_domain_gone },
+        { "admin.reconcile", true, method_admin_reconcile },
         { "admin.domains", true, method_admin_domains },
         { "admin.pools", true, method_admin_pools },
         { "admin.audit", true, method_admin_audit },
@@ -1562,6 +1608,11 @@ void methods_on_event(void *userdata, const struct broker_event *ev) {
                 method = "route.changed";
                 targets[n_targets++] = ev->domain;
                 break;
+        case BROKER_EVENT_UNPLUG_OVERDUE:
+                method = "region.unplug_overdue";
+                targets[n_targets++] = ev->owner;
+                targets[n_targets++] = ev->domain;
+                break;
         }
         if (!method)
                 return;
@@ -1583,6 +1634,8 @@ void methods_on_event(void *userdata, const struct broker_event *ev) {
         obj_add_str(params, "domain", ev->domain, &ok);
         if (ev->type == BROKER_EVENT_RECALL)
                 obj_add_i64(params, "deadline_usec", ev->deadline, &ok);
+        if (ev->type == BROKER_EVENT_UNPLUG_OVERDUE)
+                obj_add_str(params, "escalation", escalation_to_string(ev->escalation), &ok);
         if (ev->reason)
                 obj_add_str(params, "reason", ev->reason, &ok);
         if (!ok) {

@@ -18,6 +18,12 @@ static const char *const peer_states[_PEER_STATE_MAX] = {
         [PEER_REVOKED] = "revoked",
 };
 
+static const char *const escalations[_ESCALATION_MAX] = {
+        [ESCALATION_REPORT] = "report",
+        [ESCALATION_PAUSE] = "pause",
+        [ESCALATION_DESTROY] = "destroy",
+};
+
 static int lookup(const char *const *table, int n, const char *s) {
         for (int i = 0; s && i < n; i++)
                 if (strcmp(table[i], s) == 0)
@@ -60,5 +66,17 @@ int peer_state_from_string(const char *s, enum peer_state *ret) {
         if (i < 0)
                 return i;
         *ret = (enum peer_state) i;
+        return 0;
+}
+
+const char *escalation_to_string(enum unplug_escalation e) {
+        return (unsigned) e < _ESCALATION_MAX ? escalations[e] : "invalid";
+}
+
+int escalation_from_string(const char *s, enum unplug_escalation *ret) {
+        int i = lookup(escalations, _ESCALATION_MAX, s);
+        if (i < 0)
+                return i;
+        *ret = (enum unplug_escalation) i;
         return 0;
 }

@@ -30,9 +30,23 @@ enum peer_state {
         _PEER_STATE_MAX,
 };
 
+/*
+ * What the broker does when a guest keeps a mapping it was asked to remove past the revoke
+ * deadline (plus a grace period). In every case the range stays quarantined until the
+ * removal is confirmed; pause and destroy also stop the guest from using it.
+ */
+enum unplug_escalation {
+        ESCALATION_REPORT,  /* keep quarantined, audit and notify admins */
+        ESCALATION_PAUSE,   /* also pause the domain */
+        ESCALATION_DESTROY, /* also destroy the domain (which completes the removal) */
+        _ESCALATION_MAX,
+};
+
 const char *access_to_string(enum access_mode a);
 int access_from_string(const char *s, enum access_mode *ret);
 const char *region_state_to_string(enum region_state s);
 int region_state_from_string(const char *s, enum region_state *ret);
 const char *peer_state_to_string(enum peer_state s);
 int peer_state_from_string(const char *s, enum peer_state *ret);
+const char *escalation_to_string(enum unplug_escalation e);
+int escalation_from_string(const char *s, enum unplug_escalation *ret);

@@ -46,7 +46,7 @@ static int fixture_setup(void **state) {
                 .name = f->pool_name, .base = 0x40000000, .end = 0x80000000, .granule = 4096,
                 .backing = BACKING_SHM, .backing_path = (char *) "/dev/shm",
         };
-        if (backend_libvirt_new(URI, &f->b) < 0) {
+        if (backend_libvirt_new(URI, NULL, &f->b) < 0) {
                 free(f);
                 return -1;
         }
@@ -205,12 +205,80 @@ static void test_domain_gone_on_loop(void **state) {
         sd_event_unref(e);
 }
 
+/* The test driver's one domain, "test", is running and has no shmem device. */
+static void test_survey(void **state) {
+        struct fixture *f = *state;
+        struct backend_survey s = {};
+
+        assert_int_equal(f->b->ops->survey(f->b, &s), 0);
+        assert_true(survey_is_running(&s, "test"));
+        assert_false(survey_is_running(&s, "nope"));
+        assert_int_equal(s.n_mappings, 0);
+        survey_done(&s);
+}
+
+static int domain_state(virDomainPtr d) {
+        int st = -1, reason;
+        assert_int_equal(virDomainGetState(d, &st, &reason, 0), 0);
+        return st;
+}
+
+static void test_escalate(void **state) {
+        struct fixture *f = *state;
+        struct backend_survey s = {};
+        virConnectPtr c = virConnectOpen(URI);
+        virDomainPtr d;
+
+        assert_non_null(c);
+        d = virDomainLookupByName(c, "test");
+        assert_non_null(d);
+
+        assert_int_equal(f->b->ops->escalate(f->b, "test", ESCALATION_REPORT), 0);
+        assert_int_equal(domain_state(d), VIR_DOMAIN_RUNNING);
+        assert_int_equal(f->b->ops->escalate(f->b, "test", ESCALATION_PAUSE), 0);
+        assert_int_equal(domain_state(d), VIR_DOMAIN_PAUSED);
+        /* Again: already paused is done, not an error. */
+        assert_int_equal(f->b->ops->escalate(f->b, "test", ESCALATION_PAUSE), 0);
+        /* A paused domain is still active: its devices still hold memory. */
+        assert_int_equal(f->b->ops->survey(f->b, &s), 0);
+        assert_true(survey_is_running(&s, "test"));
+        survey_done(&s);
+
+        assert_int_equal(f->b->ops->escalate(f->b, "test", ESCALATION_DESTROY), 0);
+        assert_int_equal(virDomainIsActive(d), 0);
+        assert_int_equal(f->b->ops->survey(f->b, &s), 0);
+        assert_false(survey_is_running(&s, "test"));
+        survey_done(&s);
+        /* Destroying what is not running, or does not exist, leaves nothing to do. */
+        assert_int_equal(f->b->ops->escalate(f->b, "test", ESCALATION_DESTROY), 0);
+        assert_int_equal(f->b->ops->escalate(f->b, "no-such-domain", ESCALATION_PAUSE), 0);
+        assert_int_equal(f->b->ops->escalate(f->b, "bad/name", ESCALATION_PAUSE), -EINVAL);
+
+        assert_int_equal(virDomainCreate(d), 0);
+        virDomainFree(d);
+        virConnectClose(c);
+}
+
+static void test_qemu_user(void **state) {
+        struct backend *b = NULL;
+
+        (void) state;
+        assert_int_equal(backend_libvirt_new(URI, "no-such-user-brokerd", &b), -ESRCH);
+        assert_null(b);
+        assert_int_equal(backend_libvirt_new(URI, "root", &b), 0);
+        assert_true(backend_libvirt_connected(b));
+        backend_free(b);
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test_setup_teardown(test_check, fixture_setup, fixture_teardown),
                 cmocka_unit_test_setup_teardown(test_file_lifecycle, fixture_setup, fixture_teardown),
                 cmocka_unit_test_setup_teardown(test_map_refusals, fixture_setup, fixture_teardown),
                 cmocka_unit_test_setup_teardown(test_domain_gone_on_loop, fixture_setup, fixture_teardown),
+                cmocka_unit_test_setup_teardown(test_survey, fixture_setup, fixture_teardown),
+                cmocka_unit_test_setup_teardown(test_escalate, fixture_setup, fixture_teardown),
+                cmocka_unit_test(test_qemu_user),
         };
 
         if (geteuid() != 0 || !getpwnam("libvirt-qemu")) {

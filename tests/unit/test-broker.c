@@ -160,6 +160,9 @@ static void on_event(void *userdata, const struct broker_event *ev) {
         case BROKER_EVENT_ROUTE_CHANGED:
                 f->n_route++;
                 break;
+        case BROKER_EVENT_UNPLUG_OVERDUE:
+                fail_msg("no unplug can be overdue here: %s", ev->reason);
+                break;
         }
 }
 

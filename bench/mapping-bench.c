@@ -1,0 +1,1087 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * mapping-bench: what mapping a region into a running libvirt/QEMU guest costs through
+ * brokerd, next to the same hot-plug made directly with libvirt, in one run against the same
+ * two running domains: A (the owner, the HW domain) and B (the peer).
+ *
+ * Each iteration has two halves, and which one goes first alternates, so that neither always
+ * meets guests that have just been busy:
+ *
+ *   raw      lookup   virDomainLookupByName(B) + virDomainGetXMLDesc(B) and a search for the
+ *                     alias: exactly what brokerd's libvirt backend does before every attach,
+ *                     to stay idempotent across a crash. Timed on its own, not part of attach.
+ *            attach   virDomainAttachDeviceFlags(B, xml, VIR_DOMAIN_AFFECT_LIVE) with the XML
+ *                     the backend builds, on a backing file created beforehand as the backend
+ *                     creates it (/dev/shm/NAME, 0600, owned by libvirt-qemu, truncated to size).
+ *            detach   virDomainDetachDeviceAlias(B, alias) until libvirt reports
+ *                     VIR_DOMAIN_EVENT_ID_DEVICE_REMOVED (the call itself is timed as well).
+ *   brokerd  noop     a broker.info round trip: the RPC floor.
+ *            share    region.share by A: commit, file, hot-plug into A.
+ *            attach   region.attach by B: commit, lookup + XML, hot-plug into B.
+ *            revoke   region.revoke by A (60s deadline); B's agent waits for its recall and
+ *                     releases (the release RPC asks both domains to unplug); timed from the
+ *                     revoke until both DEVICE_REMOVED events reach this program's own libvirt
+ *                     connection, and until the region.reclaimed notification arrives.
+ *
+ * Between plugging and unplugging, both halves wait --settle-ms (untimed), so that the guest
+ * has handled the insertion (ACPI hotplug, PCI enumeration) before it is asked to eject: that
+ * is what a real guest does, and an eject racing an insertion measures something else.
+ *
+ * Every step checks its result, untimed: the aliases are in (and then gone from) the live
+ * definitions, the share gives a region with a token for B, the backing file is gone after the
+ * reclaim. So a broken setup cannot look fast. Prints figures; asserts nothing about time.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <json-c/json.h>
+#include <libvirt/libvirt.h>
+#include <libvirt/virterror.h>
+#include <limits.h>
+#include <pthread.h>
+#include <pwd.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "brokerd-client.h"
+
+#define DEFAULT_ITERATIONS 20u
+#define DEFAULT_WARMUP 2u
+#define DEFAULT_SETTLE_MS 300u
+#define DEFAULT_TIMEOUT_MS 60000u
+#define DEFAULT_SIZE (UINT64_C(1) << 20)
+#define DEFAULT_URI "qemu:///system"
+#define DEFAULT_DEVICE "nic0"
+/* Each iteration hot-plugs four devices; more than this is not a benchmark but a soak. */
+#define MAX_ITERATIONS 100000u
+#define MAX_SETTLE_MS 60000u
+#define REVOKE_DEADLINE_MS 60000
+
+/* Where libvirt puts an ivshmem-plain <shmem name='X'>: /dev/shm/X, as in the backend. */
+#define SHM_DIR "/dev/shm"
+#define QEMU_USER "libvirt-qemu"
+#define RAW_ALIAS_PREFIX "ua-bench-"
+/* The backend's alias (brokerd/backend/backend-libvirt.c). */
+#define BROKERD_ALIAS_PREFIX "ua-brokerd-"
+#define DOMAIN_NAME_MAX 128
+
+enum {
+        M_RAW_LOOKUP,
+        M_RAW_ATTACH,
+        M_RAW_DETACH_CALL,
+        M_RAW_DETACH,
+        M_NOOP,
+        M_SHARE,
+        M_ATTACH,
+        M_REVOKE,
+        M_RELEASE,
+        M_REVOKE_REMOVED,
+        M_REVOKE_RECLAIMED,
+        _M_MAX,
+};
+
+static const struct {
+        const char *key;   /* JSON */
+        const char *label; /* table */
+} measures[_M_MAX] = {
+        [M_RAW_LOOKUP] = { "raw_lookup", "raw: lookup + live XML of B" },
+        [M_RAW_ATTACH] = { "raw_attach", "raw: attach into B" },
+        [M_RAW_DETACH_CALL] = { "raw_detach_call", "raw: detach call" },
+        [M_RAW_DETACH] = { "raw_detach", "raw: detach -> DEVICE_REMOVED" },
+        [M_NOOP] = { "noop_rpc", "brokerd: no-op RPC (broker.info)" },
+        [M_SHARE] = { "share", "brokerd: region.share (plugs A)" },
+        [M_ATTACH] = { "attach", "brokerd: region.attach (plugs B)" },
+        [M_REVOKE] = { "revoke_rpc", "brokerd: region.revoke RPC" },
+        [M_RELEASE] = { "release_rpc", "brokerd: region.release RPC" },
+        [M_REVOKE_REMOVED] = { "revoke_to_removed", "brokerd: revoke -> both removed" },
+        [M_REVOKE_RECLAIMED] = { "revoke_to_reclaimed", "brokerd: revoke -> reclaimed" },
+};
+
+struct stats {
+        double mean_ms, p50_ms, p90_ms, max_ms;
+};
+
+static uint64_t now_nsec(void) {
+        struct timespec ts;
+
+        /* CLOCK_MONOTONIC cannot fail with a valid pointer. */
+        (void) clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (uint64_t) ts.tv_sec * UINT64_C(1000000000) + (uint64_t) ts.tv_nsec;
+}
+
+static void sleep_msec(unsigned ms) {
+        struct timespec ts = { .tv_sec = ms / 1000, .tv_nsec = (long) (ms % 1000) * 1000000L };
+
+        while (clock_nanosleep(CLOCK_MONOTONIC, 0, &ts, &ts) == EINTR)
+                ;
+}
+
+static const char *lv_error(void) {
+        const char *m = virGetLastErrorMessage();
+        return m ?: "unknown libvirt error";
+}
+
+/* libvirt prints every error to stderr by default; ours are printed where they matter. */
+static void quiet_error(void *ud, virErrorPtr e) {
+        (void) ud, (void) e;
+}
+
+/* ---- DEVICE_REMOVED, seen on libvirt's event thread, awaited on the main thread ---- */
+
+enum expect_state { EXPECT_WAITING, EXPECT_REMOVED, EXPECT_FAILED };
+
+struct expect {
+        char domain[DOMAIN_NAME_MAX + 1];
+        char alias[64];
+        enum expect_state state;
+        uint64_t at; /* when the event reached us, taken on the event thread */
+};
+
+/* The removals the main thread waits for: the raw half waits for one, the brokerd half for two. */
+#define MAX_EXPECT 2
+
+struct watch {
+        pthread_mutex_t lock;
+        pthread_cond_t cond;
+        struct expect e[MAX_EXPECT];
+        size_t n;
+};
+
+static struct watch watch = { .lock = PTHREAD_MUTEX_INITIALIZER };
+static atomic_bool events_stop;
+
+static void watch_mark(virDomainPtr dom, const char *alias, enum expect_state state) {
+        const char *name = virDomainGetName(dom);
+        uint64_t t = now_nsec();
+
+        if (!name || !alias)
+                return;
+        pthread_mutex_lock(&watch.lock);
+        for (size_t i = 0; i < watch.n; i++) {
+                struct expect *x = &watch.e[i];
+                if (x->state == EXPECT_WAITING && strcmp(x->domain, name) == 0 && strcmp(x->alias, alias) == 0) {
+                        x->state = state;
+                        x->at = t;
+                        pthread_cond_broadcast(&watch.cond);
+                }
+        }
+        pthread_mutex_unlock(&watch.lock);
+}
+
+static void on_device_removed(virConnectPtr conn, virDomainPtr dom, const char *alias, void *opaque) {
+        (void) conn, (void) opaque;
+        watch_mark(dom, alias, EXPECT_REMOVED);
+}
+
+static void on_removal_failed(virConnectPtr conn, virDomainPtr dom, const char *alias, void *opaque) {
+        (void) conn, (void) opaque;
+        watch_mark(dom, alias, EXPECT_FAILED);
+}
+
+/* Armed before the call that triggers the removal, so that the event cannot overtake it. */
+static int watch_arm(const char *domain, const char *alias) {
+        int r = 0;
+
+        pthread_mutex_lock(&watch.lock);
+        if (watch.n >= MAX_EXPECT)
+                r = -E2BIG;
+        else {
+                struct expect *x = &watch.e[watch.n++];
+                *x = (struct expect) { .state = EXPECT_WAITING };
+                snprintf(x->domain, sizeof(x->domain), "%s", domain);
+                snprintf(x->alias, sizeof(x->alias), "%s", alias);
+        }
+        pthread_mutex_unlock(&watch.lock);
+        return r;
+}
+
+static void watch_reset(void) {
+        pthread_mutex_lock(&watch.lock);
+        watch.n = 0;
+        pthread_mutex_unlock(&watch.lock);
+}
+
+/*
+ * Waits until every armed removal has been reported, then disarms them all. *ret_last is when
+ * the last one arrived. -ETIMEDOUT, or -EIO if libvirt reported a removal as failed.
+ */
+static int watch_wait(unsigned timeout_ms, uint64_t *ret_last) {
+        uint64_t deadline = now_nsec() + (uint64_t) timeout_ms * 1000000u, last = 0;
+        struct timespec ts = { .tv_sec = (time_t) (deadline / 1000000000u), .tv_nsec = (long) (deadline % 1000000000u) };
+        int r = 0;
+
+        pthread_mutex_lock(&watch.lock);
+        for (;;) {
+                bool waiting = false;
+
+                for (size_t i = 0; i < watch.n; i++) {
+                        if (watch.e[i].state == EXPECT_FAILED) {
+                                fprintf(stderr, "mapping-bench: libvirt could not remove %s from %s\n",
+                                        watch.e[i].alias, watch.e[i].domain);
+                                r = -EIO;
+                        }
+                        waiting |= watch.e[i].state == EXPECT_WAITING;
+                        if (watch.e[i].at > last)
+                                last = watch.e[i].at;
+                }
+                if (r < 0 || !waiting)
+                        break;
+                if (pthread_cond_timedwait(&watch.cond, &watch.lock, &ts) == ETIMEDOUT) {
+                        for (size_t i = 0; i < watch.n; i++)
+                                if (watch.e[i].state == EXPECT_WAITING)
+                                        fprintf(stderr, "mapping-bench: no DEVICE_REMOVED for %s from %s in %ums\n",
+                                                watch.e[i].alias, watch.e[i].domain, timeout_ms);
+                        r = -ETIMEDOUT;
+                        break;
+                }
+        }
+        watch.n = 0;
+        pthread_mutex_unlock(&watch.lock);
+        if (r >= 0 && ret_last)
+                *ret_last = last;
+        return r;
+}
+
+static void *event_thread(void *p) {
+        (void) p;
+        while (!atomic_load(&events_stop))
+                if (virEventRunDefaultImpl() < 0) {
+                        fprintf(stderr, "mapping-bench: libvirt event loop: %s\n", lv_error());
+                        break;
+                }
+        return NULL;
+}
+
+static void on_wakeup(int timer, void *opaque) {
+        (void) opaque;
+        virEventRemoveTimeout(timer);
+}
+
+/* ---- the libvirt side ---- */
+
+struct bench {
+        /* arguments */
+        const char *socket_path, *uri, *owner, *peer, *device, *raw_prefix;
+        uint64_t size;
+        unsigned settle_ms, timeout_ms;
+
+        virConnectPtr conn;
+        virDomainPtr dom_owner, dom_peer;
+        int cb_removed, cb_failed;
+        uid_t qemu_uid;
+        gid_t qemu_gid;
+        struct bdc *c_owner, *c_peer;
+        unsigned seq; /* numbers the raw devices: unique aliases and files within a run */
+};
+
+/* Is a device with this alias in the domain's live definition? 1, 0 or -EIO. */
+static int domain_has_alias(virDomainPtr d, const char *alias) {
+        char needle[96];
+        char *xml = virDomainGetXMLDesc(d, 0);
+        bool found;
+
+        if (!xml)
+                return -EIO;
+        snprintf(needle, sizeof(needle), "<alias name='%s'/>", alias);
+        found = strstr(xml, needle) != NULL;
+        free(xml);
+        return found;
+}
+
+/* Checks (untimed) that alias is, or is not, plugged into d. */
+static int expect_alias(virDomainPtr d, const char *alias, bool present) {
+        int k = domain_has_alias(d, alias);
+
+        if (k < 0) {
+                fprintf(stderr, "mapping-bench: reading %s's live XML: %s\n", virDomainGetName(d), lv_error());
+                return k;
+        }
+        if ((k > 0) != present) {
+                fprintf(stderr, "mapping-bench: %s is %s %s's live definition\n", alias, present ? "missing from" : "still in",
+                        virDomainGetName(d));
+                return -EBADMSG;
+        }
+        return 0;
+}
+
+/* The backing file as the backend makes it: fresh, 0600, the QEMU user's, of the right size. */
+static int raw_file_create(struct bench *b, const char *path) {
+        int fd = -1, r;
+
+        for (unsigned attempt = 0; attempt < 2 && fd < 0; attempt++) {
+                fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY, 0600);
+                /* A leftover of an interrupted run with the same prefix: never reuse an inode. */
+                if (fd < 0 && (errno != EEXIST || unlink(path) < 0))
+                        break;
+        }
+        if (fd < 0) {
+                r = -errno;
+                fprintf(stderr, "mapping-bench: creating %s: %m\n", path);
+                return r;
+        }
+        r = 0;
+        if (fchmod(fd, 0600) < 0 || ftruncate(fd, (off_t) b->size) < 0 || fchown(fd, b->qemu_uid, b->qemu_gid) < 0) {
+                r = -errno;
+                fprintf(stderr, "mapping-bench: preparing %s: %m\n", path);
+                (void) unlink(path);
+        }
+        close(fd);
+        return r;
+}
+
+/*
+ * The raw half: t[M_RAW_*] (NULL: warm-up). The device gets the backend's XML with our own
+ * alias, which brokerd's backend ignores in its DEVICE_REMOVED handler (not its prefix).
+ */
+static int raw_once(struct bench *b, uint64_t *t) {
+        char name[PATH_MAX], path[PATH_MAX + 16], alias[64], *xml = NULL;
+        uint64_t t0, t1, t2, t3, t4, t5, removed = 0;
+        bool attached = false, gone = false;
+        virDomainPtr d;
+        int k, r;
+
+        snprintf(name, sizeof(name), "%s-%u", b->raw_prefix, b->seq);
+        snprintf(path, sizeof(path), SHM_DIR "/%s", name);
+        snprintf(alias, sizeof(alias), RAW_ALIAS_PREFIX "%u", b->seq);
+        b->seq++;
+        r = raw_file_create(b, path);
+        if (r < 0)
+                return r;
+        if (asprintf(&xml,
+                     "<shmem name='%s'><model type='ivshmem-plain'/><size unit='B'>%" PRIu64
+                     "</size><alias name='%s'/></shmem>",
+                     name, b->size, alias) < 0) {
+                xml = NULL;
+                r = -ENOMEM;
+                goto out;
+        }
+
+        /* What lv_map() does before it attaches: find the domain, read its live XML. */
+        t0 = now_nsec();
+        d = virDomainLookupByName(b->conn, b->peer);
+        k = d ? domain_has_alias(d, alias) : -EIO;
+        t1 = now_nsec();
+        if (d)
+                virDomainFree(d);
+        if (k != 0) {
+                fprintf(stderr, "mapping-bench: looking up %s: %s\n", b->peer, k < 0 ? lv_error() : "alias already there");
+                r = k < 0 ? k : -EEXIST;
+                goto out;
+        }
+
+        t2 = now_nsec();
+        if (virDomainAttachDeviceFlags(b->dom_peer, xml, VIR_DOMAIN_AFFECT_LIVE) < 0) {
+                fprintf(stderr, "mapping-bench: attaching %s to %s: %s\n", alias, b->peer, lv_error());
+                r = -EIO;
+                goto out;
+        }
+        t3 = now_nsec();
+        attached = true;
+        r = expect_alias(b->dom_peer, alias, true);
+        if (r < 0)
+                goto out;
+
+        sleep_msec(b->settle_ms);
+
+        r = watch_arm(b->peer, alias);
+        if (r < 0)
+                goto out;
+        t4 = now_nsec();
+        if (virDomainDetachDeviceAlias(b->dom_peer, alias, VIR_DOMAIN_AFFECT_LIVE) < 0) {
+                fprintf(stderr, "mapping-bench: detaching %s from %s: %s\n", alias, b->peer, lv_error());
+                watch_reset();
+                r = -EIO;
+                goto out;
+        }
+        t5 = now_nsec();
+        r = watch_wait(b->timeout_ms, &removed);
+        if (r < 0)
+                goto out;
+        gone = true;
+        r = expect_alias(b->dom_peer, alias, false);
+        if (r < 0)
+                goto out;
+
+        if (t) {
+                t[M_RAW_LOOKUP] = t1 - t0;
+                t[M_RAW_ATTACH] = t3 - t2;
+                t[M_RAW_DETACH_CALL] = t5 - t4;
+                t[M_RAW_DETACH] = removed - t4;
+        }
+out:
+        /* Best effort, so that a failed run does not leave the device behind in B. */
+        if (attached && !gone)
+                (void) virDomainDetachDeviceAlias(b->dom_peer, alias, VIR_DOMAIN_AFFECT_LIVE);
+        if (unlink(path) < 0 && errno != ENOENT)
+                fprintf(stderr, "mapping-bench: removing %s: %m\n", path);
+        free(xml);
+        return r;
+}
+
+/* ---- the brokerd side ---- */
+
+static int fail_rpc(const char *what, int r, const struct bdc_error *err) {
+        fprintf(stderr, "mapping-bench: %s failed: %s", what, strerror(-r));
+        if (err->code != 0 || err->name[0])
+                fprintf(stderr, " (%s: %s)", bdc_error_name(err), err->message);
+        fputc('\n', stderr);
+        return r;
+}
+
+/* Waits for notification method about region on c, dropping the others (attached, revoked, ...). */
+static int wait_notification(struct bdc *c, const char *method, uint64_t region, unsigned timeout_ms) {
+        uint64_t deadline = now_nsec() + (uint64_t) timeout_ms * 1000000u;
+
+        for (;;) {
+                struct bdc_event ev = {};
+                struct json_object *v;
+                uint64_t now = now_nsec();
+                bool match;
+                int r;
+
+                if (now >= deadline) {
+                        fprintf(stderr, "mapping-bench: no %s for region %" PRIu64 " in %ums\n", method, region,
+                                timeout_ms);
+                        return -ETIMEDOUT;
+                }
+                /* Rounded up, so that a wait of less than 1ms does not become "do not wait". */
+                r = bdc_next_event(c, (int) ((deadline - now + 999999) / 1000000), &ev);
+                if (r == -ETIMEDOUT || r == -EINTR)
+                        continue;
+                if (r < 0) {
+                        fprintf(stderr, "mapping-bench: waiting for %s: %s\n", method, strerror(-r));
+                        return r;
+                }
+                match = strcmp(ev.method, method) == 0 && json_object_object_get_ex(ev.params, "region", &v) &&
+                        json_object_get_uint64(v) == region;
+                bdc_event_clear(&ev);
+                if (match)
+                        return 0;
+        }
+}
+
+static int noop_rpc(struct bdc *c) {
+        struct bdc_error err = BDC_ERROR_INIT;
+        struct json_object *result = NULL;
+        int r;
+
+        r = bdc_call(c, "broker.info", NULL, &result, NULL, NULL, &err);
+        if (r < 0)
+                fail_rpc("broker.info", r, &err);
+        json_object_put(result);
+        bdc_error_clear(&err);
+        return r;
+}
+
+/* The brokerd half: t[M_NOOP..M_REVOKE_RECLAIMED] (NULL: warm-up). */
+static int brokerd_once(struct bench *b, uint64_t *t) {
+        const struct bdc_peer p = { .domain = b->peer, .access = BDC_ACCESS_RW };
+        const struct bdc_share_request req = {
+                .owner = b->owner, .device = b->device, .size = b->size, .peers = &p, .n_peers = 1,
+        };
+        struct bdc_share_result share = { .fd = -1 };
+        struct bdc_attach_result attach = { .fd = -1 };
+        struct bdc_error err = BDC_ERROR_INIT;
+        char token[64], alias[64], path[PATH_MAX];
+        uint64_t region = 0, t0, t1, t2, t3, t4, t5, t6, t7, t8, t9, removed = 0;
+        bool shared = false;
+        int r;
+
+        t0 = now_nsec();
+        r = noop_rpc(b->c_owner);
+        if (r < 0)
+                goto out;
+
+        t1 = now_nsec();
+        r = bdc_share(b->c_owner, &req, &share, &err);
+        t2 = now_nsec();
+        if (r < 0) {
+                fail_rpc("region.share", r, &err);
+                goto out;
+        }
+        if (share.placement != BDC_PLACEMENT_REGION || share.n_tokens != 1 ||
+            strcmp(share.tokens[0].domain, b->peer) != 0 || share.size != b->size) {
+                fprintf(stderr, "mapping-bench: region.share gave %s%s, not a region of %" PRIu64 " bytes with a token for %s\n",
+                        share.placement == BDC_PLACEMENT_BOUNCE ? "a bounce: " : "an unexpected answer",
+                        share.reason ?: "", b->size, b->peer);
+                r = -EBADMSG;
+                goto out;
+        }
+        region = share.region;
+        shared = true;
+        snprintf(token, sizeof(token), "%s", share.tokens[0].token);
+        snprintf(alias, sizeof(alias), BROKERD_ALIAS_PREFIX "%" PRIu64, region);
+        snprintf(path, sizeof(path), SHM_DIR "/brokerd-%s-%" PRIu64, share.pool ?: "?", region);
+        r = expect_alias(b->dom_owner, alias, true);
+        if (r < 0)
+                goto out;
+
+        t3 = now_nsec();
+        r = bdc_attach(b->c_peer, b->peer, token, &attach, &err);
+        t4 = now_nsec();
+        if (r < 0) {
+                fail_rpc("region.attach", r, &err);
+                goto out;
+        }
+        if (attach.region != region || attach.access != BDC_ACCESS_RW) {
+                fprintf(stderr, "mapping-bench: region.attach answered region %" PRIu64 ", not %" PRIu64 "\n",
+                        attach.region, region);
+                r = -EBADMSG;
+                goto out;
+        }
+        r = expect_alias(b->dom_peer, alias, true);
+        if (r < 0)
+                goto out;
+
+        sleep_msec(b->settle_ms);
+
+        r = watch_arm(b->owner, alias);
+        if (r >= 0)
+                r = watch_arm(b->peer, alias);
+        if (r < 0)
+                goto out;
+        t5 = now_nsec();
+        r = bdc_revoke(b->c_owner, b->owner, region, REVOKE_DEADLINE_MS, false, &err);
+        t6 = now_nsec();
+        if (r < 0) {
+                fail_rpc("region.revoke", r, &err);
+                goto out;
+        }
+        /* What B's agent does: release on its recall. */
+        r = wait_notification(b->c_peer, "region.recall", region, b->timeout_ms);
+        if (r < 0)
+                goto out;
+        t7 = now_nsec();
+        r = bdc_release(b->c_peer, b->peer, region, &err);
+        t8 = now_nsec();
+        if (r < 0) {
+                fail_rpc("region.release", r, &err);
+                goto out;
+        }
+        r = wait_notification(b->c_owner, "region.reclaimed", region, b->timeout_ms);
+        t9 = now_nsec();
+        if (r < 0)
+                goto out;
+        shared = false;
+        /* Our own libvirt connection hears the removals independently of brokerd's. */
+        r = watch_wait(b->timeout_ms, &removed);
+        if (r < 0)
+                goto out;
+
+        r = expect_alias(b->dom_owner, alias, false);
+        if (r >= 0)
+                r = expect_alias(b->dom_peer, alias, false);
+        if (r < 0)
+                goto out;
+        if (access(path, F_OK) == 0 || errno != ENOENT) {
+                fprintf(stderr, "mapping-bench: %s is still there after the reclaim\n", path);
+                r = -EBADMSG;
+                goto out;
+        }
+
+        if (t) {
+                t[M_NOOP] = t1 - t0;
+                t[M_SHARE] = t2 - t1;
+                t[M_ATTACH] = t4 - t3;
+                t[M_REVOKE] = t6 - t5;
+                t[M_RELEASE] = t8 - t7;
+                t[M_REVOKE_REMOVED] = removed - t5;
+                t[M_REVOKE_RECLAIMED] = t9 - t5;
+        }
+out:
+        watch_reset();
+        /* Best effort, so that brokerd does not keep a failed iteration's region mapped. */
+        if (r < 0 && shared)
+                (void) bdc_revoke(b->c_owner, b->owner, region, 0, true, NULL);
+        bdc_share_result_clear(&share);
+        bdc_attach_result_clear(&attach);
+        bdc_error_clear(&err);
+        return r;
+}
+
+/* ---- output ---- */
+
+static int cmp_u64(const void *a, const void *b) {
+        uint64_t x = *(const uint64_t *) a, y = *(const uint64_t *) b;
+        return (x > y) - (x < y);
+}
+
+/* Nearest rank, in integers: the smallest sample with at least permille/1000 at or below it. */
+static uint64_t percentile(const uint64_t *sorted, size_t n, unsigned permille) {
+        size_t rank = (n * permille + 999) / 1000;
+
+        if (rank < 1)
+                rank = 1;
+        return sorted[rank - 1];
+}
+
+/* Sorts samples (nanoseconds) in place. */
+static void stats_compute(uint64_t *samples, size_t n, struct stats *ret) {
+        long double sum = 0;
+
+        qsort(samples, n, sizeof(*samples), cmp_u64);
+        for (size_t i = 0; i < n; i++)
+                sum += samples[i];
+        *ret = (struct stats) {
+                .mean_ms = (double) (sum / n / 1e6L),
+                .p50_ms = (double) percentile(samples, n, 500) / 1e6,
+                .p90_ms = (double) percentile(samples, n, 900) / 1e6,
+                .max_ms = (double) samples[n - 1] / 1e6,
+        };
+}
+
+struct run_info {
+        unsigned n, warmup;
+        char brokerd_version[64], backend[64];
+        unsigned long libvirt_version, qemu_version;
+};
+
+static void version_string(unsigned long v, char *buf, size_t n) {
+        snprintf(buf, n, "%lu.%lu.%lu", v / 1000000, v / 1000 % 1000, v % 1000);
+}
+
+static void print_table(const struct bench *b, const struct stats *st, const struct run_info *ri) {
+        char lv[32], qemu[32];
+
+        version_string(ri->libvirt_version, lv, sizeof(lv));
+        version_string(ri->qemu_version, qemu, sizeof(qemu));
+        printf("brokerd %s (%s backend), libvirt %s, QEMU %s; A=%s (owner) B=%s (peer), %" PRIu64
+               " bytes;\n%u iterations after %u warm-up, settle %ums, halves alternating\n\n",
+               ri->brokerd_version, ri->backend, lv, qemu, b->owner, b->peer, b->size, ri->n, ri->warmup,
+               b->settle_ms);
+        printf("%-34s %10s %10s %10s %10s\n", "measurement", "p50 ms", "p90 ms", "max ms", "mean ms");
+        for (int m = 0; m < _M_MAX; m++)
+                printf("%-34s %10.3f %10.3f %10.3f %10.3f\n", measures[m].label, st[m].p50_ms, st[m].p90_ms,
+                       st[m].max_ms, st[m].mean_ms);
+        printf("\nbrokerd attach / raw attach (p50): %.2f  (%+.3f ms; the backend's lookup + XML alone: %.3f ms)\n",
+               st[M_ATTACH].p50_ms / st[M_RAW_ATTACH].p50_ms, st[M_ATTACH].p50_ms - st[M_RAW_ATTACH].p50_ms,
+               st[M_RAW_LOOKUP].p50_ms);
+}
+
+static int add(struct json_object *o, const char *key, struct json_object *v) {
+        if (!v)
+                return -ENOMEM;
+        if (json_object_object_add(o, key, v) < 0) {
+                json_object_put(v);
+                return -ENOMEM;
+        }
+        return 0;
+}
+
+static int print_json(const struct bench *b, const struct stats *st, const struct run_info *ri) {
+        struct json_object *o = json_object_new_object(), *res = json_object_new_object();
+        char lv[32], qemu[32];
+        int r = o && res ? 0 : -ENOMEM;
+
+        version_string(ri->libvirt_version, lv, sizeof(lv));
+        version_string(ri->qemu_version, qemu, sizeof(qemu));
+        for (int m = 0; r >= 0 && m < _M_MAX; m++) {
+                struct json_object *e = json_object_new_object();
+                r = add(res, measures[m].key, e);
+                if (r >= 0)
+                        r = add(e, "p50_ms", json_object_new_double(st[m].p50_ms));
+                if (r >= 0)
+                        r = add(e, "p90_ms", json_object_new_double(st[m].p90_ms));
+                if (r >= 0)
+                        r = add(e, "max_ms", json_object_new_double(st[m].max_ms));
+                if (r >= 0)
+                        r = add(e, "mean_ms", json_object_new_double(st[m].mean_ms));
+        }
+        if (r >= 0)
+                r = add(o, "iterations", json_object_new_int64(ri->n));
+        if (r >= 0)
+                r = add(o, "warmup", json_object_new_int64(ri->warmup));
+        if (r >= 0)
+                r = add(o, "settle_ms", json_object_new_int64(b->settle_ms));
+        if (r >= 0)
+                r = add(o, "size", json_object_new_uint64(b->size));
+        if (r >= 0)
+                r = add(o, "owner", json_object_new_string(b->owner));
+        if (r >= 0)
+                r = add(o, "peer", json_object_new_string(b->peer));
+        if (r >= 0)
+                r = add(o, "brokerd_version", json_object_new_string(ri->brokerd_version));
+        if (r >= 0)
+                r = add(o, "backend", json_object_new_string(ri->backend));
+        if (r >= 0)
+                r = add(o, "libvirt_version", json_object_new_string(lv));
+        if (r >= 0)
+                r = add(o, "qemu_version", json_object_new_string(qemu));
+        if (r >= 0)
+                r = add(o, "attach_ratio_p50", json_object_new_double(st[M_ATTACH].p50_ms / st[M_RAW_ATTACH].p50_ms));
+        if (r >= 0) {
+                r = add(o, "results", res);
+                res = NULL;
+        }
+        if (r >= 0)
+                printf("%s\n", json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_SPACED));
+        json_object_put(res);
+        json_object_put(o);
+        return r;
+}
+
+/* ---- setup ---- */
+
+/* broker.info's version and backend; anything but the libvirt backend makes the figures moot. */
+static int daemon_info(struct bench *b, struct run_info *ri) {
+        struct bdc_error err = BDC_ERROR_INIT;
+        struct json_object *result = NULL, *v;
+        int r;
+
+        r = bdc_call(b->c_owner, "broker.info", NULL, &result, NULL, NULL, &err);
+        if (r < 0) {
+                fail_rpc("broker.info", r, &err);
+                bdc_error_clear(&err);
+                return r;
+        }
+        snprintf(ri->brokerd_version, sizeof(ri->brokerd_version), "%s",
+                 json_object_object_get_ex(result, "version", &v) ? json_object_get_string(v) : "?");
+        snprintf(ri->backend, sizeof(ri->backend), "%s",
+                 json_object_object_get_ex(result, "backend", &v) ? json_object_get_string(v) : "?");
+        json_object_put(result);
+        if (strcmp(ri->backend, "libvirt") != 0) {
+                fprintf(stderr, "mapping-bench: brokerd runs the %s backend, not libvirt (--backend libvirt)\n",
+                        ri->backend);
+                return -EINVAL;
+        }
+        return 0;
+}
+
+static int lookup_running(struct bench *b, const char *name, virDomainPtr *ret) {
+        virDomainPtr d = virDomainLookupByName(b->conn, name);
+
+        if (!d) {
+                fprintf(stderr, "mapping-bench: no domain %s: %s\n", name, lv_error());
+                return -ESRCH;
+        }
+        if (virDomainIsActive(d) != 1) {
+                fprintf(stderr, "mapping-bench: domain %s is not running\n", name);
+                virDomainFree(d);
+                return -ESRCH;
+        }
+        *ret = d;
+        return 0;
+}
+
+static int libvirt_setup(struct bench *b, struct run_info *ri, pthread_t *thread) {
+        struct passwd *pw;
+        int r;
+
+        pw = getpwnam(QEMU_USER);
+        if (!pw) {
+                fprintf(stderr, "mapping-bench: no user %s (the user QEMU runs as)\n", QEMU_USER);
+                return -ESRCH;
+        }
+        b->qemu_uid = pw->pw_uid;
+        b->qemu_gid = pw->pw_gid;
+
+        virSetErrorFunc(NULL, quiet_error);
+        /* Before the connection opens: events need the loop that is registered at that point. */
+        if (virEventRegisterDefaultImpl() < 0) {
+                fprintf(stderr, "mapping-bench: virEventRegisterDefaultImpl: %s\n", lv_error());
+                return -EIO;
+        }
+        b->conn = virConnectOpen(b->uri);
+        if (!b->conn) {
+                fprintf(stderr, "mapping-bench: cannot connect to %s: %s\n", b->uri, lv_error());
+                return -ECONNREFUSED;
+        }
+        if (virGetVersion(&ri->libvirt_version, NULL, NULL) < 0 || virConnectGetVersion(b->conn, &ri->qemu_version) < 0) {
+                fprintf(stderr, "mapping-bench: versions: %s\n", lv_error());
+                return -EIO;
+        }
+        r = lookup_running(b, b->owner, &b->dom_owner);
+        if (r >= 0)
+                r = lookup_running(b, b->peer, &b->dom_peer);
+        if (r < 0)
+                return r;
+        b->cb_removed = virConnectDomainEventRegisterAny(b->conn, NULL, VIR_DOMAIN_EVENT_ID_DEVICE_REMOVED,
+                                                         VIR_DOMAIN_EVENT_CALLBACK(on_device_removed), NULL, NULL);
+        b->cb_failed = virConnectDomainEventRegisterAny(b->conn, NULL, VIR_DOMAIN_EVENT_ID_DEVICE_REMOVAL_FAILED,
+                                                        VIR_DOMAIN_EVENT_CALLBACK(on_removal_failed), NULL, NULL);
+        if (b->cb_removed < 0 || b->cb_failed < 0) {
+                fprintf(stderr, "mapping-bench: cannot register for device events: %s\n", lv_error());
+                return -EIO;
+        }
+        r = -pthread_create(thread, NULL, event_thread, NULL);
+        if (r < 0)
+                fprintf(stderr, "mapping-bench: pthread_create: %s\n", strerror(-r));
+        return r;
+}
+
+static void libvirt_teardown(struct bench *b, pthread_t *thread, bool thread_started) {
+        if (b->conn) {
+                if (b->cb_removed >= 0)
+                        virConnectDomainEventDeregisterAny(b->conn, b->cb_removed);
+                if (b->cb_failed >= 0)
+                        virConnectDomainEventDeregisterAny(b->conn, b->cb_failed);
+        }
+        if (b->dom_owner)
+                virDomainFree(b->dom_owner);
+        if (b->dom_peer)
+                virDomainFree(b->dom_peer);
+        if (b->conn)
+                virConnectClose(b->conn);
+        if (thread_started) {
+                atomic_store(&events_stop, true);
+                /* A due timer wakes virEventRunDefaultImpl() so that the thread sees the flag. */
+                if (virEventAddTimeout(0, on_wakeup, NULL, NULL) >= 0)
+                        pthread_join(*thread, NULL);
+                else
+                        pthread_detach(*thread);
+        }
+}
+
+static int brokerd_setup(struct bench *b, struct run_info *ri) {
+        struct bdc_error err = BDC_ERROR_INIT;
+        int r;
+
+        r = bdc_connect(b->socket_path, &b->c_owner);
+        if (r >= 0)
+                r = bdc_connect(b->socket_path, &b->c_peer);
+        if (r < 0) {
+                fprintf(stderr, "mapping-bench: cannot connect to %s: %s\n", b->socket_path, strerror(-r));
+                return r;
+        }
+        r = daemon_info(b, ri);
+        if (r < 0)
+                return r;
+        /* The owner hears region.reclaimed, the peer its region.recall. */
+        r = bdc_subscribe(b->c_owner, &b->owner, 1, &err);
+        if (r >= 0)
+                r = bdc_subscribe(b->c_peer, &b->peer, 1, &err);
+        if (r < 0)
+                fail_rpc("events.subscribe", r, &err);
+        bdc_error_clear(&err);
+        return r;
+}
+
+static int parse_uint(const char *s, const char *what, uint64_t min, uint64_t max, uint64_t *ret) {
+        uint64_t v;
+
+        if (bdc_parse_u64(s, &v) < 0 || v < min || v > max) {
+                fprintf(stderr, "mapping-bench: %s must be a number in %" PRIu64 "..%" PRIu64 ", not '%s'\n", what, min,
+                        max, s);
+                return -EINVAL;
+        }
+        *ret = v;
+        return 0;
+}
+
+static void help(void) {
+        printf("Usage: mapping-bench --socket PATH --owner DOMAIN --peer DOMAIN [OPTIONS]\n"
+               "\n"
+               "Times hot-plugging an ivshmem-plain region into running libvirt domains directly\n"
+               "(raw libvirt calls into the peer) and through brokerd (region.share by the owner,\n"
+               "region.attach by the peer, revoke -> release -> reclaimed), alternating, in one run.\n"
+               "brokerd must run with --backend libvirt, a platform giving DEVICE to the owner in a\n"
+               "/dev/shm pool, and a policy that lets the caller act for both domains.\n"
+               "\n"
+               "  --socket PATH       brokerd's agent socket\n"
+               "  --owner DOMAIN      domain A, the sharer (owns DEVICE)\n"
+               "  --peer DOMAIN       domain B, the peer; the raw half plugs into it too\n"
+               "  --device NAME       A's device in brokerd's platform (default " DEFAULT_DEVICE ")\n"
+               "  --uri URI           libvirt connection (default " DEFAULT_URI ")\n"
+               "  --size BYTES        region size, a power of two (default 1MiB)\n"
+               "  --raw-prefix NAME   the raw half's files are /dev/shm/NAME-<n> (default\n"
+               "                      mapping-bench-<pid>)\n"
+               "  --iterations N      timed iterations (default %u)\n"
+               "  --warmup N          untimed iterations first (default %u)\n"
+               "  --settle-ms MS      wait after plugging, before unplugging (default %u)\n"
+               "  --timeout-ms MS     longest wait for an event or notification (default %u)\n"
+               "  --json              print a JSON object instead of the table\n"
+               "  -h, --help          this text\n",
+               DEFAULT_ITERATIONS, DEFAULT_WARMUP, DEFAULT_SETTLE_MS, DEFAULT_TIMEOUT_MS);
+}
+
+int main(int argc, char *argv[]) {
+        enum {
+                ARG_SOCKET = 0x100, ARG_OWNER, ARG_PEER, ARG_DEVICE, ARG_URI, ARG_SIZE, ARG_RAW_PREFIX,
+                ARG_ITERATIONS, ARG_WARMUP, ARG_SETTLE, ARG_TIMEOUT, ARG_JSON,
+        };
+        static const struct option options[] = {
+                { "socket", required_argument, NULL, ARG_SOCKET },
+                { "owner", required_argument, NULL, ARG_OWNER },
+                { "peer", required_argument, NULL, ARG_PEER },
+                { "device", required_argument, NULL, ARG_DEVICE },
+                { "uri", required_argument, NULL, ARG_URI },
+                { "size", required_argument, NULL, ARG_SIZE },
+                { "raw-prefix", required_argument, NULL, ARG_RAW_PREFIX },
+                { "iterations", required_argument, NULL, ARG_ITERATIONS },
+                { "warmup", required_argument, NULL, ARG_WARMUP },
+                { "settle-ms", required_argument, NULL, ARG_SETTLE },
+                { "timeout-ms", required_argument, NULL, ARG_TIMEOUT },
+                { "json", no_argument, NULL, ARG_JSON },
+                { "help", no_argument, NULL, 'h' },
+                {},
+        };
+        struct bench b = {
+                .uri = DEFAULT_URI,
+                .device = DEFAULT_DEVICE,
+                .size = DEFAULT_SIZE,
+                .settle_ms = DEFAULT_SETTLE_MS,
+                .timeout_ms = DEFAULT_TIMEOUT_MS,
+                .cb_removed = -1,
+                .cb_failed = -1,
+        };
+        struct run_info ri = { .n = DEFAULT_ITERATIONS, .warmup = DEFAULT_WARMUP };
+        char default_prefix[64];
+        uint64_t *samples[_M_MAX] = {}, v;
+        struct stats st[_M_MAX];
+        pthread_condattr_t ca;
+        pthread_t thread;
+        bool json = false, thread_started = false;
+        int c, r;
+
+        while ((c = getopt_long(argc, argv, "h", options, NULL)) >= 0) {
+                switch (c) {
+                case ARG_SOCKET:
+                        b.socket_path = optarg;
+                        break;
+                case ARG_OWNER:
+                        b.owner = optarg;
+                        break;
+                case ARG_PEER:
+                        b.peer = optarg;
+                        break;
+                case ARG_DEVICE:
+                        b.device = optarg;
+                        break;
+                case ARG_URI:
+                        b.uri = optarg;
+                        break;
+                case ARG_SIZE:
+                        /* QEMU's ivshmem aborts on anything but a power of two. */
+                        if (parse_uint(optarg, "--size", 4096, UINT64_C(1) << 40, &b.size) < 0 ||
+                            (b.size & (b.size - 1)) != 0) {
+                                fprintf(stderr, "mapping-bench: --size must be a power of two of at least 4KiB\n");
+                                return 2;
+                        }
+                        break;
+                case ARG_RAW_PREFIX:
+                        b.raw_prefix = optarg;
+                        break;
+                case ARG_ITERATIONS:
+                        if (parse_uint(optarg, "--iterations", 1, MAX_ITERATIONS, &v) < 0)
+                                return 2;
+                        ri.n = (unsigned) v;
+                        break;
+                case ARG_WARMUP:
+                        if (parse_uint(optarg, "--warmup", 0, MAX_ITERATIONS, &v) < 0)
+                                return 2;
+                        ri.warmup = (unsigned) v;
+                        break;
+                case ARG_SETTLE:
+                        if (parse_uint(optarg, "--settle-ms", 0, MAX_SETTLE_MS, &v) < 0)
+                                return 2;
+                        b.settle_ms = (unsigned) v;
+                        break;
+                case ARG_TIMEOUT:
+                        if (parse_uint(optarg, "--timeout-ms", 1, 3600000, &v) < 0)
+                                return 2;
+                        b.timeout_ms = (unsigned) v;
+                        break;
+                case ARG_JSON:
+                        json = true;
+                        break;
+                case 'h':
+                        help();
+                        return 0;
+                default:
+                        return 2;
+                }
+        }
+        if (optind < argc || !b.socket_path || !b.owner || !b.peer) {
+                fprintf(stderr, "mapping-bench: --socket, --owner and --peer are required, and nothing else (--help)\n");
+                return 2;
+        }
+        if (strlen(b.owner) > DOMAIN_NAME_MAX || strlen(b.peer) > DOMAIN_NAME_MAX || strcmp(b.owner, b.peer) == 0) {
+                fprintf(stderr, "mapping-bench: --owner and --peer must be two different domain names\n");
+                return 2;
+        }
+        if (!b.raw_prefix) {
+                snprintf(default_prefix, sizeof(default_prefix), "mapping-bench-%d", (int) getpid());
+                b.raw_prefix = default_prefix;
+        }
+        if (strchr(b.raw_prefix, '/') || strchr(b.raw_prefix, '\'') || strlen(b.raw_prefix) > 200) {
+                fprintf(stderr, "mapping-bench: --raw-prefix must be a short file name\n");
+                return 2;
+        }
+
+        /* Deadlines are CLOCK_MONOTONIC, like every other time here. */
+        if (pthread_condattr_init(&ca) != 0 || pthread_condattr_setclock(&ca, CLOCK_MONOTONIC) != 0 ||
+            pthread_cond_init(&watch.cond, &ca) != 0) {
+                fprintf(stderr, "mapping-bench: cannot set up a condition variable\n");
+                return 1;
+        }
+        pthread_condattr_destroy(&ca);
+
+        for (int m = 0; m < _M_MAX; m++) {
+                samples[m] = calloc(ri.n, sizeof(uint64_t));
+                if (!samples[m]) {
+                        fprintf(stderr, "mapping-bench: out of memory\n");
+                        r = -ENOMEM;
+                        goto out;
+                }
+        }
+
+        r = libvirt_setup(&b, &ri, &thread);
+        if (r < 0)
+                goto out;
+        thread_started = true;
+        r = brokerd_setup(&b, &ri);
+        if (r < 0)
+                goto out;
+
+        for (unsigned i = 0; i < ri.warmup + ri.n; i++) {
+                uint64_t t[_M_MAX] = {}, *tp = i >= ri.warmup ? t : NULL;
+
+                if (!json)
+                        fprintf(stderr, "\rmapping-bench: %s %u/%u ", i < ri.warmup ? "warm-up" : "iteration",
+                                i < ri.warmup ? i + 1 : i - ri.warmup + 1, i < ri.warmup ? ri.warmup : ri.n);
+                /* Alternating which half goes first, so that neither always follows the other. */
+                if (i % 2 == 0) {
+                        r = raw_once(&b, tp);
+                        if (r >= 0)
+                                r = brokerd_once(&b, tp);
+                } else {
+                        r = brokerd_once(&b, tp);
+                        if (r >= 0)
+                                r = raw_once(&b, tp);
+                }
+                if (r < 0)
+                        goto out;
+                if (tp)
+                        for (int m = 0; m < _M_MAX; m++)
+                                samples[m][i - ri.warmup] = t[m];
+        }
+        if (!json)
+                fprintf(stderr, "\n");
+
+        for (int m = 0; m < _M_MAX; m++)
+                stats_compute(samples[m], ri.n, &st[m]);
+        if (json)
+                r = print_json(&b, st, &ri);
+        else
+                print_table(&b, st, &ri);
+        if (r >= 0 && fflush(stdout) != 0)
+                r = -errno;
+
+out:
+        if (b.c_owner)
+                bdc_close(b.c_owner);
+        if (b.c_peer)
+                bdc_close(b.c_peer);
+        libvirt_teardown(&b, &thread, thread_started);
+        for (int m = 0; m < _M_MAX; m++)
+                free(samples[m]);
+        return r < 0 ? 1 : 0;
+}

@@ -1,0 +1,20 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#pragma once
+/*
+ * Reading brokerd's devices out of a libvirt domain's live XML, without libvirt: the
+ * <shmem> devices whose <alias name='ua-brokerd-<id>'/> marks them as brokerd's. Only
+ * aliases inside a <shmem> element count, so the same text elsewhere (a description,
+ * another device's alias) is never taken for a mapping. Pure string work: unit-tested.
+ */
+#include <stdint.h>
+
+#define LIBVIRT_ALIAS_PREFIX "ua-brokerd-"
+
+/*
+ * Calls fn for every region id of a brokerd shmem device in xml; a non-zero return from fn
+ * stops the walk and is returned. Returns 0 otherwise.
+ */
+int libvirt_xml_foreach_region(const char *xml, int (*fn)(void *userdata, uint64_t region), void *userdata);
+
+/* "ua-brokerd-<id>" -> id; -EINVAL for any other alias. */
+int libvirt_alias_parse(const char *alias, uint64_t *ret);
