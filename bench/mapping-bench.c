@@ -72,6 +72,7 @@
 /* The backend's alias (brokerd/backend/backend-libvirt.c). */
 #define BROKERD_ALIAS_PREFIX "ua-brokerd-"
 #define DOMAIN_NAME_MAX 128
+#define NAME_FIELD_MAX 128
 
 enum {
         M_RAW_LOOKUP,
@@ -428,6 +429,16 @@ out:
 
 /* ---- the brokerd side ---- */
 
+static int add(struct json_object *o, const char *key, struct json_object *v) {
+        if (!v)
+                return -ENOMEM;
+        if (json_object_object_add(o, key, v) < 0) {
+                json_object_put(v);
+                return -ENOMEM;
+        }
+        return 0;
+}
+
 static int fail_rpc(const char *what, int r, const struct bdc_error *err) {
         fprintf(stderr, "mapping-bench: %s failed: %s", what, strerror(-r));
         if (err->code != 0 || err->name[0])
@@ -481,17 +492,141 @@ static int noop_rpc(struct bdc *c) {
         return r;
 }
 
+/*
+ * region.share and region.attach are sent with bdc_call(), not bdc_share()/bdc_attach(): those
+ * insist on an fd in the reply, which the libvirt backend never passes (the memory is the
+ * guest's BAR), so they fail with "malformed reply" against it.
+ */
+struct share_reply {
+        uint64_t region, size;
+        char pool[NAME_FIELD_MAX + 1];
+        char token_domain[DOMAIN_NAME_MAX + 1];
+        char token[64];
+};
+
+static const char *get_str(struct json_object *o, const char *key) {
+        struct json_object *v;
+
+        if (!o || !json_object_object_get_ex(o, key, &v) || !json_object_is_type(v, json_type_string))
+                return NULL;
+        return json_object_get_string(v);
+}
+
+static int get_u64(struct json_object *o, const char *key, uint64_t *ret) {
+        struct json_object *v;
+
+        if (!o || !json_object_object_get_ex(o, key, &v) || !json_object_is_type(v, json_type_int) ||
+            json_object_get_int64(v) < 0)
+                return -EBADMSG;
+        *ret = json_object_get_uint64(v);
+        return 0;
+}
+
+/* A reply of an fd-passing backend would bring descriptors: none are wanted here. */
+static void close_fds(const int *fds, size_t n) {
+        for (size_t i = 0; i < n; i++)
+                if (fds[i] >= 0)
+                        close(fds[i]);
+}
+
+static int share_rpc(struct bench *b, struct share_reply *ret, struct bdc_error *err) {
+        struct json_object *params = json_object_new_object(), *peers = json_object_new_array(),
+                           *peer = json_object_new_object(), *result = NULL, *tokens, *t0;
+        int fds[BDC_MAX_FDS];
+        size_t n_fds = BDC_MAX_FDS;
+        const char *placement, *pool, *dom, *tok;
+        int r = -ENOMEM;
+
+        if (!params || !peers || !peer)
+                goto out;
+        if (add(peer, "domain", json_object_new_string(b->peer)) < 0 ||
+            add(peer, "access", json_object_new_string("rw")) < 0 || json_object_array_add(peers, peer) < 0)
+                goto out;
+        peer = NULL;
+        if (add(params, "owner", json_object_new_string(b->owner)) < 0 ||
+            add(params, "device", json_object_new_string(b->device)) < 0 ||
+            add(params, "size", json_object_new_uint64(b->size)) < 0)
+                goto out;
+        r = add(params, "peers", peers);
+        peers = NULL;
+        if (r < 0)
+                goto out;
+
+        r = bdc_call(b->c_owner, "region.share", params, &result, fds, &n_fds, err);
+        if (r < 0) {
+                fail_rpc("region.share", r, err);
+                goto out;
+        }
+        close_fds(fds, n_fds);
+        placement = get_str(result, "placement");
+        pool = get_str(result, "pool");
+        r = -EBADMSG;
+        if (!placement || strcmp(placement, "region") != 0) {
+                fprintf(stderr, "mapping-bench: region.share gave %s: %s\n", placement ?: "no placement",
+                        get_str(result, "reason") ?: "");
+                goto out;
+        }
+        if (get_u64(result, "region", &ret->region) < 0 || get_u64(result, "size", &ret->size) < 0 || !pool ||
+            strlen(pool) > NAME_FIELD_MAX || !json_object_object_get_ex(result, "tokens", &tokens) ||
+            !json_object_is_type(tokens, json_type_array) || json_object_array_length(tokens) != 1) {
+                fprintf(stderr, "mapping-bench: malformed region.share reply: %s\n", json_object_to_json_string(result));
+                goto out;
+        }
+        t0 = json_object_array_get_idx(tokens, 0);
+        dom = get_str(t0, "domain");
+        tok = get_str(t0, "token");
+        if (!dom || !tok || strlen(dom) > DOMAIN_NAME_MAX || strlen(tok) >= sizeof(ret->token)) {
+                fprintf(stderr, "mapping-bench: malformed token in %s\n", json_object_to_json_string(result));
+                goto out;
+        }
+        snprintf(ret->pool, sizeof(ret->pool), "%s", pool);
+        snprintf(ret->token_domain, sizeof(ret->token_domain), "%s", dom);
+        snprintf(ret->token, sizeof(ret->token), "%s", tok);
+        r = 0;
+out:
+        json_object_put(peer);
+        json_object_put(peers);
+        json_object_put(params);
+        json_object_put(result);
+        return r;
+}
+
+/* region.attach by the peer; *ret_region is the region the reply names, checked to be rw. */
+static int attach_rpc(struct bench *b, const char *token, uint64_t *ret_region, struct bdc_error *err) {
+        struct json_object *params = json_object_new_object(), *result = NULL;
+        int fds[BDC_MAX_FDS];
+        size_t n_fds = BDC_MAX_FDS;
+        const char *access_mode;
+        int r = -ENOMEM;
+
+        if (!params || add(params, "domain", json_object_new_string(b->peer)) < 0 ||
+            add(params, "token", json_object_new_string(token)) < 0)
+                goto out;
+        r = bdc_call(b->c_peer, "region.attach", params, &result, fds, &n_fds, err);
+        if (r < 0) {
+                fail_rpc("region.attach", r, err);
+                goto out;
+        }
+        close_fds(fds, n_fds);
+        access_mode = get_str(result, "access");
+        r = -EBADMSG;
+        if (get_u64(result, "region", ret_region) < 0 || !access_mode || strcmp(access_mode, "rw") != 0) {
+                fprintf(stderr, "mapping-bench: unexpected region.attach reply: %s\n", json_object_to_json_string(result));
+                goto out;
+        }
+        r = 0;
+out:
+        json_object_put(params);
+        json_object_put(result);
+        return r;
+}
+
 /* The brokerd half: t[M_NOOP..M_REVOKE_RECLAIMED] (NULL: warm-up). */
 static int brokerd_once(struct bench *b, uint64_t *t) {
-        const struct bdc_peer p = { .domain = b->peer, .access = BDC_ACCESS_RW };
-        const struct bdc_share_request req = {
-                .owner = b->owner, .device = b->device, .size = b->size, .peers = &p, .n_peers = 1,
-        };
-        struct bdc_share_result share = { .fd = -1 };
-        struct bdc_attach_result attach = { .fd = -1 };
+        struct share_reply share = {};
         struct bdc_error err = BDC_ERROR_INIT;
-        char token[64], alias[64], path[PATH_MAX];
-        uint64_t region = 0, t0, t1, t2, t3, t4, t5, t6, t7, t8, t9, removed = 0;
+        char alias[64], path[PATH_MAX];
+        uint64_t region = 0, attached = 0, t0, t1, t2, t3, t4, t5, t6, t7, t8, t9, removed = 0;
         bool shared = false;
         int r;
 
@@ -501,39 +636,35 @@ static int brokerd_once(struct bench *b, uint64_t *t) {
                 goto out;
 
         t1 = now_nsec();
-        r = bdc_share(b->c_owner, &req, &share, &err);
+        r = share_rpc(b, &share, &err);
         t2 = now_nsec();
-        if (r < 0) {
-                fail_rpc("region.share", r, &err);
+        if (r < 0)
                 goto out;
-        }
-        if (share.placement != BDC_PLACEMENT_REGION || share.n_tokens != 1 ||
-            strcmp(share.tokens[0].domain, b->peer) != 0 || share.size != b->size) {
-                fprintf(stderr, "mapping-bench: region.share gave %s%s, not a region of %" PRIu64 " bytes with a token for %s\n",
-                        share.placement == BDC_PLACEMENT_BOUNCE ? "a bounce: " : "an unexpected answer",
-                        share.reason ?: "", b->size, b->peer);
+        region = share.region;
+        shared = true;
+        if (strcmp(share.token_domain, b->peer) != 0 || share.size != b->size) {
+                fprintf(stderr, "mapping-bench: region.share gave %" PRIu64 " bytes with a token for %s, not %" PRIu64
+                                " bytes for %s\n",
+                        share.size, share.token_domain, b->size, b->peer);
                 r = -EBADMSG;
                 goto out;
         }
-        region = share.region;
-        shared = true;
-        snprintf(token, sizeof(token), "%s", share.tokens[0].token);
         snprintf(alias, sizeof(alias), BROKERD_ALIAS_PREFIX "%" PRIu64, region);
-        snprintf(path, sizeof(path), SHM_DIR "/brokerd-%s-%" PRIu64, share.pool ?: "?", region);
+        snprintf(path, sizeof(path), SHM_DIR "/brokerd-%s-%" PRIu64, share.pool, region);
         r = expect_alias(b->dom_owner, alias, true);
         if (r < 0)
                 goto out;
+        if (getenv("MB_SETTLE_SHARE"))
+                sleep_msec(b->settle_ms);
 
         t3 = now_nsec();
-        r = bdc_attach(b->c_peer, b->peer, token, &attach, &err);
+        r = attach_rpc(b, share.token, &attached, &err);
         t4 = now_nsec();
-        if (r < 0) {
-                fail_rpc("region.attach", r, &err);
+        if (r < 0)
                 goto out;
-        }
-        if (attach.region != region || attach.access != BDC_ACCESS_RW) {
+        if (attached != region) {
                 fprintf(stderr, "mapping-bench: region.attach answered region %" PRIu64 ", not %" PRIu64 "\n",
-                        attach.region, region);
+                        attached, region);
                 r = -EBADMSG;
                 goto out;
         }
@@ -601,8 +732,6 @@ out:
         /* Best effort, so that brokerd does not keep a failed iteration's region mapped. */
         if (r < 0 && shared)
                 (void) bdc_revoke(b->c_owner, b->owner, region, 0, true, NULL);
-        bdc_share_result_clear(&share);
-        bdc_attach_result_clear(&attach);
         bdc_error_clear(&err);
         return r;
 }
@@ -664,16 +793,6 @@ static void print_table(const struct bench *b, const struct stats *st, const str
         printf("\nbrokerd attach / raw attach (p50): %.2f  (%+.3f ms; the backend's lookup + XML alone: %.3f ms)\n",
                st[M_ATTACH].p50_ms / st[M_RAW_ATTACH].p50_ms, st[M_ATTACH].p50_ms - st[M_RAW_ATTACH].p50_ms,
                st[M_RAW_LOOKUP].p50_ms);
-}
-
-static int add(struct json_object *o, const char *key, struct json_object *v) {
-        if (!v)
-                return -ENOMEM;
-        if (json_object_object_add(o, key, v) < 0) {
-                json_object_put(v);
-                return -ENOMEM;
-        }
-        return 0;
 }
 
 static int print_json(const struct bench *b, const struct stats *st, const struct run_info *ri) {

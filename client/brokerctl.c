@@ -113,6 +113,7 @@ static void usage(FILE *f) {
               "                                       the audit trail (TIME: 10m, 1h ago, or unix seconds)\n"
               "  events [--domain D]                  print notifications until interrupted\n"
               "  reload                               reload the policy\n"
+              "  reconcile                            compare the database with the backend now\n"
               "  check platform FILE                  validate a platform file (offline)\n"
               "  check policy FILE [--platform FILE]  validate a policy file (offline)\n"
               "  platform probe [--output FILE] [--sysfs ROOT]\n"
@@ -212,6 +213,25 @@ static enum kind kind_for_key(const char *key) {
         return KIND_PLAIN;
 }
 
+/*
+ * A mapping on its way out, as a suffix: "+unplugging" until the deadline and grace pass,
+ * then "+overdue(<escalation>)", so a guest holding a revoked range stands out in lists.
+ */
+static char *format_unplug(struct json_object *u) {
+        struct json_object *esc = NULL, *failed = NULL;
+
+        if (!u || !json_object_is_type(u, json_type_object))
+                return strdup("");
+        json_object_object_get_ex(u, "failed", &failed);
+        if (json_object_object_get_ex(u, "escalation", &esc) && json_object_is_type(esc, json_type_string)) {
+                char *s;
+                if (asprintf(&s, "+overdue(%s)", json_object_get_string(esc)) < 0)
+                        return NULL;
+                return s;
+        }
+        return strdup(failed && json_object_get_boolean(failed) ? "+unplug-refused" : "+unplugging");
+}
+
 static char *format_peers(struct json_object *v) {
         size_t n = json_object_array_length(v), len = 0;
         char *s = strdup("");
@@ -224,15 +244,18 @@ static char *format_peers(struct json_object *v) {
                 if (!json_object_is_type(p, json_type_object)) {
                         one = format_json_value(p);
                 } else {
-                        _cleanup_(xfreep) char *ds = NULL, *as = NULL, *ss = NULL;
+                        _cleanup_(xfreep) char *ds = NULL, *as = NULL, *ss = NULL, *us = NULL;
+                        struct json_object *u = NULL;
 
                         json_object_object_get_ex(p, "domain", &d);
                         json_object_object_get_ex(p, "access", &a);
                         json_object_object_get_ex(p, "state", &st);
+                        json_object_object_get_ex(p, "unplug", &u);
                         ds = format_json_value(d);
                         as = format_json_value(a);
                         ss = format_json_value(st);
-                        if (ds && as && ss && asprintf(&one, "%s:%s:%s", ds, as, ss) < 0)
+                        us = format_unplug(u);
+                        if (ds && as && ss && us && asprintf(&one, "%s:%s:%s%s", ds, as, ss, us) < 0)
                                 one = NULL;
                 }
                 if (!one) {
@@ -465,7 +488,7 @@ static int verb_list(struct bdc *c, const struct args *a) {
 static int verb_show(struct bdc *c, const struct args *a) {
         static const char *const order[] = {
                 "region", "state", "owner", "device", "pool", "label", "base", "size", "peers", "created_usec",
-                "deadline_usec",
+                "deadline_usec", "owner_mapped", "owner_unplug",
         };
         _cleanup_(json_putp) struct json_object *params = json_object_new_object(), *result = NULL;
         int r;
@@ -682,6 +705,19 @@ static int verb_reload(struct bdc *c, const struct args *a) {
         return print_kv(result, NULL, 0);
 }
 
+static int verb_reconcile(struct bdc *c, const struct args *a) {
+        static const char *const order[] = { "backend", "checked", "repaired", "revoked", "completed", "detached" };
+        _cleanup_(json_putp) struct json_object *result = NULL;
+        int r;
+
+        r = call(c, "admin.reconcile", NULL, &result);
+        if (r < 0)
+                return r;
+        if (a->json)
+                return print_json(result);
+        return print_kv(result, order, ELEMENTSOF(order));
+}
+
 static int diags_to_json(struct json_object *array, const struct diag_list *l, const char *file) {
         for (size_t i = 0; i < l->n; i++) {
                 struct json_object *d = json_object_new_object();
@@ -837,6 +873,7 @@ static const struct verb verbs[] = {
         { "audit", 0, 0, OPT_SINCE | OPT_AFTER | OPT_LIMIT, false, false, verb_audit },
         { "events", 0, 0, OPT_DOMAIN, false, false, verb_events },
         { "reload", 0, 0, 0, false, false, verb_reload },
+        { "reconcile", 0, 0, 0, false, false, verb_reconcile },
         { "check", 2, 2, OPT_PLATFORM, false, true, verb_check },
         { "platform", 1, 1, OPT_OUTPUT | OPT_SYSFS, false, true, verb_platform },
 };

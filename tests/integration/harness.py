@@ -169,7 +169,8 @@ class Daemon:
         with open(self.policy_path, "w") as f:
             f.write(policy if isinstance(policy, str) else json.dumps(policy))
 
-    def start(self):
+    def start(self, env=None):
+        """Starts brokerd; env adds to the environment (BROKERD_CRASHPOINT, say)."""
         for s in (self.agent_socket, self.admin_socket):
             if os.path.exists(s):
                 os.unlink(s)
@@ -178,7 +179,7 @@ class Daemon:
             [BROKERD, "--platform", self.platform_path, "--policy", self.policy_path, "--db", self.db,
              "--agent-socket", self.agent_socket, "--admin-socket", self.admin_socket,
              "--agent-group", "nogroup", "--log-target", "stderr", *self.extra_args],
-            stdout=self.logf, stderr=self.logf)
+            stdout=self.logf, stderr=self.logf, env={**os.environ, **(env or {})})
         deadline = time.monotonic() + 20
         while not (os.path.exists(self.agent_socket) and os.path.exists(self.admin_socket)):
             if self.proc.poll() is not None:
