@@ -549,20 +549,43 @@ static int lookup_domain(struct backend_libvirt *l, const char *domain, virDomai
         return 0;
 }
 
-static int region_is(void *userdata, uint64_t region) {
-        return region == *(const uint64_t *) userdata;
+struct region_match {
+        uint64_t id;
+        const char *name;
+};
+
+static int region_is(void *userdata, uint64_t region, const char *name) {
+        const struct region_match *m = userdata;
+
+        return region == m->id && strcmp(name, m->name) == 0;
 }
 
-/* Is brokerd's device for this region in the domain's live definition? */
-static int domain_has_region(virDomainPtr d, uint64_t id) {
-        char *xml = virDomainGetXMLDesc(d, 0);
+/* Is brokerd's device for this region (same id, same file) in the domain's live definition? */
+static int domain_has_region(virDomainPtr d, const struct backend_region *r) {
+        char name[NAME_MAX_LEN + 64], *xml = virDomainGetXMLDesc(d, 0);
         int found;
 
         if (!xml)
                 return -EIO;
-        found = libvirt_xml_foreach_region(xml, region_is, &id);
+        shm_name(r, name, sizeof(name));
+        found = libvirt_xml_foreach_region(xml, region_is, &(struct region_match) { .id = r->id, .name = name });
         free(xml);
         return found;
+}
+
+/* "brokerd-<pool>-<id>" -> pool, when id matches: the pool part of a device of ours. */
+static int shm_name_pool(const char *name, uint64_t id, char *pool, size_t n) {
+        char suffix[32];
+        size_t len = strlen(name), plen = strlen("brokerd-"), slen;
+
+        slen = (size_t) snprintf(suffix, sizeof(suffix), "-%" PRIu64, id);
+        if (strncmp(name, "brokerd-", plen) != 0 || len <= plen + slen || strcmp(name + len - slen, suffix) != 0)
+                return -EINVAL;
+        if (len - plen - slen >= n)
+                return -EINVAL;
+        memcpy(pool, name + plen, len - plen - slen);
+        pool[len - plen - slen] = 0;
+        return name_is_valid(pool) ? 0 : -EINVAL;
 }
 
 static int lv_map(struct backend *b, const struct backend_region *r, const char *domain, enum access_mode access,
@@ -589,7 +612,7 @@ static int lv_map(struct backend *b, const struct backend_region *r, const char 
                 return k;
         }
         alias_of(r->id, alias, sizeof(alias));
-        k = domain_has_region(d, r->id);
+        k = domain_has_region(d, r);
         if (k == 0) {
                 shm_name(r, name, sizeof(name));
                 if (asprintf(&xml,
@@ -660,10 +683,14 @@ struct survey_walk {
         const char *domain;
 };
 
-static int survey_found(void *userdata, uint64_t region) {
+static int survey_found(void *userdata, uint64_t region, const char *name) {
         struct survey_walk *w = userdata;
+        char pool[NAME_MAX_LEN + 1];
 
-        return survey_add_mapping(w->survey, region, w->domain);
+        /* Our alias on a file brokerd did not name: not a device of ours to account for. */
+        if (shm_name_pool(name, region, pool, sizeof(pool)) < 0)
+                return 0;
+        return survey_add_mapping(w->survey, region, pool, w->domain);
 }
 
 /* Every running (or paused) domain, and brokerd's devices in each one's live XML. */

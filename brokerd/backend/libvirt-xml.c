@@ -21,11 +21,8 @@ int libvirt_alias_parse(const char *alias, uint64_t *ret) {
         return 0;
 }
 
-/* The alias of one <shmem>...</shmem> element, between start and end. */
-static int shmem_region(const char *start, const char *end, uint64_t *ret) {
-        static const char tag[] = "<alias name=";
-        char value[64];
-
+/* The quoted value after the first "tag" in [start, end), into buf; -ENOENT if none fits. */
+static int attr_value(const char *start, const char *end, const char *tag, char *buf, size_t n) {
         for (const char *p = start; p && p < end; p++) {
                 const char *v, *close;
                 char quote;
@@ -39,16 +36,26 @@ static int shmem_region(const char *start, const char *end, uint64_t *ret) {
                         continue;
                 v++;
                 close = strchr(v, quote);
-                if (!close || close >= end || (size_t) (close - v) >= sizeof(value))
-                        continue;
-                memcpy(value, v, (size_t) (close - v));
-                value[close - v] = 0;
-                return libvirt_alias_parse(value, ret) < 0 ? -ENOENT : 0;
+                if (!close || close >= end || (size_t) (close - v) >= n)
+                        return -ENOENT;
+                memcpy(buf, v, (size_t) (close - v));
+                buf[close - v] = 0;
+                return 0;
         }
         return -ENOENT;
 }
 
-int libvirt_xml_foreach_region(const char *xml, int (*fn)(void *userdata, uint64_t region), void *userdata) {
+/* The alias of one <shmem>...</shmem> element, between start and end. */
+static int shmem_region(const char *start, const char *end, uint64_t *ret) {
+        char value[64];
+
+        if (attr_value(start, end, "<alias name=", value, sizeof(value)) < 0)
+                return -ENOENT;
+        return libvirt_alias_parse(value, ret) < 0 ? -ENOENT : 0;
+}
+
+int libvirt_xml_foreach_region(const char *xml, int (*fn)(void *userdata, uint64_t region, const char *name),
+                               void *userdata) {
         const char *p = xml;
 
         while (p && (p = strstr(p, "<shmem")) != NULL) {
@@ -65,7 +72,14 @@ int libvirt_xml_foreach_region(const char *xml, int (*fn)(void *userdata, uint64
                 if (!end)
                         break;
                 if (shmem_region(p, end, &id) == 0) {
-                        int q = fn(userdata, id);
+                        char name[LIBVIRT_SHMEM_NAME_MAX] = "";
+                        const char *tag_end = strchr(p, '>');
+                        int q;
+
+                        /* The name attribute sits in the opening tag only. */
+                        if (tag_end && tag_end < end && attr_value(p, tag_end, " name=", name, sizeof(name)) < 0)
+                                name[0] = 0;
+                        q = fn(userdata, id, name);
                         if (q != 0)
                                 return q;
                 }

@@ -10,11 +10,16 @@
 
 #define LIBVIRT_ALIAS_PREFIX "ua-brokerd-"
 
+#define LIBVIRT_SHMEM_NAME_MAX 256
+
 /*
- * Calls fn for every region id of a brokerd shmem device in xml; a non-zero return from fn
- * stops the walk and is returned. Returns 0 otherwise.
+ * Calls fn for every region id of a brokerd shmem device in xml, with the device's name
+ * attribute (the file under /dev/shm; "" when it has none or it is too long): the name says
+ * which brokerd's pool it came from. A non-zero return from fn stops the walk and is
+ * returned. Returns 0 otherwise.
  */
-int libvirt_xml_foreach_region(const char *xml, int (*fn)(void *userdata, uint64_t region), void *userdata);
+int libvirt_xml_foreach_region(const char *xml, int (*fn)(void *userdata, uint64_t region, const char *name),
+                               void *userdata);
 
 /* "ua-brokerd-<id>" -> id; -EINVAL for any other alias. */
 int libvirt_alias_parse(const char *alias, uint64_t *ret);

@@ -1193,7 +1193,11 @@ static void unplug_escalate(struct broker *b, struct region *r, const char *doma
                  "quarantined; escalation: %s%s%s",
                  domain, r->id, (now - u->requested) / 1000000, u->failed ? " (the guest refused it)" : "",
                  escalation_to_string(b->escalation), q < 0 ? " failed: " : "", q < 0 ? strerror(-q) : "");
-        (void) audit(b, "broker", r, domain, "escalate", "unplugging", escalation_to_string(b->escalation), why, now);
+        char action[32];
+
+        /* No state changes (the mapping stays until confirmed gone): from/to stay null. */
+        snprintf(action, sizeof(action), "escalate-%s", escalation_to_string(b->escalation));
+        (void) audit(b, "broker", r, domain, action, NULL, NULL, why, now);
         log_region(LOG_WARNING, r->id, domain, "broker", "%s", why);
         emit(b, &(struct broker_event) {
                 .type = BROKER_EVENT_UNPLUG_OVERDUE, .region = r->id, .owner = r->owner, .device = r->device,
@@ -1274,7 +1278,7 @@ static int mapping_repair(struct broker *b, struct region *r, const char *domain
                 if (map.fd >= 0)
                         close(map.fd); /* an fd backend's holder keeps its own fd */
                 snprintf(reason, sizeof(reason), "%s; mapped again", why);
-                (void) audit(b, "broker", r, domain, "repair", "lost", "mapped", reason, broker_now(b));
+                (void) audit(b, "broker", r, domain, "repair", NULL, NULL, reason, broker_now(b));
                 log_region(LOG_WARNING, r->id, domain, "broker", "%s", reason);
                 *ret_repaired = true;
                 return 0;
@@ -1322,12 +1326,12 @@ static int mapping_gone(struct broker *b, struct region *r, const char *domain) 
         return 0;
 }
 
-/* Does the database expect domain to hold a mapping of region id? */
-static bool mapping_known(struct broker *b, uint64_t id, const char *domain) {
+/* Does the database expect domain to hold a mapping of region id (from that pool)? */
+static bool mapping_known(struct broker *b, uint64_t id, const char *pool, const char *domain) {
         struct region *r = hashmap_get(b->regions, &id);
         ssize_t i;
 
-        if (!r)
+        if (!r || !r->pool || strcmp(r->pool->name, pool) != 0)
                 return false;
         if (strcmp(domain, r->owner) == 0)
                 return r->owner_mapped;
@@ -1342,7 +1346,8 @@ static int reconcile_mapping(struct broker *b, const struct backend_survey *s, s
         ssize_t i = owner ? -1 : region_find_peer(r, domain);
         bool mapped = owner ? r->owner_mapped : r->peers[i].mapped;
         bool entitled = owner ? region_live(r) : r->peers[i].state == PEER_ATTACHED;
-        bool running = survey_is_running(s, domain), found = running && survey_has_mapping(s, r->id, domain);
+        bool running = survey_is_running(s, domain);
+        bool found = running && r->pool && survey_has_mapping(s, r->id, r->pool->name, domain);
         char why[160];
         bool repaired;
         int q;
@@ -1418,10 +1423,15 @@ int broker_reconcile(struct broker *b, struct broker_reconcile_result *ret) {
         for (size_t k = 0; k < s.n_mappings; k++) {
                 const struct survey_mapping *m = &s.mappings[k];
                 struct region *r = hashmap_get(b->regions, &m->region);
-                struct backend_region br = r ? backend_region_of(r) : (struct backend_region) { .id = m->region };
+                struct backend_region br = r && r->pool && strcmp(r->pool->name, m->pool) == 0
+                                                   ? backend_region_of(r)
+                                                   : (struct backend_region) { .id = m->region };
                 char why[160];
 
-                if (mapping_known(b, m->region, m->domain))
+                if (mapping_known(b, m->region, m->pool, m->domain))
+                        continue;
+                /* Another brokerd's (other pools, other database): not ours to judge. */
+                if (!platform_find_pool(b->platform, m->pool))
                         continue;
                 q = b->backend->ops->unmap(b->backend, &br, m->domain);
                 snprintf(why, sizeof(why), "a mapping of region %" PRIu64 " in %s that the database does not hold%s%s",

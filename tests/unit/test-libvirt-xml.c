@@ -9,15 +9,20 @@
 
 #include "backend/libvirt-xml.h"
 
+#include <stdio.h>
+#include <string.h>
+
 struct found {
         uint64_t ids[8];
+        char names[8][64];
         size_t n;
 };
 
-static int collect(void *userdata, uint64_t region) {
+static int collect(void *userdata, uint64_t region, const char *name) {
         struct found *f = userdata;
         if (f->n >= 8)
                 return -E2BIG;
+        snprintf(f->names[f->n], sizeof(f->names[f->n]), "%s", name);
         f->ids[f->n++] = region;
         return 0;
 }
@@ -72,10 +77,13 @@ static void test_live_xml(void **state) {
         assert_int_equal(libvirt_xml_foreach_region(xml, collect, &f), 0);
         assert_int_equal(f.n, 2);
         assert_int_equal(f.ids[0], 5);
+        assert_string_equal(f.names[0], "brokerd-pool0-5");
         assert_int_equal(f.ids[1], 12);
+        assert_string_equal(f.names[1], "brokerd-pool0-12");
 }
 
-static int stop_at_first(void *userdata, uint64_t region) {
+static int stop_at_first(void *userdata, uint64_t region, const char *name) {
+        (void) name;
         *(uint64_t *) userdata = region;
         return 1;
 }
@@ -98,6 +106,12 @@ static void test_edge_cases(void **state) {
                                                     collect, &f),
                          0);
         assert_int_equal(f.n, 0);
+        /* No name attribute (or one only inside the element): reported as "". */
+        assert_int_equal(libvirt_xml_foreach_region("<shmem><source name='x'/><alias name='ua-brokerd-6'/></shmem>",
+                                                    collect, &f),
+                         0);
+        assert_int_equal(f.n, 1);
+        assert_string_equal(f.names[0], "");
         assert_int_equal(libvirt_xml_foreach_region("<shmem><alias name='ua-brokerd-8'/></shmem>"
                                                     "<shmem><alias name='ua-brokerd-9'/></shmem>",
                                                     stop_at_first, &first),
