@@ -79,6 +79,7 @@ enum sim_op {
 struct sim_device {
         bool used;
         uint64_t region;
+        char pool[DOM_LEN]; /* the pool in the device's file name: tells instances apart */
         char domain[DOM_LEN];
         bool removing; /* unmap() asked for its removal; the guest has not answered */
 };
@@ -132,11 +133,18 @@ static void sim_start(struct sim_model *m, const char *domain) {
         fail_msg("sim: too many domains");
 }
 
-static struct sim_device *sim_find(struct sim_model *m, uint64_t region, const char *domain) {
+/* pool NULL: any (a device is addressed by region id and domain, like libvirt's alias). */
+static struct sim_device *sim_find_in(struct sim_model *m, uint64_t region, const char *pool, const char *domain) {
         for (size_t i = 0; i < SIM_MAX_DEVICES; i++)
-                if (m->devices[i].used && m->devices[i].region == region && strcmp(m->devices[i].domain, domain) == 0)
+                if (m->devices[i].used && m->devices[i].region == region && strcmp(m->devices[i].domain, domain) == 0 &&
+                    (!pool || strcmp(m->devices[i].pool, pool) == 0))
                         return &m->devices[i];
         return NULL;
+}
+
+/* This brokerd's device (its only pool is p0). */
+static struct sim_device *sim_find(struct sim_model *m, uint64_t region, const char *domain) {
+        return sim_find_in(m, region, "p0", domain);
 }
 
 static bool sim_has(struct sim_model *m, uint64_t region, const char *domain) {
@@ -148,16 +156,22 @@ static bool sim_removing(struct sim_model *m, uint64_t region, const char *domai
         return d && d->removing;
 }
 
-static void sim_plug(struct sim_model *m, uint64_t region, const char *domain) {
-        if (sim_find(m, region, domain))
+static void sim_plug_in(struct sim_model *m, uint64_t region, const char *pool, const char *domain) {
+        if (sim_find_in(m, region, pool, domain))
                 return;
         for (size_t i = 0; i < SIM_MAX_DEVICES; i++)
                 if (!m->devices[i].used) {
                         m->devices[i] = (struct sim_device) { .used = true, .region = region };
+                        snprintf(m->devices[i].pool, DOM_LEN, "%s", pool);
                         snprintf(m->devices[i].domain, DOM_LEN, "%s", domain);
                         return;
                 }
         fail_msg("sim: too many devices");
+}
+
+/* A device of this brokerd's (its only pool is p0). */
+static void sim_plug(struct sim_model *m, uint64_t region, const char *domain) {
+        sim_plug_in(m, region, "p0", domain);
 }
 
 /* The device disappears without anybody hearing of it (event lost, or brokerd was down). */
@@ -256,7 +270,7 @@ static int sim_map(struct backend *b, const struct backend_region *r, const char
         else if (!sim_running(m, domain))
                 q = -ESRCH;
         else
-                sim_plug(m, r->id, domain); /* idempotent: a present device stays as it is */
+                sim_plug_in(m, r->id, r->pool->name, domain); /* idempotent: a present one stays as it is */
         sim_log(m, SIM_MAP, r->id, domain, 0, q);
         if (q < 0)
                 return q;
@@ -266,7 +280,7 @@ static int sim_map(struct backend *b, const struct backend_region *r, const char
 
 static int sim_unmap(struct backend *b, const struct backend_region *r, const char *domain) {
         struct sim_model *m = to_sim(b)->m;
-        struct sim_device *d = sim_find(m, r->id, domain);
+        struct sim_device *d = sim_find_in(m, r->id, r->pool ? r->pool->name : NULL, domain);
         int q = 0;
 
         if (d) {
@@ -293,7 +307,7 @@ static int sim_survey(struct backend *b, struct backend_survey *ret) {
                         q = survey_add_running(&s, m->running[i]);
         for (size_t i = 0; q >= 0 && i < SIM_MAX_DEVICES; i++)
                 if (m->devices[i].used)
-                        q = survey_add_mapping(&s, m->devices[i].region, m->devices[i].domain);
+                        q = survey_add_mapping(&s, m->devices[i].region, m->devices[i].pool, m->devices[i].domain);
         if (q < 0) {
                 survey_done(&s);
                 return q;
@@ -540,7 +554,7 @@ static void release(struct fixture *f, uint64_t region, const char *domain) {
                 fail_msg("release failed: %s: %s", broker_code_name(err.code), err.message);
 }
 
-static void revoke(struct fixture *f, uint64_t region, uint64_t timeout, bool force) {
+static void revoke_region(struct fixture *f, uint64_t region, uint64_t timeout, bool force) {
         struct broker_error err = {};
         if (broker_revoke(f->b, &ROOT, "hw0", region, timeout, force, &err) < 0)
                 fail_msg("revoke failed: %s: %s", broker_code_name(err.code), err.message);
@@ -610,7 +624,7 @@ static void stop_event(struct fixture *f, const char *domain) {
 }
 
 struct audit_query {
-        const char *action, *domain;
+        const char *action, *domain; /* action "x*": every action starting with "x" */
         uint64_t region;
         unsigned n;
         char reason[512];
@@ -618,7 +632,9 @@ struct audit_query {
 
 static int audit_one(void *userdata, const struct store_audit *a) {
         struct audit_query *q = userdata;
-        if (strcmp(a->action, q->action) != 0)
+        size_t n = strlen(q->action);
+        if (n > 0 && q->action[n - 1] == '*' ? strncmp(a->action, q->action, n - 1) != 0
+                                              : strcmp(a->action, q->action) != 0)
                 return 0;
         if (q->domain && (!a->domain || strcmp(a->domain, q->domain) != 0))
                 return 0;
@@ -873,7 +889,7 @@ static void test_reconcile_records_completed_removal(void **state) {
         struct broker_share_result s = share_with(f, "vm1", NULL);
 
         attach(f, &s, "vm1");
-        revoke(f, s.region, 0, true);
+        revoke_region(f, s.region, 0, true);
         assert_int_equal(peer_of(f, s.region, "vm1").state, PEER_REVOKED);
         assert_true(sim_removing(f->m, s.region, "vm1"));
 
@@ -914,8 +930,14 @@ static void test_unknown_devices_detached(void **state) {
         sim_plug(f->m, old.region, "vm2"); /* a reclaimed region */
         sim_plug(f->m, s.region, "vm2");   /* a peer that never attached */
         sim_plug(f->m, s.region, "vm3");   /* neither owner nor peer */
+        /* Another brokerd's devices (a pool this platform does not have): left alone. */
+        sim_plug_in(f->m, 7777, "q9", "vm2");
+        sim_plug_in(f->m, s.region, "q9", "vm2");
         calls = f->m->n_calls;
         expect_reconcile(f, 2, 0, 0, 0, 4);
+        assert_int_equal(sim_calls_since(f->m, calls, SIM_UNMAP, 7777, NULL), 0);
+        assert_false(sim_find_in(f->m, 7777, "q9", "vm2")->removing);
+        assert_false(sim_find_in(f->m, s.region, "q9", "vm2")->removing);
         assert_int_equal(sim_calls_since(f->m, calls, SIM_UNMAP, ANY_REGION, NULL), 4);
         assert_int_equal(sim_calls_since(f->m, calls, SIM_UNMAP, 9999, "vm1"), 1);
         assert_int_equal(sim_calls_since(f->m, calls, SIM_UNMAP, old.region, "vm2"), 1);
@@ -1092,7 +1114,7 @@ static void check_escalation(struct fixture *f, enum unplug_escalation action, u
         s = share_with(f, "vm1", NULL);
         attach(f, &s, "vm1");
         t0 = f->m->now;
-        revoke(f, s.region, 5 * SEC, false);
+        revoke_region(f, s.region, 5 * SEC, false);
         assert_int_equal(events(f, BROKER_EVENT_RECALL), 1);
         assert_int_equal(broker_next_deadline(f->b), t0 + 5 * SEC);
         f->m->now += SEC;
@@ -1112,7 +1134,7 @@ static void check_escalation(struct fixture *f, enum unplug_escalation action, u
         assert_int_equal(events(f, BROKER_EVENT_UNPLUG_OVERDUE), 0);
         assert_int_equal(peer_of(f, s.region, "vm1").unplug.escalated, 0);
         assert_int_equal(broker_next_deadline(f->b), due);
-        assert_int_equal(audit_rows(f, "escalate", ANY_REGION, NULL, NULL, 0), 0);
+        assert_int_equal(audit_rows(f, "escalate*", ANY_REGION, NULL, NULL, 0), 0);
 
         /* Due: the configured action, once. */
         f->m->now = due;
@@ -1131,7 +1153,7 @@ static void check_escalation(struct fixture *f, enum unplug_escalation action, u
         assert_false(p.unplug.action_failed);
         assert_false(p.unplug.failed);
         assert_true(p.mapped);
-        assert_int_equal(audit_rows(f, "escalate", s.region, "vm1", reason, sizeof(reason)), 1);
+        assert_int_equal(audit_rows(f, "escalate*", s.region, "vm1", reason, sizeof(reason)), 1);
         assert_non_null(strstr(reason, "quarantined"));
         assert_int_equal(sim_running(f->m, "vm1"), action != ESCALATION_DESTROY);
 
@@ -1193,7 +1215,7 @@ static void test_refused_removal_escalated(void **state) {
         s = share_with(f, "vm1", NULL);
         attach(f, &s, "vm1");
         t0 = f->m->now;
-        revoke(f, s.region, 0, true);
+        revoke_region(f, s.region, 0, true);
         assert_int_equal(peer_of(f, s.region, "vm1").state, PEER_REVOKED);
         assert_true(sim_removing(f->m, s.region, "vm1"));
         due = t0 + 3 * SEC;
@@ -1386,7 +1408,7 @@ static int crash_child(int argc, char **argv) {
         if (strcmp(argv[3], "release") == 0)
                 release(&f, region, argv[5]);
         else if (strcmp(argv[3], "revoke-force") == 0)
-                revoke(&f, region, 0, true);
+                revoke_region(&f, region, 0, true);
         else if (strcmp(argv[3], "complete") == 0)
                 sim_complete(&f, region, argv[5]);
         else if (strcmp(argv[3], "attach") == 0) {
