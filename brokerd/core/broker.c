@@ -320,6 +320,29 @@ static int routes_drop_region(struct broker *b, struct region *region, int64_t n
         return 0;
 }
 
+/*
+ * One peer is done with a region that stays live for others: the peer's route no longer leads
+ * there. After the peer's commit; the routes table is rebuilt from live regions on start, so
+ * a failure to persist here is only logged.
+ */
+static void route_drop_peer(struct broker *b, struct region *region, const char *domain, const char *reason) {
+        struct route *rt;
+        bool was_current;
+        uint64_t id = 0;
+
+        if (route_get(b, region->device, domain, false, &rt) < 0)
+                return;
+        was_current = rt->n_live > 0 && rt->live[rt->n_live - 1] == region;
+        route_remove_live(rt, region);
+        if (!was_current)
+                return;
+        if (route_persist(b, rt, broker_now(b)) < 0)
+                log_region(LOG_WARNING, region->id, domain, NULL, "could not record the route change");
+        if (rt->n_live > 0)
+                id = rt->live[rt->n_live - 1]->id;
+        emit_route_changed(b, region->device, domain, id, reason);
+}
+
 static void routes_announce(struct broker *b, const struct region *region, const char *reason) {
         for (size_t i = 0; i < region->n_peers; i++) {
                 struct route *rt;
@@ -601,6 +624,7 @@ static int peer_revoke_now(struct broker *b, struct region *r, size_t i, const c
         r->peers[i].mapped = still_mapped;
         if (!still_mapped)
                 r->peers[i].unplug = (struct broker_unplug) {};
+        route_drop_peer(b, r, r->peers[i].domain, why);
         if (from == PEER_ATTACHED)
                 emit(b, &(struct broker_event) {
                         .type = BROKER_EVENT_REVOKED, .region = r->id, .owner = r->owner, .device = r->device,
@@ -1055,6 +1079,7 @@ int broker_release(struct broker *b, const struct broker_caller *caller, const c
                 return store_fail(b, q, err, "the release");
         crashpoint("release-recorded");
         r->peers[i].state = PEER_RELEASED;
+        route_drop_peer(b, r, domain, "the peer released the region");
         emit(b, &(struct broker_event) {
                 .type = BROKER_EVENT_RELEASED, .region = r->id, .owner = r->owner, .device = r->device, .domain = domain,
         });
@@ -1145,7 +1170,9 @@ int broker_domain_gone(struct broker *b, const struct broker_caller *caller, con
                                 first_error = first_error ?: q;
                                 continue;
                         }
-                }
+                } else if (i >= 0 && r->peers[i].mapped)
+                        /* Its removal may have been refused earlier; ask again now that the domain is gone. */
+                        (void) peer_unmap(b, r, (size_t) i);
                 if (strcmp(r->owner, domain) == 0 && region_live(r))
                         q = region_start_revoke(b, r, actor, b->revoke_timeout_usec, false, why);
                 else
@@ -1793,6 +1820,13 @@ static int broker_resume(struct broker *b) {
                 for (size_t i = 0; i < r->n_peers; i++)
                         if (peer_final(r->peers[i].state) && r->peers[i].mapped)
                                 (void) peer_unmap(b, r, i);
+                if (region_live(r)) {
+                        /* A crash between a release and the take-down it called for. */
+                        q = region_settle(b, r, "broker", "every peer released the region");
+                        if (q < 0)
+                                return q;
+                        continue;
+                }
                 if (r->state == REGION_REVOKING) {
                         q = r->deadline <= broker_now(b) ? region_force(b, r, "broker", "revoke deadline passed")
                                                          : region_finish(b, r, "broker");

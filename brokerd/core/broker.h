@@ -74,7 +74,9 @@ struct broker_config {
         void *event_userdata;
         /*
          * A domain that still holds a mapping once the revoke deadline has passed and at least
-         * unplug_grace_usec after its removal was requested is escalated against, once.
+         * unplug_grace_usec after its removal was requested is escalated against, once per
+         * request: the unplug state lives in memory, so after a restart the removal is requested
+         * again and, if still ignored, escalated again (pause and destroy are idempotent).
          */
         enum unplug_escalation escalation;
         uint64_t unplug_grace_usec; /* 0: BROKER_DEFAULT_UNPLUG_GRACE_USEC */
