@@ -278,7 +278,11 @@ class E2E:
         if files != set(regions):
             problems.append(f"backing files {sorted(files)} but live regions {sorted(regions)}")
         for rid in files:
-            st = os.stat(self.backing(rid))
+            try:
+                st = os.stat(self.backing(rid))
+            except FileNotFoundError:
+                problems.append(f"backing file of {rid} went away while looking")  # a reclaim in flight
+                continue
             if st.st_mode & 0o777 != 0o600 or st.st_size != REGION_SIZE:
                 problems.append(f"backing file of {rid}: mode {oct(st.st_mode)} size {st.st_size}")
         return "; ".join(problems)
