@@ -372,6 +372,31 @@ static int store_fail(struct broker *b, int r, struct broker_error *err, const c
 
 static int region_finish(struct broker *b, struct region *r, const char *actor);
 
+/* Records that domain's mapping of r is gone (the backend shows none): durably, then in memory. */
+static int mapping_record_gone(struct broker *b, struct region *r, const char *domain) {
+        int q;
+
+        if (strcmp(domain, r->owner) == 0) {
+                if (!r->owner_mapped)
+                        return 0;
+                q = store_region_update(b->store, r->id, r->state, r->deadline, false, broker_now(b));
+                if (q < 0)
+                        return q;
+                r->owner_mapped = false;
+                r->owner_unplug = (struct broker_unplug) {};
+        } else {
+                ssize_t i = region_find_peer(r, domain);
+                if (i < 0 || !r->peers[i].mapped)
+                        return 0;
+                q = store_peer_update(b->store, r->id, domain, r->peers[i].state, false, false);
+                if (q < 0)
+                        return q;
+                r->peers[i].mapped = false;
+                r->peers[i].unplug = (struct broker_unplug) {};
+        }
+        return 0;
+}
+
 /* Marks one peer's attachment as gone (released or revoked) and unmaps it. */
 static int peer_unmap(struct broker *b, struct region *r, size_t i) {
         struct backend_region br = backend_region_of(r);
@@ -392,13 +417,10 @@ static int peer_unmap(struct broker *b, struct region *r, size_t i) {
                            strerror(-q));
                 return q;
         }
-        q = store_peer_update(b->store, r->id, r->peers[i].domain, r->peers[i].state, false, false);
-        if (q < 0)
-                return q;
-        r->peers[i].mapped = false;
-        r->peers[i].unplug = (struct broker_unplug) {};
-        crashpoint("unmap-recorded");
-        return 0;
+        q = mapping_record_gone(b, r, r->peers[i].domain);
+        if (q >= 0)
+                crashpoint("unmap-recorded");
+        return q;
 }
 
 static int owner_unmap(struct broker *b, struct region *r) {
@@ -416,13 +438,10 @@ static int owner_unmap(struct broker *b, struct region *r) {
         }
         if (q < 0)
                 return q;
-        q = store_region_update(b->store, r->id, r->state, r->deadline, false, broker_now(b));
-        if (q < 0)
-                return q;
-        r->owner_mapped = false;
-        r->owner_unplug = (struct broker_unplug) {};
-        crashpoint("unmap-recorded");
-        return 0;
+        q = mapping_record_gone(b, r, r->owner);
+        if (q >= 0)
+                crashpoint("unmap-recorded");
+        return q;
 }
 
 static void region_forget(struct broker *b, struct region *r) {
@@ -1314,11 +1333,9 @@ static int mapping_repair(struct broker *b, struct region *r, const char *domain
         log_region(LOG_ERR, r->id, domain, "broker", "%s", reason);
         *ret_repaired = false;
         if (owner) {
-                q = store_region_update(b->store, r->id, r->state, r->deadline, false, broker_now(b));
+                q = mapping_record_gone(b, r, domain);
                 if (q < 0)
                         return q;
-                r->owner_mapped = false;
-                r->owner_unplug = (struct broker_unplug) {};
                 return region_live(r) ? region_start_revoke(b, r, "broker", 0, true, reason) : region_finish(b, r, "broker");
         }
         q = peer_revoke_now(b, r, (size_t) i, "broker", reason, false);
@@ -1327,30 +1344,13 @@ static int mapping_repair(struct broker *b, struct region *r, const char *domain
         return region_settle(b, r, "broker", reason);
 }
 
-/* Records that a mapping is gone (the backend shows none) and finishes what waited for it. */
+/* A removal the backend confirmed after the fact (event, survey). */
 static int mapping_gone(struct broker *b, struct region *r, const char *domain) {
-        int q;
+        int q = mapping_record_gone(b, r, domain);
 
-        if (strcmp(domain, r->owner) == 0) {
-                if (!r->owner_mapped)
-                        return 0;
-                q = store_region_update(b->store, r->id, r->state, r->deadline, false, broker_now(b));
-                if (q < 0)
-                        return q;
-                r->owner_mapped = false;
-                r->owner_unplug = (struct broker_unplug) {};
-        } else {
-                ssize_t i = region_find_peer(r, domain);
-                if (i < 0 || !r->peers[i].mapped)
-                        return 0;
-                q = store_peer_update(b->store, r->id, domain, r->peers[i].state, false, false);
-                if (q < 0)
-                        return q;
-                r->peers[i].mapped = false;
-                r->peers[i].unplug = (struct broker_unplug) {};
-        }
-        crashpoint("unmap-confirmed");
-        return 0;
+        if (q >= 0)
+                crashpoint("unmap-confirmed");
+        return q;
 }
 
 /* Does the database expect domain to hold a mapping of region id (from that pool)? */
