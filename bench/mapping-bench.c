@@ -157,6 +157,13 @@ struct watch {
         pthread_cond_t cond;
         struct expect e[MAX_EXPECT];
         size_t n;
+        /* The two domains, set before the event thread starts. */
+        const char *owner, *peer;
+        /*
+         * Devices of ours (ua-...) that left A or B while nobody here waited for them: someone
+         * else (another brokerd, virsh) is acting on these domains, and the figures mean nothing.
+         */
+        unsigned stray;
 };
 
 static struct watch watch = { .lock = PTHREAD_MUTEX_INITIALIZER };
@@ -165,6 +172,7 @@ static atomic_bool events_stop;
 static void watch_mark(virDomainPtr dom, const char *alias, enum expect_state state) {
         const char *name = virDomainGetName(dom);
         uint64_t t = now_nsec();
+        bool matched = false;
 
         if (!name || !alias)
                 return;
@@ -174,8 +182,14 @@ static void watch_mark(virDomainPtr dom, const char *alias, enum expect_state st
                 if (x->state == EXPECT_WAITING && strcmp(x->domain, name) == 0 && strcmp(x->alias, alias) == 0) {
                         x->state = state;
                         x->at = t;
+                        matched = true;
                         pthread_cond_broadcast(&watch.cond);
                 }
+        }
+        if (!matched && state == EXPECT_REMOVED && strncmp(alias, "ua-", 3) == 0 &&
+            (strcmp(name, watch.owner) == 0 || strcmp(name, watch.peer) == 0)) {
+                watch.stray++;
+                fprintf(stderr, "\nmapping-bench: %s left %s unasked\n", alias, name);
         }
         pthread_mutex_unlock(&watch.lock);
 }
@@ -925,6 +939,8 @@ static int libvirt_setup(struct bench *b, struct run_info *ri, pthread_t *thread
                 fprintf(stderr, "mapping-bench: versions: %s\n", lv_error());
                 return -EIO;
         }
+        watch.owner = b->owner;
+        watch.peer = b->peer;
         r = lookup_running(b, b->owner, &b->dom_owner);
         if (r >= 0)
                 r = lookup_running(b, b->peer, &b->dom_peer);
@@ -1065,7 +1081,7 @@ int main(int argc, char *argv[]) {
         struct stats st[_M_MAX];
         pthread_condattr_t ca;
         pthread_t thread;
-        bool json = false, thread_started = false;
+        bool json = false, thread_started = false, progress = isatty(STDERR_FILENO);
         int c, r;
 
         while ((c = getopt_long(argc, argv, "h", options, NULL)) >= 0) {
@@ -1171,7 +1187,7 @@ int main(int argc, char *argv[]) {
         for (unsigned i = 0; i < ri.warmup + ri.n; i++) {
                 uint64_t t[_M_MAX] = {}, *tp = i >= ri.warmup ? t : NULL;
 
-                if (!json)
+                if (progress)
                         fprintf(stderr, "\rmapping-bench: %s %u/%u ", i < ri.warmup ? "warm-up" : "iteration",
                                 i < ri.warmup ? i + 1 : i - ri.warmup + 1, i < ri.warmup ? ri.warmup : ri.n);
                 /* Alternating which half goes first, so that neither always follows the other. */
@@ -1190,7 +1206,7 @@ int main(int argc, char *argv[]) {
                         for (int m = 0; m < _M_MAX; m++)
                                 samples[m][i - ri.warmup] = t[m];
         }
-        if (!json)
+        if (progress)
                 fprintf(stderr, "\n");
 
         for (int m = 0; m < _M_MAX; m++)
@@ -1201,6 +1217,13 @@ int main(int argc, char *argv[]) {
                 print_table(&b, st, &ri);
         if (r >= 0 && fflush(stdout) != 0)
                 r = -errno;
+        pthread_mutex_lock(&watch.lock);
+        if (r >= 0 && watch.stray > 0) {
+                fprintf(stderr, "mapping-bench: %u device(s) left the domains without being asked to: something "
+                                "else acts on them; these figures are not valid\n", watch.stray);
+                r = -EBADMSG;
+        }
+        pthread_mutex_unlock(&watch.lock);
 
 out:
         if (b.c_owner)

@@ -11,7 +11,8 @@
 # BUILD_DIR: the build directory (default build-bench in the repository root); GUEST_DIR: the
 # guest cache (default /e2e-guest); RUN_BASE: where the temp directory with the database,
 # sockets, FIFOs and consoles goes (default /var/tmp, on disk like /var/lib/brokerd);
-# BOOT_TIMEOUT: seconds to wait for each guest (default 300).
+# BOOT_TIMEOUT: seconds to wait for each guest (default 300); BROKERD_LOG: keep brokerd's log
+# there.
 set -eu
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -40,6 +41,7 @@ done
 if $json; then banner=2; else banner=1; fi
 
 dir=
+bench_pid=
 brokerd_pid=
 domains=
 virtlogd_pid=
@@ -47,6 +49,10 @@ libvirtd_pid=
 # shellcheck disable=SC2317 # called by the trap
 cleanup() {
         set +e
+        if [ -n "$bench_pid" ]; then
+                kill "$bench_pid" 2>/dev/null
+                wait "$bench_pid" 2>/dev/null
+        fi
         if [ -n "$brokerd_pid" ]; then
                 kill "$brokerd_pid" 2>/dev/null
                 wait "$brokerd_pid" 2>/dev/null
@@ -57,6 +63,9 @@ cleanup() {
         done
         rm -f "/dev/shm/$prefix"-*
         if [ -n "$dir" ]; then
+                if [ -n "${BROKERD_LOG:-}" ] && [ -f "$dir/brokerd.log" ]; then
+                        cp "$dir/brokerd.log" "$BROKERD_LOG"
+                fi
                 rm -rf "$dir"
         fi
         # Only what this script started, by pid, libvirtd before the virtlogd it logs to.
@@ -64,6 +73,7 @@ cleanup() {
                 kill "$p" 2>/dev/null
                 wait "$p" 2>/dev/null
         done
+        bench_pid=''
         brokerd_pid=''
         domains=''
         dir=''
@@ -192,8 +202,14 @@ echo "machine: $(nproc) CPUs ($(sed -n 's/^model name[[:space:]]*: //p' /proc/cp
 echo "guests: 2 TCG domains (machine pc, 1 vCPU, 256MiB); brokerd database in $dir (${fs:-?})" >&"$banner"
 echo >&"$banner"
 
-if ! "$bench" --socket "$dir/agent.sock" --owner "$dom_a" --peer "$dom_b" --device nic0 --uri "$uri" \
-        --raw-prefix "$prefix-raw" "$@"; then
+# In the background, so that a SIGTERM to this script runs the trap at once, not after the run.
+"$bench" --socket "$dir/agent.sock" --owner "$dom_a" --peer "$dom_b" --device nic0 --uri "$uri" \
+        --raw-prefix "$prefix-raw" "$@" &
+bench_pid=$!
+status=0
+wait "$bench_pid" || status=$?
+bench_pid=''
+if [ "$status" -ne 0 ]; then
         echo "run-mapping-bench: the benchmark failed; brokerd's log ends with:" >&2
         tail -n 20 "$dir/brokerd.log" >&2
         exit 1

@@ -15,6 +15,8 @@
 #include "util/log.h"
 #include "util/num.h"
 
+#define BROKER_UNPLUG_RETRY_USEC (2 * UINT64_C(1000000))
+
 struct token_entry {
         char token[STORE_TOKEN_LEN + 1]; /* "" once the region is reclaimed */
         struct region *region;
@@ -63,6 +65,15 @@ struct broker {
         uint64_t revoke_timeout_usec;
         enum unplug_escalation escalation;
         uint64_t unplug_grace_usec;
+        /*
+         * While starting or reconciling with a backend that has a survey: a removal requested
+         * before (before the crash, before libvirtd went away) may still be pending in the
+         * hypervisor, and asking again for a pending removal is not safe everywhere (libvirt
+         * 9.0's daemon was seen to crash on it). So such removals are deferred: repeated only if
+         * nothing completes them within BROKER_UNPLUG_RETRY_USEC. New removals go out at once.
+         */
+        bool defer_unmaps;
+        bool has_deferred;
         int64_t (*clock)(void *userdata);
         void *clock_userdata;
         void (*on_event)(void *userdata, const struct broker_event *ev);
@@ -404,6 +415,11 @@ static int peer_unmap(struct broker *b, struct region *r, size_t i) {
 
         if (!r->peers[i].mapped)
                 return 0;
+        if (b->defer_unmaps && r->peers[i].unplug.requested) {
+                r->peers[i].unplug.deferred = b->has_deferred = true;
+                return 0;
+        }
+        r->peers[i].unplug.deferred = false;
         q = b->backend->ops->unmap(b->backend, &br, r->peers[i].domain);
         if (q == -EINPROGRESS) {
                 /* Quarantined until backend_unmap_done(); the clock for escalation starts now. */
@@ -429,6 +445,11 @@ static int owner_unmap(struct broker *b, struct region *r) {
 
         if (!r->owner_mapped)
                 return 0;
+        if (b->defer_unmaps && r->owner_unplug.requested) {
+                r->owner_unplug.deferred = b->has_deferred = true;
+                return 0;
+        }
+        r->owner_unplug.deferred = false;
         q = b->backend->ops->unmap(b->backend, &br, r->owner);
         if (q == -EINPROGRESS) {
                 if (!r->owner_unplug.requested)
@@ -1251,6 +1272,65 @@ static void unplug_escalate(struct broker *b, struct region *r, const char *doma
         });
 }
 
+static int64_t min_i64(int64_t a, int64_t b) {
+        return a < b ? a : b;
+}
+
+/* When a deferred removal (see defer_unmaps) is asked for again; INT64_MAX if none is. */
+static int64_t deferred_due(bool mapped, const struct broker_unplug *u) {
+        if (!mapped || !u->deferred)
+                return INT64_MAX;
+        return u->requested + (int64_t) BROKER_UNPLUG_RETRY_USEC;
+}
+
+/* The earliest deferred removal; clears has_deferred when there is none left. */
+static int64_t deferred_next(struct broker *b) {
+        int64_t next = INT64_MAX;
+        size_t it = 0;
+        void *v;
+
+        if (!b->has_deferred)
+                return INT64_MAX;
+        while (hashmap_iterate(b->regions, &it, &v)) {
+                const struct region *r = v;
+                for (size_t i = 0; i < r->n_peers; i++)
+                        next = min_i64(next, deferred_due(r->peers[i].mapped, &r->peers[i].unplug));
+                next = min_i64(next, deferred_due(r->owner_mapped, &r->owner_unplug));
+        }
+        b->has_deferred = next != INT64_MAX;
+        return next;
+}
+
+/* Deferred removals that nothing completed: ask for them now. */
+static void retry_deferred(struct broker *b, int64_t now) {
+        _cleanup_(xfreep) uint64_t *ids = NULL;
+        size_t n = 0, it = 0;
+        void *v;
+
+        if (deferred_next(b) > now)
+                return;
+        ids = calloc(hashmap_size(b->regions) + 1, sizeof(*ids));
+        if (!ids)
+                return;
+        while (hashmap_iterate(b->regions, &it, &v))
+                ids[n++] = ((struct region *) v)->id;
+        /* By id: a removal that completes at once may reclaim (free) its region. */
+        for (size_t k = 0; k < n; k++) {
+                struct region *r = hashmap_get(b->regions, &ids[k]);
+                for (size_t i = 0; r && i < r->n_peers; i++)
+                        if (deferred_due(r->peers[i].mapped, &r->peers[i].unplug) <= now) {
+                                (void) peer_unmap(b, r, i);
+                                (void) region_finish(b, r, "broker");
+                                r = hashmap_get(b->regions, &ids[k]);
+                        }
+                if (r && deferred_due(r->owner_mapped, &r->owner_unplug) <= now) {
+                        (void) owner_unmap(b, r);
+                        (void) region_finish(b, r, "broker");
+                }
+        }
+        (void) deferred_next(b);
+}
+
 static void escalate_overdue(struct broker *b, int64_t now) {
         struct region *r, *next;
 
@@ -1278,12 +1358,13 @@ int broker_process_deadlines(struct broker *b) {
                 if (q < 0)
                         first_error = first_error ?: q;
         }
+        retry_deferred(b, now);
         escalate_overdue(b, now);
         return first_error;
 }
 
-int64_t broker_next_deadline(const struct broker *b) {
-        int64_t next = INT64_MAX;
+int64_t broker_next_deadline(struct broker *b) {
+        int64_t next = deferred_next(b);
 
         for (const struct region *r = b->revoking; r; r = r->revoking_next) {
                 bool attached = false;
@@ -1298,6 +1379,7 @@ int64_t broker_next_deadline(const struct broker *b) {
                 int64_t due = unplug_due(b, r, r->owner_mapped, &r->owner_unplug);
                 if (due < next)
                         next = due;
+
         }
         return next;
 }
@@ -1427,7 +1509,19 @@ static int reconcile_mapping(struct broker *b, const struct backend_survey *s, s
         return q;
 }
 
+static int reconcile_survey(struct broker *b, struct broker_reconcile_result *ret);
+
 int broker_reconcile(struct broker *b, struct broker_reconcile_result *ret) {
+        bool saved = b->defer_unmaps;
+        int q;
+
+        b->defer_unmaps = true;
+        q = reconcile_survey(b, ret);
+        b->defer_unmaps = saved;
+        return q;
+}
+
+static int reconcile_survey(struct broker *b, struct broker_reconcile_result *ret) {
         _cleanup_(xfreep) uint64_t *ids = NULL;
         struct broker_reconcile_result res = {};
         struct backend_survey s = {};
@@ -1756,6 +1850,16 @@ static int broker_resume(struct broker *b) {
 
         for (size_t k = 0; k < n; k++) {
                 struct region *r = list[k];
+                bool all_done = true;
+
+                /* Removals that were in progress when we went down may still be pending. */
+                for (size_t i = 0; i < r->n_peers; i++) {
+                        if (peer_final(r->peers[i].state) && r->peers[i].mapped)
+                                r->peers[i].unplug.requested = broker_now(b);
+                        all_done = all_done && peer_final(r->peers[i].state) && !r->peers[i].mapped;
+                }
+                if (r->state == REGION_REVOKING && r->owner_mapped && all_done)
+                        r->owner_unplug.requested = broker_now(b);
                 for (size_t i = 0; i < r->n_peers; i++) {
                         /* Fix the pointers region_add_peer's reallocs may have moved. */
                         r->peers[i].domain = r->domains[i];
@@ -1882,11 +1986,13 @@ int broker_new(struct broker_config *cfg, struct broker **ret, struct broker_err
         }, &ls);
         if (q < 0)
                 return broker_error_set(err, BROKER_E_STORE, "cannot load state from %s: %s", cfg->db_path, strerror(-q));
+        b->defer_unmaps = b->backend->ops->survey != NULL;
         q = broker_resume(b);
         if (q < 0)
                 return broker_error_set(err, BROKER_E_STORE, "cannot resume interrupted work: %s", strerror(-q));
         /* Resumed work only acted on what the database said; now compare with reality. */
         q = broker_reconcile(b, NULL);
+        b->defer_unmaps = false;
         if (q < 0)
                 log_error("reconciling with the %s backend on start: %s; some state is left for the next reconcile",
                           b->backend->ops->name, strerror(-q));

@@ -131,6 +131,7 @@ struct broker_unplug {
         int64_t escalated;  /* when the escalation ran, 0 if it has not */
         enum unplug_escalation action;
         bool action_failed; /* the backend could not carry the action out */
+        bool deferred;      /* found on start: the request is repeated only if no removal follows */
 };
 
 /* Read-only views; valid until the next call that changes the broker. */
@@ -213,7 +214,7 @@ int broker_reconcile(struct broker *b, struct broker_reconcile_result *ret);
 /* Acts on every deadline that has passed: revokes, and escalations against unplugs. */
 int broker_process_deadlines(struct broker *b);
 /* The earliest pending deadline or escalation (CLOCK_REALTIME usec), or INT64_MAX when none. */
-int64_t broker_next_deadline(const struct broker *b);
+int64_t broker_next_deadline(struct broker *b);
 
 int broker_route_lookup(struct broker *b, const char *device, const char *domain, struct broker_route_info *ret);
 int broker_region_get(struct broker *b, uint64_t id, struct broker_region_info *ret);
