@@ -16,6 +16,9 @@
 #include "util/num.h"
 
 #define BROKER_UNPLUG_RETRY_USEC (2 * UINT64_C(1000000))
+/* Retrying a failed take-down: from 1s, doubling, at most a minute apart. */
+#define BROKER_RETRY_MIN_USEC (1 * UINT64_C(1000000))
+#define BROKER_RETRY_MAX_USEC (60 * UINT64_C(1000000))
 
 struct token_entry {
         char token[STORE_TOKEN_LEN + 1]; /* "" once the region is reclaimed */
@@ -37,6 +40,9 @@ struct region {
         char **domains;
         struct token_entry *tokens;     /* parallel to peers */
         struct range_node range;
+        /* A take-down that failed (store error, scrub failure) is tried again at retry_at. */
+        int64_t retry_at;
+        uint64_t retry_backoff;
         struct region *revoking_prev, *revoking_next;
         bool on_revoking_list;
 };
@@ -74,6 +80,7 @@ struct broker {
          */
         bool defer_unmaps;
         bool has_deferred;
+        bool has_retry;
         int64_t (*clock)(void *userdata);
         void *clock_userdata;
         void (*on_event)(void *userdata, const struct broker_event *ev);
@@ -314,44 +321,66 @@ static void emit_route_changed(struct broker *b, const char *device, const char 
         });
 }
 
-/* A region stops being usable for new traffic: take it off its routes (durably, in the open transaction). */
-static int routes_drop_region(struct broker *b, struct region *region, int64_t now) {
+/*
+ * A region stops being usable for new traffic: record, in the open transaction, what its
+ * routes say without it. Memory is left alone until the commit succeeded (routes_drop_region),
+ * so a failed commit leaves the routes exactly as they were.
+ */
+static int routes_persist_without(struct broker *b, struct region *region, int64_t now) {
         for (size_t i = 0; i < region->n_peers; i++) {
                 struct route *rt;
-                if (route_get(b, region->device, region->peers[i].domain, false, &rt) < 0)
+                int r;
+
+                if (route_get(b, region->device, region->peers[i].domain, false, &rt) < 0 || rt->n_live == 0 ||
+                    rt->live[rt->n_live - 1] != region)
                         continue;
-                bool was_current = rt->n_live > 0 && rt->live[rt->n_live - 1] == region;
-                route_remove_live(rt, region);
-                if (was_current) {
-                        int r = route_persist(b, rt, now);
-                        if (r < 0)
-                                return r;
-                }
+                /* Persist as if it were gone: the current entry is the one before it. */
+                rt->n_live--;
+                r = route_persist(b, rt, now);
+                rt->n_live++;
+                if (r < 0)
+                        return r;
         }
         return 0;
 }
 
+static void routes_drop_region(struct broker *b, struct region *region) {
+        for (size_t i = 0; i < region->n_peers; i++) {
+                struct route *rt;
+                if (route_get(b, region->device, region->peers[i].domain, false, &rt) >= 0)
+                        route_remove_live(rt, region);
+        }
+}
+
 /*
- * One peer is done with a region that stays live for others: the peer's route no longer leads
- * there. After the peer's commit; the routes table is rebuilt from live regions on start, so
- * a failure to persist here is only logged.
+ * One peer is done with a region that may stay live for others: the peer's route no longer
+ * leads there. route_persist_without_peer() records it in the open transaction without touching
+ * memory; route_drop_peer() follows the commit.
  */
+static int route_persist_without_peer(struct broker *b, struct region *region, const char *domain, int64_t now) {
+        struct route *rt;
+        int q;
+
+        if (route_get(b, region->device, domain, false, &rt) < 0 || rt->n_live == 0 ||
+            rt->live[rt->n_live - 1] != region)
+                return 0;
+        rt->n_live--;
+        q = route_persist(b, rt, now);
+        rt->n_live++;
+        return q;
+}
+
 static void route_drop_peer(struct broker *b, struct region *region, const char *domain, const char *reason) {
         struct route *rt;
         bool was_current;
-        uint64_t id = 0;
 
         if (route_get(b, region->device, domain, false, &rt) < 0)
                 return;
         was_current = rt->n_live > 0 && rt->live[rt->n_live - 1] == region;
         route_remove_live(rt, region);
-        if (!was_current)
-                return;
-        if (route_persist(b, rt, broker_now(b)) < 0)
-                log_region(LOG_WARNING, region->id, domain, NULL, "could not record the route change");
-        if (rt->n_live > 0)
-                id = rt->live[rt->n_live - 1]->id;
-        emit_route_changed(b, region->device, domain, id, reason);
+        if (was_current)
+                emit_route_changed(b, region->device, domain, rt->n_live > 0 ? rt->live[rt->n_live - 1]->id : 0,
+                                   reason);
 }
 
 static void routes_announce(struct broker *b, const struct region *region, const char *reason) {
@@ -482,7 +511,30 @@ static void region_forget(struct broker *b, struct region *r) {
  * before the commit so a crash in between repeats them (both are idempotent) rather than
  * leaking memory the database no longer mentions.
  */
+static void region_retry_later(struct broker *b, struct region *r, int error) {
+        int64_t now = broker_now(b);
+
+        r->retry_backoff = r->retry_backoff ? r->retry_backoff * 2 : BROKER_RETRY_MIN_USEC;
+        if (r->retry_backoff > BROKER_RETRY_MAX_USEC)
+                r->retry_backoff = BROKER_RETRY_MAX_USEC;
+        r->retry_at = now + (int64_t) r->retry_backoff;
+        b->has_retry = true;
+        log_region(LOG_WARNING, r->id, NULL, "broker", "taking the region down failed (%s); trying again in %" PRIu64 "s",
+                   strerror(-error), r->retry_backoff / 1000000);
+}
+
+static int region_finish_once(struct broker *b, struct region *r, const char *actor);
+
+/* region_finish_once(), and on failure a retry later: nothing is left half-done for good. */
 static int region_finish(struct broker *b, struct region *r, const char *actor) {
+        int q = region_finish_once(b, r, actor);
+
+        if (q < 0)
+                region_retry_later(b, r, q);
+        return q;
+}
+
+static int region_finish_once(struct broker *b, struct region *r, const char *actor) {
         struct backend_region br = backend_region_of(r);
         int64_t now;
         int q;
@@ -490,8 +542,18 @@ static int region_finish(struct broker *b, struct region *r, const char *actor) 
         if (r->state != REGION_REVOKING)
                 return 0;
         for (size_t i = 0; i < r->n_peers; i++)
-                if (r->peers[i].state == PEER_ATTACHED || r->peers[i].mapped)
+                if (r->peers[i].state == PEER_ATTACHED)
                         return 0;
+        for (size_t i = 0; i < r->n_peers; i++) {
+                /* A removal that was never asked for, or whose record failed: ask (again) now. */
+                if (r->peers[i].mapped && !r->peers[i].unplug.requested) {
+                        q = peer_unmap(b, r, i);
+                        if (q < 0)
+                                return q;
+                }
+                if (r->peers[i].mapped)
+                        return 0;
+        }
         if (r->owner_mapped) {
                 q = owner_unmap(b, r);
                 if (q < 0 || r->owner_mapped)
@@ -575,7 +637,8 @@ static int region_force(struct broker *b, struct region *r, const char *actor, c
         for (size_t i = 0; i < r->n_peers; i++)
                 if (peer_final(r->peers[i].state))
                         (void) peer_unmap(b, r, i); /* a failure keeps it quarantined; logged */
-        return region_finish(b, r, actor);
+        (void) region_finish(b, r, actor); /* retried on failure */
+        return 0;
 }
 
 /*
@@ -601,22 +664,17 @@ static int region_start_revoke(struct broker *b, struct region *r, const char *a
                                           "region revoked before the peer attached", now);
                 }
         if (q >= 0)
-                q = routes_drop_region(b, r, now);
+                q = routes_persist_without(b, r, now);
         if (q >= 0)
                 q = audit(b, actor, r, NULL, "revoke", region_state_to_string(from), "revoking", reason, now);
         if (q >= 0)
                 q = store_commit(b->store);
         if (q < 0) {
                 store_rollback(b->store);
-                /* routes_drop_region changed memory; put the region back on its routes. */
-                for (size_t i = 0; i < r->n_peers; i++) {
-                        struct route *rt;
-                        if (route_get(b, r->device, r->peers[i].domain, false, &rt) >= 0)
-                                (void) route_add_live(rt, r);
-                }
                 return q;
         }
         crashpoint("revoke-recorded");
+        routes_drop_region(b, r);
 
         r->state = REGION_REVOKING;
         r->deadline = deadline;
@@ -633,9 +691,12 @@ static int region_start_revoke(struct broker *b, struct region *r, const char *a
                                 .device = r->device, .domain = r->peers[i].domain, .deadline = deadline,
                                 .reason = reason,
                         });
+        /* The revoke is recorded: what follows is retried on failure, not reported as one. */
         if (force)
-                return region_force(b, r, actor, reason);
-        return region_finish(b, r, actor);
+                (void) region_force(b, r, actor, reason);
+        else
+                (void) region_finish(b, r, actor);
+        return 0;
 }
 
 /*
@@ -652,6 +713,8 @@ static int peer_revoke_now(struct broker *b, struct region *r, size_t i, const c
         q = store_begin(b->store);
         if (q >= 0)
                 q = store_peer_update(b->store, r->id, r->peers[i].domain, PEER_REVOKED, false, still_mapped);
+        if (q >= 0)
+                q = route_persist_without_peer(b, r, r->peers[i].domain, now);
         if (q >= 0)
                 q = audit(b, actor, r, r->peers[i].domain, "revoke-peer", peer_state_to_string(from), "revoked", why, now);
         if (q >= 0)
@@ -680,7 +743,10 @@ static int region_settle(struct broker *b, struct region *r, const char *actor, 
         for (size_t i = 0; i < r->n_peers; i++)
                 if (!peer_final(r->peers[i].state))
                         return 0;
-        return region_start_revoke(b, r, actor, 0, false, why);
+        int q = region_start_revoke(b, r, actor, 0, false, why);
+        if (q < 0)
+                region_retry_later(b, r, q);
+        return q;
 }
 
 /* ---- share ---- */
@@ -1112,6 +1178,8 @@ int broker_release(struct broker *b, const struct broker_caller *caller, const c
                 return store_fail(b, q, err, "the release");
         q = store_peer_update(b->store, r->id, domain, PEER_RELEASED, false, r->peers[i].mapped);
         if (q >= 0)
+                q = route_persist_without_peer(b, r, domain, now);
+        if (q >= 0)
                 q = audit(b, actor, r, domain, "release", peer_state_to_string(from), "released", NULL, now);
         if (q >= 0)
                 q = store_commit(b->store);
@@ -1125,8 +1193,10 @@ int broker_release(struct broker *b, const struct broker_caller *caller, const c
         });
 
         (void) peer_unmap(b, r, (size_t) i);
-        /* Nobody can use it any more: take it down rather than keep it forever. */
-        return region_settle(b, r, region_live(r) ? "broker" : actor, "every peer released the region");
+        /* Nobody can use it any more: take it down rather than keep it forever (retried on failure;
+         * the release itself is recorded). */
+        (void) region_settle(b, r, region_live(r) ? "broker" : actor, "every peer released the region");
+        return 0;
 }
 
 /* ---- revoke ---- */
@@ -1301,6 +1371,55 @@ static int64_t deferred_next(struct broker *b) {
         return next;
 }
 
+/* The earliest retry of a failed take-down; clears has_retry when none is left. */
+static int64_t retry_next(struct broker *b) {
+        int64_t next = INT64_MAX;
+        size_t it = 0;
+        void *v;
+
+        if (!b->has_retry)
+                return INT64_MAX;
+        while (hashmap_iterate(b->regions, &it, &v)) {
+                const struct region *r = v;
+                if (r->retry_at)
+                        next = min_i64(next, r->retry_at);
+        }
+        b->has_retry = next != INT64_MAX;
+        return next;
+}
+
+static void retry_failed(struct broker *b, int64_t now) {
+        _cleanup_(xfreep) uint64_t *ids = NULL;
+        size_t n = 0, it = 0;
+        void *v;
+
+        if (retry_next(b) > now)
+                return;
+        ids = calloc(hashmap_size(b->regions) + 1, sizeof(*ids));
+        if (!ids)
+                return;
+        while (hashmap_iterate(b->regions, &it, &v))
+                if (((struct region *) v)->retry_at && ((struct region *) v)->retry_at <= now)
+                        ids[n++] = ((struct region *) v)->id;
+        for (size_t k = 0; k < n; k++) {
+                struct region *r = hashmap_get(b->regions, &ids[k]);
+                if (!r)
+                        continue;
+                r->retry_at = 0;
+                if (r->state == REGION_REVOKING && r->deadline <= now) {
+                        int q = region_force(b, r, "broker", "revoke deadline passed");
+                        if (q < 0)
+                                region_retry_later(b, r, q);
+                } else
+                        (void) region_settle(b, r, "broker", "retrying a take-down that failed");
+                /* Success resets the backoff; failure rescheduled it. */
+                r = hashmap_get(b->regions, &ids[k]);
+                if (r && !r->retry_at)
+                        r->retry_backoff = 0;
+        }
+        (void) retry_next(b);
+}
+
 /* Deferred removals that nothing completed: ask for them now. */
 static void retry_deferred(struct broker *b, int64_t now) {
         _cleanup_(xfreep) uint64_t *ids = NULL;
@@ -1338,10 +1457,17 @@ static void escalate_overdue(struct broker *b, int64_t now) {
         for (r = b->revoking; r; r = next) {
                 next = r->revoking_next;
                 for (size_t i = 0; i < r->n_peers; i++)
-                        if (unplug_due(b, r, r->peers[i].mapped, &r->peers[i].unplug) <= now)
+                        if (unplug_due(b, r, r->peers[i].mapped, &r->peers[i].unplug) <= now) {
                                 unplug_escalate(b, r, r->peers[i].domain, &r->peers[i].unplug, now);
-                if (unplug_due(b, r, r->owner_mapped, &r->owner_unplug) <= now)
+                                /* A refused removal is no longer pending: ask again. */
+                                if (r->peers[i].unplug.failed)
+                                        (void) peer_unmap(b, r, i);
+                        }
+                if (unplug_due(b, r, r->owner_mapped, &r->owner_unplug) <= now) {
                         unplug_escalate(b, r, r->owner, &r->owner_unplug, now);
+                        if (r->owner_unplug.failed)
+                                (void) owner_unmap(b, r);
+                }
         }
 }
 
@@ -1352,19 +1478,27 @@ int broker_process_deadlines(struct broker *b) {
 
         for (r = b->revoking; r; r = next) {
                 next = r->revoking_next;
-                if (r->deadline > now)
+                if (r->deadline > now || r->retry_at > now)
                         continue;
+                bool attached = false;
+                for (size_t i = 0; i < r->n_peers; i++)
+                        attached = attached || r->peers[i].state == PEER_ATTACHED;
+                if (!attached)
+                        continue; /* waiting for removals, or for a retry below */
                 int q = region_force(b, r, "broker", "revoke deadline passed");
-                if (q < 0)
+                if (q < 0) {
+                        region_retry_later(b, r, q);
                         first_error = first_error ?: q;
+                }
         }
+        retry_failed(b, now);
         retry_deferred(b, now);
         escalate_overdue(b, now);
         return first_error;
 }
 
 int64_t broker_next_deadline(struct broker *b) {
-        int64_t next = deferred_next(b);
+        int64_t next = min_i64(deferred_next(b), retry_next(b));
 
         for (const struct region *r = b->revoking; r; r = r->revoking_next) {
                 bool attached = false;
@@ -1374,7 +1508,8 @@ int64_t broker_next_deadline(struct broker *b) {
                         if (due < next)
                                 next = due;
                 }
-                if (attached && r->deadline < next)
+                /* A force that failed waits for its retry instead of spinning on a past deadline. */
+                if (attached && !r->retry_at && r->deadline < next)
                         next = r->deadline;
                 int64_t due = unplug_due(b, r, r->owner_mapped, &r->owner_unplug);
                 if (due < next)

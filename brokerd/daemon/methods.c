@@ -254,7 +254,7 @@ static int param_u64(struct json_object *params, const char *key, bool required,
                         *ret_present = false;
                 return 0;
         }
-        if (num_from_json(v, ret) < 0)
+        if (num_from_json_unscanned(v, ret) < 0)
                 return invalid_params(err, key,
                                       "expected a non-negative integer, or a string such as \"2MiB\" or \"0x1000\"");
         if (ret_present)

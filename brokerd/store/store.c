@@ -11,7 +11,12 @@
 #include <string.h>
 #include <unistd.h>
 
-#define STORE_BUSY_TIMEOUT_MS 5000
+/*
+ * brokerd is the database's only writer; a lock held by anyone else (an admin's sqlite3 shell)
+ * would stall every client of the single-threaded daemon for as long as sqlite waits. Fail the
+ * write with store_failed soon instead: the client may retry, nothing else waits.
+ */
+#define STORE_BUSY_TIMEOUT_MS 250
 #define STORE_ERROR_MAX 256
 
 /*

@@ -32,7 +32,8 @@ struct diag_list {
 void diag_list_clear(struct diag_list *l);
 /* Returns 0 or -ENOMEM; the list stays usable either way. */
 int diag_add(struct diag_list *l, enum diag_severity sev, const char *path, const char *fmt, ...) _printf_(4, 5);
-int diag_addv(struct diag_list *l, enum diag_severity sev, const char *path, const char *fmt, va_list ap);
+int diag_addv(struct diag_list *l, enum diag_severity sev, const char *path, const char *fmt, va_list ap)
+        _printf_(4, 0);
 size_t diag_count(const struct diag_list *l, enum diag_severity sev);
 /* First diagnostic whose path equals path (any severity), or NULL. */
 const struct diag *diag_find(const struct diag_list *l, const char *path);

@@ -131,6 +131,19 @@ int num_from_json(struct json_object *o, uint64_t *ret) {
         }
 }
 
+int num_from_json_unscanned(struct json_object *o, uint64_t *ret) {
+        /*
+         * json-c saturates integer literals of 2^64 and above to 2^64-1, so where the text was
+         * not scanned for them, that value cannot be told from an overflow: refused as one. No
+         * size, base, id or limit brokerd takes can be 2^64-1 anyway, and the string
+         * "0xffffffffffffffff" still spells it exactly.
+         */
+        if (json_object_is_type(o, json_type_int) && json_object_get_int64(o) >= 0 &&
+            json_object_get_uint64(o) == UINT64_MAX)
+                return -ERANGE;
+        return num_from_json(o, ret);
+}
+
 const char *num_format_size(uint64_t v, char buf[static NUM_FMT_MAX]) {
         if (v == 0) {
                 snprintf(buf, NUM_FMT_MAX, "0");

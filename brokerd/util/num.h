@@ -18,6 +18,11 @@ struct json_object;
 
 int num_parse_u64(const char *s, uint64_t *ret);
 int num_from_json(struct json_object *o, uint64_t *ret);
+/*
+ * num_from_json() for JSON whose text was not scanned for integer literals past 64 bits
+ * (json-c saturates them to 2^64-1): 2^64-1 as an integer is refused with -ERANGE.
+ */
+int num_from_json_unscanned(struct json_object *o, uint64_t *ret);
 
 static inline bool num_is_pow2(uint64_t x) {
         return x != 0 && (x & (x - 1)) == 0;

@@ -74,8 +74,9 @@ static void check_platform(const struct platform *p) {
                 fuzz_assert(platform_find_device(p, d->name) == d);
                 check_ranges(d->windows, d->n_windows);
                 check_ranges(d->reserved_windows, d->n_reserved_windows);
+                /* A window may extend above the mask (a warning: spans clip it), never lie above it. */
                 for (size_t j = 0; j < d->n_windows; j++)
-                        fuzz_assert(d->windows[j].end - 1 <= d->dma_max);
+                        fuzz_assert(d->windows[j].base <= d->dma_max);
 
                 r = platform_device_spans(p, d, &spans, &n);
                 fuzz_assert(r == 0 || r == -ENOMEM);

@@ -27,7 +27,6 @@
 #define URI "test:///default"
 #define MIB (UINT64_C(1) << 20)
 
-DEFINE_CLEANUP(struct backend, backend_free);
 
 struct fixture {
         char pool_name[32];

@@ -124,10 +124,18 @@ static void test_from_json(void **state) {
         assert_int_equal(v, 4096);
         json_object_put(o);
 
-        /* Above INT64_MAX json-c keeps the value as uint64. */
+        /* Above INT64_MAX json-c keeps the value as uint64; 2^64-1 is where it saturates
+         * larger literals, so where the text was not scanned that one is refused. */
+        o = json_object_new_uint64(UINT64_MAX - 1);
+        assert_int_equal(num_from_json_unscanned(o, &v), 0);
+        assert_int_equal(v, UINT64_MAX - 1);
+        json_object_put(o);
         o = json_object_new_uint64(UINT64_MAX);
         assert_int_equal(num_from_json(o, &v), 0);
         assert_int_equal(v, UINT64_MAX);
+        v = 7;
+        assert_int_equal(num_from_json_unscanned(o, &v), -ERANGE);
+        assert_int_equal(v, 7);
         json_object_put(o);
         o = json_object_new_uint64((uint64_t) INT64_MAX + 1);
         assert_int_equal(num_from_json(o, &v), 0);
@@ -138,6 +146,7 @@ static void test_from_json(void **state) {
         from_json_text("9223372036854775807", 0, INT64_MAX);
         from_json_text("9223372036854775808", 0, (uint64_t) INT64_MAX + 1);
         from_json_text("18446744073709551615", 0, UINT64_MAX);
+        from_json_text("\"0xffffffffffffffff\"", 0, UINT64_MAX);
         from_json_text("\"0x1000\"", 0, 0x1000);
         from_json_text("\"2MiB\"", 0, UINT64_C(2) << 20);
         from_json_text("-1", -ERANGE, 0);
