@@ -213,7 +213,7 @@ static int value_string(struct json_object *v, const char *path, size_t max, con
 }
 
 static int value_name(struct json_object *v, const char *path, const char **ret, struct rpc_error *err) {
-        const char *s;
+        const char *s = NULL; /* set on success; gcc -O3 cannot see that */
         int q;
 
         q = value_string(v, path, NAME_MAX_LEN, &s, err);

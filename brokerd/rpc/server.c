@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <json-c/json.h>
 #include <limits.h>
 #include <stdarg.h>
@@ -61,6 +62,8 @@ struct rpc_connection {
         int fd;
         sd_event_source *source;
         uint32_t events;
+        /* Armed while a partial line is buffered: a message must be complete in time. */
+        sd_event_source *line_timer;
 
         char *in;
         size_t in_len, in_size;
@@ -437,6 +440,7 @@ static void connection_close(struct rpc_connection *c, bool dropped) {
         c->closed = true;
 
         c->source = sd_event_source_disable_unref(c->source);
+        c->line_timer = sd_event_source_disable_unref(c->line_timer);
         if (c->fd >= 0)
                 close(c->fd);
         c->fd = -EBADF;
@@ -647,6 +651,48 @@ static void connection_handle_line(struct rpc_connection *c, const char *line, s
         (void) connection_queue(c, reply, fds.fds, fds.n);
 }
 
+static int on_line_timeout(sd_event_source *source, uint64_t usec, void *userdata) {
+        struct rpc_connection *c = userdata;
+
+        (void) source, (void) usec;
+        if (c->in_len == 0 || c->closed || c->closing)
+                return 0;
+        connection_fail(c, limit_error(c->server, "message not completed within %" PRIu64 "s",
+                                       c->server->limits.line_timeout_usec / 1000000));
+        /* As after any input: close once the error is out (it usually went out at once). */
+        if (!c->closed && !c->out_head)
+                connection_close(c, false);
+        return 0;
+}
+
+/*
+ * A partial line holds a connection slot and its buffer: it must be finished within
+ * line_timeout_usec of its first byte, or the connection is dropped (like an over-long one).
+ */
+static void connection_watch_partial(struct rpc_connection *c) {
+        struct rpc_server *s = c->server;
+        int r;
+
+        if (c->in_len == 0 || c->closed || c->closing) {
+                if (c->line_timer)
+                        (void) sd_event_source_set_enabled(c->line_timer, SD_EVENT_OFF);
+                return;
+        }
+        if (c->line_timer) {
+                int enabled = SD_EVENT_OFF;
+                (void) sd_event_source_get_enabled(c->line_timer, &enabled);
+                if (enabled != SD_EVENT_OFF)
+                        return; /* the line started earlier: its clock keeps running */
+                r = sd_event_source_set_time_relative(c->line_timer, s->limits.line_timeout_usec);
+                if (r >= 0)
+                        r = sd_event_source_set_enabled(c->line_timer, SD_EVENT_ONESHOT);
+        } else
+                r = sd_event_add_time_relative(s->event, &c->line_timer, CLOCK_MONOTONIC, s->limits.line_timeout_usec,
+                                               100 * 1000 /* accuracy: 100ms */, on_line_timeout, c);
+        if (r < 0)
+                connection_close(c, true);
+}
+
 static void connection_process_input(struct rpc_connection *c) {
         struct rpc_server *s = c->server;
         size_t start = 0;
@@ -720,10 +766,12 @@ static void connection_read(struct rpc_connection *c) {
                 /* Every message ends with '\n': an unterminated tail is not a message. */
                 c->eof = true;
                 c->in_len = 0;
+                connection_watch_partial(c);
                 return;
         }
         c->in_len += (size_t) n;
         connection_process_input(c);
+        connection_watch_partial(c);
 }
 
 static int connection_io(sd_event_source *source, int fd, uint32_t revents, void *userdata) {
@@ -1018,6 +1066,8 @@ int rpc_server_new(sd_event *event, const struct rpc_server_limits *limits, rpc_
         if (lim.max_message == 0 || lim.max_message > INT_MAX - 1 || lim.max_depth == 0 || lim.max_depth > INT_MAX ||
             lim.max_batch == 0 || lim.max_connections_per_uid == 0 || lim.max_pending_bytes == 0)
                 return -EINVAL;
+        if (lim.line_timeout_usec == 0)
+                lim.line_timeout_usec = RPC_SERVER_LIMITS_DEFAULT.line_timeout_usec;
 
         s = calloc(1, sizeof(*s));
         if (!s)
@@ -1046,6 +1096,19 @@ int rpc_server_new(sd_event *event, const struct rpc_server_limits *limits, rpc_
         r = sd_event_source_set_enabled(s->reaper, SD_EVENT_OFF);
         if (r < 0)
                 return r;
+        /*
+         * sd-event opens a clock's timerfd when its first time source is added and keeps it.
+         * Add one now for CLOCK_MONOTONIC (partial-line and accept timers), so the daemon's fd
+         * count is the same before and after its first slow client: a stable baseline is what
+         * makes fd leaks visible.
+         */
+        {
+                sd_event_source *warm = NULL;
+                r = sd_event_add_time(event, &warm, CLOCK_MONOTONIC, UINT64_MAX, 0, NULL, NULL);
+                if (r < 0)
+                        return r;
+                sd_event_source_disable_unref(warm);
+        }
 
         *ret = TAKE_PTR(s);
         return 0;

@@ -23,12 +23,14 @@ struct rpc_server_limits {
         unsigned max_batch;             /* default 32 */
         unsigned max_connections_per_uid; /* default 16 */
         size_t max_pending_bytes;       /* queued output per connection, default 1 MiB */
+        uint64_t line_timeout_usec;     /* a started message must end within this, default 30 s */
 };
 
 #define RPC_SERVER_LIMITS_DEFAULT                                               \
         ((struct rpc_server_limits) {                                           \
                 .max_message = 64 * 1024, .max_depth = 16, .max_batch = 32,    \
                 .max_connections_per_uid = 16, .max_pending_bytes = 1024 * 1024, \
+                .line_timeout_usec = 30 * UINT64_C(1000000),                    \
         })
 
 struct rpc_server_stats {

@@ -486,6 +486,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
         fuzz_assert(fuzz_file_open(&F.policy, "fuzz-rpc-policy") == 0);
         fuzz_assert(fuzz_file_set(&F.policy, policy_text, strlen(policy_text)) == 0);
         fuzz_assert(sd_event_new(&F.event) >= 0);
+
         fuzz_assert(methods_new(F.policy.path, &F.methods) == 0);
         fuzz_assert(rpc_server_new(F.event, &limits, fuzz_handle, methods_disconnect, F.methods, &F.server) == 0);
         methods_set_server(F.methods, F.server);

@@ -779,6 +779,51 @@ static void test_message_limit(void **state) {
         client_close(&other);
 }
 
+/* A message must be complete within line_timeout_usec of its first byte. */
+static void test_line_timeout(void **state) {
+        struct fx *f = *state;
+        struct rpc_server_limits l = small_limits;
+        struct client c, other;
+        uint64_t t0, now;
+
+        l.line_timeout_usec = 300 * 1000;
+        start(f, &l);
+        client_connect(f, &other, f->path);
+        client_connect(f, &c, f->path);
+
+        /* Complete lines sent in pieces, each within the limit, are served. */
+        client_write(f, &c, "{\"jsonrpc\":\"2.0\",\"id\":1,", strlen("{\"jsonrpc\":\"2.0\",\"id\":1,"));
+        run_idle(f);
+        client_send(f, &c, "\"method\":\"echo\"}");
+        {
+                _cleanup_(put_json) struct json_object *r = client_reply(f, &c);
+                assert_string_equal(id_of(r), "1");
+        }
+
+        /* A line left half-sent: limit_exceeded, then closed, once the time is up. */
+        assert_int_equal(sd_event_now(f->e, CLOCK_MONOTONIC, &t0), 0);
+        client_write(f, &c, "{\"jsonrpc\":\"2.0\",\"id\":2,\"meth", strlen("{\"jsonrpc\":\"2.0\",\"id\":2,\"meth"));
+        run_idle(f);
+        assert_no_reply(f, &c);
+        do {
+                assert_true(sd_event_run(f->e, 100 * 1000) >= 0);
+                assert_int_equal(sd_event_now(f->e, CLOCK_MONOTONIC, &now), 0);
+                assert_true(now - t0 < 5 * 1000 * 1000);
+        } while (disconnect_count(f, 2) == 0);
+        assert_true(now - t0 >= 300 * 1000);
+        {
+                _cleanup_(put_json) struct json_object *r = client_reply(f, &c);
+                assert_error(r, "null", 1002, "limit_exceeded");
+        }
+        assert_eof(f, &c);
+        client_close(&c);
+
+        /* The other connection, idle with nothing buffered, stays and works. */
+        expect_result(f, &other, "{\"jsonrpc\":\"2.0\",\"id\":3,\"method\":\"echo\"}", "3", "{}");
+        assert_int_equal(disconnect_count(f, 1), 0);
+        client_close(&other);
+}
+
 static void test_pipelined(void **state) {
         struct fx *f = *state;
         struct client c;
@@ -1262,6 +1307,7 @@ static const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_parse_errors, setup, teardown),
         cmocka_unit_test_setup_teardown(test_depth_limit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_message_limit, setup, teardown),
+cmocka_unit_test_setup_teardown(test_line_timeout, setup, teardown),
         cmocka_unit_test_setup_teardown(test_pipelined, setup, teardown),
         cmocka_unit_test_setup_teardown(test_partial_writes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_half_close, setup, teardown),
