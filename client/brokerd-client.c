@@ -747,10 +747,17 @@ static const char *get_string(struct json_object *o, const char *key) {
         return json_object_get_string(v);
 }
 
-/* The descriptor a result's "fd" member names, taken out of fds (set to -1 there). */
+/*
+ * The descriptor a result's "fd" member names, taken out of fds (set to -1 there); -1 when the
+ * result has no "fd" (backends that map into VMs, such as libvirt, pass none).
+ */
 static int take_result_fd(struct json_object *result, int *fds, size_t n_fds, int *ret) {
         uint64_t index;
 
+        if (!json_object_object_get_ex(result, "fd", NULL)) {
+                *ret = -1;
+                return 0;
+        }
         if (get_u64(result, "fd", &index) < 0 || index >= n_fds)
                 return -EBADMSG;
         *ret = fds[index];

@@ -157,7 +157,7 @@ struct bdc_share_result {
         char *pool;
         struct bdc_token *tokens;
         size_t n_tokens;
-        int fd;       /* the owner's mapping, or -1 (bounce) */
+        int fd;       /* the owner's mapping, or -1 (bounce, or a backend that passes no fd: libvirt) */
 };
 
 /* A bounce answer is a success (placement BDC_PLACEMENT_BOUNCE), not an error. */
@@ -170,7 +170,7 @@ void bdc_share_result_clear(struct bdc_share_result *r);
 struct bdc_attach_result {
         uint64_t region, base, size;
         enum bdc_access access;
-        int fd;
+        int fd; /* the peer's mapping, or -1 for a backend that passes no fd (libvirt) */
 };
 
 int bdc_attach(struct bdc *c, const char *domain, const char *token, struct bdc_attach_result *ret,

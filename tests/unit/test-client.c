@@ -599,11 +599,21 @@ static void test_share(void **state) {
         assert_int_equal(member_int(params, "alignment"), 2 * 1024 * 1024);
         json_object_put(r);
 
+        /* A backend that maps into VMs (libvirt) passes no fd: fd is -1, not an error. */
+        send_line(p.peer, "{\"jsonrpc\":\"2.0\",\"id\":3,\"result\":{\"placement\":\"region\",\"region\":9,"
+                          "\"base\":\"0x2000\",\"size\":4096,\"alignment\":4096,\"pool\":\"p\",\"tokens\":[]}}");
+        assert_int_equal(bdc_share(p.c, &req, &res, &err), 0);
+        assert_int_equal(res.placement, BDC_PLACEMENT_REGION);
+        assert_int_equal(res.region, 9);
+        assert_int_equal(res.fd, -1);
+        bdc_share_result_clear(&res);
+        json_object_put(read_request(p.peer));
+
         /* Failing: "fd" names a descriptor that did not come; the one that did is closed and
          * the result is untouched. */
         probe_open(&a);
         send_line_fds(p.peer,
-                      "{\"jsonrpc\":\"2.0\",\"id\":3,\"result\":{\"placement\":\"region\",\"region\":8,"
+                      "{\"jsonrpc\":\"2.0\",\"id\":4,\"result\":{\"placement\":\"region\",\"region\":8,"
                       "\"base\":\"0x1000\",\"size\":4096,\"tokens\":[],\"fd\":1}}",
                       &a.wr, 1);
         memset(&untouched, 0x5a, sizeof(untouched));
@@ -616,7 +626,7 @@ static void test_share(void **state) {
         json_object_put(read_request(p.peer));
 
         /* Failing: a daemon error is passed through. */
-        send_line(p.peer, "{\"jsonrpc\":\"2.0\",\"id\":4,\"error\":{\"code\":1006,\"message\":\"one peer\","
+        send_line(p.peer, "{\"jsonrpc\":\"2.0\",\"id\":5,\"error\":{\"code\":1006,\"message\":\"one peer\","
                           "\"data\":{\"name\":\"multi_peer_forbidden\"}}}");
         assert_int_equal(bdc_share(p.c, &req, &res, &err), -EACCES);
         assert_string_equal(err.name, "multi_peer_forbidden");
