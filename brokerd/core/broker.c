@@ -297,12 +297,15 @@ static void route_remove_live(struct route *rt, const struct region *region) {
                 }
 }
 
-/* What the durable routes table should say for rt. */
+/*
+ * What the durable routes table should say for rt. A region row's reason carries a bounce
+ * answered while the region still served the route: it is the answer once the region goes.
+ */
 static int route_persist(struct broker *b, const struct route *rt, int64_t now) {
         if (rt->n_live > 0)
                 return store_route_set(b->store, &(struct store_route) {
                         .device = rt->device, .domain = rt->domain, .kind = ROUTE_REGION,
-                        .region = rt->live[rt->n_live - 1]->id, .updated = now,
+                        .region = rt->live[rt->n_live - 1]->id, .reason = rt->bounce_reason, .updated = now,
                 });
         if (rt->bounce_reason)
                 return store_route_set(b->store, &(struct store_route) {
@@ -995,8 +998,12 @@ int broker_share(struct broker *b, const struct broker_caller *caller, const str
                 q = route_get(b, r->device, r->peers[i].domain, true, &rt);
                 if (q >= 0)
                         q = route_add_live(rt, r);
-                if (q >= 0)
+                if (q >= 0) {
+                        /* The route has room again: an older bounce is not recorded as pending. */
+                        char *pending = TAKE_PTR(rt->bounce_reason);
                         q = route_persist(b, rt, now);
+                        rt->bounce_reason = pending;
+                }
         }
         if (q >= 0)
                 q = store_commit(b->store);
@@ -1953,8 +1960,10 @@ static int load_route(void *userdata, const struct store_route *sr) {
         struct route *rt;
         int q;
 
-        if (sr->kind != ROUTE_BOUNCE)
-                return 0; /* region routes are derived from the live regions */
+        /* Region routes are derived from the live regions; only a bounce answer is kept, a
+         * pending one (on a region row) included. */
+        if (sr->kind != ROUTE_BOUNCE && !sr->reason)
+                return 0;
         q = route_get(ls->b, sr->device, sr->domain, true, &rt);
         if (q < 0)
                 return q;
@@ -2031,7 +2040,11 @@ static int broker_resume(struct broker *b) {
                         continue;
                 }
                 q = b->backend->ops->restore(b->backend, &br);
-                if (q == -ENOENT && region_live(r)) {
+                if (q < 0 && q != -ENOENT)
+                        log_region(LOG_ERR, r->id, NULL, NULL, "could not restore its memory: %s", strerror(-q));
+                /* Gone, or there but not as it was left (a crash while it was being created):
+                 * memory that cannot be vouched for is never handed out again. */
+                if (q < 0 && region_live(r)) {
                         bool seen = r->owner_mapped;
                         for (size_t i = 0; i < r->n_peers; i++)
                                 seen = seen || r->peers[i].state != PEER_GRANTED;
@@ -2052,8 +2065,7 @@ static int broker_resume(struct broker *b) {
                                         return q;
                                 continue;
                         }
-                } else if (q < 0 && q != -ENOENT)
-                        log_region(LOG_ERR, r->id, NULL, NULL, "could not restore its memory: %s", strerror(-q));
+                }
 
                 /* Finish unmaps a crash interrupted. */
                 for (size_t i = 0; i < r->n_peers; i++)

@@ -661,6 +661,11 @@ static void test_bounce_and_route_lookup(void **state) {
         /* vm2 still has its 16MiB region: the route points there. */
         assert_int_equal(route.kind, ROUTE_REGION);
 
+        /* The pending bounce survives a restart while the region still serves the route. */
+        broker_restart(f);
+        assert_int_equal(broker_route_lookup(f->b, "nic0", "vm2", &route), 0);
+        assert_int_equal(route.kind, ROUTE_REGION);
+
         assert_int_equal(broker_revoke(f->b, &ADMIN, NULL, route.region, 0, true, &err), 0);
         assert_int_equal(broker_route_lookup(f->b, "nic0", "vm2", &route), 0);
         assert_true(route.found);
@@ -678,12 +683,40 @@ static void test_bounce_and_route_lookup(void **state) {
         assert_int_equal(route.kind, ROUTE_REGION);
         assert_int_equal(route.region, big.region);
 
-        /* Room again: a new share replaces the bounce answer. */
+        /* Room again: a new share replaces the bounce answer, and for good: once that region
+         * goes too (after a restart as well), the route leads nowhere, not to the old bounce. */
         s = share_ok(f, "nic0", 4096, "vm2", ACCESS_RO);
         assert_int_equal(broker_route_lookup(f->b, "nic0", "vm2", &route), 0);
         assert_int_equal(route.kind, ROUTE_REGION);
         assert_int_equal(route.region, s.region);
         close(s.owner_fd);
+        broker_restart(f);
+        assert_int_equal(broker_revoke(f->b, &ADMIN, NULL, s.region, 0, true, &err), 0);
+        assert_int_equal(broker_route_lookup(f->b, "nic0", "vm2", &route), 0);
+        assert_false(route.found);
+}
+
+/* A file-backed region whose file a crash left half-created is never handed out. */
+static void test_restart_half_created_file(void **state) {
+        struct fixture *f = *state;
+        struct broker_share_result s = share_ok(f, "nic0", 8192, "vm1", ACCESS_RW);
+        struct broker_region_info info;
+        char path[256];
+        int fd;
+
+        close(s.owner_fd);
+        broker_free(f->b);
+        f->b = NULL;
+        /* As if killed between open(O_CREAT) and ftruncate(). */
+        snprintf(path, sizeof(path), "%s/brokerd-p0-%" PRIu64, f->backing, s.region);
+        fd = open(path, O_WRONLY | O_TRUNC | O_CLOEXEC);
+        assert_true(fd >= 0);
+        close(fd);
+        broker_restart(f);
+        /* The owner had it mapped: revoked and reclaimed, the file gone. */
+        assert_int_equal(broker_region_get(f->b, s.region, &info), -ENOENT);
+        assert_int_equal(access(path, F_OK), -1);
+        assert_int_equal(f->n_reclaimed, 1);
 }
 
 static void test_bounce_no_reachable_pool_on_node(void **state) {
@@ -1050,6 +1083,7 @@ int main(void) {
                 cmocka_unit_test_setup_teardown(test_force_revoke, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_all_peers_released_reclaims, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_bounce_and_route_lookup, setup_shm, teardown),
+                cmocka_unit_test_setup_teardown(test_restart_half_created_file, setup_shm, teardown),
                 cmocka_unit_test_setup_teardown(test_bounce_no_reachable_pool_on_node, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_place_mode_errors, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_restart_keeps_live_regions, setup_shm, teardown),
