@@ -31,6 +31,7 @@
 #include <unistd.h>
 
 #include "brokerd-client.h"
+#include "bench-stats.h"
 
 #define DEFAULT_ITERATIONS 2000u
 #define DEFAULT_WARMUP 200u
@@ -84,35 +85,18 @@ static uint64_t now_nsec(void) {
         return (uint64_t) ts.tv_sec * UINT64_C(1000000000) + (uint64_t) ts.tv_nsec;
 }
 
-static int cmp_u64(const void *a, const void *b) {
-        uint64_t x = *(const uint64_t *) a, y = *(const uint64_t *) b;
-        return (x > y) - (x < y);
-}
-
-/*
- * Nearest rank: the smallest sample with at least permille/1000 of them at or below it.
- * Integer arithmetic, so 99% of 2000 is rank 1980 and not 1981 by a rounding error.
- */
-static uint64_t percentile(const uint64_t *sorted, size_t n, unsigned permille) {
-        size_t rank = (n * permille + 999) / 1000;
-
-        if (rank < 1)
-                rank = 1;
-        return sorted[rank - 1];
-}
-
 /* Sorts samples (nanoseconds) in place. ops/s is samples over the time they add up to. */
 static void stats_compute(uint64_t *samples, size_t n, struct stats *ret) {
         long double sum = 0;
 
-        qsort(samples, n, sizeof(*samples), cmp_u64);
+        bench_sort_u64(samples, n);
         for (size_t i = 0; i < n; i++)
                 sum += samples[i];
         *ret = (struct stats) {
                 .ops_per_sec = sum > 0 ? (double) ((long double) n * 1e9L / sum) : 0,
                 .mean_us = (double) (sum / n / 1e3L),
-                .p50_us = (double) percentile(samples, n, 500) / 1e3,
-                .p99_us = (double) percentile(samples, n, 990) / 1e3,
+                .p50_us = (double) bench_percentile(samples, n, 500) / 1e3,
+                .p99_us = (double) bench_percentile(samples, n, 990) / 1e3,
                 .max_us = (double) samples[n - 1] / 1e3,
         };
 }

@@ -47,6 +47,7 @@
 
 #include "brokerd-client.h"
 #include "util/macro.h"
+#include "bench-stats.h"
 
 #define DEFAULT_CLIENTS 64u
 #define DEFAULT_REQUESTS 10000u
@@ -257,20 +258,6 @@ static uint64_t rnd(uint64_t *s) {
         return x * UINT64_C(2685821657736338717);
 }
 
-static int cmp_u64(const void *a, const void *b) {
-        uint64_t x = *(const uint64_t *) a, y = *(const uint64_t *) b;
-        return (x > y) - (x < y);
-}
-
-/* Nearest rank, as in control-plane-bench. */
-static uint64_t percentile(const uint64_t *sorted, size_t n, unsigned permille) {
-        size_t rank = (n * permille + 999) / 1000;
-
-        if (rank < 1)
-                rank = 1;
-        return sorted[rank - 1];
-}
-
 /* Sorts lat in place. */
 static void stats_compute(uint64_t *lat, size_t n, struct stats *ret) {
         long double sum = 0;
@@ -278,12 +265,12 @@ static void stats_compute(uint64_t *lat, size_t n, struct stats *ret) {
         *ret = (struct stats) { .n = n };
         if (n == 0)
                 return;
-        qsort(lat, n, sizeof(*lat), cmp_u64);
+        bench_sort_u64(lat, n);
         for (size_t i = 0; i < n; i++)
                 sum += lat[i];
         ret->mean_us = (double) (sum / n / 1e3L);
-        ret->p50_us = (double) percentile(lat, n, 500) / 1e3;
-        ret->p99_us = (double) percentile(lat, n, 990) / 1e3;
+        ret->p50_us = (double) bench_percentile(lat, n, 500) / 1e3;
+        ret->p99_us = (double) bench_percentile(lat, n, 990) / 1e3;
         ret->max_us = (double) lat[n - 1] / 1e3;
 }
 

@@ -53,6 +53,7 @@
 #include <unistd.h>
 
 #include "brokerd-client.h"
+#include "bench-stats.h"
 
 #define DEFAULT_ITERATIONS 20u
 #define DEFAULT_WARMUP 2u
@@ -760,31 +761,17 @@ out:
 
 /* ---- output ---- */
 
-static int cmp_u64(const void *a, const void *b) {
-        uint64_t x = *(const uint64_t *) a, y = *(const uint64_t *) b;
-        return (x > y) - (x < y);
-}
-
-/* Nearest rank, in integers: the smallest sample with at least permille/1000 at or below it. */
-static uint64_t percentile(const uint64_t *sorted, size_t n, unsigned permille) {
-        size_t rank = (n * permille + 999) / 1000;
-
-        if (rank < 1)
-                rank = 1;
-        return sorted[rank - 1];
-}
-
 /* Sorts samples (nanoseconds) in place. */
 static void stats_compute(uint64_t *samples, size_t n, struct stats *ret) {
         long double sum = 0;
 
-        qsort(samples, n, sizeof(*samples), cmp_u64);
+        bench_sort_u64(samples, n);
         for (size_t i = 0; i < n; i++)
                 sum += samples[i];
         *ret = (struct stats) {
                 .mean_ms = (double) (sum / n / 1e6L),
-                .p50_ms = (double) percentile(samples, n, 500) / 1e6,
-                .p90_ms = (double) percentile(samples, n, 900) / 1e6,
+                .p50_ms = (double) bench_percentile(samples, n, 500) / 1e6,
+                .p90_ms = (double) bench_percentile(samples, n, 900) / 1e6,
                 .max_ms = (double) samples[n - 1] / 1e6,
         };
 }
