@@ -10,7 +10,7 @@ import subprocess
 import time
 import unittest
 
-from harness import BROKERCTL, EXAMPLES, POLICY, DaemonTest, RpcError, main
+from harness import BROKERCTL, BROKERD, EXAMPLES, POLICY, DaemonTest, RpcError, main
 
 
 class Lifecycle(DaemonTest):
@@ -139,6 +139,32 @@ class Lifecycle(DaemonTest):
         for method in ("admin.domains", "admin.pools", "admin.stats", "broker.info"):
             a.call(method, {})
         a.call("admin.audit", {"limit": 5})
+
+    def test_reconcile_with_a_backend_that_cannot_be_surveyed(self):
+        """memfd mappings are fds held by processes: nothing to compare, all zero (schema-checked)."""
+        a = self.d.admin()
+        got = a.call("admin.reconcile", {})
+        self.assertEqual(got, {"backend": "memfd", "checked": 0, "repaired": 0, "revoked": 0,
+                               "completed": 0, "detached": 0})
+        with self.assertRaises(RpcError) as e:
+            a.call("admin.reconcile", {"domain": "vm1"})
+        self.assertEqual(e.exception.code, -32602)
+        with self.assertRaises(RpcError) as e:
+            self.d.agent().call("admin.reconcile", {})
+        self.assertEqual(e.exception.name, "forbidden")
+        out = self.d.brokerctl("reconcile").stdout
+        self.assertIn("memfd", out)
+        self.assertEqual(json.loads(self.d.brokerctl("--json", "reconcile").stdout)["backend"], "memfd")
+
+    def test_unplug_options_are_checked(self):
+        for args, message in ((["--unplug-escalation", "kill"], "report, pause or destroy"),
+                              (["--unplug-grace", "0"], "from 1ms to 24h"),
+                              (["--unplug-grace", "25h"], "from 1ms to 24h"),
+                              (["--unplug-grace", "soon"], "from 1ms to 24h"),
+                              (["--qemu-user", ""], "takes a user name")):
+            p = subprocess.run([BROKERD, *args], capture_output=True, text=True, timeout=10)
+            self.assertEqual(p.returncode, 2, (args, p.stderr))
+            self.assertIn(message, p.stderr, args)
 
 
     def test_brokerctl_events_follows_notifications(self):
