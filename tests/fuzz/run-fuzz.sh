@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Fuzz brokerd for a given time (docs/fuzzing.md).
 #
-#   tests/fuzz/run-fuzz.sh [--merge] [--keep] [--jobs N] TARGET|all SECONDS [-- LIBFUZZER_ARGS...]
+#   tests/fuzz/run-fuzz.sh [--merge] [--keep] [--jobs N] [--campaign DIR] TARGET|all SECONDS [-- LIBFUZZER_ARGS...]
 #
 # Builds the libFuzzer targets with clang (CC=clang-14 meson setup $BUILD -Dfuzzing=true, once;
 # $BUILD defaults to build-fuzz), then runs fuzz-TARGET (rpc, platform, policy; all runs each
@@ -11,6 +11,9 @@
 # tests/fuzz/corpus/TARGET the fewest inputs that reach every edge it does not reach yet
 # (libFuzzer -merge=1 -use_counters=0: edges, not hit counts, so the replay suite stays fast
 # under valgrind). --keep leaves the working corpus (every input that found something) behind.
+# --campaign DIR keeps the working corpus in DIR/TARGET across runs (a later run goes on from
+# where the last one stopped, even in another session) and appends each run to DIR/TARGET/runs.log
+# (time, commit, seconds, executions, findings); the totals over the log are printed.
 # Crashes, leaks, timeouts and sanitizer reports are written to $FINDINGS/TARGET
 # (default /tmp/fuzz-findings/TARGET) with the log; the script then exits 1.
 set -euo pipefail
@@ -22,6 +25,7 @@ cc=${CC:-clang-14}
 merge=0
 keep=0
 jobs=1
+campaign=
 
 usage() {
         sed -n '2,/^set /p' "$0" | sed -e '/^set /d' -e 's/^# \{0,1\}//' >&2
@@ -34,6 +38,8 @@ while [ $# -gt 0 ]; do
         --keep) keep=1; shift ;;
         --jobs) jobs=${2:?}; shift 2 ;;
         --jobs=*) jobs=${1#--jobs=}; shift ;;
+        --campaign) campaign=${2:?}; shift 2 ;;
+        --campaign=*) campaign=${1#--campaign=}; shift ;;
         -h|--help) usage ;;
         *) break ;;
         esac
@@ -63,11 +69,17 @@ status=0
 
 for t in "${targets[@]}"; do
         exe=$build/tests/fuzz/fuzz-$t
-        work=$(mktemp -d "${TMPDIR:-/tmp}/brokerd-fuzz-$t.XXXXXX")
+        if [ -n "$campaign" ]; then
+                work=$campaign/$t
+                mkdir -p "$work/corpus"
+        else
+                work=$(mktemp -d "${TMPDIR:-/tmp}/brokerd-fuzz-$t.XXXXXX")
+        fi
         out=$findings/$t
         mkdir -p "$work/corpus" "$out"
         known=$(ls "$out" | grep -cE '^(crash|leak|timeout|oom|slow-unit)-' || true)
-        cp "$src/tests/fuzz/corpus/$t/." "$work/corpus/" -R
+        # A campaign's corpus also gets what was stored since its last run (cp -n: nothing replaced).
+        cp -n "$src/tests/fuzz/corpus/$t/." "$work/corpus/" -R
 
         # UBSan is built not to recover (-fno-sanitize-recover), so any report is a crash; LSan
         # checks every input that allocated more than it freed.
@@ -97,7 +109,18 @@ for t in "${targets[@]}"; do
         done
         echo "fuzz-$t: $execs executions ($rate exec/s), corpus $(ls "$work/corpus" | wc -l) inputs"
 
-        if [ "$failed" = 1 ] || [ "$(ls "$out" | grep -cE '^(crash|leak|timeout|oom|slow-unit)-' || true)" != "$known" ]; then
+        found=$(( $(ls "$out" | grep -cE '^(crash|leak|timeout|oom|slow-unit)-' || true) - known ))
+        [ "$failed" = 1 ] && [ "$found" = 0 ] && found=1
+        if [ -n "$campaign" ]; then
+                rev=$(git -C "$src" rev-parse --short HEAD 2>/dev/null || echo unknown)
+                git -C "$src" diff --quiet HEAD -- brokerd policy 'tests/fuzz/*.[ch]' 2>/dev/null || rev=$rev+dirty
+                printf '%s %s %s %ss %s execs %s exec/s %s jobs findings %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" \
+                        "$rev" "$t" "$seconds" "$execs" "$rate" "$jobs" "$found" >>"$work/runs.log"
+                awk -v t="$t" '{ n++; e += $5; f += $12 } END { printf "fuzz-%s: campaign %d runs, %d executions, %d findings\n", t, n, e, f }' \
+                        "$work/runs.log"
+        fi
+
+        if [ "$found" != 0 ]; then
                 for ((j = 0; j < jobs; j++)); do
                         cp "$work/job$j.log" "$out/fuzz-$t-job$j.log"
                 done
@@ -110,7 +133,7 @@ for t in "${targets[@]}"; do
                         >"$work/merge.log" 2>&1
                 echo "fuzz-$t: merged $(($(ls "$src/tests/fuzz/corpus/$t" | wc -l) - before)) new inputs into tests/fuzz/corpus/$t"
         fi
-        if [ "$keep" = 1 ]; then
+        if [ "$keep" = 1 ] || [ -n "$campaign" ]; then
                 echo "fuzz-$t: working corpus and logs kept in $work"
         else
                 rm -rf "$work"
