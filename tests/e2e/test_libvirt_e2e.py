@@ -96,7 +96,7 @@ class Guest:
     <type arch='x86_64' machine='pc'>hvm</type>
     <kernel>{GUEST_DIR}/vmlinuz</kernel>
     <initrd>{GUEST_DIR}/initrd.gz</initrd>
-    <cmdline>console=ttyS0 panic=-1</cmdline>
+    <cmdline>console=ttyS0 no_timer_check panic=-1</cmdline>
   </os>
   <features><acpi/></features>
   <on_poweroff>destroy</on_poweroff>
@@ -199,6 +199,62 @@ def stop_proc(p):
         p.wait()
 
 
+def backing_file(pool, region):
+    """The file libvirt maps for region of pool (ivshmem-plain memory lives in SHM_DIR)."""
+    return os.path.join(SHM_DIR, f"brokerd-{pool}-{region}")
+
+
+def backing_files(pool):
+    """Region ids of pool's backing files in SHM_DIR."""
+    prefix = f"brokerd-{pool}-"
+    return {int(f[len(prefix):]) for f in os.listdir(SHM_DIR) if f.startswith(prefix)}
+
+
+def divergence(regions, seen, pool, size_of):
+    """What differs between brokerd's records and the real state; "" when they agree.
+
+    regions: brokerd's region.list by region id; seen: for every guest (by name), the region
+    ids of brokerd's devices in its live XML (Guest.regions()); pool: the shm pool whose
+    backing files must exist exactly for the listed regions; size_of(region): the size each
+    backing file must have. Also used by tests/crash/churn-libvirt.py with three guests."""
+    problems = []
+    for name, ids in seen.items():
+        for rid in ids:
+            r = regions.get(rid)
+            holders = set()
+            if r:
+                if r["owner_mapped"]:
+                    holders.add(r["owner"])
+                holders |= {p["domain"] for p in r["peers"] if p["mapped"]}
+            if name not in holders:
+                problems.append(f"{name} has region {rid}, which brokerd does not record as mapped there")
+    for rid, r in regions.items():
+        live = r["state"] in ("offered", "active")
+        # A revoke waiting for an attached peer's release (until its deadline) is a settled
+        # state; a removal brokerd requested and has not seen confirmed is not.
+        all_done = all(p["state"] in ("released", "revoked") for p in r["peers"])
+        if any(p["mapped"] and p["state"] in ("released", "revoked") for p in r["peers"]) or \
+                (r["state"] == "revoking" and all_done and r["owner_mapped"]):
+            problems.append(f"region {rid} has a removal in progress")
+        if (live or not all_done) and r["owner_mapped"] != (rid in seen.get(r["owner"], set())):
+            problems.append(f"region {rid}: owner_mapped={r['owner_mapped']} but the live XML disagrees")
+        for p in r["peers"]:
+            if p["state"] == "attached" and not (p["mapped"] and rid in seen.get(p["domain"], set())):
+                problems.append(f"region {rid}: {p['domain']} attached but not plugged")
+    files = backing_files(pool)
+    if files != set(regions):
+        problems.append(f"backing files {sorted(files)} but live regions {sorted(regions)}")
+    for rid in files:
+        try:
+            st = os.stat(backing_file(pool, rid))
+        except FileNotFoundError:
+            problems.append(f"backing file of {rid} went away while looking")  # a reclaim in flight
+            continue
+        if st.st_mode & 0o777 != 0o600 or st.st_size != size_of(rid):
+            problems.append(f"backing file of {rid}: mode {oct(st.st_mode)} size {st.st_size}")
+    return "; ".join(problems)
+
+
 class E2E:
     """The two guests, brokerd and its agents, and the checks that tie them together."""
 
@@ -237,11 +293,10 @@ class E2E:
                 return n
 
     def backing(self, region):
-        return os.path.join(SHM_DIR, f"brokerd-{self.pool}-{region}")
+        return backing_file(self.pool, region)
 
     def files(self):
-        prefix = f"brokerd-{self.pool}-"
-        return {int(f[len(prefix):]) for f in os.listdir(SHM_DIR) if f.startswith(prefix)}
+        return backing_files(self.pool)
 
     def live(self):
         return {r["region"]: r for r in self.admin.call("region.list", {})["regions"]}
@@ -249,43 +304,8 @@ class E2E:
     def divergence(self):
         """What differs between brokerd's records and the real state; "" when they agree."""
         regions = self.live()
-        problems = []
         seen = {self.a.name: self.a.regions(), self.b.name: self.b.regions()}
-        for g in (self.a, self.b):
-            for rid in seen[g.name]:
-                r = regions.get(rid)
-                holders = set()
-                if r:
-                    if r["owner_mapped"]:
-                        holders.add(r["owner"])
-                    holders |= {p["domain"] for p in r["peers"] if p["mapped"]}
-                if g.name not in holders:
-                    problems.append(f"{g.name} has region {rid}, which brokerd does not record as mapped there")
-        for rid, r in regions.items():
-            live = r["state"] in ("offered", "active")
-            # A revoke waiting for an attached peer's release (until its deadline) is a settled
-            # state; a removal brokerd requested and has not seen confirmed is not.
-            all_done = all(p["state"] in ("released", "revoked") for p in r["peers"])
-            if any(p["mapped"] and p["state"] in ("released", "revoked") for p in r["peers"]) or \
-                    (r["state"] == "revoking" and all_done and r["owner_mapped"]):
-                problems.append(f"region {rid} has a removal in progress")
-            if (live or not all_done) and r["owner_mapped"] != (rid in seen[r["owner"]]):
-                problems.append(f"region {rid}: owner_mapped={r['owner_mapped']} but the live XML disagrees")
-            for p in r["peers"]:
-                if p["state"] == "attached" and not (p["mapped"] and rid in seen[p["domain"]]):
-                    problems.append(f"region {rid}: {p['domain']} attached but not plugged")
-        files = self.files()
-        if files != set(regions):
-            problems.append(f"backing files {sorted(files)} but live regions {sorted(regions)}")
-        for rid in files:
-            try:
-                st = os.stat(self.backing(rid))
-            except FileNotFoundError:
-                problems.append(f"backing file of {rid} went away while looking")  # a reclaim in flight
-                continue
-            if st.st_mode & 0o777 != 0o600 or st.st_size != REGION_SIZE:
-                problems.append(f"backing file of {rid}: mode {oct(st.st_mode)} size {st.st_size}")
-        return "; ".join(problems)
+        return divergence(regions, seen, self.pool, lambda rid: REGION_SIZE)
 
     def wait_converged(self, what, timeout=30):
         last = [""]

@@ -1,0 +1,1653 @@
+#!/usr/bin/python3
+# SPDX-License-Identifier: Apache-2.0
+"""Crash-consistency churn against the libvirt backend: brokerd hot-plugs ivshmem devices into
+three real TCG guests while it is SIGKILLed again and again under a random mix of share,
+attach, release, revoke, policy reload and reads from several agent connections; every restart
+must converge with the guests' live XML.
+
+    BROKERD_E2E=1 churn-libvirt.py --kills 520 --progress 20 [--seed S]   # the long form
+    BROKERD_E2E=1 churn-libvirt.py --ci                                   # the short form (suite e2e)
+
+The model is tests/crash/churn.py (the memfd backend); its database view, audit replay,
+acknowledgement oracle, op log and RPC client are imported from there, and the guests, virsh,
+libvirtd and the convergence check (divergence()) from tests/e2e/test_libvirt_e2e.py.
+
+Set-up: three transient domains (machine pc, 256 MiB, disk-less: tests/e2e/build-guest.sh): A
+owns nic0 (the HW domain) and shares it with B and C (rw, one rule each and a multi_peer rule to
+both). One shm pool in /dev/shm (pool clv<pid>); region sizes are powers of two from 4KiB to
+1MiB; A's quota is 8 regions (machine pc has a limited number of PCI hotplug slots). brokerd
+runs with --backend libvirt --unplug-grace 1s --revoke-timeout 1s (tests/integration/harness.py's
+Daemon: temp sockets, temp database). virtlogd and libvirtd are started in the foreground if no
+libvirtd answers, and stopped by pid at the end.
+
+Each kill is one of
+  * a crashpoint: the daemon starts with BROKERD_CRASHPOINT=<name>:<N> (brokerd/util/crashpoint.h)
+    and kills itself at the N-th passage; every name in the source (unmap-requested and
+    unmap-confirmed included: only this backend reaches them) in a shuffled cycle; if it does
+    not fire within --cp-timeout the daemon is SIGKILLed anyway;
+  * a random SIGKILL while the agents run (random delay), or 0-300 ms after exec, during
+    startup, reconciliation and recovery.
+With libvirt, unmap-recorded is reached only by an unmap that completes at once (the domain is
+gone), so the epochs of that crashpoint, and --domain-stops of the others, destroy a guest under
+brokerd during the churn; it stays down through the restart and boots again once it converged.
+
+While the daemon is down, a copy of its database (db + wal) gets PRAGMA integrity_check and
+foreign_key_check, the audit trail is replayed, and the record is checked against every
+acknowledgement (share: same base, size, peers, tokens; attach: the peer never granted again;
+release: released; revoke, recall, reclaimed: as told). And the record never claims less than
+the guests hold: every brokerd device in a live XML, and every backing file, belongs to a
+region the database has and has not reclaimed, and a device only where the mapping is recorded.
+
+After each restart the agents stay idle until the state converges (bounded by
+--converge-timeout): the database and region.list agree; brokerd's devices in every guest's live
+XML (alias ua-brokerd-<id>, name brokerd-<pool>-<id>, the region's size) are exactly the
+mappings brokerd records (divergence()); attached peers are plugged; no removal is left pending;
+no reclaimed region is plugged anywhere or has a backing file; backing files exist exactly for
+regions not reclaimed (mode 0600, the QEMU user's, the region's size, the signature the driver
+wrote at offset 0 still there); the daemon holds no fd on a reclaimed or deleted region file;
+routes, quota usage and pool usage are as the database says; fds the driver holds on reclaimed
+regions' files read zeros; reconciliation never met a device brokerd did not know
+(detach-unknown in the audit trail). What does not converge in time is a finding; a removal
+awaiting DEVICE_REMOVED, a revoke awaiting its deadline or a deferred removal (2 s) is waited out.
+
+At the end: --final-seconds of churn without kills, a forced admin.revoke of everything, every
+device gone from every guest, no backing file, no region fd, SIGTERM exiting 0.
+
+If libvirtd (or virtlogd) dies during the run it is a finding (with the daemon's log tail); it is
+restarted and, with --keep-going, the run goes on.
+
+Every failure prints the seed, the op log tail and the daemon's log tail; the temp directory
+(ops.log, brokerd.log, libvirtd.log, the database) is kept. The seed fixes the kill schedule and
+the agents' choices; thread interleaving, hot-plug timing and kill timing are not reproducible.
+
+Exit status: 0 clean, 1 findings, 77 when not root or BROKERD_E2E is not 1 (skip).
+"""
+import argparse
+import collections
+import importlib.util
+import json
+import os
+import pwd
+import random
+import re
+import shutil
+import signal
+import socket
+import sqlite3
+import stat
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import traceback
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def load_module(name, path):
+    spec = importlib.util.spec_from_file_location(name, path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+# The guests, virsh, libvirtd and divergence(): standard library only, so loaded at once.
+e2e = load_module("test_libvirt_e2e", os.path.join(HERE, "..", "e2e", "test_libvirt_e2e.py"))
+# churn.py and the harness import jsonschema: loaded by main() after the skip check.
+churn = harness = None
+
+KiB, MiB = 1024, 1024 * 1024
+LIVE = ("offered", "active")
+FINAL_PEER = ("released", "revoked")
+DEADLINES_MS = [0, 0, 50, 200, 800, 2000]
+SIZES = [4 * KiB, 16 * KiB, 64 * KiB, 256 * KiB, 1 * MiB]
+SIG_MAGIC = b"CHLV"
+DEVICE = "nic0"
+STUCK_SLACK_USEC = 20 * 1000000  # a revoke this far past its deadline is stuck (busy machines: generous)
+SHMEM_RE = re.compile(r"<shmem\b([^>]*)>(.*?)</shmem>", re.S)
+UNITS = {"b": 1, "bytes": 1, "k": KiB, "kib": KiB, "m": MiB, "mib": MiB, "g": 1024 * MiB, "gib": 1024 * MiB}
+
+
+def guest_devices(name):
+    """brokerd's shmem devices in a domain's live XML: {region: (shmem name, size in bytes)};
+    None when the domain is not there."""
+    p = e2e.virsh("dumpxml", name, check=False)
+    if p.returncode != 0:
+        return None
+    out = {}
+    for m in SHMEM_RE.finditer(p.stdout):
+        attrs, body = m.groups()
+        a = re.search(r"<alias name='ua-brokerd-([1-9][0-9]*)'/>", body)
+        if not a:
+            continue
+        n = re.search(r"\bname='([^']*)'", attrs)
+        s = re.search(r"<size unit='(\w+)'>(\d+)</size>", body)
+        size = int(s.group(2)) * UNITS.get(s.group(1).lower(), 0) if s else None
+        out[int(a.group(1))] = (n.group(1) if n else None, size)
+    return out
+
+
+class Guest(e2e.Guest):
+    """The e2e guest, which can also be thrown away (its FIFOs and XML removed) to boot again."""
+
+    def discard(self):
+        self.stop()
+        for suffix in (".in", ".out", ".xml"):
+            try:
+                os.unlink(self.fifo + suffix)
+            except FileNotFoundError:
+                pass
+
+
+class Topology:
+    """Names of the guests, the pool, the platform and the policies."""
+
+    def __init__(self):
+        pid = os.getpid()
+        prefix = "brokerd-clv-%d" % pid
+        self.a, self.b, self.c = prefix + "-a", prefix + "-b", prefix + "-c"
+        self.peers = (self.b, self.c)
+        self.pool = "clv%d" % pid
+        self.platform = {
+            "memory": [{"name": "bank0", "base": 0, "size": "4GiB", "numa_node": 0}],
+            "pools": [{"name": self.pool, "base": "1GiB", "size": "64MiB", "numa_node": 0,
+                       "granule": "4KiB", "backing": {"kind": "shm", "path": e2e.SHM_DIR}}],
+            "devices": [{"name": DEVICE, "owner": self.a, "dma_mask_bits": 64}],
+        }
+        p0 = {
+            "agents": [{"uid": 0, "domains": [self.a, self.b, self.c]}],
+            "shares": [{"sharer": self.a, "device": DEVICE, "peers": [self.b], "access": "rw"},
+                       {"sharer": self.a, "device": DEVICE, "peers": [self.c], "access": "rw"},
+                       {"sharer": self.a, "device": DEVICE, "peers": [self.b, self.c], "access": "rw",
+                        "multi_peer": True}],
+            "quotas": [{"domain": self.a, "max_bytes": "8MiB", "max_regions": 8}],
+        }
+        # The stricter policy: C is no longer a peer; a smaller quota.
+        p1 = json.loads(json.dumps(p0))
+        p1["shares"] = [s for s in p1["shares"] if self.c not in s["peers"]]
+        p1["quotas"] = [{"domain": self.a, "max_bytes": "4MiB", "max_regions": 5}]
+        bad = '{"agents": [], "shares": [{"sharer": "%s"}]}' % self.a
+        self.policies = {"p0": json.dumps(p0), "p1": json.dumps(p1), "bad": bad}
+
+    def path(self, rid):
+        return e2e.backing_file(self.pool, rid)
+
+
+# ---------------------------------------------------------------------------------------------
+# the agents' shared world
+
+
+class World:
+    def __init__(self):
+        self.lock = threading.RLock()
+        self.owned = {}        # region -> dict(size, revoked)
+        self.grants = {}       # (region, domain) -> dict(token, size)
+        self.attachments = {}  # (region, domain) -> dict(size)
+        self.sigs = {}         # region -> the signature written at offset 0 of its backing file
+        self.held = {}         # region -> (fd, size): the driver's fd on the backing file
+        self.bases = collections.deque(maxlen=32)
+        self.policy_lock = threading.Lock()
+        self.good_policy = "p0"
+        self.in_doubt = []     # (kind, detail) of requests cut off by a kill
+        self.backend_failures = []  # backend_failed answers, judged once libvirtd's health is known
+
+    def rebuild(self, view, oracle):
+        """After a restart: the working set is what the database holds, with what we know."""
+        with self.lock:
+            self.owned, self.grants, self.attachments = {}, {}, {}
+            for r in view.nonfinal():
+                rid = r["id"]
+                self.owned[rid] = dict(size=r["size"], revoked=r["state"] not in LIVE)
+                self.bases.append((r["base"], r["size"]))
+                known = oracle.shares.get(rid, {}).get("peers", {})
+                for d, p in view.peers.get(rid, {}).items():
+                    if p["state"] == "granted" and r["state"] in LIVE and d in known:
+                        self.grants[(rid, d)] = dict(token=known[d][1], size=r["size"])
+                    elif p["state"] == "attached":
+                        self.attachments[(rid, d)] = dict(size=r["size"])
+
+
+# ---------------------------------------------------------------------------------------------
+# the daemon
+
+
+def make_brokerd(topo):
+    """churn.py's Brokerd (spawn, wait_ready, kill by pid, fds, log tail) on a harness Daemon
+    set up for the libvirt backend and this run's platform and policy."""
+
+    class Brokerd(churn.Brokerd):
+        def __init__(self):
+            self.d = harness.Daemon(policy=topo.policies["p0"], extra_args=[
+                "--backend", "libvirt", "--libvirt-uri", e2e.URI, "--unplug-grace", "1s",
+                "--revoke-timeout", "1s", "--max-connections-per-uid", "64"])
+            with open(self.d.platform_path, "w") as f:
+                json.dump(topo.platform, f)
+            self.proc = None
+            self.logf = None
+            self.starts = 0
+
+    return Brokerd()
+
+
+# ---------------------------------------------------------------------------------------------
+# agents
+
+
+class Agent(threading.Thread):
+    WEIGHTS = [("share", 26), ("attach", 26), ("release", 17), ("revoke", 19), ("reload", 2), ("read", 10)]
+
+    def __init__(self, run, idx, epoch, subscribe):
+        super().__init__(name="agent%d" % idx, daemon=True)
+        self.run_ = run
+        self.topo = run.topo
+        self.idx, self.epoch = idx, epoch
+        self.rng = random.Random("%d:%d:%d" % (run.seed, epoch, idx))
+        self.subscribe = subscribe
+        self.world, self.oracle, self.bad = run.world, run.oracle, run.violations.add
+        self.conn = self.admin_conn = None
+        self.seq = 0
+        self.ops = 0
+        self.inflight = None
+
+    def log(self, text):
+        self.run_.oplog.add("e%da%d" % (self.epoch, self.idx), text)
+
+    def call(self, conn, method, params):
+        """(result, None) or (None, error name); Disconnected when the daemon went away."""
+        try:
+            return conn.call(method, params), None
+        except harness.RpcError as e:
+            conn.drop_fds()
+            return None, e.name or str(e.code)
+        except AssertionError as e:  # a reply off its schema, or with another id
+            self.bad("protocol", "%s: %s" % (method, e))
+            raise churn.Disconnected("protocol")
+        except socket.timeout:
+            if self.run_.daemon.alive():
+                self.bad("hang", "no reply to %s %s within %ds" % (method, params, self.run_.args.reply_timeout))
+            raise churn.Disconnected("timeout")
+        except (ConnectionError, OSError, ValueError) as e:
+            raise churn.Disconnected(repr(e))
+
+    def connect(self, path):
+        return churn.Conn(path, self.run_.args.reply_timeout, self.run_.args.validate)
+
+    def admin(self):
+        if self.admin_conn is None:
+            try:
+                self.admin_conn = self.connect(self.run_.daemon.d.admin_socket)
+            except OSError as e:
+                raise churn.Disconnected(repr(e))
+        return self.admin_conn
+
+    def doubt(self, kind, detail):
+        self.inflight = (kind, detail)
+
+    def run(self):
+        current = None
+        try:
+            try:
+                self.conn = self.connect(self.run_.daemon.d.agent_socket)
+            except OSError as e:
+                raise churn.Disconnected(repr(e))
+            if self.subscribe:
+                self.call(self.conn, "events.subscribe", {})
+            names = [n for n, _ in self.WEIGHTS]
+            weights = [w for _, w in self.WEIGHTS]
+            while not self.run_.stop.is_set():
+                current = self.rng.choices(names, weights)[0]
+                getattr(self, "op_" + current)()
+                current = None
+                self.ops += 1
+                self.drain_notifications()
+        except churn.Disconnected as e:
+            if current:
+                self.log("%s cut off: %s" % (current, e))
+            if self.inflight:
+                with self.world.lock:
+                    self.world.in_doubt.append(self.inflight)
+            if not self.run_.stop.is_set() and not self.run_.expect_death.is_set():
+                try:
+                    self.run_.daemon.proc.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    self.bad("disconnect", "agent %d lost its connection to a live daemon: %s" % (self.idx, e))
+        except Exception:
+            self.bad("driver", "agent %d: %s" % (self.idx, traceback.format_exc()))
+        finally:
+            self.drain_notifications()
+            for c in (self.conn, self.admin_conn):
+                if c:
+                    try:
+                        c.close()
+                    except OSError:
+                        pass
+
+    def drain_notifications(self):
+        if not self.conn or not self.conn.notifications:
+            return
+        ns, self.conn.notifications = self.conn.notifications, []
+        with self.oracle.lock:
+            for n in ns:
+                p = n["params"]
+                rid, d = p.get("region"), p.get("domain")
+                m = n["method"]
+                if m == "region.reclaimed":
+                    self.oracle.reclaimed[rid] = "region.reclaimed was notified"
+                elif m == "region.released":
+                    self.oracle.released.add((rid, d))
+                elif m == "region.attached":
+                    self.oracle.attached.add((rid, d))
+                elif m == "region.revoked" and d:
+                    self.oracle.revoked_peer.add((rid, d))
+                elif m == "region.recall":
+                    self.oracle.not_live.setdefault(rid, "region.recall was notified")
+                elif m == "region.unplug_overdue":
+                    self.run_.count("notified:unplug_overdue")
+
+    def posthoc(self, kind, rid, d, why):
+        with self.oracle.lock:
+            self.oracle.posthoc.append((kind, rid, d, why))
+
+    def backend_failed(self, domain, what):
+        """backend_failed is plausible only while libvirtd is away or the domain to map into was
+        stopped: judged at the epoch's end."""
+        with self.world.lock:
+            self.world.backend_failures.append((domain, what))
+
+    def plugged_sample(self, rid, domain, what):
+        """Now and then, the live XML right after a reply: the device must be there, unless the
+        region was revoked meanwhile (checked at the next snapshot)."""
+        if self.rng.random() >= self.run_.args.xml_sample:
+            return
+        devs = guest_devices(domain)
+        if devs is None:
+            return  # the domain was stopped meanwhile (see --domain-stops)
+        self.run_.count("xml-sample")
+        if rid not in devs:
+            self.posthoc("not_live", rid, None, "%s: region %d is not in %s's live XML right after the reply"
+                         % (what, rid, domain))
+
+    # -- ops
+
+    def op_share(self, fallback=True):
+        rng, w, t = self.rng, self.world, self.topo
+        with w.lock:
+            full = sum(1 for o in w.owned.values() if not o["revoked"]) >= 8
+        if full and fallback and rng.random() < 0.6:
+            return self.op_revoke(fallback=False)  # at the quota: fewer refused shares, more hot-plug
+        peers = rng.choices([[t.b], [t.c], [t.b, t.c]], [40, 30, 30])[0]
+        size = rng.choice(SIZES)
+        self.seq += 1
+        label = "chlv:%d:%d:%d" % (self.epoch, self.idx, self.seq)
+        params = {"owner": t.a, "device": DEVICE, "size": size,
+                  "peers": [{"domain": d, "access": "rw"} for d in peers], "label": label}
+        place = None
+        if rng.random() < 0.1:
+            with w.lock:
+                cands = list(w.bases)
+            if cands:
+                place = rng.choice(cands)
+                params["base"] = hex(place[0])
+                params["size"] = size = place[1]
+        self.doubt("share", label)
+        res, err = self.call(self.conn, "region.share", params)
+        self.inflight = None
+        short = "share %s %d peers=%s%s" % (label, size, ",".join(p[-1] for p in peers),
+                                            " base=%s" % params["base"] if place else "")
+        if err:
+            self.log("%s -> %s" % (short, err))
+            self.run_.count("share:" + err)
+            expected = {"quota_exceeded"}
+            if place:
+                expected.add("overlaps_region")
+            if t.c in peers:
+                expected.add("forbidden")  # policy p1
+            if err == "backend_failed":
+                self.backend_failed(t.a, "share %s answered backend_failed" % params)
+            elif err not in expected:
+                self.bad("unexpected", "share %s answered %s" % (params, err))
+            return
+        if res["placement"] != "region":
+            self.log("%s -> %s" % (short, res))
+            self.run_.count("share:bounce")
+            self.bad("unexpected", "share %s answered %s (the pool is far larger than the quota)" % (params, res))
+            return
+        rid, base = res["region"], int(res["base"], 16)
+        self.conn.drop_fds()
+        tokens = {x["domain"]: x["token"] for x in res["tokens"]}
+        with self.oracle.lock:
+            self.oracle.shares[rid] = dict(base=base, size=res["size"], pool=res["pool"], device=DEVICE, label=label,
+                                           peers={d: ("rw", tokens.get(d)) for d in peers})
+        self.log("%s -> region %d %#x+%d" % (short, rid, base, res["size"]))
+        self.run_.count("share:ok")
+        if res["pool"] != t.pool or res["size"] != size or set(tokens) != set(peers) or "fd" in res:
+            self.bad("reply", "share %s: reply %s" % (params, res))
+        if place and base != place[0]:
+            self.bad("reply", "share in place mode at %#x placed at %#x" % (place[0], base))
+        # The backing file: fresh memory is zero-filled (scrubbed); the driver signs it, as
+        # the owner would.
+        try:
+            fd = os.open(t.path(rid), os.O_RDWR | os.O_CLOEXEC)
+        except FileNotFoundError:
+            self.posthoc("not_live", rid, None, "region %d's backing file was gone right after its share" % rid)
+            return
+        for off in sorted({0, max(0, res["size"] - 4096)}):
+            if os.pread(fd, 4096, off) != bytes(4096):
+                self.bad("scrub", "region %d: new memory is not zeroed at offset %d" % (rid, off))
+        sig = SIG_MAGIC + struct.pack("<QI", rid, self.rng.getrandbits(32))
+        os.pwrite(fd, sig, 0)
+        # Sampled before the other agents can see the region: only a revoke could remove it.
+        self.plugged_sample(rid, t.a, "share")
+        with w.lock:
+            w.sigs[rid] = sig
+            w.held[rid] = (fd, res["size"])
+            w.owned[rid] = dict(size=res["size"], revoked=False)
+            w.bases.append((base, res["size"]))
+            for d in peers:
+                w.grants[(rid, d)] = dict(token=tokens[d], size=res["size"])
+
+    def op_attach(self):
+        w = self.world
+        with w.lock:
+            if not w.grants:
+                return self.op_share()
+            key = self.rng.choice(sorted(w.grants))
+            g = w.grants.pop(key)
+        rid, d = key
+        self.doubt("attach", key)
+        res, err = self.call(self.conn, "region.attach", {"domain": d, "token": g["token"]})
+        self.inflight = None
+        if err:
+            self.log("attach region %d %s -> %s" % (rid, d[-1], err))
+            self.run_.count("attach:" + err)
+            why = "attach of region %d by %s with its acknowledged token answered %s" % (rid, d, err)
+            ph = {"token_used": "peer_not_granted", "invalid_token": "reclaimed", "invalid_state": "not_live"}.get(err)
+            if ph:
+                self.posthoc(ph, rid, d, why)
+            elif err == "backend_failed":
+                self.backend_failed(d, why)
+            else:
+                self.bad("unexpected", why)
+            return
+        self.conn.drop_fds()
+        with self.oracle.lock:
+            self.oracle.attached.add((rid, d))
+        self.log("attach region %d %s -> ok" % (rid, d[-1]))
+        self.run_.count("attach:ok")
+        if res["region"] != rid or res["access"] != "rw" or res["size"] != g["size"] or "fd" in res:
+            self.bad("reply", "attach of region %d by %s: reply %s, share said %s" % (rid, d, res, g))
+        sig = w.sigs.get(rid)
+        if sig:
+            try:
+                with open(self.topo.path(rid), "rb") as f:
+                    got = f.read(len(sig))
+            except FileNotFoundError:
+                got = None
+            if got is None or got == bytes(len(sig)):
+                # Only a reclaim scrubs and unlinks: a revoke from another agent ran meanwhile.
+                self.posthoc("not_live", rid, None, "%s attached region %d and its file %s" % (
+                    d, rid, "was gone" if got is None else "read zeros, not the owner's signature"))
+            elif got != sig:
+                self.bad("backend", "%s attached region %d, whose file reads %r, not the owner's %r"
+                         % (d, rid, got, sig))
+        # Sampled before the other agents can release it: only a revoke could remove it.
+        self.plugged_sample(rid, d, "attach by %s" % d)
+        with w.lock:
+            w.attachments[key] = dict(size=g["size"])
+
+    def op_release(self):
+        w = self.world
+        with w.lock:
+            pool = w.attachments if (w.attachments and (self.rng.random() < 0.85 or not w.grants)) else w.grants
+            if not pool:
+                return self.op_share()
+            key = self.rng.choice(sorted(pool))
+            pool.pop(key)
+        rid, d = key
+        self.doubt("release", key)
+        res, err = self.call(self.conn, "region.release", {"domain": d, "region": rid})
+        self.inflight = None
+        self.log("release region %d %s -> %s" % (rid, d[-1], err or res["state"]))
+        self.run_.count("release:" + (err or "ok"))
+        why = "release of region %d by %s answered %s" % (rid, d, err)
+        with self.oracle.lock:
+            if err == "invalid_state":
+                self.oracle.posthoc.append(("peer_final", rid, d, why))
+            elif err == "no_such_region":
+                self.oracle.posthoc.append(("reclaimed", rid, d, why))
+            elif err:
+                self.bad("unexpected", why)
+            else:
+                self.oracle.released.add((rid, d))
+                if res["state"] == "reclaimed":
+                    self.oracle.reclaimed[rid] = "release by %s answered reclaimed" % d
+        if not err and res["state"] == "reclaimed":
+            with w.lock:
+                w.owned.pop(rid, None)
+
+    def op_revoke(self, fallback=True):
+        w, rng = self.world, self.rng
+        with w.lock:
+            with self.oracle.lock:
+                gone = set(self.oracle.reclaimed)
+            for rid in gone & set(w.owned):
+                del w.owned[rid]
+            cands = sorted(r for r, o in w.owned.items() if not o["revoked"] or rng.random() < 0.25)
+            if not cands:
+                return self.op_share(fallback=False) if fallback else None
+            rid = rng.choice(cands)
+            entry = w.owned.pop(rid)
+        params = {"region": rid, "deadline_ms": rng.choice(DEADLINES_MS)}
+        if rng.random() < 0.3:
+            params["force"] = True
+        by_admin = rng.random() < 0.3
+        self.doubt("revoke", rid)
+        if by_admin:
+            res, err = self.call(self.admin(), "admin.revoke", params)
+        else:
+            res, err = self.call(self.conn, "region.revoke", dict(params, owner=self.topo.a))
+        self.inflight = None
+        self.log("%s region %d %s -> %s" % ("admin.revoke" if by_admin else "revoke", rid, params,
+                                           err or res["state"]))
+        self.run_.count("revoke:" + (err or "ok"))
+        if err == "no_such_region":
+            self.posthoc("reclaimed", rid, None, "revoke of region %d answered no_such_region" % rid)
+            return
+        if err:
+            self.bad("unexpected", "revoke of region %d %s answered %s" % (rid, params, err))
+            return
+        with self.oracle.lock:
+            self.oracle.not_live[rid] = "revoke answered %s" % res["state"]
+            if res["state"] == "reclaimed":
+                self.oracle.reclaimed[rid] = "revoke answered reclaimed"
+        if res["state"] not in ("revoking", "reclaimed"):
+            self.bad("reply", "revoke of region %d answered state %s" % (rid, res["state"]))
+        if res["state"] != "reclaimed":
+            with w.lock:
+                w.owned[rid] = dict(entry, revoked=True)
+
+    def op_reload(self):
+        w, rng = self.world, self.rng
+        with w.policy_lock:
+            which = rng.choices(["p0", "p1", "bad"], [50, 30, 20])[0]
+            via = rng.choice(["sighup", "admin.reload"])
+            churn.write_atomic(self.run_.daemon.d.policy_path, self.topo.policies[which])
+            self.doubt("reload", which)
+            if via == "sighup":
+                try:
+                    self.run_.daemon.proc.send_signal(signal.SIGHUP)
+                except ProcessLookupError:
+                    pass
+                res, err = {"signal": "SIGHUP"}, None
+            else:
+                res, err = self.call(self.admin(), "admin.reload", {})
+            self.inflight = None
+            self.log("reload %s via %s -> %s" % (which, via, err or res))
+            self.run_.count("reload:%s:%s" % (which, err or "ok"))
+            if via == "admin.reload" and (err is not None) != (which == "bad"):
+                self.bad("unexpected", "admin.reload of policy %s answered %s" % (which, err or res))
+            if which == "bad":
+                time.sleep(0.05)  # let a SIGHUP read it
+                churn.write_atomic(self.run_.daemon.d.policy_path, self.topo.policies[w.good_policy])
+            else:
+                w.good_policy = which
+
+    def op_read(self):
+        w, rng, t = self.world, self.rng, self.topo
+        with self.oracle.lock:
+            gone = list(self.oracle.reclaimed)
+        what = rng.choice(["get", "lookup", "list"])
+        if what == "get":
+            with w.lock:
+                owned = sorted(w.owned)
+            if gone and (not owned or rng.random() < 0.5):
+                rid = rng.choice(gone)
+                res, err = self.call(self.conn, "region.get", {"region": rid})
+                self.log("get region %d (acknowledged reclaimed) -> %s" % (rid, err or res["state"]))
+                if err != "no_such_region":
+                    self.bad("reachable", "region %d was acknowledged reclaimed; region.get answered %s"
+                             % (rid, err or res))
+            elif owned:
+                rid = rng.choice(owned)
+                res, err = self.call(self.conn, "region.get", {"region": rid})
+                self.log("get region %d -> %s" % (rid, err or res["state"]))
+                if err == "no_such_region":
+                    self.posthoc("reclaimed", rid, None, "region.get %d said no_such_region" % rid)
+                elif err:
+                    self.bad("unexpected", "region.get %d answered %s" % (rid, err))
+        elif what == "lookup":
+            dom = rng.choice(t.peers)
+            res, err = self.call(self.conn, "route.lookup", {"device": DEVICE, "domain": dom})
+            self.log("route.lookup %s -> %s" % (dom[-1], err or res))
+            if err:
+                self.bad("unexpected", "route.lookup answered %s" % err)
+            elif res["route"] == "region" and res["region"] in gone:
+                self.bad("reachable", "route %s/%s leads to region %d, acknowledged reclaimed"
+                         % (DEVICE, dom, res["region"]))
+        else:
+            res, err = self.call(self.conn, "region.list", {"domain": t.a})
+            if err:
+                self.bad("unexpected", "region.list answered %s" % err)
+                return
+            self.log("region.list -> %d regions" % len(res["regions"]))
+            gone = set(gone)
+            for r in res["regions"]:
+                if r["region"] in gone:
+                    self.bad("reachable", "region.list shows region %d, acknowledged reclaimed" % r["region"])
+        self.run_.count("read:" + what)
+
+
+# ---------------------------------------------------------------------------------------------
+# the run
+
+
+class Run:
+    def __init__(self, args):
+        self.args = args
+        self.seed = args.seed
+        self.rng = random.Random(args.seed)
+        self.topo = Topology()
+        self.daemon = None
+        self.oplog = None
+        self.violations = churn.Violations()
+        self.world = World()
+        self.oracle = churn.Oracle()
+        self.view = churn.DBView()
+        self.replay = churn.Replay()
+        self.stop = threading.Event()
+        self.expect_death = threading.Event()
+        self.counts = collections.Counter()
+        self.count_lock = threading.Lock()
+        self.cp_hits = collections.Counter()
+        self.cp_tries = collections.Counter()
+        self.kills = collections.Counter()
+        self.checks = collections.Counter()
+        self.phase_time = collections.Counter()
+        self.retry_reasons = collections.Counter()
+        self.converge_times = []
+        self.findings = []
+        self.fatal_wheres = []
+        self.reported = set()
+        self.baseline = None
+        self._final_checked = set()
+        self.epoch = 0
+        self.mode = None
+        self.guests = []
+        self.daemons = {}
+        self.libvirt_outages = 0
+        self.outage_epoch = -1
+        self.stopped = None  # the guest stopped by the last epoch (--domain-stops), until it is back
+        self.rundir = None
+        self.qemu_uid = pwd.getpwnam("libvirt-qemu").pw_uid
+        names = set(churn.CRASHPOINTS) | churn.source_crashpoints()
+        self.points = list(churn.CRASHPOINTS) + sorted(names - set(churn.CRASHPOINTS))
+        self.cp_cycle = []
+
+    def count(self, what):
+        with self.count_lock:
+            self.counts[what] += 1
+
+    def bad(self, kind, text):
+        self.violations.add(kind, text)
+
+    # -- reporting
+
+    def fail(self, items, where):
+        out = sys.stdout
+        print("\nchurn-libvirt: FAILED %s (epoch %d, %s)" % (where, self.epoch, self.mode), file=out)
+        print("churn-libvirt: seed %d; reproduce with: %s" % (self.seed, self.repro()), file=out)
+        seen = set()
+        for kind, text in items:
+            if (kind, text) in seen:
+                continue
+            seen.add((kind, text))
+            print("  [%s] %s" % (kind, text), file=out)
+        if self.oplog:
+            print("--- op log tail (%s) ---" % os.path.join(self.daemon.dir, "ops.log"), file=out)
+            for line in list(self.oplog.tail)[-self.args.tail:]:
+                print(line, file=out)
+        if self.daemon:
+            print("--- brokerd log tail (%s) ---" % self.daemon.d.log, file=out)
+            print(self.daemon.log_tail(self.args.tail), file=out)
+            print("churn-libvirt: files kept in %s" % self.daemon.dir, file=out)
+        out.flush()
+
+    def repro(self):
+        a = self.args
+        return ("BROKERD_E2E=1 %s %s --brokerd %s --seed %d --kills %d --agents %d --max-delay %s --cp-timeout %s "
+                "--max-n %d --final-seconds %s" % (sys.executable, os.path.abspath(__file__), harness.BROKERD,
+                                                   self.seed, a.kills, a.agents, a.max_delay, a.cp_timeout, a.max_n,
+                                                   a.final_seconds))
+
+    def settle_violations(self, where):
+        items = [it for it in dict.fromkeys(self.violations.take()) if it not in self.reported]
+        self.reported.update(items)
+        if not items:
+            return
+        self.findings.extend(items)
+        self.fail(items, where)
+        if not self.args.keep_going:
+            self.fatal_wheres.append(where)
+            raise churn.Fatal(where)
+
+    # -- libvirtd and the guests
+
+    def libvirt_env(self):
+        return {**os.environ, "LIBVIRT_LOG_OUTPUTS": "3:file:%s" % os.path.join(self.daemon.dir, "libvirtd.log")}
+
+    def start_libvirt(self):
+        """started_daemons(), with libvirtd's warnings and errors logged into the temp dir."""
+        saved = os.environ.get("LIBVIRT_LOG_OUTPUTS")
+        os.environ["LIBVIRT_LOG_OUTPUTS"] = self.libvirt_env()["LIBVIRT_LOG_OUTPUTS"]
+        try:
+            self.daemons = e2e.started_daemons()
+        finally:
+            if saved is None:
+                del os.environ["LIBVIRT_LOG_OUTPUTS"]
+            else:
+                os.environ["LIBVIRT_LOG_OUTPUTS"] = saved
+        if self.daemons:
+            print("churn-libvirt: started virtlogd (pid %d) and libvirtd (pid %d)"
+                  % (self.daemons["virtlogd"].pid, self.daemons["libvirtd"].pid), flush=True)
+
+    def libvirtd_log_tail(self, n=30):
+        try:
+            with open(os.path.join(self.daemon.dir, "libvirtd.log"), errors="replace") as f:
+                return "".join(collections.deque(f, maxlen=n))
+        except OSError:
+            return "(no libvirtd log: it was not started by this driver)\n"
+
+    def check_libvirt(self, where):
+        """A finding if virtlogd or libvirtd died (or, if not ours, stopped answering); then they
+        are started again, and backend_failed answers of this epoch are plausible."""
+        dead = []
+        for name in ("virtlogd", "libvirtd"):
+            p = self.daemons.get(name)
+            if p is not None and p.poll() is not None:
+                dead.append((name, "exited with %s" % p.returncode))
+        if "libvirtd" not in self.daemons and not e2e.libvirt_up():
+            dead.append(("libvirtd", "no longer answers (not started by this driver)"))
+        if not dead:
+            return False
+        self.libvirt_outages += 1
+        self.outage_epoch = self.epoch
+        self.bad("libvirtd", "%s (%s, epoch %d, %s); brokerd's log tail:\n%s--- libvirtd's log tail ---\n%s" % (
+            ", ".join("%s %s" % d for d in dead), where, self.epoch, self.mode, self.daemon.log_tail(30),
+            self.libvirtd_log_tail()))
+        self.oplog.add("main", "libvirt daemons died: %s; starting them again" % dead)
+        for name in ("virtlogd", "libvirtd"):
+            if any(name == d[0] for d in dead):
+                self.daemons[name] = subprocess.Popen([name], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                                      env=self.libvirt_env())
+        e2e.wait_for("libvirtd back", e2e.libvirt_up, 60)
+        self.checks["libvirtd_restarted"] += 1
+        return True
+
+    def start_guests(self):
+        self.rundir = tempfile.mkdtemp(prefix="brokerd-clv-")
+        os.chmod(self.rundir, 0o755)  # libvirt-qemu reaches the FIFOs and the console file
+        self.guests = [Guest(n, self.rundir) for n in (self.topo.a, self.topo.b, self.topo.c)]
+        for g in self.guests:
+            g.start()
+        for i, g in enumerate(self.guests):
+            self.guests[i] = self.wait_booted(g)
+
+    def wait_booted(self, g, tries=3):
+        """g once at its command loop; a guest that dies while booting (or never answers) is
+        destroyed and booted again, since that is the test guest's trouble, not brokerd's."""
+        for attempt in range(tries):
+            deadline = time.monotonic() + 240
+            try:
+                while True:
+                    try:
+                        if g.read_line(min(deadline, time.monotonic() + 5)) == "@@READY":
+                            return g
+                    except AssertionError:
+                        if time.monotonic() > deadline or not g.running():
+                            raise
+            except AssertionError:
+                tail = g.console_tail()[-400:]
+                g.discard()
+                self.counts["guest-boot-failed"] += 1
+                print("churn-libvirt: %s did not boot (try %d): %s" % (g.name, attempt + 1, tail), flush=True)
+                if attempt == tries - 1:
+                    raise churn.Fatal("guest %s did not boot %d times" % (g.name, tries))
+                g = Guest(g.name, self.rundir)
+                g.start()
+
+    def stop_domain(self, name):
+        """Destroys a guest under brokerd (its stop event revokes what it held or shared)."""
+        self.oplog.add("main", "destroying domain %s" % name)
+        e2e.virsh("destroy", name, check=False)
+        self.stopped = name
+        self.counts["domain-stops"] += 1
+
+    def restart_stopped(self):
+        """Boots the stopped guest again (same name, new domain), brokerd running."""
+        if not self.stopped:
+            return
+        i = next(k for k, g in enumerate(self.guests) if g.name == self.stopped)
+        old = self.guests[i]
+        old.discard()
+        g = Guest(old.name, self.rundir)
+        self.guests[i] = g
+        g.start()
+        self.guests[i] = self.wait_booted(g)
+        self.oplog.add("main", "domain %s booted again" % g.name)
+        self.stopped = None
+
+    # -- the schedule
+
+    def next_mode(self):
+        e, ratio = self.epoch, self.args.cp_ratio
+        if int(e * ratio) > int((e - 1) * ratio):
+            if not self.cp_cycle:
+                self.cp_cycle = list(self.points)
+                self.rng.shuffle(self.cp_cycle)
+            return ("crashpoint", self.cp_cycle.pop(), self.rng.randint(1, self.args.max_n))
+        if self.rng.random() < 0.2:
+            return ("startup", self.rng.uniform(0.0, 0.3))
+        return ("random", self.rng.uniform(0.05, self.args.max_delay))
+
+    # -- checks while the daemon is down
+
+    def down_check(self):
+        db = self.daemon.d.db
+        if not os.path.exists(db):
+            return
+        snap = os.path.join(self.daemon.dir, "snap")
+        shutil.rmtree(snap, ignore_errors=True)
+        os.mkdir(snap)
+        for ext in ("", "-wal"):
+            if os.path.exists(db + ext):
+                shutil.copyfile(db + ext, os.path.join(snap, "brokerd.db" + ext))
+        con = sqlite3.connect(os.path.join(snap, "brokerd.db"), isolation_level=None)
+        try:
+            ic = con.execute("PRAGMA integrity_check").fetchall()
+            if ic != [("ok",)]:
+                self.bad("integrity", "PRAGMA integrity_check: %s" % ic[:10])
+            fk = con.execute("PRAGMA foreign_key_check").fetchall()
+            if fk:
+                self.bad("integrity", "PRAGMA foreign_key_check: %s" % fk[:10])
+            self.checks["integrity_check"] += 1
+            if con.execute("SELECT count(*) FROM sqlite_master WHERE name = 'regions'").fetchone()[0] == 0:
+                return  # killed before the schema was created
+            self.view.load(con, self.replay.last_seq, self.bad)
+        finally:
+            con.close()
+        self.scan_audit()
+        self.replay.feed(self.view, self.bad)
+        self.replay.compare(self.view, self.bad)
+        self.oracle.check(self.view, self.bad)
+        self.down_xml_check()
+        self.checks["down_snapshot"] += 1
+
+    def down_xml_check(self):
+        """While brokerd is down, the record never claims less than the guests hold: a device
+        (or a backing file) exists only for a region the database has, not reclaimed, and a
+        device only where the database records that mapping. libvirtd may still be carrying out
+        an attach or a detach the dead daemon asked for; both were recorded before they were
+        asked for, so the snapshot (read first) already covers them."""
+        v, t = self.view, self.topo
+        for g in self.guests:
+            devs = guest_devices(g.name)
+            if devs is None:
+                if g.name != self.stopped:
+                    self.bad("guest", "virsh dumpxml %s failed while brokerd was down" % g.name)
+                continue
+            for rid in sorted(devs):
+                r = v.regions.get(rid)
+                if r is None or r["state"] == "reclaimed":
+                    self.bad("untracked" if r is None else "reachable", "while brokerd was down, %s had the device "
+                             "of region %d, which the database %s" % (g.name, rid, "does not have" if r is None
+                                                                       else "has reclaimed"))
+                    continue
+                held = bool(r["owner_mapped"]) if g.name == r["owner"] else \
+                    bool(v.peers.get(rid, {}).get(g.name, {}).get("mapped"))
+                if not held:
+                    self.bad("untracked", "while brokerd was down, %s had the device of region %d (%s), which the "
+                             "database does not record as mapped there (peers %s, owner_mapped %d)"
+                             % (g.name, rid, r["state"], v.peers.get(rid), r["owner_mapped"]))
+        for rid in sorted(e2e.backing_files(t.pool)):
+            st = v.regions.get(rid, {}).get("state")
+            if st in (None, "reclaimed"):
+                self.bad("files", "while brokerd was down, region %d had a backing file; the database %s"
+                         % (rid, "does not have it" if st is None else "has it reclaimed"))
+        self.checks["down_xml"] += 1
+
+    def after_kill(self):
+        log = self.daemon.log_tail(200)
+        for marker in ("ERROR: AddressSanitizer", "runtime error:", "LeakSanitizer"):
+            if marker in log:
+                self.bad("sanitizer", "brokerd's log has %r" % marker)
+        self.timed("down checks", self.down_check)
+        self.settle_violations("after a kill: database against acknowledgements")
+
+    # -- checks after a restart (the daemon up, the agents idle)
+
+    def live_snapshot(self):
+        con = sqlite3.connect("file:%s?mode=ro" % self.daemon.d.db, uri=True, isolation_level=None, timeout=30)
+        try:
+            self.view.load(con, self.replay.last_seq, self.bad)
+        finally:
+            con.close()
+        self.scan_audit()
+        self.replay.feed(self.view, self.bad)
+        self.replay.compare(self.view, self.bad)
+
+    def scan_audit(self):
+        """Reconciliation's audit rows (the new ones, before the replay moves on): a repair or an
+        escalation can follow a crash, but a device brokerd did not know of never should, since
+        every mapping is recorded before it is made and kept until its removal is confirmed."""
+        for (seq, actor, rid, domain, action, frm, to, reason) in self.view.audit_rows:
+            if seq <= self.replay.last_seq:
+                continue
+            if action in ("repair", "detach-unknown") or action.startswith("escalate-"):
+                self.counts["audit:" + action] += 1
+            if action == "detach-unknown":
+                self.bad("untracked", "audit seq %d: %s (region %s, %s)" % (seq, reason, rid, domain))
+
+    def live_check(self, final=False, conns=0, what="after restart"):
+        """Waits (up to --converge-timeout) until brokerd, its database and the guests' live XML
+        agree. Checks on one database snapshot fail at once; the comparisons with the guests and
+        the daemon's memory are retried while removals, deadlines and deferred retries run.
+        Returns False if the daemon died meanwhile (a crashpoint on those paths)."""
+        t0 = time.monotonic()
+        deadline = t0 + self.args.converge_timeout
+        attempt = 0
+        while True:
+            soft = []
+            try:
+                self.live_snapshot()
+                self.oracle.check(self.view, self.bad, final=final)
+                self.settle_violations("%s: database against acknowledgements and audit trail" % what)
+                self.guest_check()
+                self.db_check(soft)
+                listed = self.memory_check(soft)
+                self.xml_check(listed, soft)
+                self.fd_check(soft, conns)
+                self.held_check(soft)
+            except (ConnectionError, OSError, ValueError) as e:
+                try:
+                    self.daemon.proc.wait(timeout=5)
+                    return False
+                except subprocess.TimeoutExpired:
+                    soft.append(("disconnect", "checking connection failed: %r" % e))
+            except harness.RpcError as e:
+                self.bad("unexpected", "a checking request answered %s" % e)
+            except AssertionError as e:
+                self.bad("protocol", "a checking request: %s" % e)
+            self.settle_violations("%s: database against guests and daemon" % what)
+            if not soft:
+                self.checks["live_check"] += 1
+                if attempt:
+                    self.checks["live_check_retried"] += 1
+                self.converge_times.append(time.monotonic() - t0)
+                return True
+            if not self.daemon.alive():
+                return False
+            attempt += 1
+            self.checks["live_check_attempt_failed"] += 1
+            self.retry_reasons.update({kind for kind, _ in soft})
+            if time.monotonic() > deadline:
+                if self.check_libvirt("no convergence"):
+                    deadline = time.monotonic() + self.args.converge_timeout
+                    self.settle_violations("libvirtd died")
+                    continue
+                self.oplog.add("main", "did not converge in %ss: %s" % (self.args.converge_timeout, soft))
+                for kind, text in soft:
+                    self.bad(kind, "not converged after %.0fs: %s" % (time.monotonic() - t0, text))
+                self.settle_violations("%s: no convergence" % what)
+                return True
+            time.sleep(min(0.1 + 0.05 * attempt, 0.5))
+
+    def guest_check(self):
+        for g in self.guests:
+            if g.name != self.stopped and not g.running():
+                self.bad("guest", "domain %s is no longer running (console: %s)" % (g.name, g.console_tail()[-300:]))
+                self.settle_violations("a guest died")
+                raise churn.Fatal("guest %s died" % g.name)
+
+    def db_check(self, soft):
+        """The rows: settled, nothing stuck, tokens, final regions, ranges."""
+        v = self.view
+        nonfinal = {r["id"]: r for r in v.nonfinal()}
+        now = churn.now_usec()
+        for rid, r in nonfinal.items():
+            peers = v.peers.get(rid, {})
+            if r["state"] in LIVE and peers and all(p["state"] in FINAL_PEER for p in peers.values()):
+                soft.append(("settle", "region %d is %s though every peer is done: %s" % (rid, r["state"], peers)))
+            if r["state"] == "revoking" and r["deadline"] < now - STUCK_SLACK_USEC:
+                soft.append(("stuck", "region %d is revoking %.1fs past its deadline: peers %s, owner_mapped %d"
+                             % (rid, (now - r["deadline"]) / 1e6, peers, r["owner_mapped"])))
+            for dom, p in peers.items():
+                if p["token"] is None or len(p["token"]) != 32:
+                    self.bad("token", "region %d peer %s (%s) has token %r" % (rid, dom, p["state"], p["token"]))
+                if p["state"] == "granted" and p["mapped"]:
+                    self.bad("db", "region %d peer %s is granted but mapped" % (rid, dom))
+        for rid in v.final - self._final_checked:
+            r = v.regions[rid]
+            for dom, p in v.peers.get(rid, {}).items():
+                if p["mapped"] or p["token"] is not None:
+                    self.bad("token", "reclaimed region %d peer %s has mapped=%d token=%r" % (rid, dom, p["mapped"],
+                                                                                           p["token"]))
+                if p["state"] not in FINAL_PEER:
+                    self.bad("db", "reclaimed region %d peer %s is %s" % (rid, dom, p["state"]))
+            if r["owner_mapped"]:
+                self.bad("db", "reclaimed region %d has owner_mapped=1" % rid)
+        self._final_checked |= v.final
+        pool = self.topo.platform["pools"][0]
+        pb, ps, g = (churn.parse_size(pool[k]) for k in ("base", "size", "granule"))
+        spans = sorted((r["base"], r["base"] + r["size"], rid) for rid, r in nonfinal.items())
+        for a, b in zip(spans, spans[1:]):
+            if b[0] < a[1]:
+                self.bad("overlap", "regions %d [%#x, %#x) and %d [%#x, %#x) overlap" % (a[2], a[0], a[1], b[2], b[0],
+                                                                                        b[1]))
+        for rid, r in nonfinal.items():
+            if r["pool"] != self.topo.pool or r["base"] < pb or r["base"] + r["size"] > pb + ps or r["base"] % g or \
+                    r["size"] & (r["size"] - 1):
+                self.bad("overlap", "region %d [%#x, +%d) is not inside the pool, not aligned or not a power of two"
+                         % (rid, r["base"], r["size"]))
+
+    def memory_check(self, soft):
+        """The daemon's in-memory view (admin socket) against the database; returns region.list."""
+        v = self.view
+        t = self.topo
+        c = churn.Conn(self.daemon.d.admin_socket, self.args.reply_timeout, self.args.validate)
+        try:
+            nonfinal = {r["id"]: r for r in v.nonfinal()}
+            listed = {r["region"]: r for r in c.call("region.list", {})["regions"]}
+            for rid in set(listed) | set(nonfinal):
+                a, b = listed.get(rid), nonfinal.get(rid)
+                if a is None:
+                    soft.append(("memory", "region %d is %s in the database but not in the daemon" % (rid, b["state"])))
+                    continue
+                if b is None:
+                    st = v.regions.get(rid, {}).get("state")
+                    if st == "reclaimed":
+                        self.bad("reachable", "the daemon lists region %d, which the database has reclaimed" % rid)
+                    else:
+                        soft.append(("memory", "the daemon lists region %d, the database has %s" % (rid, st)))
+                    continue
+                if a["state"] != b["state"] or bool(a["owner_mapped"]) != bool(b["owner_mapped"]) or \
+                        int(a["base"], 16) != b["base"] or a["size"] != b["size"]:
+                    soft.append(("memory", "region %d: daemon %s/%s/%s+%d, database %s/%s/%#x+%d" % (
+                        rid, a["state"], a["owner_mapped"], a["base"], a["size"], b["state"], b["owner_mapped"],
+                        b["base"], b["size"])))
+                dbp = v.peers.get(rid, {})
+                for p in a["peers"]:
+                    q = dbp.get(p["domain"])
+                    if q is None or q["state"] != p["state"] or bool(q["mapped"]) != bool(p["mapped"]):
+                        soft.append(("memory", "region %d peer %s: daemon %s mapped=%s, database %s" % (
+                            rid, p["domain"], p["state"], p["mapped"], q)))
+            recent = sorted(v.final)[-20:]
+            with self.oracle.lock:
+                recent += list(self.oracle.reclaimed)[-20:]
+            for rid in set(recent):
+                try:
+                    r = c.call("region.get", {"region": rid})
+                    self.bad("reachable", "region %d is reclaimed; region.get answers %s" % (rid, r["state"]))
+                except harness.RpcError as e:
+                    if e.name != "no_such_region":
+                        self.bad("reachable", "region.get of reclaimed region %d answered %s" % (rid, e.name))
+            # Routes lead to the newest live region that still has that peer; none otherwise
+            # (the pool never runs out, so there is no bounce).
+            for dom in t.peers:
+                r = c.call("route.lookup", {"device": DEVICE, "domain": dom})
+                cands = [rid for rid, reg in nonfinal.items() if reg["state"] in LIVE
+                         and churn.dbp_state(v, rid, dom) not in (None,) + FINAL_PEER]
+                want = {"route": "none"} if not cands else None
+                got = r.get("region") if r["route"] == "region" else None
+                if (cands and got != max(cands)) or (want and r != want):
+                    soft.append(("route", "route %s/%s answers %s; the newest live region for it is %s"
+                                 % (DEVICE, dom, r, max(cands) if cands else None)))
+            doms = {x["domain"]: x for x in c.call("admin.domains", {})["domains"]}
+            own = list(nonfinal.values())
+            ua = doms.get(t.a, {"regions_owned": 0, "bytes_owned": 0})
+            if (ua["regions_owned"], ua["bytes_owned"]) != (len(own), sum(r["size"] for r in own)):
+                soft.append(("memory", "%s owns %d regions, %d bytes by the daemon's count; the database says %d, %d"
+                             % (t.a, ua["regions_owned"], ua["bytes_owned"], len(own), sum(r["size"] for r in own))))
+            for dom in t.peers:
+                att = sum(1 for rid in nonfinal if churn.dbp_state(v, rid, dom) == "attached")
+                if doms.get(dom, {}).get("attached", 0) != att:
+                    soft.append(("memory", "%s: daemon counts %s attached, database %d" % (dom, doms.get(dom), att)))
+            for p in c.call("admin.pools", {})["pools"]:
+                if (p["regions"], p["used"]) != (len(own), sum(r["size"] for r in own)):
+                    soft.append(("memory", "pool %s: daemon %d regions %d bytes, database %d, %d" % (
+                        p["pool"], p["regions"], p["used"], len(own), sum(r["size"] for r in own))))
+            return listed
+        finally:
+            c.close()
+
+    def xml_check(self, listed, soft):
+        """Every guest's live XML against region.list (divergence()) and the database."""
+        t, v = self.topo, self.view
+        devs = {}
+        for g in self.guests:
+            d = guest_devices(g.name)
+            if d is None:
+                if g.name != self.stopped:
+                    soft.append(("xml", "virsh dumpxml %s failed" % g.name))
+                d = {}
+            devs[g.name] = d
+        seen = {name: set(d) for name, d in devs.items()}
+        problems = e2e.divergence(listed, seen, t.pool, lambda rid: listed[rid]["size"] if rid in listed else None)
+        if problems:
+            soft.append(("converge", problems))
+        for name, d in devs.items():
+            for rid, (shm_name, size) in d.items():
+                if v.regions.get(rid, {}).get("state") == "reclaimed":
+                    soft.append(("reachable", "reclaimed region %d is still plugged into %s" % (rid, name)))
+                if shm_name != "brokerd-%s-%d" % (t.pool, rid):
+                    self.bad("xml", "%s: device ua-brokerd-%d has name %r" % (name, rid, shm_name))
+                want = v.regions.get(rid, {}).get("size")
+                # libvirt writes the size in whole MiB: a smaller region shows as 0, and as 4 MiB
+                # (its default) once a restarted libvirtd has read that back. QEMU got the bytes.
+                if want and want >= MiB and size != want:
+                    self.bad("xml", "%s: device ua-brokerd-%d has size %d, the region %d" % (name, rid, size, want))
+        # Backing files: exactly the regions not reclaimed (divergence() checks the set against
+        # region.list, the mode and the size); here the owner and the contents.
+        files = e2e.backing_files(t.pool)
+        for rid in files:
+            r = v.regions.get(rid)
+            if r is None or r["state"] == "reclaimed":
+                soft.append(("files", "backing file of region %d exists; the region is %s"
+                             % (rid, r["state"] if r else "not in the database")))
+                continue
+            try:
+                st = os.lstat(t.path(rid))
+                with open(t.path(rid), "rb") as f:
+                    head = f.read(len(SIG_MAGIC) + 12)
+            except FileNotFoundError:
+                continue
+            if not stat.S_ISREG(st.st_mode) or st.st_uid != self.qemu_uid:
+                soft.append(("files", "backing file of region %d: mode %o uid %d (the QEMU user is %d)"
+                             % (rid, st.st_mode, st.st_uid, self.qemu_uid)))
+            sig = self.world.sigs.get(rid)
+            if sig and head != sig:
+                soft.append(("data", "region %d (%s) lost its contents across restarts: %r, not %r"
+                             % (rid, r["state"], head, sig)))
+
+    def fd_check(self, soft, conns):
+        """The daemon's /proc/PID/fd: no fd on a reclaimed or deleted region file; no fd growth."""
+        v = self.view
+        other = 0
+        prefix = re.escape(os.path.join(e2e.SHM_DIR, "brokerd-%s-" % self.topo.pool))
+        fds = self.daemon.fds()
+        for fd, link in fds.items():
+            m = re.fullmatch(prefix + r"(\d+)( \(deleted\))?", link)
+            if not m:
+                other += 1
+                continue
+            rid = int(m.group(1))
+            st = v.regions.get(rid, {}).get("state")
+            if m.group(2) or st in (None, "reclaimed"):
+                soft.append(("leak", "the daemon holds fd %d on %s; region %d is %s" % (fd, link, rid, st)))
+        if self.baseline is not None and other > self.baseline + conns + 4:
+            soft.append(("leak", "the daemon has %d fds besides region files; %d at its first start, %d connections: %s"
+                         % (other, self.baseline, conns, sorted(fds.values()))))
+
+    def held_check(self, soft):
+        """The driver's fds on backing files: the file itself while the region lives; once it is
+        reclaimed, unlinked and scrubbed."""
+        v = self.view
+        with self.world.lock:
+            items = list(self.world.held.items())
+        for rid, (fd, size) in items:
+            r = v.regions.get(rid)
+            if r is None:
+                continue
+            st = os.fstat(fd)
+            if r["state"] != "reclaimed":
+                try:
+                    fst = os.stat(self.topo.path(rid))
+                except FileNotFoundError:
+                    continue  # reported by the file checks
+                if (fst.st_dev, fst.st_ino) != (st.st_dev, st.st_ino):
+                    soft.append(("backend", "region %d's backing file was replaced" % rid))
+                continue
+            if st.st_nlink != 0:
+                soft.append(("reachable", "region %d is reclaimed; its backing file is still linked" % rid))
+            for off in sorted({0, max(0, size - 4096)}):
+                if os.pread(fd, 4096, off) != bytes(4096):
+                    self.bad("scrub", "region %d is reclaimed; its memory still has data at offset %d" % (rid, off))
+
+    def close_reclaimed_fds(self):
+        with self.world.lock:
+            for rid in [k for k in self.world.held if self.view.regions.get(k, {}).get("state") == "reclaimed"]:
+                os.close(self.world.held.pop(rid)[0])
+                self.world.sigs.pop(rid, None)
+
+    def resolve_in_doubt(self):
+        v = self.view
+        with self.world.lock:
+            items, self.world.in_doubt = self.world.in_doubt, []
+        for kind, detail in items:
+            if kind == "share":
+                outcome = "committed" if detail in v.by_label else "not committed"
+            elif kind in ("attach", "release"):
+                rid, d = detail
+                outcome = v.peers.get(rid, {}).get(d, {}).get("state") or "?"
+            elif kind == "revoke":
+                outcome = v.regions.get(detail, {}).get("state", "?")
+            else:
+                outcome = "-"
+            self.counts["in-doubt:%s:%s" % (kind, outcome)] += 1
+            self.oplog.add("main", "in doubt: %s %s -> %s" % (kind, detail, outcome))
+
+    def judge_backend_failures(self):
+        with self.world.lock:
+            items, self.world.backend_failures = self.world.backend_failures, []
+        if not items:
+            return
+        if self.check_libvirt("backend_failed answers") or self.outage_epoch == self.epoch:
+            self.counts["backend_failed:libvirtd-away"] += len(items)
+            return
+        for domain, what in items:
+            if domain == self.stopped:
+                self.counts["backend_failed:domain-stopped"] += 1
+            else:
+                self.bad("unexpected", "%s (libvirtd was up, %s running)" % (what, domain))
+
+    def is_region_fd(self, link):
+        return link.startswith(e2e.backing_file(self.topo.pool, ""))
+
+    def settled_fds(self):
+        deadline = time.monotonic() + 10
+        last = None
+        while True:
+            fds = self.daemon.fds()
+            other = sum(1 for link in fds.values() if not self.is_region_fd(link))
+            if other == last or time.monotonic() > deadline:
+                return other, fds
+            last = other
+            time.sleep(0.2)
+
+    # -- main loop
+
+    def timed(self, phase, fn, *args, **kw):
+        t = time.monotonic()
+        try:
+            return fn(*args, **kw)
+        finally:
+            self.phase_time[phase] += time.monotonic() - t
+
+    def start_epoch_daemon(self, env):
+        self.daemon.spawn(env)
+        return self.timed("start", self.daemon.wait_ready)
+
+    def run(self):
+        a = self.args
+        self.daemon = make_brokerd(self.topo)
+        self.oplog = churn.OpLog(os.path.join(self.daemon.dir, "ops.log"))
+        t0 = time.monotonic()
+        print("churn-libvirt: seed %d, %d kills, %d agents, brokerd %s, files in %s" % (
+            self.seed, a.kills, a.agents, harness.BROKERD, self.daemon.dir), flush=True)
+        failed = False
+        try:
+            try:
+                self.timed("setup", self.setup)
+                print("churn-libvirt: guests %s running (%.0fs)" % (", ".join(g.name for g in self.guests),
+                                                                   time.monotonic() - t0), flush=True)
+                self.mode = ("baseline",)
+                if not self.start_epoch_daemon({}):
+                    raise churn.Fatal("brokerd did not start:\n" + self.daemon.log_tail())
+                self.live_check()
+                # The fd baseline, once the checks have used every kind of request once.
+                self.baseline, _ = self.settled_fds()
+                self.daemon.proc.send_signal(signal.SIGTERM)
+                if self.daemon.wait() != 0:
+                    self.bad("crash", "brokerd exited %s on SIGTERM" % self.daemon.proc.returncode)
+                self.after_kill()
+                for self.epoch in range(1, a.kills + 1):
+                    self.one_epoch()
+                    if a.progress and self.epoch % a.progress == 0:
+                        print("churn-libvirt: %d/%d kills, %d ops, %d findings, %.0fs" % (
+                            self.epoch, a.kills, self.counts["ops"], len(self.findings), time.monotonic() - t0),
+                            flush=True)
+                self.epoch += 1
+                self.final_phase()
+            except churn.Fatal as e:
+                failed = True
+                if str(e) and not any(str(e) == w for w in self.fatal_wheres):
+                    self.findings.append(("fatal", str(e)))
+                    self.fail([("fatal", str(e))], "run")
+            except Exception:
+                failed = True
+                self.findings.append(("driver", traceback.format_exc()))
+                self.fail(self.findings[-1:], "run")
+        finally:
+            self.stop.set()
+            self.teardown()
+        failed = failed or bool(self.findings)
+        self.summary(time.monotonic() - t0, failed)
+        if not failed and not a.keep:
+            shutil.rmtree(self.daemon.dir, ignore_errors=True)
+        return 1 if failed else 0
+
+    def setup(self):
+        subprocess.run([os.path.join(HERE, "..", "e2e", "build-guest.sh"), e2e.GUEST_DIR], check=True, timeout=900,
+                       stdout=subprocess.DEVNULL)
+        self.start_libvirt()
+        self.start_guests()
+
+    def teardown(self):
+        """Everything this run started, by pid and by name: brokerd, the guests, leftover
+        backing files, libvirtd and virtlogd."""
+        if self.daemon and self.daemon.alive():
+            self.daemon.kill()
+        with self.world.lock:
+            for fd, _ in self.world.held.values():
+                os.close(fd)
+            self.world.held = {}
+        for g in self.guests:
+            try:
+                g.stop()
+            except Exception as e:  # keep cleaning up
+                print("churn-libvirt: stopping %s: %s" % (g.name, e))
+        for rid in e2e.backing_files(self.topo.pool):
+            try:
+                os.unlink(self.topo.path(rid))
+            except FileNotFoundError:
+                pass
+        if self.rundir:
+            shutil.rmtree(self.rundir, ignore_errors=True)
+        for name in ("libvirtd", "virtlogd"):
+            if name in self.daemons:
+                e2e.stop_proc(self.daemons[name])
+        if self.oplog:
+            self.oplog.close()
+        if self.daemon and self.daemon.logf:
+            self.daemon.logf.close()
+
+    def one_epoch(self):
+        a = self.args
+        mode = self.next_mode()
+        self.mode = mode
+        self.check_libvirt("before a start")
+        self.settle_violations("libvirtd died")
+        churn.write_atomic(self.daemon.d.policy_path, self.topo.policies[self.world.good_policy])
+        self.oplog.add("main", "epoch %d: %s" % (self.epoch, mode))
+        if mode[0] == "startup":
+            self.daemon.spawn({})
+            time.sleep(mode[1])
+            rc = self.daemon.kill()
+            self.kills["startup"] += 1
+            self.oplog.add("main", "killed %.3fs after start (rc %s)" % (mode[1], rc))
+            self.after_kill()
+            return
+        env = {"BROKERD_CRASHPOINT": "%s:%d" % (mode[1], mode[2])} if mode[0] == "crashpoint" else {}
+        if mode[0] == "crashpoint":
+            self.cp_tries[mode[1]] += 1
+        if not self.start_epoch_daemon(env):
+            rc = self.daemon.wait()
+            if rc == -signal.SIGKILL and mode[0] == "crashpoint":
+                self.cp_hits[mode[1]] += 1
+                self.kills["crashpoint@recovery"] += 1
+                self.oplog.add("main", "crashpoint %s:%d fired during recovery" % (mode[1], mode[2]))
+                self.after_kill()
+                return
+            self.check_libvirt("brokerd exited while starting")
+            raise churn.Fatal("brokerd exited with %s while starting (%s):\n%s" % (rc, mode, self.daemon.log_tail()))
+        if not self.timed("converge", self.live_check):
+            self.died_unkilled(mode)
+            return
+        if self.stopped:
+            self.timed("guest boots", self.restart_stopped)
+        self.world.rebuild(self.view, self.oracle)
+        self.resolve_in_doubt()
+        self.close_reclaimed_fds()
+        # A guest destroyed under brokerd: always before an unmap-recorded crashpoint (with
+        # libvirt only an unmap that completes at once, a domain already gone, reaches it), and
+        # in --domain-stops of the other epochs. It stays down until the next restart converged.
+        stop = None
+        if (mode[0] == "crashpoint" and mode[1] == "unmap-recorded") or \
+                (mode[0] != "crashpoint" and self.rng.random() < a.domain_stops):
+            t = self.topo
+            stop = (self.rng.choices([t.a, t.b, t.c], [20, 40, 40])[0],
+                    self.rng.uniform(0.05, mode[1] if mode[0] == "random" else 1.0))
+
+        self.stop.clear()
+        self.expect_death.clear()
+        agents = [Agent(self, i, self.epoch, subscribe=(i == 0)) for i in range(a.agents)]
+        t_churn = time.monotonic()
+        for ag in agents:
+            ag.start()
+        if mode[0] == "random":
+            if stop:
+                time.sleep(stop[1])
+                self.stop_domain(stop[0])
+            time.sleep(max(0.0, mode[1] - (stop[1] if stop else 0.0)))
+            self.expect_death.set()
+            rc = self.daemon.kill()
+            self.kills["random"] += 1
+            self.oplog.add("main", "killed after %.3fs (rc %s)" % (mode[1], rc))
+        else:
+            rc, waited = None, 0.0
+            if stop:
+                try:
+                    rc = self.daemon.proc.wait(timeout=stop[1])
+                except subprocess.TimeoutExpired:
+                    self.stop_domain(stop[0])
+                waited = stop[1]
+            if rc is None:
+                try:
+                    rc = self.daemon.proc.wait(timeout=max(0.1, a.cp_timeout - waited))
+                except subprocess.TimeoutExpired:
+                    rc = None
+            self.expect_death.set()
+            if rc is None:
+                rc = self.daemon.kill()
+                self.kills["crashpoint-missed"] += 1
+                self.oplog.add("main", "crashpoint %s:%d not reached in %ss; killed" % (mode[1], mode[2],
+                                                                                       a.cp_timeout))
+            elif rc == -signal.SIGKILL:
+                self.cp_hits[mode[1]] += 1
+                self.kills["crashpoint"] += 1
+                self.oplog.add("main", "crashpoint %s:%d fired" % (mode[1], mode[2]))
+            else:
+                self.bad("crash", "brokerd exited with %s (%s)" % (rc, mode))
+        self.stop.set()
+        for ag in agents:
+            ag.join(timeout=a.reply_timeout + 10)
+            if ag.is_alive():
+                self.bad("driver", "agent %d did not stop" % ag.idx)
+        self.counts["ops"] += sum(ag.ops for ag in agents)
+        self.phase_time["churn"] += time.monotonic() - t_churn
+        self.judge_backend_failures()
+        self.after_kill()
+
+    def died_unkilled(self, mode):
+        rc = self.daemon.wait()
+        if rc == -signal.SIGKILL and mode[0] == "crashpoint":
+            self.cp_hits[mode[1]] += 1
+            self.kills["crashpoint@converge"] += 1
+            self.oplog.add("main", "crashpoint %s:%d fired while converging" % (mode[1], mode[2]))
+            self.after_kill()
+            return
+        self.check_libvirt("brokerd died")
+        raise churn.Fatal("brokerd died (rc %s) while being checked (%s):\n%s" % (rc, mode, self.daemon.log_tail()))
+
+    def final_phase(self):
+        a = self.args
+        self.mode = ("final",)
+        self.check_libvirt("final phase")
+        self.settle_violations("libvirtd died")
+        churn.write_atomic(self.daemon.d.policy_path, self.topo.policies[self.world.good_policy])
+        self.oplog.add("main", "final phase")
+        if not self.start_epoch_daemon({}):
+            raise churn.Fatal("brokerd did not start for the final phase:\n" + self.daemon.log_tail())
+        if not self.live_check(what="final phase"):
+            raise churn.Fatal("brokerd died in the final phase")
+        if self.stopped:
+            self.timed("guest boots", self.restart_stopped)
+        self.world.rebuild(self.view, self.oracle)
+        self.resolve_in_doubt()
+        self.close_reclaimed_fds()
+        # Churn without kills, so a leak over one daemon's lifetime shows.
+        self.stop.clear()
+        self.expect_death.clear()
+        agents = [Agent(self, i, self.epoch, subscribe=(i == 0)) for i in range(a.agents)]
+        for ag in agents:
+            ag.start()
+        time.sleep(a.final_seconds)
+        self.stop.set()
+        for ag in agents:
+            ag.join(timeout=a.reply_timeout + 10)
+        self.counts["ops"] += sum(ag.ops for ag in agents)
+        self.judge_backend_failures()
+        self.settle_violations("final churn")
+        if not self.live_check(final=True, what="after the final churn"):
+            raise churn.Fatal("brokerd died in the final phase")
+
+        # Revoke everything, forcibly, as the admin; every device leaves every guest.
+        c = churn.Conn(self.daemon.d.admin_socket, a.reply_timeout, a.validate)
+        for r in c.call("region.list", {})["regions"]:
+            try:
+                res = c.call("admin.revoke", {"region": r["region"], "force": True, "deadline_ms": 0})
+                self.oplog.add("main", "final admin.revoke %d -> %s" % (r["region"], res["state"]))
+            except harness.RpcError as e:
+                if e.name != "no_such_region":
+                    self.bad("unexpected", "final admin.revoke of %d answered %s" % (r["region"], e.name))
+        c.close()
+        t_end = time.monotonic() + a.converge_timeout
+
+        def all_gone():
+            self.live_snapshot()
+            return not self.view.nonfinal() and not any(guest_devices(g.name) for g in self.guests) \
+                and not e2e.backing_files(self.topo.pool)
+        while not all_gone() and time.monotonic() < t_end:
+            time.sleep(0.2)
+        for r in self.view.nonfinal():
+            self.bad("stuck", "region %d is still %s after a forced revoke of everything" % (r["id"], r["state"]))
+        for g in self.guests:
+            left = guest_devices(g.name)
+            if left:
+                self.bad("stuck", "%s still has brokerd devices %s after everything was revoked"
+                         % (g.name, sorted(left)))
+        left = e2e.backing_files(self.topo.pool)
+        if left:
+            self.bad("leak", "backing files left in %s: %s" % (e2e.SHM_DIR, sorted(left)))
+        if not self.live_check(final=True, what="after revoking everything"):
+            raise churn.Fatal("brokerd died in the final phase")
+        self.close_reclaimed_fds()
+        other, fds = self.settled_fds()
+        region_fds = [link for link in fds.values() if self.is_region_fd(link)]
+        if region_fds:
+            self.bad("leak", "the daemon still holds region files: %s" % region_fds)
+        if self.baseline is not None and other > self.baseline + 1:
+            self.bad("leak", "the daemon has %d fds, %d at its first start: %s" % (other, self.baseline,
+                                                                                  sorted(fds.values())))
+        self.final_fds = (other, self.baseline)
+        self.daemon.proc.send_signal(signal.SIGTERM)
+        rc = self.daemon.wait()
+        if rc != 0:
+            self.bad("crash", "brokerd exited %s on SIGTERM" % rc)
+        self.after_kill()
+        self.oracle.check(self.view, self.bad, final=True)
+        self.settle_violations("final checks")
+
+    def summary(self, elapsed, failed):
+        a = self.args
+        ops = self.counts.get("ops", 0)
+        kills = sum(self.kills.values())
+        ct = sorted(self.converge_times)
+        lines = ["churn-libvirt: %s: seed %d, %d kills (%s), %d ops, %.1fs" % (
+            "FAILED" if failed else "ok", self.seed, kills,
+            ", ".join("%s %d" % kv for kv in sorted(self.kills.items())), ops, elapsed)]
+        lines.append("churn-libvirt: checks: %s; audit rows replayed %d; regions %d (%d reclaimed); acknowledged "
+                     "shares settled %d" % (", ".join("%s %d" % kv for kv in sorted(self.checks.items())),
+                                             self.replay.rows, len(self.view.regions), len(self.view.final),
+                                             self.oracle.retired + len(self.oracle.shares)))
+        if ct:
+            lines.append("churn-libvirt: convergence after a restart: median %.2fs, 90%% %.2fs, max %.2fs" % (
+                ct[len(ct) // 2], ct[int(len(ct) * 0.9)], ct[-1]))
+        if self.retry_reasons:
+            lines.append("churn-libvirt: attempts that had not converged yet, by reason (transient): %s"
+                         % dict(self.retry_reasons))
+        lines.append("churn-libvirt: time: %s" % ", ".join("%s %.1fs" % kv for kv in sorted(self.phase_time.items())))
+        lines.append("churn-libvirt: crashpoints fired/tried: %s" % ", ".join(
+            "%s %d/%d" % (p, self.cp_hits[p], self.cp_tries[p]) for p in self.points))
+        lines.append("churn-libvirt: outcomes: %s" % ", ".join("%s %d" % kv for kv in sorted(self.counts.items())
+                                                             if kv[0] != "ops"))
+        lines.append("churn-libvirt: libvirtd outages: %d" % self.libvirt_outages)
+        if hasattr(self, "final_fds"):
+            lines.append("churn-libvirt: final fds besides region files %d (baseline %d)" % self.final_fds)
+        if self.findings:
+            kinds = collections.Counter(k for k, _ in self.findings)
+            lines.append("churn-libvirt: %d findings (seed %d): %s" % (len(self.findings), self.seed, dict(kinds)))
+        print("\n".join(lines), flush=True)
+        if a.summary_json:
+            with open(a.summary_json, "w") as f:
+                json.dump(dict(seed=self.seed, kills=dict(self.kills), ops=ops, seconds=round(elapsed, 1),
+                               crashpoints={p: [self.cp_hits[p], self.cp_tries[p]] for p in self.points},
+                               counts=dict(self.counts), checks=dict(self.checks), audit_rows=self.replay.rows,
+                               phase_seconds={k: round(v, 1) for k, v in self.phase_time.items()},
+                               converge_seconds=dict(median=ct[len(ct) // 2], max=ct[-1]) if ct else None,
+                               retry_reasons=dict(self.retry_reasons), libvirt_outages=self.libvirt_outages,
+                               regions=len(self.view.regions), findings=self.findings, failed=failed), f, indent=1)
+
+
+def main():
+    global churn, harness
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--kills", type=int, default=100)
+    p.add_argument("--seed", type=int, default=None, help="default: random (printed)")
+    p.add_argument("--agents", type=int, default=3, help="agent connections (threads)")
+    p.add_argument("--cp-ratio", type=float, default=0.5, help="share of kills by crashpoint")
+    p.add_argument("--max-n", type=int, default=4, help="crashpoints fire at a random passage 1..N")
+    p.add_argument("--max-delay", type=float, default=1.5, help="random kills: at most this many seconds of churn")
+    p.add_argument("--cp-timeout", type=float, default=6.0, help="seconds to wait for a crashpoint before a SIGKILL")
+    p.add_argument("--converge-timeout", type=float, default=60.0,
+                   help="seconds a restart may take to converge with the guests")
+    p.add_argument("--final-seconds", type=float, default=8.0, help="churn without kills before the final checks")
+    p.add_argument("--domain-stops", type=float, default=0.03,
+                   help="share of epochs (besides those of the unmap-recorded crashpoint) that destroy a guest "
+                        "during the churn; it boots again after the next restart")
+    p.add_argument("--xml-sample", type=float, default=0.1,
+                   help="share of shares and attaches whose device is looked up in the live XML at once")
+    p.add_argument("--reply-timeout", type=int, default=60)
+    p.add_argument("--no-validate", dest="validate", action="store_false",
+                   help="do not validate replies against schemas/rpc")
+    p.add_argument("--brokerd", help="the brokerd binary (default $BROKERD_BIN)")
+    p.add_argument("--keep", action="store_true", help="keep the temp dir (always kept on failure)")
+    p.add_argument("--keep-going", action="store_true", help="report findings and go on")
+    p.add_argument("--tail", type=int, default=60, help="op log and daemon log lines printed on failure")
+    p.add_argument("--progress", type=int, default=0, help="print progress every N kills")
+    p.add_argument("--summary-json")
+    p.add_argument("--ci", action="store_true",
+                   help="the short form: 15 kills, 3 agents, short epochs (unless given explicitly)")
+    args = p.parse_args()
+    if args.ci:
+        defaults = dict(kills=15, max_delay=0.8, cp_timeout=4.0, final_seconds=3.0, max_n=3)
+        for k, v in defaults.items():
+            if getattr(args, k) == p.get_default(k):
+                setattr(args, k, v)
+    if os.geteuid() != 0 or os.environ.get("BROKERD_E2E") != "1":
+        print("churn-libvirt: SKIP: needs root and BROKERD_E2E=1 (boots three VMs through libvirt)")
+        return 77
+    sys.path.insert(0, os.path.join(HERE, "..", "integration"))
+    import harness as harness_mod  # noqa: E402 (after the skip: it imports jsonschema)
+    harness = harness_mod
+    churn = load_module("churn", os.path.join(HERE, "churn.py"))
+    if args.seed is None:
+        args.seed = int.from_bytes(os.urandom(4), "little")
+    if args.brokerd:
+        harness.BROKERD = args.brokerd
+    if not os.access(harness.BROKERD, os.X_OK):
+        print("churn-libvirt: no brokerd at %s (set BROKERD_BIN or --brokerd)" % harness.BROKERD, file=sys.stderr)
+        return 2
+    # meson's timeout sends SIGTERM: unwind, so that the guests and libvirtd are cleaned up.
+    signal.signal(signal.SIGTERM, on_sigterm)
+    return Run(args).run()
+
+
+def on_sigterm(signum, frame):
+    raise SystemExit("churn-libvirt: terminated (SIGTERM); cleaning up")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
