@@ -72,7 +72,6 @@ import random
 import re
 import shutil
 import signal
-import socket
 import sqlite3
 import stat
 import struct
@@ -96,8 +95,9 @@ def load_module(name, path):
 
 # The guests, virsh, libvirtd and divergence(): standard library only, so loaded at once.
 e2e = load_module("test_libvirt_e2e", os.path.join(HERE, "..", "e2e", "test_libvirt_e2e.py"))
-# churn.py and the harness import jsonschema: loaded by main() after the skip check.
-churn = harness = None
+# churn.py's database view, oracle, agent and RPC client (with the harness, as churn.py uses it).
+churn = load_module("churn", os.path.join(HERE, "churn.py"))
+harness = churn.harness
 
 KiB, MiB = 1024, 1024 * 1024
 LIVE = ("offered", "active")
@@ -236,116 +236,14 @@ def make_brokerd(topo):
 # agents
 
 
-class Agent(threading.Thread):
+class Agent(churn.Agent):
+    """churn.py's agent (connection, calls, in-doubt requests, notifications) with the ops of
+    this topology."""
     WEIGHTS = [("share", 26), ("attach", 26), ("release", 17), ("revoke", 19), ("reload", 2), ("read", 10)]
 
     def __init__(self, run, idx, epoch, subscribe):
-        super().__init__(name="agent%d" % idx, daemon=True)
-        self.run_ = run
+        super().__init__(run, idx, epoch, subscribe)
         self.topo = run.topo
-        self.idx, self.epoch = idx, epoch
-        self.rng = random.Random("%d:%d:%d" % (run.seed, epoch, idx))
-        self.subscribe = subscribe
-        self.world, self.oracle, self.bad = run.world, run.oracle, run.violations.add
-        self.conn = self.admin_conn = None
-        self.seq = 0
-        self.ops = 0
-        self.inflight = None
-
-    def log(self, text):
-        self.run_.oplog.add("e%da%d" % (self.epoch, self.idx), text)
-
-    def call(self, conn, method, params):
-        """(result, None) or (None, error name); Disconnected when the daemon went away."""
-        try:
-            return conn.call(method, params), None
-        except harness.RpcError as e:
-            conn.drop_fds()
-            return None, e.name or str(e.code)
-        except AssertionError as e:  # a reply off its schema, or with another id
-            self.bad("protocol", "%s: %s" % (method, e))
-            raise churn.Disconnected("protocol")
-        except socket.timeout:
-            if self.run_.daemon.alive():
-                self.bad("hang", "no reply to %s %s within %ds" % (method, params, self.run_.args.reply_timeout))
-            raise churn.Disconnected("timeout")
-        except (ConnectionError, OSError, ValueError) as e:
-            raise churn.Disconnected(repr(e))
-
-    def connect(self, path):
-        return churn.Conn(path, self.run_.args.reply_timeout, self.run_.args.validate)
-
-    def admin(self):
-        if self.admin_conn is None:
-            try:
-                self.admin_conn = self.connect(self.run_.daemon.d.admin_socket)
-            except OSError as e:
-                raise churn.Disconnected(repr(e))
-        return self.admin_conn
-
-    def doubt(self, kind, detail):
-        self.inflight = (kind, detail)
-
-    def run(self):
-        current = None
-        try:
-            try:
-                self.conn = self.connect(self.run_.daemon.d.agent_socket)
-            except OSError as e:
-                raise churn.Disconnected(repr(e))
-            if self.subscribe:
-                self.call(self.conn, "events.subscribe", {})
-            names = [n for n, _ in self.WEIGHTS]
-            weights = [w for _, w in self.WEIGHTS]
-            while not self.run_.stop.is_set():
-                current = self.rng.choices(names, weights)[0]
-                getattr(self, "op_" + current)()
-                current = None
-                self.ops += 1
-                self.drain_notifications()
-        except churn.Disconnected as e:
-            if current:
-                self.log("%s cut off: %s" % (current, e))
-            if self.inflight:
-                with self.world.lock:
-                    self.world.in_doubt.append(self.inflight)
-            if not self.run_.stop.is_set() and not self.run_.expect_death.is_set():
-                try:
-                    self.run_.daemon.proc.wait(timeout=5)
-                except subprocess.TimeoutExpired:
-                    self.bad("disconnect", "agent %d lost its connection to a live daemon: %s" % (self.idx, e))
-        except Exception:
-            self.bad("driver", "agent %d: %s" % (self.idx, traceback.format_exc()))
-        finally:
-            self.drain_notifications()
-            for c in (self.conn, self.admin_conn):
-                if c:
-                    try:
-                        c.close()
-                    except OSError:
-                        pass
-
-    def drain_notifications(self):
-        if not self.conn or not self.conn.notifications:
-            return
-        ns, self.conn.notifications = self.conn.notifications, []
-        with self.oracle.lock:
-            for n in ns:
-                p = n["params"]
-                rid, d = p.get("region"), p.get("domain")
-                m = n["method"]
-                if m == "region.reclaimed":
-                    self.oracle.reclaimed[rid] = "region.reclaimed was notified"
-                elif m == "region.released":
-                    self.oracle.released.add((rid, d))
-                elif m == "region.attached":
-                    self.oracle.attached.add((rid, d))
-                elif m == "region.revoked" and d:
-                    self.oracle.revoked_peer.add((rid, d))
-                elif m == "region.recall":
-                    self.oracle.not_live.setdefault(rid, "region.recall was notified")
-                elif m == "region.unplug_overdue":
-                    self.run_.count("notified:unplug_overdue")
 
     def posthoc(self, kind, rid, d, why):
         with self.oracle.lock:
@@ -1592,7 +1490,6 @@ class Run:
 
 
 def main():
-    global churn, harness
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--kills", type=int, default=100)
     p.add_argument("--seed", type=int, default=None, help="default: random (printed)")
@@ -1629,10 +1526,6 @@ def main():
     if os.geteuid() != 0 or os.environ.get("BROKERD_E2E") != "1":
         print("churn-libvirt: SKIP: needs root and BROKERD_E2E=1 (boots three VMs through libvirt)")
         return 77
-    sys.path.insert(0, os.path.join(HERE, "..", "integration"))
-    import harness as harness_mod  # noqa: E402 (after the skip: it imports jsonschema)
-    harness = harness_mod
-    churn = load_module("churn", os.path.join(HERE, "churn.py"))
     if args.seed is None:
         args.seed = int.from_bytes(os.urandom(4), "little")
     if args.brokerd:

@@ -710,6 +710,8 @@ class Agent(threading.Thread):
                     self.oracle.revoked_peer.add((rid, d))
                 elif m == "region.recall":
                     self.oracle.not_live.setdefault(rid, "region.recall was notified")
+                elif m == "region.unplug_overdue":
+                    self.run_.count("notified:unplug_overdue")
 
     # -- checks on what a reply handed over
 
