@@ -72,7 +72,6 @@ import random
 import re
 import shutil
 import signal
-import sqlite3
 import stat
 import struct
 import subprocess
@@ -484,7 +483,7 @@ class Agent(churn.Agent):
                 res, err = self.call(self.admin(), "admin.reload", {})
             self.inflight = None
             self.log("reload %s via %s -> %s" % (which, via, err or res))
-            self.run_.count("reload:%s:%s" % (which, err or "ok"))
+            self.run_.count("reload:%s:%s" % (which, err or ("signalled" if via == "sighup" else "ok")))
             if via == "admin.reload" and (err is not None) != (which == "bad"):
                 self.bad("unexpected", "admin.reload of policy %s answered %s" % (which, err or res))
             if which == "bad":
@@ -542,7 +541,9 @@ class Agent(churn.Agent):
 # the run
 
 
-class Run:
+class Run(churn.Run):
+    NAME = "churn-libvirt"
+    CHECK_PHASE = "converge"
     def __init__(self, args):
         self.args = args
         self.seed = args.seed
@@ -584,34 +585,7 @@ class Run:
         self.points = list(churn.CRASHPOINTS) + sorted(names - set(churn.CRASHPOINTS))
         self.cp_cycle = []
 
-    def count(self, what):
-        with self.count_lock:
-            self.counts[what] += 1
-
-    def bad(self, kind, text):
-        self.violations.add(kind, text)
-
     # -- reporting
-
-    def fail(self, items, where):
-        out = sys.stdout
-        print("\nchurn-libvirt: FAILED %s (epoch %d, %s)" % (where, self.epoch, self.mode), file=out)
-        print("churn-libvirt: seed %d; reproduce with: %s" % (self.seed, self.repro()), file=out)
-        seen = set()
-        for kind, text in items:
-            if (kind, text) in seen:
-                continue
-            seen.add((kind, text))
-            print("  [%s] %s" % (kind, text), file=out)
-        if self.oplog:
-            print("--- op log tail (%s) ---" % os.path.join(self.daemon.dir, "ops.log"), file=out)
-            for line in list(self.oplog.tail)[-self.args.tail:]:
-                print(line, file=out)
-        if self.daemon:
-            print("--- brokerd log tail (%s) ---" % self.daemon.d.log, file=out)
-            print(self.daemon.log_tail(self.args.tail), file=out)
-            print("churn-libvirt: files kept in %s" % self.daemon.dir, file=out)
-        out.flush()
 
     def repro(self):
         a = self.args
@@ -657,6 +631,9 @@ class Run:
                 return "".join(collections.deque(f, maxlen=n))
         except OSError:
             return "(no libvirtd log: it was not started by this driver)\n"
+
+    def on_daemon_death(self, what):
+        self.check_libvirt(what)
 
     def check_libvirt(self, where):
         """A finding if virtlogd or libvirtd died (or, if not ours, stopped answering); then they
@@ -752,38 +729,7 @@ class Run:
 
     # -- checks while the daemon is down
 
-    def down_check(self):
-        db = self.daemon.d.db
-        if not os.path.exists(db):
-            return
-        snap = os.path.join(self.daemon.dir, "snap")
-        shutil.rmtree(snap, ignore_errors=True)
-        os.mkdir(snap)
-        for ext in ("", "-wal"):
-            if os.path.exists(db + ext):
-                shutil.copyfile(db + ext, os.path.join(snap, "brokerd.db" + ext))
-        con = sqlite3.connect(os.path.join(snap, "brokerd.db"), isolation_level=None)
-        try:
-            ic = con.execute("PRAGMA integrity_check").fetchall()
-            if ic != [("ok",)]:
-                self.bad("integrity", "PRAGMA integrity_check: %s" % ic[:10])
-            fk = con.execute("PRAGMA foreign_key_check").fetchall()
-            if fk:
-                self.bad("integrity", "PRAGMA foreign_key_check: %s" % fk[:10])
-            self.checks["integrity_check"] += 1
-            if con.execute("SELECT count(*) FROM sqlite_master WHERE name = 'regions'").fetchone()[0] == 0:
-                return  # killed before the schema was created
-            self.view.load(con, self.replay.last_seq, self.bad)
-        finally:
-            con.close()
-        self.scan_audit()
-        self.replay.feed(self.view, self.bad)
-        self.replay.compare(self.view, self.bad)
-        self.oracle.check(self.view, self.bad)
-        self.down_xml_check()
-        self.checks["down_snapshot"] += 1
-
-    def down_xml_check(self):
+    def down_backend_check(self):
         """While brokerd is down, the record never claims less than the guests hold: a device
         (or a backing file) exists only for a region the database has, not reclaimed, and a
         device only where the database records that mapping. libvirtd may still be carrying out
@@ -816,25 +762,7 @@ class Run:
                          % (rid, "does not have it" if st is None else "has it reclaimed"))
         self.checks["down_xml"] += 1
 
-    def after_kill(self):
-        log = self.daemon.log_tail(200)
-        for marker in ("ERROR: AddressSanitizer", "runtime error:", "LeakSanitizer"):
-            if marker in log:
-                self.bad("sanitizer", "brokerd's log has %r" % marker)
-        self.timed("down checks", self.down_check)
-        self.settle_violations("after a kill: database against acknowledgements")
-
     # -- checks after a restart (the daemon up, the agents idle)
-
-    def live_snapshot(self):
-        con = sqlite3.connect("file:%s?mode=ro" % self.daemon.d.db, uri=True, isolation_level=None, timeout=30)
-        try:
-            self.view.load(con, self.replay.last_seq, self.bad)
-        finally:
-            con.close()
-        self.scan_audit()
-        self.replay.feed(self.view, self.bad)
-        self.replay.compare(self.view, self.bad)
 
     def scan_audit(self):
         """Reconciliation's audit rows (the new ones, before the replay moves on): a repair or an
@@ -1119,23 +1047,6 @@ class Run:
                 os.close(self.world.held.pop(rid)[0])
                 self.world.sigs.pop(rid, None)
 
-    def resolve_in_doubt(self):
-        v = self.view
-        with self.world.lock:
-            items, self.world.in_doubt = self.world.in_doubt, []
-        for kind, detail in items:
-            if kind == "share":
-                outcome = "committed" if detail in v.by_label else "not committed"
-            elif kind in ("attach", "release"):
-                rid, d = detail
-                outcome = v.peers.get(rid, {}).get(d, {}).get("state") or "?"
-            elif kind == "revoke":
-                outcome = v.regions.get(detail, {}).get("state", "?")
-            else:
-                outcome = "-"
-            self.counts["in-doubt:%s:%s" % (kind, outcome)] += 1
-            self.oplog.add("main", "in doubt: %s %s -> %s" % (kind, detail, outcome))
-
     def judge_backend_failures(self):
         with self.world.lock:
             items, self.world.backend_failures = self.world.backend_failures, []
@@ -1153,29 +1064,7 @@ class Run:
     def is_region_fd(self, link):
         return link.startswith(e2e.backing_file(self.topo.pool, ""))
 
-    def settled_fds(self):
-        deadline = time.monotonic() + 10
-        last = None
-        while True:
-            fds = self.daemon.fds()
-            other = sum(1 for link in fds.values() if not self.is_region_fd(link))
-            if other == last or time.monotonic() > deadline:
-                return other, fds
-            last = other
-            time.sleep(0.2)
-
     # -- main loop
-
-    def timed(self, phase, fn, *args, **kw):
-        t = time.monotonic()
-        try:
-            return fn(*args, **kw)
-        finally:
-            self.phase_time[phase] += time.monotonic() - t
-
-    def start_epoch_daemon(self, env):
-        self.daemon.spawn(env)
-        return self.timed("start", self.daemon.wait_ready)
 
     def run(self):
         a = self.args
@@ -1357,17 +1246,6 @@ class Run:
         self.phase_time["churn"] += time.monotonic() - t_churn
         self.judge_backend_failures()
         self.after_kill()
-
-    def died_unkilled(self, mode):
-        rc = self.daemon.wait()
-        if rc == -signal.SIGKILL and mode[0] == "crashpoint":
-            self.cp_hits[mode[1]] += 1
-            self.kills["crashpoint@converge"] += 1
-            self.oplog.add("main", "crashpoint %s:%d fired while converging" % (mode[1], mode[2]))
-            self.after_kill()
-            return
-        self.check_libvirt("brokerd died")
-        raise churn.Fatal("brokerd died (rc %s) while being checked (%s):\n%s" % (rc, mode, self.daemon.log_tail()))
 
     def final_phase(self):
         a = self.args

@@ -1030,6 +1030,10 @@ class Agent(threading.Thread):
 
 
 class Run:
+    """One run: the kill schedule, the daemon, the agents and every check. churn-libvirt.py
+    subclasses it; NAME, CHECK_PHASE and the hooks below are where the two differ."""
+    NAME = "churn"
+    CHECK_PHASE = "check"  # what the daemon is doing when a crashpoint fires after the restart
     def __init__(self, args):
         self.args = args
         self.seed = args.seed
@@ -1075,20 +1079,22 @@ class Run:
 
     def fail(self, items, where):
         out = sys.stdout
-        print("\nchurn: FAILED %s (epoch %d, %s)" % (where, self.epoch, self.mode), file=out)
-        print("churn: seed %d; reproduce with: %s" % (self.seed, self.repro()), file=out)
+        print("\n%s: FAILED %s (epoch %d, %s)" % (self.NAME, where, self.epoch, self.mode), file=out)
+        print("%s: seed %d; reproduce with: %s" % (self.NAME, self.seed, self.repro()), file=out)
         seen = set()
         for kind, text in items:
             if (kind, text) in seen:
                 continue
             seen.add((kind, text))
             print("  [%s] %s" % (kind, text), file=out)
-        print("--- op log tail (%s) ---" % os.path.join(self.daemon.dir, "ops.log"), file=out)
-        for line in list(self.oplog.tail)[-self.args.tail:]:
-            print(line, file=out)
-        print("--- brokerd log tail (%s) ---" % self.daemon.d.log, file=out)
-        print(self.daemon.log_tail(), file=out)
-        print("churn: files kept in %s" % self.daemon.dir, file=out)
+        if self.oplog:
+            print("--- op log tail (%s) ---" % os.path.join(self.daemon.dir, "ops.log"), file=out)
+            for line in list(self.oplog.tail)[-self.args.tail:]:
+                print(line, file=out)
+        if self.daemon:
+            print("--- brokerd log tail (%s) ---" % self.daemon.d.log, file=out)
+            print(self.daemon.log_tail(self.args.tail), file=out)
+            print("%s: files kept in %s" % (self.NAME, self.daemon.dir), file=out)
         out.flush()
 
     def repro(self):
@@ -1150,10 +1156,19 @@ class Run:
             self.view.load(con, self.replay.last_seq, self.bad)
         finally:
             con.close()
+        self.scan_audit()
         self.replay.feed(self.view, self.bad)
         self.replay.compare(self.view, self.bad)
         self.oracle.check(self.view, self.bad)
+        self.down_backend_check()
         self.checks["down_snapshot"] += 1
+
+    def scan_audit(self):
+        """Hook: the audit rows since the last replay, before the replay moves past them."""
+
+    def down_backend_check(self):
+        """Hook: the backend's state against the database while the daemon is down (the
+        memfd backend's dies with it; its files are checked after the restart)."""
 
     # -- checks after a restart (the daemon up, the agents idle)
 
@@ -1163,6 +1178,7 @@ class Run:
             self.view.load(con, self.replay.last_seq, self.bad)
         finally:
             con.close()
+        self.scan_audit()
         self.replay.feed(self.view, self.bad)
         self.replay.compare(self.view, self.bad)
 
@@ -1658,11 +1674,15 @@ class Run:
         rc = self.daemon.wait()
         if rc == -signal.SIGKILL and mode[0] == "crashpoint":
             self.cp_hits[mode[1]] += 1
-            self.kills["crashpoint@check"] += 1
-            self.oplog.add("main", "crashpoint %s:%d fired while checking" % (mode[1], mode[2]))
+            self.kills["crashpoint@" + self.CHECK_PHASE] += 1
+            self.oplog.add("main", "crashpoint %s:%d fired during the %s" % (mode[1], mode[2], self.CHECK_PHASE))
             self.after_kill()
             return
+        self.on_daemon_death("brokerd died")
         raise Fatal("brokerd died (rc %s) while being checked (%s):\n%s" % (rc, mode, self.daemon.log_tail()))
+
+    def on_daemon_death(self, what):
+        """Hook: the daemon died by itself; what else to look at before giving up."""
 
     def bounce_probe(self):
         """Scripted: a bounce answered while a live region serves the route, then a kill (the
