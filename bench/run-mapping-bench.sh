@@ -57,9 +57,11 @@ cleanup() {
                 kill "$brokerd_pid" 2>/dev/null
                 wait "$brokerd_pid" 2>/dev/null
         fi
-        # Transient domains: destroying them is all it takes to make them go away.
+        # Transient domains: destroying them is all it takes to make them go away (and libvirt's
+        # log of each).
         for d in $domains; do
                 virsh -q -c "$uri" destroy "$d" >/dev/null 2>&1
+                rm -f "/var/log/libvirt/qemu/$d.log"
         done
         rm -f "/dev/shm/$prefix"-*
         if [ -n "$dir" ]; then

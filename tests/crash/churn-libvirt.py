@@ -1133,6 +1133,8 @@ class Run(churn.Run):
         for g in self.guests:
             try:
                 g.stop()
+                if not self.findings:
+                    g.remove_log()
             except Exception as e:  # keep cleaning up
                 print("churn-libvirt: stopping %s: %s" % (g.name, e))
         for rid in e2e.backing_files(self.topo.pool):

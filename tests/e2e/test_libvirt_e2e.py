@@ -44,6 +44,7 @@ sys.path.insert(0, os.path.join(HERE, "..", "integration"))
 URI = "qemu:///system"
 GUEST_DIR = os.environ.get("BROKERD_E2E_GUEST", "/e2e-guest")
 SHM_DIR = "/dev/shm"  # where libvirt puts ivshmem-plain memory
+QEMU_LOG_DIR = "/var/log/libvirt/qemu"  # libvirt's log of each domain, named after it
 REGION_SIZE = 1 << 20
 T0 = time.monotonic()
 
@@ -169,6 +170,13 @@ class Guest:
     def running(self):
         p = virsh("domstate", self.name, check=False)
         return p.returncode == 0 and p.stdout.strip() in ("running", "paused")
+
+    def remove_log(self):
+        """libvirt's log of this domain (QEMU's command line and stderr), kept only on failure."""
+        try:
+            os.unlink(os.path.join(QEMU_LOG_DIR, self.name + ".log"))
+        except FileNotFoundError:
+            pass
 
     def stop(self):
         for fd in (self.win, self.rout):
@@ -598,6 +606,8 @@ def main():
             if failed and g.win is not None:
                 print(f"--- {g.name} console ---\n{g.console_tail()}")
             g.stop()
+            if not failed:
+                g.remove_log()
         for f in os.listdir(SHM_DIR):
             if f.startswith(f"brokerd-{pool}-"):
                 os.unlink(os.path.join(SHM_DIR, f))
