@@ -549,6 +549,7 @@ class Run(churn.Run):
         self.seed = args.seed
         self.rng = random.Random(args.seed)
         self.topo = Topology()
+        self.owner_domain, self.peer_domains = self.topo.a, self.topo.peers
         self.daemon = None
         self.oplog = None
         self.violations = churn.Violations()
@@ -878,75 +879,19 @@ class Run(churn.Run):
                 self.bad("overlap", "region %d [%#x, +%d) is not inside the pool, not aligned or not a power of two"
                          % (rid, r["base"], r["size"]))
 
-    def memory_check(self, soft):
-        """The daemon's in-memory view (admin socket) against the database; returns region.list."""
+    def route_check(self, c, nonfinal, soft):
+        """Routes lead to the newest live region that still has that peer; none otherwise (the
+        pool never runs out, so there is no bounce)."""
         v = self.view
-        t = self.topo
-        c = churn.Conn(self.daemon.d.admin_socket, self.args.reply_timeout, self.args.validate)
-        try:
-            nonfinal = {r["id"]: r for r in v.nonfinal()}
-            listed = {r["region"]: r for r in c.call("region.list", {})["regions"]}
-            for rid in set(listed) | set(nonfinal):
-                a, b = listed.get(rid), nonfinal.get(rid)
-                if a is None:
-                    soft.append(("memory", "region %d is %s in the database but not in the daemon" % (rid, b["state"])))
-                    continue
-                if b is None:
-                    st = v.regions.get(rid, {}).get("state")
-                    if st == "reclaimed":
-                        self.bad("reachable", "the daemon lists region %d, which the database has reclaimed" % rid)
-                    else:
-                        soft.append(("memory", "the daemon lists region %d, the database has %s" % (rid, st)))
-                    continue
-                if a["state"] != b["state"] or bool(a["owner_mapped"]) != bool(b["owner_mapped"]) or \
-                        int(a["base"], 16) != b["base"] or a["size"] != b["size"]:
-                    soft.append(("memory", "region %d: daemon %s/%s/%s+%d, database %s/%s/%#x+%d" % (
-                        rid, a["state"], a["owner_mapped"], a["base"], a["size"], b["state"], b["owner_mapped"],
-                        b["base"], b["size"])))
-                dbp = v.peers.get(rid, {})
-                for p in a["peers"]:
-                    q = dbp.get(p["domain"])
-                    if q is None or q["state"] != p["state"] or bool(q["mapped"]) != bool(p["mapped"]):
-                        soft.append(("memory", "region %d peer %s: daemon %s mapped=%s, database %s" % (
-                            rid, p["domain"], p["state"], p["mapped"], q)))
-            recent = sorted(v.final)[-20:]
-            with self.oracle.lock:
-                recent += list(self.oracle.reclaimed)[-20:]
-            for rid in set(recent):
-                try:
-                    r = c.call("region.get", {"region": rid})
-                    self.bad("reachable", "region %d is reclaimed; region.get answers %s" % (rid, r["state"]))
-                except harness.RpcError as e:
-                    if e.name != "no_such_region":
-                        self.bad("reachable", "region.get of reclaimed region %d answered %s" % (rid, e.name))
-            # Routes lead to the newest live region that still has that peer; none otherwise
-            # (the pool never runs out, so there is no bounce).
-            for dom in t.peers:
-                r = c.call("route.lookup", {"device": DEVICE, "domain": dom})
-                cands = [rid for rid, reg in nonfinal.items() if reg["state"] in LIVE
-                         and churn.dbp_state(v, rid, dom) not in (None,) + FINAL_PEER]
-                want = {"route": "none"} if not cands else None
-                got = r.get("region") if r["route"] == "region" else None
-                if (cands and got != max(cands)) or (want and r != want):
-                    soft.append(("route", "route %s/%s answers %s; the newest live region for it is %s"
-                                 % (DEVICE, dom, r, max(cands) if cands else None)))
-            doms = {x["domain"]: x for x in c.call("admin.domains", {})["domains"]}
-            own = list(nonfinal.values())
-            ua = doms.get(t.a, {"regions_owned": 0, "bytes_owned": 0})
-            if (ua["regions_owned"], ua["bytes_owned"]) != (len(own), sum(r["size"] for r in own)):
-                soft.append(("memory", "%s owns %d regions, %d bytes by the daemon's count; the database says %d, %d"
-                             % (t.a, ua["regions_owned"], ua["bytes_owned"], len(own), sum(r["size"] for r in own))))
-            for dom in t.peers:
-                att = sum(1 for rid in nonfinal if churn.dbp_state(v, rid, dom) == "attached")
-                if doms.get(dom, {}).get("attached", 0) != att:
-                    soft.append(("memory", "%s: daemon counts %s attached, database %d" % (dom, doms.get(dom), att)))
-            for p in c.call("admin.pools", {})["pools"]:
-                if (p["regions"], p["used"]) != (len(own), sum(r["size"] for r in own)):
-                    soft.append(("memory", "pool %s: daemon %d regions %d bytes, database %d, %d" % (
-                        p["pool"], p["regions"], p["used"], len(own), sum(r["size"] for r in own))))
-            return listed
-        finally:
-            c.close()
+        for dom in self.topo.peers:
+            r = c.call("route.lookup", {"device": DEVICE, "domain": dom})
+            cands = [rid for rid, reg in nonfinal.items() if reg["state"] in LIVE
+                     and churn.dbp_state(v, rid, dom) not in (None,) + FINAL_PEER]
+            want = {"route": "none"} if not cands else None
+            got = r.get("region") if r["route"] == "region" else None
+            if (cands and got != max(cands)) or (want and r != want):
+                soft.append(("route", "route %s/%s answers %s; the newest live region for it is %s"
+                             % (DEVICE, dom, r, max(cands) if cands else None)))
 
     def xml_check(self, listed, soft):
         """Every guest's live XML against region.list (divergence()) and the database."""

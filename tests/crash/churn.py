@@ -1038,6 +1038,7 @@ class Run:
         self.args = args
         self.seed = args.seed
         self.rng = random.Random(args.seed)
+        self.owner_domain, self.peer_domains = "hw0", ("vm1", "vm2")
         self.daemon = None
         self.oplog = None
         self.violations = Violations()
@@ -1360,7 +1361,7 @@ class Run:
         return ids
 
     def memory_check(self, soft):
-        """The daemon's in-memory view (admin socket) against the database."""
+        """The daemon's in-memory view (admin socket) against the database; returns region.list."""
         v = self.view
         c = Conn(self.daemon.d.admin_socket, self.args.reply_timeout, self.args.validate)
         try:
@@ -1404,12 +1405,14 @@ class Run:
             self.route_check(c, nonfinal, soft)
             # Quota usage and pool accounting rebuilt from the database.
             doms = {x["domain"]: x for x in c.call("admin.domains", {})["domains"]}
-            own = [r for r in nonfinal.values() if r["owner"] == "hw0"]
-            hw0 = doms.get("hw0", {"regions_owned": 0, "bytes_owned": 0})
-            if (hw0["regions_owned"], hw0["bytes_owned"]) != (len(own), sum(r["size"] for r in own)):
-                soft.append(("memory", "hw0 owns %d regions, %d bytes by the daemon's count; the database says %d, %d"
-                             % (hw0["regions_owned"], hw0["bytes_owned"], len(own), sum(r["size"] for r in own))))
-            for dom in ("vm1", "vm2"):
+            owner = self.owner_domain
+            own = [r for r in nonfinal.values() if r["owner"] == owner]
+            counted = doms.get(owner, {"regions_owned": 0, "bytes_owned": 0})
+            if (counted["regions_owned"], counted["bytes_owned"]) != (len(own), sum(r["size"] for r in own)):
+                soft.append(("memory", "%s owns %d regions, %d bytes by the daemon's count; the database says %d, %d"
+                             % (owner, counted["regions_owned"], counted["bytes_owned"], len(own),
+                                sum(r["size"] for r in own))))
+            for dom in self.peer_domains:
                 att = sum(1 for rid in nonfinal if dbp_state(v, rid, dom) == "attached")
                 if doms.get(dom, {}).get("attached", 0) != att:
                     soft.append(("memory", "%s: daemon counts %s attached, database %d" % (dom, doms.get(dom), att)))
@@ -1418,6 +1421,7 @@ class Run:
                 if (p["regions"], p["used"]) != (len(rs), sum(r["size"] for r in rs)):
                     soft.append(("memory", "pool %s: daemon %d regions %d bytes, database %d, %d" % (
                         p["pool"], p["regions"], p["used"], len(rs), sum(r["size"] for r in rs))))
+            return listed
         finally:
             c.close()
 
