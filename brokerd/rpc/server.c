@@ -584,7 +584,7 @@ static void connection_handle_line(struct rpc_connection *c, const char *line, s
         _cleanup_(json_object_putp) struct json_object *msg = NULL, *reply = NULL;
         struct rpc_reply_fds fds = { .n = 0 };
         enum json_tokener_error jerr;
-        size_t i;
+        size_t i, parse_end;
 
         for (i = 0; i < len && is_json_ws(line[i]); i++)
                 ;
@@ -594,10 +594,13 @@ static void connection_handle_line(struct rpc_connection *c, const char *line, s
         /* line[len] is the NUL that replaced '\n': it ends the tokener's input (a trailing number
          * is complete), and parse_end == len proves no byte was left over (an embedded NUL,
          * garbage after the value). */
-        json_tokener_reset(s->tok);
         msg = json_tokener_parse_ex(s->tok, line, (int) len + 1);
         jerr = json_tokener_get_error(s->tok);
-        if (jerr != json_tokener_success || json_tokener_get_parse_end(s->tok) != len) {
+        parse_end = json_tokener_get_parse_end(s->tok);
+        /* A line that failed to parse leaves its partial objects on the tokener's stack; they go
+         * now, not when the next line comes, so nothing of one client's line outlives it. */
+        json_tokener_reset(s->tok);
+        if (jerr != json_tokener_success || parse_end != len) {
                 struct json_object *e;
 
                 s->stats.requests++;
