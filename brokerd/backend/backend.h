@@ -17,6 +17,7 @@
 
 #include "backend/survey.h"
 #include "platform/platform.h"
+#include "util/macro.h"
 #include "util/model.h"
 
 struct backend;
@@ -68,24 +69,50 @@ struct backend_ops {
         void (*free)(struct backend *b);
 };
 
-struct backend {
-        const struct backend_ops *ops;
+/*
+ * What a backend reports to its user (the core), on the event loop's thread. Every member may
+ * be NULL. unmap_done: an unmap that returned -EINPROGRESS finished (result < 0: the removal
+ * failed and the mapping is still there). domain_gone: a domain stopped, crashed or was
+ * undefined, so every mapping it had is gone. reconnected: the backend lost its hypervisor and
+ * is back; events were lost meanwhile, so the user reconciles.
+ */
+struct backend_callbacks {
         backend_unmap_done_t unmap_done;
-        void *unmap_done_userdata;
+        void (*domain_gone)(void *userdata, const char *domain);
+        void (*reconnected)(void *userdata);
+        void *userdata;
 };
 
-static inline void backend_set_unmap_done(struct backend *b, backend_unmap_done_t fn, void *userdata) {
-        b->unmap_done = fn;
-        b->unmap_done_userdata = userdata;
-}
+struct backend {
+        const struct backend_ops *ops;
+        struct backend_callbacks callbacks;
+};
 
-/* For backends: report that an unmap that returned -EINPROGRESS has finished. */
-static inline void backend_unmap_done(struct backend *b, uint64_t region_id, const char *domain, int result) {
-        if (b->unmap_done)
-                b->unmap_done(b->unmap_done_userdata, region_id, domain, result);
-}
+/* Installs the callbacks (copied); NULL clears them. */
+void backend_set_callbacks(struct backend *b, const struct backend_callbacks *cb);
+const char *backend_name(const struct backend *b);
 
-static inline void backend_free(struct backend *b) {
-        if (b)
-                b->ops->free(b);
-}
+/*
+ * The core calls the backend only through these: each checks for an optional operation.
+ * backend_check: 0 when the op is missing. backend_survey / backend_restore: -EOPNOTSUPP when
+ * missing (restore missing means the memory cannot survive). backend_escalate: 0 for
+ * ESCALATION_REPORT, -EOPNOTSUPP when the op is missing.
+ */
+int backend_check(struct backend *b, const struct platform_pool *pool, uint64_t size, char *why, size_t why_len);
+int backend_create(struct backend *b, const struct backend_region *r);
+int backend_restore(struct backend *b, const struct backend_region *r);
+int backend_map(struct backend *b, const struct backend_region *r, const char *domain, enum access_mode access,
+                struct backend_mapping *ret);
+int backend_unmap(struct backend *b, const struct backend_region *r, const char *domain);
+bool backend_can_survey(const struct backend *b);
+int backend_survey(struct backend *b, struct backend_survey *ret);
+int backend_escalate(struct backend *b, const char *domain, enum unplug_escalation action);
+int backend_scrub(struct backend *b, const struct backend_region *r);
+int backend_destroy(struct backend *b, const struct backend_region *r);
+void backend_free(struct backend *b);
+DEFINE_CLEANUP(struct backend, backend_free);
+
+/* For backends: report to the user (no-ops when the callback is not set). */
+void backend_unmap_done(struct backend *b, uint64_t region_id, const char *domain, int result);
+void backend_domain_gone(struct backend *b, const char *domain);
+void backend_reconnected(struct backend *b);

@@ -2125,7 +2125,7 @@ int broker_new(struct broker_config *cfg, struct broker **ret, struct broker_err
         b->platform = TAKE_PTR(cfg->platform);
         b->policy = TAKE_PTR(cfg->policy);
         b->backend = TAKE_PTR(cfg->backend);
-        backend_set_unmap_done(b->backend, on_unmap_done, b);
+        backend_set_callbacks(b->backend, &(struct backend_callbacks) { .unmap_done = on_unmap_done, .userdata = b });
 
         ls.b = b;
         q = store_load(b->store, &(struct store_load_ops) {

@@ -34,6 +34,7 @@ struct rpc_caller {
         gid_t gid;
         pid_t pid;
         bool admin;          /* connected on the admin socket */
+        bool notification;   /* the request has no id: no reply will be sent */
 };
 
 struct rpc_error {
@@ -61,3 +62,12 @@ typedef int (*rpc_handler_t)(void *userdata, const struct rpc_caller *caller, co
                              struct json_object **ret_result, struct rpc_error *err);
 /* Called when a connection closes (for dropping its subscriptions). */
 typedef void (*rpc_disconnect_t)(void *userdata, uint64_t connection);
+/*
+ * A reply that carried a result could not be delivered: the connection closed (or was dropped)
+ * before the whole line was written. The handler undoes what the method did. result is the
+ * result object that was to be sent (borrowed).
+ */
+typedef void (*rpc_undelivered_t)(void *userdata, const struct rpc_caller *caller, const char *method,
+                                  struct json_object *result);
+/* Whether the policy knows uid (it acts for some domain); decides which connection cap applies. */
+typedef bool (*rpc_uid_known_t)(void *userdata, uid_t uid);

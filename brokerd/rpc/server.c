@@ -81,6 +81,8 @@ struct rpc_server {
         struct rpc_server_limits limits;
         rpc_handler_t handler;
         rpc_disconnect_t on_disconnect;
+        rpc_undelivered_t on_undelivered;
+        rpc_uid_known_t uid_known;
         void *userdata;
 
         struct json_tokener *tok;
@@ -1156,6 +1158,14 @@ int rpc_server_notify(struct rpc_server *s, uint64_t connection, const char *met
             json_add(msg, "params", params ? json_object_get(params) : json_object_new_object()) < 0)
                 return -ENOMEM;
         return connection_queue(c, msg, NULL, 0);
+}
+
+void rpc_server_set_undelivered(struct rpc_server *s, rpc_undelivered_t fn) {
+        s->on_undelivered = fn;
+}
+
+void rpc_server_set_uid_known(struct rpc_server *s, rpc_uid_known_t fn) {
+        s->uid_known = fn;
 }
 
 void rpc_server_get_stats(const struct rpc_server *s, struct rpc_server_stats *ret) {

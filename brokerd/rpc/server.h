@@ -22,6 +22,8 @@ struct rpc_server_limits {
         unsigned max_depth;             /* JSON nesting, default 16 */
         unsigned max_batch;             /* default 32 */
         unsigned max_connections_per_uid; /* default 16 */
+        unsigned max_connections;       /* all connections, default 1024 */
+        unsigned max_connections_unknown_uid; /* per uid the policy does not know, default 2 */
         size_t max_pending_bytes;       /* queued output per connection, default 1 MiB */
         uint64_t line_timeout_usec;     /* a started message must end within this, default 30 s */
 };
@@ -29,7 +31,8 @@ struct rpc_server_limits {
 #define RPC_SERVER_LIMITS_DEFAULT                                               \
         ((struct rpc_server_limits) {                                           \
                 .max_message = 64 * 1024, .max_depth = 16, .max_batch = 32,    \
-                .max_connections_per_uid = 16, .max_pending_bytes = 1024 * 1024, \
+                .max_connections_per_uid = 16, .max_connections = 1024,  \
+                .max_connections_unknown_uid = 2, .max_pending_bytes = 1024 * 1024, \
                 .line_timeout_usec = 30 * UINT64_C(1000000),                    \
         })
 
@@ -56,6 +59,10 @@ int rpc_server_listen(struct rpc_server *s, const char *path, mode_t mode, gid_t
 /* Queue a notification for one connection. -ENOENT: no such connection; -ENOBUFS: it was over
  * its pending-output limit and has been dropped. Never blocks. */
 int rpc_server_notify(struct rpc_server *s, uint64_t connection, const char *method, struct json_object *params);
+
+/* Optional hooks (see rpc.h); both get the server's userdata. */
+void rpc_server_set_undelivered(struct rpc_server *s, rpc_undelivered_t fn);
+void rpc_server_set_uid_known(struct rpc_server *s, rpc_uid_known_t fn);
 
 void rpc_server_get_stats(const struct rpc_server *s, struct rpc_server_stats *ret);
 const struct rpc_server_limits *rpc_server_limits(const struct rpc_server *s);

@@ -143,6 +143,7 @@ struct store {
         sqlite3 *db;
         sqlite3_stmt *stmt[_STMT_MAX];
         char error[STORE_ERROR_MAX];
+        struct store_retention retention;
 };
 
 /* Bit-for-bit, so addresses above 2^63 survive sqlite's signed INTEGER. */
@@ -455,6 +456,28 @@ void store_rollback(struct store *s) {
         if (sqlite3_get_autocommit(s->db))
                 return;
         (void) store_run(s, STMT_ROLLBACK);
+}
+
+int store_transition(struct store *s, store_write_t write, void *userdata, const struct store_audit *audit,
+                     size_t n_audit) {
+        int r;
+
+        r = store_begin(s);
+        if (r < 0)
+                return r;
+        if (write)
+                r = write(s, userdata);
+        for (size_t i = 0; r >= 0 && i < n_audit; i++)
+                r = store_audit_append(s, &audit[i]);
+        if (r >= 0)
+                r = store_commit(s);
+        if (r < 0)
+                store_rollback(s);
+        return r;
+}
+
+void store_set_retention(struct store *s, const struct store_retention *r) {
+        s->retention = r ? *r : (struct store_retention) {};
 }
 
 int store_region_insert(struct store *s, const struct store_region *r, uint64_t *ret_id) {

@@ -10,6 +10,7 @@
  * Times are CLOCK_REALTIME microseconds.
  */
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "util/macro.h"
@@ -68,6 +69,27 @@ const char *store_last_error(struct store *s);
 int store_begin(struct store *s);
 int store_commit(struct store *s);
 void store_rollback(struct store *s);
+
+/*
+ * One state transition, durably: BEGIN IMMEDIATE, write(s, userdata) (the insert/update calls
+ * below), then the n_audit audit rows, then COMMIT. On any error it rolls back, nothing has
+ * changed, and the error (-errno) is returned. write may be NULL (an audit-only transition).
+ */
+typedef int (*store_write_t)(struct store *s, void *userdata);
+int store_transition(struct store *s, store_write_t write, void *userdata, const struct store_audit *audit,
+                     size_t n_audit);
+
+/*
+ * What the store keeps of the past: reclaimed regions (with their peers) and audit rows are
+ * deleted once older than max_age_usec or beyond the newest max_regions / max_audit. 0 in a
+ * field: no limit of that kind. Live regions are never deleted.
+ */
+struct store_retention {
+        int64_t max_age_usec;
+        uint64_t max_regions;
+        uint64_t max_audit;
+};
+void store_set_retention(struct store *s, const struct store_retention *r);
 
 /* Region ids are never reused: sqlite AUTOINCREMENT. */
 int store_region_insert(struct store *s, const struct store_region *r, uint64_t *ret_id);

@@ -29,7 +29,6 @@
 #define NOBODY 65534
 
 /* backend.h has no cleanup helper of its own. */
-DEFINE_CLEANUP(struct backend, backend_free);
 
 struct fixture {
         char dir[64];
@@ -154,7 +153,7 @@ static void test_ops_table(void **state) {
         assert_string_equal(f->b->ops->name, "memfd");
         assert_non_null(f->b->ops->create);
         assert_non_null(f->b->ops->free);
-        assert_null(f->b->unmap_done);
+        assert_null(f->b->callbacks.unmap_done);
 }
 
 /* The owner and a rw peer hold separate fds on the same memory and see each other's bytes. */

@@ -1,0 +1,75 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#include "backend/backend.h"
+
+#include <errno.h>
+
+void backend_set_callbacks(struct backend *b, const struct backend_callbacks *cb) {
+        b->callbacks = cb ? *cb : (struct backend_callbacks) {};
+}
+
+const char *backend_name(const struct backend *b) {
+        return b->ops->name;
+}
+
+int backend_check(struct backend *b, const struct platform_pool *pool, uint64_t size, char *why, size_t why_len) {
+        return b->ops->check ? b->ops->check(b, pool, size, why, why_len) : 0;
+}
+
+int backend_create(struct backend *b, const struct backend_region *r) {
+        return b->ops->create(b, r);
+}
+
+int backend_restore(struct backend *b, const struct backend_region *r) {
+        return b->ops->restore ? b->ops->restore(b, r) : -EOPNOTSUPP;
+}
+
+int backend_map(struct backend *b, const struct backend_region *r, const char *domain, enum access_mode access,
+                struct backend_mapping *ret) {
+        return b->ops->map(b, r, domain, access, ret);
+}
+
+int backend_unmap(struct backend *b, const struct backend_region *r, const char *domain) {
+        return b->ops->unmap(b, r, domain);
+}
+
+bool backend_can_survey(const struct backend *b) {
+        return b->ops->survey != NULL;
+}
+
+int backend_survey(struct backend *b, struct backend_survey *ret) {
+        return b->ops->survey ? b->ops->survey(b, ret) : -EOPNOTSUPP;
+}
+
+int backend_escalate(struct backend *b, const char *domain, enum unplug_escalation action) {
+        if (action == ESCALATION_REPORT)
+                return 0;
+        return b->ops->escalate ? b->ops->escalate(b, domain, action) : -EOPNOTSUPP;
+}
+
+int backend_scrub(struct backend *b, const struct backend_region *r) {
+        return b->ops->scrub(b, r);
+}
+
+int backend_destroy(struct backend *b, const struct backend_region *r) {
+        return b->ops->destroy(b, r);
+}
+
+void backend_free(struct backend *b) {
+        if (b)
+                b->ops->free(b);
+}
+
+void backend_unmap_done(struct backend *b, uint64_t region_id, const char *domain, int result) {
+        if (b->callbacks.unmap_done)
+                b->callbacks.unmap_done(b->callbacks.userdata, region_id, domain, result);
+}
+
+void backend_domain_gone(struct backend *b, const char *domain) {
+        if (b->callbacks.domain_gone)
+                b->callbacks.domain_gone(b->callbacks.userdata, domain);
+}
+
+void backend_reconnected(struct backend *b) {
+        if (b->callbacks.reconnected)
+                b->callbacks.reconnected(b->callbacks.userdata);
+}
