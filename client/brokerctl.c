@@ -31,9 +31,7 @@
 #include "util/diag.h"
 #include "util/macro.h"
 
-#ifndef BROKERD_VERSION
-#define BROKERD_VERSION "unknown"
-#endif
+#include "config.h"
 
 #define EXIT_USAGE 2
 #define ADMIN_SOCKET_ENV "BROKERD_ADMIN_SOCKET"

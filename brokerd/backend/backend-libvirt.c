@@ -18,6 +18,7 @@
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <systemd/sd-event.h>
 #include <unistd.h>
 
 #include "util/log.h"
@@ -74,12 +75,8 @@ struct backend_libvirt {
         sd_event *event;
         sd_event_source *source, *reconnect;
         uint64_t reconnect_delay;
-        void (*reconnected)(void *ud);
-        void *reconnected_ud;
         struct lv_pending *pending;
         size_t n_pending, n_pending_allocated;
-        void (*domain_gone)(void *ud, const char *domain);
-        void *domain_gone_ud;
 };
 
 static struct backend_libvirt *to_lv(struct backend *b) {
@@ -250,8 +247,7 @@ static void handle_event(struct backend_libvirt *l, const struct lv_event *ev) {
                 } else
                         k++;
         }
-        if (l->domain_gone)
-                l->domain_gone(l->domain_gone_ud, ev->domain);
+        backend_domain_gone(&l->backend, ev->domain);
 }
 
 static int on_efd(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
@@ -276,7 +272,7 @@ static int on_efd(sd_event_source *s, int fd, uint32_t revents, void *userdata) 
         return 0;
 }
 
-int backend_libvirt_attach_event(struct backend *b, sd_event *e) {
+static int lv_attach_event(struct backend *b, sd_event *e) {
         struct backend_libvirt *l = to_lv(b);
         int k;
 
@@ -287,13 +283,6 @@ int backend_libvirt_attach_event(struct backend *b, sd_event *e) {
                 return k;
         l->event = sd_event_ref(e);
         return 0;
-}
-
-void backend_libvirt_set_reconnected(struct backend *b, void (*fn)(void *ud), void *ud) {
-        struct backend_libvirt *l = to_lv(b);
-
-        l->reconnected = fn;
-        l->reconnected_ud = ud;
 }
 
 bool backend_libvirt_connected(struct backend *b) {
@@ -350,8 +339,7 @@ static int on_reconnect_timer(sd_event_source *s, uint64_t usec, void *userdata)
         }
         log_info("libvirt: connected to %s again", l->uri);
         /* Whatever happened meanwhile (removals, stopped domains) is found by reconciling. */
-        if (l->reconnected)
-                l->reconnected(l->reconnected_ud);
+        backend_reconnected(&l->backend);
         return 0;
 }
 
@@ -377,12 +365,6 @@ static void reconnect_schedule(struct backend_libvirt *l) {
                 log_error("libvirt: cannot schedule the reconnect: %s", strerror(-k));
 }
 
-void backend_libvirt_set_domain_gone(struct backend *b, void (*fn)(void *ud, const char *domain), void *ud) {
-        struct backend_libvirt *l = to_lv(b);
-
-        l->domain_gone = fn;
-        l->domain_gone_ud = ud;
-}
 
 /* ---- files ---- */
 
@@ -792,6 +774,7 @@ static void lv_free(struct backend *b) {
 
 static const struct backend_ops libvirt_ops = {
         .name = "libvirt",
+        .attach_event = lv_attach_event,
         .check = lv_check,
         .create = lv_create,
         .restore = lv_restore,

@@ -21,7 +21,8 @@
  * unmap() asks for the device's removal and returns -EINPROGRESS; the removal is complete
  * only when libvirt reports VIR_DOMAIN_EVENT_ID_DEVICE_REMOVED for the alias (the detach
  * call returns before the guest has let go), or at once when the device or the running
- * domain is not there. A domain that stops completes its outstanding removals; a guest that
+ * domain is not there. A domain that stops completes its outstanding removals (then
+ * backend_domain_gone() reports it); a guest that
  * refuses one (VIR_DOMAIN_EVENT_ID_DEVICE_REMOVAL_FAILED) reports -EBUSY through
  * backend_unmap_done(), leaving the device in place.
  *
@@ -30,18 +31,18 @@
  *
  * When libvirtd goes away the backend notices (close callback, keepalive), drops the
  * connection and retries with backoff from the event loop; map/unmap fail with -ENOTCONN
- * meanwhile (ranges being unmapped stay quarantined). Once connected again it calls the
- * reconnected callback: the caller reconciles, since events were lost meanwhile.
+ * meanwhile (ranges being unmapped stay quarantined). Once connected again it calls
+ * backend_reconnected(): the user reconciles, since events were lost meanwhile.
  *
- * libvirt's events are run on a thread of the backend's own; they reach the caller only
- * through backend_libvirt_attach_event(), on the sd-event loop's thread, which is the only
- * thread that calls backend_unmap_done() and the domain-gone callback.
+ * libvirt's events are run on a thread of the backend's own; they reach the user only once
+ * backend_attach_event() gave the backend an sd-event loop, on that loop's thread, which is
+ * the only thread that calls the callbacks (backend.h). Without a loop, events queue up and
+ * a lost connection is never retried.
  *
  * Isolation between guests rests on libvirt's per-domain security labels (sVirt/AppArmor):
  * every QEMU runs as the same user, which owns every region file.
  */
 #include <stdbool.h>
-#include <systemd/sd-event.h>
 
 #include "backend/backend.h"
 
@@ -53,12 +54,4 @@
  */
 int backend_libvirt_new(const char *uri, const char *qemu_user, struct backend **ret);
 
-/* Delivers libvirt's events on e's thread. Call once, before the first map. */
-int backend_libvirt_attach_event(struct backend *b, sd_event *e);
-
-/* fn is called (on the event loop's thread) when a domain stops, crashes or is undefined. */
-void backend_libvirt_set_domain_gone(struct backend *b, void (*fn)(void *ud, const char *domain), void *ud);
-
-/* fn is called (on the event loop's thread) once the connection to libvirtd is back. */
-void backend_libvirt_set_reconnected(struct backend *b, void (*fn)(void *ud), void *ud);
 bool backend_libvirt_connected(struct backend *b);

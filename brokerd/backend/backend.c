@@ -11,6 +11,10 @@ const char *backend_name(const struct backend *b) {
         return b->ops->name;
 }
 
+int backend_attach_event(struct backend *b, sd_event *e) {
+        return b->ops->attach_event ? b->ops->attach_event(b, e) : 0;
+}
+
 int backend_check(struct backend *b, const struct platform_pool *pool, uint64_t size, char *why, size_t why_len) {
         return b->ops->check ? b->ops->check(b, pool, size, why, why_len) : 0;
 }

@@ -21,6 +21,8 @@
 #include "util/model.h"
 
 struct backend;
+/* sd-event's loop, declared here so that users of the table need not include libsystemd. */
+typedef struct sd_event sd_event;
 
 struct backend_region {
         uint64_t id;
@@ -38,6 +40,12 @@ typedef void (*backend_unmap_done_t)(void *userdata, uint64_t region_id, const c
 
 struct backend_ops {
         const char *name;
+        /*
+         * Optional: deliver the backend's own events (the callbacks below) on e's thread. Called
+         * once, before the first map; -EBUSY when attached already. NULL: the backend has no
+         * events of its own (its unmaps complete at once and it never loses its hypervisor).
+         */
+        int (*attach_event)(struct backend *b, sd_event *e);
         /*
          * Optional: can this backend map a region of size bytes from pool? Called at share time,
          * before anything is recorded; -EINVAL (with why filled) refuses the share with
@@ -93,11 +101,12 @@ void backend_set_callbacks(struct backend *b, const struct backend_callbacks *cb
 const char *backend_name(const struct backend *b);
 
 /*
- * The core calls the backend only through these: each checks for an optional operation.
- * backend_check: 0 when the op is missing. backend_survey / backend_restore: -EOPNOTSUPP when
+ * Everyone calls the backend only through these: each checks for an optional operation.
+ * backend_attach_event, backend_check: 0 when the op is missing. backend_survey / backend_restore: -EOPNOTSUPP when
  * missing (restore missing means the memory cannot survive). backend_escalate: 0 for
  * ESCALATION_REPORT, -EOPNOTSUPP when the op is missing.
  */
+int backend_attach_event(struct backend *b, sd_event *e);
 int backend_check(struct backend *b, const struct platform_pool *pool, uint64_t size, char *why, size_t why_len);
 int backend_create(struct backend *b, const struct backend_region *r);
 int backend_restore(struct backend *b, const struct backend_region *r);

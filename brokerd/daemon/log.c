@@ -11,6 +11,7 @@
 #include <systemd/sd-journal.h>
 
 #include "util/log.h"
+#include "util/macro.h"
 
 static void journal_sink(int priority, const struct log_fields *f, const char *message) {
         char region[48] = "", domain[160] = "", actor[160] = "";
@@ -47,16 +48,20 @@ static bool stderr_is_journal(void) {
         return st.st_dev == dev && st.st_ino == ino;
 }
 
+static const char *const log_target_names[] = {
+        [LOG_TARGET_AUTO] = "auto",
+        [LOG_TARGET_JOURNAL] = "journal",
+        [LOG_TARGET_STDERR] = "stderr",
+};
+_Static_assert(ELEMENTSOF(log_target_names) == _LOG_TARGET_MAX, "a name for every log target");
+
 int log_target_from_string(const char *s, enum log_target *ret) {
-        if (strcmp(s, "auto") == 0)
-                *ret = LOG_TARGET_AUTO;
-        else if (strcmp(s, "journal") == 0)
-                *ret = LOG_TARGET_JOURNAL;
-        else if (strcmp(s, "stderr") == 0)
-                *ret = LOG_TARGET_STDERR;
-        else
-                return -EINVAL;
-        return 0;
+        for (size_t i = 0; i < ELEMENTSOF(log_target_names); i++)
+                if (strcmp(s, log_target_names[i]) == 0) {
+                        *ret = (enum log_target) i;
+                        return 0;
+                }
+        return -EINVAL;
 }
 
 void log_setup(enum log_target target) {
@@ -64,4 +69,32 @@ void log_setup(enum log_target target) {
                 log_set_sink(journal_sink);
         else
                 log_set_sink(NULL);
+}
+
+/* broker.h's enum has no _MAX on this branch: the last type + 1 sizes the table. */
+#define BROKER_EVENT_TYPES (BROKER_EVENT_UNPLUG_OVERDUE + 1)
+
+static const char *const broker_event_names[] = {
+        [BROKER_EVENT_ATTACHED] = "attached",
+        [BROKER_EVENT_RECALL] = "recall",
+        [BROKER_EVENT_RELEASED] = "released",
+        [BROKER_EVENT_REVOKED] = "revoked",
+        [BROKER_EVENT_RECLAIMED] = "reclaimed",
+        [BROKER_EVENT_ROUTE_CHANGED] = "route changed",
+        [BROKER_EVENT_UNPLUG_OVERDUE] = "unplug overdue",
+};
+_Static_assert(ELEMENTSOF(broker_event_names) == BROKER_EVENT_TYPES, "a name for every broker event type");
+
+const char *log_broker_event_name(enum broker_event_type t) {
+        return (unsigned) t < ELEMENTSOF(broker_event_names) ? broker_event_names[t] : NULL;
+}
+
+void log_broker_event(const struct broker_event *ev) {
+        const char *name = log_broker_event_name(ev->type);
+        bool overdue = ev->type == BROKER_EVENT_UNPLUG_OVERDUE;
+        int priority = overdue ? LOG_WARNING : ev->type == BROKER_EVENT_REVOKED ? LOG_NOTICE : LOG_INFO;
+
+        log_region(priority, ev->region, ev->domain, ev->owner, "%s%s%s%s%s%s%s", name ?: "unknown event",
+                   ev->device ? " on " : "", ev->device ?: "", ev->reason ? ": " : "", ev->reason ?: "",
+                   overdue ? "; escalation: " : "", overdue ? escalation_to_string(ev->escalation) : "");
 }

@@ -12,11 +12,8 @@
 #include <systemd/sd-event.h>
 #include <time.h>
 
-#include "backend/backend-memfd.h"
-#ifdef HAVE_LIBVIRT
-#include "backend/backend-libvirt.h"
-#endif
 #include "core/broker.h"
+#include "daemon/log.h"
 #include "daemon/methods.h"
 #include "util/log.h"
 
@@ -31,16 +28,9 @@ struct manager {
 };
 
 static void on_broker_event(void *userdata, const struct broker_event *ev) {
-        static const char *const names[] = {
-                [BROKER_EVENT_ATTACHED] = "attached", [BROKER_EVENT_RECALL] = "recall",
-                [BROKER_EVENT_RELEASED] = "released", [BROKER_EVENT_REVOKED] = "revoked",
-                [BROKER_EVENT_RECLAIMED] = "reclaimed", [BROKER_EVENT_ROUTE_CHANGED] = "route changed",
-        };
         struct manager *m = userdata;
 
-        log_region(ev->type == BROKER_EVENT_REVOKED ? LOG_NOTICE : LOG_INFO, ev->region, ev->domain, ev->owner,
-                   "%s%s%s%s%s", names[ev->type], ev->device ? " on " : "", ev->device ?: "", ev->reason ? ": " : "",
-                   ev->reason ?: "");
+        log_broker_event(ev);
         methods_on_event(m->methods, ev);
 }
 
@@ -103,41 +93,42 @@ static int on_post(sd_event_source *s, void *userdata) {
         return sd_event_source_set_enabled(m->deadline, SD_EVENT_ONESHOT);
 }
 
-#ifdef HAVE_LIBVIRT
-/* A libvirt domain stopped, crashed or was undefined: what it held or shared goes with it. */
-static void on_domain_gone(void *userdata, const char *domain) {
-        struct manager *m = userdata;
-        struct broker_error err = {};
+/* The platform description and the policy, with their diagnostics printed; both NULL on failure. */
+static int load_files(struct manager *m, struct platform **ret_platform, struct policy **ret_policy) {
+        struct diag_list diags = DIAG_LIST_INIT;
         int r;
 
-        r = broker_domain_gone(m->broker, &(struct broker_caller) { .admin = true }, domain, &err);
-        if (r < 0)
-                log_error("domain %s went away, but its regions could not be revoked: %s", domain, err.message);
-        else
-                log_info("libvirt domain %s stopped: whatever it held or shared is revoked", domain);
+        r = platform_load_file(m->cfg.platform_path, ret_platform, &diags);
+        diag_list_print(&diags, m->cfg.platform_path, stderr);
+        diag_list_clear(&diags);
+        if (r < 0) {
+                log_error("cannot load the platform description %s", m->cfg.platform_path);
+                return r;
+        }
+        r = policy_load_file(m->cfg.policy_path, ret_policy, &diags);
+        diag_list_print(&diags, m->cfg.policy_path, stderr);
+        diag_list_clear(&diags);
+        if (r < 0) {
+                log_error("cannot load the policy %s", m->cfg.policy_path);
+                platform_free(TAKE_PTR(*ret_platform));
+        }
+        return r;
 }
 
-/* libvirtd is back: events were lost while it was away, so compare with what it has now. */
-static void on_libvirt_reconnected(void *userdata) {
-        struct manager *m = userdata;
-        int r;
-
-        r = broker_reconcile(m->broker, NULL);
-        if (r < 0)
-                log_error("reconciling after libvirtd came back: %s", strerror(-r));
-        (void) notify_status(m, NULL);
-}
-#endif
-
+/* The backend, already on the loop: its events are wired before the broker maps anything. */
 static int new_backend(struct manager *m, struct backend **ret) {
-        if (!m->cfg.backend || strcmp(m->cfg.backend, "memfd") == 0)
-                return backend_memfd_new(ret);
-#ifdef HAVE_LIBVIRT
-        if (strcmp(m->cfg.backend, "libvirt") == 0)
-                return backend_libvirt_new(m->cfg.libvirt_uri, m->cfg.qemu_user, ret);
-#endif
-        log_error("unknown backend %s", m->cfg.backend);
-        return -EINVAL;
+        const char *name = m->cfg.backend ?: BACKEND_DRIVER_DEFAULT;
+        _cleanup_(backend_freep) struct backend *b = NULL;
+        int r;
+
+        r = backend_driver_new(name, &m->cfg.backend_options, &b);
+        if (r < 0)
+                return log_error("cannot set up the %s backend: %s", name, strerror(-r)), r;
+        r = backend_attach_event(b, m->event);
+        if (r < 0)
+                return log_error("cannot watch the %s backend's events: %s", name, strerror(-r)), r;
+        *ret = TAKE_PTR(b);
+        return 0;
 }
 
 static int load_broker(struct manager *m) {
@@ -146,49 +137,20 @@ static int load_broker(struct manager *m) {
                 .on_event = on_broker_event, .event_userdata = m, .escalation = m->cfg.escalation,
                 .unplug_grace_usec = m->cfg.unplug_grace_usec,
         };
-        struct diag_list diags = DIAG_LIST_INIT;
         struct broker_error err = {};
-        struct backend *backend; /* borrowed: the broker owns it once it exists */
         int r;
 
-        r = platform_load_file(m->cfg.platform_path, &bc.platform, &diags);
-        diag_list_print(&diags, m->cfg.platform_path, stderr);
-        diag_list_clear(&diags);
-        if (r < 0) {
-                log_error("cannot load the platform description %s", m->cfg.platform_path);
+        r = load_files(m, &bc.platform, &bc.policy);
+        if (r < 0)
                 return r;
-        }
-        r = policy_load_file(m->cfg.policy_path, &bc.policy, &diags);
-        diag_list_print(&diags, m->cfg.policy_path, stderr);
-        diag_list_clear(&diags);
-        if (r < 0) {
-                log_error("cannot load the policy %s", m->cfg.policy_path);
-                goto fail;
-        }
         r = new_backend(m, &bc.backend);
-        if (r < 0) {
-                log_error("cannot set up the %s backend: %s", m->cfg.backend ?: "memfd", strerror(-r));
-                goto fail;
+        if (r >= 0) {
+                methods_set_backend_name(m->methods, backend_name(bc.backend));
+                /* Takes the platform, policy and backend over (NULLs them) on success. */
+                r = broker_new(&bc, &m->broker, &err);
+                if (r < 0)
+                        log_error("cannot start the broker: %s", err.message);
         }
-        backend = bc.backend;
-        methods_set_backend_name(m->methods, backend->ops->name);
-        r = broker_new(&bc, &m->broker, &err);
-        if (r < 0) {
-                log_error("cannot start the broker: %s", err.message);
-                goto fail;
-        }
-#ifdef HAVE_LIBVIRT
-        if (strcmp(backend->ops->name, "libvirt") == 0) {
-                r = backend_libvirt_attach_event(backend, m->event);
-                if (r < 0) {
-                        log_error("cannot watch libvirt's events: %s", strerror(-r));
-                        goto fail;
-                }
-                backend_libvirt_set_domain_gone(backend, on_domain_gone, m);
-                backend_libvirt_set_reconnected(backend, on_libvirt_reconnected, m);
-        }
-#endif
-fail:
         platform_free(bc.platform);
         policy_free(bc.policy);
         backend_free(bc.backend);

@@ -5,12 +5,15 @@
  * (socket-activated when systemd passes fds named "agent" and "admin", bound by itself
  * otherwise), signals (SIGHUP reloads the policy, SIGTERM/SIGINT stop cleanly), the
  * watchdog, sd_notify READY/STATUS/RELOADING, and a CLOCK_REALTIME timer re-armed after
- * every loop iteration at the broker's next revoke deadline.
+ * every loop iteration at the broker's next revoke deadline. The backend is attached to the
+ * loop before the broker exists, so that its events are wired before the first map.
  */
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "backend/registry.h"
 #include "rpc/server.h"
+#include "store/store.h"
 #include "util/model.h"
 #include "util/macro.h"
 
@@ -23,11 +26,11 @@ struct manager_config {
         const char *agent_group; /* NULL: keep the creating process's group */
         uint64_t revoke_timeout_usec;
         struct rpc_server_limits limits;
-        const char *backend;     /* "memfd" (NULL) or "libvirt" */
-        const char *libvirt_uri; /* NULL: qemu:///system */
-        const char *qemu_user;   /* NULL: libvirt-qemu */
+        const char *backend; /* a driver of backend/registry.h; NULL: BACKEND_DRIVER_DEFAULT */
+        struct backend_options backend_options;
         enum unplug_escalation escalation;
         uint64_t unplug_grace_usec;
+        struct store_retention retention; /* what the database keeps of reclaimed regions and audit rows */
 };
 
 struct manager;

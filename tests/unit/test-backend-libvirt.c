@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <systemd/sd-event.h>
 #include <unistd.h>
 
 #include "backend/backend-libvirt.h"
@@ -177,9 +178,9 @@ static void test_domain_gone_on_loop(void **state) {
         virDomainPtr d;
 
         assert_int_equal(sd_event_new(&e), 0);
-        assert_int_equal(backend_libvirt_attach_event(f->b, e), 0);
-        assert_int_equal(backend_libvirt_attach_event(f->b, e), -EBUSY);
-        backend_libvirt_set_domain_gone(f->b, on_gone, e);
+        assert_int_equal(backend_attach_event(f->b, e), 0);
+        assert_int_equal(backend_attach_event(f->b, e), -EBUSY);
+        backend_set_callbacks(f->b, &(struct backend_callbacks) { .domain_gone = on_gone, .userdata = e });
 
         /* test:///default is one state per process: this connection sees the backend's domain. */
         c = virConnectOpen(URI);
