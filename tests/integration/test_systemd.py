@@ -13,7 +13,7 @@ import tempfile
 import time
 import unittest
 
-from harness import BROKERD, Client, Daemon, main
+from harness import BROKERCTL, BROKERD, Client, Daemon, main
 
 
 class NotifySocket:
@@ -170,6 +170,60 @@ class Hardening(unittest.TestCase):
             self.assertIn("--backend libvirt", text)
         finally:
             shutil.rmtree(tmp)
+
+
+MAN_PAGE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "docs", "man", "brokerd.8")
+
+
+@unittest.skipUnless(os.environ.get("BROKERD_VERSION"), "run by meson, which passes project()'s version")
+class Version(unittest.TestCase):
+    """One version, meson's project(): what the daemon, brokerctl, the pkg-config file and
+    broker.info say."""
+
+    def test_every_surface_says_projects_version(self):
+        version = os.environ["BROKERD_VERSION"]
+        for exe, name in ((BROKERD, "brokerd"), (BROKERCTL, "brokerctl")):
+            p = subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=10)
+            self.assertEqual((p.returncode, p.stdout), (0, f"{name} {version}\n"))
+        with open(os.environ["BROKERD_PKGCONFIG"]) as f:
+            self.assertIn(f"\nVersion: {version}\n", f.read())
+        d = Daemon().start()
+        try:
+            self.assertEqual(d.admin().call("broker.info", {})["version"], version)
+        finally:
+            d.cleanup()
+
+
+class Flags(unittest.TestCase):
+    """The daemon's flags: the limits and retention ones are taken in range and refused out of it,
+    and every flag --help lists is in brokerd(8)."""
+
+    def test_connection_and_retention_flags(self):
+        d = Daemon(extra_args=["--max-connections", "64", "--max-connections-unknown-uid", "1",
+                               "--retain-age", "7d", "--retain-regions", "0", "--retain-audit", "500"])
+        try:
+            d.start()
+            self.assertEqual(d.agent().call("broker.info", {})["backend"], "memfd")
+        finally:
+            d.cleanup()
+        for args, message in ((["--max-connections", "0"], "--max-connections takes a number from 1"),
+                              (["--max-connections-unknown-uid", "x"], "--max-connections-unknown-uid takes"),
+                              (["--retain-age", "soon"], "--retain-age takes a duration"),
+                              (["--retain-regions", "-1"], "--retain-regions takes a number from 0"),
+                              (["--retain-audit", "99999999999999999999"], "--retain-audit takes"),
+                              (["--backend", "xen"], "--backend takes memfd or libvirt")):
+            p = subprocess.run([BROKERD, *args], capture_output=True, text=True, timeout=10)
+            self.assertEqual(p.returncode, 2, (args, p.stderr))
+            self.assertIn(message, p.stderr, args)
+
+    def test_help_flags_are_documented(self):
+        p = subprocess.run([BROKERD, "--help"], capture_output=True, text=True, timeout=10)
+        self.assertEqual(p.returncode, 0)
+        flags = set(re.findall(r"--[a-z][a-z-]+", p.stdout))
+        self.assertIn("--retain-age", flags)
+        with open(MAN_PAGE) as f:
+            man = f.read().replace("\\-", "-")
+        self.assertEqual(sorted(f for f in flags if f not in man), [])
 
 
 if __name__ == "__main__":
