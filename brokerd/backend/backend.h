@@ -2,7 +2,9 @@
 #pragma once
 /*
  * Mapping backends, as a driver table (like libvirt's): how a region's memory is made
- * real and shown to a domain. The core calls them in this order for a region:
+ * real and shown to a domain. Backends are made by name through backend/registry.h, and
+ * attached to the event loop (backend_attach_event()) before the first map, so that their
+ * events are wired by then. The core calls them in this order for a region:
  *   create (or restore after a restart) -> map(owner), map(peer)... -> unmap(...)
  *   -> scrub -> destroy.
  * unmap either completes at once (returns 0) or returns -EINPROGRESS and later calls
