@@ -42,6 +42,7 @@ const struct backend_driver *backend_driver_at(size_t i) {
 int backend_driver_new(const char *name, const struct backend_options *o, struct backend **ret) {
         const struct backend_driver *d = backend_driver_find(name);
 
+        o = o ?: &(const struct backend_options) {};
         if (!d)
                 return -ENOENT;
         if (!d->new)

@@ -28,5 +28,8 @@ struct backend_driver {
 const struct backend_driver *backend_driver_find(const char *name);
 /* Every known driver, in the order --help lists them: i from 0 until NULL. */
 const struct backend_driver *backend_driver_at(size_t i);
-/* find + new: -ENOENT for an unknown name, -EOPNOTSUPP for a driver this build lacks. */
+/*
+ * find + new, o NULL meaning every option at its default: -ENOENT for an unknown name,
+ * -EOPNOTSUPP for a driver this build lacks, or the driver's error.
+ */
 int backend_driver_new(const char *name, const struct backend_options *o, struct backend **ret);
