@@ -41,7 +41,9 @@ static void deliveries_add(struct rpc_delivery **list, const char *method, struc
                 return;
         memcpy(d->method, method, n);
         d->result = json_object_get(result);
-        d->next = *list;
+        d->next = NULL;
+        while (*list)
+                list = &(*list)->next;
         *list = d;
 }
 
