@@ -9,7 +9,7 @@
  * beyond which the connection is dropped.
  * The wire never lies: a line that json-c would read as something other than what was sent
  * (invalid UTF-8, a lone surrogate escape, NaN, an integer beyond 64 bits) is refused whole
- * (-32700), and a reply's id is exactly the request's (docs/protocol.md#ids).
+ * (-32700), and a reply's id is exactly the request's (docs/protocol.md#the-wire-text-numbers-ids).
  * Hooks run from the loop, never from inside a handler or rpc_server_notify(): for each
  * result whose reply line was not wholly written when its connection closed, the undelivered
  * hook (its fds are closed); then the disconnect hook, once per connection.

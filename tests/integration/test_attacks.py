@@ -624,7 +624,7 @@ class Matrix(AttackTest):
 
     # Found by this test (fixed): json-c saturates integer literals >= 2^64 to 2^64-1, which used to
     # be processed as 2^64-1. The wire now refuses the whole line (-32700, id null) before json-c
-    # reads it: no handler ever sees a clamped number (docs/protocol.md#numbers).
+    # reads it: no handler ever sees a clamped number (docs/protocol.md#the-wire-text-numbers-ids).
     def test_integer_literal_beyond_u64(self):
         live = self.share()
         base = {"owner": "hw0", "device": "gpu0", "size": 8192, "peers": [{"domain": "vm1", "access": "rw"}]}

@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: Apache-2.0
-"""The wire as a hostile client tries it (docs/protocol.md#framing, #ids, #limits): bytes that are
+"""The wire as a hostile client tries it (docs/protocol.md#the-wire-text-numbers-ids, #limits): bytes that are
 not UTF-8, escapes of lone surrogates, numbers JSON allows but 64 bits cannot hold, ids that
 are not JSON, and connection caps. A refused line changes nothing, and every reply line is
 strict JSON in strict UTF-8, whatever came in."""
