@@ -1084,24 +1084,30 @@ static void test_peercred_and_admin(void **state) {
         client_close(&b);
 }
 
+static void expect_refused_connection(struct fx *f, const char *path, const char *why) {
+        struct client c;
+        _cleanup_(put_json) struct json_object *r = NULL;
+
+        client_connect(f, &c, path);
+        r = client_reply(f, &c);
+        assert_error(r, "null", 1002, "limit_exceeded");
+        if (!strstr(json_object_get_string(get(get(r, "error"), "message")), why))
+                fail_msg("refused for another reason: %s", json_object_to_json_string(r));
+        assert_eof(f, &c);
+        client_close(&c);
+}
+
 static void test_connections_per_uid(void **state) {
         struct fx *f = *state;
         struct rpc_server_limits l = small_limits;
-        struct client a, b, c, d;
+        struct client a, b, d;
 
         l.max_connections_per_uid = 2;
         start(f, &l);
         client_connect(f, &a, f->path);
         client_connect(f, &b, f->admin_path);
         /* counted across both sockets: the third is refused */
-        client_connect(f, &c, f->path);
-        {
-                _cleanup_(put_json) struct json_object *r = client_reply(f, &c);
-
-                assert_error(r, "null", 1002, "limit_exceeded");
-        }
-        assert_eof(f, &c);
-        client_close(&c);
+        expect_refused_connection(f, f->path, "too many connections for uid");
         assert_int_equal(stats(f).accepted, 3);
         assert_int_equal(stats(f).connections, 2);
         assert_int_equal(stats(f).dropped, 1);
@@ -1596,19 +1602,6 @@ static void test_undelivered_when_dropped(void **state) {
 }
 
 /* ---- connection caps ---- */
-
-static void expect_refused_connection(struct fx *f, const char *path, const char *why) {
-        struct client c;
-        _cleanup_(put_json) struct json_object *r = NULL;
-
-        client_connect(f, &c, path);
-        r = client_reply(f, &c);
-        assert_error(r, "null", 1002, "limit_exceeded");
-        if (!strstr(json_object_get_string(get(get(r, "error"), "message")), why))
-                fail_msg("refused for another reason: %s", json_object_to_json_string(r));
-        assert_eof(f, &c);
-        client_close(&c);
-}
 
 static void test_connection_caps(void **state) {
         struct fx *f = *state;
