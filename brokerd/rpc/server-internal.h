@@ -119,6 +119,7 @@ int rpc_uid_count_inc(struct rpc_server *s, uid_t uid, bool admin);
 void rpc_uid_count_dec(struct rpc_server *s, uid_t uid, bool admin);
 
 /* connection.c */
+/* A new connection on fd (taken: closed on failure) for the peer ucred, caps already checked. */
 int rpc_connection_add(struct rpc_server *s, int fd, const struct ucred *ucred, bool admin);
 /* Queues one message (serialized plus '\n') with its fds and deliveries (all taken, even on
  * failure) and writes what the socket takes right away. -ENOBUFS: the connection was over its
@@ -151,7 +152,8 @@ void rpc_delivery_free_all(struct rpc_delivery *d);
 /* 0 when line (len bytes) holds nothing json-c would accept but alter or that is not JSON:
  * invalid UTF-8 (RFC 3629), escapes of lone surrogates, "\u0000" in a member name, NaN and
  * Infinity, numbers outside the JSON grammar, integers outside [-2^63, 2^64-1], numbers too
- * large for a double. Otherwise -EBADMSG with why (never quoting the input) in msg. */
+ * large for a double. Otherwise -EBADMSG with why (never quoting the input) in msg.
+ * line[len] must be readable and NUL (the server puts one where the '\n' was). */
 int rpc_wire_check(const char *line, size_t len, char *msg, size_t msg_size);
 /* The length of the longest prefix of s (n bytes) that is valid UTF-8. */
 size_t rpc_utf8_valid_prefix(const char *s, size_t n);
