@@ -7,6 +7,13 @@
  * A client that breaks a limit gets an error and is disconnected; nobody else notices.
  * Writes never block the loop: output is queued per connection up to max_pending_bytes,
  * beyond which the connection is dropped.
+ * The wire never lies: a line that json-c would read as something other than what was sent
+ * (invalid UTF-8, a lone surrogate escape, NaN, an integer beyond 64 bits) is refused whole
+ * (-32700), and a reply's id is exactly the request's (docs/protocol.md#the-wire-text-numbers-ids).
+ * Hooks run from the loop, never from inside a handler or rpc_server_notify(): for each
+ * result whose reply line was not wholly written when its connection closed, the undelivered
+ * hook (its fds are closed); then the disconnect hook, once per connection.
+ * Internals: server-internal.h.
  */
 #include <stdbool.h>
 #include <stddef.h>
@@ -22,8 +29,9 @@ struct rpc_server_limits {
         unsigned max_depth;             /* JSON nesting, default 16 */
         unsigned max_batch;             /* default 32 */
         unsigned max_connections_per_uid; /* default 16 */
-        unsigned max_connections;       /* all connections, default 1024 */
-        unsigned max_connections_unknown_uid; /* per uid the policy does not know, default 2 */
+        unsigned max_connections;       /* all connections, default 1024 (0: the default) */
+        /* agent-socket connections per uid the uid_known hook denies, default 2 (0: the default) */
+        unsigned max_connections_unknown_uid;
         size_t max_pending_bytes;       /* queued output per connection, default 1 MiB */
         uint64_t line_timeout_usec;     /* a started message must end within this, default 30 s */
 };
@@ -42,6 +50,7 @@ struct rpc_server_stats {
         uint64_t requests;
         uint64_t errors;        /* error replies sent */
         uint64_t dropped;       /* connections dropped for breaking a limit or being slow */
+        uint64_t refused;       /* of those, refused at accept by a connection cap */
 };
 
 struct rpc_server;

@@ -116,6 +116,8 @@ class Client:
         reply = self.read_reply()
         if validate:
             rpcschema.validate_reply(method, reply)
+        if reply.get("id") is None and "error" in reply:
+            raise RpcError(reply["error"])  # the line was refused before its id could be read
         if reply.get("id") != req["id"]:
             raise AssertionError(f"reply id {reply.get('id')} for request {req['id']}")
         if "error" in reply:

@@ -40,6 +40,15 @@ struct fx {
         size_t n_disconnected;
         unsigned calls;
         int last_fd; /* the memfd the "fd" methods made last */
+        bool last_notification; /* caller->notification of the last call */
+        struct {
+                uint64_t connection;
+                char method[32];
+                char *result;
+        } undelivered[MAX_RECORDED];
+        size_t n_undelivered;
+        bool uid_known; /* what the uid_known hook answers */
+        unsigned uid_asked;
 };
 
 struct client {
@@ -73,6 +82,7 @@ static int test_handler(void *userdata, const struct rpc_caller *caller, const c
         struct json_object *v;
 
         f->calls++;
+        f->last_notification = caller->notification;
         if (strcmp(method, "echo") == 0) {
                 *ret_result = json_object_get(params);
                 return 0;
@@ -145,6 +155,29 @@ static void test_disconnect(void *userdata, uint64_t connection) {
         f->disconnected[f->n_disconnected++] = connection;
 }
 
+static void test_undelivered(void *userdata, const struct rpc_caller *caller, const char *method,
+                             struct json_object *result) {
+        struct fx *f = userdata;
+        size_t i = f->n_undelivered++;
+
+        assert_true(i < MAX_RECORDED);
+        /* before the connection's on_disconnect, so that the undo can still see it */
+        for (size_t k = 0; k < f->n_disconnected; k++)
+                assert_true(f->disconnected[k] != caller->connection);
+        f->undelivered[i].connection = caller->connection;
+        snprintf(f->undelivered[i].method, sizeof(f->undelivered[i].method), "%s", method);
+        f->undelivered[i].result = strdup(json_object_to_json_string_ext(result, JSON_C_TO_STRING_PLAIN));
+        assert_non_null(f->undelivered[i].result);
+}
+
+static bool test_uid_known(void *userdata, uid_t uid) {
+        struct fx *f = userdata;
+
+        assert_int_equal(uid, getuid());
+        f->uid_asked++;
+        return f->uid_known;
+}
+
 static size_t disconnect_count(const struct fx *f, uint64_t connection) {
         size_t n = 0;
 
@@ -178,6 +211,8 @@ static int teardown(void **state) {
         /* on_disconnect exactly once per connection, also for those closed by the free. */
         for (size_t i = 0; i < f->n_disconnected; i++)
                 assert_int_equal(disconnect_count(f, f->disconnected[i]), 1);
+        for (size_t i = 0; i < f->n_undelivered; i++)
+                free(f->undelivered[i].result);
         sd_event_unref(f->e);
 
         /* Whatever a test left (its own files, or anything after a failed assertion). */
@@ -194,6 +229,7 @@ static int teardown(void **state) {
 
 static void start(struct fx *f, const struct rpc_server_limits *limits) {
         assert_int_equal(rpc_server_new(f->e, limits ? limits : &small_limits, test_handler, test_disconnect, f, &f->s), 0);
+        rpc_server_set_undelivered(f->s, test_undelivered);
         assert_int_equal(rpc_server_listen(f->s, f->path, 0660, getgid(), false), 0);
         assert_int_equal(rpc_server_listen(f->s, f->admin_path, 0600, (gid_t) -1, true), 0);
 }
@@ -484,6 +520,11 @@ static void test_new_validates(void **state) {
         assert_int_equal(rpc_server_new(f->e, NULL, test_handler, NULL, f, &s), 0);
         assert_int_equal(rpc_server_limits(s)->max_message, 64 * 1024);
         assert_int_equal(rpc_server_limits(s)->max_batch, 32);
+        rpc_server_free(s);
+        /* the caps added later: 0 is the default */
+        assert_int_equal(rpc_server_new(f->e, &small_limits, test_handler, NULL, f, &s), 0);
+        assert_int_equal(rpc_server_limits(s)->max_connections, 1024);
+        assert_int_equal(rpc_server_limits(s)->max_connections_unknown_uid, 2);
         rpc_server_free(s);
 }
 
@@ -1043,24 +1084,30 @@ static void test_peercred_and_admin(void **state) {
         client_close(&b);
 }
 
+static void expect_refused_connection(struct fx *f, const char *path, const char *why) {
+        struct client c;
+        _cleanup_(put_json) struct json_object *r = NULL;
+
+        client_connect(f, &c, path);
+        r = client_reply(f, &c);
+        assert_error(r, "null", 1002, "limit_exceeded");
+        if (!strstr(json_object_get_string(get(get(r, "error"), "message")), why))
+                fail_msg("refused for another reason: %s", json_object_to_json_string(r));
+        assert_eof(f, &c);
+        client_close(&c);
+}
+
 static void test_connections_per_uid(void **state) {
         struct fx *f = *state;
         struct rpc_server_limits l = small_limits;
-        struct client a, b, c, d;
+        struct client a, b, d;
 
         l.max_connections_per_uid = 2;
         start(f, &l);
         client_connect(f, &a, f->path);
         client_connect(f, &b, f->admin_path);
         /* counted across both sockets: the third is refused */
-        client_connect(f, &c, f->path);
-        {
-                _cleanup_(put_json) struct json_object *r = client_reply(f, &c);
-
-                assert_error(r, "null", 1002, "limit_exceeded");
-        }
-        assert_eof(f, &c);
-        client_close(&c);
+        expect_refused_connection(f, f->path, "too many connections for uid");
         assert_int_equal(stats(f).accepted, 3);
         assert_int_equal(stats(f).connections, 2);
         assert_int_equal(stats(f).dropped, 1);
@@ -1296,6 +1343,348 @@ static void test_listener_fd(void **state) {
         assert_int_equal(f->n_disconnected, 1);
 }
 
+/* ---- what json-c would alter: refused whole ---- */
+
+/* The line is refused as a parse error with id null, its message valid UTF-8 without the
+ * line's bytes, the handler not called, the connection still fine. */
+static void expect_refused_line(struct fx *f, struct client *c, const char *line, const char *why) {
+        unsigned calls = f->calls;
+        _cleanup_(put_json) struct json_object *r = call(f, c, line);
+        const char *message = json_object_get_string(get(get(r, "error"), "message"));
+
+        assert_error(r, "null", RPC_PARSE_ERROR, NULL);
+        if (!strstr(message, why))
+                fail_msg("\"%s\" does not say \"%s\"", message, why);
+        for (const char *p = message; *p; p++)
+                assert_true((unsigned char) *p < 0x80);
+        assert_int_equal(f->calls, calls);
+}
+
+#define ECHO_S(s) "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"echo\",\"params\":{\"s\":\"" s "\"}}"
+
+/* 0 when s is valid UTF-8 (a second opinion: Python's decoder would refuse the same) */
+static int utf8_check(const char *s) {
+        const unsigned char *p = (const unsigned char *) s;
+
+        while (*p) {
+                unsigned cp, n;
+
+                if (*p < 0x80) {
+                        p++;
+                        continue;
+                }
+                n = *p >= 0xf0 ? 3 : *p >= 0xe0 ? 2 : 1;
+                cp = *p & (0x3f >> n);
+                for (unsigned i = 1; i <= n; i++) {
+                        if ((p[i] & 0xc0) != 0x80)
+                                return -1;
+                        cp = (cp << 6) | (p[i] & 0x3f);
+                }
+                if ((n == 1 && cp < 0x80) || (n == 2 && cp < 0x800) || (n == 3 && cp < 0x10000) || cp > 0x10ffff ||
+                    (cp >= 0xd800 && cp <= 0xdfff) || *p >= 0xf8 || (*p & 0xc0) == 0x80)
+                        return -1;
+                p += n + 1;
+        }
+        return 0;
+}
+
+static void test_wire_utf8(void **state) {
+        struct fx *f = *state;
+        struct client c;
+
+        start(f, NULL);
+        client_connect(f, &c, f->path);
+        /* json-c's own check lets these through */
+        expect_refused_line(f, &c, ECHO_S("\xc0\xaf"), "invalid UTF-8 at byte 55");
+        expect_refused_line(f, &c, ECHO_S("a\xe0\x80\xaf"), "invalid UTF-8");       /* overlong '/' */
+        expect_refused_line(f, &c, ECHO_S("\xed\xa0\x80"), "invalid UTF-8");        /* U+D800 */
+        expect_refused_line(f, &c, ECHO_S("\xed\xbf\xbf"), "invalid UTF-8");        /* U+DFFF */
+        expect_refused_line(f, &c, ECHO_S("\xf4\x90\x80\x80"), "invalid UTF-8");    /* U+110000 */
+        expect_refused_line(f, &c, ECHO_S("\xf8\x88\x80\x80\x80"), "invalid UTF-8");
+        expect_refused_line(f, &c, ECHO_S("\xe2\x82"), "invalid UTF-8");            /* cut short */
+        expect_refused_line(f, &c, ECHO_S("\x80"), "invalid UTF-8");
+        /* in a member name, the method, the id: the same */
+        expect_refused_line(f, &c, "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"echo\",\"params\":{\"\xc0\xaf\":1}}",
+                            "invalid UTF-8");
+        expect_refused_line(f, &c, "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"e\xed\xa0\x80\"}", "invalid UTF-8");
+        expect_refused_line(f, &c, "{\"jsonrpc\":\"2.0\",\"id\":\"\xc0\xaf\",\"method\":\"echo\"}", "invalid UTF-8");
+        /* json-c turns a lone surrogate escape into U+FFFD: the client did not send that */
+        expect_refused_line(f, &c, ECHO_S("\\ud800"), "lone surrogate");
+        expect_refused_line(f, &c, ECHO_S("\\uDBFF\\u0041"), "lone surrogate");
+        expect_refused_line(f, &c, ECHO_S("\\ud800x"), "lone surrogate");
+        expect_refused_line(f, &c, ECHO_S("\\udc00"), "lone surrogate");
+        expect_refused_line(f, &c, ECHO_S("x\\ud83d"), "lone surrogate");
+        expect_refused_line(f, &c, ECHO_S("\\ude00\\ud83d"), "lone surrogate");
+        /* json-c cuts a member name at \u0000 */
+        expect_refused_line(f, &c, "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"echo\",\"params\":{\"a\\u0000b\" :1}}",
+                            "member name");
+        assert_int_equal(stats(f).dropped, 0);
+
+        /* what is valid passes, exactly */
+        expect_result(f, &c, ECHO_S("\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80\xf4\x8f\xbf\xbf\xef\xbf\xbd"), "1",
+                      "{\"s\":\"\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80\xf4\x8f\xbf\xbf\xef\xbf\xbd\"}");
+        expect_result(f, &c, ECHO_S("\\ud83d\\ude00\\u00e9\\\\ud800\\\\"), "1",
+                      "{\"s\":\"\xf0\x9f\x98\x80\xc3\xa9\\\\ud800\\\\\"}");
+        /* NUL in a value is kept (its length says where it ends): the method decides */
+        expect_result(f, &c, ECHO_S("a\\u0000b"), "1", "{\"s\":\"a\\u0000b\"}");
+        expect_result(f, &c, "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"echo\",\"params\":{\"k\":\"a\\u0000b\",\"a:\":\":\"}}",
+                      "1", "{\"k\":\"a\\u0000b\",\"a:\":\":\"}");
+        client_close(&c);
+}
+
+static void test_wire_numbers(void **state) {
+        struct fx *f = *state;
+        struct client c;
+
+        start(f, NULL);
+        client_connect(f, &c, f->path);
+        /* ids json-c accepted and echoed as something that is not JSON, or not the id */
+        expect_refused_line(f, &c, "{\"jsonrpc\":\"2.0\",\"id\":NaN,\"method\":\"echo\"}", "NaN");
+        expect_refused_line(f, &c, "{\"jsonrpc\":\"2.0\",\"id\":Infinity,\"method\":\"echo\"}", "Infinity");
+        expect_refused_line(f, &c, "{\"jsonrpc\":\"2.0\",\"id\":-Infinity,\"method\":\"echo\"}", "Infinity");
+        expect_refused_line(f, &c, "{\"jsonrpc\":\"2.0\",\"id\":18446744073709551616,\"method\":\"echo\"}",
+                            "outside [-2^63, 2^64-1]");
+        expect_refused_line(f, &c, "{\"jsonrpc\":\"2.0\",\"id\":-9223372036854775809,\"method\":\"echo\"}",
+                            "outside [-2^63, 2^64-1]");
+        expect_refused_line(f, &c, "{\"jsonrpc\":\"2.0\",\"id\":99999999999999999999999,\"method\":\"echo\"}",
+                            "outside");
+        expect_refused_line(f, &c, "{\"jsonrpc\":\"2.0\",\"id\":1e400,\"method\":\"echo\"}", "too large");
+        expect_refused_line(f, &c, "{\"jsonrpc\":\"2.0\",\"id\":-1.5e309,\"method\":\"echo\"}", "too large");
+        expect_refused_line(f, &c, "{\"jsonrpc\":\"2.0\",\"id\":007,\"method\":\"echo\"}", "leading zero");
+        expect_refused_line(f, &c, "{\"jsonrpc\":\"2.0\",\"id\":-0,\"method\":\"echo\"}", "-0");
+        /* in params too: the handler never sees a clamped or invented number */
+        expect_refused_line(f, &c, "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"echo\",\"params\":{\"n\":NaN}}", "NaN");
+        expect_refused_line(f, &c, "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"echo\",\"params\":{\"n\":[18446744073709551616]}}",
+                            "outside");
+        expect_refused_line(f, &c, "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"echo\",\"params\":{\"n\":1.}}",
+                            "not a JSON number");
+        expect_refused_line(f, &c, "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"echo\",\"params\":{\"n\":.5}}", "");
+
+        /* every other id comes back exactly as it was sent */
+        expect_result(f, &c, "{\"jsonrpc\":\"2.0\",\"id\":18446744073709551615,\"method\":\"echo\"}",
+                      "18446744073709551615", "{}");
+        expect_result(f, &c, "{\"jsonrpc\":\"2.0\",\"id\":-9223372036854775808,\"method\":\"echo\"}",
+                      "-9223372036854775808", "{}");
+        expect_result(f, &c, "{\"jsonrpc\":\"2.0\",\"id\":0,\"method\":\"echo\"}", "0", "{}");
+        expect_result(f, &c, "{\"jsonrpc\":\"2.0\",\"id\":-0.0,\"method\":\"echo\"}", "-0.0", "{}");
+        expect_result(f, &c, "{\"jsonrpc\":\"2.0\",\"id\":1E2,\"method\":\"echo\"}", "1E2", "{}");
+        expect_result(f, &c, "{\"jsonrpc\":\"2.0\",\"id\":0.1000000000000000000001,\"method\":\"echo\"}",
+                      "0.1000000000000000000001", "{}");
+        expect_result(f, &c, "{\"jsonrpc\":\"2.0\",\"id\":\"NaN\",\"method\":\"echo\"}", "\"NaN\"", "{}");
+        expect_result(f, &c, "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"echo\",\"params\":{\"n\":18446744073709551615}}",
+                      "1", "{\"n\":18446744073709551615}");
+        expect_result(f, &c, "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"echo\",\"params\":{\"t\":true,\"f\":false,\"z\":null}}",
+                      "1", "{\"t\":true,\"f\":false,\"z\":null}");
+        client_close(&c);
+}
+
+static void test_notification_flag(void **state) {
+        struct fx *f = *state;
+        struct client c;
+
+        start(f, NULL);
+        client_connect(f, &c, f->path);
+        client_send(f, &c, "{\"jsonrpc\":\"2.0\",\"method\":\"echo\"}");
+        assert_no_reply(f, &c);
+        assert_int_equal(f->calls, 1);
+        assert_true(f->last_notification);
+        /* an id, even null, makes it a request */
+        expect_result(f, &c, "{\"jsonrpc\":\"2.0\",\"id\":null,\"method\":\"echo\"}", "null", "{}");
+        assert_false(f->last_notification);
+        client_send(f, &c, "[{\"jsonrpc\":\"2.0\",\"method\":\"echo\"}]");
+        assert_no_reply(f, &c);
+        assert_true(f->last_notification);
+        expect_result(f, &c, "{\"jsonrpc\":\"2.0\",\"id\":2,\"method\":\"echo\"}", "2", "{}");
+        assert_false(f->last_notification);
+        client_close(&c);
+}
+
+/* ---- results that never reached their client ---- */
+
+static void test_undelivered_replies(void **state) {
+        struct fx *f = *state;
+        struct rpc_server_limits l = small_limits;
+        struct client c;
+        int fd;
+
+        l.max_pending_bytes = 1024 * 1024;
+        start(f, &l);
+
+        /* sent and gone at once: the reply's write fails (EPIPE), the hook hears of it once */
+        client_connect(f, &c, f->path);
+        client_send(f, &c, "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"echo\",\"params\":{\"a\":1}}");
+        client_close(&c);
+        run_idle(f);
+        assert_int_equal(f->calls, 1);
+        assert_int_equal(f->n_undelivered, 1);
+        assert_int_equal(f->undelivered[0].connection, 1);
+        assert_string_equal(f->undelivered[0].method, "echo");
+        assert_string_equal(f->undelivered[0].result, "{\"a\":1}");
+        assert_int_equal(disconnect_count(f, 1), 1);
+
+        /* a batch: each result, not the errors, not the notifications; its fds are closed */
+        client_connect(f, &c, f->path);
+        client_send(f, &c, "[{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"fd\"},{\"jsonrpc\":\"2.0\",\"id\":2,\"method\":\"fail\"},"
+                           "{\"jsonrpc\":\"2.0\",\"method\":\"echo\"},{\"jsonrpc\":\"2.0\",\"id\":3,\"method\":\"echo\"}]");
+        client_close(&c);
+        run_idle(f);
+        assert_int_equal(f->n_undelivered, 3);
+        assert_false(fd_is_open(f->last_fd));
+        assert_string_equal(f->undelivered[1].method, "fd");
+        assert_string_equal(f->undelivered[1].result, "{\"fd\":0}");
+        assert_string_equal(f->undelivered[2].method, "echo");
+        assert_int_equal(f->undelivered[2].connection, 2);
+
+        /* read, or only written to the socket and never read: delivered */
+        client_connect(f, &c, f->path);
+        expect_result(f, &c, "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"echo\"}", "1", "{}");
+        client_send(f, &c, "{\"jsonrpc\":\"2.0\",\"id\":2,\"method\":\"fd\"}");
+        run_idle(f);
+        fd = f->last_fd;
+        assert_false(fd_is_open(fd));
+        client_close(&c);
+        run_idle(f);
+        assert_int_equal(f->n_undelivered, 3);
+        assert_int_equal(disconnect_count(f, 3), 1);
+
+        /* a reply larger than the socket buffer, the client gone half-way: undelivered */
+        client_connect(f, &c, f->path);
+        client_send(f, &c, "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"big\",\"params\":{\"n\":400000}}");
+        run_idle(f);
+        assert_true(client_recv_once(&c) > 0);
+        client_close(&c);
+        run_idle(f);
+        assert_int_equal(f->n_undelivered, 4);
+        assert_string_equal(f->undelivered[3].method, "big");
+
+        /* a notification has no reply to lose; an error is not a result */
+        client_connect(f, &c, f->path);
+        client_send(f, &c, "{\"jsonrpc\":\"2.0\",\"method\":\"echo\"}");
+        client_send(f, &c, "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"fail\"}");
+        client_close(&c);
+        run_idle(f);
+        assert_int_equal(f->n_undelivered, 4);
+}
+
+static void test_undelivered_when_dropped(void **state) {
+        struct fx *f = *state;
+        struct rpc_server_limits l = small_limits;
+        struct client c, other;
+
+        l.max_pending_bytes = 300 * 1000;
+        start(f, &l);
+        /* a client that does not read: its queue passes the limit and it is dropped, with the
+         * replies it never got */
+        client_connect(f, &c, f->path);
+        client_connect(f, &other, f->path);
+        client_send(f, &c, "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"big\",\"params\":{\"n\":200000}}");
+        client_send(f, &c, "{\"jsonrpc\":\"2.0\",\"id\":2,\"method\":\"big\",\"params\":{\"n\":200000}}");
+        client_send(f, &c, "{\"jsonrpc\":\"2.0\",\"id\":3,\"method\":\"big\",\"params\":{\"n\":200000}}");
+        run_idle(f);
+        assert_int_equal(stats(f).dropped, 1);
+        assert_true(f->n_undelivered >= 1);
+        for (size_t i = 0; i < f->n_undelivered; i++) {
+                assert_int_equal(f->undelivered[i].connection, 1);
+                assert_string_equal(f->undelivered[i].method, "big");
+        }
+        /* the others are not affected */
+        expect_result(f, &other, "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"echo\"}", "1", "{}");
+        client_close(&c);
+        client_close(&other);
+
+        /* on server free, queued replies are undelivered too; without the hook, nothing is called */
+        client_connect(f, &c, f->path);
+        rpc_server_set_undelivered(f->s, NULL);
+        client_send(f, &c, "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"fd\"}");
+        client_close(&c);
+        run_idle(f);
+        assert_false(fd_is_open(f->last_fd));
+}
+
+/* ---- connection caps ---- */
+
+static void test_connection_caps(void **state) {
+        struct fx *f = *state;
+        struct rpc_server_limits l = small_limits;
+        struct client a, b, c, d;
+
+        /* the global cap, across both sockets */
+        l.max_connections = 3;
+        start(f, &l);
+        client_connect(f, &a, f->path);
+        client_connect(f, &b, f->admin_path);
+        client_connect(f, &c, f->path);
+        expect_refused_connection(f, f->path, "too many connections (limit 3)");
+        expect_refused_connection(f, f->admin_path, "too many connections (limit 3)");
+        assert_int_equal(stats(f).connections, 3);
+        assert_int_equal(stats(f).refused, 2);
+        client_close(&a);
+        run_idle(f);
+        client_connect(f, &a, f->path);
+        expect_result(f, &a, "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"echo\"}", "1", "{}");
+        client_close(&a);
+        client_close(&b);
+        client_close(&c);
+        run_idle(f);
+        rpc_server_free(f->s);
+        f->s = NULL;
+        f->n_disconnected = 0;
+
+        /* a uid the policy does not know: two on the agent socket, the admin socket apart */
+        l = small_limits;
+        l.max_connections_unknown_uid = 2;
+        start(f, &l);
+        rpc_server_set_uid_known(f->s, test_uid_known);
+        client_connect(f, &a, f->path);
+        client_connect(f, &b, f->path);
+        expect_refused_connection(f, f->path, "which the policy does not know (limit 2)");
+        client_connect(f, &c, f->admin_path);
+        expect_result(f, &c, "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"echo\"}", "1", "{}");
+        assert_int_equal(stats(f).connections, 3);
+        assert_true(f->uid_asked >= 1);
+        /* once the policy knows it, the per-uid cap (8) is the one that counts */
+        f->uid_known = true;
+        client_connect(f, &d, f->path);
+        expect_result(f, &d, "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"echo\"}", "1", "{}");
+        client_close(&d);
+        f->uid_known = false;
+        run_idle(f);
+        /* room again when one goes */
+        client_close(&a);
+        run_idle(f);
+        client_connect(f, &a, f->path);
+        expect_result(f, &a, "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"echo\"}", "1", "{}");
+        assert_int_equal(stats(f).refused, 1);
+        client_close(&a);
+        client_close(&b);
+        client_close(&c);
+}
+
+static void test_error_message_utf8(void **state) {
+        struct fx *f = *state;
+        struct client c;
+        char line[512];
+
+        start(f, NULL);
+        client_connect(f, &c, f->path);
+        /* "no method <name>" cut at 255 bytes in the middle of a character: the half goes */
+        snprintf(line, sizeof(line), "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"%s", "nnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnn");
+        for (size_t i = 0; i < 100; i++)
+                strcat(line, "\xc3\xa9");
+        strcat(line, "\"}");
+        {
+                _cleanup_(put_json) struct json_object *r = call(f, &c, line);
+                const char *m = json_object_get_string(get(get(r, "error"), "message"));
+
+                assert_error(r, "1", RPC_METHOD_NOT_FOUND, NULL);
+                /* "no method " and 52 bytes, then whole 2-byte characters: the 255th byte was the
+                 * first half of one */
+                assert_int_equal(strlen(m), 254);
+                assert_int_equal(utf8_check(m), 0);
+        }
+        client_close(&c);
+}
+
 static const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_rpc_errors),
         cmocka_unit_test(test_reply_add_fd),
@@ -1318,6 +1707,13 @@ cmocka_unit_test_setup_teardown(test_line_timeout, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stats, setup, teardown),
         cmocka_unit_test_setup_teardown(test_listen, setup, teardown),
         cmocka_unit_test_setup_teardown(test_listener_fd, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_wire_utf8, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_wire_numbers, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_notification_flag, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_undelivered_replies, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_undelivered_when_dropped, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_connection_caps, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_error_message_utf8, setup, teardown),
 };
 
 int main(void) {

@@ -1,0 +1,159 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#pragma once
+/*
+ * The RPC server's internals, shared by its files and by nothing else:
+ *   server.c     the server object, its hooks, the reaper that finishes closed connections
+ *   listener.c   listening sockets, accept, and admission (the connection caps)
+ *   connection.c one connection's I/O: reading, the output queue, closing
+ *   request.c    framing: one line to one request or a batch, calls to the handler
+ *   response.c   building result and error responses
+ *   wire-check.c what json-c lets through but the wire refuses (UTF-8, escapes, numbers)
+ * Everything runs on the event loop's thread. A connection that closes stays allocated (on
+ * the server's dead list) until the reaper has run the hooks for it, so that nothing up the
+ * stack ever holds a freed connection.
+ */
+#include <json-c/json.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+
+#include "rpc/server.h"
+
+#define RPC_JSON_FLAGS (JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE)
+
+struct rpc_listener {
+        struct rpc_server *server;
+        struct rpc_listener *next;
+        sd_event_source *source;
+        int fd;
+        bool admin;
+        char *path; /* set when we bound it ourselves: unlinked on free, if still ours */
+        dev_t dev;
+        ino_t ino;
+};
+
+/* A successful result on its way out: if its line is not fully written, the undelivered hook
+ * hears of it. */
+struct rpc_delivery {
+        struct rpc_delivery *next;
+        struct json_object *result; /* a reference of our own */
+        char method[];
+};
+
+struct rpc_out_line {
+        struct rpc_out_line *next;
+        size_t size;
+        size_t written;
+        /* Sent with the first byte of the line, closed once sent; never set once written > 0. */
+        int fds[RPC_MAX_FDS_PER_LINE];
+        size_t n_fds;
+        struct rpc_delivery *deliveries;
+        char data[];
+};
+
+struct rpc_connection {
+        struct rpc_server *server;
+        /* On the server's live list while open; on its dead list (next only) once closed. */
+        struct rpc_connection *prev, *next;
+        struct rpc_caller caller; /* caller.connection is the by_id key */
+        int fd;
+        sd_event_source *source;
+        uint32_t events;
+        /* Armed while a partial line is buffered: a message must be complete in time. */
+        sd_event_source *line_timer;
+
+        char *in;
+        size_t in_len, in_size;
+
+        struct rpc_out_line *out_head, **out_tail;
+        size_t out_pending;
+        /* Results that never reached the peer; the reaper reports them. */
+        struct rpc_delivery *undelivered;
+
+        bool eof;     /* the peer shut down its writing side: answer what we have, then close */
+        bool closing; /* broke a limit: no more input, close once the error is flushed */
+        bool closed;  /* fd gone; waiting for the reaper to run the hooks and free it */
+};
+
+struct rpc_server {
+        sd_event *event;
+        struct rpc_server_limits limits;
+        rpc_handler_t handler;
+        rpc_disconnect_t on_disconnect;
+        rpc_undelivered_t on_undelivered;
+        rpc_uid_known_t uid_known;
+        void *userdata;
+
+        struct json_tokener *tok;
+        struct rpc_listener *listeners;
+        struct rpc_connection *connections;
+        struct rpc_connection *dead;
+        struct hashmap *by_id;
+        struct hashmap *by_uid;
+        /* The hooks run from here, never from inside rpc_server_notify() or a handler, so
+         * callers may walk their subscriber lists while notifying. */
+        sd_event_source *reaper;
+        sd_event_source *accept_timer;
+
+        uint64_t last_id;
+        struct rpc_server_stats stats;
+};
+
+static inline void json_object_putp(struct json_object **o) {
+        if (*o)
+                json_object_put(*o);
+        *o = NULL;
+}
+
+void rpc_fds_close(int *fds, size_t n);
+
+/* server.c */
+void rpc_server_wake_reaper(struct rpc_server *s);
+void rpc_server_reap(struct rpc_server *s);
+
+/* listener.c */
+void rpc_listener_free(struct rpc_listener *l);
+int rpc_uid_count_inc(struct rpc_server *s, uid_t uid, bool admin);
+void rpc_uid_count_dec(struct rpc_server *s, uid_t uid, bool admin);
+
+/* connection.c */
+/* A new connection on fd (taken: closed on failure) for the peer ucred, caps already checked. */
+int rpc_connection_add(struct rpc_server *s, int fd, const struct ucred *ucred, bool admin);
+/* Queues one message (serialized plus '\n') with its fds and deliveries (all taken, even on
+ * failure) and writes what the socket takes right away. -ENOBUFS: the connection was over its
+ * pending-output limit and has been dropped; -ECONNRESET: the peer is gone. */
+int rpc_connection_queue(struct rpc_connection *c, struct json_object *msg, int *fds, size_t n_fds,
+                         struct rpc_delivery *deliveries);
+/* Results (taken) that will never reach the peer: the reaper reports them. */
+void rpc_connection_undelivered(struct rpc_connection *c, struct rpc_delivery *d);
+/* A fatal protocol error: send err (taken), read nothing more, close once it is flushed. */
+void rpc_connection_fail(struct rpc_connection *c, struct json_object *err);
+/* Closes the socket now; the reaper runs the hooks and frees the connection later. */
+void rpc_connection_close(struct rpc_connection *c, bool dropped);
+void rpc_connection_free(struct rpc_connection *c);
+
+/* request.c */
+void rpc_connection_handle_line(struct rpc_connection *c, const char *line, size_t len);
+
+/* response.c */
+int rpc_json_add(struct json_object *o, const char *key, struct json_object *v);
+struct json_object *rpc_result_response(struct json_object *id, struct json_object *result);
+struct json_object *rpc_error_response(struct rpc_server *s, struct json_object *id, int code, const char *name,
+                                       const char *message, struct json_object *data);
+struct json_object *rpc_error_responsef(struct rpc_server *s, struct json_object *id, int code, const char *name,
+                                        const char *fmt, ...) _printf_(5, 6);
+/* A limit_exceeded error with id null. */
+struct json_object *rpc_limit_error(struct rpc_server *s, const char *fmt, ...) _printf_(2, 3);
+void rpc_delivery_free_all(struct rpc_delivery *d);
+
+/* wire-check.c */
+/* 0 when line (len bytes) holds nothing json-c would accept but alter or that is not JSON:
+ * invalid UTF-8 (RFC 3629), escapes of lone surrogates, "\u0000" in a member name, NaN and
+ * Infinity, numbers outside the JSON grammar, integers outside [-2^63, 2^64-1], numbers too
+ * large for a double. Otherwise -EBADMSG with why (never quoting the input) in msg.
+ * line[len] must be readable and NUL (the server puts one where the '\n' was). */
+int rpc_wire_check(const char *line, size_t len, char *msg, size_t msg_size);
+/* The length of the longest prefix of s (n bytes) that is valid UTF-8. */
+size_t rpc_utf8_valid_prefix(const char *s, size_t n);
