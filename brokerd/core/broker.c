@@ -19,6 +19,7 @@
 /* Retrying a failed take-down: from 1s, doubling, at most a minute apart. */
 #define BROKER_RETRY_MIN_USEC (1 * UINT64_C(1000000))
 #define BROKER_RETRY_MAX_USEC (60 * UINT64_C(1000000))
+#define BROKER_REASON_UNDELIVERED "reply undelivered"
 
 struct token_entry {
         char token[STORE_TOKEN_LEN + 1]; /* "" once the region is reclaimed */
@@ -114,6 +115,22 @@ static void emit(struct broker *b, const struct broker_event *ev) {
                 b->on_event(b->event_userdata, ev);
 }
 
+static const char *const broker_event_type_table[] = {
+        [BROKER_EVENT_ATTACHED] = "attached",
+        [BROKER_EVENT_RECALL] = "recall",
+        [BROKER_EVENT_RELEASED] = "released",
+        [BROKER_EVENT_REVOKED] = "revoked",
+        [BROKER_EVENT_RECLAIMED] = "reclaimed",
+        [BROKER_EVENT_ROUTE_CHANGED] = "route changed",
+        [BROKER_EVENT_UNPLUG_OVERDUE] = "unplug overdue",
+        [BROKER_EVENT_RECONCILED] = "reconciled",
+};
+_Static_assert(ELEMENTSOF(broker_event_type_table) == _BROKER_EVENT_TYPE_MAX, "one name per broker event type");
+
+const char *broker_event_type_to_string(enum broker_event_type t) {
+        return (unsigned) t < _BROKER_EVENT_TYPE_MAX ? broker_event_type_table[t] : NULL;
+}
+
 static struct backend_region backend_region_of(const struct region *r) {
         return (struct backend_region) { .id = r->id, .base = r->base, .size = r->size, .pool = r->pool };
 }
@@ -173,6 +190,15 @@ static ssize_t region_find_peer(const struct region *r, const char *domain) {
                 if (strcmp(r->peers[i].domain, domain) == 0)
                         return (ssize_t) i;
         return -1;
+}
+
+static void region_info(const struct region *r, struct broker_region_info *ret) {
+        *ret = (struct broker_region_info) {
+                .id = r->id, .owner = r->owner, .device = r->device, .pool = r->pool ? r->pool->name : NULL,
+                .label = r->label, .base = r->base, .size = r->size, .state = r->state, .deadline = r->deadline,
+                .created = r->created, .owner_mapped = r->owner_mapped, .owner_unplug = r->owner_unplug,
+                .n_peers = r->n_peers, .peers = r->peers,
+        };
 }
 
 static bool region_live(const struct region *r) {
@@ -452,7 +478,7 @@ static int peer_unmap(struct broker *b, struct region *r, size_t i) {
                 return 0;
         }
         r->peers[i].unplug.deferred = false;
-        q = b->backend->ops->unmap(b->backend, &br, r->peers[i].domain);
+        q = backend_unmap(b->backend, &br, r->peers[i].domain);
         if (q == -EINPROGRESS) {
                 /* Quarantined until backend_unmap_done(); the clock for escalation starts now. */
                 if (!r->peers[i].unplug.requested)
@@ -482,7 +508,7 @@ static int owner_unmap(struct broker *b, struct region *r) {
                 return 0;
         }
         r->owner_unplug.deferred = false;
-        q = b->backend->ops->unmap(b->backend, &br, r->owner);
+        q = backend_unmap(b->backend, &br, r->owner);
         if (q == -EINPROGRESS) {
                 if (!r->owner_unplug.requested)
                         r->owner_unplug.requested = broker_now(b);
@@ -564,14 +590,14 @@ static int region_finish_once(struct broker *b, struct region *r, const char *ac
         }
 
         if (r->pool) {
-                q = b->backend->ops->scrub(b->backend, &br);
+                q = backend_scrub(b->backend, &br);
                 if (q < 0 && q != -ENOENT) {
                         log_region(LOG_ERR, r->id, NULL, actor, "scrub failed: %s; range stays quarantined",
                                    strerror(-q));
                         return q;
                 }
                 crashpoint("reclaim-scrubbed");
-                q = b->backend->ops->destroy(b->backend, &br);
+                q = backend_destroy(b->backend, &br);
                 if (q < 0 && q != -ENOENT)
                         return q;
                 crashpoint("reclaim-destroyed");
@@ -596,6 +622,7 @@ static int region_finish_once(struct broker *b, struct region *r, const char *ac
 
         emit(b, &(struct broker_event) {
                 .type = BROKER_EVENT_RECLAIMED, .region = r->id, .owner = r->owner, .device = r->device,
+                .n_peers = r->n_peers, .peers = r->peers,
         });
         region_forget(b, r);
         return 0;
@@ -777,14 +804,66 @@ static int token_generate(char out[static STORE_TOKEN_LEN + 1]) {
         return 0;
 }
 
+bool broker_caller_acts_for(const struct broker *b, const struct broker_caller *caller, const char *domain) {
+        return caller->admin || policy_agent_may_act(b->policy, caller->uid, domain);
+}
+
 static int check_acts_for(const struct broker *b, const struct broker_caller *caller, const char *domain,
                           struct broker_error *err) {
-        if (caller->admin)
-                return 0;
-        if (!policy_agent_may_act(b->policy, caller->uid, domain))
+        if (!broker_caller_acts_for(b, caller, domain))
                 return broker_error_set(err, BROKER_E_FORBIDDEN, "uid %u may not act for domain %s",
                                         (unsigned) caller->uid, domain);
         return 0;
+}
+
+static bool region_visible(const struct broker *b, const struct broker_caller *caller, const struct region *r) {
+        if (broker_caller_acts_for(b, caller, r->owner))
+                return true;
+        for (size_t i = 0; i < r->n_peers; i++)
+                if (broker_caller_acts_for(b, caller, r->peers[i].domain))
+                        return true;
+        return false;
+}
+
+/* Has an earlier entry of the policy (agent a, domain d) already given uid this domain? */
+static bool agent_domain_seen(const struct policy *p, uid_t uid, size_t a, size_t d) {
+        const char *name = p->agents[a].domains[d];
+
+        for (size_t i = 0; i <= a; i++) {
+                if (p->agents[i].uid != uid)
+                        continue;
+                for (size_t j = 0; j < (i == a ? d : p->agents[i].n_domains); j++)
+                        if (strcmp(p->agents[i].domains[j], name) == 0)
+                                return true;
+        }
+        return false;
+}
+
+int broker_caller_domains(const struct broker *b, const struct broker_caller *caller,
+                          int (*fn)(void *userdata, const char *domain), void *userdata) {
+        const struct policy *p = b->policy;
+
+        if (caller->admin)
+                return 0;
+        for (size_t i = 0; i < p->n_agents; i++) {
+                if (p->agents[i].uid != caller->uid)
+                        continue;
+                for (size_t j = 0; j < p->agents[i].n_domains; j++) {
+                        if (agent_domain_seen(p, caller->uid, i, j))
+                                continue;
+                        int q = fn(userdata, p->agents[i].domains[j]);
+                        if (q != 0)
+                                return q;
+                }
+        }
+        return 0;
+}
+
+bool broker_uid_known(const struct broker *b, uid_t uid) {
+        for (size_t i = 0; i < b->policy->n_agents; i++)
+                if (b->policy->agents[i].uid == uid)
+                        return true;
+        return false;
 }
 
 static int share_validate(const struct broker *b, const struct broker_share_request *req,
@@ -916,14 +995,12 @@ int broker_share(struct broker *b, const struct broker_caller *caller, const str
         if (pr.bounce)
                 return share_bounce(b, actor, req, &pr, ret, err);
 
-        if (b->backend->ops->check) {
-                char why[160] = "";
-                q = b->backend->ops->check(b->backend, pr.pool, pr.size, why, sizeof(why));
-                if (q < 0)
-                        return broker_error_set(err, BROKER_E_SIZE_UNSUPPORTED, "the %s backend cannot map %s: %s",
-                                                b->backend->ops->name, num_format_size(pr.size, (char[NUM_FMT_MAX]) {}),
-                                                why[0] ? why : strerror(-q));
-        }
+        char unsupported[160] = "";
+        q = backend_check(b->backend, pr.pool, pr.size, unsupported, sizeof(unsupported));
+        if (q < 0)
+                return broker_error_set(err, BROKER_E_SIZE_UNSUPPORTED, "the %s backend cannot map %s: %s",
+                                        backend_name(b->backend), num_format_size(pr.size, (char[NUM_FMT_MAX]) {}),
+                                        unsupported[0] ? unsupported : strerror(-q));
 
         broker_usage(b, req->owner, &used_bytes, &used_regions);
         policy_quota_for(b->policy, req->owner, &max_bytes, &max_regions);
@@ -1036,18 +1113,18 @@ int broker_share(struct broker *b, const struct broker_caller *caller, const str
 
         /* Make the memory real, zeroed, and map it for the owner. */
         br = backend_region_of(region);
-        q = b->backend->ops->create(b->backend, &br);
+        q = backend_create(b->backend, &br);
         if (q >= 0)
-                q = b->backend->ops->scrub(b->backend, &br);
+                q = backend_scrub(b->backend, &br);
         if (q >= 0) {
                 crashpoint("share-created");
-                q = b->backend->ops->map(b->backend, &br, region->owner, ACCESS_RW, &owner_map);
+                q = backend_map(b->backend, &br, region->owner, ACCESS_RW, &owner_map);
         }
         if (q < 0) {
                 uint64_t id = region->id;
                 share_abort(b, region, actor, "the backend could not create the region's memory");
                 return broker_error_set(err, BROKER_E_BACKEND, "%s backend could not create region %" PRIu64 ": %s",
-                                        b->backend->ops->name, id, strerror(-q));
+                                        backend_name(b->backend), id, strerror(-q));
         }
         owner_fd = owner_map.fd;
         crashpoint("share-mapped");
@@ -1123,7 +1200,7 @@ int broker_attach(struct broker *b, const struct broker_caller *caller, const ch
         crashpoint("attach-recorded");
 
         br = backend_region_of(r);
-        q = b->backend->ops->map(b->backend, &br, domain, r->peers[i].access, &map);
+        q = backend_map(b->backend, &br, domain, r->peers[i].access, &map);
         if (q < 0) {
                 int u = store_begin(b->store);
                 if (u >= 0)
@@ -1142,7 +1219,7 @@ int broker_attach(struct broker *b, const struct broker_caller *caller, const ch
                         r->state = from;
                 }
                 return broker_error_set(err, BROKER_E_BACKEND, "%s backend could not map region %" PRIu64 " for %s: %s",
-                                        b->backend->ops->name, r->id, domain, strerror(-q));
+                                        backend_name(b->backend), r->id, domain, strerror(-q));
         }
 
         crashpoint("attach-mapped");
@@ -1155,30 +1232,42 @@ int broker_attach(struct broker *b, const struct broker_caller *caller, const ch
         return 0;
 }
 
-int broker_release(struct broker *b, const struct broker_caller *caller, const char *domain, uint64_t id,
-                   struct broker_error *err) {
-        struct region *r;
-        enum peer_state from;
-        char actor[48];
-        ssize_t i;
+/* region_info() of the region as a verb left it; only id and state once it is reclaimed. */
+static void region_info_after(struct broker *b, uint64_t id, struct broker_region_info *ret) {
+        struct region *r = hashmap_get(b->regions, &id);
+
+        if (!ret)
+                return;
+        if (r)
+                region_info(r, ret);
+        else
+                *ret = (struct broker_region_info) { .id = id, .state = REGION_RECLAIMED };
+}
+
+/* The region domain holds a grant or attachment on, or no_such_region. */
+static int peer_lookup(struct broker *b, const char *domain, uint64_t id, struct region **ret_r, size_t *ret_i,
+                       struct broker_error *err) {
+        struct region *r = hashmap_get(b->regions, &id);
+        ssize_t i = r ? region_find_peer(r, domain) : -1;
+
+        if (i < 0)
+                return broker_error_set(err, BROKER_E_NO_SUCH_REGION, "%s holds no grant on region %" PRIu64, domain, id);
+        *ret_r = r;
+        *ret_i = (size_t) i;
+        return 0;
+}
+
+/* Peer i gives its grant or attachment up (reason: NULL for a plain release). */
+static int peer_release(struct broker *b, const char *actor, struct region *r, size_t i, const char *reason,
+                        struct broker_error *err) {
+        const char *domain = r->peers[i].domain;
+        enum peer_state from = r->peers[i].state;
         int64_t now;
         int q;
 
-        caller_actor(caller, actor);
-        if (!name_is_valid(domain))
-                return broker_error_set(err, BROKER_E_INVALID, "domain is not a valid domain name");
-        q = check_acts_for(b, caller, domain, err);
-        if (q < 0)
-                return q;
-        r = hashmap_get(b->regions, &id);
-        i = r ? region_find_peer(r, domain) : -1;
-        if (i < 0)
-                return broker_error_set(err, BROKER_E_NO_SUCH_REGION, "%s holds no grant on region %" PRIu64, domain, id);
-        from = r->peers[i].state;
         if (peer_final(from))
                 return broker_error_set(err, BROKER_E_BAD_STATE, "%s's grant on region %" PRIu64 " is already %s",
-                                        domain, id, peer_state_to_string(from));
-
+                                        domain, r->id, peer_state_to_string(from));
         now = broker_now(b);
         q = store_begin(b->store);
         if (q < 0)
@@ -1187,7 +1276,7 @@ int broker_release(struct broker *b, const struct broker_caller *caller, const c
         if (q >= 0)
                 q = route_persist_without_peer(b, r, domain, now);
         if (q >= 0)
-                q = audit(b, actor, r, domain, "release", peer_state_to_string(from), "released", NULL, now);
+                q = audit(b, actor, r, domain, "release", peer_state_to_string(from), "released", reason, now);
         if (q >= 0)
                 q = store_commit(b->store);
         if (q < 0)
@@ -1197,19 +1286,95 @@ int broker_release(struct broker *b, const struct broker_caller *caller, const c
         route_drop_peer(b, r, domain, "the peer released the region");
         emit(b, &(struct broker_event) {
                 .type = BROKER_EVENT_RELEASED, .region = r->id, .owner = r->owner, .device = r->device, .domain = domain,
+                .reason = reason,
         });
 
-        (void) peer_unmap(b, r, (size_t) i);
+        (void) peer_unmap(b, r, i);
         /* Nobody can use it any more: take it down rather than keep it forever (retried on failure;
          * the release itself is recorded). */
         (void) region_settle(b, r, region_live(r) ? "broker" : actor, "every peer released the region");
         return 0;
 }
 
+int broker_release(struct broker *b, const struct broker_caller *caller, const char *domain, uint64_t id,
+                   struct broker_region_info *ret, struct broker_error *err) {
+        struct region *r = NULL;
+        char actor[48];
+        size_t i = 0;
+        int q;
+
+        caller_actor(caller, actor);
+        if (!name_is_valid(domain))
+                return broker_error_set(err, BROKER_E_INVALID, "domain is not a valid domain name");
+        q = check_acts_for(b, caller, domain, err);
+        if (q >= 0)
+                q = peer_lookup(b, domain, id, &r, &i, err);
+        if (q >= 0)
+                q = peer_release(b, actor, r, i, NULL, err);
+        if (q < 0)
+                return q;
+        region_info_after(b, id, ret);
+        return 0;
+}
+
+int broker_attach_undo(struct broker *b, const struct broker_caller *caller, const char *domain, uint64_t id,
+                       struct broker_error *err) {
+        struct region *r = NULL;
+        char actor[48];
+        size_t i = 0;
+        int q;
+
+        caller_actor(caller, actor);
+        if (!name_is_valid(domain))
+                return broker_error_set(err, BROKER_E_INVALID, "domain is not a valid domain name");
+        q = check_acts_for(b, caller, domain, err);
+        if (q >= 0)
+                q = peer_lookup(b, domain, id, &r, &i, err);
+        if (q < 0)
+                return q;
+        if (r->peers[i].state != PEER_ATTACHED)
+                return broker_error_set(err, BROKER_E_BAD_STATE, "%s is not attached to region %" PRIu64, domain, id);
+        return peer_release(b, actor, r, i, BROKER_REASON_UNDELIVERED, err);
+}
+
 /* ---- revoke ---- */
 
+struct deadline_write {
+        const struct region *r;
+        int64_t deadline, now;
+};
+
+static int deadline_write(struct store *s, void *userdata) {
+        const struct deadline_write *w = userdata;
+
+        return store_region_update(s, w->r->id, w->r->state, w->deadline, w->r->owner_mapped, w->now);
+}
+
+/* A revoke of a region already being revoked: force it, or bring its deadline forward. */
+static int region_revoke_again(struct broker *b, struct region *r, const char *actor, uint64_t timeout_usec,
+                               bool force, const char *why) {
+        int64_t now = broker_now(b);
+        struct deadline_write w = { .r = r, .deadline = now + (int64_t) timeout_usec, .now = now };
+        char reason[160];
+        int q;
+
+        if (force)
+                return region_force(b, r, actor, why);
+        if (w.deadline >= r->deadline)
+                return 0;
+        snprintf(reason, sizeof(reason), "%s; deadline brought forward", why);
+        q = store_transition(b->store, deadline_write, &w, &(struct store_audit) {
+                .time = now, .actor = actor, .region = r->id, .action = "revoke", .from_state = "revoking",
+                .to_state = "revoking", .reason = reason,
+        }, 1);
+        if (q < 0)
+                return q;
+        r->deadline = w.deadline;
+        return 0;
+}
+
 int broker_revoke(struct broker *b, const struct broker_caller *caller, const char *owner, uint64_t id,
-                  uint64_t timeout_usec, bool force, struct broker_error *err) {
+                  uint64_t timeout_usec, bool force, struct broker_region_info *ret, struct broker_error *err) {
         struct region *r;
         char actor[48], why[96];
         int q;
@@ -1234,39 +1399,49 @@ int broker_revoke(struct broker *b, const struct broker_caller *caller, const ch
                                         r->owner, owner);
 
         snprintf(why, sizeof(why), "revoked by %s%s", owner ? "owner " : "admin", owner ?: "");
-        if (r->state == REGION_REVOKING) {
-                int64_t deadline = broker_now(b) + (int64_t) timeout_usec;
-                if (force)
-                        q = region_force(b, r, actor, why);
-                else if (deadline < r->deadline) {
-                        q = store_region_update(b->store, r->id, r->state, deadline, r->owner_mapped, broker_now(b));
-                        if (q >= 0)
-                                r->deadline = deadline;
-                } else
-                        q = 0;
-        } else
+        if (r->state == REGION_REVOKING)
+                q = region_revoke_again(b, r, actor, timeout_usec, force, why);
+        else
                 q = region_start_revoke(b, r, actor, timeout_usec, force, why);
         if (q < 0)
                 return broker_error_set(err, BROKER_E_STORE, "revoke of region %" PRIu64 " did not complete: %s", id,
                                         strerror(-q));
+        region_info_after(b, id, ret);
         return 0;
 }
 
-int broker_domain_gone(struct broker *b, const struct broker_caller *caller, const char *domain,
+int broker_share_undo(struct broker *b, const struct broker_caller *caller, uint64_t id, struct broker_error *err) {
+        struct region *r = hashmap_get(b->regions, &id);
+        char actor[48];
+        int q;
+
+        caller_actor(caller, actor);
+        if (!r)
+                return broker_error_set(err, BROKER_E_NO_SUCH_REGION, "no live region %" PRIu64, id);
+        q = check_acts_for(b, caller, r->owner, err);
+        if (q < 0)
+                return q;
+        if (!region_live(r))
+                return broker_error_set(err, BROKER_E_BAD_STATE, "region %" PRIu64 " is %s", id,
+                                        region_state_to_string(r->state));
+        q = region_start_revoke(b, r, actor, 0, true, BROKER_REASON_UNDELIVERED);
+        if (q < 0)
+                return broker_error_set(err, BROKER_E_STORE, "could not take region %" PRIu64 " down: %s", id,
+                                        strerror(-q));
+        return 0;
+}
+
+/* What broker_domain_gone() does, for an admin or the backend (actor). */
+static int domain_gone(struct broker *b, const char *actor, const char *domain, struct broker_domain_gone_result *ret,
                        struct broker_error *err) {
         _cleanup_(xfreep) struct region **list = NULL;
+        struct broker_domain_gone_result res = {};
         size_t n = 0, it = 0;
-        char actor[48], why[160];
+        char why[160];
         void *v;
         int q, first_error = 0;
 
-        caller_actor(caller, actor);
-        if (!caller->admin)
-                return broker_error_set(err, BROKER_E_FORBIDDEN, "only an admin may report a domain gone");
-        if (!name_is_valid(domain))
-                return broker_error_set(err, BROKER_E_INVALID, "domain is not a valid domain name");
         snprintf(why, sizeof(why), "domain %s went away", domain);
-
         /* Collect first: finishing a region removes it from the map we walk. */
         list = calloc(hashmap_size(b->regions) + 1, sizeof(*list));
         if (!list)
@@ -1287,12 +1462,14 @@ int broker_domain_gone(struct broker *b, const struct broker_caller *caller, con
                                 first_error = first_error ?: q;
                                 continue;
                         }
+                        res.peers_revoked++;
                 } else if (i >= 0 && r->peers[i].mapped)
                         /* Its removal may have been refused earlier; ask again now that the domain is gone. */
                         (void) peer_unmap(b, r, (size_t) i);
-                if (strcmp(r->owner, domain) == 0 && region_live(r))
+                if (strcmp(r->owner, domain) == 0 && region_live(r)) {
                         q = region_start_revoke(b, r, actor, b->revoke_timeout_usec, false, why);
-                else
+                        res.regions_revoked += q >= 0;
+                } else
                         q = region_settle(b, r, actor, why);
                 if (q < 0)
                         first_error = first_error ?: q;
@@ -1300,7 +1477,21 @@ int broker_domain_gone(struct broker *b, const struct broker_caller *caller, con
         if (first_error < 0)
                 return broker_error_set(err, BROKER_E_STORE, "some regions of %s could not be revoked: %s", domain,
                                         strerror(-first_error));
+        if (ret)
+                *ret = res;
         return 0;
+}
+
+int broker_domain_gone(struct broker *b, const struct broker_caller *caller, const char *domain,
+                       struct broker_domain_gone_result *ret, struct broker_error *err) {
+        char actor[48];
+
+        caller_actor(caller, actor);
+        if (!caller->admin)
+                return broker_error_set(err, BROKER_E_FORBIDDEN, "only an admin may report a domain gone");
+        if (!name_is_valid(domain))
+                return broker_error_set(err, BROKER_E_INVALID, "domain is not a valid domain name");
+        return domain_gone(b, actor, domain, ret, err);
 }
 
 /* ---- escalation ---- */
@@ -1326,9 +1517,7 @@ static void unplug_escalate(struct broker *b, struct region *r, const char *doma
         char why[320];
         int q = 0;
 
-        if (b->escalation != ESCALATION_REPORT)
-                q = b->backend->ops->escalate ? b->backend->ops->escalate(b->backend, domain, b->escalation)
-                                              : -EOPNOTSUPP;
+        q = backend_escalate(b->backend, domain, b->escalation);
         u->escalated = now;
         u->action = b->escalation;
         u->action_failed = q < 0;
@@ -1542,7 +1731,7 @@ static int mapping_repair(struct broker *b, struct region *r, const char *domain
 
         if (!owner && i < 0)
                 return -ENOENT;
-        q = r->pool ? b->backend->ops->map(b->backend, &br, domain, owner ? ACCESS_RW : r->peers[i].access, &map)
+        q = r->pool ? backend_map(b->backend, &br, domain, owner ? ACCESS_RW : r->peers[i].access, &map)
                     : -ENOENT;
         if (q >= 0) {
                 if (map.fd >= 0)
@@ -1671,14 +1860,14 @@ static int reconcile_survey(struct broker *b, struct broker_reconcile_result *re
         int q, first_error = 0;
         void *v;
 
-        if (!b->backend->ops->survey) {
+        if (!backend_can_survey(b->backend)) {
                 if (ret)
                         *ret = res;
                 return 0;
         }
-        q = b->backend->ops->survey(b->backend, &s);
+        q = backend_survey(b->backend, &s);
         if (q < 0) {
-                log_error("reconcile: the %s backend could not say what it has: %s", b->backend->ops->name, strerror(-q));
+                log_error("reconcile: the %s backend could not say what it has: %s", backend_name(b->backend), strerror(-q));
                 return q;
         }
 
@@ -1696,7 +1885,7 @@ static int reconcile_survey(struct broker *b, struct broker_reconcile_result *re
                 /* Another brokerd's (other pools, other database): not ours to judge. */
                 if (!platform_find_pool(b->platform, m->pool))
                         continue;
-                q = b->backend->ops->unmap(b->backend, &br, m->domain);
+                q = backend_unmap(b->backend, &br, m->domain);
                 snprintf(why, sizeof(why), "a mapping of region %" PRIu64 " in %s that the database does not hold%s%s",
                          m->region, m->domain, q < 0 && q != -EINPROGRESS ? ": detach failed: " : ": detached",
                          q < 0 && q != -EINPROGRESS ? strerror(-q) : "");
@@ -1744,7 +1933,7 @@ static int reconcile_survey(struct broker *b, struct broker_reconcile_result *re
         survey_done(&s);
 
         log_info("reconciled with the %s backend: %u as expected, %u repaired, %u revoked, %u removals completed, "
-                 "%u unknown detached", b->backend->ops->name, res.checked, res.repaired, res.revoked, res.completed,
+                 "%u unknown detached", backend_name(b->backend), res.checked, res.repaired, res.revoked, res.completed,
                  res.detached);
         if (ret)
                 *ret = res;
@@ -1790,33 +1979,57 @@ static void on_unmap_done(void *userdata, uint64_t id, const char *domain, int r
         (void) region_finish(b, r, "broker");
 }
 
-/* ---- queries ---- */
+/* A domain stopped, crashed or was undefined (the backend saw it): what it held or shared goes. */
+static void on_domain_gone(void *userdata, const char *domain) {
+        struct broker *b = userdata;
+        struct broker_error err = {};
+        char actor[48];
 
-static void region_info(const struct region *r, struct broker_region_info *ret) {
-        *ret = (struct broker_region_info) {
-                .id = r->id, .owner = r->owner, .device = r->device, .pool = r->pool ? r->pool->name : NULL,
-                .label = r->label, .base = r->base, .size = r->size, .state = r->state, .deadline = r->deadline,
-                .created = r->created, .owner_mapped = r->owner_mapped, .owner_unplug = r->owner_unplug,
-                .n_peers = r->n_peers, .peers = r->peers,
-        };
+        snprintf(actor, sizeof(actor), "backend:%s", backend_name(b->backend));
+        if (!name_is_valid(domain))
+                return;
+        if (domain_gone(b, actor, domain, NULL, &err) < 0)
+                log_error("domain %s went away, but its regions could not be revoked: %s", domain, err.message);
+        else
+                log_info("domain %s stopped: whatever it held or shared is revoked", domain);
 }
 
-int broker_region_get(struct broker *b, uint64_t id, struct broker_region_info *ret) {
+/* The backend is back from losing its hypervisor: events were lost, so compare with what it has. */
+static void on_reconnected(void *userdata) {
+        struct broker *b = userdata;
+        int q = broker_reconcile(b, NULL);
+
+        if (q < 0)
+                log_error("reconciling after the %s backend came back: %s", backend_name(b->backend), strerror(-q));
+        emit(b, &(struct broker_event) { .type = BROKER_EVENT_RECONCILED, .reason = "the backend reconnected" });
+}
+
+/* ---- queries ---- */
+
+
+int broker_region_get(struct broker *b, const struct broker_caller *caller, uint64_t id,
+                      struct broker_region_info *ret, struct broker_error *err) {
         struct region *r = hashmap_get(b->regions, &id);
 
         if (!r)
-                return -ENOENT;
+                return broker_error_set(err, BROKER_E_NO_SUCH_REGION, "no live region %" PRIu64, id);
+        if (!region_visible(b, caller, r))
+                return broker_error_set(err, BROKER_E_FORBIDDEN, "uid %u acts for no domain of region %" PRIu64,
+                                        (unsigned) caller->uid, id);
         region_info(r, ret);
         return 0;
 }
 
-int broker_region_foreach(struct broker *b, int (*fn)(void *userdata, const struct broker_region_info *r),
-                          void *userdata) {
+int broker_region_foreach(struct broker *b, const struct broker_caller *caller,
+                          int (*fn)(void *userdata, const struct broker_region_info *r), void *userdata) {
         size_t it = 0;
         void *v;
 
         while (hashmap_iterate(b->regions, &it, &v)) {
                 struct broker_region_info info;
+
+                if (!region_visible(b, caller, v))
+                        continue;
                 region_info(v, &info);
                 int q = fn(userdata, &info);
                 if (q != 0)
@@ -1825,11 +2038,16 @@ int broker_region_foreach(struct broker *b, int (*fn)(void *userdata, const stru
         return 0;
 }
 
-int broker_route_lookup(struct broker *b, const char *device, const char *domain, struct broker_route_info *ret) {
+int broker_route_lookup(struct broker *b, const struct broker_caller *caller, const char *device, const char *domain,
+                        struct broker_route_info *ret, struct broker_error *err) {
         struct route *rt;
+        int q;
 
         if (!name_is_valid(device) || !name_is_valid(domain))
-                return -EINVAL;
+                return broker_error_set(err, BROKER_E_INVALID, "device or domain is not a valid name");
+        q = check_acts_for(b, caller, domain, err);
+        if (q < 0)
+                return q;
         if (route_get(b, device, domain, false, &rt) < 0 || (rt->n_live == 0 && !rt->bounce_reason)) {
                 *ret = (struct broker_route_info) { .found = false };
                 return 0;
@@ -1846,16 +2064,245 @@ int broker_route_lookup(struct broker *b, const char *device, const char *domain
         return 0;
 }
 
-const struct platform *broker_platform(const struct broker *b) {
-        return b->platform;
+static int check_admin(const struct broker_caller *caller, struct broker_error *err) {
+        if (!caller->admin)
+                return broker_error_set(err, BROKER_E_FORBIDDEN, "only an admin may ask this");
+        return 0;
 }
 
-const struct policy *broker_policy(const struct broker *b) {
-        return b->policy;
+/* admin.domains: every name a region or the policy mentions, with how often it is attached. */
+struct domain_mention {
+        const char *name;
+        bool attached;
+};
+
+static int cmp_domain_mention(const void *a, const void *b) {
+        return strcmp(((const struct domain_mention *) a)->name, ((const struct domain_mention *) b)->name);
 }
 
-struct store *broker_store(struct broker *b) {
-        return b->store;
+static int domain_mentions(struct broker *b, struct domain_mention **ret, size_t *ret_n) {
+        const struct policy *p = b->policy;
+        _cleanup_(xfreep) struct domain_mention *list = NULL;
+        size_t n = 0, cap = p->n_quotas, it = 0;
+        void *v;
+
+        for (size_t i = 0; i < p->n_agents; i++)
+                cap += p->agents[i].n_domains;
+        while (hashmap_iterate(b->regions, &it, &v))
+                cap += 1 + ((struct region *) v)->n_peers;
+        list = calloc(cap + 1, sizeof(*list));
+        if (!list)
+                return -ENOMEM;
+        it = 0;
+        while (hashmap_iterate(b->regions, &it, &v)) {
+                const struct region *r = v;
+                list[n++] = (struct domain_mention) { .name = r->owner };
+                for (size_t i = 0; i < r->n_peers; i++)
+                        list[n++] = (struct domain_mention) {
+                                .name = r->peers[i].domain, .attached = r->peers[i].state == PEER_ATTACHED,
+                        };
+        }
+        for (size_t i = 0; i < p->n_agents; i++)
+                for (size_t j = 0; j < p->agents[i].n_domains; j++)
+                        list[n++] = (struct domain_mention) { .name = p->agents[i].domains[j] };
+        for (size_t i = 0; i < p->n_quotas; i++)
+                if (strcmp(p->quotas[i].domain, "*") != 0)
+                        list[n++] = (struct domain_mention) { .name = p->quotas[i].domain };
+        if (n > 0)
+                qsort(list, n, sizeof(*list), cmp_domain_mention);
+        *ret = TAKE_PTR(list);
+        *ret_n = n;
+        return 0;
+}
+
+int broker_domain_foreach(struct broker *b, const struct broker_caller *caller,
+                          int (*fn)(void *userdata, const struct broker_domain_info *d), void *userdata,
+                          struct broker_error *err) {
+        _cleanup_(xfreep) struct domain_mention *list = NULL;
+        size_t n = 0;
+        int q;
+
+        q = check_admin(caller, err);
+        if (q < 0)
+                return q;
+        q = domain_mentions(b, &list, &n);
+        if (q < 0)
+                return broker_error_set(err, BROKER_E_STORE, "out of memory");
+        for (size_t i = 0; i < n;) {
+                struct broker_domain_info d = { .domain = list[i].name };
+
+                for (; i < n && strcmp(list[i].name, d.domain) == 0; i++)
+                        d.attached += list[i].attached;
+                broker_usage(b, d.domain, &d.bytes_owned, &d.regions_owned);
+                policy_quota_for(b->policy, d.domain, &d.max_bytes, &d.max_regions);
+                q = fn(userdata, &d);
+                if (q != 0)
+                        return q;
+        }
+        return 0;
+}
+
+/* What live (not reclaimed) regions use of each pool, indexed like b->platform->pools. */
+static int pool_use(struct broker *b, uint64_t **ret_used, uint64_t **ret_regions) {
+        const struct platform *pl = b->platform;
+        _cleanup_(xfreep) uint64_t *used = calloc(pl->n_pools + 1, sizeof(*used));
+        _cleanup_(xfreep) uint64_t *regions = calloc(pl->n_pools + 1, sizeof(*regions));
+        size_t it = 0;
+        void *v;
+
+        if (!used || !regions)
+                return -ENOMEM;
+        while (hashmap_iterate(b->regions, &it, &v)) {
+                const struct region *r = v;
+                if (!r->pool)
+                        continue;
+                used[r->pool - pl->pools] += r->size;
+                regions[r->pool - pl->pools]++;
+        }
+        *ret_used = TAKE_PTR(used);
+        *ret_regions = TAKE_PTR(regions);
+        return 0;
+}
+
+int broker_pool_foreach(struct broker *b, const struct broker_caller *caller,
+                        int (*fn)(void *userdata, const struct broker_pool_info *p), void *userdata,
+                        struct broker_error *err) {
+        const struct platform *pl = b->platform;
+        _cleanup_(xfreep) uint64_t *used = NULL, *regions = NULL;
+        int q;
+
+        q = check_admin(caller, err);
+        if (q < 0)
+                return q;
+        if (pool_use(b, &used, &regions) < 0)
+                return broker_error_set(err, BROKER_E_STORE, "out of memory");
+        for (size_t i = 0; i < pl->n_pools; i++) {
+                const struct platform_pool *pool = &pl->pools[i];
+                uint64_t size = pool->end - pool->base;
+
+                q = fn(userdata, &(struct broker_pool_info) {
+                        .pool = pool->name, .numa_node = pool->numa_node, .base = pool->base, .size = size,
+                        .granule = pool->granule, .used = used[i], .free = size > used[i] ? size - used[i] : 0,
+                        .regions = regions[i],
+                });
+                if (q != 0)
+                        return q;
+        }
+        return 0;
+}
+
+/* The smallest NUMA node of a pool above after (any, when !have_after); false when none is. */
+static bool numa_next(const struct platform *pl, bool have_after, uint32_t after, uint32_t *ret) {
+        bool found = false;
+
+        for (size_t i = 0; i < pl->n_pools; i++) {
+                uint32_t n = pl->pools[i].numa_node;
+                if ((!have_after || n > after) && (!found || n < *ret)) {
+                        *ret = n;
+                        found = true;
+                }
+        }
+        return found;
+}
+
+int broker_numa_foreach(struct broker *b, const struct broker_caller *caller,
+                        int (*fn)(void *userdata, const struct broker_numa_info *n), void *userdata,
+                        struct broker_error *err) {
+        const struct platform *pl = b->platform;
+        _cleanup_(xfreep) uint64_t *used = NULL, *regions = NULL;
+        struct broker_numa_info info = {};
+        int q;
+
+        q = check_admin(caller, err);
+        if (q < 0)
+                return q;
+        if (pool_use(b, &used, &regions) < 0)
+                return broker_error_set(err, BROKER_E_STORE, "out of memory");
+        for (bool first = true; numa_next(pl, !first, info.numa_node, &info.numa_node); first = false) {
+                info.size = info.used = 0;
+                for (size_t i = 0; i < pl->n_pools; i++)
+                        if (pl->pools[i].numa_node == info.numa_node) {
+                                info.size += pl->pools[i].end - pl->pools[i].base;
+                                info.used += used[i];
+                        }
+                q = fn(userdata, &info);
+                if (q != 0)
+                        return q;
+        }
+        return 0;
+}
+
+/* The seqs of the last n rows seen, as a ring: for the newest rows of the audit log. */
+struct audit_tail {
+        int64_t *seqs;
+        unsigned n, seen;
+};
+
+static int audit_tail_one(void *userdata, const struct store_audit *a) {
+        struct audit_tail *t = userdata;
+
+        t->seqs[t->seen++ % t->n] = a->seq;
+        return 0;
+}
+
+/* after_seq such that the rows after it (and since) are the newest limit ones. */
+static int audit_tail_start(struct broker *b, int64_t after_seq, int64_t since, unsigned limit, int64_t *ret) {
+        _cleanup_(xfreep) int64_t *seqs = calloc(limit, sizeof(*seqs));
+        struct audit_tail t = { .seqs = seqs, .n = limit };
+        int q;
+
+        if (!seqs)
+                return -ENOMEM;
+        q = store_audit_list(b->store, after_seq, since, 0, audit_tail_one, &t);
+        if (q < 0)
+                return q;
+        /* Full ring: the oldest kept seq is the next slot to be overwritten. */
+        *ret = t.seen < limit ? after_seq : seqs[t.seen % limit] - 1;
+        return 0;
+}
+
+int broker_audit_foreach(struct broker *b, const struct broker_caller *caller, int64_t after_seq, int64_t since,
+                         unsigned limit, bool newest, int (*fn)(void *userdata, const struct store_audit *a),
+                         void *userdata, struct broker_error *err) {
+        int q;
+
+        q = check_admin(caller, err);
+        if (q < 0)
+                return q;
+        if (after_seq < 0 || since < 0)
+                return broker_error_set(err, BROKER_E_INVALID, "after_seq and since must not be negative");
+        if (newest && limit > 0) {
+                q = audit_tail_start(b, after_seq, since, limit, &after_seq);
+                if (q < 0)
+                        return broker_error_set(err, BROKER_E_STORE, "could not read the audit log: %s", strerror(-q));
+        }
+        q = store_audit_list(b->store, after_seq, since, limit, fn, userdata);
+        if (q < 0 && q != -ENOMEM)
+                return broker_error_set(err, BROKER_E_STORE, "could not read the audit log: %s", strerror(-q));
+        return q;
+}
+
+int broker_stats(struct broker *b, const struct broker_caller *caller, struct broker_stats *ret,
+                 struct broker_error *err) {
+        struct broker_stats st = {};
+        size_t it = 0;
+        void *v;
+        int q;
+
+        q = check_admin(caller, err);
+        if (q < 0)
+                return q;
+        while (hashmap_iterate(b->regions, &it, &v)) {
+                const struct region *r = v;
+                st.regions_live += region_live(r);
+                st.regions_revoking += r->state == REGION_REVOKING;
+        }
+        *ret = st;
+        return 0;
+}
+
+const char *broker_backend_name(const struct broker *b) {
+        return backend_name(b->backend);
 }
 
 /* ---- policy ---- */
@@ -2039,7 +2486,7 @@ static int broker_resume(struct broker *b) {
                                 return q;
                         continue;
                 }
-                q = b->backend->ops->restore(b->backend, &br);
+                q = backend_restore(b->backend, &br);
                 if (q < 0 && q != -ENOENT)
                         log_region(LOG_ERR, r->id, NULL, NULL, "could not restore its memory: %s", strerror(-q));
                 /* Gone, or there but not as it was left (a crash while it was being created):
@@ -2050,9 +2497,9 @@ static int broker_resume(struct broker *b) {
                                 seen = seen || r->peers[i].state != PEER_GRANTED;
                         if (!seen) {
                                 /* Nobody has seen the memory yet: making it anew loses nothing. */
-                                q = b->backend->ops->create(b->backend, &br);
+                                q = backend_create(b->backend, &br);
                                 if (q >= 0)
-                                        q = b->backend->ops->scrub(b->backend, &br);
+                                        q = backend_scrub(b->backend, &br);
                         }
                         if (seen || q < 0) {
                                 /* Holders would see different memory than new attachers: take it down. */
@@ -2125,7 +2572,11 @@ int broker_new(struct broker_config *cfg, struct broker **ret, struct broker_err
         b->platform = TAKE_PTR(cfg->platform);
         b->policy = TAKE_PTR(cfg->policy);
         b->backend = TAKE_PTR(cfg->backend);
-        backend_set_callbacks(b->backend, &(struct backend_callbacks) { .unmap_done = on_unmap_done, .userdata = b });
+        store_set_retention(b->store, &cfg->retention);
+        backend_set_callbacks(b->backend, &(struct backend_callbacks) {
+                .unmap_done = on_unmap_done, .domain_gone = on_domain_gone, .reconnected = on_reconnected,
+                .userdata = b,
+        });
 
         ls.b = b;
         q = store_load(b->store, &(struct store_load_ops) {
@@ -2133,7 +2584,7 @@ int broker_new(struct broker_config *cfg, struct broker **ret, struct broker_err
         }, &ls);
         if (q < 0)
                 return broker_error_set(err, BROKER_E_STORE, "cannot load state from %s: %s", cfg->db_path, strerror(-q));
-        b->defer_unmaps = b->backend->ops->survey != NULL;
+        b->defer_unmaps = backend_can_survey(b->backend);
         q = broker_resume(b);
         if (q < 0)
                 return broker_error_set(err, BROKER_E_STORE, "cannot resume interrupted work: %s", strerror(-q));
@@ -2142,7 +2593,7 @@ int broker_new(struct broker_config *cfg, struct broker **ret, struct broker_err
         b->defer_unmaps = false;
         if (q < 0)
                 log_error("reconciling with the %s backend on start: %s; some state is left for the next reconcile",
-                          b->backend->ops->name, strerror(-q));
+                          backend_name(b->backend), strerror(-q));
 
         *ret = TAKE_PTR(b);
         return 0;
