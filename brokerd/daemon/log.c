@@ -71,26 +71,8 @@ void log_setup(enum log_target target) {
                 log_set_sink(NULL);
 }
 
-/* broker.h's enum has no _MAX on this branch: the last type + 1 sizes the table. */
-#define BROKER_EVENT_TYPES (BROKER_EVENT_UNPLUG_OVERDUE + 1)
-
-static const char *const broker_event_names[] = {
-        [BROKER_EVENT_ATTACHED] = "attached",
-        [BROKER_EVENT_RECALL] = "recall",
-        [BROKER_EVENT_RELEASED] = "released",
-        [BROKER_EVENT_REVOKED] = "revoked",
-        [BROKER_EVENT_RECLAIMED] = "reclaimed",
-        [BROKER_EVENT_ROUTE_CHANGED] = "route changed",
-        [BROKER_EVENT_UNPLUG_OVERDUE] = "unplug overdue",
-};
-_Static_assert(ELEMENTSOF(broker_event_names) == BROKER_EVENT_TYPES, "a name for every broker event type");
-
-const char *log_broker_event_name(enum broker_event_type t) {
-        return (unsigned) t < ELEMENTSOF(broker_event_names) ? broker_event_names[t] : NULL;
-}
-
 void log_broker_event(const struct broker_event *ev) {
-        const char *name = log_broker_event_name(ev->type);
+        const char *name = broker_event_type_to_string(ev->type);
         bool overdue = ev->type == BROKER_EVENT_UNPLUG_OVERDUE;
         int priority = overdue ? LOG_WARNING : ev->type == BROKER_EVENT_REVOKED ? LOG_NOTICE : LOG_INFO;
 

@@ -19,5 +19,4 @@ int log_target_from_string(const char *s, enum log_target *ret);
 void log_setup(enum log_target target);
 
 /* "attached", "unplug overdue", ...; NULL for a type the table does not know. */
-const char *log_broker_event_name(enum broker_event_type t);
 void log_broker_event(const struct broker_event *ev);

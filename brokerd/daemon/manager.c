@@ -135,7 +135,7 @@ static int load_broker(struct manager *m) {
         struct broker_config bc = {
                 .db_path = m->cfg.db_path, .revoke_timeout_usec = m->cfg.revoke_timeout_usec,
                 .on_event = on_broker_event, .event_userdata = m, .escalation = m->cfg.escalation,
-                .unplug_grace_usec = m->cfg.unplug_grace_usec,
+                .unplug_grace_usec = m->cfg.unplug_grace_usec, .retention = m->cfg.retention,
         };
         struct broker_error err = {};
         int r;

@@ -342,74 +342,54 @@ static struct broker_caller caller_of(const struct rpc_caller *c) {
         return (struct broker_caller) { .uid = c->uid, .admin = c->admin };
 }
 
-static bool acts_for(const struct methods *m, const struct rpc_caller *c, const char *domain) {
-        return c->admin || policy_agent_may_act(broker_policy(m->broker), c->uid, domain);
-}
-
 static int check_acts_for(const struct methods *m, const struct rpc_caller *c, const char *domain,
                           struct rpc_error *err) {
-        if (acts_for(m, c, domain))
+        struct broker_caller bc = caller_of(c);
+
+        if (broker_caller_acts_for(m->broker, &bc, domain))
                 return 0;
         return broker_failf(err, BROKER_E_FORBIDDEN, "uid %u may not act for domain %s", (unsigned) c->uid, domain);
 }
 
-static bool region_visible(const struct methods *m, const struct rpc_caller *c, const struct broker_region_info *r) {
-        if (c->admin || acts_for(m, c, r->owner))
-                return true;
-        for (size_t i = 0; i < r->n_peers; i++)
-                if (acts_for(m, c, r->peers[i].domain))
-                        return true;
-        return false;
+struct domain_list {
+        const char **list;
+        size_t n;
+};
+
+static int domain_list_add(void *userdata, const char *domain) {
+        struct domain_list *l = userdata;
+        const char **nl = reallocarray(l->list, l->n + 1, sizeof(*nl));
+
+        if (!nl)
+                return -ENOMEM;
+        l->list = nl;
+        l->list[l->n++] = domain;
+        return 0;
 }
 
-/* The domains the policy gives an agent's uid, without repeats; borrowed from the policy. */
+/* The domains the policy gives an agent's uid, without repeats; borrowed from the broker. */
 static int agent_domains(const struct methods *m, uid_t uid, const char ***ret, size_t *ret_n) {
-        const struct policy *p = broker_policy(m->broker);
-        _cleanup_(xfreep) const char **list = NULL;
-        size_t n = 0, cap = 0;
+        struct domain_list l = {};
+        int q = broker_caller_domains(m->broker, &(struct broker_caller) { .uid = uid }, domain_list_add, &l);
 
-        for (size_t i = 0; p && i < p->n_agents; i++) {
-                if (p->agents[i].uid != uid)
-                        continue;
-                for (size_t j = 0; j < p->agents[i].n_domains; j++) {
-                        const char *d = p->agents[i].domains[j];
-                        bool seen = false;
-                        for (size_t k = 0; k < n && !seen; k++)
-                                seen = strcmp(list[k], d) == 0;
-                        if (seen)
-                                continue;
-                        if (n == cap) {
-                                size_t ncap = cap ? cap * 2 : 8;
-                                const char **nl = reallocarray(list, ncap, sizeof(*nl));
-                                if (!nl)
-                                        return -ENOMEM;
-                                list = nl;
-                                cap = ncap;
-                        }
-                        list[n++] = d;
-                }
+        if (q < 0) {
+                free(l.list);
+                return q;
         }
-        *ret = TAKE_PTR(list);
-        *ret_n = n;
+        *ret = l.list;
+        *ret_n = l.n;
         return 0;
 }
 
 /* ---- shared result pieces ---- */
 
-static const char *region_state_after(struct methods *m, uint64_t id) {
-        struct broker_region_info info;
-
-        if (broker_region_get(m->broker, id, &info) < 0)
-                return region_state_to_string(REGION_RECLAIMED);
-        return region_state_to_string(info.state);
-}
-
-static int region_state_result(struct methods *m, uint64_t id, struct json_object **ret, struct rpc_error *err) {
+static int region_state_result(const struct broker_region_info *info, struct json_object **ret,
+                               struct rpc_error *err) {
         struct json_object *o = json_object_new_object();
         bool ok = true;
 
-        obj_add_u64(o, "region", id, &ok);
-        obj_add_str(o, "state", region_state_after(m, id), &ok);
+        obj_add_u64(o, "region", info->id, &ok);
+        obj_add_str(o, "state", region_state_to_string(info->state), &ok);
         return result_finish(o, ok, ret, err);
 }
 
@@ -592,13 +572,6 @@ static int parse_peers(struct json_object *params, struct broker_share_peer *pee
         return 0;
 }
 
-/* Takes a committed share back when its answer cannot be delivered. */
-static void share_undo(struct methods *m, uint64_t region) {
-        struct broker_caller admin = { .uid = 0, .admin = true };
-
-        (void) broker_revoke(m->broker, &admin, NULL, region, 0, true, NULL);
-}
-
 static int method_region_share(struct methods *m, const struct rpc_caller *c, struct json_object *params,
                                struct rpc_reply_fds *fds, struct json_object **ret, struct rpc_error *err) {
         static const char *const allowed[] = { "owner", "device", "size", "peers", "numa_node",
@@ -674,7 +647,7 @@ static int method_region_share(struct methods *m, const struct rpc_caller *c, st
                 closep(&res.owner_fd);
         if (!ok || q < 0) {
                 json_object_put(o);
-                share_undo(m, res.region);
+                (void) broker_share_undo(m->broker, &bc, res.region, NULL);
                 return internal_error(err, q < 0 ? q : -ENOMEM);
         }
         *ret = o;
@@ -723,7 +696,7 @@ static int method_region_attach(struct methods *m, const struct rpc_caller *c, s
                 /* The token is spent; give the grant back so the region does not wait on a peer
                  * that never got its memory. */
                 json_object_put(o);
-                (void) broker_release(m->broker, &bc, domain, res.region, NULL);
+                (void) broker_attach_undo(m->broker, &bc, domain, res.region, NULL);
                 return internal_error(err, q < 0 ? q : -ENOMEM);
         }
         *ret = o;
@@ -736,6 +709,7 @@ static int method_region_release(struct methods *m, const struct rpc_caller *c, 
         const char *domain = NULL;
         struct broker_error berr = {};
         struct broker_caller bc = caller_of(c);
+        struct broker_region_info info;
         uint64_t region = 0;
         int q;
 
@@ -750,10 +724,10 @@ static int method_region_release(struct methods *m, const struct rpc_caller *c, 
         q = check_acts_for(m, c, domain, err);
         if (q < 0)
                 return q;
-        q = broker_release(m->broker, &bc, domain, region, &berr);
+        q = broker_release(m->broker, &bc, domain, region, &info, &berr);
         if (q < 0)
                 return broker_fail(err, &berr);
-        return region_state_result(m, region, ret, err);
+        return region_state_result(&info, ret, err);
 }
 
 static int parse_revoke(struct json_object *params, uint64_t *ret_region, uint64_t *ret_timeout, bool *ret_force,
@@ -783,6 +757,7 @@ static int revoke_common(struct methods *m, const struct rpc_caller *c, struct j
         const char *owner = NULL;
         struct broker_error berr = {};
         struct broker_caller bc = caller_of(c);
+        struct broker_region_info info;
         uint64_t region = 0, timeout = 0;
         bool force = false;
         int q;
@@ -796,10 +771,10 @@ static int revoke_common(struct methods *m, const struct rpc_caller *c, struct j
                 q = check_acts_for(m, c, owner, err);
         if (q < 0)
                 return q;
-        q = broker_revoke(m->broker, &bc, owner, region, timeout, force, &berr);
+        q = broker_revoke(m->broker, &bc, owner, region, timeout, force, &info, &berr);
         if (q < 0)
                 return broker_fail(err, &berr);
-        return region_state_result(m, region, ret, err);
+        return region_state_result(&info, ret, err);
 }
 
 static int method_region_revoke(struct methods *m, const struct rpc_caller *c, struct json_object *params,
@@ -812,6 +787,8 @@ static int method_region_get(struct methods *m, const struct rpc_caller *c, stru
                              struct rpc_reply_fds *fds, struct json_object **ret, struct rpc_error *err) {
         static const char *const allowed[] = { "region", NULL };
         struct broker_region_info info;
+        struct broker_error berr = {};
+        struct broker_caller bc = caller_of(c);
         struct json_object *o;
         uint64_t region = 0;
         int q;
@@ -822,11 +799,8 @@ static int method_region_get(struct methods *m, const struct rpc_caller *c, stru
                 q = param_u64(params, "region", true, NULL, &region, err);
         if (q < 0)
                 return q;
-        if (broker_region_get(m->broker, region, &info) < 0)
-                return broker_failf(err, BROKER_E_NO_SUCH_REGION, "no live region %" PRIu64, region);
-        if (!region_visible(m, c, &info))
-                return broker_failf(err, BROKER_E_FORBIDDEN, "uid %u acts for no domain of region %" PRIu64,
-                                    (unsigned) c->uid, region);
+        if (broker_region_get(m->broker, &bc, region, &info, &berr) < 0)
+                return broker_fail(err, &berr);
         o = region_to_json(&info);
         return result_finish(o, o != NULL, ret, err);
 }
@@ -844,8 +818,6 @@ struct list_walk {
 static int list_one(void *userdata, const struct broker_region_info *r) {
         struct list_walk *w = userdata;
 
-        if (!region_visible(w->m, w->caller, r))
-                return 0;
         if (w->has_state && r->state != w->state)
                 return 0;
         if (w->device && strcmp(w->device, r->device) != 0)
@@ -907,7 +879,8 @@ static int method_region_list(struct methods *m, const struct rpc_caller *c, str
         w.regions = json_object_new_array();
         if (!w.regions)
                 return internal_error(err, -ENOMEM);
-        q = broker_region_foreach(m->broker, list_one, &w);
+        q = broker_region_foreach(m->broker, &(struct broker_caller) { .uid = c->uid, .admin = c->admin }, list_one,
+                                  &w);
         if (q < 0 || !w.ok) {
                 json_object_put(w.regions);
                 return internal_error(err, q < 0 ? q : -ENOMEM);
@@ -923,6 +896,8 @@ static int method_route_lookup(struct methods *m, const struct rpc_caller *c, st
         static const char *const allowed[] = { "device", "domain", NULL };
         const char *device = NULL, *domain = NULL;
         struct broker_route_info route;
+        struct broker_error berr = {};
+        struct broker_caller bc = caller_of(c);
         struct json_object *o;
         bool ok = true;
         int q;
@@ -935,12 +910,9 @@ static int method_route_lookup(struct methods *m, const struct rpc_caller *c, st
                 q = param_name(params, "domain", true, &domain, err);
         if (q < 0)
                 return q;
-        q = check_acts_for(m, c, domain, err);
+        q = broker_route_lookup(m->broker, &bc, device, domain, &route, &berr);
         if (q < 0)
-                return q;
-        q = broker_route_lookup(m->broker, device, domain, &route);
-        if (q < 0)
-                return broker_failf(err, BROKER_E_INVALID, "device or domain is not a valid name");
+                return broker_fail(err, &berr);
 
         o = json_object_new_object();
         if (!route.found)
@@ -1089,7 +1061,7 @@ static int method_admin_domain_gone(struct methods *m, const struct rpc_caller *
                 q = param_name(params, "domain", true, &domain, err);
         if (q < 0)
                 return q;
-        q = broker_domain_gone(m->broker, &bc, domain, &berr);
+        q = broker_domain_gone(m->broker, &bc, domain, NULL, &berr);
         if (q < 0)
                 return broker_fail(err, &berr);
         o = json_object_new_object();
@@ -1123,205 +1095,102 @@ static int method_admin_reconcile(struct methods *m, const struct rpc_caller *c,
         return result_finish(o, ok, ret, err);
 }
 
-struct domain_entry {
-        const char *name; /* borrowed: from the broker or the policy, stable during the call */
-        uint64_t attached;
-};
+static int domains_one(void *userdata, const struct broker_domain_info *d) {
+        struct json_object *arr = userdata, *o = json_object_new_object();
+        bool ok = true;
 
-struct domain_walk {
-        struct hashmap *map;
-        struct domain_entry *entries;
-        size_t n, cap;
-};
-
-static int domain_walk_add(struct domain_walk *w, const char *name, struct domain_entry **ret) {
-        struct domain_entry *e;
-
-        /* Entries are indexed by position; the map holds indexes + 1 so keys stay stable. */
-        void *v = hashmap_get(w->map, name);
-        if (v) {
-                if (ret)
-                        *ret = &w->entries[(uintptr_t) v - 1];
-                return 0;
-        }
-        if (w->n == w->cap) {
-                size_t ncap = w->cap ? w->cap * 2 : 16;
-                e = reallocarray(w->entries, ncap, sizeof(*e));
-                if (!e)
-                        return -ENOMEM;
-                w->entries = e;
-                w->cap = ncap;
-        }
-        w->entries[w->n] = (struct domain_entry) { .name = name };
-        int q = hashmap_put(w->map, name, (void *) (uintptr_t) (w->n + 1));
-        if (q < 0)
-                return q;
-        if (ret)
-                *ret = &w->entries[w->n];
-        w->n++;
-        return 0;
-}
-
-static int domains_one(void *userdata, const struct broker_region_info *r) {
-        struct domain_walk *w = userdata;
-        int q;
-
-        q = domain_walk_add(w, r->owner, NULL);
-        for (size_t i = 0; q >= 0 && i < r->n_peers; i++) {
-                struct domain_entry *e;
-                q = domain_walk_add(w, r->peers[i].domain, &e);
-                if (q >= 0 && r->peers[i].state == PEER_ATTACHED)
-                        e->attached++;
-        }
-        return q;
-}
-
-static int cmp_domain_entry(const void *a, const void *b) {
-        const struct domain_entry *x = a, *y = b;
-        return strcmp(x->name, y->name);
+        obj_add_str(o, "domain", d->domain, &ok);
+        obj_add_u64(o, "regions_owned", d->regions_owned, &ok);
+        obj_add_u64(o, "bytes_owned", d->bytes_owned, &ok);
+        obj_add_limit(o, "max_regions", d->max_regions, &ok);
+        obj_add_limit(o, "max_bytes", d->max_bytes, &ok);
+        obj_add_u64(o, "attached", d->attached, &ok);
+        arr_add(arr, o, &ok);
+        return ok ? 0 : -ENOMEM;
 }
 
 static int method_admin_domains(struct methods *m, const struct rpc_caller *c, struct json_object *params,
                                 struct rpc_reply_fds *fds, struct json_object **ret, struct rpc_error *err) {
         static const char *const allowed[] = { NULL };
-        const struct policy *p = broker_policy(m->broker);
-        struct domain_walk w = {};
-        struct json_object *o = NULL, *arr;
+        struct broker_caller bc = caller_of(c);
+        struct broker_error berr = {};
+        struct json_object *o, *arr;
         bool ok = true;
         int q;
 
-        (void) c, (void) fds;
+        (void) fds;
         q = params_check(params, allowed, err);
         if (q < 0)
                 return q;
-        q = hashmap_new(&hashmap_string_ops, &w.map);
-        if (q >= 0)
-                q = broker_region_foreach(m->broker, domains_one, &w);
-        for (size_t i = 0; q >= 0 && p && i < p->n_agents; i++)
-                for (size_t j = 0; q >= 0 && j < p->agents[i].n_domains; j++)
-                        q = domain_walk_add(&w, p->agents[i].domains[j], NULL);
-        for (size_t i = 0; q >= 0 && p && i < p->n_quotas; i++)
-                if (strcmp(p->quotas[i].domain, "*") != 0)
-                        q = domain_walk_add(&w, p->quotas[i].domain, NULL);
-        if (q < 0)
-                goto finish;
-
-        if (w.n > 0)
-                qsort(w.entries, w.n, sizeof(*w.entries), cmp_domain_entry);
-        o = json_object_new_object();
         arr = json_object_new_array();
-        for (size_t i = 0; i < w.n; i++) {
-                struct json_object *d = json_object_new_object();
-                uint64_t bytes, regions, max_bytes, max_regions;
-
-                broker_usage(m->broker, w.entries[i].name, &bytes, &regions);
-                policy_quota_for(p, w.entries[i].name, &max_bytes, &max_regions);
-                obj_add_str(d, "domain", w.entries[i].name, &ok);
-                obj_add_u64(d, "regions_owned", regions, &ok);
-                obj_add_u64(d, "bytes_owned", bytes, &ok);
-                obj_add_limit(d, "max_regions", max_regions, &ok);
-                obj_add_limit(d, "max_bytes", max_bytes, &ok);
-                obj_add_u64(d, "attached", w.entries[i].attached, &ok);
-                arr_add(arr, d, &ok);
+        if (!arr)
+                return internal_error(err, -ENOMEM);
+        q = broker_domain_foreach(m->broker, &bc, domains_one, arr, &berr);
+        if (q < 0) {
+                json_object_put(arr);
+                return berr.code ? broker_fail(err, &berr) : internal_error(err, q);
         }
+        o = json_object_new_object();
         obj_add(o, "domains", arr, &ok);
-finish:
-        hashmap_free(w.map);
-        free(w.entries);
-        if (q < 0)
-                return internal_error(err, q);
         return result_finish(o, ok, ret, err);
 }
 
-struct pool_walk {
-        const struct platform *platform;
-        uint64_t *used, *regions;
-};
+static int pools_one(void *userdata, const struct broker_pool_info *p) {
+        struct json_object *arr = userdata, *j = json_object_new_object();
+        bool ok = true;
 
-static int pools_one(void *userdata, const struct broker_region_info *r) {
-        struct pool_walk *w = userdata;
-        const struct platform_pool *pool = r->pool ? platform_find_pool(w->platform, r->pool) : NULL;
+        obj_add_str(j, "pool", p->pool, &ok);
+        obj_add_u64(j, "numa_node", p->numa_node, &ok);
+        obj_add_addr(j, "base", p->base, &ok);
+        obj_add_u64(j, "size", p->size, &ok);
+        obj_add_u64(j, "granule", p->granule, &ok);
+        obj_add_u64(j, "used", p->used, &ok);
+        obj_add_u64(j, "free", p->free, &ok);
+        obj_add_u64(j, "regions", p->regions, &ok);
+        arr_add(arr, j, &ok);
+        return ok ? 0 : -ENOMEM;
+}
 
-        if (pool) {
-                size_t i = (size_t) (pool - w->platform->pools);
-                w->used[i] += r->size;
-                w->regions[i]++;
-        }
-        return 0;
+static int numa_one(void *userdata, const struct broker_numa_info *n) {
+        struct json_object *arr = userdata, *j = json_object_new_object();
+        bool ok = true;
+
+        obj_add_u64(j, "numa_node", n->numa_node, &ok);
+        obj_add_u64(j, "size", n->size, &ok);
+        obj_add_u64(j, "used", n->used, &ok);
+        arr_add(arr, j, &ok);
+        return ok ? 0 : -ENOMEM;
 }
 
 static int method_admin_pools(struct methods *m, const struct rpc_caller *c, struct json_object *params,
                               struct rpc_reply_fds *fds, struct json_object **ret, struct rpc_error *err) {
         static const char *const allowed[] = { NULL };
-        const struct platform *pl = broker_platform(m->broker);
-        _cleanup_(xfreep) uint64_t *used = NULL, *regions = NULL;
-        struct pool_walk w = { .platform = pl };
+        struct broker_caller bc = caller_of(c);
+        struct broker_error berr = {};
         struct json_object *o, *pools, *numa;
-        uint32_t last_node = 0;
         bool ok = true;
         int q;
 
-        (void) c, (void) fds;
+        (void) fds;
         q = params_check(params, allowed, err);
         if (q < 0)
                 return q;
-        used = calloc(pl->n_pools + 1, sizeof(*used));
-        regions = calloc(pl->n_pools + 1, sizeof(*regions));
-        if (!used || !regions)
-                return internal_error(err, -ENOMEM);
-        w.used = used;
-        w.regions = regions;
-        (void) broker_region_foreach(m->broker, pools_one, &w);
-
         o = json_object_new_object();
         pools = json_object_new_array();
-        for (size_t i = 0; i < pl->n_pools; i++) {
-                const struct platform_pool *pool = &pl->pools[i];
-                struct json_object *j = json_object_new_object();
-                uint64_t size = pool->end - pool->base;
-
-                obj_add_str(j, "pool", pool->name, &ok);
-                obj_add_u64(j, "numa_node", pool->numa_node, &ok);
-                obj_add_addr(j, "base", pool->base, &ok);
-                obj_add_u64(j, "size", size, &ok);
-                obj_add_u64(j, "granule", pool->granule, &ok);
-                obj_add_u64(j, "used", used[i], &ok);
-                obj_add_u64(j, "free", size > used[i] ? size - used[i] : 0, &ok);
-                obj_add_u64(j, "regions", regions[i], &ok);
-                arr_add(pools, j, &ok);
-        }
-        obj_add(o, "pools", pools, &ok);
-
-        /* Totals per NUMA node, ascending, each node once. */
         numa = json_object_new_array();
-        for (bool have_last = false;;) {
-                uint32_t node = 0;
-                uint64_t size = 0, u = 0;
-                bool found = false;
-
-                for (size_t i = 0; i < pl->n_pools; i++) {
-                        uint32_t n = pl->pools[i].numa_node;
-                        if ((!have_last || n > last_node) && (!found || n < node)) {
-                                node = n;
-                                found = true;
-                        }
-                }
-                if (!found)
-                        break;
-                for (size_t i = 0; i < pl->n_pools; i++)
-                        if (pl->pools[i].numa_node == node) {
-                                size += pl->pools[i].end - pl->pools[i].base;
-                                u += used[i];
-                        }
-                struct json_object *j = json_object_new_object();
-                obj_add_u64(j, "numa_node", node, &ok);
-                obj_add_u64(j, "size", size, &ok);
-                obj_add_u64(j, "used", u, &ok);
-                arr_add(numa, j, &ok);
-                last_node = node;
-                have_last = true;
-        }
+        obj_add(o, "pools", pools, &ok);
         obj_add(o, "numa", numa, &ok);
+        if (!ok) {
+                json_object_put(o);
+                return internal_error(err, -ENOMEM);
+        }
+        q = broker_pool_foreach(m->broker, &bc, pools_one, pools, &berr);
+        if (q >= 0)
+                q = broker_numa_foreach(m->broker, &bc, numa_one, numa, &berr);
+        if (q < 0) {
+                json_object_put(o);
+                return berr.code ? broker_fail(err, &berr) : internal_error(err, q);
+        }
         return result_finish(o, ok, ret, err);
 }
 
@@ -1355,11 +1224,13 @@ static int method_admin_audit(struct methods *m, const struct rpc_caller *c, str
         static const char *const allowed[] = { "after_seq", "since_usec", "limit", NULL };
         uint64_t after = 0, since = 0, limit = METHODS_DEFAULT_AUDIT_LIMIT;
         struct audit_walk w = { .ok = true };
+        struct broker_caller bc = caller_of(c);
+        struct broker_error berr = {};
         struct json_object *o;
         bool ok = true;
         int q;
 
-        (void) c, (void) fds;
+        (void) fds;
         q = params_check(params, allowed, err);
         if (q >= 0)
                 q = param_u64(params, "after_seq", false, NULL, &after, err);
@@ -1379,12 +1250,12 @@ static int method_admin_audit(struct methods *m, const struct rpc_caller *c, str
         w.entries = json_object_new_array();
         if (!w.entries)
                 return internal_error(err, -ENOMEM);
-        q = store_audit_list(broker_store(m->broker), (int64_t) after, (int64_t) since, (unsigned) limit, audit_one,
-                             &w);
+        q = broker_audit_foreach(m->broker, &bc, (int64_t) after, (int64_t) since, (unsigned) limit, false,
+                                 audit_one, &w, &berr);
         if (q < 0 || !w.ok) {
                 json_object_put(w.entries);
-                if (q < 0 && q != -ENOMEM)
-                        return broker_failf(err, BROKER_E_STORE, "could not read the audit log: %s", strerror(-q));
+                if (q < 0 && berr.code)
+                        return broker_fail(err, &berr);
                 return internal_error(err, -ENOMEM);
         }
         o = json_object_new_object();
@@ -1392,37 +1263,27 @@ static int method_admin_audit(struct methods *m, const struct rpc_caller *c, str
         return result_finish(o, ok, ret, err);
 }
 
-struct stats_walk {
-        uint64_t live, revoking;
-};
-
-static int stats_one(void *userdata, const struct broker_region_info *r) {
-        struct stats_walk *w = userdata;
-
-        if (r->state == REGION_REVOKING)
-                w->revoking++;
-        else if (r->state == REGION_OFFERED || r->state == REGION_ACTIVE)
-                w->live++;
-        return 0;
-}
-
 static int method_admin_stats(struct methods *m, const struct rpc_caller *c, struct json_object *params,
                               struct rpc_reply_fds *fds, struct json_object **ret, struct rpc_error *err) {
         static const char *const allowed[] = { NULL };
         struct rpc_server_stats st = {};
-        struct stats_walk w = {};
+        struct broker_stats w = {};
+        struct broker_caller bc = caller_of(c);
+        struct broker_error berr = {};
         struct json_object *o;
         int64_t up;
         bool ok = true;
         int q;
 
-        (void) c, (void) fds;
+        (void) fds;
         q = params_check(params, allowed, err);
         if (q < 0)
                 return q;
         if (m->server)
                 rpc_server_get_stats(m->server, &st);
-        (void) broker_region_foreach(m->broker, stats_one, &w);
+        q = broker_stats(m->broker, &bc, &w, &berr);
+        if (q < 0)
+                return broker_fail(err, &berr);
         up = monotonic_usec() - m->started;
 
         o = json_object_new_object();
@@ -1430,8 +1291,8 @@ static int method_admin_stats(struct methods *m, const struct rpc_caller *c, str
         obj_add_u64(o, "connections", st.connections, &ok);
         obj_add_u64(o, "requests", st.requests, &ok);
         obj_add_u64(o, "errors", st.errors, &ok);
-        obj_add_u64(o, "regions_live", w.live, &ok);
-        obj_add_u64(o, "regions_revoking", w.revoking, &ok);
+        obj_add_u64(o, "regions_live", w.regions_live, &ok);
+        obj_add_u64(o, "regions_revoking", w.regions_revoking, &ok);
         obj_add_u64(o, "subscribers", hashmap_size(m->subscriptions), &ok);
         obj_add_u64(o, "dropped_subscribers", m->dropped_subscribers, &ok);
         return result_finish(o, ok, ret, err);
@@ -1557,7 +1418,8 @@ static bool subscription_wants(const struct methods *m, const struct subscriptio
                 for (size_t j = 0; j < s->n_domains; j++)
                         /* An agent whose domain was taken away by a reload hears no more of it. */
                         if (strcmp(targets[i], s->domains[j]) == 0 &&
-                            (s->admin || policy_agent_may_act(broker_policy(m->broker), s->uid, targets[i])))
+                            broker_caller_acts_for(m->broker, &(struct broker_caller) { .uid = s->uid, .admin = s->admin },
+                                                   targets[i]))
                                 return true;
         }
         return false;
@@ -1594,16 +1456,12 @@ void methods_on_event(void *userdata, const struct broker_event *ev) {
                 targets[n_targets++] = ev->owner;
                 targets[n_targets++] = ev->domain;
                 break;
-        case BROKER_EVENT_RECLAIMED: {
-                struct broker_region_info info;
+        case BROKER_EVENT_RECLAIMED:
                 method = "region.reclaimed";
                 targets[n_targets++] = ev->owner;
-                /* Still indexed while its reclaim is announced. */
-                if (m->broker && broker_region_get(m->broker, ev->region, &info) >= 0)
-                        for (size_t i = 0; i < info.n_peers && n_targets < ELEMENTSOF(targets); i++)
-                                targets[n_targets++] = info.peers[i].domain;
+                for (size_t i = 0; i < ev->n_peers && n_targets < ELEMENTSOF(targets); i++)
+                        targets[n_targets++] = ev->peers[i].domain;
                 break;
-        }
         case BROKER_EVENT_ROUTE_CHANGED:
                 method = "route.changed";
                 targets[n_targets++] = ev->domain;
@@ -1612,6 +1470,9 @@ void methods_on_event(void *userdata, const struct broker_event *ev) {
                 method = "region.unplug_overdue";
                 targets[n_targets++] = ev->owner;
                 targets[n_targets++] = ev->domain;
+                break;
+        case BROKER_EVENT_RECONCILED:
+        case _BROKER_EVENT_TYPE_MAX:
                 break;
         }
         if (!method)
