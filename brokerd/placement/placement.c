@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "placement/dma-spans.h"
 #include "util/hashmap.h"
 #include "util/names.h"
 #include "util/num.h"
@@ -14,7 +15,7 @@
 /* What one device can use: sorted by base, each span inside one pool and one DMA window. */
 struct device_view {
         const struct platform_device *device;
-        struct platform_span *spans;
+        struct dma_span *spans;
         size_t n_spans;
 };
 
@@ -96,7 +97,7 @@ int placer_new(const struct platform *platform, struct placer **ret) {
                 struct device_view *v = &p->views[i];
 
                 v->device = &platform->devices[i];
-                r = platform_device_spans(platform, v->device, &v->spans, &v->n_spans);
+                r = dma_spans_of_device(platform, v->device, &v->spans, &v->n_spans);
                 if (r < 0)
                         return r;
                 p->n_views++;
@@ -224,7 +225,7 @@ static int place(struct placer *p, const struct device_view *v, const struct pla
         return 0;
 }
 
-static bool span_eligible(const struct platform_span *s, const struct placement_request *req) {
+static bool span_eligible(const struct dma_span *s, const struct placement_request *req) {
         return !req->has_numa_node || s->pool->numa_node == req->numa_node;
 }
 
@@ -237,7 +238,7 @@ static int allocate(struct placer *p, const struct device_view *v, const struct 
         size_t n_eligible = 0;
 
         for (size_t i = 0; i < v->n_spans; i++) {
-                const struct platform_span *s = &v->spans[i];
+                const struct dma_span *s = &v->spans[i];
                 uint64_t size, align, x;
 
                 if (!span_eligible(s, req))
@@ -268,7 +269,7 @@ static int allocate(struct placer *p, const struct device_view *v, const struct 
         }
 
         for (size_t i = 0; i < v->n_spans; i++) {
-                const struct platform_span *s = &v->spans[i];
+                const struct dma_span *s = &v->spans[i];
                 uint64_t size, align, start;
 
                 if (!span_eligible(s, req))
