@@ -110,25 +110,9 @@ static void format_peer_list(const struct policy_peer_request *peers, size_t n, 
                 snprintf(buf + k, size - (size_t) k, " and %zu more", n - shown);
 }
 
-/* How far a candidate rule got; the best one decides the error reported. */
-enum share_failure {
-        FAIL_NO_RULE,
-        FAIL_ACCESS,
-        FAIL_TOO_LARGE,
-};
-
-int policy_check_share(const struct policy *p, const char *sharer, const char *device,
-                       const struct policy_peer_request *peers, size_t n_peers, uint64_t size,
+/* The request's own consistency, before any rule is looked at. */
+static int check_peers(const char *sharer, const struct policy_peer_request *peers, size_t n_peers,
                        struct broker_error *err) {
-        enum share_failure fail = FAIL_NO_RULE;
-        const struct policy_share *denied = NULL;
-        const char *denied_peer = NULL;
-        uint64_t best_max = 0;
-        char a[NUM_FMT_MAX], b[NUM_FMT_MAX];
-        size_t n_shares = p ? p->n_shares : 0;
-
-        if (!sharer || !device)
-                return broker_error_set(err, BROKER_E_INVALID, "no sharer or device given");
         if (n_peers == 0 || !peers)
                 return broker_error_set(err, BROKER_E_INVALID, "a region needs at least one peer");
         /* No rule lists more peers, and this bounds the quadratic checks below. */
@@ -138,75 +122,93 @@ int policy_check_share(const struct policy *p, const char *sharer, const char *d
                 if (!peers[i].domain)
                         return broker_error_set(err, BROKER_E_INVALID, "peer %zu has no domain", i);
                 if (peers[i].access != ACCESS_RO && peers[i].access != ACCESS_RW)
-                        return broker_error_set(err, BROKER_E_INVALID, "invalid access mode for peer %s", peers[i].domain);
+                        return broker_error_set(err, BROKER_E_INVALID, "invalid access mode for peer %s",
+                                                peers[i].domain);
                 if (streq(peers[i].domain, sharer))
                         return broker_error_set(err, BROKER_E_INVALID, "%s cannot be a peer of its own region", sharer);
                 for (size_t j = 0; j < i; j++)
                         if (streq(peers[i].domain, peers[j].domain))
-                                return broker_error_set(err, BROKER_E_INVALID, "peer %s is listed twice", peers[i].domain);
+                                return broker_error_set(err, BROKER_E_INVALID, "peer %s is listed twice",
+                                                        peers[i].domain);
         }
+        return 0;
+}
 
-        if (n_peers > 1) {
-                /* A peer no rule names at all is refused as such: marking the sharing
-                 * multi_peer would not help. */
-                for (size_t i = 0; i < n_peers; i++) {
-                        bool named = false;
+/*
+ * For several peers: a peer no rule names at all is refused as such, since marking the
+ * sharing multi_peer would not help.
+ */
+static int check_peers_named(const struct policy *p, const char *sharer, const char *device,
+                             const struct policy_peer_request *peers, size_t n_peers, struct broker_error *err) {
+        for (size_t i = 0; i < n_peers; i++) {
+                bool named = false;
 
-                        for (size_t k = 0; k < n_shares && !named; k++) {
-                                const struct policy_share *s = &p->shares[k];
+                for (size_t k = 0; p && k < p->n_shares && !named; k++) {
+                        const struct policy_share *s = &p->shares[k];
 
-                                named = streq_ptr(s->sharer, sharer) && streq_ptr(s->device, device) &&
-                                        share_lists_peer(s, peers[i].domain);
-                        }
-                        if (!named)
-                                return broker_error_set(err, BROKER_E_FORBIDDEN, "policy does not allow %s to share %s with %s",
-                                                        sharer, device, peers[i].domain);
+                        named = streq_ptr(s->sharer, sharer) && streq_ptr(s->device, device) &&
+                                share_lists_peer(s, peers[i].domain);
                 }
+                if (!named)
+                        return broker_error_set(err, BROKER_E_FORBIDDEN, "policy does not allow %s to share %s with %s",
+                                                sharer, device, peers[i].domain);
         }
+        return 0;
+}
 
-        for (size_t k = 0; k < n_shares; k++) {
-                const struct policy_share *s = &p->shares[k];
-                const char *short_peer = NULL;
-                bool covers = true;
+/* How far a candidate rule got; the best one decides the error reported. */
+enum share_failure {
+        FAIL_NO_RULE,
+        FAIL_ACCESS,
+        FAIL_TOO_LARGE,
+};
 
-                if (!streq_ptr(s->sharer, sharer) || !streq_ptr(s->device, device))
-                        continue;
-                if (n_peers > 1 && !s->multi_peer)
-                        continue;
-                for (size_t i = 0; i < n_peers && covers; i++) {
-                        covers = share_lists_peer(s, peers[i].domain);
-                        if (covers && !short_peer && peers[i].access > s->access)
-                                short_peer = peers[i].domain;
-                }
-                if (!covers)
-                        continue;
+struct share_verdict {
+        enum share_failure fail;
+        const struct policy_share *denied; /* FAIL_ACCESS: the rule */
+        const char *denied_peer;           /* FAIL_ACCESS: the peer it gives too little */
+        uint64_t best_max;                 /* FAIL_TOO_LARGE: the largest max_region seen */
+};
 
-                if (short_peer) {
-                        if (fail < FAIL_ACCESS) {
-                                fail = FAIL_ACCESS;
-                                denied = s;
-                                denied_peer = short_peer;
-                        }
-                        continue;
-                }
-                if (size > s->max_region) {
-                        if (fail < FAIL_TOO_LARGE || s->max_region > best_max) {
-                                fail = FAIL_TOO_LARGE;
-                                best_max = s->max_region;
-                        }
-                        continue;
-                }
-                return 0;
+/* Whether rule s allows the request; if not, how far it got goes into v. */
+static bool rule_allows(const struct policy_share *s, const struct policy_peer_request *peers, size_t n_peers,
+                        uint64_t size, struct share_verdict *v) {
+        const char *short_peer = NULL;
+
+        if (n_peers > 1 && !s->multi_peer)
+                return false;
+        for (size_t i = 0; i < n_peers; i++) {
+                if (!share_lists_peer(s, peers[i].domain))
+                        return false;
+                if (!short_peer && peers[i].access > s->access)
+                        short_peer = peers[i].domain;
         }
+        if (short_peer) {
+                if (v->fail < FAIL_ACCESS)
+                        *v = (struct share_verdict) { .fail = FAIL_ACCESS, .denied = s, .denied_peer = short_peer };
+                return false;
+        }
+        if (size > s->max_region) {
+                if (v->fail < FAIL_TOO_LARGE || s->max_region > v->best_max)
+                        *v = (struct share_verdict) { .fail = FAIL_TOO_LARGE, .best_max = s->max_region };
+                return false;
+        }
+        return true;
+}
 
-        switch (fail) {
+static int share_refused(const struct share_verdict *v, const char *sharer, const char *device,
+                         const struct policy_peer_request *peers, size_t n_peers, uint64_t size,
+                         struct broker_error *err) {
+        char a[NUM_FMT_MAX], b[NUM_FMT_MAX];
+
+        switch (v->fail) {
         case FAIL_TOO_LARGE:
                 return broker_error_set(err, BROKER_E_TOO_LARGE,
                                         "a region of %s exceeds the policy's max_region of %s for %s/%s",
-                                        num_format_size(size, a), num_format_size(best_max, b), sharer, device);
+                                        num_format_size(size, a), num_format_size(v->best_max, b), sharer, device);
         case FAIL_ACCESS:
                 return broker_error_set(err, BROKER_E_FORBIDDEN, "policy allows only %s for %s/%s -> %s",
-                                        access_to_string(denied->access), sharer, device, denied_peer);
+                                        access_to_string(v->denied->access), sharer, device, v->denied_peer);
         case FAIL_NO_RULE:
                 break;
         }
@@ -222,6 +224,32 @@ int policy_check_share(const struct policy *p, const char *sharer, const char *d
         }
         return broker_error_set(err, BROKER_E_FORBIDDEN, "policy does not allow %s to share %s with %s",
                                 sharer, device, peers[0].domain);
+}
+
+int policy_check_share(const struct policy *p, const char *sharer, const char *device,
+                       const struct policy_peer_request *peers, size_t n_peers, uint64_t size,
+                       struct broker_error *err) {
+        struct share_verdict v = { .fail = FAIL_NO_RULE };
+        int r;
+
+        if (!sharer || !device)
+                return broker_error_set(err, BROKER_E_INVALID, "no sharer or device given");
+        r = check_peers(sharer, peers, n_peers, err);
+        if (r < 0)
+                return r;
+        if (n_peers > 1) {
+                r = check_peers_named(p, sharer, device, peers, n_peers, err);
+                if (r < 0)
+                        return r;
+        }
+        for (size_t k = 0; p && k < p->n_shares; k++) {
+                const struct policy_share *s = &p->shares[k];
+
+                if (streq_ptr(s->sharer, sharer) && streq_ptr(s->device, device) &&
+                    rule_allows(s, peers, n_peers, size, &v))
+                        return 0;
+        }
+        return share_refused(&v, sharer, device, peers, n_peers, size, err);
 }
 
 void policy_quota_for(const struct policy *p, const char *domain, uint64_t *max_bytes, uint64_t *max_regions) {

@@ -46,8 +46,9 @@ static bool load_windows(struct platform_loader *l, json_object *dev, const char
         if (!arr)
                 return false;
         if (n == 0) {
-                json_loader_error(&l->json, arr_path,
-                                  "must list at least one window (leave it out for the whole range below the DMA mask)");
+                json_loader_error(
+                        &l->json, arr_path,
+                        "must list at least one window (leave it out for the whole range below the DMA mask)");
                 return false;
         }
         d->windows = json_loader_alloc(&l->json, n, sizeof(*d->windows));

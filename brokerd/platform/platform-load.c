@@ -156,7 +156,8 @@ static bool load_granule(struct platform_loader *l, json_object *e, const char *
                 return false;
         gp = json_loader_path_key(&l->json, path, "granule");
         if (!num_is_pow2(pool->granule))
-                json_loader_error(&l->json, gp, "granule %s is not a power of two", num_format_size(pool->granule, buf));
+                json_loader_error(&l->json, gp, "granule %s is not a power of two",
+                                  num_format_size(pool->granule, buf));
         else if (pool->granule < PLATFORM_MIN_GRANULE)
                 json_loader_error(&l->json, gp, "granule %s is smaller than 4KiB", num_format_size(pool->granule, buf));
         else
@@ -193,7 +194,8 @@ static void check_pool_placement(struct platform_loader *l, const struct platfor
                         if (l->pools[i].numa_ok && l->banks[k].numa_ok && pool->numa_node != bank->numa_node) {
                                 _cleanup_(xfreep) char *np = json_loader_path_key(&l->json, path, "numa_node");
                                 json_loader_error(&l->json, np,
-                                                  "numa_node %" PRIu32 " does not match RAM bank \"%s\" on node %" PRIu32,
+                                                  "numa_node %" PRIu32
+                                                  " does not match RAM bank \"%s\" on node %" PRIu32,
                                                   pool->numa_node, bank->name ?: "?", bank->numa_node);
                         }
                         break;
@@ -313,10 +315,11 @@ static void check_reachability(struct platform_loader *l, const struct platform 
                 if (dma_spans_hold_granule(d, spans, n))
                         continue;
                 path = json_loader_path_index(&l->json, "devices", i);
-                json_loader_warning(&l->json, path,
-                                    "device \"%s\" can reach no pool: no pool has a free granule inside its DMA windows, "
-                                    "below its DMA mask and clear of reserved ranges and reserved windows",
-                                    d->name);
+                json_loader_warning(
+                        &l->json, path,
+                        "device \"%s\" can reach no pool: no pool has a free granule inside its DMA windows, "
+                        "below its DMA mask and clear of reserved ranges and reserved windows",
+                        d->name);
         }
 }
 

@@ -153,7 +153,8 @@ static bool string_ok(struct json_loader *l, json_object *v, const char *path, s
 
         /* JSON may spell a NUL byte as \u0000; C would silently cut the string there. */
         if (strlen(s) != len) {
-                json_loader_error(l, path, "contains a NUL character at byte %zu: strings must not contain a NUL character",
+                json_loader_error(l, path,
+                                  "contains a NUL character at byte %zu: strings must not contain a NUL character",
                                   strlen(s));
                 return false;
         }
