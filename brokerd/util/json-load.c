@@ -203,8 +203,8 @@ static int parse_text(const char *text, size_t len, const struct json_load_limit
         tok = json_tokener_new_ex(limits->max_depth);
         if (!tok)
                 return -ENOMEM;
-        /* Strict: no comments, single quotes or trailing commas, and nothing but white space
-         * after the document, so the loaders accept what the JSON Schema tools accept. */
+        /* Strict: no comments or trailing commas, and nothing but white space after the
+         * document, so the loaders accept what the JSON Schema tools accept. */
         json_tokener_set_flags(tok, JSON_TOKENER_STRICT | JSON_TOKENER_VALIDATE_UTF8);
         /* Passing the terminating NUL tells json-c the input ends there. */
         root = json_tokener_parse_ex(tok, text, (int) len + 1);
