@@ -285,20 +285,12 @@ int policy_load_json(json_object *root, struct policy **ret, struct diag_list *d
 
 int policy_load_string(const char *text, struct policy **ret, struct diag_list *diags) {
         _cleanup_(json_object_unrefp) json_object *root = NULL;
-        int r;
-
-        r = json_load_string(text, &policy_limits, diags, &root);
-        if (r < 0)
-                return r;
-        return policy_load_json(root, ret, diags);
+        int r = json_load_string(text, &policy_limits, diags, &root);
+        return r < 0 ? r : policy_load_json(root, ret, diags);
 }
 
 int policy_load_file(const char *path, struct policy **ret, struct diag_list *diags) {
         _cleanup_(json_object_unrefp) json_object *root = NULL;
-        int r;
-
-        r = json_load_file(path, &policy_limits, diags, &root);
-        if (r < 0)
-                return r;
-        return policy_load_json(root, ret, diags);
+        int r = json_load_file(path, &policy_limits, diags, &root);
+        return r < 0 ? r : policy_load_json(root, ret, diags);
 }

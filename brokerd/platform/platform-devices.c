@@ -42,18 +42,14 @@ static bool load_windows(struct platform_loader *l, json_object *dev, const char
 
         if (!json_object_object_get_ex(dev, "dma_windows", NULL))
                 return default_window(l, d, mask_ok);
-        arr = json_get_array(&l->json, dev, dev_path, "dma_windows", JSON_OPTIONAL, PLATFORM_MAX_WINDOWS, &n);
-        if (!arr)
+        arr = platform_array(l, dev, dev_path, "dma_windows", JSON_OPTIONAL, PLATFORM_MAX_WINDOWS, &n, &spans);
+        if (arr && n == 0)
+                json_loader_error(&l->json, arr_path, "must list at least one window "
+                                                      "(leave it out for the whole range below the DMA mask)");
+        if (!arr || n == 0)
                 return false;
-        if (n == 0) {
-                json_loader_error(
-                        &l->json, arr_path,
-                        "must list at least one window (leave it out for the whole range below the DMA mask)");
-                return false;
-        }
         d->windows = json_loader_alloc(&l->json, n, sizeof(*d->windows));
-        spans = json_loader_alloc(&l->json, n, sizeof(*spans));
-        if (!d->windows || !spans)
+        if (!d->windows)
                 return false;
         d->n_windows = n;
 
@@ -83,12 +79,12 @@ static void load_reserved_windows(struct platform_loader *l, json_object *dev, c
         json_object *arr;
         size_t n = 0;
 
-        arr = json_get_array(&l->json, dev, dev_path, "reserved_windows", JSON_OPTIONAL, PLATFORM_MAX_WINDOWS, &n);
+        arr = platform_array(l, dev, dev_path, "reserved_windows", JSON_OPTIONAL, PLATFORM_MAX_WINDOWS, &n,
+                             &spans);
         if (!arr || n == 0)
                 return;
         d->reserved_windows = json_loader_alloc(&l->json, n, sizeof(*d->reserved_windows));
-        spans = json_loader_alloc(&l->json, n, sizeof(*spans));
-        if (!d->reserved_windows || !spans)
+        if (!d->reserved_windows)
                 return;
         d->n_reserved_windows = n;
 
@@ -153,12 +149,11 @@ void platform_load_devices(struct platform_loader *l, json_object *root, struct 
         json_object *arr;
         size_t n = 0;
 
-        arr = json_get_array(&l->json, root, "", "devices", JSON_OPTIONAL, PLATFORM_MAX_ENTRIES, &n);
+        arr = platform_array(l, root, "", "devices", JSON_OPTIONAL, PLATFORM_MAX_ENTRIES, &n, &names);
         if (!arr || n == 0)
                 return;
         p->devices = json_loader_alloc(&l->json, n, sizeof(*p->devices));
-        names = json_loader_alloc(&l->json, n, sizeof(*names));
-        if (!p->devices || !names)
+        if (!p->devices)
                 return;
         p->n_devices = n;
 

@@ -44,6 +44,13 @@ const char *platform_format_range(uint64_t base, uint64_t end, char buf[static R
 /* The entry at path as an object with only the given keys, or NULL (reported). */
 json_object *platform_entry(struct platform_loader *l, json_object *arr, size_t i, const char *path,
                             const char *const *keys);
+/*
+ * The array obj.key of at most max entries, with a zeroed span per entry at *ret_spans
+ * (caller frees); NULL when absent, invalid (reported) or on allocation failure. For an
+ * empty array *ret_n is 0 and *ret_spans NULL.
+ */
+json_object *platform_array(struct platform_loader *l, json_object *obj, const char *path, const char *key,
+                            unsigned flags, size_t max, size_t *ret_n, struct span **ret_spans);
 /* base and size of obj as a half-open range; false (reported) if either is unusable. */
 bool platform_get_range(struct platform_loader *l, json_object *obj, const char *path, uint64_t *ret_base,
                         uint64_t *ret_end);

@@ -30,17 +30,14 @@ static void load_banks(struct platform_loader *l, json_object *root, struct plat
         json_object *arr;
         size_t n = 0;
 
-        arr = json_get_array(&l->json, root, "", "memory", JSON_REQUIRED, PLATFORM_MAX_ENTRIES, &n);
-        if (!arr)
-                return;
-        if (n == 0) {
+        arr = platform_array(l, root, "", "memory", JSON_REQUIRED, PLATFORM_MAX_ENTRIES, &n, &spans);
+        if (arr && n == 0)
                 json_loader_error(&l->json, "memory", "must list at least one RAM bank");
+        if (!arr || n == 0)
                 return;
-        }
         p->banks = json_loader_alloc(&l->json, n, sizeof(*p->banks));
         l->banks = json_loader_alloc(&l->json, n, sizeof(*l->banks));
-        spans = json_loader_alloc(&l->json, n, sizeof(*spans));
-        if (!p->banks || !l->banks || !spans)
+        if (!p->banks || !l->banks)
                 return;
         p->n_banks = n;
 
@@ -70,13 +67,12 @@ static void load_reserved(struct platform_loader *l, json_object *root, struct p
         json_object *arr;
         size_t n = 0;
 
-        arr = json_get_array(&l->json, root, "", "reserved", JSON_OPTIONAL, PLATFORM_MAX_ENTRIES, &n);
+        arr = platform_array(l, root, "", "reserved", JSON_OPTIONAL, PLATFORM_MAX_ENTRIES, &n, &spans);
         if (!arr || n == 0)
                 return;
         p->reserved = json_loader_alloc(&l->json, n, sizeof(*p->reserved));
         l->reserved = json_loader_alloc(&l->json, n, sizeof(*l->reserved));
-        spans = json_loader_alloc(&l->json, n, sizeof(*spans));
-        if (!p->reserved || !l->reserved || !spans)
+        if (!p->reserved || !l->reserved)
                 return;
         p->n_reserved = n;
 
@@ -242,13 +238,12 @@ static void load_pools(struct platform_loader *l, json_object *root, struct plat
         json_object *arr;
         size_t n = 0;
 
-        arr = json_get_array(&l->json, root, "", "pools", JSON_REQUIRED, PLATFORM_MAX_ENTRIES, &n);
+        arr = platform_array(l, root, "", "pools", JSON_REQUIRED, PLATFORM_MAX_ENTRIES, &n, &spans);
         if (!arr || n == 0)
                 return;
         p->pools = json_loader_alloc(&l->json, n, sizeof(*p->pools));
         l->pools = json_loader_alloc(&l->json, n, sizeof(*l->pools));
-        spans = json_loader_alloc(&l->json, n, sizeof(*spans));
-        if (!p->pools || !l->pools || !spans)
+        if (!p->pools || !l->pools)
                 return;
         p->n_pools = n;
 
@@ -357,20 +352,12 @@ int platform_load_json(json_object *root, struct platform **ret, struct diag_lis
 
 int platform_load_string(const char *text, struct platform **ret, struct diag_list *diags) {
         _cleanup_(json_object_unrefp) json_object *root = NULL;
-        int r;
-
-        r = json_load_string(text, &platform_limits, diags, &root);
-        if (r < 0)
-                return r;
-        return platform_load_json(root, ret, diags);
+        int r = json_load_string(text, &platform_limits, diags, &root);
+        return r < 0 ? r : platform_load_json(root, ret, diags);
 }
 
 int platform_load_file(const char *path, struct platform **ret, struct diag_list *diags) {
         _cleanup_(json_object_unrefp) json_object *root = NULL;
-        int r;
-
-        r = json_load_file(path, &platform_limits, diags, &root);
-        if (r < 0)
-                return r;
-        return platform_load_json(root, ret, diags);
+        int r = json_load_file(path, &platform_limits, diags, &root);
+        return r < 0 ? r : platform_load_json(root, ret, diags);
 }

@@ -17,6 +17,21 @@ json_object *platform_entry(struct platform_loader *l, json_object *arr, size_t 
         return json_get_object(&l->json, json_object_array_get_idx(arr, i), path, NULL, JSON_REQUIRED, keys);
 }
 
+json_object *platform_array(struct platform_loader *l, json_object *obj, const char *path, const char *key,
+                            unsigned flags, size_t max, size_t *ret_n, struct span **ret_spans) {
+        json_object *arr;
+        size_t n = 0;
+
+        arr = json_get_array(&l->json, obj, path, key, flags, max, &n);
+        if (!arr)
+                return NULL;
+        *ret_spans = json_loader_alloc(&l->json, n, sizeof(**ret_spans));
+        if (n > 0 && !*ret_spans)
+                return NULL;
+        *ret_n = n;
+        return arr;
+}
+
 bool platform_get_range(struct platform_loader *l, json_object *obj, const char *path, uint64_t *ret_base,
                         uint64_t *ret_end) {
         char b1[NUM_FMT_MAX], b2[NUM_FMT_MAX];
