@@ -114,7 +114,7 @@ static int syntax_error(struct diag_list *diags, const char *text, size_t offset
         size_t line, column;
 
         offset_position(text, offset, &line, &column);
-        if (diag_add(diags, DIAG_ERROR, "", "JSON syntax error at line %zu, column %zu: %s", line, column, what) < 0)
+        if (diag_add(diags, DIAG_ERROR, "", "invalid JSON at line %zu, column %zu: %s", line, column, what) < 0)
                 return -ENOMEM;
         return -EINVAL;
 }

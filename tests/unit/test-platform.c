@@ -663,14 +663,14 @@ static void test_syntax_errors(void **state) {
         char deep[200] = "{'memory':";
 
         (void) state;
-        expect_error("{\n  'memory': [,\n", "", "JSON syntax error at line 2, column 14");
-        expect_error("{'memory':[]", "", "JSON syntax error at line 1, column 13: unexpected end of data");
-        expect_error("", "", "JSON syntax error at line 1, column 1");
-        expect_error("{} {}", "", "JSON syntax error at line 1, column 4");
+        expect_error("{\n  'memory': [,\n", "", "invalid JSON at line 2, column 14");
+        expect_error("{'memory':[]", "", "invalid JSON at line 1, column 13: unexpected end of data");
+        expect_error("", "", "invalid JSON at line 1, column 1");
+        expect_error("{} {}", "", "invalid JSON at line 1, column 4");
         /* Strict JSON: no trailing commas, comments or single-quoted strings (here: \'). */
-        expect_error("{'pools':[],}", "", "JSON syntax error");
-        expect_error("/* c */ {}", "", "JSON syntax error");
-        expect_error("{'a':\"\xff\"}", "", "JSON syntax error");
+        expect_error("{'pools':[],}", "", "invalid JSON");
+        expect_error("/* c */ {}", "", "invalid JSON");
+        expect_error("{'a':\"\xff\"}", "", "invalid JSON");
 
         /* Nesting is bounded (json-c's depth counts every array and object). */
         for (int i = 0; i < 40; i++)
@@ -708,7 +708,7 @@ static void test_file_content(void **state) {
         static const char nul[] = "{\"memory\":[],\n\"pools\":[]}\0 ";
 
         (void) state;
-        expect_file_error(nul, sizeof(nul) - 1, "JSON syntax error at line 2, column 12: NUL byte in input");
+        expect_file_error(nul, sizeof(nul) - 1, "invalid JSON at line 2, column 12: NUL byte in input");
         /* Strict parsing refuses anything but white space after the document. */
         expect_file_error("{}\n{}", 5, "line 2, column 1: unexpected character");
         expect_ok(DOC("", POOL_A, DEV_64) "\n\t \r\n");

@@ -166,10 +166,10 @@ static void test_json_syntax(void **state) {
 
         (void) state;
         load_fails("{\n  \"agents\": [,]\n}", "", "line 2, column 14");
-        load_fails("{\"agents\": [], \"shares\": [],}", "", "JSON syntax error at line 1, column 29");
-        load_fails("{\"agents\": [], \"shares\": []} x", "", "JSON syntax error");
+        load_fails("{\"agents\": [], \"shares\": [],}", "", "invalid JSON at line 1, column 29");
+        load_fails("{\"agents\": [], \"shares\": []} x", "", "invalid JSON");
         load_fails("{\"agents\": [", "", "unexpected end of data");
-        load_fails("", "", "JSON syntax error at line 1, column 1");
+        load_fails("", "", "invalid JSON at line 1, column 1");
 
         /* json-c refuses more than 32 levels instead of recursing on. */
         for (int i = 0; i < 40; i++)
@@ -777,7 +777,7 @@ static void test_load_file(void **state) {
 
         write_file(empty, "", 0);
         assert_int_equal(policy_load_file(empty, &p, &diags), -EINVAL);
-        assert_diag(&diags, DIAG_ERROR, "", "JSON syntax error");
+        assert_diag(&diags, DIAG_ERROR, "", "invalid JSON");
         diag_list_clear(&diags);
 
         data = malloc(POLICY_MAX_FILE_SIZE + 1);
@@ -791,7 +791,7 @@ static void test_load_file(void **state) {
         /* At the limit it is read in full (and is then not JSON). */
         write_file(big, data, POLICY_MAX_FILE_SIZE);
         assert_int_equal(policy_load_file(big, &p, &diags), -EINVAL);
-        assert_diag(&diags, DIAG_ERROR, "", "JSON syntax error");
+        assert_diag(&diags, DIAG_ERROR, "", "invalid JSON");
         diag_list_clear(&diags);
 
         assert_int_equal(unlink(good), 0);
