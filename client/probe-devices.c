@@ -88,6 +88,60 @@ static int reserve_direct(struct probe *p, const struct hole *h) {
         return probe_range_list_add(&p->reserved, h->base, end, 0, name);
 }
 
+/* One IOMMU group: its reserved regions and its devices. A group that cannot be read is noted. */
+static int probe_group(struct probe *p, const char *dir, const char *id) {
+        _cleanup_(xfreep) char *regions_path = NULL, *devices_path = NULL, *text = NULL;
+        _cleanup_(probe_entries_clear) struct entries devices = {};
+        struct iommu_group *g;
+        int r;
+
+        if (probe_grow(&p->groups, &p->groups_cap, p->n_groups + 1, sizeof(*p->groups)) < 0)
+                return -ENOMEM;
+        g = &p->groups[p->n_groups];
+        *g = (struct iommu_group) { .id = strdup(id) };
+        if (!g->id)
+                return -ENOMEM;
+        p->n_groups++;
+
+        regions_path = probe_path(p, "%s/%s/reserved_regions", dir, id);
+        devices_path = probe_path(p, "%s/%s/devices", dir, id);
+        if (!regions_path || !devices_path)
+                return -ENOMEM;
+
+        r = probe_read_file(regions_path, ATTR_MAX, &text);
+        if (r == -ENOMEM)
+                return r;
+        if (r < 0)
+                probe_note(p, "%s: %s: the devices of group %s are left out", regions_path, strerror(-r), g->id);
+        else {
+                r = parse_reserved_regions(p, regions_path, text, g);
+                if (r == -ENOMEM)
+                        return r;
+                g->known = r >= 0;
+                for (size_t k = 0; g->known && k < g->n_holes; k++)
+                        if (type_is_direct(g->holes[k].type) && reserve_direct(p, &g->holes[k]) < 0)
+                                return -ENOMEM;
+        }
+
+        r = probe_list_dir(devices_path, NULL, NULL, &devices);
+        if (r == -ENOMEM)
+                return r;
+        if (r < 0) {
+                probe_note(p, "%s: %s", devices_path, strerror(-r));
+                p->members_complete = false;
+                return 0;
+        }
+        for (size_t k = 0; k < devices.n; k++) {
+                if (probe_grow(&p->members, &p->members_cap, p->n_members + 1, sizeof(*p->members)) < 0)
+                        return -ENOMEM;
+                p->members[p->n_members++] = (struct group_member) {
+                        .device = TAKE_PTR(devices.names[k]),
+                        .group = p->n_groups - 1,
+                };
+        }
+        return 0;
+}
+
 int probe_iommu(struct probe *p) {
         static const char dir[] = "/sys/kernel/iommu_groups";
         _cleanup_(xfreep) char *path = probe_path(p, "%s", dir);
@@ -112,55 +166,9 @@ int probe_iommu(struct probe *p) {
         p->groups_known = p->members_complete = true;
 
         for (size_t i = 0; i < ids.n; i++) {
-                _cleanup_(xfreep) char *regions_path = NULL, *devices_path = NULL, *text = NULL;
-                _cleanup_(probe_entries_clear) struct entries devices = {};
-                struct iommu_group *g;
-
-                if (probe_grow(&p->groups, &p->groups_cap, p->n_groups + 1, sizeof(*p->groups)) < 0)
-                        return -ENOMEM;
-                g = &p->groups[p->n_groups];
-                *g = (struct iommu_group) { .id = strdup(ids.names[i]) };
-                if (!g->id)
-                        return -ENOMEM;
-                p->n_groups++;
-
-                regions_path = probe_path(p, "%s/%s/reserved_regions", dir, ids.names[i]);
-                devices_path = probe_path(p, "%s/%s/devices", dir, ids.names[i]);
-                if (!regions_path || !devices_path)
-                        return -ENOMEM;
-
-                r = probe_read_file(regions_path, ATTR_MAX, &text);
-                if (r == -ENOMEM)
-                        return r;
+                r = probe_group(p, dir, ids.names[i]);
                 if (r < 0)
-                        probe_note(p, "%s: %s: the devices of group %s are left out", regions_path, strerror(-r),
-                                   g->id);
-                else {
-                        r = parse_reserved_regions(p, regions_path, text, g);
-                        if (r == -ENOMEM)
-                                return r;
-                        g->known = r >= 0;
-                        for (size_t k = 0; g->known && k < g->n_holes; k++)
-                                if (type_is_direct(g->holes[k].type) && reserve_direct(p, &g->holes[k]) < 0)
-                                        return -ENOMEM;
-                }
-
-                r = probe_list_dir(devices_path, NULL, NULL, &devices);
-                if (r == -ENOMEM)
                         return r;
-                if (r < 0) {
-                        probe_note(p, "%s: %s", devices_path, strerror(-r));
-                        p->members_complete = false;
-                        continue;
-                }
-                for (size_t k = 0; k < devices.n; k++) {
-                        if (probe_grow(&p->members, &p->members_cap, p->n_members + 1, sizeof(*p->members)) < 0)
-                                return -ENOMEM;
-                        p->members[p->n_members++] = (struct group_member) {
-                                .device = TAKE_PTR(devices.names[k]),
-                                .group = p->n_groups - 1,
-                        };
-                }
         }
         if (p->n_members > 1)
                 qsort(p->members, p->n_members, sizeof(*p->members), member_compare);

@@ -15,7 +15,7 @@
 /* Bounds the "(allowed: …)" and "(expected …)" lists of a message. */
 #define LIST_MAX 512
 
-static const char *type_names[] = {
+static const char *const type_names[] = {
         [json_type_null] = "null",
         [json_type_boolean] = "a boolean",
         [json_type_double] = "a fractional number",
