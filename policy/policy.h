@@ -8,7 +8,8 @@
  * (peers of one region can read each other's data). Quotas bound what a domain shares.
  * policy_load_*() reports every problem with its JSON path and returns 0 (*ret set),
  * -EINVAL when any error was found, or another -errno; *ret is untouched on failure, so a
- * bad file never replaces the policy in force.
+ * bad file never replaces the policy in force. Loading is policy-load.c (on the JSON kit,
+ * util/json-load.h); the decisions are policy.c.
  */
 #include <stdbool.h>
 #include <stddef.h>

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "placement/dma-spans.h"
 #include "util/hashmap.h"
 #include "util/names.h"
 #include "util/num.h"
@@ -14,7 +15,7 @@
 /* What one device can use: sorted by base, each span inside one pool and one DMA window. */
 struct device_view {
         const struct platform_device *device;
-        struct platform_span *spans;
+        struct dma_span *spans;
         size_t n_spans;
 };
 
@@ -96,7 +97,7 @@ int placer_new(const struct platform *platform, struct placer **ret) {
                 struct device_view *v = &p->views[i];
 
                 v->device = &platform->devices[i];
-                r = platform_device_spans(platform, v->device, &v->spans, &v->n_spans);
+                r = dma_spans_of_device(platform, v->device, &v->spans, &v->n_spans);
                 if (r < 0)
                         return r;
                 p->n_views++;
@@ -224,51 +225,19 @@ static int place(struct placer *p, const struct device_view *v, const struct pla
         return 0;
 }
 
-static bool span_eligible(const struct platform_span *s, const struct placement_request *req) {
+static bool span_eligible(const struct dma_span *s, const struct placement_request *req) {
         return !req->has_numa_node || s->pool->numa_node == req->numa_node;
 }
 
-static int allocate(struct placer *p, const struct device_view *v, const struct placement_request *req,
-                    struct placement_result *ret) {
+/* Why nothing fit, for the bounce reason: sizes and alignment needed, free and largest bytes. */
+static void explain_no_room(const struct placer *p, const struct device_view *v, const struct placement_request *req,
+                            struct placement_result *res) {
         const struct platform_device *d = v->device;
-        struct placement_result res = { .bounce = true };
         char b0[NUM_FMT_MAX], b1[NUM_FMT_MAX], b2[NUM_FMT_MAX];
         uint64_t free_bytes = 0, largest = 0, needed = UINT64_MAX, needed_align = UINT64_MAX, covered = 0;
-        size_t n_eligible = 0;
 
         for (size_t i = 0; i < v->n_spans; i++) {
-                const struct platform_span *s = &v->spans[i];
-                uint64_t size, align, x;
-
-                if (!span_eligible(s, req))
-                        continue;
-                n_eligible++;
-                if (request_geometry(d, s->pool, req, &size, &align) < 0)
-                        continue;
-                if (range_tree_first_fit(&p->used, s->base, s->end, size, align, &x) == 0) {
-                        *ret = (struct placement_result) {
-                                .pool = s->pool,
-                                .base = x,
-                                .size = size,
-                                .alignment = align,
-                        };
-                        return 0;
-                }
-        }
-
-        /* No room: work out why, for the bounce reason. */
-        if (v->n_spans == 0) {
-                snprintf(res.reason, sizeof(res.reason), "device %s can reach no pool", d->name);
-                goto bounce;
-        }
-        if (n_eligible == 0) {
-                snprintf(res.reason, sizeof(res.reason), "no pool reachable by %s on NUMA node %" PRIu32, d->name,
-                         req->numa_node);
-                goto bounce;
-        }
-
-        for (size_t i = 0; i < v->n_spans; i++) {
-                const struct platform_span *s = &v->spans[i];
+                const struct dma_span *s = &v->spans[i];
                 uint64_t size, align, start;
 
                 if (!span_eligible(s, req))
@@ -292,21 +261,55 @@ static int allocate(struct placer *p, const struct device_view *v, const struct 
         }
 
         if (largest < needed)
-                snprintf(res.reason, sizeof(res.reason),
+                snprintf(res->reason, sizeof(res->reason),
                          "request larger than any reachable span: largest is %s, %s needed",
                          num_format_size(largest, b0), num_format_size(needed, b1));
         else if (free_bytes < needed)
-                snprintf(res.reason, sizeof(res.reason), "reachable pools exhausted: %s free, %s needed",
+                snprintf(res->reason, sizeof(res->reason), "reachable pools exhausted: %s free, %s needed",
                          num_format_size(free_bytes, b0), num_format_size(needed, b1));
         else
-                snprintf(res.reason, sizeof(res.reason),
+                snprintf(res->reason, sizeof(res->reason),
                          "reachable pools fragmented: %s free but no %s aligned to %s contiguous",
                          num_format_size(free_bytes, b0), num_format_size(needed, b1),
                          num_format_size(needed_align, b2));
-        res.size = needed;
-        res.alignment = needed_align;
+        res->size = needed;
+        res->alignment = needed_align;
+}
 
-bounce:
+static int allocate(struct placer *p, const struct device_view *v, const struct placement_request *req,
+                    struct placement_result *ret) {
+        const struct platform_device *d = v->device;
+        struct placement_result res = { .bounce = true };
+        size_t n_eligible = 0;
+
+        for (size_t i = 0; i < v->n_spans; i++) {
+                const struct dma_span *s = &v->spans[i];
+                uint64_t size, align, x;
+
+                if (!span_eligible(s, req))
+                        continue;
+                n_eligible++;
+                if (request_geometry(d, s->pool, req, &size, &align) < 0)
+                        continue;
+                if (range_tree_first_fit(&p->used, s->base, s->end, size, align, &x) == 0) {
+                        *ret = (struct placement_result) {
+                                .pool = s->pool,
+                                .base = x,
+                                .size = size,
+                                .alignment = align,
+                        };
+                        return 0;
+                }
+        }
+
+        /* No room: work out why, for the bounce reason. */
+        if (v->n_spans == 0)
+                snprintf(res.reason, sizeof(res.reason), "device %s can reach no pool", d->name);
+        else if (n_eligible == 0)
+                snprintf(res.reason, sizeof(res.reason), "no pool reachable by %s on NUMA node %" PRIu32, d->name,
+                         req->numa_node);
+        else
+                explain_no_room(p, v, req, &res);
         *ret = res;
         return 0;
 }

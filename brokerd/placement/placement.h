@@ -1,9 +1,9 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #pragma once
 /*
- * Where a share may go. For each device the placer precomputes its usable spans: every
- * pool intersected with the device's DMA windows and mask, minus the platform's reserved
- * ranges and the device's reserved windows. A request is then either
+ * Where a share may go. For each device the placer precomputes its usable spans
+ * (placement/dma-spans.h): every pool intersected with the device's DMA windows and mask,
+ * minus the platform's reserved ranges and the device's reserved windows. A request is then either
  *  - allocate: the lowest-address aligned fit among the spans (optionally on one NUMA node),
  *    with alignment = max(pool granule, device alignment, requested alignment) and size
  *    rounded up to the pool granule; or

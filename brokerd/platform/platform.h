@@ -8,6 +8,9 @@
  * or another -errno (I/O, ENOMEM). *ret is untouched on failure.
  * All ranges are half-open [base, end) with end = base + size < 2^64.
  * Bus addresses equal physical addresses (identity IOVA); see docs/architecture.md.
+ * What a device can reach of the pools is placement/dma-spans.h's business.
+ * The loader lives in platform-load.c (document, banks, reserved ranges, pools) and
+ * platform-devices.c (devices and their windows), with platform-internal.h between them.
  */
 #include <stdbool.h>
 #include <stddef.h>
@@ -85,22 +88,8 @@ const struct platform_pool *platform_find_pool(const struct platform *p, const c
 /* The pool containing addr, or NULL. */
 const struct platform_pool *platform_pool_at(const struct platform *p, uint64_t addr);
 
-/* A stretch of one pool a device may use; [base, end) is never empty. */
-struct platform_span {
-        uint64_t base, end;
-        const struct platform_pool *pool;
-};
-
-/*
- * The device's usable spans, sorted by base: every pool ∩ each DMA window ∩ [0, dma_max],
- * minus the platform's reserved ranges and the device's reserved windows. A device with
- * no windows gets the default one, [0, dma_max]. Pools must be sorted and disjoint
- * (as loaded); reserved ranges and windows may overlap each other. *ret is malloc'ed
- * (caller frees) and is NULL when *ret_n is 0. Returns 0, -EINVAL or -ENOMEM; the
- * outputs are untouched on failure.
- */
-int platform_device_spans(const struct platform *p, const struct platform_device *d, struct platform_span **ret,
-                          size_t *ret_n);
+/* Index of the first pool with end > addr; the pools must be sorted and disjoint (as loaded). */
+size_t platform_pools_first_ending_after(const struct platform *p, uint64_t addr);
 
 const char *backing_kind_to_string(enum backing_kind k);
 int backing_kind_from_string(const char *s, enum backing_kind *ret);

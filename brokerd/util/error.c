@@ -8,7 +8,7 @@
 static const struct {
         const char *name;
         int errnum;
-} codes[_BROKER_CODE_MAX] = {
+} codes[] = {
         [BROKER_OK] = { "ok", 0 },
         [BROKER_E_INVALID] = { "invalid_request", EINVAL },
         [BROKER_E_LIMIT] = { "limit_exceeded", E2BIG },
@@ -34,6 +34,7 @@ static const struct {
         [BROKER_E_BACKEND] = { "backend_failed", EIO },
         [BROKER_E_STORE] = { "store_failed", EIO },
 };
+_Static_assert(sizeof(codes) / sizeof(codes[0]) == _BROKER_CODE_MAX, "a name and errno for every code");
 
 const char *broker_code_name(enum broker_code code) {
         if ((unsigned) code >= _BROKER_CODE_MAX)

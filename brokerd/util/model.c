@@ -4,44 +4,55 @@
 #include <errno.h>
 #include <string.h>
 
-static const char *const region_states[_REGION_STATE_MAX] = {
+#include "macro.h"
+
+const char *const access_mode_names[] = {
+        [ACCESS_RO] = "ro",
+        [ACCESS_RW] = "rw",
+};
+_Static_assert(ELEMENTSOF(access_mode_names) == _ACCESS_MODE_MAX, "a name for every access mode");
+
+static const char *const region_states[] = {
         [REGION_OFFERED] = "offered",
         [REGION_ACTIVE] = "active",
         [REGION_REVOKING] = "revoking",
         [REGION_RECLAIMED] = "reclaimed",
 };
 
-static const char *const peer_states[_PEER_STATE_MAX] = {
+_Static_assert(ELEMENTSOF(region_states) == _REGION_STATE_MAX, "a name for every region state");
+
+static const char *const peer_states[] = {
         [PEER_GRANTED] = "granted",
         [PEER_ATTACHED] = "attached",
         [PEER_RELEASED] = "released",
         [PEER_REVOKED] = "revoked",
 };
 
-static const char *const escalations[_ESCALATION_MAX] = {
+_Static_assert(ELEMENTSOF(peer_states) == _PEER_STATE_MAX, "a name for every peer state");
+
+static const char *const escalations[] = {
         [ESCALATION_REPORT] = "report",
         [ESCALATION_PAUSE] = "pause",
         [ESCALATION_DESTROY] = "destroy",
 };
+_Static_assert(ELEMENTSOF(escalations) == _ESCALATION_MAX, "a name for every escalation");
 
 static int lookup(const char *const *table, int n, const char *s) {
         for (int i = 0; s && i < n; i++)
-                if (strcmp(table[i], s) == 0)
+                if (table[i] && strcmp(table[i], s) == 0)
                         return i;
         return -EINVAL;
 }
 
 const char *access_to_string(enum access_mode a) {
-        return a == ACCESS_RW ? "rw" : a == ACCESS_RO ? "ro" : "invalid";
+        return (unsigned) a < _ACCESS_MODE_MAX && access_mode_names[a] ? access_mode_names[a] : "invalid";
 }
 
 int access_from_string(const char *s, enum access_mode *ret) {
-        if (s && strcmp(s, "ro") == 0)
-                *ret = ACCESS_RO;
-        else if (s && strcmp(s, "rw") == 0)
-                *ret = ACCESS_RW;
-        else
-                return -EINVAL;
+        int i = lookup(access_mode_names, _ACCESS_MODE_MAX, s);
+        if (i < 0)
+                return i;
+        *ret = (enum access_mode) i;
         return 0;
 }
 

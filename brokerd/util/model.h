@@ -12,6 +12,7 @@
 enum access_mode {
         ACCESS_RO = 1,
         ACCESS_RW = 2, /* rw implies ro */
+        _ACCESS_MODE_MAX,
 };
 
 enum region_state {
@@ -41,6 +42,9 @@ enum unplug_escalation {
         ESCALATION_DESTROY, /* also destroy the domain (which completes the removal) */
         _ESCALATION_MAX,
 };
+
+/* "ro" and "rw", indexed by enum access_mode (0 is no mode: NULL). */
+extern const char *const access_mode_names[_ACCESS_MODE_MAX];
 
 const char *access_to_string(enum access_mode a);
 int access_from_string(const char *s, enum access_mode *ret);

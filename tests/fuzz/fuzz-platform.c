@@ -14,6 +14,7 @@
 #include <stdlib.h>
 
 #include "fuzz.h"
+#include "placement/dma-spans.h"
 #include "placement/placement.h"
 #include "platform/platform.h"
 #include "util/diag.h"
@@ -64,7 +65,7 @@ static void check_platform(const struct platform *p) {
         }
         for (size_t i = 0; i < p->n_devices; i++) {
                 const struct platform_device *d = &p->devices[i];
-                _cleanup_(xfreep) struct platform_span *spans = NULL;
+                _cleanup_(xfreep) struct dma_span *spans = NULL;
                 size_t n = 0;
                 int r;
 
@@ -78,7 +79,7 @@ static void check_platform(const struct platform *p) {
                 for (size_t j = 0; j < d->n_windows; j++)
                         fuzz_assert(d->windows[j].base <= d->dma_max);
 
-                r = platform_device_spans(p, d, &spans, &n);
+                r = dma_spans_of_device(p, d, &spans, &n);
                 fuzz_assert(r == 0 || r == -ENOMEM);
                 for (size_t j = 0; r == 0 && j < n; j++) {
                         fuzz_assert(spans[j].base < spans[j].end && spans[j].end - 1 <= d->dma_max);

@@ -21,51 +21,7 @@
 #include "util/macro.h"
 #include "util/num.h"
 
-#define KiB (UINT64_C(1) << 10)
-#define MiB (UINT64_C(1) << 20)
-#define GiB (UINT64_C(1) << 30)
-
-/*
- * Test documents are written with single quotes, which q() turns into double quotes,
- * so that they stay readable. No test value needs a single quote.
- *
- * The base document: two 4GiB banks on nodes 0 and 1, one pool "a" on node 0 and one
- * 64-bit device that reaches it. Cases vary one piece of it.
- */
-#define MEMORY                                                                  \
-        "'memory':[{'name':'bank0','base':'0x0','size':'4GiB','numa_node':0},"  \
-        "{'name':'bank1','base':'0x100000000','size':'4GiB','numa_node':1}]"
-#define POOL_A "{'name':'a','base':'0x40000000','size':'64MiB','numa_node':0,'granule':'2MiB','backing':{'kind':'memfd'}}"
-#define DEV_64 "{'name':'d0','owner':'hw0','dma_mask_bits':64}"
-#define DOC(reserved, pools, devices) \
-        "{" MEMORY ",'reserved':[" reserved "],'pools':[" pools "],'devices':[" devices "]}"
-/* A pool on node 0 with the given base, size, granule and backing object. */
-#define POOL(name, base, size, granule, backing)                                                     \
-        "{'name':'" name "','base':'" base "','size':'" size "','numa_node':0,'granule':'" granule \
-        "','backing':" backing "}"
-#define MEMFD "{'kind':'memfd'}"
-/* A 64MiB pool with 2MiB granule, name, base and numa_node given as JSON text. */
-#define POOL_JSON(name, base, node)                                                   \
-        "{'name':" name ",'base':" base ",'size':'64MiB','numa_node':" node ",'granule':'2MiB'," \
-        "'backing':{'kind':'memfd'}}"
-/* A 64-bit device with the given extra members (each with a leading comma). */
-#define DEV(extra) "{'name':'d0','owner':'hw0','dma_mask_bits':64" extra "}"
-#define DEV32(extra) "{'name':'d','owner':'hw0','dma_mask_bits':32" extra "}"
-
-static char *q(const char *s) {
-        char *d = strdup(s);
-
-        assert_non_null(d);
-        for (char *c = d; *c; c++)
-                if (*c == '\'')
-                        *c = '"';
-        return d;
-}
-
-static int load(const char *text, struct platform **ret, struct diag_list *diags) {
-        _cleanup_(xfreep) char *json = q(text);
-        return platform_load_string(json, ret, diags);
-}
+#include "platform-docs.h"
 
 static struct platform *load_ok(const char *text) {
         struct diag_list diags = DIAG_LIST_INIT;
@@ -401,7 +357,7 @@ static void test_backing(void **state) {
         assert_string_equal(p->pools[2].backing_path, "/dev/hugepages");
 
         expect_error(DOC("", POOL("a", "0x40000000", "64MiB", "2MiB", "{'kind':'tmpfs'}"), ""), "pools[0].backing.kind",
-                     "unknown backing kind \"tmpfs\" (expected memfd, shm or hugetlbfs)");
+                     "unknown backing kind \"tmpfs\" (expected \"memfd\", \"shm\" or \"hugetlbfs\")");
         expect_error(DOC("", POOL("a", "0x40000000", "64MiB", "2MiB", "{'kind':'shm'}"), ""), "pools[0].backing.path",
                      "missing required key: shm backing needs a directory");
         expect_error(DOC("", POOL("a", "0x40000000", "64MiB", "2MiB", "{'kind':'hugetlbfs'}"), ""),
@@ -618,256 +574,6 @@ static void test_reachability(void **state) {
                        "devices[0]", "can reach no pool");
 }
 
-/* ---- platform_device_spans ---- */
-
-struct want_span {
-        uint64_t base, end;
-        const char *pool;
-};
-
-/* Loads text, which may draw warnings but no errors. */
-static struct platform *load_warned(const char *text) {
-        struct diag_list diags = DIAG_LIST_INIT;
-        struct platform *p = NULL;
-        int r;
-
-        r = load(text, &p, &diags);
-        if (r != 0)
-                diag_list_print(&diags, "test", stderr);
-        assert_int_equal(r, 0);
-        assert_non_null(p);
-        diag_list_clear(&diags);
-        return p;
-}
-
-static void expect_spans(const struct platform *p, const struct platform_device *d, const struct want_span *want,
-                         size_t n_want) {
-        _cleanup_(xfreep) struct platform_span *spans = NULL;
-        size_t n = SIZE_MAX;
-
-        assert_int_equal(platform_device_spans(p, d, &spans, &n), 0);
-        if (n != n_want) {
-                print_error("device %s: %zu spans, expected %zu:\n", d->name, n, n_want);
-                for (size_t i = 0; i < n; i++)
-                        print_error("  [%#" PRIx64 ", %#" PRIx64 ") in %s\n", spans[i].base, spans[i].end,
-                                    spans[i].pool->name);
-                fail();
-        }
-        if (n == 0)
-                assert_null(spans);
-        for (size_t i = 0; i < n; i++) {
-                assert_int_equal(spans[i].base, want[i].base);
-                assert_int_equal(spans[i].end, want[i].end);
-                assert_string_equal(spans[i].pool->name, want[i].pool);
-                /* The pool pointer is the platform's own entry. */
-                assert_ptr_equal(spans[i].pool, platform_find_pool(p, want[i].pool));
-        }
-}
-
-static void expect_loaded_spans(const char *text, const struct want_span *want, size_t n_want) {
-        _cleanup_(platform_freep) struct platform *p = load_warned(text);
-
-        assert_true(p->n_devices >= 1);
-        expect_spans(p, &p->devices[0], want, n_want);
-}
-
-#define EXPECT_SPANS(text, ...)                                                                  \
-        do {                                                                                     \
-                static const struct want_span _want[] = { __VA_ARGS__ };                         \
-                expect_loaded_spans(text, _want, sizeof(_want) / sizeof(_want[0]));              \
-        } while (0)
-#define EXPECT_NO_SPANS(text) expect_loaded_spans(text, NULL, 0)
-
-static void test_spans_windows(void **state) {
-        (void) state;
-        /* The default window takes the whole pool. */
-        EXPECT_SPANS(DOC("", POOL_A, DEV_64), { GiB, GiB + 64 * MiB, "a" });
-        /* A window inside the pool, one over its start, one over its end. */
-        EXPECT_SPANS(DOC("", POOL_A, DEV(",'dma_windows':[{'base':'0x41000000','size':'8MiB'}]")),
-                     { GiB + 16 * MiB, GiB + 24 * MiB, "a" });
-        EXPECT_SPANS(DOC("", POOL_A, DEV(",'dma_windows':[{'base':'0x3ff00000','size':'3MiB'}]")),
-                     { GiB, GiB + 2 * MiB, "a" });
-        EXPECT_SPANS(DOC("", POOL_A, DEV(",'dma_windows':[{'base':'0x43f00000','size':'16MiB'}]")),
-                     { GiB + 63 * MiB, GiB + 64 * MiB, "a" });
-        /* Two windows, listed out of order, give two spans in order. */
-        EXPECT_SPANS(DOC("", POOL_A, DEV(",'dma_windows':[{'base':'0x42000000','size':'1MiB'},"
-                                         "{'base':'0x40100000','size':'1MiB'}]")),
-                     { GiB + 1 * MiB, GiB + 2 * MiB, "a" }, { GiB + 32 * MiB, GiB + 33 * MiB, "a" });
-        /* Windows that miss the pool, just below and just above it. */
-        EXPECT_NO_SPANS(DOC("", POOL_A, DEV(",'dma_windows':[{'base':0,'size':'1GiB'},"
-                                            "{'base':'0x44000000','size':'1GiB'}]")));
-}
-
-static void test_spans_mask(void **state) {
-        (void) state;
-        /* A 30-bit mask ends at 1GiB: it cuts the pool [1GiB-32MiB, 1GiB+32MiB) in half. */
-        EXPECT_SPANS(DOC("", POOL("m", "0x3e000000", "64MiB", "2MiB", MEMFD),
-                         "{'name':'d','owner':'hw0','dma_mask_bits':30}"),
-                     { GiB - 32 * MiB, GiB, "m" });
-        EXPECT_SPANS(DOC("", POOL("m", "0x3e000000", "64MiB", "2MiB", MEMFD),
-                         "{'name':'d','owner':'hw0','dma_mask_bits':31}"),
-                     { GiB - 32 * MiB, GiB + 32 * MiB, "m" });
-        /* A window reaching above the mask is cut at the mask too (the loader warns about it). */
-        EXPECT_SPANS(DOC("", POOL("m", "0xfc000000", "64MiB", "2MiB", MEMFD),
-                         DEV32(",'dma_windows':[{'base':'0xfe000000','size':'1GiB'}]")),
-                     { 4 * GiB - 32 * MiB, 4 * GiB, "m" });
-        /* A window cut at a mask below the end of the pool. */
-        EXPECT_SPANS(DOC("", POOL("m", "0x7e000000", "64MiB", "2MiB", MEMFD),
-                         "{'name':'d','owner':'hw0','dma_mask_bits':31,"
-                         "'dma_windows':[{'base':'0x40000000','size':'2GiB'}]}"),
-                     { 2 * GiB - 32 * MiB, 2 * GiB, "m" });
-        /* A pool inside the window but wholly above the mask. */
-        EXPECT_NO_SPANS(DOC("", POOL_JSON("'h'", "'0x100000000'", "1"),
-                            DEV32(",'dma_windows':[{'base':'0xfe000000','size':'1GiB'}]")));
-        /* A pool wholly above the mask. */
-        EXPECT_NO_SPANS(DOC("", POOL_A, "{'name':'d','owner':'hw0','dma_mask_bits':30}"));
-        EXPECT_NO_SPANS(DOC("", POOL("m", "0xfc000000", "64MiB", "2MiB", MEMFD),
-                            "{'name':'d','owner':'hw0','dma_mask_bits':31}"));
-}
-
-static void test_spans_reserved_windows(void **state) {
-        (void) state;
-        /* Holes at the start, in the middle and at the end of the pool. */
-        EXPECT_SPANS(DOC("", POOL_A, DEV(",'reserved_windows':[{'name':'w','base':'0x40200000','size':'1MiB'},"
-                                         "{'base':'0x3ff00000','size':'2MiB'},{'base':'0x43000000','size':'1GiB'}]")),
-                     { GiB + 1 * MiB, GiB + 2 * MiB, "a" }, { GiB + 3 * MiB, GiB + 48 * MiB, "a" });
-        /* Adjacent reserved windows leave no empty span between them. */
-        EXPECT_SPANS(DOC("", POOL_A, DEV(",'reserved_windows':[{'base':'0x40100000','size':'1MiB'},"
-                                         "{'base':'0x40200000','size':'1MiB'}]")),
-                     { GiB, GiB + 1 * MiB, "a" }, { GiB + 3 * MiB, GiB + 64 * MiB, "a" });
-        /* Reserved windows covering the whole pool. */
-        EXPECT_NO_SPANS(DOC("", POOL_A, DEV(",'reserved_windows':[{'base':'0x40000000','size':'32MiB'},"
-                                            "{'base':'0x42000000','size':'32MiB'}]")));
-        /* Only the window's part counts: the reserved window lies in the second window. */
-        EXPECT_SPANS(DOC("", POOL_A, DEV(",'dma_windows':[{'base':'0x40000000','size':'4MiB'},"
-                                         "{'base':'0x42000000','size':'4MiB'}],"
-                                         "'reserved_windows':[{'base':'0x42000000','size':'1MiB'}]")),
-                     { GiB, GiB + 4 * MiB, "a" }, { GiB + 33 * MiB, GiB + 36 * MiB, "a" });
-}
-
-static void test_spans_pools(void **state) {
-        (void) state;
-        /* Pools listed out of order; spans come sorted, each in its own pool, and the
-         * reserved range between pools leaves them whole. */
-        EXPECT_SPANS(DOC("{'name':'r','base':'0x50000000','size':'1MiB'}",
-                         POOL("c", "0x70000000", "64MiB", "2MiB", MEMFD) "," POOL_A ","
-                         POOL("b", "0x60000000", "64MiB", "2MiB", MEMFD),
-                         DEV_64),
-                     { GiB, GiB + 64 * MiB, "a" }, { 0x60000000, 0x64000000, "b" },
-                     { 0x70000000, 0x74000000, "c" });
-        /* One window across the end of b and the start of c; another inside a. */
-        EXPECT_SPANS(DOC("", POOL("c", "0x70000000", "64MiB", "2MiB", MEMFD) "," POOL_A ","
-                             POOL("b", "0x60000000", "64MiB", "2MiB", MEMFD),
-                         DEV(",'dma_windows':[{'base':'0x63000000','size':'0x10000000'},"
-                             "{'base':'0x40000000','size':'2MiB'}]")),
-                     { GiB, GiB + 2 * MiB, "a" }, { 0x63000000, 0x64000000, "b" },
-                     { 0x70000000, 0x73000000, "c" });
-        /* A device between pools reaches none of them. */
-        EXPECT_NO_SPANS(DOC("", POOL_A "," POOL("b", "0x60000000", "64MiB", "2MiB", MEMFD),
-                            DEV(",'dma_windows':[{'base':'0x50000000','size':'256MiB'}]")));
-        /* No pools at all. */
-        EXPECT_NO_SPANS("{" MEMORY ",'pools':[],'devices':[" DEV_64 "]}");
-}
-
-/*
- * Platforms built by hand, as placement's tests do: a device without windows, and
- * reserved ranges that nest, overlap, touch the device's reserved windows, or are not
- * sorted, none of which the loader produces.
- */
-static void test_spans_hand_built(void **state) {
-        struct platform_pool pools[] = {
-                { .name = (char *) "p", .base = 16 * MiB, .end = 32 * MiB, .granule = 4 * KiB },
-                { .name = (char *) "q", .base = 64 * MiB, .end = 128 * MiB, .granule = 4 * KiB },
-        };
-        struct platform_range reserved[] = {
-                { .base = 20 * MiB, .end = 24 * MiB },
-                { .base = 21 * MiB, .end = 22 * MiB }, /* nested */
-                { .base = 23 * MiB, .end = 25 * MiB }, /* overlapping */
-                { .base = 27 * MiB, .end = 27 * MiB }, /* empty */
-        };
-        struct platform_range rwindows[] = {
-                { .base = 25 * MiB, .end = 26 * MiB }, /* touching reserved[2] */
-                { .base = 30 * MiB, .end = 31 * MiB },
-        };
-        struct platform_device d = {
-                .name = (char *) "hand",
-                .dma_mask_bits = 27,
-                .dma_max = (UINT64_C(1) << 27) - 1, /* 128MiB */
-                .reserved_windows = rwindows,
-                .n_reserved_windows = 2,
-                .alignment = 1,
-        };
-        struct platform p = {
-                .reserved = reserved,
-                .n_reserved = 4,
-                .pools = pools,
-                .n_pools = 2,
-                .devices = &d,
-                .n_devices = 1,
-        };
-
-        (void) state;
-        /* No windows: the default [0, dma_max]. */
-        expect_spans(&p, &d,
-                     (const struct want_span[]) { { 16 * MiB, 20 * MiB, "p" }, { 26 * MiB, 30 * MiB, "p" },
-                                                  { 31 * MiB, 32 * MiB, "p" }, { 64 * MiB, 128 * MiB, "q" } },
-                     4);
-
-        /* The same holes given out of order. */
-        reserved[0] = (struct platform_range) { .base = 23 * MiB, .end = 25 * MiB };
-        reserved[2] = (struct platform_range) { .base = 20 * MiB, .end = 24 * MiB };
-        expect_spans(&p, &d,
-                     (const struct want_span[]) { { 16 * MiB, 20 * MiB, "p" }, { 26 * MiB, 30 * MiB, "p" },
-                                                  { 31 * MiB, 32 * MiB, "p" }, { 64 * MiB, 128 * MiB, "q" } },
-                     4);
-
-        /* A 26-bit mask (64MiB) stops before q. */
-        d.dma_max = (UINT64_C(1) << 26) - 1;
-        expect_spans(&p, &d,
-                     (const struct want_span[]) { { 16 * MiB, 20 * MiB, "p" }, { 26 * MiB, 30 * MiB, "p" },
-                                                  { 31 * MiB, 32 * MiB, "p" } },
-                     3);
-
-        /* Overlapping windows, q's first: spans still come sorted by base. */
-        d.dma_max = UINT64_MAX;
-        d.windows = (struct platform_range[]) { { .base = 100 * MiB, .end = 101 * MiB },
-                                                { .base = 0, .end = 17 * MiB },
-                                                { .base = 16 * MiB, .end = 18 * MiB } };
-        d.n_windows = 3;
-        expect_spans(&p, &d,
-                     (const struct want_span[]) { { 16 * MiB, 17 * MiB, "p" }, { 16 * MiB, 18 * MiB, "p" },
-                                                  { 100 * MiB, 101 * MiB, "q" } },
-                     3);
-
-        /* A window that is all hole, one below the mask that misses the pools, and an empty one. */
-        d.dma_max = (UINT64_C(1) << 26) - 1;
-        d.windows = (struct platform_range[]) { { .base = 21 * MiB, .end = 26 * MiB },
-                                                { .base = 40 * MiB, .end = 50 * MiB },
-                                                { .base = 64 * MiB, .end = 64 * MiB } };
-        expect_spans(&p, &d, NULL, 0);
-}
-
-static void test_spans_arguments(void **state) {
-        _cleanup_(platform_freep) struct platform *p = NULL;
-        struct platform_span *sentinel = (struct platform_span *) &p, *spans = sentinel;
-        size_t n = 42;
-
-        (void) state;
-        p = load_ok(DOC("", POOL_A, DEV_64));
-        assert_int_equal(platform_device_spans(NULL, &p->devices[0], &spans, &n), -EINVAL);
-        assert_int_equal(platform_device_spans(p, NULL, &spans, &n), -EINVAL);
-        assert_int_equal(platform_device_spans(p, &p->devices[0], NULL, &n), -EINVAL);
-        assert_int_equal(platform_device_spans(p, &p->devices[0], &spans, NULL), -EINVAL);
-        /* Untouched on failure. */
-        assert_ptr_equal(spans, sentinel);
-        assert_int_equal(n, 42);
-
-        assert_int_equal(platform_device_spans(p, &p->devices[0], &spans, &n), 0);
-        assert_int_equal(n, 1);
-        assert_ptr_equal(spans[0].pool, &p->pools[0]);
-        free(spans);
-}
-
 static void test_sorting(void **state) {
         _cleanup_(platform_freep) struct platform *p = NULL;
 
@@ -957,14 +663,14 @@ static void test_syntax_errors(void **state) {
         char deep[200] = "{'memory':";
 
         (void) state;
-        expect_error("{\n  'memory': [,\n", "", "JSON syntax error at line 2, column 14");
-        expect_error("{'memory':[]", "", "JSON syntax error at line 1, column 13: unexpected end of data");
-        expect_error("", "", "JSON syntax error at line 1, column 1");
-        expect_error("{} {}", "", "JSON syntax error at line 1, column 4");
+        expect_error("{\n  'memory': [,\n", "", "invalid JSON at line 2, column 14");
+        expect_error("{'memory':[]", "", "invalid JSON at line 1, column 13: unexpected end of data");
+        expect_error("", "", "invalid JSON at line 1, column 1");
+        expect_error("{} {}", "", "invalid JSON at line 1, column 4");
         /* Strict JSON: no trailing commas, comments or single-quoted strings (here: \'). */
-        expect_error("{'pools':[],}", "", "JSON syntax error");
-        expect_error("/* c */ {}", "", "JSON syntax error");
-        expect_error("{'a':\"\xff\"}", "", "JSON syntax error");
+        expect_error("{'pools':[],}", "", "invalid JSON");
+        expect_error("/* c */ {}", "", "invalid JSON");
+        expect_error("{'a':\"\xff\"}", "", "invalid JSON");
 
         /* Nesting is bounded (json-c's depth counts every array and object). */
         for (int i = 0; i < 40; i++)
@@ -1002,7 +708,7 @@ static void test_file_content(void **state) {
         static const char nul[] = "{\"memory\":[],\n\"pools\":[]}\0 ";
 
         (void) state;
-        expect_file_error(nul, sizeof(nul) - 1, "JSON syntax error at line 2, column 12: NUL byte in input");
+        expect_file_error(nul, sizeof(nul) - 1, "invalid JSON at line 2, column 12: NUL byte in input");
         /* Strict parsing refuses anything but white space after the document. */
         expect_file_error("{}\n{}", 5, "line 2, column 1: unexpected character");
         expect_ok(DOC("", POOL_A, DEV_64) "\n\t \r\n");
@@ -1020,8 +726,11 @@ static void test_file_limits(void **state) {
         assert_true(asprintf(&path, "%s/p.json", dir) > 0);
 
         assert_int_equal(platform_load_file(path, &p, &diags), -ENOENT);
+        assert_non_null(strstr(diag_find(&diags, "")->message, "cannot open: No such file or directory"));
+        diag_list_clear(&diags);
         assert_int_equal(platform_load_file(dir, &p, &diags), -EISDIR);
-        assert_int_equal(diags.n, 0);
+        assert_non_null(strstr(diag_find(&diags, "")->message, "cannot read: Is a directory"));
+        diag_list_clear(&diags);
 
         /* One byte over the limit, as a file and as a string. */
         big = malloc(PLATFORM_MAX_FILE_SIZE + 2);
@@ -1040,7 +749,7 @@ static void test_file_limits(void **state) {
         assert_non_null(strstr(diag_find(&diags, "")->message, "larger than the limit of 4MiB"));
         diag_list_clear(&diags);
         assert_int_equal(platform_load_string(big, &p, &diags), -EFBIG);
-        assert_non_null(strstr(diag_find(&diags, "")->message, "more than the limit of 4MiB"));
+        assert_non_null(strstr(diag_find(&diags, "")->message, "input is larger than the limit of 4MiB"));
         diag_list_clear(&diags);
 
         /* Exactly at the limit is read and parsed: this one lacks memory. */
@@ -1289,12 +998,6 @@ int main(void) {
                 cmocka_unit_test(test_duplicate_names),
                 cmocka_unit_test(test_all_errors_in_one_pass),
                 cmocka_unit_test(test_reachability),
-                cmocka_unit_test(test_spans_windows),
-                cmocka_unit_test(test_spans_mask),
-                cmocka_unit_test(test_spans_reserved_windows),
-                cmocka_unit_test(test_spans_pools),
-                cmocka_unit_test(test_spans_hand_built),
-                cmocka_unit_test(test_spans_arguments),
                 cmocka_unit_test(test_sorting),
                 cmocka_unit_test(test_find),
                 cmocka_unit_test(test_backing_kind_strings),

@@ -214,7 +214,7 @@ static void test_size_limit(void **state) {
         big[len + 1] = '\0';
         assert_int_equal(policy_load_string(big, &p, &diags), -EFBIG);
         assert_null(p);
-        assert_diag(&diags, DIAG_ERROR, "", "larger than 4MiB");
+        assert_diag(&diags, DIAG_ERROR, "", "larger than the limit of 4MiB");
         diag_list_clear(&diags);
 }
 
@@ -241,7 +241,7 @@ static void test_entry_limits(void **state) {
         /* ...one more does not. */
         snprintf(text + len, cap - len, ",\"d%d\"]}]}", POLICY_MAX_ENTRIES);
         assert_int_equal(policy_load_string(text, &p, &diags), -EINVAL);
-        assert_diag(&diags, DIAG_ERROR, "agents[0].domains", "too many entries: 4097, at most 4096");
+        assert_diag(&diags, DIAG_ERROR, "agents[0].domains", "too many entries: 4097 (at most 4096)");
         diag_list_clear(&diags);
 
         /* The same bound on a top-level array. */
@@ -250,7 +250,7 @@ static void test_entry_limits(void **state) {
                 len += (size_t) snprintf(text + len, cap - len, "%s{}", i ? "," : "");
         snprintf(text + len, cap - len, "]}");
         assert_int_equal(policy_load_string(text, &p, &diags), -EINVAL);
-        assert_diag(&diags, DIAG_ERROR, "quotas", "too many entries: 4097, at most 4096");
+        assert_diag(&diags, DIAG_ERROR, "quotas", "too many entries: 4097 (at most 4096)");
         /* Entries past the limit are not examined one by one. */
         assert_int_equal(diag_count(&diags, DIAG_ERROR), 1);
         diag_list_clear(&diags);
@@ -786,7 +786,7 @@ static void test_load_file(void **state) {
         write_file(big, data, POLICY_MAX_FILE_SIZE + 1);
         assert_int_equal(policy_load_file(big, &p, &diags), -EFBIG);
         assert_null(p);
-        assert_diag(&diags, DIAG_ERROR, "", "larger than 4MiB");
+        assert_diag(&diags, DIAG_ERROR, "", "larger than the limit of 4MiB");
         diag_list_clear(&diags);
         /* At the limit it is read in full (and is then not JSON). */
         write_file(big, data, POLICY_MAX_FILE_SIZE);
