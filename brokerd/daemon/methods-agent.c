@@ -107,9 +107,6 @@ int method_region_share(const struct method_call *call, const void *args, struct
         bool ok = true;
         int q;
 
-        q = check_acts_for(call->m, call->caller, a->owner, err);
-        if (q < 0)
-                return q;
         q = broker_share(call->m->broker, &bc, &req, &res, &berr);
         if (q < 0)
                 return broker_fail(err, &berr);
@@ -121,17 +118,10 @@ int method_region_share(const struct method_call *call, const void *args, struct
         }
         o = share_to_json(&res, &ok);
         explicit_bzero(res.tokens, sizeof(res.tokens));
-        if (ok)
-                q = result_attach_fd(o, call->fds, TAKE_FD(res.owner_fd));
-        else
-                closep(&res.owner_fd);
-        if (!ok || q < 0) {
-                json_object_put(o);
+        q = result_finish_fd(o, ok, call->fds, TAKE_FD(res.owner_fd), ret, err);
+        if (q < 0)
                 share_take_back(call->m, call->caller, res.region);
-                return internal_error(err, q < 0 ? q : -ENOMEM);
-        }
-        *ret = o;
-        return 0;
+        return q;
 }
 
 /* ---- region.attach, region.release, region.revoke ---- */
@@ -164,9 +154,6 @@ int method_region_attach(const struct method_call *call, const void *args, struc
         bool ok = true;
         int q;
 
-        q = check_acts_for(call->m, call->caller, a->domain, err);
-        if (q < 0)
-                return q;
         q = broker_attach(call->m->broker, &bc, a->domain, a->token, &res, &berr);
         if (q < 0)
                 return broker_fail(err, &berr);
@@ -177,17 +164,10 @@ int method_region_attach(const struct method_call *call, const void *args, struc
         obj_add_addr(o, "base", res.base, &ok);
         obj_add_u64(o, "size", res.size, &ok);
         obj_add_str(o, "access", access_to_string(res.access), &ok);
-        if (ok)
-                q = result_attach_fd(o, call->fds, TAKE_FD(res.fd));
-        else
-                closep(&res.fd);
-        if (!ok || q < 0) {
-                json_object_put(o);
+        q = result_finish_fd(o, ok, call->fds, TAKE_FD(res.fd), ret, err);
+        if (q < 0)
                 attach_take_back(call->m, call->caller, a->domain, res.region);
-                return internal_error(err, q < 0 ? q : -ENOMEM);
-        }
-        *ret = o;
-        return 0;
+        return q;
 }
 
 /* The state a verb left; a region no longer indexed has been reclaimed. */
@@ -206,9 +186,6 @@ int method_region_release(const struct method_call *call, const void *args, stru
         struct broker_error berr = {};
         int q;
 
-        q = check_acts_for(call->m, call->caller, a->domain, err);
-        if (q < 0)
-                return q;
         q = broker_release(call->m->broker, &bc, a->domain, a->region, &berr);
         if (q < 0)
                 return broker_fail(err, &berr);
@@ -222,11 +199,6 @@ int method_region_revoke(const struct method_call *call, const void *args, struc
         struct broker_error berr = {};
         int q;
 
-        if (a->owner) {
-                q = check_acts_for(call->m, call->caller, a->owner, err);
-                if (q < 0)
-                        return q;
-        }
         q = broker_revoke(call->m->broker, &bc, a->owner, a->region, a->deadline_ms * 1000, a->force, &berr);
         if (q < 0)
                 return broker_fail(err, &berr);
@@ -299,11 +271,6 @@ int method_region_list(const struct method_call *call, const void *args, struct 
         bool ok = true;
         int q;
 
-        if (a->domain) {
-                q = check_acts_for(call->m, call->caller, a->domain, err);
-                if (q < 0)
-                        return q;
-        }
         w.regions = json_object_new_array();
         if (!w.regions)
                 return internal_error(err, -ENOMEM);
@@ -326,9 +293,6 @@ int method_route_lookup(const struct method_call *call, const void *args, struct
         bool ok = true;
         int q;
 
-        q = check_acts_for(call->m, call->caller, a->domain, err);
-        if (q < 0)
-                return q;
         q = broker_route_lookup(call->m->broker, a->device, a->domain, &route);
         if (q < 0)
                 return broker_failf(err, BROKER_E_INVALID, "device or domain is not a valid name");

@@ -105,6 +105,7 @@ struct method {
         bool reply_fd;            /* the result may carry one fd: room is made before the call */
         size_t args_size;
         const struct param *params; /* ends with {} */
+        const char *acts_for;     /* the param naming a domain the caller must act for, when given */
         method_handler_t handler;
         method_undo_t undo;       /* NULL: nothing to take back */
 };
@@ -193,8 +194,10 @@ struct json_object *member_get(struct json_object *o, const char *key);
 struct json_object *region_to_json(const struct broker_region_info *r);
 /* {region, state}: what a verb left. */
 int region_state_result(uint64_t region, enum region_state state, struct json_object **ret, struct rpc_error *err);
-/* Attaches fd (taking it) as "fd": <index>; without an fd table the reply has none. */
-int result_attach_fd(struct json_object *o, struct rpc_reply_fds *fds, int fd);
+/* result_finish() for a result that carries fd (taken) as "fd": <index> (none without an fd
+ * table). On failure nothing is handed over: the caller takes its call back. */
+int result_finish_fd(struct json_object *o, bool ok, struct rpc_reply_fds *fds, int fd, struct json_object **ret,
+                     struct rpc_error *err);
 
 /* ---- methods.c: identity ---- */
 

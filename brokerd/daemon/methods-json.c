@@ -180,7 +180,8 @@ struct json_object *region_to_json(const struct broker_region_info *r) {
         return o;
 }
 
-int result_attach_fd(struct json_object *o, struct rpc_reply_fds *fds, int fd) {
+/* Attaches fd (taking it) as "fd": <index>; without an fd table the reply simply has none. */
+static int result_attach_fd(struct json_object *o, struct rpc_reply_fds *fds, int fd) {
         bool ok = true;
         int idx;
 
@@ -200,5 +201,21 @@ int result_attach_fd(struct json_object *o, struct rpc_reply_fds *fds, int fd) {
                 close(fds->fds[fds->n]);
                 return -ENOMEM;
         }
+        return 0;
+}
+
+int result_finish_fd(struct json_object *o, bool ok, struct rpc_reply_fds *fds, int fd, struct json_object **ret,
+                     struct rpc_error *err) {
+        int q = -ENOMEM;
+
+        if (ok && o)
+                q = result_attach_fd(o, fds, fd);
+        else if (fd >= 0)
+                close(fd);
+        if (q < 0) {
+                json_object_put(o);
+                return internal_error(err, q);
+        }
+        *ret = o;
         return 0;
 }

@@ -141,19 +141,19 @@ union method_args {
 static const struct method method_table[] = {
         { "broker.info", METHOD_AGENT, .params = no_params, .handler = method_broker_info },
         { "region.share", METHOD_AGENT, .mutating = true, .reply_fd = true, ARGS(struct share_args),
-          .params = share_params, .handler = method_region_share, .undo = undo_region_share },
+          .params = share_params, .acts_for = "owner", .handler = method_region_share, .undo = undo_region_share },
         { "region.attach", METHOD_AGENT, .mutating = true, .reply_fd = true, ARGS(struct attach_args),
-          .params = attach_params, .handler = method_region_attach, .undo = undo_region_attach },
+          .params = attach_params, .acts_for = "domain", .handler = method_region_attach, .undo = undo_region_attach },
         { "region.release", METHOD_AGENT, .mutating = true, ARGS(struct release_args), .params = release_params,
-          .handler = method_region_release },
+          .acts_for = "domain", .handler = method_region_release },
         { "region.revoke", METHOD_AGENT, .mutating = true, ARGS(struct revoke_args), .params = revoke_params,
-          .handler = method_region_revoke },
+          .acts_for = "owner", .handler = method_region_revoke },
         { "region.get", METHOD_AGENT, ARGS(struct region_args), .params = region_params,
           .handler = method_region_get },
         { "region.list", METHOD_AGENT, ARGS(struct list_args), .params = list_params,
-          .handler = method_region_list },
+          .acts_for = "domain", .handler = method_region_list },
         { "route.lookup", METHOD_AGENT, ARGS(struct route_args), .params = route_params,
-          .handler = method_route_lookup },
+          .acts_for = "domain", .handler = method_route_lookup },
         /* Subscribing changes only the connection's own state, which dies with it. */
         { "events.subscribe", METHOD_AGENT, ARGS(struct subscribe_args), .params = subscribe_params,
           .handler = method_events_subscribe },
@@ -202,6 +202,12 @@ int methods_handle(void *userdata, const struct rpc_caller *caller, const char *
         q = params_parse(e->params, params, &args, err);
         if (q < 0)
                 return q;
+        if (e->acts_for) {
+                const char *domain = json_object_get_string(member_get(params, e->acts_for));
+                q = domain ? check_acts_for(m, caller, domain, err) : 0;
+                if (q < 0)
+                        return q;
+        }
         /* Checked before anything happens: a result whose fd cannot travel would have to be undone. */
         if (e->reply_fd && fds && fds->n >= RPC_MAX_FDS_PER_LINE)
                 return broker_failf(err, BROKER_E_LIMIT, "no room for another fd in this reply");

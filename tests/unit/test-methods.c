@@ -369,6 +369,22 @@ static int attach_ok(struct fixture *f, const struct rpc_caller *c, const char *
         return fd;
 }
 
+/* hw0 shares 4KiB of gpu0 with vm1 and vm2, read-only; no owner fd is kept. */
+static struct shared share_two_peers(struct fixture *f) {
+        struct shared s = { .fd = -1 };
+        struct reply r;
+
+        r = call(f, &ROOT, "region.share",
+                 "{\"owner\": \"hw0\", \"device\": \"gpu0\", \"size\": 4096,"
+                 " \"peers\": [{\"domain\": \"vm1\", \"access\": \"ro\"}, {\"domain\": \"vm2\", \"access\": \"ro\"}]}");
+        assert_int_equal(r.q, 0);
+        s.region = (uint64_t) get_int(r.result, "region");
+        for (size_t i = 0; i < 2; i++)
+                snprintf(s.token[i], sizeof(s.token[i]), "%s", get_str(get_idx(r.result, "tokens", i), "token"));
+        reply_clear(&r);
+        return s;
+}
+
 static const char *state_of(struct fixture *f, uint64_t region) {
         static char buf[32];
         struct reply r;
@@ -698,18 +714,10 @@ static void test_release(void **state) {
 
 static void test_release_twice(void **state) {
         struct fixture *f = *state;
-        struct shared s;
+        struct shared s = share_two_peers(f);
         struct json_object *o;
-        struct reply r;
 
         /* Two peers on gpu0: releasing one leaves the region active, releasing again is refused. */
-        r = call(f, &ROOT, "region.share",
-                 "{\"owner\": \"hw0\", \"device\": \"gpu0\", \"size\": 4096,"
-                 " \"peers\": [{\"domain\": \"vm1\", \"access\": \"ro\"}, {\"domain\": \"vm2\", \"access\": \"ro\"}]}");
-        assert_int_equal(r.q, 0);
-        s.region = (uint64_t) get_int(r.result, "region");
-        snprintf(s.token[0], sizeof(s.token[0]), "%s", get_str(get_idx(r.result, "tokens", 0), "token"));
-        reply_clear(&r);
         close(attach_ok(f, &VM1, "vm1", s.token[0]));
 
         o = call_ok(f, &VM1, "region.release", "{\"domain\": \"vm1\", \"region\": 1}");
@@ -1443,12 +1451,12 @@ static void test_u64_integers(void **state) {
         expect_fail(f, &ADMIN, "admin.audit", "{\"after_seq\": 18446744073709551615}", E(BROKER_E_INVALID),
                     "invalid_request");
         /* Negative, fractional and non-numbers stay -32602. */
-        expect_invalid_params(f, &ADMIN, "region.get", "{\"region\": -1}", "region");
-        expect_invalid_params(f, &ADMIN, "region.get", "{\"region\": -9223372036854775809}", "region");
-        expect_invalid_params(f, &ADMIN, "region.get", "{\"region\": 1.0}", "region");
-        expect_invalid_params(f, &ADMIN, "region.get", "{\"region\": 1e3}", "region");
-        expect_invalid_params(f, &ADMIN, "region.get", "{\"region\": \"0x10000000000000000\"}", "region");
-        expect_invalid_params(f, &ADMIN, "region.get", "{\"region\": false}", "region");
+        static const char *const refused[] = {
+                "{\"region\": -1}", "{\"region\": -9223372036854775809}", "{\"region\": 1.0}", "{\"region\": 1e3}",
+                "{\"region\": \"0x10000000000000000\"}", "{\"region\": false}",
+        };
+        for (size_t i = 0; i < ELEMENTSOF(refused); i++)
+                expect_invalid_params(f, &ADMIN, "region.get", refused[i], "region");
         assert_int_equal(list_count(f, &ADMIN, NULL), 0);
 }
 
@@ -1562,20 +1570,12 @@ static void test_undelivered_share(void **state) {
 
 static void test_undelivered_attach(void **state) {
         struct fixture *f = *state;
-        struct reply r;
-        char params[256];
+        struct shared s = share_two_peers(f);
         struct json_object *attach, *o, *peer;
-        struct shared s;
+        char params[256];
+        struct reply r;
 
         /* Two peers: one attach's reply is lost, the other's arrives. */
-        r = call(f, &ROOT, "region.share",
-                 "{\"owner\": \"hw0\", \"device\": \"gpu0\", \"size\": 4096,"
-                 " \"peers\": [{\"domain\": \"vm1\", \"access\": \"ro\"}, {\"domain\": \"vm2\", \"access\": \"ro\"}]}");
-        assert_int_equal(r.q, 0);
-        s.region = (uint64_t) get_int(r.result, "region");
-        snprintf(s.token[0], sizeof(s.token[0]), "%s", get_str(get_idx(r.result, "tokens", 0), "token"));
-        snprintf(s.token[1], sizeof(s.token[1]), "%s", get_str(get_idx(r.result, "tokens", 1), "token"));
-        reply_clear(&r);
         close(attach_ok(f, &VM2, "vm2", s.token[1]));
 
         snprintf(params, sizeof(params), "{\"domain\": \"vm1\", \"token\": \"%s\"}", s.token[0]);
