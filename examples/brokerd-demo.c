@@ -119,7 +119,7 @@ static int run_peer(int fd, uint64_t size, bool writable, const char *reply) {
 static void print_route(struct broker *b, const char *device, const char *peer) {
         struct broker_route_info route = {};
 
-        broker_route_lookup(b, device, peer, &route);
+        broker_route_lookup(b, &NET_AGENT, device, peer, &route, NULL);
         if (!route.found)
                 printf("      route lookup (%s, %s): none\n", device, peer);
         else if (route.kind == ROUTE_REGION)
@@ -275,17 +275,17 @@ int main(int argc, char **argv) {
         print_route(b, "nic0", "vm2");
 
         say("What an admin sees now (brokerctl list)");
-        broker_region_foreach(b, print_region, NULL);
+        broker_region_foreach(b, &ADMIN, print_region, NULL);
 
         say("The admin revokes region %" PRIu64 " with a 1s deadline; vm1 is recalled", s.region);
-        if (broker_revoke(b, &ADMIN, NULL, s.region, 1000000, false, &err) < 0)
+        if (broker_revoke(b, &ADMIN, NULL, s.region, 1000000, false, NULL, &err) < 0)
                 return fail("revoke", &err);
         say("vm1 releases it; the broker scrubs and reclaims the range");
-        if (broker_release(b, &NET_AGENT, "vm1", s.region, &err) < 0)
+        if (broker_release(b, &NET_AGENT, "vm1", s.region, NULL, &err) < 0)
                 return fail("release", &err);
 
         say("hw0 revokes region %" PRIu64 "; vm2 ignores the recall", ro.region);
-        if (broker_revoke(b, &NET_AGENT, "hw0", ro.region, 1000000, false, &err) < 0)
+        if (broker_revoke(b, &NET_AGENT, "hw0", ro.region, 1000000, false, NULL, &err) < 0)
                 return fail("revoke", &err);
         printf("      vm2 still maps it and reads \"%s\"; waiting for the deadline...\n", lingering);
         usleep(1100000);
@@ -300,10 +300,10 @@ int main(int argc, char **argv) {
         print_route(b, "nic0", "vm1");
 
         say("The audit trail in the database");
-        store_audit_list(broker_store(b), 0, 0, 0, print_audit, NULL);
+        broker_audit_foreach(b, &ADMIN, 0, 0, 0, false, print_audit, NULL, NULL);
 
         say("Done. Live regions left: none");
-        broker_region_foreach(b, print_region, NULL);
+        broker_region_foreach(b, &ADMIN, print_region, NULL);
         close(s.owner_fd);
         close(ro.owner_fd);
         close(a.fd);

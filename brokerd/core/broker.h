@@ -9,6 +9,10 @@
  * Every call that changes state commits one transaction (with its audit row) before it
  * touches memory or reports success; a refused call changes nothing. Calls return 0 or
  * -errno, with err (may be NULL) carrying the stable code and a message.
+ * Permission is decided here, once, from the caller's identity (struct broker_caller):
+ * the RPC layer parses, calls and formats, and never reads the policy or the store.
+ * broker_new() takes the backend over and installs all of its callbacks (unmap done,
+ * domain gone, reconnected), so the backend reports to the broker, never to the daemon.
  * Single-threaded: the daemon calls it from its event loop. The broker never sleeps:
  * deadlines are acted on by broker_process_deadlines(), which the loop calls at
  * broker_next_deadline().
@@ -46,7 +50,14 @@ enum broker_event_type {
         BROKER_EVENT_RECLAIMED,     /* the region is gone and its range scrubbed */
         BROKER_EVENT_ROUTE_CHANGED, /* route (device, domain) now points elsewhere */
         BROKER_EVENT_UNPLUG_OVERDUE, /* a domain kept a mapping past its deadline: escalated */
+        BROKER_EVENT_RECONCILED,    /* the backend came back and the broker reconciled with it */
+        _BROKER_EVENT_TYPE_MAX,
 };
+
+/* "attached", "recall", ..., for logs; NULL out of range. */
+const char *broker_event_type_to_string(enum broker_event_type t);
+
+struct broker_peer_info;
 
 struct broker_event {
         enum broker_event_type type;
@@ -57,6 +68,9 @@ struct broker_event {
         int64_t deadline;    /* RECALL */
         const char *reason;  /* may be NULL */
         enum unplug_escalation escalation; /* UNPLUG_OVERDUE */
+        /* RECLAIMED: the region's peers (the event is the last word on them). */
+        size_t n_peers;
+        const struct broker_peer_info *peers;
 };
 
 struct broker_config {
@@ -80,6 +94,8 @@ struct broker_config {
          */
         enum unplug_escalation escalation;
         uint64_t unplug_grace_usec; /* 0: BROKER_DEFAULT_UNPLUG_GRACE_USEC */
+        /* What the database keeps of the past (reclaimed regions, audit rows); zero: everything. */
+        struct store_retention retention;
 };
 
 struct broker_share_peer {
@@ -173,6 +189,40 @@ struct broker_route_info {
         const char *reason; /* ROUTE_BOUNCE */
 };
 
+/* What broker_domain_gone() did. */
+struct broker_domain_gone_result {
+        unsigned peers_revoked;  /* grants and attachments of the domain revoked */
+        unsigned regions_revoked; /* live regions it owned, now being revoked */
+};
+
+/* One domain as admin.domains shows it: what it shares against its quota. */
+struct broker_domain_info {
+        const char *domain;
+        uint64_t regions_owned, bytes_owned;
+        uint64_t max_regions, max_bytes; /* UINT64_MAX: unlimited */
+        uint64_t attached;               /* attachments it holds as a peer */
+};
+
+/* One pool of the platform and how much of it live regions use. */
+struct broker_pool_info {
+        const char *pool;
+        uint32_t numa_node;
+        uint64_t base, size, granule;
+        uint64_t used, free;
+        uint64_t regions;
+};
+
+/* Pools summed per NUMA node. */
+struct broker_numa_info {
+        uint32_t numa_node;
+        uint64_t size, used;
+};
+
+struct broker_stats {
+        uint64_t regions_live;     /* offered or active */
+        uint64_t regions_revoking;
+};
+
 struct broker;
 
 int broker_new(struct broker_config *cfg, struct broker **ret, struct broker_error *err);
@@ -184,30 +234,65 @@ int broker_set_policy(struct broker *b, struct policy *policy, struct diag_list 
 /* Load a policy file and put it in force; on any error the old policy stays. */
 int broker_reload_policy(struct broker *b, const char *path, struct diag_list *diags);
 
+/*
+ * Permission, decided here only. An admin acts for every domain; an agent for the domains
+ * the policy in force lists for its uid. A region is visible to whoever acts for its owner
+ * or one of its peers.
+ */
+bool broker_caller_acts_for(const struct broker *b, const struct broker_caller *caller, const char *domain);
+/*
+ * The domains an agent acts for, each once, in policy order; nothing for an admin (who acts
+ * for all). fn returning non-zero stops the walk with that value. Strings live until the
+ * policy changes.
+ */
+int broker_caller_domains(const struct broker *b, const struct broker_caller *caller,
+                          int (*fn)(void *userdata, const char *domain), void *userdata);
+/* Does the policy in force name this uid as an agent? */
+bool broker_uid_known(const struct broker *b, uid_t uid);
+
+/*
+ * The verbs. Each checks that the caller acts for the domain it names (forbidden otherwise),
+ * records the transition with its audit row in one transaction, then touches the backend.
+ */
 int broker_share(struct broker *b, const struct broker_caller *caller, const struct broker_share_request *req,
                  struct broker_share_result *ret, struct broker_error *err);
 int broker_attach(struct broker *b, const struct broker_caller *caller, const char *domain, const char *token,
                   struct broker_attach_result *ret, struct broker_error *err);
+/*
+ * domain gives up its grant or attachment. ret (may be NULL) is the region after the call;
+ * once a region is reclaimed only ret->id and ret->state (REGION_RECLAIMED) are set.
+ */
 int broker_release(struct broker *b, const struct broker_caller *caller, const char *domain, uint64_t region,
-                   struct broker_error *err);
+                   struct broker_region_info *ret, struct broker_error *err);
 /*
  * Revoke by the owner (acting as owner) or an admin (owner NULL). Peers still attached are
  * recalled and have timeout_usec to release; at the deadline, or at once with force, their
  * attachments are revoked. Revoking a region already being revoked can only bring its
- * deadline forward (or force it).
+ * deadline forward (recorded and audited) or force it. ret as for broker_release().
  */
 int broker_revoke(struct broker *b, const struct broker_caller *caller, const char *owner, uint64_t region,
-                  uint64_t timeout_usec, bool force, struct broker_error *err);
-/* A domain went away: its attachments are revoked, its own regions revoked. Admin only. */
+                  uint64_t timeout_usec, bool force, struct broker_region_info *ret, struct broker_error *err);
+/* A domain went away: its attachments are revoked, its own regions revoked. Admin only. ret may be NULL. */
 int broker_domain_gone(struct broker *b, const struct broker_caller *caller, const char *domain,
+                       struct broker_domain_gone_result *ret, struct broker_error *err);
+
+/*
+ * Undo for a verb whose reply could not be delivered, audited with reason "reply undelivered".
+ * broker_share_undo: a caller acting for the owner takes the region it just shared down at
+ * once (forced revoke, scrub, reclaim: quota and range freed, its tokens void); a region that
+ * is no longer live is bad_state. broker_attach_undo: a caller acting for domain gives back
+ * the attachment it just made (the peer is released and its mapping removed).
+ */
+int broker_share_undo(struct broker *b, const struct broker_caller *caller, uint64_t region,
+                      struct broker_error *err);
+int broker_attach_undo(struct broker *b, const struct broker_caller *caller, const char *domain, uint64_t region,
                        struct broker_error *err);
 
 /*
  * Compares the database with what the backend really has (its survey) and converges:
  * unknown mappings are detached, missing ones repaired or revoked, removals that completed
- * unseen recorded. Runs on start (in broker_new) and whenever the caller learns that the
- * backend may have changed behind its back (the hypervisor connection came back).
- * Backends without a survey op make it a no-op.
+ * unseen recorded. Runs on start (in broker_new) and when the backend reports that it
+ * reconnected (then BROKER_EVENT_RECONCILED follows). Backends without a survey: a no-op.
  */
 int broker_reconcile(struct broker *b, struct broker_reconcile_result *ret);
 
@@ -216,14 +301,46 @@ int broker_process_deadlines(struct broker *b);
 /* The earliest pending deadline or escalation (CLOCK_REALTIME usec), or INT64_MAX when none. */
 int64_t broker_next_deadline(struct broker *b);
 
-int broker_route_lookup(struct broker *b, const char *device, const char *domain, struct broker_route_info *ret);
-int broker_region_get(struct broker *b, uint64_t id, struct broker_region_info *ret);
-/* Live regions (not reclaimed), in no particular order; fn returning non-zero stops the walk. */
-int broker_region_foreach(struct broker *b, int (*fn)(void *userdata, const struct broker_region_info *r),
-                          void *userdata);
+/*
+ * Queries: the caller sees only what it may. Views are valid until the next call that
+ * changes the broker.
+ * broker_region_get: no_such_region (-ENOENT) when there is no live region id, forbidden
+ * (-EPERM) when the caller acts for none of its domains.
+ * broker_region_foreach: the live regions the caller may see, in no particular order; fn
+ * returning non-zero stops the walk with that value.
+ * broker_route_lookup: the caller must act for domain.
+ */
+int broker_region_get(struct broker *b, const struct broker_caller *caller, uint64_t id,
+                      struct broker_region_info *ret, struct broker_error *err);
+int broker_region_foreach(struct broker *b, const struct broker_caller *caller,
+                          int (*fn)(void *userdata, const struct broker_region_info *r), void *userdata);
+int broker_route_lookup(struct broker *b, const struct broker_caller *caller, const char *device, const char *domain,
+                        struct broker_route_info *ret, struct broker_error *err);
 /* What domain shares now, against its quota. */
 void broker_usage(const struct broker *b, const char *domain, uint64_t *bytes, uint64_t *regions);
 
-const struct platform *broker_platform(const struct broker *b);
-const struct policy *broker_policy(const struct broker *b);
-struct store *broker_store(struct broker *b);
+/*
+ * Admin queries (forbidden, -EPERM, for agents; err may be NULL), each walk stopping when fn
+ * returns non-zero (that value is returned).
+ * broker_domain_foreach: every domain a region, the policy's agents or its quotas name, by name.
+ * broker_pool_foreach / broker_numa_foreach: the platform's pools in base order / NUMA nodes
+ * ascending, with what live regions use of them.
+ * broker_audit_foreach: audit rows with seq > after_seq and time >= since, oldest first, at
+ * most limit (0: no limit); newest: the newest limit such rows (still delivered oldest first).
+ */
+int broker_domain_foreach(struct broker *b, const struct broker_caller *caller,
+                          int (*fn)(void *userdata, const struct broker_domain_info *d), void *userdata,
+                          struct broker_error *err);
+int broker_pool_foreach(struct broker *b, const struct broker_caller *caller,
+                        int (*fn)(void *userdata, const struct broker_pool_info *p), void *userdata,
+                        struct broker_error *err);
+int broker_numa_foreach(struct broker *b, const struct broker_caller *caller,
+                        int (*fn)(void *userdata, const struct broker_numa_info *n), void *userdata,
+                        struct broker_error *err);
+int broker_audit_foreach(struct broker *b, const struct broker_caller *caller, int64_t after_seq, int64_t since,
+                         unsigned limit, bool newest, int (*fn)(void *userdata, const struct store_audit *a),
+                         void *userdata, struct broker_error *err);
+int broker_stats(struct broker *b, const struct broker_caller *caller, struct broker_stats *ret,
+                 struct broker_error *err);
+/* The mapping backend's name ("memfd", "libvirt"). */
+const char *broker_backend_name(const struct broker *b);

@@ -31,15 +31,10 @@ struct manager {
 };
 
 static void on_broker_event(void *userdata, const struct broker_event *ev) {
-        static const char *const names[] = {
-                [BROKER_EVENT_ATTACHED] = "attached", [BROKER_EVENT_RECALL] = "recall",
-                [BROKER_EVENT_RELEASED] = "released", [BROKER_EVENT_REVOKED] = "revoked",
-                [BROKER_EVENT_RECLAIMED] = "reclaimed", [BROKER_EVENT_ROUTE_CHANGED] = "route changed",
-        };
         struct manager *m = userdata;
 
         log_region(ev->type == BROKER_EVENT_REVOKED ? LOG_NOTICE : LOG_INFO, ev->region, ev->domain, ev->owner,
-                   "%s%s%s%s%s", names[ev->type], ev->device ? " on " : "", ev->device ?: "", ev->reason ? ": " : "",
+                   "%s%s%s%s%s", broker_event_type_to_string(ev->type), ev->device ? " on " : "", ev->device ?: "", ev->reason ? ": " : "",
                    ev->reason ?: "");
         methods_on_event(m->methods, ev);
 }
@@ -110,7 +105,7 @@ static void on_domain_gone(void *userdata, const char *domain) {
         struct broker_error err = {};
         int r;
 
-        r = broker_domain_gone(m->broker, &(struct broker_caller) { .admin = true }, domain, &err);
+        r = broker_domain_gone(m->broker, &(struct broker_caller) { .admin = true }, domain, NULL, &err);
         if (r < 0)
                 log_error("domain %s went away, but its regions could not be revoked: %s", domain, err.message);
         else

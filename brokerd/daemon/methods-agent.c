@@ -54,13 +54,9 @@ int method_broker_info(const struct method_call *call, const void *args, struct 
 /* Takes a committed share back: its region and tokens vanish, its quota, range and fd are freed. */
 static void share_take_back(struct methods *m, const struct rpc_caller *c, uint64_t region) {
         struct broker_caller bc = caller_of(c);
-        struct broker_region_info info;
         struct broker_error berr = {};
 
-        if (broker_region_get(m->broker, region, &info) < 0)
-                return;
-        /* As the owner the caller acted for when it shared; the core audits the revoke. */
-        if (broker_revoke(m->broker, &bc, c->admin ? NULL : info.owner, region, 0, true, &berr) < 0)
+        if (broker_share_undo(m->broker, &bc, region, &berr) < 0)
                 log_error("region %" PRIu64 ": could not take back its undelivered share: %s", region, berr.message);
 }
 
@@ -109,7 +105,7 @@ int method_region_share(const struct method_call *call, const void *args, struct
 
         q = broker_share(call->m->broker, &bc, &req, &res, &berr);
         if (q < 0)
-                return broker_fail(err, &berr);
+                return fail_with_broker_error(err, &berr);
         if (res.bounce) {
                 o = json_object_new_object();
                 obj_add_str(o, "placement", "bounce", &ok);
@@ -132,7 +128,7 @@ static void attach_take_back(struct methods *m, const struct rpc_caller *c, cons
 
         /* The token is spent; give the grant back so the region does not wait on a peer that never
          * got its memory. */
-        if (broker_release(m->broker, &bc, domain, region, &berr) < 0)
+        if (broker_attach_undo(m->broker, &bc, domain, region, &berr) < 0)
                 log_error("region %" PRIu64 ": could not release the undelivered attach of %s: %s", region, domain,
                           berr.message);
 }
@@ -156,7 +152,7 @@ int method_region_attach(const struct method_call *call, const void *args, struc
 
         q = broker_attach(call->m->broker, &bc, a->domain, a->token, &res, &berr);
         if (q < 0)
-                return broker_fail(err, &berr);
+                return fail_with_broker_error(err, &berr);
 
         o = json_object_new_object();
         obj_add_u64(o, "region", res.region, &ok);
@@ -170,39 +166,32 @@ int method_region_attach(const struct method_call *call, const void *args, struc
         return q;
 }
 
-/* The state a verb left; a region no longer indexed has been reclaimed. */
-static enum region_state region_state_now(struct methods *m, uint64_t region) {
-        struct broker_region_info info;
-
-        if (broker_region_get(m->broker, region, &info) < 0)
-                return REGION_RECLAIMED;
-        return info.state;
-}
-
 int method_region_release(const struct method_call *call, const void *args, struct json_object **ret,
                           struct rpc_error *err) {
         const struct release_args *a = args;
         struct broker_caller bc = caller_of(call->caller);
+        struct broker_region_info after;
         struct broker_error berr = {};
         int q;
 
-        q = broker_release(call->m->broker, &bc, a->domain, a->region, &berr);
+        q = broker_release(call->m->broker, &bc, a->domain, a->region, &after, &berr);
         if (q < 0)
-                return broker_fail(err, &berr);
-        return region_state_result(a->region, region_state_now(call->m, a->region), ret, err);
+                return fail_with_broker_error(err, &berr);
+        return region_state_result(after.id, after.state, ret, err);
 }
 
 int method_region_revoke(const struct method_call *call, const void *args, struct json_object **ret,
                          struct rpc_error *err) {
         const struct revoke_args *a = args;
         struct broker_caller bc = caller_of(call->caller);
+        struct broker_region_info after;
         struct broker_error berr = {};
         int q;
 
-        q = broker_revoke(call->m->broker, &bc, a->owner, a->region, a->deadline_ms * 1000, a->force, &berr);
+        q = broker_revoke(call->m->broker, &bc, a->owner, a->region, a->deadline_ms * 1000, a->force, &after, &berr);
         if (q < 0)
-                return broker_fail(err, &berr);
-        return region_state_result(a->region, region_state_now(call->m, a->region), ret, err);
+                return fail_with_broker_error(err, &berr);
+        return region_state_result(after.id, after.state, ret, err);
 }
 
 /* ---- queries ---- */
@@ -210,20 +199,18 @@ int method_region_revoke(const struct method_call *call, const void *args, struc
 int method_region_get(const struct method_call *call, const void *args, struct json_object **ret,
                       struct rpc_error *err) {
         const struct region_args *a = args;
+        struct broker_caller bc = caller_of(call->caller);
         struct broker_region_info info;
+        struct broker_error berr = {};
         struct json_object *o;
 
-        if (broker_region_get(call->m->broker, a->region, &info) < 0)
-                return broker_failf(err, BROKER_E_NO_SUCH_REGION, "no live region %" PRIu64, a->region);
-        if (!region_visible(call->m, call->caller, &info))
-                return broker_failf(err, BROKER_E_FORBIDDEN, "uid %u acts for no domain of region %" PRIu64,
-                                    (unsigned) call->caller->uid, a->region);
+        if (broker_region_get(call->m->broker, &bc, a->region, &info, &berr) < 0)
+                return fail_with_broker_error(err, &berr);
         o = region_to_json(&info);
         return result_finish(o, o != NULL, ret, err);
 }
 
 struct list_walk {
-        const struct method_call *call;
         const struct list_args *filter;
         struct json_object *regions;
         bool ok;
@@ -249,7 +236,7 @@ static bool list_matches(const struct list_args *f, const struct broker_region_i
 static int list_one(void *userdata, const struct broker_region_info *r) {
         struct list_walk *w = userdata;
 
-        if (!region_visible(w->call->m, w->call->caller, r) || !list_matches(w->filter, r))
+        if (!list_matches(w->filter, r))
                 return 0;
         arr_add(w->regions, region_to_json(r), &w->ok);
         return w->ok ? 0 : -ENOMEM;
@@ -266,7 +253,8 @@ static int cmp_region_json(const void *a, const void *b) {
 int method_region_list(const struct method_call *call, const void *args, struct json_object **ret,
                        struct rpc_error *err) {
         const struct list_args *a = args;
-        struct list_walk w = { .call = call, .filter = a, .ok = true };
+        struct list_walk w = { .filter = a, .ok = true };
+        struct broker_caller bc = caller_of(call->caller);
         struct json_object *o;
         bool ok = true;
         int q;
@@ -274,7 +262,8 @@ int method_region_list(const struct method_call *call, const void *args, struct 
         w.regions = json_object_new_array();
         if (!w.regions)
                 return internal_error(err, -ENOMEM);
-        q = broker_region_foreach(call->m->broker, list_one, &w);
+        /* The core walks only what the caller may see. */
+        q = broker_region_foreach(call->m->broker, &bc, list_one, &w);
         if (q < 0 || !w.ok) {
                 json_object_put(w.regions);
                 return internal_error(err, q < 0 ? q : -ENOMEM);
@@ -288,14 +277,16 @@ int method_region_list(const struct method_call *call, const void *args, struct 
 int method_route_lookup(const struct method_call *call, const void *args, struct json_object **ret,
                         struct rpc_error *err) {
         const struct route_args *a = args;
+        struct broker_caller bc = caller_of(call->caller);
         struct broker_route_info route;
+        struct broker_error berr = {};
         struct json_object *o;
         bool ok = true;
         int q;
 
-        q = broker_route_lookup(call->m->broker, a->device, a->domain, &route);
+        q = broker_route_lookup(call->m->broker, &bc, a->device, a->domain, &route, &berr);
         if (q < 0)
-                return broker_failf(err, BROKER_E_INVALID, "device or domain is not a valid name");
+                return fail_with_broker_error(err, &berr);
 
         o = json_object_new_object();
         if (!route.found)

@@ -46,7 +46,7 @@ static int subscription_fill(const struct method_call *call, const struct subscr
         int q;
 
         for (size_t i = 0; i < a->n_domains; i++) {
-                q = check_acts_for(call->m, c, a->domains[i], err);
+                q = methods_check_acts_for(call->m, c, a->domains[i], err);
                 if (q < 0)
                         return q;
                 q = subscription_add_domain(s, a->domains[i]);
@@ -116,6 +116,8 @@ void methods_disconnect(void *userdata, uint64_t connection) {
 
 static bool subscription_wants(const struct methods *m, const struct subscription *s, const char *const *targets,
                                size_t n_targets) {
+        const struct broker_caller subscriber = { .uid = s->uid, .admin = s->admin };
+
         if (s->all)
                 return true;
         for (size_t i = 0; i < n_targets; i++) {
@@ -123,7 +125,8 @@ static bool subscription_wants(const struct methods *m, const struct subscriptio
                         continue;
                 for (size_t j = 0; j < s->n_domains; j++)
                         /* An agent whose domain was taken away by a reload hears no more of it. */
-                        if (strcmp(targets[i], s->domains[j]) == 0 && acts_for(m, s->uid, s->admin, targets[i]))
+                        if (strcmp(targets[i], s->domains[j]) == 0 &&
+                            broker_caller_acts_for(m->broker, &subscriber, targets[i]))
                                 return true;
         }
         return false;
@@ -131,19 +134,19 @@ static bool subscription_wants(const struct methods *m, const struct subscriptio
 
 #define EVENT_MAX_TARGETS (2 + BROKER_MAX_PEERS)
 
-/* The notification's method and the domains whose subscribers hear it. */
-static const char *event_route(struct methods *m, const struct broker_event *ev, const char **targets, size_t *ret_n) {
-        static const char *const methods[] = {
+/* The notification's method (NULL: none) and the domains whose subscribers hear it. */
+static const char *event_route(const struct broker_event *ev, const char **targets, size_t *ret_n) {
+        static const char *const methods[_BROKER_EVENT_TYPE_MAX] = {
                 [BROKER_EVENT_ATTACHED] = "region.attached",   [BROKER_EVENT_RECALL] = "region.recall",
                 [BROKER_EVENT_RELEASED] = "region.released",   [BROKER_EVENT_REVOKED] = "region.revoked",
                 [BROKER_EVENT_RECLAIMED] = "region.reclaimed", [BROKER_EVENT_ROUTE_CHANGED] = "route.changed",
                 [BROKER_EVENT_UNPLUG_OVERDUE] = "region.unplug_overdue",
+                [BROKER_EVENT_RECONCILED] = NULL, /* the daemon's business, not the clients' */
         };
-        struct broker_region_info info;
         size_t n = 0;
 
-        _Static_assert(ELEMENTSOF(methods) == BROKER_EVENT_UNPLUG_OVERDUE + 1, "one method per broker event");
-        if ((size_t) ev->type >= ELEMENTSOF(methods))
+        _Static_assert(ELEMENTSOF(methods) == _BROKER_EVENT_TYPE_MAX, "one entry per broker event");
+        if ((size_t) ev->type >= ELEMENTSOF(methods) || !methods[ev->type])
                 return NULL;
         /* The owner hears about its region, the peer concerned about itself. */
         if (ev->type != BROKER_EVENT_RECALL && ev->type != BROKER_EVENT_ROUTE_CHANGED)
@@ -151,10 +154,10 @@ static const char *event_route(struct methods *m, const struct broker_event *ev,
         if (ev->type != BROKER_EVENT_ATTACHED && ev->type != BROKER_EVENT_RELEASED &&
             ev->type != BROKER_EVENT_RECLAIMED)
                 targets[n++] = ev->domain;
-        /* Every peer hears of a reclaim; the region is still indexed while it is announced. */
-        if (ev->type == BROKER_EVENT_RECLAIMED && broker_region_get(m->broker, ev->region, &info) >= 0)
-                for (size_t i = 0; i < info.n_peers && n < EVENT_MAX_TARGETS; i++)
-                        targets[n++] = info.peers[i].domain;
+        /* Every peer hears of a reclaim. */
+        if (ev->type == BROKER_EVENT_RECLAIMED)
+                for (size_t i = 0; i < ev->n_peers && n < EVENT_MAX_TARGETS; i++)
+                        targets[n++] = ev->peers[i].domain;
         *ret_n = n;
         return methods[ev->type];
 }
@@ -190,7 +193,7 @@ void methods_on_event(void *userdata, const struct broker_event *ev) {
 
         if (!m->notify || !m->broker || hashmap_size(m->subscriptions) == 0)
                 return;
-        method = event_route(m, ev, targets, &n_targets);
+        method = event_route(ev, targets, &n_targets);
         if (!method)
                 return;
 

@@ -23,6 +23,7 @@
 #define METHODS_DEFAULT_REVOKE_MS UINT64_C(10000)
 #define METHODS_MAX_AUDIT_LIMIT 1000
 #define METHODS_DEFAULT_AUDIT_LIMIT 100
+#define METHODS_MAX_AUDIT_NEWEST 10000
 
 typedef int (*methods_notify_t)(void *userdata, uint64_t connection, const char *method, struct json_object *params);
 
@@ -157,7 +158,7 @@ struct domain_args {
 };
 
 struct audit_args {
-        uint64_t after_seq, since_usec, limit;
+        uint64_t after_seq, since_usec, limit, newest;
 };
 
 /* ---- methods-params.c ---- */
@@ -169,8 +170,8 @@ bool call_has(const struct method_call *call, const char *member);
 
 /* ---- methods-json.c: errors and JSON output ---- */
 
-int broker_fail(struct rpc_error *err, const struct broker_error *berr);
-int broker_failf(struct rpc_error *err, enum broker_code code, const char *fmt, ...) _printf_(3, 4);
+int fail_with_broker_error(struct rpc_error *err, const struct broker_error *berr);
+int fail_with_code(struct rpc_error *err, enum broker_code code, const char *fmt, ...) _printf_(3, 4);
 /* -32602 naming the member: in the message and, for clients, as data.member. */
 int invalid_params(struct rpc_error *err, const char *member, const char *fmt, ...) _printf_(3, 4);
 int internal_error(struct rpc_error *err, int q);
@@ -199,13 +200,13 @@ int region_state_result(uint64_t region, enum region_state state, struct json_ob
 int result_finish_fd(struct json_object *o, bool ok, struct rpc_reply_fds *fds, int fd, struct json_object **ret,
                      struct rpc_error *err);
 
-/* ---- methods.c: identity ---- */
+/* ---- methods.c: identity, as the core decides it ---- */
 
 struct broker_caller caller_of(const struct rpc_caller *c);
-bool acts_for(const struct methods *m, uid_t uid, bool admin, const char *domain);
-int check_acts_for(const struct methods *m, const struct rpc_caller *c, const char *domain, struct rpc_error *err);
-bool region_visible(const struct methods *m, const struct rpc_caller *c, const struct broker_region_info *r);
-/* The domains the policy gives uid, without repeats; the strings are borrowed from the policy. */
+/* forbidden unless the core says the caller acts for domain (for filters; verbs check in the core). */
+int methods_check_acts_for(const struct methods *m, const struct rpc_caller *c, const char *domain,
+                           struct rpc_error *err);
+/* The domains the core says uid acts for, each once; the strings live until the policy changes. */
 int agent_domains(const struct methods *m, uid_t uid, const char ***ret, size_t *ret_n);
 int64_t monotonic_usec(void);
 

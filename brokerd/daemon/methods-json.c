@@ -9,11 +9,11 @@
 #include "daemon/methods-internal.h"
 #include "util/num.h"
 
-int broker_fail(struct rpc_error *err, const struct broker_error *berr) {
+int fail_with_broker_error(struct rpc_error *err, const struct broker_error *berr) {
         return rpc_error_from_broker(err, berr->code, berr->message);
 }
 
-int broker_failf(struct rpc_error *err, enum broker_code code, const char *fmt, ...) {
+int fail_with_code(struct rpc_error *err, enum broker_code code, const char *fmt, ...) {
         char msg[BROKER_MESSAGE_MAX];
         va_list ap;
 

@@ -33,11 +33,11 @@ static int parse_string(const struct param *p, struct json_object *v, const char
         s = json_object_get_string(v);
         len = (size_t) json_object_get_string_len(v);
         if (strlen(s) != len)
-                return broker_failf(err, BROKER_E_INVALID, "%.64s contains a NUL byte", path);
+                return fail_with_code(err, BROKER_E_INVALID, "%.64s contains a NUL byte", path);
         if (len > max)
-                return broker_failf(err, BROKER_E_LIMIT, "%.64s is longer than %zu bytes", path, max);
+                return fail_with_code(err, BROKER_E_LIMIT, "%.64s is longer than %zu bytes", path, max);
         if (p->type == PARAM_NAME && !name_is_valid(s))
-                return broker_failf(err, BROKER_E_INVALID, "%.64s is not a valid name", path);
+                return fail_with_code(err, BROKER_E_INVALID, "%.64s is not a valid name", path);
         *ret = s;
         return 0;
 }
@@ -64,7 +64,7 @@ static int parse_u64(const struct param *p, struct json_object *v, const char *p
                 return invalid_params(err, path,
                                       "expected a non-negative integer, or a string such as \"2MiB\" or \"0x1000\"");
         if (x < p->min || x > p->max)
-                return broker_failf(err, BROKER_E_INVALID, "%.64s %" PRIu64 " is out of range %" PRIu64 "..%" PRIu64,
+                return fail_with_code(err, BROKER_E_INVALID, "%.64s %" PRIu64 " is out of range %" PRIu64 "..%" PRIu64,
                                     path, x, p->min, p->max);
         *ret = x;
         return 0;
@@ -78,7 +78,7 @@ static int check_array(const struct param *p, struct json_object *v, const char 
                 return invalid_params(err, path, "expected an array");
         n = json_object_array_length(v);
         if (n > p->max)
-                return broker_failf(err, BROKER_E_LIMIT, "%zu %.64s; at most %" PRIu64, n, path, p->max);
+                return fail_with_code(err, BROKER_E_LIMIT, "%zu %.64s; at most %" PRIu64, n, path, p->max);
         *ret_n = n;
         return 0;
 }

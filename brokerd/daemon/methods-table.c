@@ -119,6 +119,7 @@ static const struct param audit_params[] = {
         P_U64(struct audit_args, after_seq, false, 0, INT64_MAX, 0),
         P_U64(struct audit_args, since_usec, false, 0, INT64_MAX, 0),
         P_U64(struct audit_args, limit, false, 1, METHODS_MAX_AUDIT_LIMIT, METHODS_DEFAULT_AUDIT_LIMIT),
+        P_U64(struct audit_args, newest, false, 1, METHODS_MAX_AUDIT_NEWEST, 0),
         {}
 };
 
@@ -141,19 +142,19 @@ union method_args {
 static const struct method method_table[] = {
         { "broker.info", METHOD_AGENT, .params = no_params, .handler = method_broker_info },
         { "region.share", METHOD_AGENT, .mutating = true, .reply_fd = true, ARGS(struct share_args),
-          .params = share_params, .acts_for = "owner", .handler = method_region_share, .undo = undo_region_share },
+          .params = share_params, .handler = method_region_share, .undo = undo_region_share },
         { "region.attach", METHOD_AGENT, .mutating = true, .reply_fd = true, ARGS(struct attach_args),
-          .params = attach_params, .acts_for = "domain", .handler = method_region_attach, .undo = undo_region_attach },
+          .params = attach_params, .handler = method_region_attach, .undo = undo_region_attach },
         { "region.release", METHOD_AGENT, .mutating = true, ARGS(struct release_args), .params = release_params,
-          .acts_for = "domain", .handler = method_region_release },
+          .handler = method_region_release },
         { "region.revoke", METHOD_AGENT, .mutating = true, ARGS(struct revoke_args), .params = revoke_params,
-          .acts_for = "owner", .handler = method_region_revoke },
+          .handler = method_region_revoke },
         { "region.get", METHOD_AGENT, ARGS(struct region_args), .params = region_params,
           .handler = method_region_get },
         { "region.list", METHOD_AGENT, ARGS(struct list_args), .params = list_params,
           .acts_for = "domain", .handler = method_region_list },
         { "route.lookup", METHOD_AGENT, ARGS(struct route_args), .params = route_params,
-          .acts_for = "domain", .handler = method_route_lookup },
+          .handler = method_route_lookup },
         /* Subscribing changes only the connection's own state, which dies with it. */
         { "events.subscribe", METHOD_AGENT, ARGS(struct subscribe_args), .params = subscribe_params,
           .handler = method_events_subscribe },
@@ -195,7 +196,8 @@ int methods_handle(void *userdata, const struct rpc_caller *caller, const char *
         if (e->mutating && caller->notification) {
                 /* Nobody would learn what it did (a share's tokens, an attach's fd): it must not run. */
                 log_warning("%s from uid %u sent as a notification: refused, not run", e->name, (unsigned) caller->uid);
-                return broker_failf(err, BROKER_E_INVALID, "%s changes state: it must carry an id to be run", e->name);
+                return fail_with_code(err, BROKER_E_INVALID, "%s changes state: it must carry an id to be run",
+                                      e->name);
         }
         assert(e->args_size <= sizeof(args));
         memset(&args, 0, sizeof(args));
@@ -204,13 +206,13 @@ int methods_handle(void *userdata, const struct rpc_caller *caller, const char *
                 return q;
         if (e->acts_for) {
                 const char *domain = json_object_get_string(member_get(params, e->acts_for));
-                q = domain ? check_acts_for(m, caller, domain, err) : 0;
+                q = domain ? methods_check_acts_for(m, caller, domain, err) : 0;
                 if (q < 0)
                         return q;
         }
         /* Checked before anything happens: a result whose fd cannot travel would have to be undone. */
         if (e->reply_fd && fds && fds->n >= RPC_MAX_FDS_PER_LINE)
-                return broker_failf(err, BROKER_E_LIMIT, "no room for another fd in this reply");
+                return fail_with_code(err, BROKER_E_LIMIT, "no room for another fd in this reply");
         return e->handler(&call, &args, ret_result, err);
 }
 

@@ -79,73 +79,53 @@ int methods_reload(struct methods *m, struct diag_list *diags) {
         return broker_reload_policy(m->broker, m->policy_path, diags);
 }
 
-/* ---- identity ---- */
+/* ---- identity: the core decides; these only ask it ---- */
 
 struct broker_caller caller_of(const struct rpc_caller *c) {
         return (struct broker_caller) { .uid = c->uid, .admin = c->admin };
 }
 
-bool acts_for(const struct methods *m, uid_t uid, bool admin, const char *domain) {
-        return admin || policy_agent_may_act(broker_policy(m->broker), uid, domain);
-}
+int methods_check_acts_for(const struct methods *m, const struct rpc_caller *c, const char *domain,
+                           struct rpc_error *err) {
+        struct broker_caller bc = caller_of(c);
 
-int check_acts_for(const struct methods *m, const struct rpc_caller *c, const char *domain, struct rpc_error *err) {
-        if (acts_for(m, c->uid, c->admin, domain))
+        if (broker_caller_acts_for(m->broker, &bc, domain))
                 return 0;
-        return broker_failf(err, BROKER_E_FORBIDDEN, "uid %u may not act for domain %s", (unsigned) c->uid, domain);
+        return fail_with_code(err, BROKER_E_FORBIDDEN, "uid %u may not act for domain %s", (unsigned) c->uid, domain);
 }
 
-bool region_visible(const struct methods *m, const struct rpc_caller *c, const struct broker_region_info *r) {
-        if (acts_for(m, c->uid, c->admin, r->owner))
-                return true;
-        for (size_t i = 0; i < r->n_peers; i++)
-                if (acts_for(m, c->uid, c->admin, r->peers[i].domain))
-                        return true;
-        return false;
-}
+struct domain_list {
+        const char **list;
+        size_t n;
+};
 
-static int list_add_once(const char ***list, size_t *n, size_t *cap, const char *d) {
-        for (size_t k = 0; k < *n; k++)
-                if (strcmp((*list)[k], d) == 0)
-                        return 0;
-        if (*n == *cap) {
-                size_t ncap = *cap ? *cap * 2 : 8;
-                const char **nl = reallocarray(*list, ncap, sizeof(*nl));
-                if (!nl)
-                        return -ENOMEM;
-                *list = nl;
-                *cap = ncap;
-        }
-        (*list)[(*n)++] = d;
+static int domain_list_add(void *userdata, const char *domain) {
+        struct domain_list *l = userdata;
+        const char **nl = reallocarray(l->list, l->n + 1, sizeof(*nl));
+
+        if (!nl)
+                return -ENOMEM;
+        l->list = nl;
+        l->list[l->n++] = domain;
         return 0;
 }
 
 int agent_domains(const struct methods *m, uid_t uid, const char ***ret, size_t *ret_n) {
-        const struct policy *p = m->broker ? broker_policy(m->broker) : NULL;
-        _cleanup_(xfreep) const char **list = NULL;
-        size_t n = 0, cap = 0;
+        struct domain_list l = {};
         int q;
 
-        for (size_t i = 0; p && i < p->n_agents; i++) {
-                if (p->agents[i].uid != uid)
-                        continue;
-                for (size_t j = 0; j < p->agents[i].n_domains; j++) {
-                        q = list_add_once(&list, &n, &cap, p->agents[i].domains[j]);
-                        if (q < 0)
-                                return q;
-                }
+        q = broker_caller_domains(m->broker, &(struct broker_caller) { .uid = uid }, domain_list_add, &l);
+        if (q < 0) {
+                free(l.list);
+                return q;
         }
-        *ret = TAKE_PTR(list);
-        *ret_n = n;
+        *ret = l.list;
+        *ret_n = l.n;
         return 0;
 }
 
 bool methods_uid_known(void *userdata, uid_t uid) {
         const struct methods *m = userdata;
-        const struct policy *p = m->broker ? broker_policy(m->broker) : NULL;
 
-        for (size_t i = 0; p && i < p->n_agents; i++)
-                if (p->agents[i].uid == uid && p->agents[i].n_domains > 0)
-                        return true;
-        return false;
+        return m->broker && broker_uid_known(m->broker, uid);
 }

@@ -163,6 +163,9 @@ static void on_event(void *userdata, const struct broker_event *ev) {
         case BROKER_EVENT_UNPLUG_OVERDUE:
                 fail_msg("no unplug can be overdue here: %s", ev->reason);
                 break;
+        case BROKER_EVENT_RECONCILED:
+        case _BROKER_EVENT_TYPE_MAX:
+                break;
         }
 }
 
@@ -306,7 +309,7 @@ static struct broker_attach_result attach_ok(struct fixture *f, const struct bro
 
 static enum region_state state_of(struct fixture *f, uint64_t id) {
         struct broker_region_info info;
-        if (broker_region_get(f->b, id, &info) < 0)
+        if (broker_region_get(f->b, &ADMIN, id, &info, NULL) < 0)
                 return REGION_RECLAIMED;
         return info.state;
 }
@@ -330,7 +333,7 @@ static int audit_count_one(void *userdata, const struct store_audit *a) {
 
 static unsigned audit_rows(struct fixture *f, const char *action) {
         struct audit_count c = { action, 0 };
-        assert_int_equal(store_audit_list(broker_store(f->b), 0, 0, 0, audit_count_one, &c), 0);
+        assert_int_equal(broker_audit_foreach(f->b, &ADMIN, 0, 0, 0, false, audit_count_one, &c, NULL), 0);
         return c.n;
 }
 
@@ -463,7 +466,7 @@ static void test_quota(void **state) {
         broker_usage(f->b, "hw0", &bytes, &regions);
         assert_int_equal(bytes, 48 * MiB);
         assert_int_equal(regions, 2);
-        assert_int_equal(broker_revoke(f->b, &ROOT, "hw0", s[0].region, 0, false, &err), 0);
+        assert_int_equal(broker_revoke(f->b, &ROOT, "hw0", s[0].region, 0, false, NULL, &err), 0);
         for (int i = 2; i < 5; i++)
                 s[i] = share_ok(f, "nic0", 4096, "vm1", ACCESS_RW);
         q = share(f, &ROOT, "nic0", 4096, "vm1", ACCESS_RW, &s[0], &err);
@@ -508,18 +511,18 @@ static void test_revoke_without_peers(void **state) {
         int q;
 
         /* Another domain cannot revoke it. */
-        q = broker_revoke(f->b, &VM1, "vm1", s.region, 0, false, &err);
+        q = broker_revoke(f->b, &VM1, "vm1", s.region, 0, false, NULL, &err);
         expect_code(q, &err, BROKER_E_FORBIDDEN);
         assert_int_equal(state_of(f, s.region), REGION_OFFERED);
 
-        assert_int_equal(broker_revoke(f->b, &ROOT, "hw0", s.region, 5 * SEC, false, &err), 0);
+        assert_int_equal(broker_revoke(f->b, &ROOT, "hw0", s.region, 5 * SEC, false, NULL, &err), 0);
         assert_int_equal(state_of(f, s.region), REGION_RECLAIMED);
         assert_int_equal(f->n_reclaimed, 1);
         assert_int_equal(f->n_recall, 0);
         /* The grant died with the region. */
         q = broker_attach(f->b, &VM1, "vm1", s.tokens[0].token, &a, &err);
         expect_code(q, &err, BROKER_E_BAD_TOKEN);
-        q = broker_revoke(f->b, &ROOT, "hw0", s.region, 0, false, &err);
+        q = broker_revoke(f->b, &ROOT, "hw0", s.region, 0, false, NULL, &err);
         expect_code(q, &err, BROKER_E_NO_SUCH_REGION);
         close(s.owner_fd);
 }
@@ -531,15 +534,15 @@ static void test_revoke_with_peer_release(void **state) {
         struct broker_error err = {};
         int q;
 
-        assert_int_equal(broker_revoke(f->b, &ADMIN, NULL, s.region, 5 * SEC, false, &err), 0);
+        assert_int_equal(broker_revoke(f->b, &ADMIN, NULL, s.region, 5 * SEC, false, NULL, &err), 0);
         assert_int_equal(state_of(f, s.region), REGION_REVOKING);
         assert_int_equal(f->n_recall, 1);
         assert_int_equal(f->last_deadline, f->now + 5 * SEC);
         assert_int_equal(broker_next_deadline(f->b), f->now + 5 * SEC);
         /* Only vm1's agent may release vm1's attachment. */
-        q = broker_release(f->b, &VM2, "vm1", s.region, &err);
+        q = broker_release(f->b, &VM2, "vm1", s.region, NULL, &err);
         expect_code(q, &err, BROKER_E_FORBIDDEN);
-        assert_int_equal(broker_release(f->b, &VM1, "vm1", s.region, &err), 0);
+        assert_int_equal(broker_release(f->b, &VM1, "vm1", s.region, NULL, &err), 0);
         assert_int_equal(state_of(f, s.region), REGION_RECLAIMED);
         assert_int_equal(f->n_reclaimed, 1);
         assert_int_equal(f->n_revoked, 0);
@@ -561,7 +564,7 @@ static void test_deadline_forces_revoke_and_scrubs(void **state) {
         assert_ptr_not_equal(peer, MAP_FAILED);
         strcpy(peer, "secret of hw0");
 
-        assert_int_equal(broker_revoke(f->b, &ROOT, "hw0", s.region, 5 * SEC, false, &err), 0);
+        assert_int_equal(broker_revoke(f->b, &ROOT, "hw0", s.region, 5 * SEC, false, NULL, &err), 0);
         /* While revoking, the range is not handed out again. */
         q = broker_share(f->b, &ROOT, &(struct broker_share_request) {
                 .owner = "hw0", .device = "nic0", .size = 4096, .place = true, .base = s.base,
@@ -606,7 +609,7 @@ static void test_force_revoke(void **state) {
         struct broker_attach_result a = attach_ok(f, &VM1, "vm1", s.tokens[0].token);
         struct broker_error err = {};
 
-        assert_int_equal(broker_revoke(f->b, &ADMIN, NULL, s.region, 60 * SEC, true, &err), 0);
+        assert_int_equal(broker_revoke(f->b, &ADMIN, NULL, s.region, 60 * SEC, true, NULL, &err), 0);
         assert_int_equal(state_of(f, s.region), REGION_RECLAIMED);
         assert_int_equal(f->n_revoked, 1);
         close(a.fd);
@@ -620,9 +623,9 @@ static void test_all_peers_released_reclaims(void **state) {
         struct broker_error err = {};
         int q;
 
-        assert_int_equal(broker_release(f->b, &VM1, "vm1", s.region, &err), 0);
+        assert_int_equal(broker_release(f->b, &VM1, "vm1", s.region, NULL, &err), 0);
         assert_int_equal(state_of(f, s.region), REGION_RECLAIMED);
-        q = broker_release(f->b, &VM1, "vm1", s.region, &err);
+        q = broker_release(f->b, &VM1, "vm1", s.region, NULL, &err);
         expect_code(q, &err, BROKER_E_NO_SUCH_REGION);
         close(a.fd);
         close(s.owner_fd);
@@ -635,11 +638,11 @@ static void test_bounce_and_route_lookup(void **state) {
         struct broker_error err = {};
         int q;
 
-        assert_int_equal(broker_route_lookup(f->b, "nic0", "vm1", &route), 0);
+        assert_int_equal(broker_route_lookup(f->b, &ADMIN, "nic0", "vm1", &route, NULL), 0);
         assert_false(route.found);
 
         big = share_ok(f, "nic0", 32 * MiB, "vm1", ACCESS_RW);
-        assert_int_equal(broker_route_lookup(f->b, "nic0", "vm1", &route), 0);
+        assert_int_equal(broker_route_lookup(f->b, &ADMIN, "nic0", "vm1", &route, NULL), 0);
         assert_true(route.found);
         assert_int_equal(route.kind, ROUTE_REGION);
         assert_int_equal(route.region, big.region);
@@ -657,17 +660,17 @@ static void test_bounce_and_route_lookup(void **state) {
         assert_int_equal(q, 0);
         assert_true(s.bounce);
         assert_non_null(strstr(s.reason, "exhausted"));
-        assert_int_equal(broker_route_lookup(f->b, "nic0", "vm2", &route), 0);
+        assert_int_equal(broker_route_lookup(f->b, &ADMIN, "nic0", "vm2", &route, NULL), 0);
         /* vm2 still has its 16MiB region: the route points there. */
         assert_int_equal(route.kind, ROUTE_REGION);
 
         /* The pending bounce survives a restart while the region still serves the route. */
         broker_restart(f);
-        assert_int_equal(broker_route_lookup(f->b, "nic0", "vm2", &route), 0);
+        assert_int_equal(broker_route_lookup(f->b, &ADMIN, "nic0", "vm2", &route, NULL), 0);
         assert_int_equal(route.kind, ROUTE_REGION);
 
-        assert_int_equal(broker_revoke(f->b, &ADMIN, NULL, route.region, 0, true, &err), 0);
-        assert_int_equal(broker_route_lookup(f->b, "nic0", "vm2", &route), 0);
+        assert_int_equal(broker_revoke(f->b, &ADMIN, NULL, route.region, 0, true, NULL, &err), 0);
+        assert_int_equal(broker_route_lookup(f->b, &ADMIN, "nic0", "vm2", &route, NULL), 0);
         assert_true(route.found);
         assert_int_equal(route.kind, ROUTE_BOUNCE);
         assert_non_null(strstr(route.reason, "exhausted"));
@@ -676,23 +679,23 @@ static void test_bounce_and_route_lookup(void **state) {
         /* The bounce answer survives a restart. */
         close(big.owner_fd);
         broker_restart(f);
-        assert_int_equal(broker_route_lookup(f->b, "nic0", "vm2", &route), 0);
+        assert_int_equal(broker_route_lookup(f->b, &ADMIN, "nic0", "vm2", &route, NULL), 0);
         assert_true(route.found);
         assert_int_equal(route.kind, ROUTE_BOUNCE);
-        assert_int_equal(broker_route_lookup(f->b, "nic0", "vm1", &route), 0);
+        assert_int_equal(broker_route_lookup(f->b, &ADMIN, "nic0", "vm1", &route, NULL), 0);
         assert_int_equal(route.kind, ROUTE_REGION);
         assert_int_equal(route.region, big.region);
 
         /* Room again: a new share replaces the bounce answer, and for good: once that region
          * goes too (after a restart as well), the route leads nowhere, not to the old bounce. */
         s = share_ok(f, "nic0", 4096, "vm2", ACCESS_RO);
-        assert_int_equal(broker_route_lookup(f->b, "nic0", "vm2", &route), 0);
+        assert_int_equal(broker_route_lookup(f->b, &ADMIN, "nic0", "vm2", &route, NULL), 0);
         assert_int_equal(route.kind, ROUTE_REGION);
         assert_int_equal(route.region, s.region);
         close(s.owner_fd);
         broker_restart(f);
-        assert_int_equal(broker_revoke(f->b, &ADMIN, NULL, s.region, 0, true, &err), 0);
-        assert_int_equal(broker_route_lookup(f->b, "nic0", "vm2", &route), 0);
+        assert_int_equal(broker_revoke(f->b, &ADMIN, NULL, s.region, 0, true, NULL, &err), 0);
+        assert_int_equal(broker_route_lookup(f->b, &ADMIN, "nic0", "vm2", &route, NULL), 0);
         assert_false(route.found);
 }
 
@@ -714,7 +717,7 @@ static void test_restart_half_created_file(void **state) {
         close(fd);
         broker_restart(f);
         /* The owner had it mapped: revoked and reclaimed, the file gone. */
-        assert_int_equal(broker_region_get(f->b, s.region, &info), -ENOENT);
+        assert_int_equal(broker_region_get(f->b, &ADMIN, s.region, &info, NULL), -ENOENT);
         assert_int_equal(access(path, F_OK), -1);
         assert_int_equal(f->n_reclaimed, 1);
 }
@@ -806,7 +809,7 @@ static void test_restart_keeps_live_regions(void **state) {
 
         broker_restart(f);
 
-        assert_int_equal(broker_region_get(f->b, s.region, &info), 0);
+        assert_int_equal(broker_region_get(f->b, &ADMIN, s.region, &info, NULL), 0);
         assert_int_equal(info.state, REGION_OFFERED);
         assert_string_equal(info.label, "rx ring");
         assert_int_equal(info.base, s.base);
@@ -850,7 +853,7 @@ static void test_restart_finishes_revoke(void **state) {
 
         close(s.owner_fd);
         close(a.fd);
-        assert_int_equal(broker_revoke(f->b, &ROOT, "hw0", s.region, 5 * SEC, false, &err), 0);
+        assert_int_equal(broker_revoke(f->b, &ROOT, "hw0", s.region, 5 * SEC, false, NULL, &err), 0);
         assert_int_equal(state_of(f, s.region), REGION_REVOKING);
 
         /* The daemon stops with the revoke half done; it comes back after the deadline. */
@@ -871,12 +874,12 @@ static void test_restart_before_deadline_keeps_waiting(void **state) {
 
         close(s.owner_fd);
         close(a.fd);
-        assert_int_equal(broker_revoke(f->b, &ROOT, "hw0", s.region, 5 * SEC, false, &err), 0);
+        assert_int_equal(broker_revoke(f->b, &ROOT, "hw0", s.region, 5 * SEC, false, NULL, &err), 0);
         f->now += 1 * SEC;
         broker_restart(f);
         assert_int_equal(state_of(f, s.region), REGION_REVOKING);
         assert_int_equal(broker_next_deadline(f->b), f->now + 4 * SEC);
-        assert_int_equal(broker_release(f->b, &VM1, "vm1", s.region, &err), 0);
+        assert_int_equal(broker_release(f->b, &VM1, "vm1", s.region, NULL, &err), 0);
         assert_int_equal(state_of(f, s.region), REGION_RECLAIMED);
 }
 
@@ -891,7 +894,7 @@ static void test_async_unmap_quarantines(void **state) {
 
         close(s.owner_fd);
         close(a.fd);
-        assert_int_equal(broker_revoke(f->b, &ADMIN, NULL, s.region, 0, true, &err), 0);
+        assert_int_equal(broker_revoke(f->b, &ADMIN, NULL, s.region, 0, true, NULL, &err), 0);
         /* The peer's unmap is not confirmed: not reclaimed, not reusable. */
         assert_int_equal(state_of(f, s.region), REGION_REVOKING);
         assert_int_equal(ab->n_pending, 1);
@@ -918,7 +921,7 @@ static void test_async_unmap_quarantines(void **state) {
         a = attach_ok(f, &VM1, "vm1", s.tokens[0].token);
         close(s.owner_fd);
         close(a.fd);
-        assert_int_equal(broker_release(f->b, &VM1, "vm1", s.region, &err), 0);
+        assert_int_equal(broker_release(f->b, &VM1, "vm1", s.region, NULL, &err), 0);
         assert_int_equal(state_of(f, s.region), REGION_REVOKING);
         f->shm = false;
         broker_restart(f);
@@ -974,16 +977,16 @@ static void test_domain_gone(void **state) {
         struct broker_error err = {};
         int q;
 
-        q = broker_domain_gone(f->b, &VM1, "vm1", &err);
+        q = broker_domain_gone(f->b, &VM1, "vm1", NULL, &err);
         expect_code(q, &err, BROKER_E_FORBIDDEN);
 
         /* The peer vm1 disappears: its attachment goes, and with no other peer, the region. */
-        assert_int_equal(broker_domain_gone(f->b, &ADMIN, "vm1", &err), 0);
+        assert_int_equal(broker_domain_gone(f->b, &ADMIN, "vm1", NULL, &err), 0);
         assert_int_equal(state_of(f, s1.region), REGION_RECLAIMED);
         assert_int_equal(state_of(f, s2.region), REGION_ACTIVE);
 
         /* The owner hw0 disappears: its regions are revoked, peers recalled. */
-        assert_int_equal(broker_domain_gone(f->b, &ADMIN, "hw0", &err), 0);
+        assert_int_equal(broker_domain_gone(f->b, &ADMIN, "hw0", NULL, &err), 0);
         assert_int_equal(state_of(f, s2.region), REGION_REVOKING);
         assert_int_equal(f->n_recall, 1);
         f->now += BROKER_DEFAULT_REVOKE_TIMEOUT_USEC + 1;
@@ -1065,8 +1068,347 @@ static void test_limits(void **state) {
         assert_int_equal(q, 0);
         close(s.owner_fd);
 
-        q = broker_revoke(f->b, &ROOT, "hw0", s.region, BROKER_MAX_REVOKE_TIMEOUT_USEC + 1, false, &err);
+        q = broker_revoke(f->b, &ROOT, "hw0", s.region, BROKER_MAX_REVOKE_TIMEOUT_USEC + 1, false, NULL, &err);
         expect_code(q, &err, BROKER_E_INVALID);
+}
+
+struct audit_find {
+        const char *action, *reason;
+        unsigned n;
+};
+
+static int audit_find_one(void *userdata, const struct store_audit *a) {
+        struct audit_find *w = userdata;
+        w->n += strcmp(a->action, w->action) == 0 && a->reason && strstr(a->reason, w->reason);
+        return 0;
+}
+
+/* Audit rows of this action whose reason contains reason. */
+static unsigned audit_rows_with(struct fixture *f, const char *action, const char *reason) {
+        struct audit_find w = { action, reason, 0 };
+        assert_int_equal(broker_audit_foreach(f->b, &ADMIN, 0, 0, 0, false, audit_find_one, &w, NULL), 0);
+        return w.n;
+}
+
+/* Bringing a revoke deadline forward is one recorded, audited change: it survives a restart. */
+static void test_revoke_deadline_forward_is_durable(void **state) {
+        struct fixture *f = *state;
+        struct broker_share_result s = share_ok(f, "nic0", 4096, "vm1", ACCESS_RW);
+        struct broker_attach_result a = attach_ok(f, &VM1, "vm1", s.tokens[0].token);
+        struct broker_region_info info;
+        struct broker_error err = {};
+
+        assert_int_equal(broker_revoke(f->b, &ROOT, "hw0", s.region, 60 * SEC, false, &info, &err), 0);
+        assert_int_equal(info.state, REGION_REVOKING);
+        assert_int_equal(info.deadline, f->now + 60 * SEC);
+        /* A later deadline changes nothing. */
+        assert_int_equal(broker_revoke(f->b, &ROOT, "hw0", s.region, 90 * SEC, false, &info, &err), 0);
+        assert_int_equal(info.deadline, f->now + 60 * SEC);
+        assert_int_equal(audit_rows_with(f, "revoke", "deadline brought forward"), 0);
+
+        assert_int_equal(broker_revoke(f->b, &ADMIN, NULL, s.region, 5 * SEC, false, &info, &err), 0);
+        assert_int_equal(info.deadline, f->now + 5 * SEC);
+        assert_int_equal(audit_rows_with(f, "revoke", "deadline brought forward"), 1);
+
+        broker_restart(f);
+        assert_int_equal(broker_region_get(f->b, &ADMIN, s.region, &info, &err), 0);
+        assert_int_equal(info.state, REGION_REVOKING);
+        assert_int_equal(info.deadline, f->now + 5 * SEC);
+        assert_int_equal(broker_next_deadline(f->b), f->now + 5 * SEC);
+        close(a.fd);
+        close(s.owner_fd);
+}
+
+static void test_verbs_return_state(void **state) {
+        struct fixture *f = *state;
+        struct broker_share_result s = share_ok(f, "gpu0", 4096, "vm1", ACCESS_RO);
+        struct broker_attach_result a = attach_ok(f, &VM1, "vm1", s.tokens[0].token);
+        struct broker_region_info info = {};
+        struct broker_error err = {};
+        int q;
+
+        /* A refused call leaves ret alone. */
+        info.id = 42;
+        q = broker_release(f->b, &VM2, "vm1", s.region, &info, &err);
+        expect_code(q, &err, BROKER_E_FORBIDDEN);
+        assert_int_equal(info.id, 42);
+
+        assert_int_equal(broker_release(f->b, &VM1, "vm1", s.region, &info, &err), 0);
+        /* Its only peer is gone, so the region was taken down by the release. */
+        assert_int_equal(info.id, s.region);
+        assert_int_equal(info.state, REGION_RECLAIMED);
+        assert_null(info.owner);
+        close(a.fd);
+        close(s.owner_fd);
+}
+
+static void test_share_undo(void **state) {
+        struct fixture *f = *state;
+        struct broker_share_result s = share_ok(f, "nic0", 1 * MiB, "vm1", ACCESS_RW);
+        struct broker_attach_result a = {};
+        struct broker_error err = {};
+        uint64_t bytes, regions;
+        int q;
+
+        /* Only a caller acting for the owner may take the share back. */
+        q = broker_share_undo(f->b, &VM1, s.region, &err);
+        expect_code(q, &err, BROKER_E_FORBIDDEN);
+        assert_int_equal(state_of(f, s.region), REGION_OFFERED);
+        q = broker_share_undo(f->b, &ROOT, s.region + 100, &err);
+        expect_code(q, &err, BROKER_E_NO_SUCH_REGION);
+
+        assert_int_equal(broker_share_undo(f->b, &ROOT, s.region, &err), 0);
+        assert_int_equal(state_of(f, s.region), REGION_RECLAIMED);
+        broker_usage(f->b, "hw0", &bytes, &regions);
+        assert_int_equal(bytes, 0);
+        assert_int_equal(regions, 0);
+        assert_int_equal(audit_rows_with(f, "revoke", "reply undelivered"), 1);
+        assert_int_equal(audit_rows(f, "reclaim"), 1);
+        /* Its token reaches nothing. */
+        q = broker_attach(f->b, &VM1, "vm1", s.tokens[0].token, &a, &err);
+        expect_code(q, &err, BROKER_E_BAD_TOKEN);
+        /* The range is free again: the same placement succeeds. */
+        struct broker_share_result again = share_ok(f, "nic0", 1 * MiB, "vm1", ACCESS_RW);
+        assert_int_equal(again.base, s.base);
+        q = broker_share_undo(f->b, &ROOT, s.region, &err);
+        expect_code(q, &err, BROKER_E_NO_SUCH_REGION);
+        close(again.owner_fd);
+        close(s.owner_fd);
+}
+
+static void test_attach_undo(void **state) {
+        struct fixture *f = *state;
+        struct broker_share_result s = share_ok(f, "gpu0", 4096, "vm1", ACCESS_RO);
+        struct broker_attach_result a;
+        struct broker_error err = {};
+        int q;
+
+        /* Nothing attached yet: nothing to undo. */
+        q = broker_attach_undo(f->b, &VM1, "vm1", s.region, &err);
+        expect_code(q, &err, BROKER_E_BAD_STATE);
+        a = attach_ok(f, &VM1, "vm1", s.tokens[0].token);
+        q = broker_attach_undo(f->b, &VM2, "vm1", s.region, &err);
+        expect_code(q, &err, BROKER_E_FORBIDDEN);
+        q = broker_attach_undo(f->b, &VM2, "vm2", s.region, &err);
+        expect_code(q, &err, BROKER_E_NO_SUCH_REGION);
+
+        assert_int_equal(broker_attach_undo(f->b, &VM1, "vm1", s.region, &err), 0);
+        assert_int_equal(audit_rows_with(f, "release", "reply undelivered"), 1);
+        assert_int_equal(f->n_released, 1);
+        /* Its only peer gave it back: the region went with it. */
+        assert_int_equal(state_of(f, s.region), REGION_RECLAIMED);
+        close(a.fd);
+        close(s.owner_fd);
+}
+
+static int count_region(void *userdata, const struct broker_region_info *r) {
+        (void) r;
+        ++*(unsigned *) userdata;
+        return 0;
+}
+
+static int collect_domain(void *userdata, const char *domain) {
+        char *buf = userdata;
+        strcat(buf, domain);
+        strcat(buf, ",");
+        return 0;
+}
+
+static void test_queries_see_what_the_caller_may(void **state) {
+        struct fixture *f = *state;
+        struct broker_share_result s = share_ok(f, "nic0", 4096, "vm1", ACCESS_RW);
+        const struct broker_caller stranger = { .uid = 4242 };
+        struct broker_region_info info = {};
+        struct broker_route_info route = {};
+        struct broker_stats st = {};
+        struct broker_error err = {};
+        unsigned n = 0;
+        char domains[64] = "";
+        int q;
+
+        assert_int_equal(broker_region_get(f->b, &VM1, s.region, &info, &err), 0);
+        assert_int_equal(broker_region_get(f->b, &ROOT, s.region, &info, &err), 0);
+        q = broker_region_get(f->b, &VM2, s.region, &info, &err);
+        expect_code(q, &err, BROKER_E_FORBIDDEN);
+        q = broker_region_get(f->b, &ADMIN, s.region + 1, &info, &err);
+        expect_code(q, &err, BROKER_E_NO_SUCH_REGION);
+
+        assert_int_equal(broker_region_foreach(f->b, &VM2, count_region, &n), 0);
+        assert_int_equal(n, 0);
+        assert_int_equal(broker_region_foreach(f->b, &VM1, count_region, &n), 0);
+        assert_int_equal(n, 1);
+
+        q = broker_route_lookup(f->b, &VM2, "nic0", "vm1", &route, &err);
+        expect_code(q, &err, BROKER_E_FORBIDDEN);
+        q = broker_route_lookup(f->b, &VM1, "nic0", "not a name", &route, &err);
+        expect_code(q, &err, BROKER_E_INVALID);
+        assert_int_equal(broker_route_lookup(f->b, &VM1, "nic0", "vm1", &route, &err), 0);
+        assert_true(route.found);
+        assert_int_equal(route.region, s.region);
+
+        assert_true(broker_caller_acts_for(f->b, &VM1, "vm1"));
+        assert_false(broker_caller_acts_for(f->b, &VM1, "vm2"));
+        assert_true(broker_caller_acts_for(f->b, &ADMIN, "anything"));
+        assert_int_equal(broker_caller_domains(f->b, &VM1, collect_domain, domains), 0);
+        assert_string_equal(domains, "vm1,");
+        assert_true(broker_uid_known(f->b, 1001));
+        assert_false(broker_uid_known(f->b, 4242));
+        assert_int_equal(broker_region_foreach(f->b, &stranger, count_region, &n), 0);
+        assert_int_equal(n, 1);
+
+        /* Admin queries are for admins. */
+        q = broker_stats(f->b, &ROOT, &st, &err);
+        expect_code(q, &err, BROKER_E_FORBIDDEN);
+        q = broker_audit_foreach(f->b, &VM1, 0, 0, 0, false, audit_count_one, &(struct audit_count) { "share", 0 },
+                                 &err);
+        expect_code(q, &err, BROKER_E_FORBIDDEN);
+        assert_int_equal(broker_stats(f->b, &ADMIN, &st, &err), 0);
+        assert_int_equal(st.regions_live, 1);
+        assert_int_equal(st.regions_revoking, 0);
+        assert_string_equal(broker_backend_name(f->b), "memfd");
+        close(s.owner_fd);
+}
+
+struct domain_seen {
+        char names[128];
+        uint64_t hw0_bytes, hw0_max_regions, vm1_attached;
+};
+
+static int domain_seen_one(void *userdata, const struct broker_domain_info *d) {
+        struct domain_seen *w = userdata;
+        strcat(w->names, d->domain);
+        strcat(w->names, ",");
+        if (strcmp(d->domain, "hw0") == 0) {
+                w->hw0_bytes = d->bytes_owned;
+                w->hw0_max_regions = d->max_regions;
+        }
+        if (strcmp(d->domain, "vm1") == 0)
+                w->vm1_attached = d->attached;
+        return 0;
+}
+
+struct pool_seen {
+        unsigned n_pools, n_nodes;
+        uint64_t p0_used, node0_used, node1_size;
+};
+
+static int pool_seen_one(void *userdata, const struct broker_pool_info *p) {
+        struct pool_seen *w = userdata;
+        w->n_pools++;
+        if (strcmp(p->pool, "p0") == 0) {
+                w->p0_used = p->used;
+                assert_int_equal(p->free, p->size - p->used);
+                assert_int_equal(p->regions, 1);
+        }
+        return 0;
+}
+
+static int numa_seen_one(void *userdata, const struct broker_numa_info *n) {
+        struct pool_seen *w = userdata;
+        assert_int_equal(n->numa_node, w->n_nodes); /* ascending, each once */
+        w->n_nodes++;
+        if (n->numa_node == 0)
+                w->node0_used = n->used;
+        else
+                w->node1_size = n->size;
+        return 0;
+}
+
+static void test_admin_views(void **state) {
+        struct fixture *f = *state;
+        struct broker_share_result s = share_ok(f, "nic0", 1 * MiB, "vm1", ACCESS_RW);
+        struct broker_attach_result a = attach_ok(f, &VM1, "vm1", s.tokens[0].token);
+        struct domain_seen d = {};
+        struct pool_seen p = {};
+        struct broker_error err = {};
+
+        assert_int_equal(broker_domain_foreach(f->b, &ADMIN, domain_seen_one, &d, &err), 0);
+        assert_string_equal(d.names, "hw0,vm1,vm2,");
+        assert_int_equal(d.hw0_bytes, 1 * MiB);
+        assert_int_equal(d.hw0_max_regions, 4);
+        assert_int_equal(d.vm1_attached, 1);
+        assert_int_equal(broker_pool_foreach(f->b, &ADMIN, pool_seen_one, &p, &err), 0);
+        assert_int_equal(broker_numa_foreach(f->b, &ADMIN, numa_seen_one, &p, &err), 0);
+        assert_int_equal(p.n_pools, 2);
+        assert_int_equal(p.n_nodes, 2);
+        assert_int_equal(p.p0_used, 1 * MiB);
+        assert_int_equal(p.node0_used, 1 * MiB);
+        assert_int_equal(p.node1_size, 64 * MiB);
+        expect_code(broker_domain_foreach(f->b, &ROOT, domain_seen_one, &d, &err), &err, BROKER_E_FORBIDDEN);
+        expect_code(broker_pool_foreach(f->b, &VM1, pool_seen_one, &p, &err), &err, BROKER_E_FORBIDDEN);
+        close(a.fd);
+        close(s.owner_fd);
+}
+
+struct audit_seqs {
+        int64_t seqs[16];
+        unsigned n;
+};
+
+static int audit_seq_one(void *userdata, const struct store_audit *a) {
+        struct audit_seqs *w = userdata;
+        if (w->n < ELEMENTSOF(w->seqs))
+                w->seqs[w->n] = a->seq;
+        w->n++;
+        return 0;
+}
+
+static void test_audit_newest(void **state) {
+        struct fixture *f = *state;
+        struct audit_seqs all = {}, tail = {}, head = {}, few = {};
+        struct broker_error err = {};
+
+        for (int i = 0; i < 3; i++) {
+                struct broker_share_result s = share_ok(f, "nic0", 4096, "vm1", ACCESS_RW);
+                close(s.owner_fd);
+        }
+        assert_int_equal(broker_audit_foreach(f->b, &ADMIN, 0, 0, 0, false, audit_seq_one, &all, &err), 0);
+        assert_int_equal(all.n, 3);
+        assert_int_equal(broker_audit_foreach(f->b, &ADMIN, 0, 0, 2, true, audit_seq_one, &tail, &err), 0);
+        assert_int_equal(tail.n, 2);
+        /* The newest two, oldest first. */
+        assert_int_equal(tail.seqs[0], all.seqs[1]);
+        assert_int_equal(tail.seqs[1], all.seqs[2]);
+        assert_int_equal(broker_audit_foreach(f->b, &ADMIN, 0, 0, 2, false, audit_seq_one, &head, &err), 0);
+        assert_int_equal(head.seqs[0], all.seqs[0]);
+        assert_int_equal(head.seqs[1], all.seqs[1]);
+        /* Fewer rows than the limit: all of them. */
+        assert_int_equal(broker_audit_foreach(f->b, &ADMIN, all.seqs[0], 0, 10, true, audit_seq_one, &few, &err), 0);
+        assert_int_equal(few.n, 2);
+        assert_int_equal(few.seqs[0], all.seqs[1]);
+}
+
+static void test_backend_reports_domain_gone(void **state) {
+        struct fixture *f = *state;
+        struct broker_share_result s = share_ok(f, "nic0", 4096, "vm1", ACCESS_RW);
+        struct broker_attach_result a = attach_ok(f, &VM1, "vm1", s.tokens[0].token);
+        struct broker_domain_gone_result res = { 7, 7 };
+        struct broker_error err = {};
+        int q;
+
+        q = broker_domain_gone(f->b, &ROOT, "vm1", &res, &err);
+        expect_code(q, &err, BROKER_E_FORBIDDEN);
+        assert_int_equal(res.peers_revoked, 7);
+
+        /* The backend says so itself (libvirt's lifecycle events): audited as the backend. */
+        backend_domain_gone(f->async, "vm1");
+        assert_int_equal(f->n_revoked, 1);
+        assert_int_equal(state_of(f, s.region), REGION_REVOKING); /* the async unmap is pending */
+        assert_int_equal(audit_rows_with(f, "revoke-peer", "domain vm1 went away"), 1);
+
+        assert_int_equal(broker_domain_gone(f->b, &ADMIN, "hw0", &res, &err), 0);
+        assert_int_equal(res.peers_revoked, 0);
+        assert_int_equal(res.regions_revoked, 0); /* already being revoked */
+        close(a.fd);
+        close(s.owner_fd);
+}
+
+static void test_event_names(void **state) {
+        (void) state;
+        for (int t = 0; t < _BROKER_EVENT_TYPE_MAX; t++)
+                assert_non_null(broker_event_type_to_string(t));
+        assert_string_equal(broker_event_type_to_string(BROKER_EVENT_UNPLUG_OVERDUE), "unplug overdue");
+        assert_null(broker_event_type_to_string(_BROKER_EVENT_TYPE_MAX));
 }
 
 int main(void) {
@@ -1094,6 +1436,15 @@ int main(void) {
                 cmocka_unit_test_setup_teardown(test_domain_gone, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_policy_reload, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_limits, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_revoke_deadline_forward_is_durable, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_verbs_return_state, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_share_undo, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_attach_undo, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_queries_see_what_the_caller_may, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_admin_views, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_audit_newest, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_backend_reports_domain_gone, setup_async, teardown),
+                cmocka_unit_test(test_event_names),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -352,7 +352,7 @@ struct fixture {
         enum unplug_escalation escalation;
         uint64_t grace;
         /* events seen */
-        unsigned n_events[BROKER_EVENT_UNPLUG_OVERDUE + 1];
+        unsigned n_events[_BROKER_EVENT_TYPE_MAX];
         uint64_t last_reclaimed;
         char last_revoked[DOM_LEN];
         uint64_t overdue_region;
@@ -550,26 +550,26 @@ static void attach(struct fixture *f, const struct broker_share_result *s, const
 
 static void release(struct fixture *f, uint64_t region, const char *domain) {
         struct broker_error err = {};
-        if (broker_release(f->b, caller_for(domain), domain, region, &err) < 0)
+        if (broker_release(f->b, caller_for(domain), domain, region, NULL, &err) < 0)
                 fail_msg("release failed: %s: %s", broker_code_name(err.code), err.message);
 }
 
 static void revoke_region(struct fixture *f, uint64_t region, uint64_t timeout, bool force) {
         struct broker_error err = {};
-        if (broker_revoke(f->b, &ROOT, "hw0", region, timeout, force, &err) < 0)
+        if (broker_revoke(f->b, &ROOT, "hw0", region, timeout, force, NULL, &err) < 0)
                 fail_msg("revoke failed: %s: %s", broker_code_name(err.code), err.message);
 }
 
 static enum region_state state_of(struct fixture *f, uint64_t id) {
         struct broker_region_info info;
-        if (broker_region_get(f->b, id, &info) < 0)
+        if (broker_region_get(f->b, &ADMIN, id, &info, NULL) < 0)
                 return REGION_RECLAIMED;
         return info.state;
 }
 
 static struct broker_region_info region_info(struct fixture *f, uint64_t id) {
         struct broker_region_info info;
-        if (broker_region_get(f->b, id, &info) < 0)
+        if (broker_region_get(f->b, &ADMIN, id, &info, NULL) < 0)
                 fail_msg("region %" PRIu64 " is not live", id);
         return info;
 }
@@ -619,7 +619,7 @@ static void stop_event(struct fixture *f, const char *domain) {
                         backend_unmap_done(f->backend, o.region, o.domain, 0);
         }
         f->m->n_owed = 0;
-        if (broker_domain_gone(f->b, &ADMIN, domain, &err) < 0)
+        if (broker_domain_gone(f->b, &ADMIN, domain, NULL, &err) < 0)
                 fail_msg("domain_gone failed: %s", err.message);
 }
 
@@ -649,7 +649,7 @@ static int audit_one(void *userdata, const struct store_audit *a) {
 static unsigned audit_rows(struct fixture *f, const char *action, uint64_t region, const char *domain, char *reason,
                            size_t len) {
         struct audit_query q = { .action = action, .domain = domain, .region = region };
-        assert_int_equal(store_audit_list(broker_store(f->b), 0, 0, 0, audit_one, &q), 0);
+        assert_int_equal(broker_audit_foreach(f->b, &ADMIN, 0, 0, 0, false, audit_one, &q, NULL), 0);
         if (reason)
                 snprintf(reason, len, "%s", q.reason);
         return q.n;
@@ -663,7 +663,7 @@ static int audit_total_one(void *userdata, const struct store_audit *a) {
 
 static unsigned audit_total(struct fixture *f) {
         unsigned n = 0;
-        assert_int_equal(store_audit_list(broker_store(f->b), 0, 0, 0, audit_total_one, &n), 0);
+        assert_int_equal(broker_audit_foreach(f->b, &ADMIN, 0, 0, 0, false, audit_total_one, &n, NULL), 0);
         return n;
 }
 
@@ -796,7 +796,7 @@ static void test_restart_repair_fails_revokes(void **state) {
         assert_true(peer_of(f, two.region, "vm2").mapped);
         assert_true(sim_has(f->m, two.region, "vm2"));
         assert_false(sim_removing(f->m, two.region, "vm2"));
-        assert_int_equal(broker_route_lookup(f->b, "nic0", "vm2", &route), 0);
+        assert_int_equal(broker_route_lookup(f->b, &ADMIN, "nic0", "vm2", &route, NULL), 0);
         assert_true(route.found);
         assert_int_equal(route.region, two.region);
 

@@ -1,0 +1,159 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Routes: which live region (device, domain) leads to now, the newest one, or the bounce answer
+ * recorded when the last share for it could not be placed. Derived from the live regions in
+ * memory; the durable routes table is written inside the transitions that change it.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/broker-internal.h"
+
+void route_free(struct route *rt) {
+        if (!rt)
+                return;
+        free(rt->key);
+        free(rt->device);
+        free(rt->domain);
+        free(rt->live);
+        free(rt->bounce_reason);
+        free(rt);
+}
+
+int route_get(struct broker *b, const char *device, const char *domain, bool create, struct route **ret) {
+        _cleanup_(xfreep) char *key = NULL;
+        struct route *rt;
+        int r;
+
+        if (asprintf(&key, "%s/%s", device, domain) < 0)
+                return -ENOMEM;
+        rt = hashmap_get(b->routes, key);
+        if (!rt && create) {
+                rt = calloc(1, sizeof(*rt));
+                if (!rt)
+                        return -ENOMEM;
+                rt->key = TAKE_PTR(key);
+                rt->device = strdup(device);
+                rt->domain = strdup(domain);
+                if (!rt->device || !rt->domain || (r = hashmap_put(b->routes, rt->key, rt)) < 0) {
+                        route_free(rt);
+                        return -ENOMEM;
+                }
+        }
+        if (!rt)
+                return -ENOENT;
+        *ret = rt;
+        return 0;
+}
+
+int route_add_live(struct route *rt, struct region *region) {
+        if (rt->n_live == rt->cap_live) {
+                size_t cap = rt->cap_live ? rt->cap_live * 2 : 4;
+                struct region **live = reallocarray(rt->live, cap, sizeof(*live));
+                if (!live)
+                        return -ENOMEM;
+                rt->live = live;
+                rt->cap_live = cap;
+        }
+        rt->live[rt->n_live++] = region;
+        return 0;
+}
+
+void route_remove_live(struct route *rt, const struct region *region) {
+        for (size_t i = 0; i < rt->n_live; i++)
+                if (rt->live[i] == region) {
+                        memmove(rt->live + i, rt->live + i + 1, (rt->n_live - i - 1) * sizeof(*rt->live));
+                        rt->n_live--;
+                        return;
+                }
+}
+
+/*
+ * What the durable routes table should say for rt. A region row's reason carries a bounce
+ * answered while the region still served the route: it is the answer once the region goes.
+ */
+int route_persist(struct store *s, const struct route *rt, int64_t now) {
+        if (rt->n_live > 0)
+                return store_route_set(s, &(struct store_route) {
+                        .device = rt->device, .domain = rt->domain, .kind = ROUTE_REGION,
+                        .region = rt->live[rt->n_live - 1]->id, .reason = rt->bounce_reason, .updated = now,
+                });
+        if (rt->bounce_reason)
+                return store_route_set(s, &(struct store_route) {
+                        .device = rt->device, .domain = rt->domain, .kind = ROUTE_BOUNCE,
+                        .reason = rt->bounce_reason, .updated = now,
+                });
+        int r = store_route_delete(s, rt->device, rt->domain);
+        return r == -ENOENT ? 0 : r;
+}
+
+void emit_route_changed(struct broker *b, const char *device, const char *domain, uint64_t region,
+                               const char *reason) {
+        broker_emit(b, &(struct broker_event) {
+                .type = BROKER_EVENT_ROUTE_CHANGED, .region = region, .device = device, .domain = domain,
+                .reason = reason,
+        });
+}
+
+/*
+ * One peer is done with a region that may stay live for others: the peer's route no longer
+ * leads there. route_persist_without_peer() records it inside a transition without touching
+ * memory (the current entry is persisted as if it were gone); route_drop_peer() follows the
+ * commit, so a failed commit leaves the routes exactly as they were.
+ */
+int route_persist_without_peer(struct broker *b, struct store *s, struct region *region, const char *domain,
+                               int64_t now) {
+        struct route *rt;
+        int q;
+
+        if (route_get(b, region->device, domain, false, &rt) < 0 || rt->n_live == 0 ||
+            rt->live[rt->n_live - 1] != region)
+                return 0;
+        rt->n_live--;
+        q = route_persist(s, rt, now);
+        rt->n_live++;
+        return q;
+}
+
+/* A region stops being usable for new traffic: the same, for every peer's route. */
+int routes_persist_without(struct broker *b, struct store *s, struct region *region, int64_t now) {
+        for (size_t i = 0; i < region->n_peers; i++) {
+                int q = route_persist_without_peer(b, s, region, region->peers[i].domain, now);
+                if (q < 0)
+                        return q;
+        }
+        return 0;
+}
+
+void routes_drop_region(struct broker *b, struct region *region) {
+        for (size_t i = 0; i < region->n_peers; i++) {
+                struct route *rt;
+                if (route_get(b, region->device, region->peers[i].domain, false, &rt) >= 0)
+                        route_remove_live(rt, region);
+        }
+}
+
+void route_drop_peer(struct broker *b, struct region *region, const char *domain, const char *reason) {
+        struct route *rt;
+        bool was_current;
+
+        if (route_get(b, region->device, domain, false, &rt) < 0)
+                return;
+        was_current = rt->n_live > 0 && rt->live[rt->n_live - 1] == region;
+        route_remove_live(rt, region);
+        if (was_current)
+                emit_route_changed(b, region->device, domain, rt->n_live > 0 ? rt->live[rt->n_live - 1]->id : 0,
+                                   reason);
+}
+
+void routes_announce(struct broker *b, const struct region *region, const char *reason) {
+        for (size_t i = 0; i < region->n_peers; i++) {
+                struct route *rt;
+                uint64_t id = 0;
+                if (route_get(b, region->device, region->peers[i].domain, false, &rt) >= 0 && rt->n_live > 0)
+                        id = rt->live[rt->n_live - 1]->id;
+                emit_route_changed(b, region->device, region->peers[i].domain, id, reason);
+        }
+}

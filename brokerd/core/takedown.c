@@ -1,0 +1,193 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Taking a region down: its holders' mappings removed (at once, or confirmed later by the
+ * backend while the range stays quarantined), then scrub, free, and record it reclaimed.
+ * A take-down that fails is retried later with a backoff: nothing is left half-done for good.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <string.h>
+
+#include "core/broker-internal.h"
+#include "util/crashpoint.h"
+#include "util/log.h"
+
+struct holder_write {
+        const struct region *r;
+        const holder_t *h;
+        int64_t now;
+};
+
+/* The holder's mapping is gone: its row says unmapped (the owner's is the region's row). */
+static int holder_write_gone(struct store *s, void *userdata) {
+        const struct holder_write *w = userdata;
+
+        if (holder_is_owner(w->r, w->h))
+                return store_region_update(s, w->r->id, w->r->state, w->r->deadline, false, w->now);
+        return store_peer_update(s, w->r->id, w->h->domain, w->h->state, false, false);
+}
+
+/* Records that h's mapping of r is gone (the backend shows none): durably, then in memory. */
+int mapping_record_gone(struct broker *b, struct region *r, holder_t *h) {
+        struct holder_write w = { .r = r, .h = h, .now = broker_now(b) };
+        int q;
+
+        if (!h->mapped)
+                return 0;
+        q = store_transition(b->store, holder_write_gone, &w, NULL, 0);
+        if (q < 0)
+                return q;
+        h->mapped = false;
+        h->unplug = (struct broker_unplug) {};
+        return 0;
+}
+
+/* Asks the backend to remove h's mapping of r; records it gone when that completes at once. */
+int holder_unmap(struct broker *b, struct region *r, holder_t *h) {
+        struct backend_region br = backend_region_of(r);
+        int q;
+
+        if (!h->mapped)
+                return 0;
+        if (b->defer_unmaps && h->unplug.requested) {
+                h->unplug.deferred = b->has_deferred = true;
+                return 0;
+        }
+        h->unplug.deferred = false;
+        q = backend_unmap(b->backend, &br, h->domain);
+        if (q == -EINPROGRESS) {
+                /* Quarantined until backend_unmap_done(); the clock for escalation starts now. */
+                if (!h->unplug.requested)
+                        h->unplug.requested = broker_now(b);
+                crashpoint("unmap-requested");
+                return 0;
+        }
+        if (q < 0) {
+                log_region(LOG_ERR, r->id, h->domain, NULL, "unmap failed: %s; range stays quarantined", strerror(-q));
+                return q;
+        }
+        q = mapping_record_gone(b, r, h);
+        if (q >= 0)
+                crashpoint("unmap-recorded");
+        return q;
+}
+
+static void region_forget(struct broker *b, struct region *r) {
+        for (size_t i = 0; i < r->n_peers; i++)
+                if (r->tokens[i].token[0])
+                        hashmap_remove(b->tokens, r->tokens[i].token);
+        revoking_list_remove(b, r);
+        placer_release(b->placer, &r->range);
+        hashmap_remove(b->regions, &r->id);
+        usage_adjust(b, r->owner, -(int64_t) r->size, -1);
+        region_free(r);
+}
+
+void region_retry_later(struct broker *b, struct region *r, int error) {
+        int64_t now = broker_now(b);
+
+        r->retry_backoff = r->retry_backoff ? r->retry_backoff * 2 : BROKER_RETRY_MIN_USEC;
+        if (r->retry_backoff > BROKER_RETRY_MAX_USEC)
+                r->retry_backoff = BROKER_RETRY_MAX_USEC;
+        r->retry_at = now + (int64_t) r->retry_backoff;
+        b->has_retry = true;
+        log_region(LOG_WARNING, r->id, NULL, "broker", "taking the region down failed (%s); trying again in %" PRIu64 "s",
+                   strerror(-error), r->retry_backoff / 1000000);
+}
+
+/*
+ * Every mapping of r asked away: 1 once none is left, 0 while removals are pending. The peers
+ * go first; a peer's removal already requested is awaited, not asked for again.
+ */
+static int region_unmap_all(struct broker *b, struct region *r) {
+        holder_t *owner = &r->holders[0];
+        int q;
+
+        for (size_t i = 0; i < r->n_peers; i++) {
+                /* A removal that was never asked for, or whose record failed: ask (again) now. */
+                if (r->peers[i].mapped && !r->peers[i].unplug.requested) {
+                        q = holder_unmap(b, r, &r->peers[i]);
+                        if (q < 0)
+                                return q;
+                }
+                if (r->peers[i].mapped)
+                        return 0;
+        }
+        q = holder_unmap(b, r, owner);
+        if (q < 0)
+                return q;
+        return !owner->mapped;
+}
+
+/* Scrub and free the memory. Before the commit, so a crash in between repeats them (both are
+ * idempotent) rather than leaking memory the database no longer mentions. */
+static int region_free_memory(struct broker *b, struct region *r, const char *actor) {
+        struct backend_region br = backend_region_of(r);
+        int q;
+
+        if (!r->pool)
+                return 0;
+        q = backend_scrub(b->backend, &br);
+        if (q < 0 && q != -ENOENT) {
+                log_region(LOG_ERR, r->id, NULL, actor, "scrub failed: %s; range stays quarantined", strerror(-q));
+                return q;
+        }
+        crashpoint("reclaim-scrubbed");
+        q = backend_destroy(b->backend, &br);
+        if (q < 0 && q != -ENOENT)
+                return q;
+        crashpoint("reclaim-destroyed");
+        return 0;
+}
+
+static int reclaim_write(struct store *s, void *userdata) {
+        const struct holder_write *w = userdata;
+        const struct region *r = w->r;
+        int q = store_region_update(s, r->id, REGION_RECLAIMED, r->deadline, false, w->now);
+
+        for (size_t i = 0; q >= 0 && i < r->n_peers; i++)
+                q = store_peer_update(s, r->id, r->peers[i].domain, r->peers[i].state, true, false);
+        return q;
+}
+
+/*
+ * A region in state revoking is reclaimed once no peer is attached and no mapping is left
+ * unconfirmed: scrub, free the memory, then record it reclaimed.
+ */
+static int region_finish_once(struct broker *b, struct region *r, const char *actor) {
+        struct holder_write w = { .r = r };
+        struct store_audit a;
+        int q;
+
+        if (r->state != REGION_REVOKING || region_any_attached(r))
+                return 0;
+        q = region_unmap_all(b, r);
+        if (q <= 0)
+                return q;
+        q = region_free_memory(b, r, actor);
+        if (q < 0)
+                return q;
+
+        w.now = broker_now(b);
+        a = audit_row(actor, r, NULL, "reclaim", "revoking", "reclaimed", "scrubbed and freed", w.now);
+        q = store_transition(b->store, reclaim_write, &w, &a, 1);
+        if (q < 0)
+                return q;
+        crashpoint("reclaimed");
+
+        broker_emit(b, &(struct broker_event) {
+                .type = BROKER_EVENT_RECLAIMED, .region = r->id, .owner = r->owner, .device = r->device,
+                .n_peers = r->n_peers, .peers = r->peers,
+        });
+        region_forget(b, r);
+        return 0;
+}
+
+/* region_finish_once(), and on failure a retry later. */
+int region_finish(struct broker *b, struct region *r, const char *actor) {
+        int q = region_finish_once(b, r, actor);
+
+        if (q < 0)
+                region_retry_later(b, r, q);
+        return q;
+}
