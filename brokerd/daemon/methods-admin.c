@@ -64,8 +64,7 @@ static int domain_one(void *userdata, const struct broker_domain_info *d) {
         obj_add_limit(j, "max_regions", d->max_regions, &ok);
         obj_add_limit(j, "max_bytes", d->max_bytes, &ok);
         obj_add_u64(j, "attached", d->attached, &ok);
-        arr_add(arr, j, &ok);
-        return ok ? 0 : -ENOMEM;
+        return walk_add(arr, j, ok);
 }
 
 int method_admin_domains(const struct method_call *call, const void *args, struct json_object **ret,
@@ -100,8 +99,7 @@ static int pool_one(void *userdata, const struct broker_pool_info *p) {
         obj_add_u64(j, "used", p->used, &ok);
         obj_add_u64(j, "free", p->free, &ok);
         obj_add_u64(j, "regions", p->regions, &ok);
-        arr_add(arr, j, &ok);
-        return ok ? 0 : -ENOMEM;
+        return walk_add(arr, j, ok);
 }
 
 static int numa_one(void *userdata, const struct broker_numa_info *n) {
@@ -111,8 +109,7 @@ static int numa_one(void *userdata, const struct broker_numa_info *n) {
         obj_add_u64(j, "numa_node", n->numa_node, &ok);
         obj_add_u64(j, "size", n->size, &ok);
         obj_add_u64(j, "used", n->used, &ok);
-        arr_add(arr, j, &ok);
-        return ok ? 0 : -ENOMEM;
+        return walk_add(arr, j, ok);
 }
 
 int method_admin_pools(const struct method_call *call, const void *args, struct json_object **ret,
@@ -157,8 +154,7 @@ static int audit_one(void *userdata, const struct store_audit *a) {
         obj_add_str(e, "from", a->from_state, &ok);
         obj_add_str(e, "to", a->to_state, &ok);
         obj_add_str(e, "reason", a->reason, &ok);
-        arr_add(arr, e, &ok);
-        return ok ? 0 : -ENOMEM;
+        return walk_add(arr, e, ok);
 }
 
 int method_admin_audit(const struct method_call *call, const void *args, struct json_object **ret,

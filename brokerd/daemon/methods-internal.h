@@ -187,6 +187,8 @@ void obj_add_addr(struct json_object *o, const char *key, uint64_t v, bool *ok);
 /* UINT64_MAX ("unlimited") as null. */
 void obj_add_limit(struct json_object *o, const char *key, uint64_t v, bool *ok);
 void arr_add(struct json_object *a, struct json_object *v, bool *ok);
+/* For a walk's callback: appends v (built with ok) to arr, or drops it; -ENOMEM stops the walk. */
+int walk_add(struct json_object *arr, struct json_object *v, bool ok);
 /* Hands o over as the result, or drops it and reports an internal error. */
 int result_finish(struct json_object *o, bool ok, struct json_object **ret, struct rpc_error *err);
 /* A member, or NULL when absent or JSON null. */

@@ -102,6 +102,15 @@ void arr_add(struct json_object *a, struct json_object *v, bool *ok) {
         }
 }
 
+int walk_add(struct json_object *arr, struct json_object *v, bool ok) {
+        if (!ok) {
+                json_object_put(v);
+                return -ENOMEM;
+        }
+        arr_add(arr, v, &ok);
+        return ok ? 0 : -ENOMEM;
+}
+
 int result_finish(struct json_object *o, bool ok, struct json_object **ret, struct rpc_error *err) {
         if (!ok || !o) {
                 json_object_put(o);
