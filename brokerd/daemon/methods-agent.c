@@ -259,6 +259,12 @@ int method_region_list(const struct method_call *call, const void *args, struct 
         bool ok = true;
         int q;
 
+        /* Filtering by a domain the caller does not act for is refused, not answered empty. */
+        if (a->domain) {
+                q = methods_check_acts_for(call->m, call->caller, a->domain, err);
+                if (q < 0)
+                        return q;
+        }
         w.regions = json_object_new_array();
         if (!w.regions)
                 return internal_error(err, -ENOMEM);

@@ -106,7 +106,6 @@ struct method {
         bool reply_fd;            /* the result may carry one fd: room is made before the call */
         size_t args_size;
         const struct param *params; /* ends with {} */
-        const char *acts_for;     /* the param naming a domain the caller must act for, when given */
         method_handler_t handler;
         method_undo_t undo;       /* NULL: nothing to take back */
 };

@@ -152,7 +152,7 @@ static const struct method method_table[] = {
         { "region.get", METHOD_AGENT, ARGS(struct region_args), .params = region_params,
           .handler = method_region_get },
         { "region.list", METHOD_AGENT, ARGS(struct list_args), .params = list_params,
-          .acts_for = "domain", .handler = method_region_list },
+          .handler = method_region_list },
         { "route.lookup", METHOD_AGENT, ARGS(struct route_args), .params = route_params,
           .handler = method_route_lookup },
         /* Subscribing changes only the connection's own state, which dies with it. */
@@ -195,7 +195,7 @@ int methods_handle(void *userdata, const struct rpc_caller *caller, const char *
                 return internal_error(err, -ENXIO);
         if (e->mutating && caller->notification) {
                 /* Nobody would learn what it did (a share's tokens, an attach's fd): it must not run. */
-                log_warning("%s from uid %u sent as a notification: refused, not run", e->name, (unsigned) caller->uid);
+                log_info("%s from uid %u sent as a notification: refused, not run", e->name, (unsigned) caller->uid);
                 return fail_with_code(err, BROKER_E_INVALID, "%s changes state: it must carry an id to be run",
                                       e->name);
         }
@@ -204,12 +204,6 @@ int methods_handle(void *userdata, const struct rpc_caller *caller, const char *
         q = params_parse(e->params, params, &args, err);
         if (q < 0)
                 return q;
-        if (e->acts_for) {
-                const char *domain = json_object_get_string(member_get(params, e->acts_for));
-                q = domain ? methods_check_acts_for(m, caller, domain, err) : 0;
-                if (q < 0)
-                        return q;
-        }
         /* Checked before anything happens: a result whose fd cannot travel would have to be undone. */
         if (e->reply_fd && fds && fds->n >= RPC_MAX_FDS_PER_LINE)
                 return fail_with_code(err, BROKER_E_LIMIT, "no room for another fd in this reply");
