@@ -49,8 +49,15 @@ int method_admin_reconcile(const struct method_call *call, const void *args, str
 
 /* ---- admin.domains, admin.pools: the core's views, formatted ---- */
 
-/* A failed admin query: the core's refusal, or (its walk stopped by a builder) out of memory. */
-static int query_fail(int q, const struct broker_error *berr, struct rpc_error *err) {
+/*
+ * Hands o over once the core's walk (returning q) filled it; a failed walk is the core's
+ * refusal, or (stopped by a builder) out of memory.
+ */
+static int query_finish(struct json_object *o, bool ok, int q, const struct broker_error *berr,
+                        struct json_object **ret, struct rpc_error *err) {
+        if (q >= 0)
+                return result_finish(o, ok, ret, err);
+        json_object_put(o);
         return berr->code != BROKER_OK ? fail_with_broker_error(err, berr) : internal_error(err, q);
 }
 
@@ -80,11 +87,7 @@ int method_admin_domains(const struct method_call *call, const void *args, struc
         if (!ok)
                 return result_finish(o, ok, ret, err);
         q = broker_domain_foreach(call->m->broker, &bc, domain_one, arr, &berr);
-        if (q < 0) {
-                json_object_put(o);
-                return query_fail(q, &berr, err);
-        }
-        return result_finish(o, ok, ret, err);
+        return query_finish(o, ok, q, &berr, ret, err);
 }
 
 static int pool_one(void *userdata, const struct broker_pool_info *p) {
@@ -129,11 +132,7 @@ int method_admin_pools(const struct method_call *call, const void *args, struct 
         q = broker_pool_foreach(call->m->broker, &bc, pool_one, pools, &berr);
         if (q >= 0)
                 q = broker_numa_foreach(call->m->broker, &bc, numa_one, numa, &berr);
-        if (q < 0) {
-                json_object_put(o);
-                return query_fail(q, &berr, err);
-        }
-        return result_finish(o, ok, ret, err);
+        return query_finish(o, ok, q, &berr, ret, err);
 }
 
 /* ---- admin.audit, admin.stats, admin.reload ---- */
@@ -175,11 +174,7 @@ int method_admin_audit(const struct method_call *call, const void *args, struct 
                 return result_finish(o, ok, ret, err);
         q = broker_audit_foreach(call->m->broker, &bc, (int64_t) a->after_seq, (int64_t) a->since_usec,
                                  (unsigned) (newest ? a->newest : a->limit), newest, audit_one, entries, &berr);
-        if (q < 0) {
-                json_object_put(o);
-                return query_fail(q, &berr, err);
-        }
-        return result_finish(o, ok, ret, err);
+        return query_finish(o, ok, q, &berr, ret, err);
 }
 
 int method_admin_stats(const struct method_call *call, const void *args, struct json_object **ret,
