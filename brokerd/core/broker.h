@@ -268,7 +268,7 @@ int broker_release(struct broker *b, const struct broker_caller *caller, const c
  * Revoke by the owner (acting as owner) or an admin (owner NULL). Peers still attached are
  * recalled and have timeout_usec to release; at the deadline, or at once with force, their
  * attachments are revoked. Revoking a region already being revoked can only bring its
- * deadline forward (recorded and audited) or force it. ret as for broker_release().
+ * deadline forward (recorded, audited as "revoke-deadline") or force it. ret as for broker_release().
  */
 int broker_revoke(struct broker *b, const struct broker_caller *caller, const char *owner, uint64_t region,
                   uint64_t timeout_usec, bool force, struct broker_region_info *ret, struct broker_error *err);

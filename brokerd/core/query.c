@@ -230,32 +230,40 @@ int broker_numa_foreach(struct broker *b, const struct broker_caller *caller,
         return 0;
 }
 
-/* The seqs of the last n rows seen, as a ring: for the newest rows of the audit log. */
-struct audit_tail {
-        int64_t *seqs;
-        unsigned n, seen;
+/* Walks audit rows, counting them; with stop_at, stops at that row (1-based) and keeps its seq. */
+struct audit_count {
+        uint64_t seen, stop_at;
+        int64_t seq;
 };
 
-static int audit_tail_one(void *userdata, const struct store_audit *a) {
-        struct audit_tail *t = userdata;
+static int audit_count_one(void *userdata, const struct store_audit *a) {
+        struct audit_count *c = userdata;
 
-        t->seqs[t->seen++ % t->n] = a->seq;
+        c->seen++;
+        if (c->stop_at && c->seen == c->stop_at) {
+                c->seq = a->seq;
+                return -ECANCELED;
+        }
         return 0;
 }
 
-/* after_seq such that the rows after it (and since) are the newest limit ones. */
+/* after_seq such that the rows after it (and since) are the newest limit ones: count, then find. */
 static int audit_tail_start(struct broker *b, int64_t after_seq, int64_t since, unsigned limit, int64_t *ret) {
-        _cleanup_(xfreep) int64_t *seqs = calloc(limit, sizeof(*seqs));
-        struct audit_tail t = { .seqs = seqs, .n = limit };
+        struct audit_count c = {};
         int q;
 
-        if (!seqs)
-                return -ENOMEM;
-        q = store_audit_list(b->store, after_seq, since, 0, audit_tail_one, &t);
+        q = store_audit_list(b->store, after_seq, since, 0, audit_count_one, &c);
         if (q < 0)
                 return q;
-        /* Full ring: the oldest kept seq is the next slot to be overwritten. */
-        *ret = t.seen < limit ? after_seq : seqs[t.seen % limit] - 1;
+        if (c.seen <= limit) {
+                *ret = after_seq;
+                return 0;
+        }
+        c = (struct audit_count) { .stop_at = c.seen - limit + 1 };
+        q = store_audit_list(b->store, after_seq, since, 0, audit_count_one, &c);
+        if (q < 0 && q != -ECANCELED)
+                return q;
+        *ret = c.seq - 1;
         return 0;
 }
 

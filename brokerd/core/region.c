@@ -201,7 +201,7 @@ int quota_check(struct broker *b, const char *owner, uint64_t size, struct broke
 
 struct peer_write {
         struct broker *b;
-        const struct region *r;
+        struct region *r;
         const holder_t *h;
         const struct peer_change *c;
         int64_t now;
@@ -215,7 +215,7 @@ static int peer_write(struct store *s, void *userdata) {
         if (q >= 0 && c->set_region)
                 q = store_region_update(s, w->r->id, c->region_state, w->r->deadline, w->r->holders[0].mapped, w->now);
         if (q >= 0 && c->drop_route)
-                q = route_persist_without_peer(w->b, s, (struct region *) w->r, w->h->domain, w->now);
+                q = route_persist_without_peer(w->b, s, w->r, w->h->domain, w->now);
         return q;
 }
 

@@ -205,7 +205,8 @@ static int region_revoke_again(struct broker *b, struct region *r, const char *a
         if (w.deadline >= r->deadline)
                 return 0;
         snprintf(reason, sizeof(reason), "%s; deadline brought forward", why);
-        a = audit_row(actor, r, NULL, "revoke", "revoking", "revoking", reason, now);
+        /* No state changes (the region stays revoking): from/to stay null. */
+        a = audit_row(actor, r, NULL, "revoke-deadline", NULL, NULL, reason, now);
         q = store_transition(b->store, deadline_write, &w, &a, 1);
         if (q < 0)
                 return q;

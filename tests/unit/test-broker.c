@@ -1104,11 +1104,11 @@ static void test_revoke_deadline_forward_is_durable(void **state) {
         /* A later deadline changes nothing. */
         assert_int_equal(broker_revoke(f->b, &ROOT, "hw0", s.region, 90 * SEC, false, &info, &err), 0);
         assert_int_equal(info.deadline, f->now + 60 * SEC);
-        assert_int_equal(audit_rows_with(f, "revoke", "deadline brought forward"), 0);
+        assert_int_equal(audit_rows_with(f, "revoke-deadline", "deadline brought forward"), 0);
 
         assert_int_equal(broker_revoke(f->b, &ADMIN, NULL, s.region, 5 * SEC, false, &info, &err), 0);
         assert_int_equal(info.deadline, f->now + 5 * SEC);
-        assert_int_equal(audit_rows_with(f, "revoke", "deadline brought forward"), 1);
+        assert_int_equal(audit_rows_with(f, "revoke-deadline", "deadline brought forward"), 1);
 
         broker_restart(f);
         assert_int_equal(broker_region_get(f->b, &ADMIN, s.region, &info, &err), 0);

@@ -368,7 +368,7 @@ static int64_t fake_clock(void *userdata) {
 static void on_event(void *userdata, const struct broker_event *ev) {
         struct fixture *f = userdata;
 
-        assert_true((unsigned) ev->type <= BROKER_EVENT_UNPLUG_OVERDUE);
+        assert_true((unsigned) ev->type < _BROKER_EVENT_TYPE_MAX);
         f->n_events[ev->type]++;
         switch (ev->type) {
         case BROKER_EVENT_RECLAIMED:
@@ -1572,9 +1572,54 @@ static void test_crash_release_unmap_requested(void **state) {
         assert_int_equal(regions, 0);
 }
 
+/* ---- the backend's own reports ---- */
+
+/* The hypervisor connection came back: what changed meanwhile is reconciled, and said so. */
+static void test_backend_reconnected_reconciles(void **state) {
+        struct fixture *f = *state;
+        struct broker_share_result s = share_with(f, "vm1", NULL);
+
+        attach(f, &s, "vm1");
+        sim_vanish(f->m, s.region, "vm1"); /* lost while the connection was down: no event */
+        backend_reconnected(f->backend);
+        assert_int_equal(events(f, BROKER_EVENT_RECONCILED), 1);
+        assert_true(sim_has(f->m, s.region, "vm1"));
+        assert_int_equal(audit_rows(f, "repair", s.region, "vm1", NULL, 0), 1);
+        assert_int_equal(peer_of(f, s.region, "vm1").state, PEER_ATTACHED);
+}
+
+static int audit_actor_one(void *userdata, const struct store_audit *a) {
+        unsigned *n = userdata;
+        *n += strcmp(a->actor, "backend:sim") == 0 && strcmp(a->action, "revoke-peer") == 0;
+        return 0;
+}
+
+/* A domain stopped and the backend says so: its attachments go, audited as the backend. */
+static void test_backend_domain_gone_revokes(void **state) {
+        struct fixture *f = *state;
+        struct broker_share_result s = share_with(f, "vm1", "vm2");
+        unsigned n = 0;
+
+        attach(f, &s, "vm1");
+        attach(f, &s, "vm2");
+        sim_stop(f->m, "vm1");
+        backend_domain_gone(f->backend, "vm1");
+        assert_int_equal(events(f, BROKER_EVENT_REVOKED), 1);
+        assert_int_equal(peer_of(f, s.region, "vm1").state, PEER_REVOKED);
+        assert_false(peer_of(f, s.region, "vm1").mapped);
+        assert_int_equal(peer_of(f, s.region, "vm2").state, PEER_ATTACHED);
+        assert_int_equal(broker_audit_foreach(f->b, &ADMIN, 0, 0, 0, false, audit_actor_one, &n, NULL), 0);
+        assert_int_equal(n, 1);
+        /* A name that is not one is ignored. */
+        backend_domain_gone(f->backend, "not a name");
+        assert_int_equal(events(f, BROKER_EVENT_REVOKED), 1);
+}
+
 int main(int argc, char **argv) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test_setup_teardown(test_consistent_changes_nothing, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_backend_reconnected_reconciles, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_backend_domain_gone_revokes, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_restart_repairs_lost_mapping, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_restart_repair_fails_revokes, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_reconcile_counts_lost_mappings, setup, teardown),
