@@ -1,11 +1,14 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #pragma once
 /*
- * The RPC surface of the broker: every method of docs/protocol.md, mapping JSON params to
- * broker calls and broker results to JSON, enforcing who may act for which domain, and
- * fanning broker events out to subscribers as notifications.
- * methods_handle() is an rpc_handler_t, methods_disconnect() an rpc_disconnect_t, and
- * methods_on_event() the broker's event callback.
+ * The RPC surface of the broker: every method of docs/protocol.md, from a declarative table
+ * (methods-table.c) that checks params before a thin handler calls the broker and formats
+ * its answer, and the fan-out of broker events to subscribers as notifications.
+ * methods_handle() is an rpc_handler_t, methods_disconnect() an rpc_disconnect_t,
+ * methods_undelivered() an rpc_undelivered_t, methods_uid_known() an rpc_uid_known_t (all
+ * with the methods as userdata), and methods_on_event() the broker's event callback.
+ * A method that changes state is not run when sent as a notification, and is undone when
+ * its result cannot be delivered.
  */
 #include "core/broker.h"
 #include "rpc/rpc.h"
@@ -34,6 +37,11 @@ void methods_set_backend_name(struct methods *m, const char *name);
 int methods_handle(void *userdata, const struct rpc_caller *caller, const char *method, struct json_object *params,
                    struct rpc_reply_fds *fds, struct json_object **ret_result, struct rpc_error *err);
 void methods_disconnect(void *userdata, uint64_t connection);
+/* Takes back a share or an attach whose result (borrowed) never reached the caller. */
+void methods_undelivered(void *userdata, const struct rpc_caller *caller, const char *method,
+                         struct json_object *result);
+/* Whether the policy gives uid any domain (the server caps unknown uids' connections lower). */
+bool methods_uid_known(void *userdata, uid_t uid);
 void methods_on_event(void *userdata, const struct broker_event *ev);
 
 /* Policy reload for SIGHUP and admin.reload: 0, or -errno with diags filled; old policy kept. */

@@ -80,6 +80,37 @@ class Malformed(DaemonTest):
         c.send_raw(b'{"jsonrpc": "2.0", "method": "broker.info"}\n')
         self.assertEqual(c.call("broker.info", {})["admin"], False)
 
+    def test_u64_integers_up_to_2_64_minus_1(self):
+        # docs/protocol.md#numbers: a 64-bit input takes any JSON integer up to 2^64-1 (that one
+        # used to be -32602); negative and fractional numbers stay invalid params.
+        c = self.d.agent()
+        for value in (1 << 63, (1 << 64) - 1):
+            with self.assertRaises(RpcError) as e:
+                c.call("region.get", {"region": value})
+            self.assertEqual(e.exception.name, "no_such_region", value)
+            with self.assertRaises(RpcError) as e:
+                self.share(c, size=value)
+            self.assertEqual(e.exception.name, "region_too_large", value)  # above the rule's max_region
+        for value in (-1, -(1 << 63), 1.0, 1.5, True):
+            with self.assertRaises(RpcError) as e:
+                c.call("region.get", {"region": value})
+            self.assertEqual((e.exception.code, e.exception.error["data"]["member"]), (-32602, "region"), value)
+        self.assertEqual(c.call("region.list", {})["regions"], [])
+
+    def test_members_are_checked_from_the_table(self):
+        c = self.d.agent()
+        for method, params, member in [
+                ("broker.info", {"verbose": True}, "verbose"),
+                ("region.list", {"state": "lost"}, "state"),
+                ("region.attach", {"domain": "vm1"}, "token"),
+                ("region.revoke", {"owner": "hw0", "region": 1, "force": "yes"}, "force"),
+                ("events.subscribe", {"domains": ["vm1", 7]}, "domains[1]"),
+                ("region.share", {"owner": "hw0", "device": "nic0", "size": 4096,
+                                  "peers": [{"domain": "vm1", "access": "rw", "x": 1}]}, "peers[0].x")]:
+            with self.assertRaises(RpcError) as e:
+                c.call(method, params)
+            self.assertEqual((e.exception.code, e.exception.error["data"]["member"]), (-32602, member), method)
+
 
 class Identity(DaemonTest):
     def run_as_nobody(self, fn):

@@ -369,6 +369,22 @@ static int attach_ok(struct fixture *f, const struct rpc_caller *c, const char *
         return fd;
 }
 
+/* hw0 shares 4KiB of gpu0 with vm1 and vm2, read-only; no owner fd is kept. */
+static struct shared share_two_peers(struct fixture *f) {
+        struct shared s = { .fd = -1 };
+        struct reply r;
+
+        r = call(f, &ROOT, "region.share",
+                 "{\"owner\": \"hw0\", \"device\": \"gpu0\", \"size\": 4096,"
+                 " \"peers\": [{\"domain\": \"vm1\", \"access\": \"ro\"}, {\"domain\": \"vm2\", \"access\": \"ro\"}]}");
+        assert_int_equal(r.q, 0);
+        s.region = (uint64_t) get_int(r.result, "region");
+        for (size_t i = 0; i < 2; i++)
+                snprintf(s.token[i], sizeof(s.token[i]), "%s", get_str(get_idx(r.result, "tokens", i), "token"));
+        reply_clear(&r);
+        return s;
+}
+
 static const char *state_of(struct fixture *f, uint64_t region) {
         static char buf[32];
         struct reply r;
@@ -698,18 +714,10 @@ static void test_release(void **state) {
 
 static void test_release_twice(void **state) {
         struct fixture *f = *state;
-        struct shared s;
+        struct shared s = share_two_peers(f);
         struct json_object *o;
-        struct reply r;
 
         /* Two peers on gpu0: releasing one leaves the region active, releasing again is refused. */
-        r = call(f, &ROOT, "region.share",
-                 "{\"owner\": \"hw0\", \"device\": \"gpu0\", \"size\": 4096,"
-                 " \"peers\": [{\"domain\": \"vm1\", \"access\": \"ro\"}, {\"domain\": \"vm2\", \"access\": \"ro\"}]}");
-        assert_int_equal(r.q, 0);
-        s.region = (uint64_t) get_int(r.result, "region");
-        snprintf(s.token[0], sizeof(s.token[0]), "%s", get_str(get_idx(r.result, "tokens", 0), "token"));
-        reply_clear(&r);
         close(attach_ok(f, &VM1, "vm1", s.token[0]));
 
         o = call_ok(f, &VM1, "region.release", "{\"domain\": \"vm1\", \"region\": 1}");
@@ -1263,6 +1271,44 @@ static void test_admin_audit(void **state) {
         expect_invalid_params(f, &ADMIN, "admin.audit", "{\"before_seq\": 1}", "before_seq");
 }
 
+/* newest: the newest N rows (after the filters), still oldest first, like journalctl -n. */
+static void test_admin_audit_newest(void **state) {
+        struct fixture *f = *state;
+        struct shared s = share_ok(f, "nic0", "4KiB", "vm1", "rw");
+        struct json_object *o, *all;
+        char params[64];
+        int64_t first;
+        size_t n;
+
+        close(s.fd);
+        close(attach_ok(f, &VM1, "vm1", s.token[0]));
+        json_object_put(call_ok(f, &VM1, "region.release", "{\"domain\": \"vm1\", \"region\": 1}"));
+        all = call_ok(f, &ADMIN, "admin.audit", NULL);
+        n = get_len(all, "entries");
+        assert_true(n >= 3);
+        first = get_int(get_idx(all, "entries", 0), "seq");
+
+        o = call_ok(f, &ADMIN, "admin.audit", "{\"newest\": 2}");
+        assert_int_equal(get_len(o, "entries"), 2);
+        for (size_t i = 0; i < 2; i++)
+                assert_int_equal(get_int(get_idx(o, "entries", i), "seq"),
+                                 get_int(get_idx(all, "entries", n - 2 + i), "seq"));
+        json_object_put(o);
+        /* With after_seq, the newest of what follows it: all but the first. */
+        snprintf(params, sizeof(params), "{\"newest\": 10000, \"after_seq\": %" PRId64 "}", first);
+        o = call_ok(f, &ADMIN, "admin.audit", params);
+        assert_int_equal(get_len(o, "entries"), n - 1);
+        assert_int_equal(get_int(get_idx(o, "entries", 0), "seq"), get_int(get_idx(all, "entries", 1), "seq"));
+        json_object_put(o);
+        json_object_put(all);
+
+        expect_fail(f, &ADMIN, "admin.audit", "{\"newest\": 0}", E(BROKER_E_INVALID), "invalid_request");
+        expect_fail(f, &ADMIN, "admin.audit", "{\"newest\": 10001}", E(BROKER_E_INVALID), "invalid_request");
+        expect_fail(f, &ADMIN, "admin.audit", "{\"newest\": 5, \"limit\": 5}", E(BROKER_E_INVALID),
+                    "invalid_request");
+        expect_invalid_params(f, &ADMIN, "admin.audit", "{\"newest\": -1}", "newest");
+}
+
 static void test_admin_stats(void **state) {
         struct fixture *f = *state;
         struct shared s;
@@ -1419,6 +1465,197 @@ static void test_identity_everywhere(void **state) {
         close(attach_ok(f, &VM1, "vm1", s.token[0]));
 }
 
+/* ---- the table: numbers, notifications, undelivered replies, unknown uids ---- */
+
+/* docs/protocol.md: every 64-bit input takes an integer, up to 2^64-1 as a JSON integer. */
+static void test_u64_integers(void **state) {
+        struct fixture *f = *state;
+
+        /* These were -32602 before: the value reaches its bounds check, or the broker. */
+        expect_fail(f, &ADMIN, "region.get", "{\"region\": 18446744073709551615}", E(BROKER_E_NO_SUCH_REGION),
+                    "no_such_region");
+        expect_fail(f, &ADMIN, "region.get", "{\"region\": 9223372036854775808}", E(BROKER_E_NO_SUCH_REGION),
+                    "no_such_region");
+        expect_fail(f, &ROOT, "region.share",
+                    "{\"owner\": \"hw0\", \"device\": \"nic0\", \"size\": 18446744073709551615,"
+                    " \"peers\": [{\"domain\": \"vm1\", \"access\": \"rw\"}]}", E(BROKER_E_TOO_LARGE),
+                    "region_too_large");
+        expect_fail(f, &ROOT, "region.share",
+                    "{\"owner\": \"hw0\", \"device\": \"nic0\", \"size\": 4096, \"numa_node\": 18446744073709551615,"
+                    " \"peers\": [{\"domain\": \"vm1\", \"access\": \"rw\"}]}", E(BROKER_E_INVALID),
+                    "invalid_request");
+        expect_fail(f, &ROOT, "region.revoke", "{\"owner\": \"hw0\", \"region\": 1, \"deadline_ms\": 18446744073709551615}",
+                    E(BROKER_E_INVALID), "invalid_request");
+        expect_fail(f, &ADMIN, "admin.audit", "{\"after_seq\": 18446744073709551615}", E(BROKER_E_INVALID),
+                    "invalid_request");
+        /* Negative, fractional and non-numbers stay -32602. */
+        static const char *const refused[] = {
+                "{\"region\": -1}", "{\"region\": -9223372036854775809}", "{\"region\": 1.0}", "{\"region\": 1e3}",
+                "{\"region\": \"0x10000000000000000\"}", "{\"region\": false}",
+        };
+        for (size_t i = 0; i < ELEMENTSOF(refused); i++)
+                expect_invalid_params(f, &ADMIN, "region.get", refused[i], "region");
+        assert_int_equal(list_count(f, &ADMIN, NULL), 0);
+}
+
+/* Structure and bounds come from the table, for every kind of parameter. */
+static void test_table_checks(void **state) {
+        struct fixture *f = *state;
+
+        expect_invalid_params(f, &VM1, "broker.info", "{\"x\": 1}", "x");
+        expect_invalid_params(f, &VM1, "broker.info", "[]", "params");
+        expect_invalid_params(f, &VM1, "region.list", "{\"state\": \"gone\"}", "state");
+        expect_invalid_params(f, &VM1, "region.list", "{\"state\": 1}", "state");
+        expect_invalid_params(f, &VM1, "region.list", "{\"device\": 1}", "device");
+        expect_invalid_params(f, &VM1, "events.subscribe", "{\"domains\": \"vm1\"}", "domains");
+        expect_invalid_params(f, &VM1, "events.subscribe", "{\"domains\": [1]}", "domains[0]");
+        expect_fail(f, &VM1, "events.subscribe", "{\"domains\": [\"-vm1\"]}", E(BROKER_E_INVALID),
+                    "invalid_request");
+        expect_invalid_params(f, &VM1, "region.attach", "{\"domain\": \"vm1\"}", "token");
+        expect_invalid_params(f, &ROOT, "region.revoke", "{\"owner\": \"hw0\", \"region\": 1, \"force\": 1}",
+                              "force");
+        expect_invalid_params(f, &ADMIN, "admin.revoke", "{\"owner\": \"hw0\", \"region\": 1}", "owner");
+        expect_fail(f, &ADMIN, "admin.audit", "{\"limit\": 0}", E(BROKER_E_INVALID), "invalid_request");
+        expect_fail(f, &ADMIN, "admin.audit", "{\"limit\": 1001}", E(BROKER_E_INVALID), "invalid_request");
+        expect_invalid_params(f, &ADMIN, "admin.domain_gone", NULL, "domain");
+        /* JSON null is absence: optional members take their defaults, required ones are missing. */
+        json_object_put(call_ok(f, &VM1, "region.list", "{\"state\": null, \"domain\": null}"));
+        expect_invalid_params(f, &ADMIN, "region.get", "{\"region\": null}", "region");
+        /* The socket is checked before the params. */
+        expect_fail(f, &VM1, "admin.audit", "{\"nope\": 1}", E(BROKER_E_FORBIDDEN), "forbidden");
+}
+
+/* A state-changing method sent as a notification (no reply would carry its result) does not run. */
+static void test_notification_not_run(void **state) {
+        struct fixture *f = *state;
+        struct rpc_caller root = ROOT, vm1 = VM1, admin = ADMIN;
+        struct shared s = share_ok(f, "nic0", "4KiB", "vm1", "rw");
+        char params[128];
+        struct json_object *o;
+
+        close(s.fd);
+        root.notification = vm1.notification = admin.notification = true;
+        expect_fail(f, &root, "region.share",
+                    "{\"owner\": \"hw0\", \"device\": \"nic0\", \"size\": 4096,"
+                    " \"peers\": [{\"domain\": \"vm1\", \"access\": \"rw\"}]}", E(BROKER_E_INVALID),
+                    "invalid_request");
+        snprintf(params, sizeof(params), "{\"domain\": \"vm1\", \"token\": \"%s\"}", s.token[0]);
+        expect_fail(f, &vm1, "region.attach", params, E(BROKER_E_INVALID), "invalid_request");
+        expect_fail(f, &vm1, "region.release", "{\"domain\": \"vm1\", \"region\": 1}", E(BROKER_E_INVALID),
+                    "invalid_request");
+        expect_fail(f, &root, "region.revoke", "{\"owner\": \"hw0\", \"region\": 1}", E(BROKER_E_INVALID),
+                    "invalid_request");
+        expect_fail(f, &admin, "admin.revoke", "{\"region\": 1}", E(BROKER_E_INVALID), "invalid_request");
+        expect_fail(f, &admin, "admin.domain_gone", "{\"domain\": \"vm1\"}", E(BROKER_E_INVALID), "invalid_request");
+        expect_fail(f, &admin, "admin.reload", NULL, E(BROKER_E_INVALID), "invalid_request");
+        expect_fail(f, &admin, "admin.reconcile", NULL, E(BROKER_E_INVALID), "invalid_request");
+        /* Nothing happened: one region, still offered, its token unspent, one audit row (the share). */
+        assert_int_equal(list_count(f, &ADMIN, NULL), 1);
+        assert_string_equal(state_of(f, s.region), "offered");
+        o = call_ok(f, &ADMIN, "admin.audit", NULL);
+        assert_int_equal(get_len(o, "entries"), 1);
+        json_object_put(o);
+        /* Methods that change nothing still run (their result is simply not sent). */
+        json_object_put(call_ok(f, &vm1, "broker.info", NULL));
+        json_object_put(call_ok(f, &vm1, "region.list", NULL));
+        close(attach_ok(f, &VM1, "vm1", s.token[0]));
+        assert_string_equal(state_of(f, s.region), "active");
+}
+
+static void test_undelivered_share(void **state) {
+        struct fixture *f = *state;
+        struct json_object *share, *o;
+        struct reply r;
+        bool undone = false, reclaimed = false;
+
+        /* hw0 may hold 4 regions; an undelivered share must give its slot back. */
+        for (int i = 0; i < 3; i++)
+                close(share_ok(f, "nic0", "4KiB", "vm1", "rw").fd);
+        r = call(f, &ROOT, "region.share",
+                 "{\"owner\": \"hw0\", \"device\": \"nic0\", \"size\": 4096,"
+                 " \"peers\": [{\"domain\": \"vm1\", \"access\": \"rw\"}]}");
+        assert_int_equal(r.q, 0);
+        share = r.result;
+        r.result = NULL;
+        reply_clear(&r); /* the fd went nowhere */
+        assert_int_equal(get_int(share, "region"), 4);
+        expect_fail(f, &ROOT, "region.share",
+                    "{\"owner\": \"hw0\", \"device\": \"nic0\", \"size\": 4096,"
+                    " \"peers\": [{\"domain\": \"vm1\", \"access\": \"rw\"}]}", E(BROKER_E_QUOTA), "quota_exceeded");
+
+        methods_undelivered(f->m, &ROOT, "region.share", share);
+        json_object_put(share);
+        /* The region and its token are gone, the quota and the range free again. */
+        assert_string_equal(state_of(f, 4), "gone");
+        assert_int_equal(list_count(f, &ADMIN, NULL), 3);
+        close(share_ok(f, "nic0", "4KiB", "vm1", "rw").fd);
+        o = call_ok(f, &ADMIN, "admin.audit", "{\"limit\": 1000}");
+        /* Audited as an undo, down to the reclaim. */
+        for (size_t i = 0; i < get_len(o, "entries"); i++) {
+                struct json_object *e = get_idx(o, "entries", i);
+                if (is_null(e, "region") || get_int(e, "region") != 4)
+                        continue;
+                undone |= !is_null(e, "reason") && strstr(get_str(e, "reason"), "undelivered");
+                reclaimed |= strcmp(get_str(e, "to"), "reclaimed") == 0;
+        }
+        assert_true(undone);
+        assert_true(reclaimed);
+        json_object_put(o);
+
+        /* Nothing to take back: a bounce, a method that changes nothing, an unknown one. */
+        o = json_tokener_parse("{\"placement\": \"bounce\", \"reason\": \"exhausted\"}");
+        methods_undelivered(f->m, &ROOT, "region.share", o);
+        methods_undelivered(f->m, &ROOT, "region.get", o);
+        methods_undelivered(f->m, &ROOT, "region.nope", o);
+        json_object_put(o);
+        assert_int_equal(list_count(f, &ADMIN, NULL), 4);
+}
+
+static void test_undelivered_attach(void **state) {
+        struct fixture *f = *state;
+        struct shared s = share_two_peers(f);
+        struct json_object *attach, *o, *peer;
+        char params[256];
+        struct reply r;
+
+        /* Two peers: one attach's reply is lost, the other's arrives. */
+        close(attach_ok(f, &VM2, "vm2", s.token[1]));
+
+        snprintf(params, sizeof(params), "{\"domain\": \"vm1\", \"token\": \"%s\"}", s.token[0]);
+        r = call(f, &VM1, "region.attach", params);
+        assert_int_equal(r.q, 0);
+        attach = r.result;
+        r.result = NULL;
+        reply_clear(&r);
+        assert_string_equal(get_str(attach, "domain"), "vm1");
+        methods_undelivered(f->m, &VM1, "region.attach", attach);
+        json_object_put(attach);
+
+        /* vm1's mapping is released; vm2 keeps its own, the region stays active for it. */
+        snprintf(params, sizeof(params), "{\"region\": %" PRIu64 "}", s.region);
+        o = call_ok(f, &ADMIN, "region.get", params);
+        assert_string_equal(get_str(o, "state"), "active");
+        peer = get_idx(o, "peers", 0);
+        assert_string_equal(get_str(peer, "domain"), "vm1");
+        assert_string_equal(get_str(peer, "state"), "released");
+        assert_false(json_object_get_boolean(get(peer, "mapped")));
+        assert_string_equal(get_str(get_idx(o, "peers", 1), "state"), "attached");
+        json_object_put(o);
+}
+
+static void test_uid_known(void **state) {
+        struct fixture *f = *state;
+
+        assert_true(methods_uid_known(f->m, 0));
+        assert_true(methods_uid_known(f->m, 1000));
+        assert_false(methods_uid_known(f->m, 4242));
+        assert_false(methods_uid_known(f->m, 1002));
+        /* The policy in force decides: uid 1002 is known once a policy gives it vm3. */
+        write_file(f->policy, policy_text_vm3);
+        json_object_put(call_ok(f, &ADMIN, "admin.reload", NULL));
+        assert_true(methods_uid_known(f->m, 1002));
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test_setup_teardown(test_share_region, setup, teardown),
@@ -1442,12 +1679,19 @@ int main(void) {
                 cmocka_unit_test_setup_teardown(test_admin_domains, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_admin_pools, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_admin_audit, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_admin_audit_newest, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_admin_stats, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_admin_reload, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_reload_narrows_subscriptions, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_admin_reload_without_file, setup_no_policy_path, teardown),
                 cmocka_unit_test_setup_teardown(test_unknown_method, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_identity_everywhere, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_u64_integers, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_table_checks, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_notification_not_run, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_undelivered_share, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_undelivered_attach, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_uid_known, setup, teardown),
         };
 
         return cmocka_run_group_tests(tests, NULL, NULL);
