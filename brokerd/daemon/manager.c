@@ -145,7 +145,6 @@ static int load_broker(struct manager *m) {
                 return r;
         r = new_backend(m, &bc.backend);
         if (r >= 0) {
-                methods_set_backend_name(m->methods, backend_name(bc.backend));
                 /* Takes the platform, policy and backend over (NULLs them) on success. */
                 r = broker_new(&bc, &m->broker, &err);
                 if (r < 0)
@@ -261,6 +260,8 @@ int manager_new(const struct manager_config *cfg, struct manager **ret) {
         if (r < 0)
                 return r;
         methods_set_server(m->methods, m->server);
+        rpc_server_set_undelivered(m->server, methods_undelivered);
+        rpc_server_set_uid_known(m->server, methods_uid_known);
         r = setup_sockets(m);
         if (r < 0)
                 return r;

@@ -27,7 +27,7 @@ int method_admin_domain_gone(const struct method_call *call, const void *args, s
 int method_admin_reconcile(const struct method_call *call, const void *args, struct json_object **ret,
                            struct rpc_error *err) {
         struct broker_reconcile_result res = {};
-        const char *backend = call->m->backend_name;
+        const char *backend = broker_backend_name(call->m->broker);
         struct json_object *o;
         bool ok = true;
         int q;

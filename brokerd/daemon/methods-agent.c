@@ -5,12 +5,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "config.h"
 #include "daemon/methods-internal.h"
 #include "util/log.h"
-
-#ifndef BROKERD_VERSION
-#define BROKERD_VERSION "0.1.0"
-#endif
 
 int method_broker_info(const struct method_call *call, const void *args, struct json_object **ret,
                        struct rpc_error *err) {
@@ -32,7 +29,7 @@ int method_broker_info(const struct method_call *call, const void *args, struct 
 
         o = json_object_new_object();
         obj_add_str(o, "version", BROKERD_VERSION, &ok);
-        obj_add_str(o, "backend", call->m->backend_name, &ok);
+        obj_add_str(o, "backend", broker_backend_name(call->m->broker), &ok);
         obj_add_u64(o, "uid", c->uid, &ok);
         obj_add_bool(o, "admin", c->admin, &ok);
         arr = json_object_new_array();

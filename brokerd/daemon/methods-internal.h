@@ -40,7 +40,6 @@ struct methods {
         char *policy_path;
         struct broker *broker;
         struct rpc_server *server;
-        const char *backend_name;
         methods_notify_t notify;
         void *notify_userdata;
         struct hashmap *subscriptions; /* connection -> subscription */

@@ -25,7 +25,6 @@ int methods_new(const char *policy_path, struct methods **ret) {
         q = hashmap_new(&hashmap_u64_ops, &m->subscriptions);
         if (q < 0)
                 return q;
-        m->backend_name = "unknown";
         m->started = monotonic_usec();
         *ret = TAKE_PTR(m);
         return 0;
@@ -63,10 +62,6 @@ void methods_set_server(struct methods *m, struct rpc_server *s) {
 void methods_set_notify(struct methods *m, methods_notify_t notify, void *userdata) {
         m->notify = notify;
         m->notify_userdata = userdata;
-}
-
-void methods_set_backend_name(struct methods *m, const char *name) {
-        m->backend_name = name ?: "unknown";
 }
 
 int methods_reload(struct methods *m, struct diag_list *diags) {

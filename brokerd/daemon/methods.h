@@ -31,8 +31,6 @@ void methods_set_notify(struct methods *m,
                         int (*notify)(void *userdata, uint64_t connection, const char *method,
                                       struct json_object *params),
                         void *userdata);
-/* The mapping backend's name for broker.info (its ops->name); borrowed. Default "unknown". */
-void methods_set_backend_name(struct methods *m, const char *name);
 
 int methods_handle(void *userdata, const struct rpc_caller *caller, const char *method, struct json_object *params,
                    struct rpc_reply_fds *fds, struct json_object **ret_result, struct rpc_error *err);

@@ -278,7 +278,6 @@ static void broker_reset(void) {
         random_counter = RANDOM_FIXTURE - 1000;
 
         fuzz_assert(backend_memfd_new(&cfg.backend) == 0);
-        methods_set_backend_name(F.methods, cfg.backend->ops->name);
         if (platform_load_string(fuzz_example_platform, &cfg.platform, &diags) < 0 ||
             policy_load_string(policy_text, &cfg.policy, &diags) < 0)
                 diag_list_print(&diags, "fixture", stderr);

@@ -168,7 +168,6 @@ static int setup_with(void **state, bool with_policy_path) {
                 .db_path = f->db, .backend = memfd, .clock = fake_clock, .clock_userdata = f,
                 .on_event = methods_on_event, .event_userdata = f->m,
         };
-        methods_set_backend_name(f->m, memfd->ops->name);
         if (platform_load_string(platform_text, &cfg.platform, &diags) < 0)
                 diag_list_print(&diags, "platform", stderr);
         if (policy_load_file(f->policy, &cfg.policy, &diags) < 0)
