@@ -8,6 +8,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -890,6 +891,382 @@ static void test_crash_consistency(void **state) {
         store_close(s);
 }
 
+static int write_region_and_peer(struct store *s, void *userdata) {
+        uint64_t *ret_id = userdata;
+        struct store_region r = region_template("vm-a");
+        int q;
+
+        q = store_region_insert(s, &r, ret_id);
+        if (q < 0)
+                return q;
+        return store_peer_insert(s, &(struct store_peer) {
+                .region = *ret_id, .domain = "vm-b", .access = ACCESS_RO, .state = PEER_GRANTED,
+        });
+}
+
+static int write_nested(struct store *s, void *userdata) {
+        int *ret = userdata;
+
+        *ret = store_transition(s, NULL, NULL, NULL, 0);
+        return 0;
+}
+
+static int write_then_fail(struct store *s, void *userdata) {
+        uint64_t id;
+
+        (void) userdata;
+        return write_region_and_peer(s, &id) < 0 ? -EIO : -ENOTRECOVERABLE;
+}
+
+static void test_write_outside_transition(void **state) {
+        struct fixture *f = *state;
+        struct store *s = NULL;
+        struct store_region r = region_template("vm-a");
+        struct store_peer p = { .region = 1, .domain = "vm-b", .access = ACCESS_RW, .state = PEER_GRANTED };
+        struct store_route rt = { .device = "nic0", .domain = "vm-b", .kind = ROUTE_BOUNCE, .updated = 1 };
+        struct store_audit a = { .time = 1, .actor = "vm-a", .action = "share" };
+        struct seen seen = {};
+        uint64_t id = 77;
+        int nested = 0;
+
+        assert_int_equal(store_open(f->path, &s), 0);
+
+        /* Failing: every write is refused outside a transition, and nothing is written. */
+        assert_int_equal(store_region_insert(s, &r, &id), -EPERM);
+        assert_int_equal(id, 77);
+        assert_string_equal(store_last_error(s), "write outside a transition");
+        assert_int_equal(store_region_update(s, 1, REGION_ACTIVE, 0, false, 2), -EPERM);
+        assert_int_equal(store_peer_insert(s, &p), -EPERM);
+        assert_int_equal(store_peer_update(s, 1, "vm-b", PEER_ATTACHED, false, true), -EPERM);
+        assert_int_equal(store_route_set(s, &rt), -EPERM);
+        assert_int_equal(store_route_delete(s, "nic0", "vm-b"), -EPERM);
+        assert_int_equal(store_audit_append(s, &a), -EPERM);
+        assert_int_equal(raw_int(f->path, "SELECT (SELECT count(*) FROM regions) + (SELECT count(*) FROM peers) +"
+                                          " (SELECT count(*) FROM routes) + (SELECT count(*) FROM audit)"),
+                         0);
+
+        /* Passing: the same writes inside store_transition, with their audit row. */
+        assert_int_equal(store_transition(s, write_region_and_peer, &id, &a, 1), 0);
+        assert_int_equal(id, 1);
+        assert_int_equal(load(s, &seen), 0);
+        assert_int_equal(seen.n_regions, 1);
+        assert_int_equal(seen.n_peers, 1);
+        assert_int_equal(raw_int(f->path, "SELECT count(*) FROM audit"), 1);
+
+        /* And once it is over, writes are refused again. */
+        assert_int_equal(store_region_update(s, id, REGION_ACTIVE, 0, false, 2), -EPERM);
+
+        /* No nesting; a failing write or audit row undoes the whole transition. */
+        assert_int_equal(store_transition(s, write_nested, &nested, NULL, 0), 0);
+        assert_int_equal(nested, -EALREADY);
+        assert_int_equal(store_transition(s, write_then_fail, NULL, &a, 1), -ENOTRECOVERABLE);
+        assert_int_equal(store_transition(s, write_region_and_peer, &id, &(struct store_audit) { .time = 1 }, 1),
+                         -EINVAL);
+        assert_int_equal(store_transition(s, NULL, NULL, NULL, 1), -EINVAL);
+        assert_int_equal(raw_int(f->path, "SELECT count(*) FROM regions"), 1);
+        assert_int_equal(raw_int(f->path, "SELECT count(*) FROM audit"), 1);
+        assert_int_equal(store_region_update(s, id, REGION_ACTIVE, 0, false, 2), -EPERM);
+
+        store_close(s);
+}
+
+/* n audit rows at times 100, 200, ... in one transition. */
+static int write_audit_rows(struct store *s, void *userdata) {
+        const unsigned *n = userdata;
+
+        for (unsigned i = 1; i <= *n; i++) {
+                int q = store_audit_append(s, &(struct store_audit) {
+                        .time = 100 * (int64_t) i, .actor = "vm-a", .action = "share",
+                });
+                if (q < 0)
+                        return q;
+        }
+        return 0;
+}
+
+static void test_audit_tail(void **state) {
+        struct fixture *f = *state;
+        struct store *s = NULL;
+        struct seen seen = {};
+        unsigned n = 5;
+
+        assert_int_equal(store_open(f->path, &s), 0);
+        assert_int_equal(store_audit_tail(s, 3, seen_audit, &seen), 0);
+        assert_int_equal(seen.n_audit, 0);
+
+        assert_int_equal(store_transition(s, write_audit_rows, &n, NULL, 0), 0);
+        /* The newest three, oldest first. */
+        assert_int_equal(store_audit_tail(s, 3, seen_audit, &seen), 0);
+        assert_int_equal(seen.n_audit, 3);
+        for (unsigned i = 0; i < 3; i++) {
+                assert_int_equal(seen.audit[i].a.seq, 3 + i);
+                assert_int_equal(seen.audit[i].a.time, 300 + 100 * i);
+        }
+        assert_string_equal(seen.audit[0].actor, "vm-a");
+        seen = (struct seen) {};
+        assert_int_equal(store_audit_tail(s, 100, seen_audit, &seen), 0);
+        assert_int_equal(seen.n_audit, 5);
+        assert_int_equal(seen.audit[0].a.seq, 1);
+
+        /* Failing: a tail of nothing, no callback, a callback error. */
+        assert_int_equal(store_audit_tail(s, 0, seen_audit, &seen), -EINVAL);
+        assert_int_equal(store_audit_tail(s, 1, NULL, NULL), -EINVAL);
+        seen = (struct seen) { .fail_audit_at = 1 };
+        assert_int_equal(store_audit_tail(s, 2, seen_audit, &seen), -E2BIG);
+        assert_int_equal(seen.n_audit, 1);
+        seen = (struct seen) {};
+        assert_int_equal(store_audit_tail(s, 2, seen_audit, &seen), 0);
+        assert_int_equal(seen.audit[0].a.seq, 4);
+
+        store_close(s);
+}
+
+static void test_migrate_from_version_1(void **state) {
+        struct fixture *f = *state;
+        struct store *s = NULL;
+        struct seen seen = {};
+        uint64_t id;
+
+        /* A version-1 database is today's minus what migration 1 -> 2 adds. */
+        assert_int_equal(store_open(f->path, &s), 0);
+        id = insert_region(s, REGION_ACTIVE);
+        insert_peer(s, id, "vm-b", TOKEN_A);
+        store_close(s);
+        raw_exec(f->path, "DROP INDEX regions_reclaimed; DROP INDEX routes_region; PRAGMA user_version = 1;");
+        assert_int_equal(raw_int(f->path, "SELECT count(*) FROM sqlite_master WHERE type = 'index' AND "
+                                          "name IN ('regions_reclaimed', 'routes_region')"),
+                         0);
+
+        assert_int_equal(store_open(f->path, &s), 0);
+        assert_int_equal(raw_int(f->path, "PRAGMA user_version"), 2);
+        assert_int_equal(raw_int(f->path, "SELECT count(*) FROM sqlite_master WHERE type = 'index' AND "
+                                          "name IN ('regions_reclaimed', 'routes_region')"),
+                         2);
+        /* The deletes retention runs use the new index. */
+        assert_int_equal(raw_int(f->path, "SELECT count(*) FROM pragma_index_info('regions_reclaimed')"), 1);
+        assert_int_equal(load(s, &seen), 0);
+        assert_int_equal(seen.n_regions, 1);
+        assert_int_equal(seen.n_peers, 1);
+        assert_string_equal(seen.peers[0].token, TOKEN_A);
+        store_close(s);
+}
+
+/* What to fill: n regions (reclaimed at updated = time, time + 1, ...) each with a peer, and n audit rows. */
+struct fill {
+        unsigned n;
+        int64_t time;
+        enum region_state state;
+};
+
+static int write_fill(struct store *s, void *userdata) {
+        const struct fill *fl = userdata;
+
+        for (unsigned i = 0; i < fl->n; i++) {
+                struct store_region r = region_template("vm-a");
+                uint64_t id;
+                int q;
+
+                r.state = fl->state;
+                r.created = r.updated = fl->time + i;
+                q = store_region_insert(s, &r, &id);
+                if (q >= 0)
+                        q = store_peer_insert(s, &(struct store_peer) {
+                                .region = id, .domain = "vm-b", .access = ACCESS_RW, .state = PEER_RELEASED,
+                        });
+                if (q >= 0)
+                        q = store_audit_append(s, &(struct store_audit) {
+                                .time = fl->time + i, .actor = "vm-a", .action = "reclaim", .region = id,
+                                .reason = "a reason of a few dozen bytes, as real ones are",
+                        });
+                if (q < 0)
+                        return q;
+        }
+        return 0;
+}
+
+static void fill(struct store *s, unsigned n, int64_t time, enum region_state state) {
+        struct fill fl = { .n = n, .time = time, .state = state };
+        assert_int_equal(store_transition(s, write_fill, &fl, NULL, 0), 0);
+}
+
+/* Prunes until nothing more is due; returns the number of passes. */
+static unsigned prune_all(struct store *s, int64_t now, struct store_prune_result *total) {
+        struct store_prune_result res;
+        unsigned passes = 0;
+
+        *total = (struct store_prune_result) {};
+        do {
+                assert_int_equal(store_prune(s, now, &res), 0);
+                /* Bounded: one pass never deletes more than a thousand rows of a table. */
+                assert_true(res.regions <= 1000 && res.audit <= 1000);
+                total->regions += res.regions;
+                total->audit += res.audit;
+                passes++;
+        } while (res.more);
+        return passes;
+}
+
+static int64_t count(const char *path, const char *table) {
+        char sql[96];
+
+        snprintf(sql, sizeof(sql), "SELECT count(*) FROM %s", table);
+        return raw_int(path, sql);
+}
+
+static void test_prune_limits(void **state) {
+        struct fixture *f = *state;
+        struct store *s = NULL;
+        struct store_prune_result res = { .regions = 99 };
+        struct store_route rt = { .device = "nic0", .domain = "vm-c", .kind = ROUTE_REGION, .updated = 1 };
+        struct seen seen = {};
+        uint64_t routed;
+
+        assert_int_equal(store_open(f->path, &s), 0);
+        fill(s, 50, 1000, REGION_RECLAIMED);  /* reclaimed at 1000..1049 */
+        fill(s, 3, 1000, REGION_ACTIVE);      /* live, as old */
+
+        /* No retention set: a pass deletes nothing. */
+        assert_int_equal(store_prune(s, 1000000, &res), 0);
+        assert_int_equal(res.regions, 0);
+        assert_int_equal(res.audit, 0);
+        assert_false(res.more);
+
+        /* Failing: a negative age is refused and changes nothing. */
+        assert_int_equal(store_set_retention(s, &(struct store_retention) { .max_age_usec = -1 }), -EINVAL);
+        assert_int_equal(store_prune(s, 1000000, &res), 0);
+        assert_int_equal(res.regions, 0);
+
+        /* By age: reclaimed before 1040 and audit rows before 1040 go; live regions stay. */
+        assert_int_equal(store_set_retention(s, &(struct store_retention) { .max_age_usec = 60 }), 0);
+        assert_int_equal(store_prune(s, 1100, &res), 0);
+        assert_int_equal(res.regions, 40);
+        assert_int_equal(res.audit, 40 + 3);
+        assert_false(res.more);
+        assert_int_equal(count(f->path, "regions"), 10 + 3);
+        assert_int_equal(count(f->path, "peers"), 10 + 3);
+        assert_int_equal(raw_int(f->path, "SELECT min(updated) FROM regions WHERE state = 'reclaimed'"), 1040);
+        assert_int_equal(raw_int(f->path, "SELECT count(*) FROM regions WHERE state = 'active'"), 3);
+        assert_int_equal(count(f->path, "audit"), 10);
+
+        /* By count: the newest 4 reclaimed regions and the newest 6 audit rows stay. */
+        assert_int_equal(store_set_retention(s, &(struct store_retention) { .max_regions = 4, .max_audit = 6 }), 0);
+        assert_int_equal(store_prune(s, 1100, &res), 0);
+        assert_int_equal(res.regions, 6);
+        assert_int_equal(res.audit, 4);
+        assert_int_equal(raw_int(f->path, "SELECT min(updated) FROM regions WHERE state = 'reclaimed'"), 1046);
+        assert_int_equal(raw_int(f->path, "SELECT count(*) FROM regions WHERE state = 'active'"), 3);
+        assert_int_equal(raw_int(f->path, "SELECT min(seq) FROM audit"), raw_int(f->path, "SELECT max(seq) - 5 FROM audit"));
+        assert_int_equal(count(f->path, "peers"), 4 + 3);
+
+        /* A reclaimed region a route still names is kept, and the pass does not fail on it. */
+        assert_int_equal(load(s, &seen), 0);
+        routed = seen.regions[0].r.id;
+        rt.region = routed;
+        assert_int_equal(TX(s, store_route_set(s, &rt)), 0);
+        assert_int_equal(TX(s, store_region_update(s, routed, REGION_RECLAIMED, 0, false, 1)), 0);
+        assert_int_equal(store_set_retention(s, &(struct store_retention) { .max_regions = 1 }), 0);
+        assert_int_equal(store_prune(s, 1100, &res), 0);
+        /* It counts towards the limit, so the others go; it stays, as the oldest. */
+        assert_int_equal(res.regions, 4);
+        assert_false(res.more);
+        assert_int_equal(raw_int(f->path, "SELECT count(*) FROM regions WHERE state = 'reclaimed'"), 1);
+        assert_int_equal(raw_int(f->path, "SELECT count(*) FROM regions WHERE id = (SELECT region FROM routes)"), 1);
+
+        /* Not inside a transition. */
+        assert_int_equal(store_begin(s), 0);
+        assert_int_equal(store_prune(s, 1100, &res), -EALREADY);
+        store_rollback(s);
+
+        /* NULL settings: keep everything again. */
+        assert_int_equal(store_set_retention(s, NULL), 0);
+        fill(s, 5, 1, REGION_RECLAIMED);
+        assert_int_equal(store_prune(s, INT64_MAX, NULL), 0);
+        assert_int_equal(raw_int(f->path, "SELECT count(*) FROM regions WHERE state = 'reclaimed'"), 6);
+        store_close(s);
+}
+
+/* Commits of one audit row each, as the daemon's transitions are. */
+static void audit_transitions(struct store *s, unsigned n) {
+        for (unsigned i = 0; i < n; i++)
+                assert_int_equal(store_transition(s, NULL, NULL, &(struct store_audit) {
+                        .time = 1, .actor = "vm-a", .action = "share",
+                }, 1), 0);
+}
+
+static void test_prune_by_itself(void **state) {
+        struct fixture *f = *state;
+        struct store *s = NULL;
+
+        assert_int_equal(store_open(f->path, &s), 0);
+        /* A backlog of 3000 rows, then settings: the commits that follow bring it down. */
+        fill(s, 3000, 1, REGION_RECLAIMED);
+        assert_int_equal(store_set_retention(s, &(struct store_retention) { .max_regions = 10, .max_audit = 20 }),
+                         0);
+        audit_transitions(s, 1);
+        /* One bounded pass ran right after that commit, and is still behind. */
+        assert_int_equal(count(f->path, "regions"), 3000 - 1000);
+        audit_transitions(s, 2);
+        assert_int_equal(count(f->path, "regions"), 10);
+        assert_int_equal(count(f->path, "audit"), 20);
+
+        /* Then a pass every 64 commits: never more than 20 + 64 rows. */
+        for (unsigned i = 0; i < 5; i++) {
+                audit_transitions(s, 50);
+                assert_true(count(f->path, "audit") <= 20 + 64);
+        }
+        store_close(s);
+}
+
+static int64_t page_count(const char *path) {
+        return raw_int(path, "PRAGMA page_count");
+}
+
+/*
+ * A broker that has granted ten million regions has a bounded database: under churn (fill,
+ * prune, repeated), sqlite reuses the freed pages, so the file stops growing once the
+ * limits are reached. Here 200,000 reclaimed regions, peers and audit rows, 20,000 a cycle.
+ */
+static void test_prune_bounds_the_file(void **state) {
+        struct fixture *f = *state;
+        struct store *s = NULL;
+        struct store_prune_result total;
+        int64_t settled = 0, unpruned;
+
+        assert_int_equal(store_open(f->path, &s), 0);
+        assert_int_equal(store_set_retention(s, &(struct store_retention) { .max_regions = 2000, .max_audit = 5000 }),
+                         0);
+        for (unsigned cycle = 0; cycle < 10; cycle++) {
+                int64_t pages;
+
+                fill(s, 20000, 1000000 * (int64_t) cycle, REGION_RECLAIMED);
+                fill(s, 1, 1000000 * (int64_t) cycle, REGION_ACTIVE);
+                prune_all(s, 0, &total);
+                assert_int_equal(count(f->path, "regions"), 2000 + cycle + 1);
+                assert_int_equal(count(f->path, "audit"), 5000);
+                /* The WAL is folded into the file so page_count is the file's. */
+                raw_exec(f->path, "PRAGMA wal_checkpoint(TRUNCATE)");
+                pages = page_count(f->path);
+                /* The first cycles shape the indexes; from then on the file holds still. */
+                if (cycle == 2)
+                        settled = pages;
+                if (cycle > 2)
+                        assert_true(pages <= settled + settled / 20);
+                print_message("cycle %u: %" PRId64 " pages, %" PRId64 " regions, %" PRId64 " audit rows\n", cycle,
+                              pages, count(f->path, "regions"), count(f->path, "audit"));
+        }
+        store_close(s);
+
+        /* Against the same rows kept: the unpruned file is several times as large. */
+        raw_exec(f->path, "DELETE FROM peers; DELETE FROM regions; DELETE FROM audit; VACUUM;");
+        assert_int_equal(store_open(f->path, &s), 0);
+        for (unsigned cycle = 0; cycle < 10; cycle++)
+                fill(s, 20000, 0, REGION_RECLAIMED);
+        store_close(s);
+        unpruned = page_count(f->path);
+        print_message("unpruned: %" PRId64 " pages\n", unpruned);
+        assert_true(unpruned > 5 * settled);
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test_setup_teardown(test_open_fresh, setup, teardown),
@@ -905,6 +1282,12 @@ int main(void) {
                 cmocka_unit_test_setup_teardown(test_load_skips_reclaimed, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_load_callback_error, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_crash_consistency, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_write_outside_transition, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_audit_tail, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_migrate_from_version_1, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_prune_limits, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_prune_by_itself, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_prune_bounds_the_file, setup, teardown),
         };
 
         return cmocka_run_group_tests(tests, NULL, NULL);
