@@ -40,80 +40,69 @@ static int64_t age_cutoff(int64_t now, int64_t max_age) {
         return __builtin_sub_overflow(now, max_age, &cutoff) ? INT64_MIN : cutoff;
 }
 
-/* Runs st, whose ?1 and ?2 are a bound and a row limit; *ret_n: the rows it deleted. */
-static int prune_delete(struct store *s, enum store_stmt which, int64_t bound, int64_t limit, uint64_t *ret_n) {
+/*
+ * Runs a delete whose ?1 is a bound and ?2 the most rows it may take: limit, within what is
+ * left of the pass's budget for its table. The rows it took are added to *count and spent.
+ */
+static int prune_delete(struct store *s, enum store_stmt which, int64_t bound, uint64_t limit, uint64_t *budget,
+                        uint64_t *count) {
         _cleanup_(stmt_resetp) sqlite3_stmt *st = s->stmt[which];
+        uint64_t n;
         int rc, r;
 
         if ((rc = sqlite3_bind_int64(st, 1, bound)) != SQLITE_OK ||
-            (rc = sqlite3_bind_int64(st, 2, limit)) != SQLITE_OK)
+            (rc = sqlite3_bind_int64(st, 2, (int64_t) (limit < *budget ? limit : *budget))) != SQLITE_OK)
                 return store_fail(s, rc);
         r = stmt_run(s, st);
         if (r < 0)
                 return r;
-        *ret_n = (uint64_t) sqlite3_changes(s->db);
+        n = (uint64_t) sqlite3_changes(s->db);
+        *count += n;
+        *budget -= n < *budget ? n : *budget;
         return 0;
 }
 
-static int reclaimed_count(struct store *s, int64_t *ret) {
-        _cleanup_(stmt_resetp) sqlite3_stmt *st = s->stmt[STMT_PRUNE_REGIONS_COUNT];
-        return store_step_int(s, st, ret);
-}
-
-/* Reclaimed regions past the age, then beyond the count; their peers go by the cascade. */
-static int prune_regions(struct store *s, int64_t now, struct store_prune_result *res) {
+/*
+ * Reclaimed regions past the age, then the oldest beyond the count; their peers go by the
+ * cascade. A region a route holds is skipped by the deletes and waits for the route.
+ */
+static int prune_regions(struct store *s, int64_t now, uint64_t *budget, struct store_prune_result *res) {
         const struct store_retention *k = &s->retention;
-        uint64_t budget = STORE_PRUNE_BATCH, n = 0;
+        _cleanup_(stmt_resetp) sqlite3_stmt *st = NULL;
         int64_t count;
         int r;
 
         if (k->max_age_usec > 0) {
-                r = prune_delete(s, STMT_PRUNE_REGIONS_AGE, age_cutoff(now, k->max_age_usec), budget, &n);
+                r = prune_delete(s, STMT_PRUNE_REGIONS_AGE, age_cutoff(now, k->max_age_usec), UINT64_MAX, budget,
+                                 &res->regions);
                 if (r < 0)
                         return r;
-                res->regions += n;
-                budget -= n;
-                res->more |= budget == 0;
         }
-        if (k->max_regions == 0 || budget == 0)
+        if (k->max_regions == 0 || *budget == 0)
                 return 0;
 
-        r = reclaimed_count(s, &count);
-        if (r < 0)
+        st = s->stmt[STMT_PRUNE_REGIONS_COUNT];
+        r = store_step_int(s, st, &count);
+        if (r < 0 || (uint64_t) count <= k->max_regions)
                 return r;
-        if ((uint64_t) count <= k->max_regions)
-                return 0;
-        uint64_t excess = (uint64_t) count - k->max_regions, take = excess < budget ? excess : budget;
-        r = prune_delete(s, STMT_PRUNE_REGIONS_OLDEST, INT64_MAX, (int64_t) take, &n);
-        if (r < 0)
-                return r;
-        res->regions += n;
-        /* Fewer than asked: the rest is held by a route, and waits for it. */
-        res->more |= n == take && excess > take;
-        return 0;
+        return prune_delete(s, STMT_PRUNE_REGIONS_OLDEST, INT64_MAX, (uint64_t) count - k->max_regions, budget,
+                            &res->regions);
 }
 
-static int prune_audit(struct store *s, int64_t now, struct store_prune_result *res) {
+/* Audit rows past the age, then beyond the newest max_audit. */
+static int prune_audit(struct store *s, int64_t now, uint64_t *budget, struct store_prune_result *res) {
         const struct store_retention *k = &s->retention;
-        uint64_t budget = STORE_PRUNE_BATCH, n = 0;
         int r;
 
         if (k->max_age_usec > 0) {
-                r = prune_delete(s, STMT_PRUNE_AUDIT_AGE, age_cutoff(now, k->max_age_usec), budget, &n);
+                r = prune_delete(s, STMT_PRUNE_AUDIT_AGE, age_cutoff(now, k->max_age_usec), UINT64_MAX, budget,
+                                 &res->audit);
                 if (r < 0)
                         return r;
-                res->audit += n;
-                budget -= n;
         }
-        if (k->max_audit > 0 && budget > 0) {
-                r = prune_delete(s, STMT_PRUNE_AUDIT_COUNT, clamp_i64(k->max_audit), budget, &n);
-                if (r < 0)
-                        return r;
-                res->audit += n;
-                budget -= n;
-        }
-        res->more |= budget == 0;
-        return 0;
+        if (k->max_audit == 0 || *budget == 0)
+                return 0;
+        return prune_delete(s, STMT_PRUNE_AUDIT_COUNT, clamp_i64(k->max_audit), UINT64_MAX, budget, &res->audit);
 }
 
 int store_prune(struct store *s, int64_t now, struct store_prune_result *ret) {
@@ -131,9 +120,12 @@ int store_prune(struct store *s, int64_t now, struct store_prune_result *ret) {
         r = store_begin(s);
         if (r < 0)
                 return r;
-        r = prune_regions(s, now, &res);
+        /* Each table has its own budget; one spent whole means more may be due there. */
+        uint64_t regions_budget = STORE_PRUNE_BATCH, audit_budget = STORE_PRUNE_BATCH;
+        r = prune_regions(s, now, &regions_budget, &res);
         if (r >= 0)
-                r = prune_audit(s, now, &res);
+                r = prune_audit(s, now, &audit_budget, &res);
+        res.more = regions_budget == 0 || audit_budget == 0;
         if (r >= 0)
                 r = store_commit_quiet(s);
         if (r < 0) {
