@@ -13,6 +13,20 @@
 
 #include "brokerctl-util.h"
 
+/* One call, its result printed as JSON or as a key/value view (members in order first). */
+static int call_print_kv(struct bdc *c, const struct args *a, const char *method, struct json_object *params,
+                         const char *const *order, size_t n_order) {
+        _cleanup_(json_putp) struct json_object *result = NULL;
+        int r;
+
+        r = call(c, method, params, &result);
+        if (r < 0)
+                return r;
+        if (a->json)
+                return print_json(result);
+        return print_kv(result, order, n_order);
+}
+
 int verb_status(struct bdc *c, const struct args *a) {
         _cleanup_(json_putp) struct json_object *info = NULL, *stats = NULL, *both = NULL;
         _cleanup_(table_freep) struct table *t = NULL;
@@ -72,35 +86,21 @@ int verb_show(struct bdc *c, const struct args *a) {
                 "region", "state", "owner", "device", "pool", "label", "base", "size", "peers", "created_usec",
                 "deadline_usec", "owner_mapped", "owner_unplug",
         };
-        _cleanup_(json_putp) struct json_object *params = json_object_new_object(), *result = NULL;
-        int r;
+        _cleanup_(json_putp) struct json_object *params = json_object_new_object();
 
         if (!params || add_member(params, "region", json_object_new_uint64(a->id)) < 0)
                 return oom();
-
-        r = call(c, "region.get", params, &result);
-        if (r < 0)
-                return r;
-        if (a->json)
-                return print_json(result);
-        return print_kv(result, order, ELEMENTSOF(order));
+        return call_print_kv(c, a, "region.get", params, order, ELEMENTSOF(order));
 }
 
 int verb_revoke(struct bdc *c, const struct args *a) {
-        _cleanup_(json_putp) struct json_object *params = json_object_new_object(), *result = NULL;
-        int r;
+        _cleanup_(json_putp) struct json_object *params = json_object_new_object();
 
         if (!params || add_member(params, "region", json_object_new_uint64(a->id)) < 0 ||
             ((a->seen & OPT_DEADLINE) && add_member(params, "deadline_ms", json_object_new_uint64(a->deadline_ms)) < 0) ||
             ((a->seen & OPT_FORCE) && add_member(params, "force", json_object_new_boolean(1)) < 0))
                 return oom();
-
-        r = call(c, "admin.revoke", params, &result);
-        if (r < 0)
-                return r;
-        if (a->json)
-                return print_json(result);
-        return print_kv(result, NULL, 0);
+        return call_print_kv(c, a, "admin.revoke", params, NULL, 0);
 }
 
 int verb_domains(struct bdc *c, const struct args *a) {
@@ -332,28 +332,14 @@ int verb_reload(struct bdc *c, const struct args *a) {
 
 int verb_reconcile(struct bdc *c, const struct args *a) {
         static const char *const order[] = { "backend", "checked", "repaired", "revoked", "completed", "detached" };
-        _cleanup_(json_putp) struct json_object *result = NULL;
-        int r;
 
-        r = call(c, "admin.reconcile", NULL, &result);
-        if (r < 0)
-                return r;
-        if (a->json)
-                return print_json(result);
-        return print_kv(result, order, ELEMENTSOF(order));
+        return call_print_kv(c, a, "admin.reconcile", NULL, order, ELEMENTSOF(order));
 }
 
-
 int verb_domain_gone(struct bdc *c, const struct args *a) {
-        _cleanup_(json_putp) struct json_object *params = json_object_new_object(), *result = NULL;
-        int r;
+        _cleanup_(json_putp) struct json_object *params = json_object_new_object();
 
         if (!params || add_member(params, "domain", json_object_new_string(a->pos[0])) < 0)
                 return oom();
-        r = call(c, "admin.domain_gone", params, &result);
-        if (r < 0)
-                return r;
-        if (a->json)
-                return print_json(result);
-        return print_kv(result, NULL, 0);
+        return call_print_kv(c, a, "admin.domain_gone", params, NULL, 0);
 }
