@@ -267,9 +267,10 @@ void broker_on_domain_gone(void *userdata, const char *domain) {
                 return;
         snprintf(actor, sizeof(actor), "backend:%s", backend_name(b->backend));
         if (domain_gone(b, actor, domain, NULL, &err) < 0)
-                log_error("domain %s went away, but its regions could not be revoked: %s", domain, err.message);
+                log_error("%s domain %s went away, but its regions could not be revoked: %s", backend_name(b->backend),
+                          domain, err.message);
         else
-                log_info("domain %s stopped: whatever it held or shared is revoked", domain);
+                log_info("%s domain %s stopped: whatever it held or shared is revoked", backend_name(b->backend), domain);
 }
 
 /* The backend is back from losing its hypervisor: events were lost, so compare with what it has. */

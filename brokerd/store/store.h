@@ -3,9 +3,11 @@
 /*
  * Durable state in sqlite: the truth from which the in-memory index is rebuilt on start.
  * WAL journal, foreign keys, STRICT tables, migrations by PRAGMA user_version (each in one
- * transaction), prepared statements only. Callers wrap each state transition, together with
- * its audit row, in store_begin() (BEGIN IMMEDIATE) ... store_commit(); on any error they
- * call store_rollback() and nothing changes.
+ * transaction), prepared statements only. Every write happens inside store_transition(),
+ * which records a state change together with its audit rows in one transaction: the write
+ * calls fail with -EPERM outside one, so nothing is ever written half-way or unaudited.
+ * Retention (store_set_retention) bounds the past the database keeps; pruning runs inside
+ * the store, in bounded passes after commits, and on demand (store_prune).
  * 64-bit addresses are stored bit-for-bit in sqlite's signed INTEGER.
  * Times are CLOCK_REALTIME microseconds.
  */
@@ -17,7 +19,7 @@
 #include "util/model.h"
 
 #define STORE_TOKEN_LEN 32 /* hex characters of a 128-bit token */
-#define STORE_SCHEMA_VERSION 1
+#define STORE_SCHEMA_VERSION 2
 
 struct store;
 
@@ -43,6 +45,7 @@ struct store_peer {
 enum route_kind {
         ROUTE_REGION,
         ROUTE_BOUNCE,
+        _ROUTE_KIND_MAX,
 };
 
 struct store_route {
@@ -66,14 +69,12 @@ DEFINE_CLEANUP(struct store, store_close);
 /* sqlite's message for the last failure on s, for logs; "" if none. Never NULL. */
 const char *store_last_error(struct store *s);
 
-int store_begin(struct store *s);
-int store_commit(struct store *s);
-void store_rollback(struct store *s);
-
 /*
  * One state transition, durably: BEGIN IMMEDIATE, write(s, userdata) (the insert/update calls
  * below), then the n_audit audit rows, then COMMIT. On any error it rolls back, nothing has
  * changed, and the error (-errno) is returned. write may be NULL (an audit-only transition).
+ * -EALREADY when called inside a transition (no nesting). After the commit, the store may run
+ * one bounded retention pass of its own; its failure does not touch the transition.
  */
 typedef int (*store_write_t)(struct store *s, void *userdata);
 int store_transition(struct store *s, store_write_t write, void *userdata, const struct store_audit *audit,
@@ -89,9 +90,27 @@ struct store_retention {
         uint64_t max_regions;
         uint64_t max_audit;
 };
-void store_set_retention(struct store *s, const struct store_retention *r);
+/* The daemon's defaults (--retain-age, --retain-regions, --retain-audit). */
+#define STORE_RETAIN_AGE_DEFAULT_USEC (INT64_C(30) * 24 * 3600 * 1000000)
+#define STORE_RETAIN_REGIONS_DEFAULT UINT64_C(100000)
+#define STORE_RETAIN_AUDIT_DEFAULT UINT64_C(1000000)
+/* NULL: keep everything (the default of a freshly opened store). -EINVAL for a negative age. */
+int store_set_retention(struct store *s, const struct store_retention *r);
 
-/* Region ids are never reused: sqlite AUTOINCREMENT. */
+/*
+ * One bounded pass of retention under the current settings, in its own transaction
+ * (-EALREADY inside a transition), against now (CLOCK_REALTIME usec): deletes at most a
+ * thousand or so rows of each table. ret (may be NULL) says what went and whether more is due
+ * (call again; the store also goes on by itself after its next commits).
+ */
+struct store_prune_result {
+        uint64_t regions;   /* reclaimed regions deleted, each with its peers */
+        uint64_t audit;     /* audit rows deleted */
+        bool more;          /* the pass stopped at its bound: more rows are past the limits */
+};
+int store_prune(struct store *s, int64_t now, struct store_prune_result *ret);
+
+/* The writes: -EPERM outside a transition. Region ids are never reused: sqlite AUTOINCREMENT. */
 int store_region_insert(struct store *s, const struct store_region *r, uint64_t *ret_id);
 int store_region_update(struct store *s, uint64_t id, enum region_state state, int64_t deadline, bool owner_mapped,
                         int64_t now);
@@ -114,6 +133,9 @@ struct store_load_ops {
 };
 int store_load(struct store *s, const struct store_load_ops *ops, void *userdata);
 
-/* Audit rows with seq > after_seq, oldest first, at most limit; callback as above. */
-int store_audit_list(struct store *s, int64_t after_seq, int64_t since_time, unsigned limit,
-                     int (*fn)(void *userdata, const struct store_audit *a), void *userdata);
+/* Audit rows with seq > after_seq and time >= since_time, oldest first, at most limit (0: all). */
+typedef int (*store_audit_fn_t)(void *userdata, const struct store_audit *a);
+int store_audit_list(struct store *s, int64_t after_seq, int64_t since_time, unsigned limit, store_audit_fn_t fn,
+                     void *userdata);
+/* The newest limit (> 0) audit rows, delivered oldest first (`journalctl -n`); callback as above. */
+int store_audit_tail(struct store *s, unsigned limit, store_audit_fn_t fn, void *userdata);

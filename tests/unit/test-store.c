@@ -8,6 +8,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,7 +17,25 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "store/store-internal.h"
 #include "store/store.h"
+
+/*
+ * One write in a transition of its own, giving the write's result: the store refuses writes
+ * outside a transition. store_begin() and store_commit() are reached through the store's
+ * private header, where they live once the public one drops them.
+ */
+#define TX(s, expr)                                             \
+        ({                                                      \
+                struct store *_tx = (s);                        \
+                assert_int_equal(store_begin(_tx), 0);          \
+                int _r = (expr);                                \
+                if (_r < 0)                                     \
+                        store_rollback(_tx);                    \
+                else                                            \
+                        assert_int_equal(store_commit(_tx), 0); \
+                _r;                                             \
+        })
 
 #define TOKEN_A "0123456789abcdef0123456789abcdef"
 #define TOKEN_B "fedcba9876543210fedcba9876543210"
@@ -231,7 +250,8 @@ static struct store_region region_template(const char *owner) {
         };
 }
 
-static uint64_t insert_region(struct store *s, enum region_state state) {
+/* Inside an open transition. */
+static uint64_t insert_region_raw(struct store *s, enum region_state state) {
         struct store_region r = region_template("vm-a");
         uint64_t id = 0;
 
@@ -241,7 +261,7 @@ static uint64_t insert_region(struct store *s, enum region_state state) {
         return id;
 }
 
-static void insert_peer(struct store *s, uint64_t region, const char *domain, const char *token) {
+static void insert_peer_raw(struct store *s, uint64_t region, const char *domain, const char *token) {
         struct store_peer p = {
                 .region = region,
                 .domain = domain,
@@ -250,6 +270,15 @@ static void insert_peer(struct store *s, uint64_t region, const char *domain, co
                 .token = token,
         };
         assert_int_equal(store_peer_insert(s, &p), 0);
+}
+
+/* Each in a transition of its own. */
+static uint64_t insert_region(struct store *s, enum region_state state) {
+        return TX(s, (int) insert_region_raw(s, state));
+}
+
+static void insert_peer(struct store *s, uint64_t region, const char *domain, const char *token) {
+        TX(s, (insert_peer_raw(s, region, domain, token), 0));
 }
 
 static void test_open_fresh(void **state) {
@@ -273,8 +302,9 @@ static void test_open_fresh(void **state) {
                                           "name IN ('regions', 'peers', 'routes', 'audit')"),
                          4);
         assert_int_equal(raw_int(f->path, "SELECT count(*) FROM sqlite_master WHERE type = 'index' AND "
-                                          "name IN ('regions_state', 'audit_time')"),
-                         2);
+                                          "name IN ('regions_state', 'audit_time', 'regions_reclaimed',"
+                                          " 'routes_region')"),
+                         4);
         store_close(s);
 
         /* An in-memory store works (no WAL there). */
@@ -388,7 +418,7 @@ static void test_region_roundtrip(void **state) {
         r.label = NULL;
         r.deadline = -5;
         r.owner_mapped = true;
-        assert_int_equal(store_region_insert(s, &r, &id), 0);
+        assert_int_equal(TX(s, store_region_insert(s, &r, &id)), 0);
         assert_int_equal(id, 1);
 
         assert_int_equal(load(s, &seen), 0);
@@ -410,7 +440,7 @@ static void test_region_roundtrip(void **state) {
         assert_true(raw_int(f->path, "SELECT base FROM regions") == (int64_t) HIGH_BASE);
         assert_true(raw_int(f->path, "SELECT typeof(base) = 'integer' FROM regions") == 1);
 
-        assert_int_equal(store_region_update(s, id, REGION_REVOKING, 5000, false, 2000), 0);
+        assert_int_equal(TX(s, store_region_update(s, id, REGION_REVOKING, 5000, false, 2000)), 0);
         assert_int_equal(load(s, &seen), 0);
         assert_int_equal(seen.n_regions, 1);
         assert_int_equal(seen.regions[0].r.state, REGION_REVOKING);
@@ -421,14 +451,14 @@ static void test_region_roundtrip(void **state) {
         assert_true(seen.regions[0].r.base == HIGH_BASE);
 
         /* Failing: a missing row, a bad state, missing strings; the out-param stays put. */
-        assert_int_equal(store_region_update(s, id + 1, REGION_ACTIVE, 0, false, 3000), -ENOENT);
-        assert_int_equal(store_region_update(s, id, _REGION_STATE_MAX, 0, false, 3000), -EINVAL);
-        assert_int_equal(store_region_update(s, 0, REGION_ACTIVE, 0, false, 3000), -EINVAL);
+        assert_int_equal(TX(s, store_region_update(s, id + 1, REGION_ACTIVE, 0, false, 3000)), -ENOENT);
+        assert_int_equal(TX(s, store_region_update(s, id, _REGION_STATE_MAX, 0, false, 3000)), -EINVAL);
+        assert_int_equal(TX(s, store_region_update(s, 0, REGION_ACTIVE, 0, false, 3000)), -EINVAL);
         r.owner = NULL;
-        assert_int_equal(store_region_insert(s, &r, &untouched), -EINVAL);
+        assert_int_equal(TX(s, store_region_insert(s, &r, &untouched)), -EINVAL);
         r.owner = "vm-a";
         r.state = (enum region_state) 42;
-        assert_int_equal(store_region_insert(s, &r, &untouched), -EINVAL);
+        assert_int_equal(TX(s, store_region_insert(s, &r, &untouched)), -EINVAL);
         assert_int_equal(untouched, 77);
         assert_int_equal(load(s, &seen), 0);
         assert_int_equal(seen.n_regions, 1);
@@ -444,7 +474,7 @@ static void test_region_ids_not_reused(void **state) {
 
         assert_int_equal(store_open(f->path, &s), 0);
         a = insert_region(s, REGION_ACTIVE);
-        assert_int_equal(store_region_update(s, a, REGION_RECLAIMED, 0, false, 2000), 0);
+        assert_int_equal(TX(s, store_region_update(s, a, REGION_RECLAIMED, 0, false, 2000)), 0);
         b = insert_region(s, REGION_OFFERED);
         assert_true(b > a);
         store_close(s);
@@ -457,7 +487,7 @@ static void test_region_ids_not_reused(void **state) {
         assert_true(c > b);
 
         /* Failing: the vanished id is gone for good. */
-        assert_int_equal(store_region_update(s, b, REGION_ACTIVE, 0, false, 3000), -ENOENT);
+        assert_int_equal(TX(s, store_region_update(s, b, REGION_ACTIVE, 0, false, 3000)), -ENOENT);
         store_close(s);
 }
 
@@ -480,31 +510,31 @@ static void test_peers(void **state) {
         /* Failing: same token, same (region, domain), missing region, bad token, bad enums. */
         p.region = id;
         p.token = TOKEN_A;
-        assert_int_equal(store_peer_insert(s, &p), -EEXIST);
+        assert_int_equal(TX(s, store_peer_insert(s, &p)), -EEXIST);
         p.domain = "vm-a";
         p.token = TOKEN_B;
-        assert_int_equal(store_peer_insert(s, &p), -EEXIST);
+        assert_int_equal(TX(s, store_peer_insert(s, &p)), -EEXIST);
         p.domain = "vm-b";
         p.region = id + 100;
-        assert_int_equal(store_peer_insert(s, &p), -EINVAL);
+        assert_int_equal(TX(s, store_peer_insert(s, &p)), -EINVAL);
         p.region = id;
         p.token = "0123456789abcdef0123456789abcde";
-        assert_int_equal(store_peer_insert(s, &p), -EINVAL);
+        assert_int_equal(TX(s, store_peer_insert(s, &p)), -EINVAL);
         p.token = TOKEN_B;
         p.access = (enum access_mode) 3;
-        assert_int_equal(store_peer_insert(s, &p), -EINVAL);
+        assert_int_equal(TX(s, store_peer_insert(s, &p)), -EINVAL);
         p.access = ACCESS_RO;
         p.state = _PEER_STATE_MAX;
-        assert_int_equal(store_peer_insert(s, &p), -EINVAL);
-        assert_int_equal(store_peer_update(s, id, "vm-x", PEER_ATTACHED, true, true), -ENOENT);
-        assert_int_equal(store_peer_update(s, id + 100, "vm-a", PEER_ATTACHED, true, true), -ENOENT);
-        assert_int_equal(store_peer_update(s, id, NULL, PEER_ATTACHED, true, true), -EINVAL);
+        assert_int_equal(TX(s, store_peer_insert(s, &p)), -EINVAL);
+        assert_int_equal(TX(s, store_peer_update(s, id, "vm-x", PEER_ATTACHED, true, true)), -ENOENT);
+        assert_int_equal(TX(s, store_peer_update(s, id + 100, "vm-a", PEER_ATTACHED, true, true)), -ENOENT);
+        assert_int_equal(TX(s, store_peer_update(s, id, NULL, PEER_ATTACHED, true, true)), -EINVAL);
         assert_int_not_equal(store_last_error(s)[0], '\0');
 
         /* Passing: a second peer, then updates with and without clearing the token. */
         p.state = PEER_GRANTED;
-        assert_int_equal(store_peer_insert(s, &p), 0);
-        assert_int_equal(store_peer_update(s, id, "vm-a", PEER_ATTACHED, false, true), 0);
+        assert_int_equal(TX(s, store_peer_insert(s, &p)), 0);
+        assert_int_equal(TX(s, store_peer_update(s, id, "vm-a", PEER_ATTACHED, false, true)), 0);
         assert_int_equal(load(s, &seen), 0);
         assert_int_equal(seen.n_peers, 2);
         assert_string_equal(seen.peers[0].domain, "vm-a");
@@ -518,7 +548,7 @@ static void test_peers(void **state) {
         assert_int_equal(seen.peers[1].p.access, ACCESS_RO);
         assert_false(seen.peers[1].p.mapped);
 
-        assert_int_equal(store_peer_update(s, id, "vm-a", PEER_RELEASED, true, false), 0);
+        assert_int_equal(TX(s, store_peer_update(s, id, "vm-a", PEER_RELEASED, true, false)), 0);
         assert_int_equal(load(s, &seen), 0);
         assert_int_equal(seen.peers[0].p.state, PEER_RELEASED);
         assert_false(seen.peers[0].has_token);
@@ -541,9 +571,9 @@ static void test_rollback(void **state) {
 
         assert_int_equal(store_begin(s), 0);
         /* Failing: no nested transaction. */
-        assert_int_equal(store_begin(s), -EIO);
-        id = insert_region(s, REGION_OFFERED);
-        insert_peer(s, id, "vm-b", TOKEN_A);
+        assert_int_equal(store_begin(s), -EALREADY);
+        id = insert_region_raw(s, REGION_OFFERED);
+        insert_peer_raw(s, id, "vm-b", TOKEN_A);
         rt.region = id;
         assert_int_equal(store_route_set(s, &rt), 0);
         a.region = id;
@@ -560,12 +590,12 @@ static void test_rollback(void **state) {
 
         /* Rolling back or committing with nothing open. */
         store_rollback(s);
-        assert_int_equal(store_commit(s), -EIO);
+        assert_int_equal(store_commit(s), -EPERM);
 
         /* Passing: the same work committed is there, also for another connection. */
         assert_int_equal(store_begin(s), 0);
-        id = insert_region(s, REGION_OFFERED);
-        insert_peer(s, id, "vm-b", TOKEN_A);
+        id = insert_region_raw(s, REGION_OFFERED);
+        insert_peer_raw(s, id, "vm-b", TOKEN_A);
         assert_int_equal(store_commit(s), 0);
         assert_int_equal(load(s, &seen), 0);
         assert_int_equal(seen.n_regions, 1);
@@ -586,11 +616,11 @@ static void test_routes(void **state) {
         id = insert_region(s, REGION_ACTIVE);
 
         rt.region = id;
-        assert_int_equal(store_route_set(s, &rt), 0);
+        assert_int_equal(TX(s, store_route_set(s, &rt)), 0);
         rt = (struct store_route) {
                 .device = "nic0", .domain = "vm-a", .kind = ROUTE_BOUNCE, .reason = "no room", .updated = 11
         };
-        assert_int_equal(store_route_set(s, &rt), 0);
+        assert_int_equal(TX(s, store_route_set(s, &rt)), 0);
         assert_int_equal(load(s, &seen), 0);
         assert_int_equal(seen.n_routes, 2);
         assert_string_equal(seen.routes[0].domain, "vm-a");
@@ -608,7 +638,7 @@ static void test_routes(void **state) {
         rt = (struct store_route) {
                 .device = "nic0", .domain = "vm-b", .kind = ROUTE_BOUNCE, .reason = "pool full", .updated = 12
         };
-        assert_int_equal(store_route_set(s, &rt), 0);
+        assert_int_equal(TX(s, store_route_set(s, &rt)), 0);
         assert_int_equal(load(s, &seen), 0);
         assert_int_equal(seen.n_routes, 2);
         assert_int_equal(seen.routes[1].r.kind, ROUTE_BOUNCE);
@@ -616,23 +646,23 @@ static void test_routes(void **state) {
         assert_string_equal(seen.routes[1].reason, "pool full");
         assert_int_equal(seen.routes[1].r.updated, 12);
 
-        assert_int_equal(store_route_delete(s, "nic0", "vm-a"), 0);
+        assert_int_equal(TX(s, store_route_delete(s, "nic0", "vm-a")), 0);
         assert_int_equal(load(s, &seen), 0);
         assert_int_equal(seen.n_routes, 1);
         assert_string_equal(seen.routes[0].domain, "vm-b");
 
         /* Failing: deleting twice, missing region, region route without region, bad kind. */
-        assert_int_equal(store_route_delete(s, "nic0", "vm-a"), -ENOENT);
-        assert_int_equal(store_route_delete(s, NULL, "vm-a"), -EINVAL);
+        assert_int_equal(TX(s, store_route_delete(s, "nic0", "vm-a")), -ENOENT);
+        assert_int_equal(TX(s, store_route_delete(s, NULL, "vm-a")), -EINVAL);
         rt = (struct store_route) { .device = "nic1", .domain = "vm-c", .kind = ROUTE_REGION, .region = id + 9 };
-        assert_int_equal(store_route_set(s, &rt), -EINVAL);
+        assert_int_equal(TX(s, store_route_set(s, &rt)), -EINVAL);
         rt.region = 0;
-        assert_int_equal(store_route_set(s, &rt), -EINVAL);
+        assert_int_equal(TX(s, store_route_set(s, &rt)), -EINVAL);
         rt.kind = ROUTE_BOUNCE;
         rt.region = id;
-        assert_int_equal(store_route_set(s, &rt), -EINVAL);
+        assert_int_equal(TX(s, store_route_set(s, &rt)), -EINVAL);
         rt.kind = (enum route_kind) 5;
-        assert_int_equal(store_route_set(s, &rt), -EINVAL);
+        assert_int_equal(TX(s, store_route_set(s, &rt)), -EINVAL);
         assert_int_equal(load(s, &seen), 0);
         assert_int_equal(seen.n_routes, 1);
 
@@ -660,7 +690,7 @@ static void test_audit(void **state) {
                         .reason = "test",
                         .seq = 999, /* ignored: sqlite assigns it */
                 };
-                assert_int_equal(store_audit_append(s, &a), 0);
+                assert_int_equal(TX(s, store_audit_append(s, &a)), 0);
         }
 
         assert_int_equal(store_audit_list(s, 0, 0, 0, seen_audit, &seen), 0);
@@ -698,8 +728,8 @@ static void test_audit(void **state) {
         assert_int_equal(seen.n_audit, 0);
 
         /* Failing: missing actor or action, a callback error stops the listing. */
-        assert_int_equal(store_audit_append(s, &(struct store_audit) { .time = 1, .action = "x" }), -EINVAL);
-        assert_int_equal(store_audit_append(s, &(struct store_audit) { .time = 1, .actor = "x" }), -EINVAL);
+        assert_int_equal(TX(s, store_audit_append(s, &(struct store_audit) { .time = 1, .action = "x" })), -EINVAL);
+        assert_int_equal(TX(s, store_audit_append(s, &(struct store_audit) { .time = 1, .actor = "x" })), -EINVAL);
         assert_int_equal(store_audit_list(s, 0, 0, 0, NULL, NULL), -EINVAL);
         seen = (struct seen) { .fail_audit_at = 2 };
         assert_int_equal(store_audit_list(s, 0, 0, 0, seen_audit, &seen), -E2BIG);
@@ -725,13 +755,13 @@ static void test_load_skips_reclaimed(void **state) {
         insert_peer(s, gone, "vm-b", TOKEN_B);
         insert_peer(s, gone, "vm-c", NULL);
         rt.region = gone;
-        assert_int_equal(store_route_set(s, &rt), 0);
+        assert_int_equal(TX(s, store_route_set(s, &rt)), 0);
 
         assert_int_equal(load(s, &seen), 0);
         assert_int_equal(seen.n_regions, 2);
         assert_int_equal(seen.n_peers, 3);
 
-        assert_int_equal(store_region_update(s, gone, REGION_RECLAIMED, 0, false, 2000), 0);
+        assert_int_equal(TX(s, store_region_update(s, gone, REGION_RECLAIMED, 0, false, 2000)), 0);
         assert_int_equal(load(s, &seen), 0);
         assert_int_equal(seen.n_regions, 1);
         assert_int_equal(seen.regions[0].r.id, live);
@@ -760,7 +790,7 @@ static void test_load_callback_error(void **state) {
         b = insert_region(s, REGION_OFFERED);
         insert_peer(s, a, "vm-b", NULL);
         insert_peer(s, b, "vm-b", NULL);
-        assert_int_equal(store_route_set(s, &rt), 0);
+        assert_int_equal(TX(s, store_route_set(s, &rt)), 0);
 
         seen.fail_region_at = 1;
         assert_int_equal(load(s, &seen), -E2BIG);
@@ -861,6 +891,379 @@ static void test_crash_consistency(void **state) {
         store_close(s);
 }
 
+static int write_region_and_peer(struct store *s, void *userdata) {
+        uint64_t *ret_id = userdata;
+        struct store_region r = region_template("vm-a");
+        int q;
+
+        q = store_region_insert(s, &r, ret_id);
+        if (q < 0)
+                return q;
+        return store_peer_insert(s, &(struct store_peer) {
+                .region = *ret_id, .domain = "vm-b", .access = ACCESS_RO, .state = PEER_GRANTED,
+        });
+}
+
+static int write_nested(struct store *s, void *userdata) {
+        int *ret = userdata;
+
+        *ret = store_transition(s, NULL, NULL, NULL, 0);
+        return 0;
+}
+
+static int write_then_fail(struct store *s, void *userdata) {
+        uint64_t id;
+
+        (void) userdata;
+        return write_region_and_peer(s, &id) < 0 ? -EIO : -ENOTRECOVERABLE;
+}
+
+static void test_write_outside_transition(void **state) {
+        struct fixture *f = *state;
+        struct store *s = NULL;
+        struct store_region r = region_template("vm-a");
+        struct store_peer p = { .region = 1, .domain = "vm-b", .access = ACCESS_RW, .state = PEER_GRANTED };
+        struct store_route rt = { .device = "nic0", .domain = "vm-b", .kind = ROUTE_BOUNCE, .updated = 1 };
+        struct store_audit a = { .time = 1, .actor = "vm-a", .action = "share" };
+        struct seen seen = {};
+        uint64_t id = 77;
+        int nested = 0;
+
+        assert_int_equal(store_open(f->path, &s), 0);
+
+        /* Failing: every write is refused outside a transition, and nothing is written. */
+        assert_int_equal(store_region_insert(s, &r, &id), -EPERM);
+        assert_int_equal(id, 77);
+        assert_string_equal(store_last_error(s), "write outside a transition");
+        assert_int_equal(store_region_update(s, 1, REGION_ACTIVE, 0, false, 2), -EPERM);
+        assert_int_equal(store_peer_insert(s, &p), -EPERM);
+        assert_int_equal(store_peer_update(s, 1, "vm-b", PEER_ATTACHED, false, true), -EPERM);
+        assert_int_equal(store_route_set(s, &rt), -EPERM);
+        assert_int_equal(store_route_delete(s, "nic0", "vm-b"), -EPERM);
+        assert_int_equal(store_audit_append(s, &a), -EPERM);
+        assert_int_equal(raw_int(f->path, "SELECT (SELECT count(*) FROM regions) + (SELECT count(*) FROM peers) +"
+                                          " (SELECT count(*) FROM routes) + (SELECT count(*) FROM audit)"),
+                         0);
+
+        /* Passing: the same writes inside store_transition, with their audit row. */
+        assert_int_equal(store_transition(s, write_region_and_peer, &id, &a, 1), 0);
+        assert_int_equal(id, 1);
+        assert_int_equal(load(s, &seen), 0);
+        assert_int_equal(seen.n_regions, 1);
+        assert_int_equal(seen.n_peers, 1);
+        assert_int_equal(raw_int(f->path, "SELECT count(*) FROM audit"), 1);
+
+        /* And once it is over, writes are refused again. */
+        assert_int_equal(store_region_update(s, id, REGION_ACTIVE, 0, false, 2), -EPERM);
+
+        /* No nesting; a failing write or audit row undoes the whole transition. */
+        assert_int_equal(store_transition(s, write_nested, &nested, NULL, 0), 0);
+        assert_int_equal(nested, -EALREADY);
+        assert_int_equal(store_transition(s, write_then_fail, NULL, &a, 1), -ENOTRECOVERABLE);
+        assert_int_equal(store_transition(s, write_region_and_peer, &id, &(struct store_audit) { .time = 1 }, 1),
+                         -EINVAL);
+        assert_int_equal(store_transition(s, NULL, NULL, NULL, 1), -EINVAL);
+        assert_int_equal(raw_int(f->path, "SELECT count(*) FROM regions"), 1);
+        assert_int_equal(raw_int(f->path, "SELECT count(*) FROM audit"), 1);
+        assert_int_equal(store_region_update(s, id, REGION_ACTIVE, 0, false, 2), -EPERM);
+
+        store_close(s);
+}
+
+/* n audit rows at times 100, 200, ... in one transition. */
+static int write_audit_rows(struct store *s, void *userdata) {
+        const unsigned *n = userdata;
+
+        for (unsigned i = 1; i <= *n; i++) {
+                int q = store_audit_append(s, &(struct store_audit) {
+                        .time = 100 * (int64_t) i, .actor = "vm-a", .action = "share",
+                });
+                if (q < 0)
+                        return q;
+        }
+        return 0;
+}
+
+static void test_audit_tail(void **state) {
+        struct fixture *f = *state;
+        struct store *s = NULL;
+        struct seen seen = {};
+        unsigned n = 5;
+
+        assert_int_equal(store_open(f->path, &s), 0);
+        assert_int_equal(store_audit_tail(s, 3, seen_audit, &seen), 0);
+        assert_int_equal(seen.n_audit, 0);
+
+        assert_int_equal(store_transition(s, write_audit_rows, &n, NULL, 0), 0);
+        /* The newest three, oldest first. */
+        assert_int_equal(store_audit_tail(s, 3, seen_audit, &seen), 0);
+        assert_int_equal(seen.n_audit, 3);
+        for (unsigned i = 0; i < 3; i++) {
+                assert_int_equal(seen.audit[i].a.seq, 3 + i);
+                assert_int_equal(seen.audit[i].a.time, 300 + 100 * i);
+        }
+        assert_string_equal(seen.audit[0].actor, "vm-a");
+        seen = (struct seen) {};
+        assert_int_equal(store_audit_tail(s, 100, seen_audit, &seen), 0);
+        assert_int_equal(seen.n_audit, 5);
+        assert_int_equal(seen.audit[0].a.seq, 1);
+
+        /* Failing: a tail of nothing, no callback, a callback error. */
+        assert_int_equal(store_audit_tail(s, 0, seen_audit, &seen), -EINVAL);
+        assert_int_equal(store_audit_tail(s, 1, NULL, NULL), -EINVAL);
+        seen = (struct seen) { .fail_audit_at = 1 };
+        assert_int_equal(store_audit_tail(s, 2, seen_audit, &seen), -E2BIG);
+        assert_int_equal(seen.n_audit, 1);
+        seen = (struct seen) {};
+        assert_int_equal(store_audit_tail(s, 2, seen_audit, &seen), 0);
+        assert_int_equal(seen.audit[0].a.seq, 4);
+
+        store_close(s);
+}
+
+static void test_migrate_from_version_1(void **state) {
+        struct fixture *f = *state;
+        struct store *s = NULL;
+        struct seen seen = {};
+        uint64_t id;
+
+        /* A version-1 database is today's minus what migration 1 -> 2 adds. */
+        assert_int_equal(store_open(f->path, &s), 0);
+        id = insert_region(s, REGION_ACTIVE);
+        insert_peer(s, id, "vm-b", TOKEN_A);
+        store_close(s);
+        raw_exec(f->path, "DROP INDEX regions_reclaimed; DROP INDEX routes_region; PRAGMA user_version = 1;");
+        assert_int_equal(raw_int(f->path, "SELECT count(*) FROM sqlite_master WHERE type = 'index' AND "
+                                          "name IN ('regions_reclaimed', 'routes_region')"),
+                         0);
+
+        assert_int_equal(store_open(f->path, &s), 0);
+        assert_int_equal(raw_int(f->path, "PRAGMA user_version"), 2);
+        assert_int_equal(raw_int(f->path, "SELECT count(*) FROM sqlite_master WHERE type = 'index' AND "
+                                          "name IN ('regions_reclaimed', 'routes_region')"),
+                         2);
+        /* The deletes retention runs use the new index. */
+        assert_int_equal(raw_int(f->path, "SELECT count(*) FROM pragma_index_info('regions_reclaimed')"), 1);
+        assert_int_equal(load(s, &seen), 0);
+        assert_int_equal(seen.n_regions, 1);
+        assert_int_equal(seen.n_peers, 1);
+        assert_string_equal(seen.peers[0].token, TOKEN_A);
+        store_close(s);
+}
+
+/* What to fill: n regions (reclaimed at updated = time, time + 1, ...) each with a peer, and n audit rows. */
+struct fill {
+        unsigned n;
+        int64_t time;
+        enum region_state state;
+};
+
+static int write_fill(struct store *s, void *userdata) {
+        const struct fill *fl = userdata;
+
+        for (unsigned i = 0; i < fl->n; i++) {
+                struct store_region r = region_template("vm-a");
+                uint64_t id;
+                int q;
+
+                r.state = fl->state;
+                r.created = r.updated = fl->time + i;
+                q = store_region_insert(s, &r, &id);
+                if (q >= 0)
+                        q = store_peer_insert(s, &(struct store_peer) {
+                                .region = id, .domain = "vm-b", .access = ACCESS_RW, .state = PEER_RELEASED,
+                        });
+                if (q >= 0)
+                        q = store_audit_append(s, &(struct store_audit) {
+                                .time = fl->time + i, .actor = "vm-a", .action = "reclaim", .region = id,
+                                .reason = "a reason of a few dozen bytes, as real ones are",
+                        });
+                if (q < 0)
+                        return q;
+        }
+        return 0;
+}
+
+static void fill(struct store *s, unsigned n, int64_t time, enum region_state state) {
+        struct fill fl = { .n = n, .time = time, .state = state };
+        assert_int_equal(store_transition(s, write_fill, &fl, NULL, 0), 0);
+}
+
+/* Prunes until nothing more is due; returns the number of passes. */
+static unsigned prune_all(struct store *s, int64_t now, struct store_prune_result *total) {
+        struct store_prune_result res;
+        unsigned passes = 0;
+
+        *total = (struct store_prune_result) {};
+        do {
+                assert_int_equal(store_prune(s, now, &res), 0);
+                /* Bounded: one pass never deletes more than a thousand rows of a table. */
+                assert_true(res.regions <= 1000 && res.audit <= 1000);
+                total->regions += res.regions;
+                total->audit += res.audit;
+                passes++;
+        } while (res.more);
+        return passes;
+}
+
+static int64_t count(const char *path, const char *table) {
+        char sql[96];
+
+        snprintf(sql, sizeof(sql), "SELECT count(*) FROM %s", table);
+        return raw_int(path, sql);
+}
+
+static void test_prune_limits(void **state) {
+        struct fixture *f = *state;
+        struct store *s = NULL;
+        struct store_prune_result res = { .regions = 99 };
+        struct store_route rt = { .device = "nic0", .domain = "vm-c", .kind = ROUTE_REGION, .updated = 1 };
+        struct seen seen = {};
+        uint64_t routed;
+
+        assert_int_equal(store_open(f->path, &s), 0);
+        fill(s, 50, 1000, REGION_RECLAIMED);  /* reclaimed at 1000..1049 */
+        fill(s, 3, 1000, REGION_ACTIVE);      /* live, as old */
+
+        /* No retention set: a pass deletes nothing. */
+        assert_int_equal(store_prune(s, 1000000, &res), 0);
+        assert_int_equal(res.regions, 0);
+        assert_int_equal(res.audit, 0);
+        assert_false(res.more);
+
+        /* Failing: a negative age is refused and changes nothing. */
+        assert_int_equal(store_set_retention(s, &(struct store_retention) { .max_age_usec = -1 }), -EINVAL);
+        assert_int_equal(store_prune(s, 1000000, &res), 0);
+        assert_int_equal(res.regions, 0);
+
+        /* By age: reclaimed before 1040 and audit rows before 1040 go; live regions stay. */
+        assert_int_equal(store_set_retention(s, &(struct store_retention) { .max_age_usec = 60 }), 0);
+        assert_int_equal(store_prune(s, 1100, &res), 0);
+        assert_int_equal(res.regions, 40);
+        assert_int_equal(res.audit, 40 + 3);
+        assert_false(res.more);
+        assert_int_equal(count(f->path, "regions"), 10 + 3);
+        assert_int_equal(count(f->path, "peers"), 10 + 3);
+        assert_int_equal(raw_int(f->path, "SELECT min(updated) FROM regions WHERE state = 'reclaimed'"), 1040);
+        assert_int_equal(raw_int(f->path, "SELECT count(*) FROM regions WHERE state = 'active'"), 3);
+        assert_int_equal(count(f->path, "audit"), 10);
+
+        /* By count: the newest 4 reclaimed regions and the newest 6 audit rows stay. */
+        assert_int_equal(store_set_retention(s, &(struct store_retention) { .max_regions = 4, .max_audit = 6 }), 0);
+        assert_int_equal(store_prune(s, 1100, &res), 0);
+        assert_int_equal(res.regions, 6);
+        assert_int_equal(res.audit, 4);
+        assert_int_equal(raw_int(f->path, "SELECT min(updated) FROM regions WHERE state = 'reclaimed'"), 1046);
+        assert_int_equal(raw_int(f->path, "SELECT count(*) FROM regions WHERE state = 'active'"), 3);
+        assert_int_equal(raw_int(f->path, "SELECT min(seq) FROM audit"), raw_int(f->path, "SELECT max(seq) - 5 FROM audit"));
+        assert_int_equal(count(f->path, "peers"), 4 + 3);
+
+        /* A reclaimed region a route still names is kept, and the pass does not fail on it. */
+        assert_int_equal(load(s, &seen), 0);
+        routed = seen.regions[0].r.id;
+        rt.region = routed;
+        assert_int_equal(TX(s, store_route_set(s, &rt)), 0);
+        assert_int_equal(TX(s, store_region_update(s, routed, REGION_RECLAIMED, 0, false, 1)), 0);
+        assert_int_equal(store_set_retention(s, &(struct store_retention) { .max_regions = 1 }), 0);
+        assert_int_equal(store_prune(s, 1100, &res), 0);
+        /* It counts towards the limit, so the others go; it stays, as the oldest. */
+        assert_int_equal(res.regions, 4);
+        assert_false(res.more);
+        assert_int_equal(raw_int(f->path, "SELECT count(*) FROM regions WHERE state = 'reclaimed'"), 1);
+        assert_int_equal(raw_int(f->path, "SELECT count(*) FROM regions WHERE id = (SELECT region FROM routes)"), 1);
+
+        /* Not inside a transition. */
+        assert_int_equal(store_begin(s), 0);
+        assert_int_equal(store_prune(s, 1100, &res), -EALREADY);
+        store_rollback(s);
+
+        /* NULL settings: keep everything again. */
+        assert_int_equal(store_set_retention(s, NULL), 0);
+        fill(s, 5, 1, REGION_RECLAIMED);
+        assert_int_equal(store_prune(s, INT64_MAX, NULL), 0);
+        assert_int_equal(raw_int(f->path, "SELECT count(*) FROM regions WHERE state = 'reclaimed'"), 6);
+        store_close(s);
+}
+
+/* Commits of one audit row each, as the daemon's transitions are. */
+static void audit_transitions(struct store *s, unsigned n) {
+        for (unsigned i = 0; i < n; i++)
+                assert_int_equal(store_transition(s, NULL, NULL, &(struct store_audit) {
+                        .time = 1, .actor = "vm-a", .action = "share",
+                }, 1), 0);
+}
+
+static void test_prune_by_itself(void **state) {
+        struct fixture *f = *state;
+        struct store *s = NULL;
+
+        assert_int_equal(store_open(f->path, &s), 0);
+        /* A backlog of 3000 rows, then settings: the commits that follow bring it down. */
+        fill(s, 3000, 1, REGION_RECLAIMED);
+        assert_int_equal(store_set_retention(s, &(struct store_retention) { .max_regions = 10, .max_audit = 20 }),
+                         0);
+        audit_transitions(s, 1);
+        /* One bounded pass ran right after that commit, and is still behind. */
+        assert_int_equal(count(f->path, "regions"), 3000 - 1000);
+        audit_transitions(s, 2);
+        assert_int_equal(count(f->path, "regions"), 10);
+        assert_int_equal(count(f->path, "audit"), 20);
+
+        /* Then a pass every 64 commits: never more than 20 + 64 rows. */
+        for (unsigned i = 0; i < 5; i++) {
+                audit_transitions(s, 50);
+                assert_true(count(f->path, "audit") <= 20 + 64);
+        }
+        store_close(s);
+}
+
+static int64_t page_count(const char *path) {
+        return raw_int(path, "PRAGMA page_count");
+}
+
+/*
+ * A broker that has granted ten million regions has a bounded database: under churn (fill,
+ * prune, repeated), sqlite reuses the freed pages, so the file stops growing once the
+ * limits are reached. Here 200,000 reclaimed regions, peers and audit rows, 20,000 a cycle,
+ * through a store that keeps 2,000 regions and 5,000 audit rows.
+ */
+static void test_prune_bounds_the_file(void **state) {
+        struct fixture *f = *state;
+        struct store *s = NULL;
+        struct store_prune_result total;
+        int64_t one_fill = 0, settled = 0;
+
+        assert_int_equal(store_open(f->path, &s), 0);
+        assert_int_equal(store_set_retention(s, &(struct store_retention) { .max_regions = 2000, .max_audit = 5000 }),
+                         0);
+        for (unsigned cycle = 0; cycle < 10; cycle++) {
+                int64_t pages;
+
+                fill(s, 20000, 1000000 * (int64_t) cycle, REGION_RECLAIMED);
+                fill(s, 1, 1000000 * (int64_t) cycle, REGION_ACTIVE);
+                /* The WAL folded into the file, so page_count is the file's. */
+                raw_exec(f->path, "PRAGMA wal_checkpoint(TRUNCATE)");
+                if (cycle == 0)
+                        one_fill = page_count(f->path);
+                prune_all(s, 0, &total);
+                assert_int_equal(count(f->path, "regions"), 2000 + cycle + 1);
+                assert_int_equal(count(f->path, "audit"), 5000);
+                raw_exec(f->path, "PRAGMA wal_checkpoint(TRUNCATE)");
+                pages = page_count(f->path);
+                print_message("cycle %u: %" PRId64 " pages, %" PRId64 " regions, %" PRId64 " audit rows\n", cycle,
+                              pages, count(f->path, "regions"), count(f->path, "audit"));
+                /* Ten fills went through; the file never holds much more than one. */
+                assert_true(pages <= one_fill + one_fill / 2);
+                /* The first cycles shape the indexes; from then on the file holds still. */
+                if (cycle == 2)
+                        settled = pages;
+                if (cycle > 2)
+                        assert_true(pages <= settled + settled / 20);
+        }
+        print_message("one fill of 20000: %" PRId64 " pages\n", one_fill);
+        store_close(s);
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test_setup_teardown(test_open_fresh, setup, teardown),
@@ -876,6 +1279,12 @@ int main(void) {
                 cmocka_unit_test_setup_teardown(test_load_skips_reclaimed, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_load_callback_error, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_crash_consistency, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_write_outside_transition, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_audit_tail, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_migrate_from_version_1, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_prune_limits, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_prune_by_itself, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_prune_bounds_the_file, setup, teardown),
         };
 
         return cmocka_run_group_tests(tests, NULL, NULL);
