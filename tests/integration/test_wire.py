@@ -123,20 +123,10 @@ class Ids(DaemonTest):
         self.assertEqual(agent.call("broker.info", {})["admin"], False)
 
 
-def daemon_has_flag(flag):
-    p = subprocess.run([BROKERD, "--help"], capture_output=True, text=True, timeout=10)
-    return flag in p.stdout + p.stderr
-
-
 class Caps(DaemonTest):
     """The global cap and the one for uids the policy does not know (daemon flags)."""
     extra_args = ("--max-connections", "4", "--max-connections-unknown-uid", "1")
     STRANGER = 4242  # in no policy entry
-
-    def setUp(self):
-        if not (daemon_has_flag("--max-connections") and daemon_has_flag("--max-connections-unknown-uid")):
-            self.skipTest("brokerd has no --max-connections/--max-connections-unknown-uid (added by main.c)")
-        super().setUp()
 
     def assert_refused_at_connect(self, c, why):
         reply = c.read_reply()
@@ -176,6 +166,9 @@ class Caps(DaemonTest):
             try:
                 second.call("broker.info", {})
                 out.append("connected")
+            except BrokenPipeError:
+                # refused and closed before the request went out: the refusal is still queued
+                out.append(second.read_reply()["error"]["message"])
             except Exception as e:
                 out.append(str(e))
             return out
