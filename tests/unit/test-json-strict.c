@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "util/json-strict.h"
+#include "util/macro.h"
 #include "util/utf8.h"
 
 static void passes(const char *text) {
@@ -34,6 +35,12 @@ static void refused(const char *text, size_t expected_offset, const char *substr
         for (const char *p = reason; *p; p++)
                 assert_true((unsigned char) *p >= 0x20 && (unsigned char) *p < 0x80);
 }
+
+struct refusal {
+        const char *text;
+        size_t offset;
+        const char *reason;
+};
 
 static void test_utf8(void **state) {
         (void) state;
@@ -70,48 +77,51 @@ static void test_valid(void **state) {
         passes("[1,,]");
 }
 
-static void test_strings(void **state) {
-        (void) state;
-        refused("[\"\xc0\xaf\"]", 2, "invalid UTF-8");
-        refused("{\"\xed\xa0\x80\": 1}", 2, "invalid UTF-8");
-        refused("[\"ok\", \"\xf4\x90\x80\x80\"]", 8, "invalid UTF-8");
-        refused("[1]\xff", 3, "invalid UTF-8");
-        refused("[\"\\ud800\"]", 2, "lone surrogate escape");
-        refused("[\"\\uDBFF\\u0041\"]", 2, "lone surrogate escape");
-        refused("[\"ab\\ud800x\"]", 4, "lone surrogate escape");
-        refused("[\"\\udc00\"]", 2, "lone surrogate escape");
-        refused("[\"\\ude00\\ud83d\"]", 2, "lone surrogate escape");
-        refused("[\"x\\ud83d\"]", 3, "lone surrogate escape");
-        refused("{\"a\\u0000b\" : 1}", 11, "\\u0000 in a member name");
-        refused("{'a': 1}", 1, "single-quoted");
-        refused("[1, '']", 4, "single-quoted");
-}
+static void test_refused(void **state) {
+        static const struct refusal cases[] = {
+                /* strings */
+                { "[\"\xc0\xaf\"]", 2, "invalid UTF-8" },
+                { "{\"\xed\xa0\x80\": 1}", 2, "invalid UTF-8" },
+                { "[\"ok\", \"\xf4\x90\x80\x80\"]", 8, "invalid UTF-8" },
+                { "[1]\xff", 3, "invalid UTF-8" },
+                { "[\"\\ud800\"]", 2, "lone surrogate escape" },
+                { "[\"\\uDBFF\\u0041\"]", 2, "lone surrogate escape" },
+                { "[\"ab\\ud800x\"]", 4, "lone surrogate escape" },
+                { "[\"\\udc00\"]", 2, "lone surrogate escape" },
+                { "[\"\\ude00\\ud83d\"]", 2, "lone surrogate escape" },
+                { "[\"x\\ud83d\"]", 3, "lone surrogate escape" },
+                { "{\"a\\u0000b\" : 1}", 11, "\\u0000 in a member name" },
+                { "{'a': 1}", 1, "single-quoted" },
+                { "[1, '']", 4, "single-quoted" },
+                /* numbers and words */
+                { "[NaN]", 1, "NaN and Infinity are not JSON" },
+                { "[nan]", 1, "bare word" },
+                { "[Infinity]", 1, "bare word" },
+                { "[1, -Infinity]", 4, "not a JSON number" },
+                { "[True]", 1, "bare word" },
+                { "[18446744073709551616]", 1, "integer does not fit in 64 bits" },
+                { "[1, -9223372036854775809]", 4, "outside [-2^63, 2^64-1]" },
+                { "[99999999999999999999999]", 1, "outside" },
+                { "[1e400]", 1, "too large for a double" },
+                { "[-1.5e309]", 1, "too large for a double" },
+                { "[007]", 1, "leading zero" },
+                { "[-01]", 1, "leading zero" },
+                { "[-0]", 1, "the integer -0" },
+                { "[1.]", 1, "not a JSON number" },
+                { "[.5]", 1, "not a JSON number" },
+                { "[1e]", 1, "not a JSON number" },
+                { "[1e+]", 1, "not a JSON number" },
+                { "[12abc]", 1, "not a JSON number" },
+                { "[0x10]", 1, "not a JSON number" },
+                { "[1.5.2]", 1, "not a JSON number" },
+                { "-", 0, "not a JSON number" },
+                /* the first offence is the one reported */
+                { "[01, \"\\ud800\"]", 1, "leading zero" },
+        };
 
-static void test_numbers_and_words(void **state) {
         (void) state;
-        refused("[NaN]", 1, "NaN and Infinity are not JSON");
-        refused("[nan]", 1, "bare word");
-        refused("[Infinity]", 1, "bare word");
-        refused("[1, -Infinity]", 4, "not a JSON number");
-        refused("[True]", 1, "bare word");
-        refused("[18446744073709551616]", 1, "integer does not fit in 64 bits");
-        refused("[1, -9223372036854775809]", 4, "outside [-2^63, 2^64-1]");
-        refused("[99999999999999999999999]", 1, "outside");
-        refused("[1e400]", 1, "too large for a double");
-        refused("[-1.5e309]", 1, "too large for a double");
-        refused("[007]", 1, "leading zero");
-        refused("[-01]", 1, "leading zero");
-        refused("[-0]", 1, "the integer -0");
-        refused("[1.]", 1, "not a JSON number");
-        refused("[.5]", 1, "not a JSON number");
-        refused("[1e]", 1, "not a JSON number");
-        refused("[1e+]", 1, "not a JSON number");
-        refused("[12abc]", 1, "not a JSON number");
-        refused("[0x10]", 1, "not a JSON number");
-        refused("[1.5.2]", 1, "not a JSON number");
-        refused("-", 0, "not a JSON number");
-        /* the first offence is the one reported */
-        refused("[01, \"\\ud800\"]", 1, "leading zero");
+        for (size_t i = 0; i < ELEMENTSOF(cases); i++)
+                refused(cases[i].text, cases[i].offset, cases[i].reason);
 }
 
 /* Optional outputs, and text that ends inside a token. */
@@ -130,8 +140,7 @@ int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_utf8),
                 cmocka_unit_test(test_valid),
-                cmocka_unit_test(test_strings),
-                cmocka_unit_test(test_numbers_and_words),
+                cmocka_unit_test(test_refused),
                 cmocka_unit_test(test_edges),
         };
 
