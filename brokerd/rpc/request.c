@@ -1,7 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* Framing: one line is one request or a batch; each request goes to the handler. */
 #include <errno.h>
-#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -17,18 +16,6 @@ static void reply_fds_truncate(struct rpc_reply_fds *fds, size_t n) {
 
 static bool is_json_ws(char ch) {
         return ch == ' ' || ch == '\t' || ch == '\r';
-}
-
-/*
- * An id is echoed exactly or not at all: a string, null, or a number. The wire check has
- * already refused what json-c would read as something else (NaN, Infinity, integers beyond
- * 64 bits, -0); a number with a fraction or an exponent keeps its text in json-c and goes
- * back as it came.
- */
-static bool id_is_valid(struct json_object *id) {
-        if (!id || json_object_is_type(id, json_type_string) || json_object_is_type(id, json_type_int))
-                return true;
-        return json_object_is_type(id, json_type_double) && isfinite(json_object_get_double(id));
 }
 
 /* Remembers a result on its way out, for the undelivered hook. Without memory the reply is
@@ -96,7 +83,7 @@ static struct json_object *request_handle(struct rpc_connection *c, struct json_
                 return rpc_error_responsef(s, NULL, RPC_INVALID_REQUEST, NULL, "Invalid Request: not an object");
 
         has_id = json_object_object_get_ex(req, "id", &id);
-        id_ok = id_is_valid(id);
+        id_ok = rpc_wire_id_valid(id);
         if (!id_ok)
                 id = NULL;
 

@@ -7,6 +7,7 @@
 
 #include "rpc/server-internal.h"
 #include "util/error.h"
+#include "util/utf8.h"
 
 int rpc_json_add(struct json_object *o, const char *key, struct json_object *v) {
         if (!v)
@@ -62,7 +63,7 @@ static const char *default_message(int code) {
 /* A string for people, cut before its first byte that is not valid UTF-8: a message built
  * with snprintf() may end in half a character, and nothing invalid is ever sent. */
 static struct json_object *text_new(const char *s) {
-        return json_object_new_string_len(s, (int) rpc_utf8_valid_prefix(s, strlen(s)));
+        return json_object_new_string_len(s, (int) utf8_valid_prefix(s, strlen(s)));
 }
 
 /* error.data for a named error: data.name, then the handler's members (data borrowed). */

@@ -7,7 +7,7 @@
  *   connection.c one connection's I/O: reading, the output queue, closing
  *   request.c    framing: one line to one request or a batch, calls to the handler
  *   response.c   building result and error responses
- *   wire-check.c what json-c lets through but the wire refuses (UTF-8, escapes, numbers)
+ *   wire-check.c the wire's rules: strict JSON (util/json-strict.h) in, ids echoed exactly
  * Everything runs on the event loop's thread. A connection that closes stays allocated (on
  * the server's dead list) until the reaper has run the hooks for it, so that nothing up the
  * stack ever holds a freed connection.
@@ -149,11 +149,10 @@ struct json_object *rpc_limit_error(struct rpc_server *s, const char *fmt, ...) 
 void rpc_delivery_free_all(struct rpc_delivery *d);
 
 /* wire-check.c */
-/* 0 when line (len bytes) holds nothing json-c would accept but alter or that is not JSON:
- * invalid UTF-8 (RFC 3629), escapes of lone surrogates, "\u0000" in a member name, NaN and
- * Infinity, numbers outside the JSON grammar, integers outside [-2^63, 2^64-1], numbers too
- * large for a double. Otherwise -EBADMSG with why (never quoting the input) in msg.
- * line[len] must be readable and NUL (the server puts one where the '\n' was). */
+/* 0 when line (len bytes) is strict JSON as util/json-strict.h has it; otherwise -EBADMSG
+ * with "Parse error: <why> at byte <n>" (never quoting the input) in msg. line[len] must be
+ * readable and NUL (the server puts one where the '\n' was). */
 int rpc_wire_check(const char *line, size_t len, char *msg, size_t msg_size);
-/* The length of the longest prefix of s (n bytes) that is valid UTF-8. */
-size_t rpc_utf8_valid_prefix(const char *s, size_t n);
+/* Whether a request's id can be echoed exactly: absent, a string, null, an integer, or a
+ * finite number (a line that passed rpc_wire_check()). */
+bool rpc_wire_id_valid(struct json_object *id);

@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "json-strict.h"
 #include "num.h"
 
 void json_loader_report(struct json_loader *l, enum diag_severity sev, const char *path, const char *fmt, ...) {
@@ -119,61 +120,6 @@ static int syntax_error(struct diag_list *diags, const char *text, size_t offset
         return -EINVAL;
 }
 
-static bool integer_fits(const char *digits, size_t n, bool negative) {
-        const char *limit = negative ? "9223372036854775808" : "18446744073709551615";
-        size_t limit_len = strlen(limit);
-
-        if (n != limit_len)
-                return n < limit_len;
-        return memcmp(digits, limit, n) <= 0;
-}
-
-/*
- * json-c clamps integer literals beyond 64 bits to INT64_MIN/UINT64_MAX without an error,
- * which would turn a typo into a huge but valid-looking size. Finds such a literal in
- * text that json-c already accepted (so the lexing can stay simple).
- */
-static bool find_oversized_integer(const char *text, size_t len, size_t *ret_offset) {
-        bool in_string = false;
-
-        for (size_t i = 0; i < len; i++) {
-                char c = text[i];
-                size_t start, digits;
-                bool negative;
-
-                if (in_string) {
-                        if (c == '\\')
-                                i++;
-                        else if (c == '"')
-                                in_string = false;
-                        continue;
-                }
-                if (c == '"') {
-                        in_string = true;
-                        continue;
-                }
-                if (c != '-' && !(c >= '0' && c <= '9'))
-                        continue;
-
-                start = i;
-                negative = c == '-';
-                if (negative)
-                        i++;
-                digits = i;
-                while (i < len && text[i] >= '0' && text[i] <= '9')
-                        i++;
-                if ((i >= len || (text[i] != '.' && text[i] != 'e' && text[i] != 'E')) &&
-                    !integer_fits(text + digits, i - digits, negative)) {
-                        *ret_offset = start;
-                        return true;
-                }
-                while (i < len && strchr("0123456789.eE+-", text[i]))
-                        i++;
-                i--;
-        }
-        return false;
-}
-
 static void json_tokener_freep(struct json_tokener **t) {
         if (*t)
                 json_tokener_free(*t);
@@ -193,7 +139,7 @@ static int parse_text(const char *text, size_t len, const struct json_load_limit
         _cleanup_(json_tokener_freep) struct json_tokener *tok = NULL;
         _cleanup_(json_object_unrefp) json_object *root = NULL;
         enum json_tokener_error jerr;
-        const char *nul;
+        const char *nul, *why;
         size_t end;
 
         nul = memchr(text, 0, len);
@@ -216,8 +162,10 @@ static int parse_text(const char *text, size_t len, const struct json_load_limit
                 return syntax_error(diags, text, end,
                                     jerr == json_tokener_continue ? "unexpected end of input"
                                                                   : json_tokener_error_desc(jerr));
-        if (find_oversized_integer(text, len, &end))
-                return syntax_error(diags, text, end, "integer does not fit in 64 bits");
+        /* What json-c let through but is not JSON, or not what was written (a clamped
+         * integer, a lone surrogate escape turned into U+FFFD, an overlong UTF-8 form). */
+        if (json_strict_check(text, len, &end, &why) < 0)
+                return syntax_error(diags, text, end, why);
 
         *ret = TAKE_PTR(root);
         return 0;

@@ -6,9 +6,10 @@
  * ("pools[2].base"), so one pass finds them all.
  *
  * Parsing: json_load_file()/json_load_string() refuse input above limits->max_size
- * (-EFBIG), NUL bytes, anything but strict JSON, nesting deeper than limits->max_depth and
- * integer literals past 64 bits (json-c would clamp them), each as one error at path ""
- * with its line and column. They return 0 with *ret set, or -errno with *ret untouched.
+ * (-EFBIG), NUL bytes, anything but strict JSON (json-c's strict mode, then
+ * util/json-strict.h: invalid UTF-8, lone surrogate escapes, NaN, single quotes, integer
+ * literals past 64 bits, …) and nesting deeper than limits->max_depth, each as one error at
+ * path "" with its line and column. They return 0 with *ret set, or -errno with *ret untouched.
  *
  * Getters: (l, obj, path, key, flags, ..., ret) read member key of the object obj, whose
  * path is path; with key NULL, obj itself is the value and path its path. They return true

@@ -55,6 +55,8 @@ static void test_parse(void **state) {
         parse_fails("[[[[[1]]]]]", -EINVAL, "nesting too deep");
         parse_fails("[18446744073709551616]", -EINVAL, "line 1, column 2: integer does not fit in 64 bits");
         parse_fails("[1, -9223372036854775809]", -EINVAL, "column 5: integer does not fit in 64 bits");
+        parse_fails("[\"\\udc00\"]", -EINVAL, "line 1, column 3: a lone surrogate escape"); /* json-c: U+FFFD */
+        parse_fails("[\"\xe0\x80\xaf\"]", -EINVAL, "line 1, column 3: invalid UTF-8");         /* overlong */
         /* Digits in strings and fractions are not integers. */
         assert_int_equal(json_load_string("[\"99999999999999999999\", 1e30, 18446744073709551615]", &limits, &diags, &o), 0);
         json_object_put(o);

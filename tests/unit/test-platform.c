@@ -714,6 +714,30 @@ static void test_file_content(void **state) {
         expect_ok(DOC("", POOL_A, DEV_64) "\n\t \r\n");
 }
 
+/* What json-c takes but JSON does not, or turns into what was not written, is refused whole
+ * with its position, whether from a string or a file. */
+static void test_strict_json(void **state) {
+        static const char surrogate[] = "{\"memory\":[],\n\"pools\":[{\"name\":\"a\",\"backing\":"
+                                        "{\"kind\":\"shm\",\"path\":\"/dev/shm/\\ud800\"}}]}";
+        static const char overlong[] = "{\"$schema\":\"x\xc0\xaf\",\"memory\":[],\"pools\":[]}";
+
+        (void) state;
+        /* A free-form string, an overlong '/', a path json-c would have made U+FFFD of. */
+        expect_error("{'$schema':'p\xc0\xaf'," MEMORY ",'reserved':[],'pools':[" POOL_A "],'devices':[" DEV_64 "]}",
+                     "", "invalid JSON at line 1, column 14: invalid UTF-8");
+        expect_error(DOC("", POOL("a", "0x40000000", "64MiB", "2MiB", "{'kind':'shm','path':'/dev/shm/\\udc00x'}"),
+                         DEV_64),
+                     "", "a lone surrogate escape");
+        expect_error(DOC("{'name':'r\xed\xa0\x80','base':0,'size':1}", "", ""), "", "invalid UTF-8");
+        expect_error(DOC("{'name':'r','base':0,'size':1.}", "", ""), "", "not a JSON number");
+        expect_error(DOC("{'name':'r','base':-0,'size':1}", "", ""), "", "the integer -0");
+        expect_error(DOC("{'name':'r','base':0,'size':1e999}", "", ""), "", "a number too large for a double");
+        expect_file_error(overlong, sizeof(overlong) - 1, "invalid JSON at line 1, column 14: invalid UTF-8");
+        expect_file_error(surrogate, sizeof(surrogate) - 1,
+                          "invalid JSON at line 2, column 63: a lone surrogate escape");
+        expect_file_error("{'memory':[],'pools':[]}", 24, "invalid JSON at line 1, column 2: a single-quoted string");
+}
+
 static void test_file_limits(void **state) {
         struct diag_list diags = DIAG_LIST_INIT;
         char dir[] = "/tmp/test-platform-XXXXXX";
@@ -971,6 +995,7 @@ static void test_broken_examples(void **state) {
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_base_document),
+                cmocka_unit_test(test_strict_json),
                 cmocka_unit_test(test_optional_arrays),
                 cmocka_unit_test(test_document_type),
                 cmocka_unit_test(test_unknown_keys),

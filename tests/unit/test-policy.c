@@ -170,6 +170,16 @@ static void test_json_syntax(void **state) {
         load_fails("{\"agents\": [], \"shares\": []} x", "", "invalid JSON");
         load_fails("{\"agents\": [", "", "unexpected end of data");
         load_fails("", "", "invalid JSON at line 1, column 1");
+        /* What json-c's strict mode still takes: refused whole, with the position and why. */
+        load_fails("{'agents': [], 'shares': []}", "", "invalid JSON at line 1, column 2: a single-quoted string");
+        load_fails("{\"$schema\": \"p\xc0\xaf\", \"agents\": [], \"shares\": []}", "",
+                   "invalid JSON at line 1, column 15: invalid UTF-8");
+        load_fails("{\"agents\": [],\n \"shares\": [], \"$schema\": \"\\ud83d\"}", "",
+                   "invalid JSON at line 2, column 28: a lone surrogate escape");
+        load_fails("{\"agents\": [{\"user\": \"r\xed\xa0\x80t\", \"domains\": [\"hw0\"]}], \"shares\": []}", "",
+                   "invalid UTF-8");
+        load_fails("{\"agents\": [], \"shares\": [], \"quotas\": [{\"domain\": \"hw0\", \"max_bytes\": 18446744073709551616}]}",
+                   "", "integer does not fit in 64 bits");
 
         /* json-c refuses more than 32 levels instead of recursing on. */
         for (int i = 0; i < 40; i++)
