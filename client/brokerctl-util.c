@@ -16,28 +16,11 @@
 #define USEC_PER_MSEC UINT64_C(1000)
 #define USEC_PER_SEC UINT64_C(1000000)
 
-int parse_uint(const char *s, uint64_t *ret) {
-        uint64_t v = 0;
-        const char *p;
-
-        if (!s || !*s)
-                return -EINVAL;
-        for (p = s; *p; p++) {
-                if (*p < '0' || *p > '9')
-                        return -EINVAL;
-                if (__builtin_mul_overflow(v, 10, &v) || __builtin_add_overflow(v, (uint64_t) (*p - '0'), &v))
-                        return -ERANGE;
-        }
-        *ret = v;
-        return 0;
-}
-
 int parse_deadline_ms(const char *s, uint64_t *ret) {
         uint64_t usec;
-        bool unit;
         int r;
 
-        r = num_parse_duration_usec(s, &usec, &unit);
+        r = num_parse_duration_usec(s, &usec, NULL);
         if (r < 0)
                 return r;
         *ret = usec / USEC_PER_MSEC;

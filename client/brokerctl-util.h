@@ -13,8 +13,6 @@ struct json_object;
 
 #define FORMAT_MAX 64
 
-/* A decimal integer without sign or blanks ("3"): region ids, sequence numbers, counts. */
-int parse_uint(const char *s, uint64_t *ret);
 /* A number with a unit: "500ms", "5s", "2m" (or "2min"), "1h", "1d"; a plain number is seconds. */
 int parse_deadline_ms(const char *s, uint64_t *ret);
 /*

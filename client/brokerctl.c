@@ -19,6 +19,7 @@
 #include "brokerctl-util.h"
 
 #include "config.h"
+#include "util/num.h"
 
 static const struct {
         unsigned flag;
@@ -142,17 +143,17 @@ static int parse_valued_option(int c, const char *arg, const char *given, struct
                 a->seen |= OPT_SINCE;
                 return 1;
         case ARG_AFTER:
-                if (parse_uint(arg, &a->after) < 0)
+                if (num_parse_decimal(arg, &a->after) < 0)
                         return usage_error("invalid --after '%s'", arg);
                 a->seen |= OPT_AFTER;
                 return 1;
         case ARG_LIMIT:
-                if (parse_uint(arg, &a->limit) < 0)
+                if (num_parse_decimal(arg, &a->limit) < 0)
                         return usage_error("invalid --limit '%s'", arg);
                 a->seen |= OPT_LIMIT;
                 return 1;
         case 'n':
-                if (parse_uint(arg, &a->lines) < 0 || a->lines == 0)
+                if (num_parse_decimal(arg, &a->lines) < 0 || a->lines == 0)
                         return usage_error("invalid -n '%s' (a count of entries, 1 or more)", arg);
                 a->seen |= OPT_LINES;
                 return 1;
@@ -235,7 +236,7 @@ static int check_verb_args(const struct verb *verb, struct args *a) {
                 if ((a->seen & option_names[i].flag) && !(verb->options & option_names[i].flag))
                         return usage_error("%s does not apply to '%s'", option_names[i].name, verb->name);
 
-        if (verb->takes_id && parse_uint(a->pos[0], &a->id) < 0)
+        if (verb->takes_id && num_parse_decimal(a->pos[0], &a->id) < 0)
                 return usage_error("invalid region id '%s'", a->pos[0]);
         if ((a->seen & OPT_ALL) && (a->seen & (OPT_LINES | OPT_LIMIT)))
                 return usage_error("--all takes no -n or --limit");

@@ -56,8 +56,15 @@ static void shm_name(const struct backend_region *r, char *buf, size_t n) {
         snprintf(buf, n, "brokerd-%s-%" PRIu64, r->pool->name, r->id);
 }
 
-static void shm_path(const struct backend_region *r, char *buf, size_t n) {
+/* The region's file in LIBVIRT_SHM_DIR, once the region is checked to be one this backend serves. */
+static int shm_path(const struct backend_region *r, char *buf, size_t n) {
+        int k;
+
+        k = region_check(r);
+        if (k < 0)
+                return k;
         snprintf(buf, n, LIBVIRT_SHM_DIR "/brokerd-%s-%" PRIu64, r->pool->name, r->id);
+        return 0;
 }
 
 /* One of ours: a regular file of the QEMU user that nobody else may open, of the right size. */
@@ -95,10 +102,9 @@ static int lv_create(struct backend *b, const struct backend_region *r) {
         char path[PATH_MAX];
         int k;
 
-        k = region_check(r);
+        k = shm_path(r, path, sizeof(path));
         if (k < 0)
                 return k;
-        shm_path(r, path, sizeof(path));
 
         for (unsigned attempt = 0; attempt < 3 && fd < 0; attempt++) {
                 fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY, 0600);
@@ -131,10 +137,9 @@ static int open_own_region_file(struct backend_libvirt *l, const struct backend_
         char path[PATH_MAX];
         int k;
 
-        k = region_check(r);
+        k = shm_path(r, path, sizeof(path));
         if (k < 0)
                 return k;
-        shm_path(r, path, sizeof(path));
         k = region_file_open(path, &fd);
         if (k < 0)
                 return k;
@@ -166,10 +171,9 @@ static int lv_destroy(struct backend *b, const struct backend_region *r) {
         int k;
 
         (void) b;
-        k = region_check(r);
+        k = shm_path(r, path, sizeof(path));
         if (k < 0)
                 return k;
-        shm_path(r, path, sizeof(path));
         if (unlink(path) < 0 && errno != ENOENT)
                 return negative_errno();
         return 0;

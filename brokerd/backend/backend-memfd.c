@@ -202,33 +202,45 @@ static int create_file(const char *path, uint64_t size, int *ret) {
         return 0;
 }
 
-static int memfd_create_region(struct backend *b, const struct backend_region *r) {
-        struct backend_memfd *m = to_memfd(b);
+/*
+ * The start of create and restore: r checked, and a new entry for it in *ret, with its file's
+ * path when the pool is file-backed. 1 when this backend already holds r with the same size and
+ * backing (nothing to do), `mismatch` when it holds another region under that id.
+ */
+static int region_entry_new(struct backend_memfd *m, const struct backend_region *r, int mismatch,
+                            struct memfd_region **ret) {
         _cleanup_(memfd_region_freep) struct memfd_region *e = NULL;
         struct memfd_region *old;
-        enum backing_kind kind;
         int k;
 
         k = region_check(r);
         if (k < 0)
                 return k;
-        kind = r->pool->backing;
-
         old = hashmap_get(m->regions, &r->id);
         if (old)
-                return old->size == r->size && old->kind == kind ? 0 : -EEXIST;
+                return old->size == r->size && old->kind == r->pool->backing ? 1 : mismatch;
 
-        k = memfd_region_new(r->id, r->size, kind, &e);
+        k = memfd_region_new(r->id, r->size, r->pool->backing, &e);
         if (k < 0)
                 return k;
-
-        if (kind_is_file(kind)) {
+        if (kind_is_file(r->pool->backing)) {
                 k = region_file_path(r, &e->path);
                 if (k < 0)
                         return k;
-                k = create_file(e->path, r->size, &e->fd);
-        } else
-                k = create_memfd(r, &e->fd);
+        }
+        *ret = TAKE_PTR(e);
+        return 0;
+}
+
+static int memfd_create_region(struct backend *b, const struct backend_region *r) {
+        struct backend_memfd *m = to_memfd(b);
+        _cleanup_(memfd_region_freep) struct memfd_region *e = NULL;
+        int k;
+
+        k = region_entry_new(m, r, -EEXIST, &e);
+        if (k != 0)
+                return k < 0 ? k : 0;
+        k = e->path ? create_file(e->path, r->size, &e->fd) : create_memfd(r, &e->fd);
         if (k < 0)
                 return k;
 
@@ -245,27 +257,15 @@ static int memfd_create_region(struct backend *b, const struct backend_region *r
 static int memfd_restore(struct backend *b, const struct backend_region *r) {
         struct backend_memfd *m = to_memfd(b);
         _cleanup_(memfd_region_freep) struct memfd_region *e = NULL;
-        struct memfd_region *old;
         struct stat st;
         int k;
 
-        k = region_check(r);
-        if (k < 0)
-                return k;
-
-        old = hashmap_get(m->regions, &r->id);
-        if (old)
-                return old->size == r->size && old->kind == r->pool->backing ? 0 : -EINVAL;
+        k = region_entry_new(m, r, -EINVAL, &e);
+        if (k != 0)
+                return k < 0 ? k : 0;
         /* A memfd dies with the process that held it. */
-        if (!kind_is_file(r->pool->backing))
+        if (!e->path)
                 return -ENOENT;
-
-        k = memfd_region_new(r->id, r->size, r->pool->backing, &e);
-        if (k < 0)
-                return k;
-        k = region_file_path(r, &e->path);
-        if (k < 0)
-                return k;
         k = region_file_open(e->path, &e->fd);
         if (k < 0)
                 return k;

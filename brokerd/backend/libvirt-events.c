@@ -77,23 +77,24 @@ static void queue_push(struct backend_libvirt *l, enum lv_event_kind kind, uint6
         (void) !write(l->efd, &one, sizeof(one));
 }
 
-static void on_device_removed(virConnectPtr conn, virDomainPtr dom, const char *alias, void *opaque) {
+/* A device event: only aliases of ours name a region. */
+static void queue_push_alias(struct backend_libvirt *l, enum lv_event_kind kind, virDomainPtr dom, const char *alias) {
         uint64_t id;
 
-        (void) conn;
         if (libvirt_alias_parse(alias, &id) < 0)
                 return;
-        queue_push(opaque, LV_REMOVED, id, virDomainGetName(dom), 0);
+        queue_push(l, kind, id, virDomainGetName(dom), 0);
+}
+
+static void on_device_removed(virConnectPtr conn, virDomainPtr dom, const char *alias, void *opaque) {
+        (void) conn;
+        queue_push_alias(opaque, LV_REMOVED, dom, alias);
 }
 
 /* The guest refused the unplug (QEMU reports it for some buses; ACPI guests just ignore it). */
 static void on_device_removal_failed(virConnectPtr conn, virDomainPtr dom, const char *alias, void *opaque) {
-        uint64_t id;
-
         (void) conn;
-        if (libvirt_alias_parse(alias, &id) < 0)
-                return;
-        queue_push(opaque, LV_REMOVAL_FAILED, id, virDomainGetName(dom), 0);
+        queue_push_alias(opaque, LV_REMOVAL_FAILED, dom, alias);
 }
 
 static int on_lifecycle(virConnectPtr conn, virDomainPtr dom, int event, int detail, void *opaque) {

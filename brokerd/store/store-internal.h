@@ -74,8 +74,8 @@ int store_check_writable(struct store *s);
 void stmt_resetp(sqlite3_stmt **st);
 int stmt_run(struct store *s, sqlite3_stmt *st);
 int store_run(struct store *s, enum store_stmt which);
-/* sqlite's "changes" of the last statement: 0 -> -ENOENT, for updates and deletes by key. */
-int store_changed(struct store *s);
+/* stmt_run() for updates and deletes by key: -ENOENT when the statement changed no row. */
+int stmt_run_changed(struct store *s, sqlite3_stmt *st);
 /* Runs a statement that yields one integer (or NULL, read as 0). */
 int store_step_int(struct store *s, sqlite3_stmt *st, int64_t *ret);
 

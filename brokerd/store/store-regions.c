@@ -54,10 +54,7 @@ int store_region_update(struct store *s, uint64_t id, enum region_state state, i
             (rc = sqlite3_bind_int64(st, 5, now)) != SQLITE_OK)
                 return store_fail(s, rc);
 
-        r = stmt_run(s, st);
-        if (r < 0)
-                return r;
-        return store_changed(s);
+        return stmt_run_changed(s, st);
 }
 
 int store_peer_insert(struct store *s, const struct store_peer *p) {
@@ -100,10 +97,7 @@ int store_peer_update(struct store *s, uint64_t region, const char *domain, enum
             (rc = sqlite3_bind_int(st, 5, mapped)) != SQLITE_OK)
                 return store_fail(s, rc);
 
-        r = stmt_run(s, st);
-        if (r < 0)
-                return r;
-        return store_changed(s);
+        return stmt_run_changed(s, st);
 }
 
 static int store_load_regions(struct store *s, const struct store_load_ops *ops, void *userdata) {

@@ -62,6 +62,13 @@ static int prune_delete(struct store *s, enum store_stmt which, int64_t bound, u
         return 0;
 }
 
+/* The rows of which's table past the retention's age, when it has one. */
+static int prune_aged(struct store *s, enum store_stmt which, int64_t now, uint64_t *budget, uint64_t *count) {
+        if (s->retention.max_age_usec <= 0)
+                return 0;
+        return prune_delete(s, which, age_cutoff(now, s->retention.max_age_usec), UINT64_MAX, budget, count);
+}
+
 /*
  * Reclaimed regions past the age, then the oldest beyond the count; their peers go by the
  * cascade. A region a route holds is skipped by the deletes and waits for the route.
@@ -72,12 +79,9 @@ static int prune_regions(struct store *s, int64_t now, uint64_t *budget, struct 
         int64_t count;
         int r;
 
-        if (k->max_age_usec > 0) {
-                r = prune_delete(s, STMT_PRUNE_REGIONS_AGE, age_cutoff(now, k->max_age_usec), UINT64_MAX, budget,
-                                 &res->regions);
-                if (r < 0)
-                        return r;
-        }
+        r = prune_aged(s, STMT_PRUNE_REGIONS_AGE, now, budget, &res->regions);
+        if (r < 0)
+                return r;
         if (k->max_regions == 0 || *budget == 0)
                 return 0;
 
@@ -94,12 +98,9 @@ static int prune_audit(struct store *s, int64_t now, uint64_t *budget, struct st
         const struct store_retention *k = &s->retention;
         int r;
 
-        if (k->max_age_usec > 0) {
-                r = prune_delete(s, STMT_PRUNE_AUDIT_AGE, age_cutoff(now, k->max_age_usec), UINT64_MAX, budget,
-                                 &res->audit);
-                if (r < 0)
-                        return r;
-        }
+        r = prune_aged(s, STMT_PRUNE_AUDIT_AGE, now, budget, &res->audit);
+        if (r < 0)
+                return r;
         if (k->max_audit == 0 || *budget == 0)
                 return 0;
         return prune_delete(s, STMT_PRUNE_AUDIT_COUNT, clamp_i64(k->max_audit), UINT64_MAX, budget, &res->audit);

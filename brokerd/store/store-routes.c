@@ -51,10 +51,7 @@ int store_route_delete(struct store *s, const char *device, const char *domain) 
             (rc = bind_text(st, 2, domain)) != SQLITE_OK)
                 return store_fail(s, rc);
 
-        r = stmt_run(s, st);
-        if (r < 0)
-                return r;
-        return store_changed(s);
+        return stmt_run_changed(s, st);
 }
 
 int store_load_routes(struct store *s, int (*fn)(void *userdata, const struct store_route *r), void *userdata) {

@@ -93,7 +93,11 @@ int store_run(struct store *s, enum store_stmt which) {
         return stmt_run(s, st);
 }
 
-int store_changed(struct store *s) {
+int stmt_run_changed(struct store *s, sqlite3_stmt *st) {
+        int r = stmt_run(s, st);
+
+        if (r < 0)
+                return r;
         return sqlite3_changes(s->db) > 0 ? 0 : -ENOENT;
 }
 

@@ -44,50 +44,20 @@ static int lookup(const char *const *table, int n, const char *s) {
         return -EINVAL;
 }
 
-const char *access_to_string(enum access_mode a) {
-        return (unsigned) a < _ACCESS_MODE_MAX && access_mode_names[a] ? access_mode_names[a] : "invalid";
-}
+/* The name##_to_string() and name##_from_string() that model.h declares, over one name table. */
+#define DEFINE_STRING_TABLE_LOOKUP(name, type, table, max)                                  \
+        const char *name##_to_string(type v) {                                              \
+                return (unsigned) v < (max) && table[v] ? table[v] : "invalid";             \
+        }                                                                                   \
+        int name##_from_string(const char *s, type *ret) {                                  \
+                int i = lookup(table, (max), s);                                            \
+                if (i < 0)                                                                  \
+                        return i;                                                           \
+                *ret = (type) i;                                                            \
+                return 0;                                                                   \
+        }
 
-int access_from_string(const char *s, enum access_mode *ret) {
-        int i = lookup(access_mode_names, _ACCESS_MODE_MAX, s);
-        if (i < 0)
-                return i;
-        *ret = (enum access_mode) i;
-        return 0;
-}
-
-const char *region_state_to_string(enum region_state s) {
-        return (unsigned) s < _REGION_STATE_MAX ? region_states[s] : "invalid";
-}
-
-int region_state_from_string(const char *s, enum region_state *ret) {
-        int i = lookup(region_states, _REGION_STATE_MAX, s);
-        if (i < 0)
-                return i;
-        *ret = (enum region_state) i;
-        return 0;
-}
-
-const char *peer_state_to_string(enum peer_state s) {
-        return (unsigned) s < _PEER_STATE_MAX ? peer_states[s] : "invalid";
-}
-
-int peer_state_from_string(const char *s, enum peer_state *ret) {
-        int i = lookup(peer_states, _PEER_STATE_MAX, s);
-        if (i < 0)
-                return i;
-        *ret = (enum peer_state) i;
-        return 0;
-}
-
-const char *escalation_to_string(enum unplug_escalation e) {
-        return (unsigned) e < _ESCALATION_MAX ? escalations[e] : "invalid";
-}
-
-int escalation_from_string(const char *s, enum unplug_escalation *ret) {
-        int i = lookup(escalations, _ESCALATION_MAX, s);
-        if (i < 0)
-                return i;
-        *ret = (enum unplug_escalation) i;
-        return 0;
-}
+DEFINE_STRING_TABLE_LOOKUP(access, enum access_mode, access_mode_names, _ACCESS_MODE_MAX)
+DEFINE_STRING_TABLE_LOOKUP(region_state, enum region_state, region_states, _REGION_STATE_MAX)
+DEFINE_STRING_TABLE_LOOKUP(peer_state, enum peer_state, peer_states, _PEER_STATE_MAX)
+DEFINE_STRING_TABLE_LOOKUP(escalation, enum unplug_escalation, escalations, _ESCALATION_MAX)

@@ -39,6 +39,12 @@ static int parse_digits(const char *s, size_t len, unsigned base, uint64_t *ret)
         return 0;
 }
 
+int num_parse_decimal(const char *s, uint64_t *ret) {
+        if (!s)
+                return -EINVAL;
+        return parse_digits(s, strlen(s), 10, ret);
+}
+
 int num_parse_u64(const char *s, uint64_t *ret) {
         size_t len;
         uint64_t v;

@@ -17,6 +17,8 @@ struct json_object;
 #define NUM_FMT_MAX 32
 
 int num_parse_u64(const char *s, uint64_t *ret);
+/* Plain decimal digits only (a count or an id on a command line): no hex, no suffix, no sign. */
+int num_parse_decimal(const char *s, uint64_t *ret);
 int num_from_json(struct json_object *o, uint64_t *ret);
 /*
  * num_from_json() for JSON whose text was not scanned for integer literals past 64 bits

@@ -937,15 +937,6 @@ static void test_parse_since(void **state) {
         assert_int_equal(parse_since_usec("100000d", now, &v), -ERANGE); /* before 1970 */
         assert_int_equal(parse_since_usec("99999999999999999", now, &v), -ERANGE);
         assert_int_equal(v, SENTINEL);
-
-        assert_int_equal(parse_uint("42", &v), 0);
-        assert_int_equal(v, 42);
-        v = SENTINEL;
-        assert_int_equal(parse_uint("0x2a", &v), -EINVAL);
-        assert_int_equal(parse_uint("4 2", &v), -EINVAL);
-        assert_int_equal(parse_uint("", &v), -EINVAL);
-        assert_int_equal(parse_uint("18446744073709551616", &v), -ERANGE);
-        assert_int_equal(v, SENTINEL);
 }
 
 static char *print_table(const struct table *t, bool legend) {

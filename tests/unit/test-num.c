@@ -98,6 +98,26 @@ static void test_parse_junk(void **state) {
         assert_int_equal(v, SENTINEL);
 }
 
+/* brokerctl's ids and counts: decimal digits and nothing else. */
+static void test_parse_decimal_only(void **state) {
+        uint64_t v = SENTINEL;
+
+        (void) state;
+        assert_int_equal(num_parse_decimal("42", &v), 0);
+        assert_int_equal(v, 42);
+        assert_int_equal(num_parse_decimal("18446744073709551615", &v), 0);
+        assert_int_equal(v, UINT64_MAX);
+        v = SENTINEL;
+        assert_int_equal(num_parse_decimal("0x2a", &v), -EINVAL);
+        assert_int_equal(num_parse_decimal("4KiB", &v), -EINVAL);
+        assert_int_equal(num_parse_decimal("4 2", &v), -EINVAL);
+        assert_int_equal(num_parse_decimal("-1", &v), -EINVAL);
+        assert_int_equal(num_parse_decimal("", &v), -EINVAL);
+        assert_int_equal(num_parse_decimal(NULL, &v), -EINVAL);
+        assert_int_equal(num_parse_decimal("18446744073709551616", &v), -ERANGE);
+        assert_int_equal(v, SENTINEL);
+}
+
 /* The value is parsed inside an array, as json-c parses values inside documents. */
 static void from_json_text(const char *text, int expected_r, uint64_t expected) {
         _cleanup_(xfreep) char *doc = NULL;
@@ -401,6 +421,7 @@ int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_parse_duration),
                 cmocka_unit_test(test_parse_decimal),
+                cmocka_unit_test(test_parse_decimal_only),
                 cmocka_unit_test(test_parse_hex),
                 cmocka_unit_test(test_parse_suffix),
                 cmocka_unit_test(test_parse_junk),
