@@ -54,7 +54,6 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 SRC = os.path.normpath(os.path.join(HERE, "..", ".."))
 sys.path.insert(0, os.path.join(HERE, "..", "integration"))
 import harness  # noqa: E402
-import rpcschema  # noqa: E402  (harness put tests/schema on the path)
 
 # Every crashpoint, in lifecycle order (brokerd/core/broker.c). The memfd backend unmaps at
 # once, so the two points of an asynchronous unmap (libvirt) cannot be reached here.
@@ -562,32 +561,19 @@ class Conn(harness.Client):
         self.sock.settimeout(timeout)
         self.validate = validate
 
-    def read_reply(self):
-        while True:
-            obj = self.read_line()
-            if isinstance(obj, dict) and "id" not in obj and "method" in obj:
-                if self.validate:
-                    with VALIDATE_LOCK:
-                        rpcschema.validate_notification(obj)
-                self.notifications.append(obj)
-                continue
-            return obj
+    ID_LESS_ERROR_IS_RPC_ERROR = False  # churn never sends a line brokerd could refuse so
+
+    def check_notification(self, obj):
+        if self.validate:
+            with VALIDATE_LOCK:
+                super().check_notification(obj)
+
+    def check_reply(self, method, reply):
+        with VALIDATE_LOCK:
+            super().check_reply(method, reply)
 
     def call(self, method, params=None, validate=None):
-        req = {"jsonrpc": "2.0", "id": self.next_id, "method": method}
-        self.next_id += 1
-        if params is not None:
-            req["params"] = params
-        self.send_raw((json.dumps(req) + "\n").encode())
-        reply = self.read_reply()
-        if self.validate if validate is None else validate:
-            with VALIDATE_LOCK:
-                rpcschema.validate_reply(method, reply)
-        if reply.get("id") != req["id"]:
-            raise AssertionError("reply id %s for request %s" % (reply.get("id"), req["id"]))
-        if "error" in reply:
-            raise harness.RpcError(reply["error"])
-        return reply["result"]
+        return super().call(method, params, self.validate if validate is None else validate)
 
     def drop_fds(self):
         for fd in self.fds:
