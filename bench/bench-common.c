@@ -29,12 +29,41 @@ int bench_parse_u64(const char *s, const char *what, uint64_t min, uint64_t max,
         return 0;
 }
 
+int bench_parse_unsigned(const char *s, const char *what, unsigned min, unsigned max, unsigned *ret) {
+        uint64_t v;
+        int r;
+
+        r = bench_parse_u64(s, what, min, max, &v);
+        if (r < 0)
+                return r;
+        *ret = (unsigned) v;
+        return 0;
+}
+
 int bench_fail_rpc(const char *what, int r, const struct bdc_error *err) {
         fprintf(stderr, "%s: %s failed: %s", bench_program, what, strerror(-r));
         if (err->code != 0 || err->name[0])
                 fprintf(stderr, " (%s: %s)", bdc_error_name(err), err->message);
         fputc('\n', stderr);
         return r;
+}
+
+int bench_call(struct bdc *c, const char *method, struct json_object *params, struct json_object **ret_result) {
+        struct bdc_error err = BDC_ERROR_INIT;
+        struct json_object *result = NULL;
+        int r;
+
+        r = bdc_call(c, method, params, &result, NULL, NULL, &err);
+        if (r < 0) {
+                bench_fail_rpc(method, r, &err);
+                bdc_error_clear(&err);
+                return r;
+        }
+        if (ret_result)
+                *ret_result = result;
+        else
+                json_object_put(result);
+        return 0;
 }
 
 const char *bench_json_string(struct json_object *o, const char *key) {
@@ -54,23 +83,27 @@ int bench_json_add(struct json_object *o, const char *key, struct json_object *v
         return 0;
 }
 
+void bench_json_put(struct json_object *o, const char *key, struct json_object *v, int *r) {
+        if (*r < 0) {
+                json_object_put(v);
+                return;
+        }
+        *r = bench_json_add(o, key, v);
+}
+
 void bench_json_print(struct json_object *o) {
         printf("%s\n", json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_SPACED));
 }
 
 int bench_daemon_info(struct bdc *c, char *version, size_t n_version, char *backend, size_t n_backend,
                       struct json_object **ret_result) {
-        struct bdc_error err = BDC_ERROR_INIT;
         struct json_object *result = NULL;
         const char *s;
         int r;
 
-        r = bdc_call(c, "broker.info", NULL, &result, NULL, NULL, &err);
-        if (r < 0) {
-                bench_fail_rpc("broker.info", r, &err);
-                bdc_error_clear(&err);
+        r = bench_call(c, "broker.info", NULL, &result);
+        if (r < 0)
                 return r;
-        }
         snprintf(version, n_version, "%s", (s = bench_json_string(result, "version")) ? s : "?");
         snprintf(backend, n_backend, "%s", (s = bench_json_string(result, "backend")) ? s : "?");
         if (ret_result)

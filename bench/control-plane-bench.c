@@ -94,32 +94,17 @@ static void stats_compute(uint64_t *samples, size_t n, struct stats *ret) {
 
 /* ---- no-op RPC ---- */
 
-static int noop_once(struct bdc *c) {
-        struct bdc_error err = BDC_ERROR_INIT;
-        struct json_object *result = NULL;
-        int r;
-
-        r = bdc_call(c, "broker.info", NULL, &result, NULL, NULL, &err);
-        if (r < 0) {
-                bench_fail_rpc("broker.info", r, &err);
-                bdc_error_clear(&err);
-                return r;
-        }
-        json_object_put(result);
-        return 0;
-}
-
 static int bench_noop(struct bdc *c, unsigned warmup, unsigned n, uint64_t *samples) {
         int r;
 
         for (unsigned i = 0; i < warmup; i++) {
-                r = noop_once(c);
+                r = bench_call(c, "broker.info", NULL, NULL);
                 if (r < 0)
                         return r;
         }
         for (unsigned i = 0; i < n; i++) {
                 uint64_t t0 = bench_now_nsec();
-                r = noop_once(c);
+                r = bench_call(c, "broker.info", NULL, NULL);
                 if (r < 0)
                         return r;
                 samples[i] = bench_now_nsec() - t0;
@@ -418,33 +403,20 @@ static int print_json(const struct stats *st, unsigned n, unsigned warmup, const
         for (int m = 0; r >= 0 && m < _M_MAX; m++) {
                 struct json_object *e = json_object_new_object();
                 r = bench_json_add(res, measures[m].key, e);
-                if (r >= 0)
-                        r = bench_json_add(e, "ops_per_sec", json_object_new_double(st[m].ops_per_sec));
-                if (r >= 0)
-                        r = bench_json_add(e, "mean_us", json_object_new_double(st[m].mean_us));
-                if (r >= 0)
-                        r = bench_json_add(e, "p50_us", json_object_new_double(st[m].p50_us));
-                if (r >= 0)
-                        r = bench_json_add(e, "p99_us", json_object_new_double(st[m].p99_us));
-                if (r >= 0)
-                        r = bench_json_add(e, "max_us", json_object_new_double(st[m].max_us));
+                bench_json_put(e, "ops_per_sec", json_object_new_double(st[m].ops_per_sec), &r);
+                bench_json_put(e, "mean_us", json_object_new_double(st[m].mean_us), &r);
+                bench_json_put(e, "p50_us", json_object_new_double(st[m].p50_us), &r);
+                bench_json_put(e, "p99_us", json_object_new_double(st[m].p99_us), &r);
+                bench_json_put(e, "max_us", json_object_new_double(st[m].max_us), &r);
         }
-        if (r >= 0)
-                r = bench_json_add(o, "iterations", json_object_new_int64(n));
-        if (r >= 0)
-                r = bench_json_add(o, "warmup", json_object_new_int64(warmup));
-        if (r >= 0)
-                r = bench_json_add(o, "socket", json_object_new_string(socket_path));
-        if (r >= 0)
-                r = bench_json_add(o, "db_dir", json_object_new_string(db_dir));
-        if (r >= 0)
-                r = bench_json_add(o, "version", json_object_new_string(version));
-        if (r >= 0)
-                r = bench_json_add(o, "backend", json_object_new_string(backend));
-        if (r >= 0)
-                r = bench_json_add(o, "cycle_pool", json_object_new_string(info->pool));
-        if (r >= 0)
-                r = bench_json_add(o, "cycle_size", json_object_new_uint64(info->size));
+        bench_json_put(o, "iterations", json_object_new_int64(n), &r);
+        bench_json_put(o, "warmup", json_object_new_int64(warmup), &r);
+        bench_json_put(o, "socket", json_object_new_string(socket_path), &r);
+        bench_json_put(o, "db_dir", json_object_new_string(db_dir), &r);
+        bench_json_put(o, "version", json_object_new_string(version), &r);
+        bench_json_put(o, "backend", json_object_new_string(backend), &r);
+        bench_json_put(o, "cycle_pool", json_object_new_string(info->pool), &r);
+        bench_json_put(o, "cycle_size", json_object_new_uint64(info->size), &r);
         if (r >= 0) {
                 r = bench_json_add(o, "results", res);
                 res = NULL;
@@ -454,15 +426,6 @@ static int print_json(const struct stats *st, unsigned n, unsigned warmup, const
         json_object_put(res);
         json_object_put(o);
         return r;
-}
-
-static int parse_count(const char *s, const char *what, unsigned min, unsigned *ret) {
-        uint64_t v;
-
-        if (bench_parse_u64(s, what, min, MAX_ITERATIONS, &v) < 0)
-                return -EINVAL;
-        *ret = (unsigned) v;
-        return 0;
 }
 
 static void help(void) {
@@ -513,11 +476,11 @@ int main(int argc, char *argv[]) {
                         db_dir = optarg;
                         break;
                 case ARG_ITERATIONS:
-                        if (parse_count(optarg, "--iterations", 1, &n) < 0)
+                        if (bench_parse_unsigned(optarg, "--iterations", 1, MAX_ITERATIONS, &n) < 0)
                                 return 2;
                         break;
                 case ARG_WARMUP:
-                        if (parse_count(optarg, "--warmup", 0, &warmup) < 0)
+                        if (bench_parse_unsigned(optarg, "--warmup", 0, MAX_ITERATIONS, &warmup) < 0)
                                 return 2;
                         break;
                 case ARG_JSON:

@@ -1316,18 +1316,12 @@ static struct json_object *stats_json(const struct stats *st, double span_s) {
         struct json_object *o = json_object_new_object();
         int r = o ? 0 : -ENOMEM;
 
-        if (r >= 0)
-                r = bench_json_add(o, "count", json_object_new_uint64(st->n));
-        if (r >= 0)
-                r = bench_json_add(o, "per_sec", json_object_new_double(span_s > 0 ? (double) st->n / span_s : 0));
-        if (r >= 0)
-                r = bench_json_add(o, "mean_us", json_object_new_double(st->mean_us));
-        if (r >= 0)
-                r = bench_json_add(o, "p50_us", json_object_new_double(st->p50_us));
-        if (r >= 0)
-                r = bench_json_add(o, "p99_us", json_object_new_double(st->p99_us));
-        if (r >= 0)
-                r = bench_json_add(o, "max_us", json_object_new_double(st->max_us));
+        bench_json_put(o, "count", json_object_new_uint64(st->n), &r);
+        bench_json_put(o, "per_sec", json_object_new_double(span_s > 0 ? (double) st->n / span_s : 0), &r);
+        bench_json_put(o, "mean_us", json_object_new_double(st->mean_us), &r);
+        bench_json_put(o, "p50_us", json_object_new_double(st->p50_us), &r);
+        bench_json_put(o, "p99_us", json_object_new_double(st->p99_us), &r);
+        bench_json_put(o, "max_us", json_object_new_double(st->max_us), &r);
         if (r < 0) {
                 json_object_put(o);
                 return NULL;
@@ -1339,20 +1333,15 @@ static struct json_object *slow_json(const struct slow *s, bool half) {
         struct json_object *o = json_object_new_object();
         int r = o ? 0 : -ENOMEM;
 
-        if (r >= 0)
-                r = bench_json_add(o, "ran", json_object_new_boolean(s->t_ready != UINT64_MAX));
+        bench_json_put(o, "ran", json_object_new_boolean(s->t_ready != UINT64_MAX), &r);
         if (r >= 0 && s->t_ready != UINT64_MAX)
                 r = bench_json_add(o, "start_s", json_object_new_double(sec(s->t_ready)));
-        if (r >= 0)
-                r = bench_json_add(o, "dropped", json_object_new_boolean(s->t_dropped != UINT64_MAX));
+        bench_json_put(o, "dropped", json_object_new_boolean(s->t_dropped != UINT64_MAX), &r);
         if (r >= 0 && s->t_dropped != UINT64_MAX)
                 r = bench_json_add(o, "dropped_at_s", json_object_new_double(sec(s->t_dropped)));
-        if (r >= 0)
-                r = bench_json_add(o, "eof_confirmed", json_object_new_boolean(s->eof_confirmed));
-        if (r >= 0)
-                r = bench_json_add(o, half ? "bytes_sent" : "requests_sent", json_object_new_uint64(s->sent));
-        if (r >= 0)
-                r = bench_json_add(o, "unread_bytes", json_object_new_uint64(s->unread));
+        bench_json_put(o, "eof_confirmed", json_object_new_boolean(s->eof_confirmed), &r);
+        bench_json_put(o, half ? "bytes_sent" : "requests_sent", json_object_new_uint64(s->sent), &r);
+        bench_json_put(o, "unread_bytes", json_object_new_uint64(s->unread), &r);
         if (r >= 0 && half)
                 r = bench_json_add(o, "answered_after", json_object_new_boolean(s->answered));
         if (r >= 0 && s->failure[0])
@@ -1377,30 +1366,22 @@ static int print_json(const struct bench *b, const struct results *res) {
                 r = bench_json_add(cls, classes[k].key, stats_json(&res->per_class[k], wall));
         for (size_t i = 0; r >= 0 && i < N_EVENT_NAMES; i++)
                 r = bench_json_add(ev, event_names[i], json_object_new_uint64(res->events[i]));
-        if (r >= 0)
-                r = bench_json_add(ev, "other", json_object_new_uint64(res->events[N_EVENT_NAMES]));
-        if (r >= 0)
-                r = bench_json_add(ev, "total", json_object_new_uint64(res->events_total));
-        if (r >= 0)
-                r = bench_json_add(ev, "connected_at_end", json_object_new_boolean(res->stream_alive));
+        bench_json_put(ev, "other", json_object_new_uint64(res->events[N_EVENT_NAMES]), &r);
+        bench_json_put(ev, "total", json_object_new_uint64(res->events_total), &r);
+        bench_json_put(ev, "connected_at_end", json_object_new_boolean(res->stream_alive), &r);
         for (size_t w = 0; r >= 0 && w < res->n_windows; w++) {
                 struct json_object *x = stats_json(&res->windows[w].st, sec(res->windows[w].span));
                 if (x) {
                         r = bench_json_add(x, "from_s", json_object_new_double(sec(res->windows[w].from)));
-                        if (r >= 0)
-                                r = bench_json_add(x, "to_s", json_object_new_double(sec(res->windows[w].to)));
+                        bench_json_put(x, "to_s", json_object_new_double(sec(res->windows[w].to)), &r);
                 }
-                if (r >= 0)
-                        r = bench_json_add(win, res->windows[w].key, x);
+                bench_json_put(win, res->windows[w].key, x, &r);
         }
         if (r >= 0 && b->slow_clients) {
                 r = bench_json_add(slow, "stuck_subscriber", slow_json(&b->stuck, false));
-                if (r >= 0)
-                        r = bench_json_add(slow, "flooder", slow_json(&b->flooder, false));
-                if (r >= 0)
-                        r = bench_json_add(slow, "half_line", slow_json(&b->half, true));
-                if (r >= 0)
-                        r = bench_json_add(slow, "others_latency", json_object_get(win));
+                bench_json_put(slow, "flooder", slow_json(&b->flooder, false), &r);
+                bench_json_put(slow, "half_line", slow_json(&b->half, true), &r);
+                bench_json_put(slow, "others_latency", json_object_get(win), &r);
         }
         for (size_t i = 0; r >= 0 && i < res->n_tl; i++) {
                 struct json_object *x = json_object_new_object();
@@ -1410,51 +1391,34 @@ static int print_json(const struct bench *b, const struct results *res) {
                         break;
                 }
                 r = bench_json_add(x, "second", json_object_new_uint64(i));
-                if (r >= 0)
-                        r = bench_json_add(x, "requests", json_object_new_uint64(res->tl_count[i]));
-                if (r >= 0)
-                        r = bench_json_add(x, "max_us", json_object_new_double((double) res->tl_max[i] / 1e3));
+                bench_json_put(x, "requests", json_object_new_uint64(res->tl_count[i]), &r);
+                bench_json_put(x, "max_us", json_object_new_double((double) res->tl_max[i] / 1e3), &r);
                 if (r >= 0 && i < b->n_timeline) {
                         r = bench_json_add(x, "rss_kib", json_object_new_uint64(b->timeline[i].rss_kib));
-                        if (r >= 0)
-                                r = bench_json_add(x, "fds", json_object_new_uint64(b->timeline[i].fds));
+                        bench_json_put(x, "fds", json_object_new_uint64(b->timeline[i].fds), &r);
                 }
                 if (r < 0 || json_object_array_add(tl, x) < 0) {
                         json_object_put(x);
                         r = -ENOMEM;
                 }
         }
-        if (r >= 0)
-                r = bench_json_add(daemon, "pid", json_object_new_int(b->pid));
-        if (r >= 0)
-                r = bench_json_add(daemon, "rss_kib_before", json_object_new_uint64(res->before.rss_kib));
-        if (r >= 0)
-                r = bench_json_add(daemon, "rss_kib_peak", json_object_new_uint64(b->peak.rss_kib));
-        if (r >= 0)
-                r = bench_json_add(daemon, "rss_kib_after", json_object_new_uint64(res->after.rss_kib));
-        if (r >= 0)
-                r = bench_json_add(daemon, "fds_before", json_object_new_uint64(res->before.fds));
-        if (r >= 0)
-                r = bench_json_add(daemon, "fds_peak", json_object_new_uint64(b->peak.fds));
-        if (r >= 0)
-                r = bench_json_add(daemon, "fds_after", json_object_new_uint64(res->after.fds));
-        if (r >= 0)
-                r = bench_json_add(daemon, "fds_settled_ms", json_object_new_uint64(res->settle_ms));
-        if (r >= 0)
-                r = bench_json_add(daemon, "samples", json_object_new_uint64(b->n_daemon_samples));
-        if (r >= 0)
-                r = bench_json_add(daemon, "cpu_s", json_object_new_double(hz > 0 ? (double) res->daemon_cpu_ticks / hz : 0));
-        if (r >= 0)
-                r = bench_json_add(daemon, "stats_before", json_object_get(res->stats_before));
-        if (r >= 0)
-                r = bench_json_add(daemon, "stats_after", json_object_get(res->stats_after));
-        if (r >= 0)
-                r = bench_json_add(errs, "unprovoked", json_object_new_uint64(res->unprovoked));
+        bench_json_put(daemon, "pid", json_object_new_int(b->pid), &r);
+        bench_json_put(daemon, "rss_kib_before", json_object_new_uint64(res->before.rss_kib), &r);
+        bench_json_put(daemon, "rss_kib_peak", json_object_new_uint64(b->peak.rss_kib), &r);
+        bench_json_put(daemon, "rss_kib_after", json_object_new_uint64(res->after.rss_kib), &r);
+        bench_json_put(daemon, "fds_before", json_object_new_uint64(res->before.fds), &r);
+        bench_json_put(daemon, "fds_peak", json_object_new_uint64(b->peak.fds), &r);
+        bench_json_put(daemon, "fds_after", json_object_new_uint64(res->after.fds), &r);
+        bench_json_put(daemon, "fds_settled_ms", json_object_new_uint64(res->settle_ms), &r);
+        bench_json_put(daemon, "samples", json_object_new_uint64(b->n_daemon_samples), &r);
+        bench_json_put(daemon, "cpu_s", json_object_new_double(hz > 0 ? (double) res->daemon_cpu_ticks / hz : 0), &r);
+        bench_json_put(daemon, "stats_before", json_object_get(res->stats_before), &r);
+        bench_json_put(daemon, "stats_after", json_object_get(res->stats_after), &r);
+        bench_json_put(errs, "unprovoked", json_object_new_uint64(res->unprovoked), &r);
         for (int k = 0; r >= 0 && k < _P_MAX; k++)
                 r = bench_json_add(errs, provoked_names[k], json_object_new_uint64(res->provoked[k]));
-        if (r >= 0)
-                r = bench_json_add(errs, "daemon_error_replies", json_object_new_uint64(get_u64(res->stats_after, "errors") -
-                                                                            get_u64(res->stats_before, "errors")));
+        bench_json_put(errs, "daemon_error_replies", json_object_new_uint64(get_u64(res->stats_after, "errors") -
+                                                                    get_u64(res->stats_before, "errors")), &r);
         for (int i = 0; r >= 0 && i < 3; i++) {
                 struct json_object *x = json_object_new_double(res->load_before[i]);
 
@@ -1464,36 +1428,23 @@ static int print_json(const struct bench *b, const struct results *res) {
                 }
         }
 
-        if (r >= 0)
-                r = bench_json_add(o, "version", json_object_new_string(res->version));
-        if (r >= 0)
-                r = bench_json_add(o, "backend", json_object_new_string(res->backend));
-        if (r >= 0)
-                r = bench_json_add(o, "clients", json_object_new_uint64(b->n_clients));
-        if (r >= 0)
-                r = bench_json_add(o, "requests_per_client", json_object_new_uint64(b->n_requests));
-        if (r >= 0)
-                r = bench_json_add(o, "seed", json_object_new_uint64(b->seed));
-        if (r >= 0)
-                r = bench_json_add(o, "cpus", json_object_new_int64(sysconf(_SC_NPROCESSORS_ONLN)));
+        bench_json_put(o, "version", json_object_new_string(res->version), &r);
+        bench_json_put(o, "backend", json_object_new_string(res->backend), &r);
+        bench_json_put(o, "clients", json_object_new_uint64(b->n_clients), &r);
+        bench_json_put(o, "requests_per_client", json_object_new_uint64(b->n_requests), &r);
+        bench_json_put(o, "seed", json_object_new_uint64(b->seed), &r);
+        bench_json_put(o, "cpus", json_object_new_int64(sysconf(_SC_NPROCESSORS_ONLN)), &r);
         if (r >= 0) {
                 r = bench_json_add(o, "loadavg_before", load);
                 load = NULL;
         }
-        if (r >= 0)
-                r = bench_json_add(o, "loadavg_after_1min", json_object_new_double(res->load_after[0]));
-        if (r >= 0)
-                r = bench_json_add(o, "wall_s", json_object_new_double(wall));
-        if (r >= 0)
-                r = bench_json_add(o, "requests", json_object_new_uint64(res->total));
-        if (r >= 0)
-                r = bench_json_add(o, "requests_per_sec", json_object_new_double(wall > 0 ? (double) res->total / wall : 0));
-        if (r >= 0)
-                r = bench_json_add(o, "cycles", json_object_new_uint64(res->cycles));
-        if (r >= 0)
-                r = bench_json_add(o, "cycles_per_sec", json_object_new_double(wall > 0 ? (double) res->cycles / wall : 0));
-        if (r >= 0)
-                r = bench_json_add(o, "latency", stats_json(&res->overall, wall));
+        bench_json_put(o, "loadavg_after_1min", json_object_new_double(res->load_after[0]), &r);
+        bench_json_put(o, "wall_s", json_object_new_double(wall), &r);
+        bench_json_put(o, "requests", json_object_new_uint64(res->total), &r);
+        bench_json_put(o, "requests_per_sec", json_object_new_double(wall > 0 ? (double) res->total / wall : 0), &r);
+        bench_json_put(o, "cycles", json_object_new_uint64(res->cycles), &r);
+        bench_json_put(o, "cycles_per_sec", json_object_new_double(wall > 0 ? (double) res->cycles / wall : 0), &r);
+        bench_json_put(o, "latency", stats_json(&res->overall, wall), &r);
         if (r >= 0) {
                 r = bench_json_add(o, "per_class", cls);
                 cls = NULL;
@@ -1518,8 +1469,7 @@ static int print_json(const struct bench *b, const struct results *res) {
                 r = bench_json_add(o, "timeline", tl);
                 tl = NULL;
         }
-        if (r >= 0)
-                r = bench_json_add(o, "passed", json_object_new_boolean(res->failures_len == 0));
+        bench_json_put(o, "passed", json_object_new_boolean(res->failures_len == 0), &r);
         if (r >= 0 && res->failures_len)
                 r = bench_json_add(o, "failures", json_object_new_string(res->failures));
         if (r >= 0)
@@ -1679,14 +1629,12 @@ int main(int argc, char *argv[]) {
                         b.pid = (pid_t) v;
                         break;
                 case ARG_CLIENTS:
-                        if (bench_parse_u64(optarg, "--clients", 1, MAX_CLIENTS, &v) < 0)
+                        if (bench_parse_unsigned(optarg, "--clients", 1, MAX_CLIENTS, &b.n_clients) < 0)
                                 return 2;
-                        b.n_clients = (unsigned) v;
                         break;
                 case ARG_REQUESTS:
-                        if (bench_parse_u64(optarg, "--requests", 1, MAX_REQUESTS, &v) < 0)
+                        if (bench_parse_unsigned(optarg, "--requests", 1, MAX_REQUESTS, &b.n_requests) < 0)
                                 return 2;
-                        b.n_requests = (unsigned) v;
                         break;
                 case ARG_SEED:
                         if (bench_parse_u64(optarg, "--seed", 0, UINT64_MAX, &b.seed) < 0)

@@ -471,19 +471,6 @@ static int wait_notification(struct bdc *c, const char *method, uint64_t region,
         }
 }
 
-static int noop_rpc(struct bdc *c) {
-        struct bdc_error err = BDC_ERROR_INIT;
-        struct json_object *result = NULL;
-        int r;
-
-        r = bdc_call(c, "broker.info", NULL, &result, NULL, NULL, &err);
-        if (r < 0)
-                bench_fail_rpc("broker.info", r, &err);
-        json_object_put(result);
-        bdc_error_clear(&err);
-        return r;
-}
-
 /*
  * region.share and region.attach are sent with bdc_call(), not bdc_share()/bdc_attach(): those
  * insist on an fd in the reply, which the libvirt backend never passes (the memory is the
@@ -615,7 +602,7 @@ static int brokerd_once(struct bench *b, uint64_t *t) {
         int r;
 
         t0 = bench_now_nsec();
-        r = noop_rpc(b->c_owner);
+        r = bench_call(b->c_owner, "broker.info", NULL, NULL);
         if (r < 0)
                 goto out;
 
@@ -779,37 +766,22 @@ static int print_json(const struct bench *b, const struct stats *st, const struc
         for (int m = 0; r >= 0 && m < _M_MAX; m++) {
                 struct json_object *e = json_object_new_object();
                 r = bench_json_add(res, measures[m].key, e);
-                if (r >= 0)
-                        r = bench_json_add(e, "p50_ms", json_object_new_double(st[m].p50_ms));
-                if (r >= 0)
-                        r = bench_json_add(e, "p90_ms", json_object_new_double(st[m].p90_ms));
-                if (r >= 0)
-                        r = bench_json_add(e, "max_ms", json_object_new_double(st[m].max_ms));
-                if (r >= 0)
-                        r = bench_json_add(e, "mean_ms", json_object_new_double(st[m].mean_ms));
+                bench_json_put(e, "p50_ms", json_object_new_double(st[m].p50_ms), &r);
+                bench_json_put(e, "p90_ms", json_object_new_double(st[m].p90_ms), &r);
+                bench_json_put(e, "max_ms", json_object_new_double(st[m].max_ms), &r);
+                bench_json_put(e, "mean_ms", json_object_new_double(st[m].mean_ms), &r);
         }
-        if (r >= 0)
-                r = bench_json_add(o, "iterations", json_object_new_int64(ri->n));
-        if (r >= 0)
-                r = bench_json_add(o, "warmup", json_object_new_int64(ri->warmup));
-        if (r >= 0)
-                r = bench_json_add(o, "settle_ms", json_object_new_int64(b->settle_ms));
-        if (r >= 0)
-                r = bench_json_add(o, "size", json_object_new_uint64(b->size));
-        if (r >= 0)
-                r = bench_json_add(o, "owner", json_object_new_string(b->owner));
-        if (r >= 0)
-                r = bench_json_add(o, "peer", json_object_new_string(b->peer));
-        if (r >= 0)
-                r = bench_json_add(o, "brokerd_version", json_object_new_string(ri->brokerd_version));
-        if (r >= 0)
-                r = bench_json_add(o, "backend", json_object_new_string(ri->backend));
-        if (r >= 0)
-                r = bench_json_add(o, "libvirt_version", json_object_new_string(lv));
-        if (r >= 0)
-                r = bench_json_add(o, "qemu_version", json_object_new_string(qemu));
-        if (r >= 0)
-                r = bench_json_add(o, "attach_ratio_p50", json_object_new_double(st[M_ATTACH].p50_ms / st[M_RAW_ATTACH].p50_ms));
+        bench_json_put(o, "iterations", json_object_new_int64(ri->n), &r);
+        bench_json_put(o, "warmup", json_object_new_int64(ri->warmup), &r);
+        bench_json_put(o, "settle_ms", json_object_new_int64(b->settle_ms), &r);
+        bench_json_put(o, "size", json_object_new_uint64(b->size), &r);
+        bench_json_put(o, "owner", json_object_new_string(b->owner), &r);
+        bench_json_put(o, "peer", json_object_new_string(b->peer), &r);
+        bench_json_put(o, "brokerd_version", json_object_new_string(ri->brokerd_version), &r);
+        bench_json_put(o, "backend", json_object_new_string(ri->backend), &r);
+        bench_json_put(o, "libvirt_version", json_object_new_string(lv), &r);
+        bench_json_put(o, "qemu_version", json_object_new_string(qemu), &r);
+        bench_json_put(o, "attach_ratio_p50", json_object_new_double(st[M_ATTACH].p50_ms / st[M_RAW_ATTACH].p50_ms), &r);
         if (r >= 0) {
                 r = bench_json_add(o, "results", res);
                 res = NULL;
@@ -1008,7 +980,7 @@ int main(int argc, char *argv[]) {
         };
         struct run_info ri = { .n = DEFAULT_ITERATIONS, .warmup = DEFAULT_WARMUP };
         char default_prefix[64];
-        uint64_t *samples[_M_MAX] = {}, v;
+        uint64_t *samples[_M_MAX] = {};
         struct stats st[_M_MAX];
         pthread_condattr_t ca;
         pthread_t thread;
@@ -1046,24 +1018,20 @@ int main(int argc, char *argv[]) {
                         b.raw_prefix = optarg;
                         break;
                 case ARG_ITERATIONS:
-                        if (bench_parse_u64(optarg, "--iterations", 1, MAX_ITERATIONS, &v) < 0)
+                        if (bench_parse_unsigned(optarg, "--iterations", 1, MAX_ITERATIONS, &ri.n) < 0)
                                 return 2;
-                        ri.n = (unsigned) v;
                         break;
                 case ARG_WARMUP:
-                        if (bench_parse_u64(optarg, "--warmup", 0, MAX_ITERATIONS, &v) < 0)
+                        if (bench_parse_unsigned(optarg, "--warmup", 0, MAX_ITERATIONS, &ri.warmup) < 0)
                                 return 2;
-                        ri.warmup = (unsigned) v;
                         break;
                 case ARG_SETTLE:
-                        if (bench_parse_u64(optarg, "--settle-ms", 0, MAX_SETTLE_MS, &v) < 0)
+                        if (bench_parse_unsigned(optarg, "--settle-ms", 0, MAX_SETTLE_MS, &b.settle_ms) < 0)
                                 return 2;
-                        b.settle_ms = (unsigned) v;
                         break;
                 case ARG_TIMEOUT:
-                        if (bench_parse_u64(optarg, "--timeout-ms", 1, 3600000, &v) < 0)
+                        if (bench_parse_unsigned(optarg, "--timeout-ms", 1, 3600000, &b.timeout_ms) < 0)
                                 return 2;
-                        b.timeout_ms = (unsigned) v;
                         break;
                 case ARG_JSON:
                         json = true;

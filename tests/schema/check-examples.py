@@ -24,7 +24,7 @@ from jsonschema import Draft202012Validator
 sys.dont_write_bytecode = True  # do not leave __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from rpcschema import format_path  # noqa: E402  (lives next to this script)
-from schemacheck import Checker, load_json  # noqa: E402
+from schemacheck import UNREADABLE, Checker, load_json  # noqa: E402
 
 EXPECT_KEYS = {"schema", "schema_path", "loader_path", "message"}
 
@@ -66,12 +66,8 @@ class ExampleChecker(Checker):
             if not entry.endswith(".json") or not os.path.isfile(path):
                 continue
             validator = self.validator_for(path, schema_prefix(entry))
-            if validator is None:
-                continue
-            try:
-                instance = load_json(path)
-            except (OSError, ValueError) as e:
-                self.result(path, False, "cannot read: %s" % e)
+            instance = self.load_instance(path) if validator else UNREADABLE
+            if instance is UNREADABLE:
                 continue
             errors = sorted(validator.iter_errors(instance), key=lambda e: list(e.absolute_path))
             if errors:
@@ -80,13 +76,6 @@ class ExampleChecker(Checker):
                                                                     len(errors)))
             else:
                 self.result(path, True)
-
-    def check_broken(self):
-        broken_dir = os.path.join(self.examples_dir, "broken")
-        if not os.path.isdir(broken_dir):
-            return
-        for entry in self.broken_examples(broken_dir):
-            self.check_one_broken(broken_dir, entry)
 
     def check_one_broken(self, broken_dir, entry):
         path = os.path.join(broken_dir, entry)
@@ -107,12 +96,8 @@ class ExampleChecker(Checker):
             self.result(path, False, "loader_path must be a string and message a non-empty string")
             return
         validator = self.validator_for(path, prefix)
-        if validator is None:
-            return
-        try:
-            instance = load_json(path)
-        except (OSError, ValueError) as e:
-            self.result(path, False, "cannot read: %s" % e)
+        instance = self.load_instance(path) if validator else UNREADABLE
+        if instance is UNREADABLE:
             return
         found = sorted({format_path(e.absolute_path) for e in validator.iter_errors(instance)})
         want = expect["schema_path"]

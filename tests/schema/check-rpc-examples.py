@@ -69,6 +69,8 @@ def example_schema(filename):
 
 
 class RpcExampleChecker(Checker):
+    BROKEN_REQUIRED = True
+
     def __init__(self, schemas_dir, examples_dir, protocol_path):
         super().__init__()
         self.schemas_dir = schemas_dir
@@ -267,14 +269,6 @@ class RpcExampleChecker(Checker):
             if os.path.exists(path):
                 expect("validate_request(%s)" % method, self.set.validate_request,
                        {"jsonrpc": "2.0", "id": 1, "method": method, "params": load_json(path)})
-
-    def check_broken(self):
-        broken_dir = os.path.join(self.examples_dir, "broken")
-        if not os.path.isdir(broken_dir):
-            self.result(broken_dir, False, "missing")
-            return
-        for entry in self.broken_examples(broken_dir):
-            self.check_one_broken(broken_dir, entry)
 
     def check_one_broken(self, broken_dir, entry):
         path = os.path.join(broken_dir, entry)

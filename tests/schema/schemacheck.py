@@ -9,6 +9,9 @@ import os
 from jsonschema import Draft202012Validator
 
 
+UNREADABLE = object()  # what Checker.load_instance() returns for a file it cannot read
+
+
 def load_json(path):
     with open(path, encoding="utf-8") as f:
         return json.load(f)
@@ -40,13 +43,32 @@ class Checker:
                 continue
             yield entry, path, schema
 
-    def broken_examples(self, broken_dir):
-        """The *.json files of broken_dir, after failing every .expect that has none."""
+    # A checker without examples_dir/broken/: a failure, or nothing to check.
+    BROKEN_REQUIRED = False
+
+    def check_broken(self):
+        """check_one_broken(broken_dir, entry) for every examples_dir/broken/*.json, after failing
+        every .expect that has no .json."""
+        broken_dir = os.path.join(self.examples_dir, "broken")
+        if not os.path.isdir(broken_dir):
+            if self.BROKEN_REQUIRED:
+                self.result(broken_dir, False, "missing")
+            return
         entries = sorted(os.listdir(broken_dir))
         for entry in entries:
             if entry.endswith(".expect") and entry[: -len(".expect")] + ".json" not in entries:
                 self.result(os.path.join(broken_dir, entry), False, "no matching .json file")
-        return [entry for entry in entries if entry.endswith(".json")]
+        for entry in entries:
+            if entry.endswith(".json"):
+                self.check_one_broken(broken_dir, entry)
+
+    def load_instance(self, path):
+        """The JSON in path, or UNREADABLE (a failure) if it cannot be read."""
+        try:
+            return load_json(path)
+        except (OSError, ValueError) as e:
+            self.result(path, False, "cannot read: %s" % e)
+            return UNREADABLE
 
     def exit_status(self):
         if self.failures:
