@@ -91,8 +91,11 @@ void bench_json_put(struct json_object *o, const char *key, struct json_object *
         *r = bench_json_add(o, key, v);
 }
 
-void bench_json_print(struct json_object *o) {
-        printf("%s\n", json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_SPACED));
+int bench_json_emit(struct json_object *o, int r) {
+        if (r >= 0)
+                printf("%s\n", json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_SPACED));
+        json_object_put(o);
+        return r;
 }
 
 int bench_daemon_info(struct bdc *c, char *version, size_t n_version, char *backend, size_t n_backend,

@@ -44,8 +44,8 @@ int bench_json_add(struct json_object *o, const char *key, struct json_object *v
  */
 void bench_json_put(struct json_object *o, const char *key, struct json_object *v, int *r);
 
-/* Prints o pretty and spaced, on a line of its own. */
-void bench_json_print(struct json_object *o);
+/* Prints o (owned) pretty and spaced, on a line of its own, unless r (returned) is an error. */
+int bench_json_emit(struct json_object *o, int r);
 
 /*
  * broker.info on c: the daemon's version and backend ("?" where it names none), to label the

@@ -417,15 +417,8 @@ static int print_json(const struct stats *st, unsigned n, unsigned warmup, const
         bench_json_put(o, "backend", json_object_new_string(backend), &r);
         bench_json_put(o, "cycle_pool", json_object_new_string(info->pool), &r);
         bench_json_put(o, "cycle_size", json_object_new_uint64(info->size), &r);
-        if (r >= 0) {
-                r = bench_json_add(o, "results", res);
-                res = NULL;
-        }
-        if (r >= 0)
-                bench_json_print(o);
-        json_object_put(res);
-        json_object_put(o);
-        return r;
+        bench_json_put(o, "results", res, &r);
+        return bench_json_emit(o, r);
 }
 
 static void help(void) {

@@ -1434,10 +1434,8 @@ static int print_json(const struct bench *b, const struct results *res) {
         bench_json_put(o, "requests_per_client", json_object_new_uint64(b->n_requests), &r);
         bench_json_put(o, "seed", json_object_new_uint64(b->seed), &r);
         bench_json_put(o, "cpus", json_object_new_int64(sysconf(_SC_NPROCESSORS_ONLN)), &r);
-        if (r >= 0) {
-                r = bench_json_add(o, "loadavg_before", load);
-                load = NULL;
-        }
+        bench_json_put(o, "loadavg_before", load, &r);
+        load = NULL;
         bench_json_put(o, "loadavg_after_1min", json_object_new_double(res->load_after[0]), &r);
         bench_json_put(o, "wall_s", json_object_new_double(wall), &r);
         bench_json_put(o, "requests", json_object_new_uint64(res->total), &r);
@@ -1445,35 +1443,21 @@ static int print_json(const struct bench *b, const struct results *res) {
         bench_json_put(o, "cycles", json_object_new_uint64(res->cycles), &r);
         bench_json_put(o, "cycles_per_sec", json_object_new_double(wall > 0 ? (double) res->cycles / wall : 0), &r);
         bench_json_put(o, "latency", stats_json(&res->overall, wall), &r);
-        if (r >= 0) {
-                r = bench_json_add(o, "per_class", cls);
-                cls = NULL;
-        }
-        if (r >= 0) {
-                r = bench_json_add(o, "errors", errs);
-                errs = NULL;
-        }
-        if (r >= 0) {
-                r = bench_json_add(o, "admin_events", ev);
-                ev = NULL;
-        }
-        if (r >= 0) {
-                r = bench_json_add(o, "slow_clients", slow);
-                slow = NULL;
-        }
-        if (r >= 0) {
-                r = bench_json_add(o, "daemon", daemon);
-                daemon = NULL;
-        }
-        if (r >= 0) {
-                r = bench_json_add(o, "timeline", tl);
-                tl = NULL;
-        }
+        bench_json_put(o, "per_class", cls, &r);
+        cls = NULL;
+        bench_json_put(o, "errors", errs, &r);
+        errs = NULL;
+        bench_json_put(o, "admin_events", ev, &r);
+        ev = NULL;
+        bench_json_put(o, "slow_clients", slow, &r);
+        slow = NULL;
+        bench_json_put(o, "daemon", daemon, &r);
+        daemon = NULL;
+        bench_json_put(o, "timeline", tl, &r);
+        tl = NULL;
         bench_json_put(o, "passed", json_object_new_boolean(res->failures_len == 0), &r);
         if (r >= 0 && res->failures_len)
                 r = bench_json_add(o, "failures", json_object_new_string(res->failures));
-        if (r >= 0)
-                bench_json_print(o);
         json_object_put(cls);
         json_object_put(ev);
         json_object_put(daemon);
@@ -1482,8 +1466,7 @@ static int print_json(const struct bench *b, const struct results *res) {
         json_object_put(tl);
         json_object_put(errs);
         json_object_put(load);
-        json_object_put(o);
-        return r;
+        return bench_json_emit(o, r);
 }
 
 /* ---- main ---- */

@@ -782,15 +782,8 @@ static int print_json(const struct bench *b, const struct stats *st, const struc
         bench_json_put(o, "libvirt_version", json_object_new_string(lv), &r);
         bench_json_put(o, "qemu_version", json_object_new_string(qemu), &r);
         bench_json_put(o, "attach_ratio_p50", json_object_new_double(st[M_ATTACH].p50_ms / st[M_RAW_ATTACH].p50_ms), &r);
-        if (r >= 0) {
-                r = bench_json_add(o, "results", res);
-                res = NULL;
-        }
-        if (r >= 0)
-                bench_json_print(o);
-        json_object_put(res);
-        json_object_put(o);
-        return r;
+        bench_json_put(o, "results", res, &r);
+        return bench_json_emit(o, r);
 }
 
 /* ---- setup ---- */
