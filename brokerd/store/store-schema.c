@@ -10,7 +10,7 @@
  * change: a fix is a new entry. Each runs in its own BEGIN IMMEDIATE transaction together
  * with its user_version bump, so a database is always at exactly one version.
  */
-static const char *const migrations[STORE_SCHEMA_VERSION] = {
+static const char *const migrations[] = {
         /* 0 -> 1 */
         "CREATE TABLE regions ("
         "        id INTEGER PRIMARY KEY AUTOINCREMENT,"
