@@ -51,6 +51,7 @@ class FdStore:
         self.refused = 0       # fds beyond the cap
         self.messages = []     # every accepted notification, as text
         self.main_pid = None
+        self.barrier = self.barrier_seen = 0
         self.stopping = False
         self.thread = threading.Thread(target=self._serve, daemon=True)
         self.thread.start()
@@ -72,11 +73,18 @@ class FdStore:
                 elif level == socket.SOL_SOCKET and kind == SCM_CREDENTIALS:
                     pid = struct.unpack("iII", data[:12])[0]
             with self.lock:
+                text = msg.decode(errors="replace")
+                if pid == os.getpid() and text.startswith("HARNESS_BARRIER="):
+                    self.barrier_seen = int(text.split("=", 1)[1])
+                    self.lock.notify_all()
+                    continue
+                while self.main_pid == "starting":  # its pid is not known yet
+                    self.lock.wait()
                 if self.main_pid is None or pid != self.main_pid:
                     for fd in fds:  # NotifyAccess=main: others are ignored, their fds closed
                         os.close(fd)
                     continue
-                self._handle(msg.decode(errors="replace"), fds)
+                self._handle(text, fds)
                 self.lock.notify_all()
 
     def _handle(self, text, fds):
@@ -132,6 +140,25 @@ class FdStore:
                 self.lock.wait(left)
             return sorted(e[0] for e in self.entries)
 
+    def settle(self, timeout=10):
+        """Returns once every notification sent before the call was handled (the socket is FIFO)."""
+        with self.lock:
+            self.barrier += 1
+            want = self.barrier
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+            s.sendto(b"HARNESS_BARRIER=%d" % want, self.path)
+        deadline = time.monotonic() + timeout
+        with self.lock:
+            while self.barrier_seen < want:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError("the fd store did not read its socket")
+                self.lock.wait(left)
+
+    def entries_copy(self):
+        with self.lock:
+            return [tuple(e) for e in self.entries]
+
     def close(self):
         self.stopping = True
         self.sock.close()
@@ -142,12 +169,13 @@ class FdStore:
 
     # -- starting the service
 
-    def spawn(self, argv, env=None, sockets=(), stdout=None, stderr=None, notify=True):
+    def spawn(self, argv, env=None, sockets=(), stdout=None, stderr=None, notify=True, inherit=True):
         """Starts argv as the unit's main process: sockets ((name, fd) of activation) and the
-        store's fds as 3.., in that order; $NOTIFY_SOCKET unless notify is False."""
+        store's fds as 3.., in that order; $NOTIFY_SOCKET unless notify is False. env adds to
+        our environment, or replaces it when inherit is False."""
         with self.lock:
             passed = list(sockets) + [tuple(e) for e in self.entries]
-        env = {k: v for k, v in {**os.environ, **(env or {})}.items()
+        env = {k: v for k, v in {**(os.environ if inherit else {}), **(env or {})}.items()
                if k not in ("LISTEN_FDS", "LISTEN_FDNAMES", "LISTEN_PID", "NOTIFY_SOCKET")}
         if notify:
             env["NOTIFY_SOCKET"] = self.path
@@ -157,17 +185,24 @@ class FdStore:
         sources = [fd for _, fd in passed]
 
         def as_systemd_passes_them():
-            # Out of the way first: a source may sit where another one goes.
-            high = [fcntl.fcntl(fd, fcntl.F_DUPFD, 3 + len(sources)) for fd in sources]
+            # Out of the way first: a source may sit where another one goes. Then 3.. and
+            # nothing else (close_fds would want every one of 3.. open in the parent too).
+            high = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3 + len(sources)) for fd in sources]
             for i, fd in enumerate(high):
                 os.dup2(fd, 3 + i)
+            os.closerange(3 + len(sources), 1 << 20)
 
         cmd = ["/bin/sh", "-c", 'LISTEN_PID=$$ exec "$0" "$@"', *argv] if passed else list(argv)
-        proc = subprocess.Popen(cmd, env=env, stdout=stdout, stderr=stderr, close_fds=True,
-                                pass_fds=tuple(range(3, 3 + len(passed))),
-                                preexec_fn=as_systemd_passes_them if passed else None)
         with self.lock:
-            self.main_pid = proc.pid  # sh execs brokerd: the same pid
+            self.main_pid = "starting"
+        proc = None
+        try:
+            proc = subprocess.Popen(cmd, env=env, stdout=stdout, stderr=stderr, close_fds=not passed,
+                                    preexec_fn=as_systemd_passes_them if passed else None)
+        finally:
+            with self.lock:
+                self.main_pid = proc.pid if proc else None  # sh execs brokerd: the same pid
+                self.lock.notify_all()
         return proc
 
 
