@@ -6,6 +6,7 @@ restart is checked against what the clients were told and what the backend reall
 
     churn.py --kills 500 --agents 4 [--seed S]          # the long form
     churn.py --ci                                       # the short form meson runs (suite crash)
+    churn.py --ci --fdstore                             # the same under systemd's fd store
 
 Each kill is one of
   * a crashpoint: the daemon starts with BROKERD_CRASHPOINT=<name>:<N> (brokerd/util/crashpoint.h)
