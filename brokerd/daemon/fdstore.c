@@ -123,7 +123,7 @@ static int fdstore_take(void *userdata, const char *name, int *ret_fd) {
         copy = strdup(name);
         if (!copy || hashmap_put(s->kept, copy, copy) < 0) {
                 free(copy);
-                hashmap_put(s->passed, p->name, p); /* cannot fail: the slot was just freed */
+                (void) hashmap_put(s->passed, p->name, p); /* cannot fail: the slot was just freed */
                 return -ENOMEM;
         }
         *ret_fd = TAKE_FD(p->fd);
