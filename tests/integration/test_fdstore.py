@@ -48,7 +48,7 @@ class StoreTest(unittest.TestCase):
         self.assertNotIn("ERROR: AddressSanitizer", log)
         self.assertNotIn("runtime error:", log)
 
-    def start(self, activation=False, notify=True):
+    def start(self, activation=False, notify=True, env=None):
         """Starts brokerd with the store's fds (and activated sockets if asked)."""
         for s in (self.d.agent_socket, self.d.admin_socket):
             if os.path.exists(s):
@@ -64,8 +64,8 @@ class StoreTest(unittest.TestCase):
                 sockets.append((name, s.fileno()))
             agent, admin = agent + ".unused", admin + ".unused"
         log = open(self.d.log, "a")
-        self.proc = self.store.spawn(brokerd_argv(self.d, agent, admin), sockets=sockets, stdout=log, stderr=log,
-                                     notify=notify)
+        self.proc = self.store.spawn(brokerd_argv(self.d, agent, admin), env=env, sockets=sockets, stdout=log,
+                                     stderr=log, notify=notify)
         log.close()
         deadline = time.monotonic() + 20
         while True:
@@ -94,6 +94,16 @@ class StoreTest(unittest.TestCase):
                                     "peers": [{"domain": "vm1", "access": "ro"}, {"domain": "vm2", "access": "ro"}]})
         self.assertEqual(r["pool"], "gpu1")
         return r, self.mapping(c.take_fd(), r["size"], writable=True)
+
+    def shared_and_attached(self, c, n):
+        """n memfd regions, each with the owner's mapping and vm1's."""
+        regions = []
+        for _ in range(n):
+            r, owner = self.share_memfd(c)
+            owner[:4] = b"good"
+            self.attach(c, r, 0)
+            regions.append(r)
+        return regions
 
     def mapping(self, fd, size, writable=False):
         m = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | (mmap.PROT_WRITE if writable else 0))
@@ -191,11 +201,7 @@ class Survives(StoreTest):
 class TakenDown(StoreTest):
     def test_missing_fd_takes_the_region_down(self):
         self.start()
-        c = self.d.agent()
-        lost, _ = self.share_memfd(c)
-        self.attach(c, lost, 0)
-        kept, _ = self.share_memfd(c)
-        self.attach(c, kept, 0)
+        lost, kept = self.shared_and_attached(self.d.agent(), 2)
         self.kill()
         self.store.forget(store_name(lost["region"]))
         self.start()
@@ -214,13 +220,7 @@ class TakenDown(StoreTest):
 
     def test_wrong_seals_size_or_name_refused_and_strays_closed(self):
         self.start()
-        c = self.d.agent()
-        regions = []
-        for _ in range(4):
-            r, owner = self.share_memfd(c)
-            owner[:4] = b"good"
-            self.attach(c, r, 0)
-            regions.append(r)
+        regions = self.shared_and_attached(self.d.agent(), 4)
         unsealed, too_big, other_name, good = (r["region"] for r in regions)
         self.kill()
         forged = {unsealed: self.forged(unsealed, 2 * MiB, fcntl.F_SEAL_GROW),
@@ -247,11 +247,7 @@ class TakenDown(StoreTest):
         """FileDescriptorStoreMax=1: the second region's fd is refused; it is taken down later."""
         self.store.max = 1
         self.start()
-        c = self.d.agent()
-        first, _ = self.share_memfd(c)
-        self.attach(c, first, 0)
-        second, _ = self.share_memfd(c)
-        self.attach(c, second, 0)
+        first, second = self.shared_and_attached(self.d.agent(), 2)
         self.assertEqual(self.store.refused, 1)
         self.kill()
         self.start()
@@ -261,16 +257,8 @@ class TakenDown(StoreTest):
 
     def test_fdstore_environment_bounds_what_is_sent(self):
         """$FDSTORE (systemd >= 254 passes FileDescriptorStoreMax=): nothing is sent beyond it."""
-        self.proc = None
-        log = open(self.d.log, "a")
-        self.proc = self.store.spawn(brokerd_argv(self.d), env={"FDSTORE": "1"}, stdout=log, stderr=log)
-        log.close()
-        deadline = time.monotonic() + 20
-        while not os.path.exists(self.d.admin_socket) and time.monotonic() < deadline:
-            time.sleep(0.02)
-        c = self.d.agent()
-        self.share_memfd(c)
-        self.share_memfd(c)
+        self.start(env={"FDSTORE": "1"})
+        self.shared_and_attached(self.d.agent(), 2)
         self.assertEqual(self.store.refused, 0)
         self.assertEqual(len(self.store.names()), 1)
         self.assertIn("the fd store is full (FileDescriptorStoreMax=1)", self.d.read_log())
@@ -281,8 +269,7 @@ class WithoutServiceManager(StoreTest):
         """No $NOTIFY_SOCKET: nothing is sent, and memfd regions die with the daemon as before."""
         self.start(notify=False)
         c = self.d.agent()
-        attached, _ = self.share_memfd(c)
-        self.attach(c, attached, 0)
+        attached, = self.shared_and_attached(c, 1)
         offered, _ = self.share_memfd(c)
         self.assertEqual(self.store.names(), [])
         self.assertEqual(self.store.messages, [])
