@@ -210,22 +210,29 @@ class TakenDown(StoreTest):
         self.assertIn("did not survive the restart", self.d.read_log())
         self.assert_store_matches_daemon()
 
-    def forged(self, rid, size, seals, name=None):
+    def forged(self, rid, size, seals, name=None, mode=0o600):
         fd = os.memfd_create(name or "brokerd:gpu1:%d" % rid, os.MFD_ALLOW_SEALING)
         os.ftruncate(fd, size)
-        os.fchmod(fd, 0o600)
+        os.fchmod(fd, mode)
         if seals:
             fcntl.fcntl(fd, fcntl.F_ADD_SEALS, seals)
         return fd
 
-    def test_wrong_seals_size_or_name_refused_and_strays_closed(self):
+    def read_only(self, fd):
+        ro = os.open("/proc/self/fd/%d" % fd, os.O_RDONLY)
+        os.close(fd)
+        return ro
+
+    def test_wrong_seals_size_name_mode_or_access_refused_and_strays_closed(self):
         self.start()
-        regions = self.shared_and_attached(self.d.agent(), 4)
-        unsealed, too_big, other_name, good = (r["region"] for r in regions)
+        regions = self.shared_and_attached(self.d.agent(), 6)
+        unsealed, too_big, other_name, readable, ro, good = (r["region"] for r in regions)
         self.kill()
         forged = {unsealed: self.forged(unsealed, 2 * MiB, fcntl.F_SEAL_GROW),
                   too_big: self.forged(too_big, 4 * MiB, SEALS),
-                  other_name: self.forged(other_name, 2 * MiB, SEALS, name="brokerd:gpu1:%d" % good)}
+                  other_name: self.forged(other_name, 2 * MiB, SEALS, name="brokerd:gpu1:%d" % good),
+                  readable: self.forged(readable, 2 * MiB, SEALS, mode=0o644),
+                  ro: self.read_only(self.forged(ro, 2 * MiB, SEALS))}
         for rid, fd in forged.items():
             self.store.forget(store_name(rid))
             self.store.put(store_name(rid), fd)
