@@ -6,6 +6,7 @@ restart is checked against what the clients were told and what the backend reall
 
     churn.py --kills 500 --agents 4 [--seed S]          # the long form
     churn.py --ci                                       # the short form meson runs (suite crash)
+    churn.py --ci --fdstore                             # the same under systemd's fd store
 
 Each kill is one of
   * a crashpoint: the daemon starts with BROKERD_CRASHPOINT=<name>:<N> (brokerd/util/crashpoint.h)
@@ -53,6 +54,7 @@ import traceback
 HERE = os.path.dirname(os.path.abspath(__file__))
 SRC = os.path.normpath(os.path.join(HERE, "..", ".."))
 sys.path.insert(0, os.path.join(HERE, "..", "integration"))
+import fdstore  # noqa: E402
 import harness  # noqa: E402
 
 # Every crashpoint, in lifecycle order (brokerd/core/broker.c). The memfd backend unmaps at
@@ -464,12 +466,14 @@ class Brokerd:
     """One daemon's files (harness.Daemon's temp dir: sockets, db, shm pool, log), started many
     times; spawn() and kill() by pid, the environment as given (BROKERD_CRASHPOINT)."""
 
-    def __init__(self):
+    def __init__(self, with_store=False):
         self.d = harness.Daemon(policy=POLICIES["p0"],
                                 extra_args=["--max-connections-per-uid", "64", "--revoke-timeout", "1s"])
         self.proc = None
         self.logf = None
         self.starts = 0
+        # --fdstore: systemd's fd store, played by tests/integration/fdstore.py
+        self.store = fdstore.FdStore(self.d.dir) if with_store else None
 
     @property
     def dir(self):
@@ -491,11 +495,11 @@ class Brokerd:
         self.starts += 1
         full = {k: v for k, v in os.environ.items() if k != "BROKERD_CRASHPOINT"}
         full.update(env)
-        self.proc = subprocess.Popen(
-            [harness.BROKERD, "--platform", self.d.platform_path, "--policy", self.d.policy_path, "--db", self.d.db,
-             "--agent-socket", self.d.agent_socket, "--admin-socket", self.d.admin_socket,
-             "--agent-group", "nogroup", "--log-target", "stderr", *self.d.extra_args],
-            stdout=self.logf, stderr=self.logf, env=full)
+        if self.store:
+            self.proc = self.store.spawn(fdstore.brokerd_argv(self.d), env=full, stdout=self.logf, stderr=self.logf,
+                                         inherit=False)
+            return
+        self.proc = subprocess.Popen(fdstore.brokerd_argv(self.d), stdout=self.logf, stderr=self.logf, env=full)
 
     def wait_ready(self, timeout=60):
         """True once the loop answers on the admin socket; False if the daemon died first."""
@@ -1614,9 +1618,12 @@ class Run:
         self.daemon.spawn(env)
         return self.timed("start", self.daemon.wait_ready)
 
+    def new_daemon(self):
+        return Brokerd()
+
     def run(self):
         a = self.args
-        self.daemon = Brokerd()
+        self.daemon = self.new_daemon()
         self.oplog = OpLog(os.path.join(self.daemon.dir, "ops.log"))
         t0 = time.monotonic()
         print("churn: seed %d, %d kills, %d agents, brokerd %s, files in %s" % (
@@ -2043,6 +2050,8 @@ def main():
                         "they are all there is, 99 if anything else was found (for meson's should_fail)")
     p.add_argument("--no-probe", dest="probe", action="store_false",
                    help="skip the scripted bounce-then-kill at the start")
+    p.add_argument("--fdstore", action="store_true",
+                   help="run brokerd under systemd's fd store (played by the driver): memfd regions survive kills")
     p.add_argument("--ci", action="store_true",
                    help="the short form: 30 kills, 3 agents, short epochs (unless given explicitly)")
     args = parse_arguments(p, dict(kills=30, agents=3, max_delay=0.4, cp_timeout=2.5, final_seconds=2.0, max_n=4))
@@ -2053,6 +2062,10 @@ def main():
     if os.geteuid() != 0:
         print("churn: SKIP: needs root (the harness's policy gives uid 0 its domains)")
         return 77
+    if args.fdstore:
+        sys.modules.setdefault("churn", sys.modules[__name__])  # one copy of this module, not two
+        import churn_fdstore  # noqa: E402 (its Run subclass, needed only here)
+        return churn_fdstore.FdStoreRun(args).run()
     return Run(args).run()
 
 
