@@ -208,14 +208,11 @@ def make_brokerd(topo):
 
     class Brokerd(churn.Brokerd):
         def __init__(self):
-            self.d = harness.Daemon(policy=topo.policies["p0"], extra_args=[
+            super().__init__(daemon=harness.Daemon(policy=topo.policies["p0"], extra_args=[
                 "--backend", "libvirt", "--libvirt-uri", e2e.URI, "--unplug-grace", "1s",
-                "--revoke-timeout", "1s", "--max-connections-per-uid", "64"])
+                "--revoke-timeout", "1s", "--max-connections-per-uid", "64"]))
             with open(self.d.platform_path, "w") as f:
                 json.dump(topo.platform, f)
-            self.proc = None
-            self.logf = None
-            self.starts = 0
 
     return Brokerd()
 

@@ -466,9 +466,9 @@ class Brokerd:
     """One daemon's files (harness.Daemon's temp dir: sockets, db, shm pool, log), started many
     times; spawn() and kill() by pid, the environment as given (BROKERD_CRASHPOINT)."""
 
-    def __init__(self, with_store=False):
-        self.d = harness.Daemon(policy=POLICIES["p0"],
-                                extra_args=["--max-connections-per-uid", "64", "--revoke-timeout", "1s"])
+    def __init__(self, with_store=False, daemon=None):
+        self.d = daemon or harness.Daemon(policy=POLICIES["p0"],
+                                          extra_args=["--max-connections-per-uid", "64", "--revoke-timeout", "1s"])
         self.proc = None
         self.logf = None
         self.starts = 0
