@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Compares two builds of brokerd side by side on one machine, in turn, round after round.
 
-    bench/compare-builds.py OLD_BUILD NEW_BUILD [--rounds N] [--iterations N]
+    bench/compare-builds.py OLD_BUILD NEW_BUILD [--rounds N] [--iterations N] [--callgrind]
 
 Each round starts OLD's brokerd, then NEW's (the order alternates every round), each with the
 example platform and policy and a fresh database on /dev/shm, and drives both with NEW's
@@ -9,6 +9,10 @@ control-plane-bench; then runs each build's placement-bench. It prints, per figu
 over rounds for each build and the median of the per-round ratios NEW/OLD, so that a machine
 that is busy during one round weighs on both builds alike. Run as root (the example policy lets
 uid 0 act for hw0 and vm1). A figure, not a test: it asserts nothing.
+
+With --callgrind it also runs each daemon once under valgrind's callgrind for the same client
+workload and prints the instructions each executed: a count, not a time, so it does not move
+with the machine's load.
 """
 import argparse
 import json
@@ -24,10 +28,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ROWS = ("noop_rpc", "grant_cycle", "share", "attach", "revoke", "release", "sqlite_commit")
 
 
-def control_plane(build, client, iterations):
+def control_plane(build, client, iterations, wrapper=()):
     d = tempfile.mkdtemp(prefix="brokerd-compare.", dir="/dev/shm")
     log = open(os.path.join(d, "brokerd.log"), "w")
-    daemon = subprocess.Popen([os.path.join(build, "brokerd/daemon/brokerd"),
+    daemon = subprocess.Popen([*wrapper, os.path.join(build, "brokerd/daemon/brokerd"),
                                "--platform", os.path.join(ROOT, "docs/examples/platform.json"),
                                "--policy", os.path.join(ROOT, "docs/examples/policy.json"),
                                "--db", os.path.join(d, "brokerd.db"),
@@ -35,7 +39,7 @@ def control_plane(build, client, iterations):
                                "--admin-socket", os.path.join(d, "admin.sock"),
                                "--log-target", "stderr"], stderr=log)
     try:
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 60
         while not os.path.exists(os.path.join(d, "agent.sock")):
             if daemon.poll() is not None or time.monotonic() > deadline:
                 sys.exit(f"compare-builds: {build}'s brokerd did not start (log in {d})")
@@ -49,6 +53,21 @@ def control_plane(build, client, iterations):
         daemon.wait(timeout=10)
         log.close()
         subprocess.run(["rm", "-rf", d], check=True)
+
+
+def instructions(build, client, iterations):
+    """Instructions the daemon executed from start to SIGTERM, serving `iterations` cycles."""
+    out = tempfile.mktemp(prefix="brokerd-compare.", suffix=".cg", dir="/dev/shm")
+    try:
+        control_plane(build, client, iterations, ("valgrind", "--tool=callgrind", "--callgrind-out-file=" + out))
+        with open(out) as f:
+            for line in f:
+                if line.startswith("summary:") or line.startswith("totals:"):
+                    return int(line.split()[1])
+        sys.exit("compare-builds: no totals in callgrind's output")
+    finally:
+        if os.path.exists(out):
+            os.unlink(out)
 
 
 def placement(build):
@@ -68,6 +87,7 @@ def main():
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--iterations", type=int, default=1000)
     ap.add_argument("--no-placement", action="store_true")
+    ap.add_argument("--callgrind", action="store_true", help="also count the daemons' instructions (valgrind)")
     a = ap.parse_args()
     client = os.path.join(a.new, "bench/control-plane-bench")
     figures = {"old": [], "new": []}
@@ -91,6 +111,10 @@ def main():
         ratios = [n / o for n, o in zip(new, old) if o > 0]
         print(f"{key:38} {statistics.median(old):10.1f} {statistics.median(new):10.1f} "
               f"{statistics.median(ratios):8.2f}")
+    if a.callgrind:
+        n = min(a.iterations, 300)
+        old, new = instructions(a.old, client, n), instructions(a.new, client, n)
+        print(f"daemon instructions, {n} cycles (callgrind)  {old / 1e6:9.1f}M {new / 1e6:9.1f}M {new / old:8.3f}")
 
 
 if __name__ == "__main__":
