@@ -58,8 +58,7 @@ static const char *const migrations[] = {
         ") STRICT;"
         "CREATE INDEX audit_time ON audit(time);",
         /* 1 -> 2: what retention's deletes need (the partial index matches their WHERE). */
-        "CREATE INDEX regions_reclaimed ON regions(updated) WHERE state = 'reclaimed';"
-        "CREATE INDEX routes_region ON routes(region);",
+        "CREATE INDEX regions_reclaimed ON regions(updated) WHERE state = 'reclaimed';",
 };
 _Static_assert(ELEMENTSOF(migrations) == STORE_SCHEMA_VERSION, "one migration per version");
 

@@ -303,9 +303,8 @@ static void test_open_fresh(void **state) {
                                           "name IN ('regions', 'peers', 'routes', 'audit')"),
                          4);
         assert_int_equal(raw_int(f->path, "SELECT count(*) FROM sqlite_master WHERE type = 'index' AND "
-                                          "name IN ('regions_state', 'audit_time', 'regions_reclaimed',"
-                                          " 'routes_region')"),
-                         4);
+                                          "name IN ('regions_state', 'audit_time', 'regions_reclaimed')"),
+                         3);
         store_close(s);
 
         /* An in-memory store works (no WAL there). */
@@ -1033,16 +1032,16 @@ static void test_migrate_from_version_1(void **state) {
         id = insert_region(s, REGION_ACTIVE);
         insert_peer(s, id, "vm-b", TOKEN_A);
         store_close(s);
-        raw_exec(f->path, "DROP INDEX regions_reclaimed; DROP INDEX routes_region; PRAGMA user_version = 1;");
+        raw_exec(f->path, "DROP INDEX regions_reclaimed; PRAGMA user_version = 1;");
         assert_int_equal(raw_int(f->path, "SELECT count(*) FROM sqlite_master WHERE type = 'index' AND "
-                                          "name IN ('regions_reclaimed', 'routes_region')"),
+                                          "name = 'regions_reclaimed'"),
                          0);
 
         assert_int_equal(store_open(f->path, &s), 0);
         assert_int_equal(raw_int(f->path, "PRAGMA user_version"), 2);
         assert_int_equal(raw_int(f->path, "SELECT count(*) FROM sqlite_master WHERE type = 'index' AND "
-                                          "name IN ('regions_reclaimed', 'routes_region')"),
-                         2);
+                                          "name = 'regions_reclaimed'"),
+                         1);
         /* The deletes retention runs use the new index. */
         assert_int_equal(raw_int(f->path, "SELECT count(*) FROM pragma_index_info('regions_reclaimed')"), 1);
         assert_int_equal(load(s, &seen), 0);
