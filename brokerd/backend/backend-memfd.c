@@ -9,13 +9,19 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "util/hashmap.h"
+#include "util/log.h"
 #include "util/macro.h"
 #include "util/names.h"
+#include "util/pidfd.h"
+
+/* How long an escalation waits for the signal to take effect before leaving it to the exit watch. */
+#define MEMFD_ESCALATE_WAIT_MS 500
 
 /* A region is shown to the owner and its peers; more than this is a runaway caller. */
 #define MEMFD_MAX_MAPPINGS 64
@@ -134,7 +140,8 @@ static int create_memfd(const struct backend_region *r, int *ret) {
         /* memfd inodes start as 0777: without this a ro peer could reopen ours rw via /proc. */
         if (fchmod(fd, 0600) < 0)
                 return negative_errno();
-        if (fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) < 0)
+        /* A revocable pool keeps shrinking possible: that is how a forced revoke cuts holders off. */
+        if (fcntl(fd, F_ADD_SEALS, (r->pool->revocable ? 0 : F_SEAL_SHRINK) | F_SEAL_GROW | F_SEAL_SEAL) < 0)
                 return negative_errno();
         *ret = TAKE_FD(fd);
         return 0;
@@ -381,24 +388,86 @@ static int memfd_map(struct backend *b, const struct backend_region *r, const ch
 }
 
 /*
- * Unmapping a domain that is not mapped (or a region we do not hold) is not an error: the
- * core repeats interrupted unmaps after a crash, and the end state is the same.
+ * Whether a forcibly revoked holder still reaches the memory: 0 when it cannot (revocable region
+ * truncated; process unknown, stopped or gone; or it holds neither an fd of it nor a mapping),
+ * -EINPROGRESS while it can (or cannot be looked at).
  */
-static int memfd_unmap(struct backend *b, const struct backend_region *r, const char *domain) {
+static int holder_cut_off(struct memfd_region *e, const struct backend_region *r, const struct backend_holder *h) {
+        struct stat st;
+        int k;
+
+        if (r->pool && r->pool->revocable) {
+                /* Every holder, this one or not, gets SIGBUS on its next touch. */
+                if (ftruncate(e->fd, 0) < 0)
+                        return negative_errno();
+                return 0;
+        }
+        if (h->pidfd < 0)
+                return 0;
+        k = pidfd_stopped(h->pidfd);
+        if (k == 1 || k == -ESRCH)
+                return 0;
+        if (k == 0) {
+                k = fstat(e->fd, &st) < 0 ? negative_errno() : pidfd_reaches_file(h->pidfd, st.st_dev, st.st_ino);
+                if (k == 0 || k == -ESRCH)
+                        return 0;
+        }
+        if (k < 0)
+                log_warning("memfd: region %" PRIu64 ": cannot tell whether %s's process still reaches it: %s", r->id,
+                            h->domain, strerror(-k));
+        return -EINPROGRESS;
+}
+
+/*
+ * Unmapping a domain that is not mapped (or a region we do not hold) is not an error: the
+ * core repeats interrupted unmaps after a crash, and the end state is the same. A holder that
+ * gave its mapping up is believed; one forcibly revoked is done only once it is cut off.
+ */
+static int memfd_unmap(struct backend *b, const struct backend_region *r, const struct backend_holder *h) {
         struct backend_memfd *m = to_memfd(b);
         struct memfd_region *e;
         struct memfd_mapping *mp;
+        int k;
 
-        if (!r || !name_is_valid(domain))
+        if (!r || !h || !name_is_valid(h->domain))
                 return -EINVAL;
         e = hashmap_get(m->regions, &r->id);
         if (!e)
                 return 0;
-        mp = mapping_find(e, domain);
+        mp = mapping_find(e, h->domain);
         if (!mp)
                 return 0;
+        if (h->forced) {
+                k = holder_cut_off(e, r, h);
+                if (k < 0)
+                        return k;
+        }
         *mp = e->mappings[--e->n_mappings];
         return 0;
+}
+
+/*
+ * stop (ESCALATION_PAUSE): SIGSTOP, so the process can no longer touch the memory; kill
+ * (ESCALATION_DESTROY): SIGKILL. Either is awaited briefly; 1 once it took effect.
+ */
+static int memfd_escalate(struct backend *b, const struct backend_region *r, const struct backend_holder *h,
+                          enum unplug_escalation action) {
+        bool stop = action == ESCALATION_PAUSE;
+        int k;
+
+        (void) b;
+        if (!r || !h || (action != ESCALATION_PAUSE && action != ESCALATION_DESTROY))
+                return -EINVAL;
+        if (h->pidfd < 0)
+                return -ESRCH; /* nobody known to act on (e.g. after a restart) */
+        k = pidfd_signal(h->pidfd, stop ? SIGSTOP : SIGKILL);
+        if (k == -ESRCH)
+                return 1;
+        if (k < 0)
+                return k;
+        log_warning("memfd: region %" PRIu64 ": %s %s's process: it kept a revoked mapping", r->id,
+                    stop ? "stopped" : "killed", h->domain);
+        return pidfd_wait(h->pidfd, stop, MEMFD_ESCALATE_WAIT_MS);
 }
 
 static int memfd_scrub(struct backend *b, const struct backend_region *r) {
@@ -461,6 +530,7 @@ static const struct backend_ops memfd_ops = {
         .restore = memfd_restore,
         .map = memfd_map,
         .unmap = memfd_unmap,
+        .escalate = memfd_escalate,
         .scrub = memfd_scrub,
         .destroy = memfd_destroy,
         .free = memfd_free,

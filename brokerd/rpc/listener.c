@@ -11,6 +11,8 @@
 #include <unistd.h>
 
 #include "rpc/server-internal.h"
+#include "util/log.h"
+#include "util/pidfd.h"
 #include "util/hashmap.h"
 
 /* Listeners are level-triggered: accepting a bounded number per wakeup keeps a connection
@@ -109,7 +111,7 @@ static struct json_object *admission_error(struct rpc_server *s, const struct uc
 }
 
 static int server_add_connection(struct rpc_server *s, int fd_in, bool admin) {
-        _cleanup_(closep) int fd = fd_in;
+        _cleanup_(closep) int fd = fd_in, pidfd = -EBADF;
         struct json_object *refusal;
         struct ucred ucred;
         socklen_t len = sizeof(ucred);
@@ -125,7 +127,10 @@ static int server_add_connection(struct rpc_server *s, int fd_in, bool admin) {
                 refuse_connection(s, TAKE_FD(fd), refusal);
                 return -EUSERS;
         }
-        return rpc_connection_add(s, TAKE_FD(fd), &ucred, admin);
+        /* Without one, the mappings this caller receives are not tied to its process (logged). */
+        if (pidfd_of_peer(fd, ucred.pid, &pidfd) < 0)
+                log_warning("rpc: no pidfd for pid %d: its mappings will not follow its process", (int) ucred.pid);
+        return rpc_connection_add(s, TAKE_FD(fd), &ucred, TAKE_FD(pidfd), admin);
 }
 
 static void server_set_accepting(struct rpc_server *s, bool on) {

@@ -107,7 +107,7 @@ static int be_map(struct backend *b, const struct backend_region *r, const char 
         return b->ops->map(b, r, domain, a, m);
 }
 static int be_unmap(struct backend *b, const struct backend_region *r, const char *domain) {
-        return b->ops->unmap(b, r, domain);
+        return b->ops->unmap(b, r, &(struct backend_holder) { .domain = domain, .pidfd = -1 });
 }
 static int be_scrub(struct backend *b, const struct backend_region *r) {
         return b->ops->scrub(b, r);

@@ -103,9 +103,10 @@ static int async_map(struct backend *b, const struct backend_region *r, const ch
         struct async_backend *a = (struct async_backend *) b;
         return a->fail_map ? -EIO : a->inner->ops->map(a->inner, r, domain, access, ret);
 }
-static int async_unmap(struct backend *b, const struct backend_region *r, const char *domain) {
+static int async_unmap(struct backend *b, const struct backend_region *r, const struct backend_holder *h) {
         struct async_backend *a = (struct async_backend *) b;
-        int q = a->inner->ops->unmap(a->inner, r, domain);
+        const char *domain = h->domain;
+        int q = a->inner->ops->unmap(a->inner, r, h);
         if (q < 0)
                 return q;
         a->pending_region = r->id;
