@@ -412,9 +412,10 @@ static int holder_cut_off(struct memfd_region *e, const struct backend_region *r
                 if (k == 0 || k == -ESRCH)
                         return 0;
         }
+        /* Asked again every few seconds while pending: not a warning each time. */
         if (k < 0)
-                log_warning("memfd: region %" PRIu64 ": cannot tell whether %s's process still reaches it: %s", r->id,
-                            h->domain, strerror(-k));
+                log_full(LOG_DEBUG, "memfd: region %" PRIu64 ": cannot tell whether %s's process still reaches it: %s",
+                         r->id, h->domain, strerror(-k));
         return -EINPROGRESS;
 }
 

@@ -61,6 +61,16 @@ int pidfd_exited(int pidfd) {
         return k > 0 && (p.revents & (POLLIN | POLLHUP | POLLNVAL)) ? 1 : 0;
 }
 
+/*
+ * /proc/<pid>/... could not be opened: -ESRCH if the process exited, else -EACCES (hidden from us,
+ * e.g. ProtectProc=invisible for another user's process): never mistake hidden for gone.
+ */
+static int proc_open_failed(int pidfd) {
+        if (errno != ENOENT)
+                return negative_errno();
+        return pidfd_exited(pidfd) == 1 ? -ESRCH : -EACCES;
+}
+
 /* The pid behind pidfd now (from fdinfo), or -ESRCH once it exited. */
 static int pidfd_pid(int pidfd, pid_t *ret) {
         char path[64], line[128];
@@ -98,7 +108,7 @@ int pidfd_stopped(int pidfd) {
         snprintf(path, sizeof(path), "/proc/%d/stat", (int) pid);
         fd = open(path, O_RDONLY | O_CLOEXEC);
         if (fd < 0)
-                return errno == ENOENT ? -ESRCH : negative_errno();
+                return proc_open_failed(pidfd);
         n = read(fd, buf, sizeof(buf) - 1);
         k = n < 0 ? negative_errno() : 0;
         close(fd);
@@ -138,7 +148,7 @@ int pidfd_wait(int pidfd, bool stopped, int timeout_ms) {
         }
 }
 
-static int fds_reach(pid_t pid, dev_t dev, ino_t ino) {
+static int fds_reach(int pidfd, pid_t pid, dev_t dev, ino_t ino) {
         char path[64];
         struct dirent *de;
         DIR *d;
@@ -147,7 +157,7 @@ static int fds_reach(pid_t pid, dev_t dev, ino_t ino) {
         snprintf(path, sizeof(path), "/proc/%d/fd", (int) pid);
         d = opendir(path);
         if (!d)
-                return errno == ENOENT ? -ESRCH : negative_errno();
+                return proc_open_failed(pidfd);
         while (!found && (de = readdir(d))) {
                 struct stat st;
                 if (de->d_name[0] == '.')
@@ -159,7 +169,7 @@ static int fds_reach(pid_t pid, dev_t dev, ino_t ino) {
         return found;
 }
 
-static int maps_reach(pid_t pid, dev_t dev, ino_t ino) {
+static int maps_reach(int pidfd, pid_t pid, dev_t dev, ino_t ino) {
         char path[64], *line = NULL;
         size_t len = 0;
         FILE *f;
@@ -168,7 +178,7 @@ static int maps_reach(pid_t pid, dev_t dev, ino_t ino) {
         snprintf(path, sizeof(path), "/proc/%d/maps", (int) pid);
         f = fopen(path, "re");
         if (!f)
-                return errno == ENOENT ? -ESRCH : negative_errno();
+                return proc_open_failed(pidfd);
         while (!found && getline(&line, &len, f) > 0) {
                 unsigned maj, min;
                 uint64_t inode;
@@ -189,9 +199,9 @@ int pidfd_reaches_file(int pidfd, dev_t dev, ino_t ino) {
         k = pidfd_pid(pidfd, &pid);
         if (k < 0)
                 return k;
-        k = fds_reach(pid, dev, ino);
+        k = fds_reach(pidfd, pid, dev, ino);
         if (k == 0)
-                k = maps_reach(pid, dev, ino);
+                k = maps_reach(pidfd, pid, dev, ino);
         /* What was read is this process's only if it still lives (its pid cannot have been reused). */
         alive = pidfd_exited(pidfd);
         if (alive != 0)

@@ -14,7 +14,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <sys/types.h>
@@ -827,6 +829,76 @@ static void test_hugetlbfs(void **state) {
         remove_dir(dir);
 }
 
+static int be_unmap_forced(struct backend *b, const struct backend_region *r, const char *domain, int pidfd) {
+        return b->ops->unmap(b, r, &(struct backend_holder) { .domain = domain, .pidfd = pidfd, .forced = true });
+}
+
+/* A revocable pool: not sealed against shrinking, and a forced unmap truncates it for everyone. */
+static void test_memfd_revocable(void **state) {
+        struct fixture *f = *state;
+        struct platform_pool pool = f->memfd_pool;
+        struct backend_region r;
+        struct stat st;
+        int fd;
+
+        pool.revocable = true;
+        r = region(&pool, 7, REGION_SIZE);
+        assert_int_equal(be_create(f->b, &r), 0);
+        fd = map_fd(f->b, &r, "owner", ACCESS_RW);
+        close(map_fd(f->b, &r, "peer", ACCESS_RW));
+        assert_int_equal(fcntl(fd, F_GET_SEALS), F_SEAL_GROW | F_SEAL_SEAL);
+        /* A peer that gave its mapping up leaves the memory alone. */
+        assert_int_equal(be_unmap(f->b, &r, "peer"), 0);
+        assert_int_equal(fstat(fd, &st), 0);
+        assert_int_equal(st.st_size, REGION_SIZE);
+        close(map_fd(f->b, &r, "peer", ACCESS_RW));
+        assert_int_equal(be_unmap_forced(f->b, &r, "peer", -1), 0);
+        assert_int_equal(fstat(fd, &st), 0);
+        assert_int_equal(st.st_size, 0);
+        assert_int_equal(be_scrub(f->b, &r), 0);
+        assert_int_equal(be_destroy(f->b, &r), 0);
+        close(fd);
+}
+
+/* A child that keeps its mapping: a forced unmap stays pending until it is stopped, or killed. */
+static void test_forced_unmap_waits_for_the_process(void **state) {
+        struct fixture *f = *state;
+        struct backend_region r = region(&f->memfd_pool, 8, REGION_SIZE);
+        struct backend_holder h = { .domain = "peer", .forced = true };
+        int fd, status;
+
+        assert_int_equal(be_create(f->b, &r), 0);
+        for (int round = 0; round < 2; round++) {
+                enum unplug_escalation action = round == 0 ? ESCALATION_PAUSE : ESCALATION_DESTROY;
+                pid_t pid;
+
+                fd = map_fd(f->b, &r, "peer", ACCESS_RW);
+                pid = fork();
+                assert_true(pid >= 0);
+                if (pid == 0) {
+                        void *p = mmap(NULL, REGION_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+                        close(fd);
+                        for (;;)
+                                if (p != MAP_FAILED)
+                                        pause();
+                }
+                close(fd);
+                h.pidfd = (int) syscall(SYS_pidfd_open, pid, 0);
+                assert_true(h.pidfd >= 0);
+                usleep(100000); /* the child has mapped it and closed its fd by now */
+                assert_int_equal(f->b->ops->unmap(f->b, &r, &h), -EINPROGRESS);
+                assert_int_equal(f->b->ops->escalate(f->b, &r, &h, action), 1);
+                assert_int_equal(f->b->ops->unmap(f->b, &r, &h), 0);
+                (void) kill(pid, SIGKILL);
+                assert_int_equal(waitpid(pid, &status, 0), pid);
+                close(h.pidfd);
+        }
+        /* Nobody to act on (after a restart): the escalation cannot be carried out. */
+        h.pidfd = -1;
+        assert_int_equal(f->b->ops->escalate(f->b, &r, &h, ESCALATION_DESTROY), -ESRCH);
+        assert_int_equal(be_destroy(f->b, &r), 0);
+}
+
 #define T(fn) cmocka_unit_test_setup_teardown(fn, fixture_setup, fixture_teardown)
 
 int main(void) {
@@ -850,6 +922,8 @@ int main(void) {
                 T(test_unmap),
                 T(test_mapping_limit),
                 T(test_hugetlbfs),
+                T(test_memfd_revocable),
+                T(test_forced_unmap_waits_for_the_process),
         };
 
         return cmocka_run_group_tests(tests, NULL, NULL);
