@@ -70,6 +70,9 @@ class Holder:
                     mem[0:len(cmd["data"])] = cmd["data"].encode()
                 elif op == "read":
                     ans = {"data": mem[0:cmd["n"]].decode(errors="replace")}
+                elif op == "drop":
+                    mem.close()
+                    mem = None
                 elif op == "probe":
                     ans = {"signal": self._probe(mem, cmd.get("write", False))}
                 elif op == "exit":
@@ -254,6 +257,16 @@ class Report(RevocationTest):
         self.assertEqual(peer.wait(), 0)
         self.wait_state(region, "reclaimed")
 
+    def test_peer_that_lets_go_late_is_seen(self):
+        owner, peer, region = self.pair()
+        self.revoke_ignored(owner, region)
+        self.wait_audit("escalate-report")
+        self.assertEqual(self.region_state(region), "revoking")
+        # It drops its mapping (without a release, still running): brokerd notices on its next look.
+        peer.ask(op="drop")
+        self.wait_state(region, "reclaimed")
+        self.assertIsNone(peer.wait(timeout=0.1))  # alive: nobody acted on it
+
     def test_peer_that_dropped_its_mapping_is_not_waited_for(self):
         owner = self.holder()
         r = owner.ask(op="share", params={"owner": "hw0", "device": "gpu0", "size": SIZE, "numa_node": 1,
@@ -268,6 +281,14 @@ class Report(RevocationTest):
 
 class Revocable(RevocationTest):
     revocable = True
+
+    def test_deadline_truncates_for_everyone(self):
+        owner, peer, region = self.pair()
+        self.revoke_ignored(owner, region)
+        self.wait_state(region, "reclaimed")
+        for h in (owner, peer):
+            self.assertEqual(h.ask(op="probe", write=True)["signal"], signal.SIGBUS)
+        self.assertIsNone(peer.wait(timeout=0.1))  # not signalled itself: only a touch faults
 
     def test_forced_revoke_truncates_for_everyone(self):
         owner, peer, region = self.pair()
