@@ -113,6 +113,7 @@ static struct json_object *admission_error(struct rpc_server *s, const struct uc
 static int server_add_connection(struct rpc_server *s, int fd_in, bool admin) {
         _cleanup_(closep) int fd = fd_in, pidfd = -EBADF;
         struct json_object *refusal;
+        int r;
         struct ucred ucred;
         socklen_t len = sizeof(ucred);
 
@@ -127,9 +128,16 @@ static int server_add_connection(struct rpc_server *s, int fd_in, bool admin) {
                 refuse_connection(s, TAKE_FD(fd), refusal);
                 return -EUSERS;
         }
-        /* Without one, the mappings this caller receives are not tied to its process (logged). */
-        if (pidfd_of_peer(fd, ucred.pid, &pidfd) < 0)
-                log_warning("rpc: no pidfd for pid %d: its mappings will not follow its process", (int) ucred.pid);
+        /*
+         * The process that connected is gone: whoever holds the socket now is nobody brokerd could
+         * act on, so it is not served. Any other failure (no pidfds at all) is served untracked.
+         */
+        r = pidfd_of_peer(fd, ucred.pid, &pidfd);
+        if (r == -ESRCH)
+                return r;
+        if (r < 0)
+                log_warning("rpc: no pidfd for pid %d (%s): its mappings will not follow its process", (int) ucred.pid,
+                            strerror(-r));
         return rpc_connection_add(s, TAKE_FD(fd), &ucred, TAKE_FD(pidfd), admin);
 }
 
