@@ -219,7 +219,7 @@ class Stop(RevocationTest):
         owner.ask(op="write", data="after-stop")
         self.assertIsNone(peer.ask(op="read", n=10, timeout=0.5))
         self.assertEqual(peer.state(), "T")
-        # Nothing reaches the memory: reclaimed, and the overdue marker was shown meanwhile.
+        # Nothing can reach the memory any more: reclaimed.
         self.wait_state(region, "reclaimed")
 
 
