@@ -31,6 +31,7 @@
 #include <unistd.h>
 
 #include "brokerd-client.h"
+#include "bench-common.h"
 #include "bench-stats.h"
 
 #define DEFAULT_ITERATIONS 2000u
@@ -77,69 +78,36 @@ struct cycle_info {
         uint64_t size;
 };
 
-static uint64_t now_nsec(void) {
-        struct timespec ts;
-
-        /* CLOCK_MONOTONIC cannot fail with a valid pointer. */
-        (void) clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (uint64_t) ts.tv_sec * UINT64_C(1000000000) + (uint64_t) ts.tv_nsec;
-}
-
 /* Sorts samples (nanoseconds) in place. ops/s is samples over the time they add up to. */
 static void stats_compute(uint64_t *samples, size_t n, struct stats *ret) {
-        long double sum = 0;
+        struct bench_summary s;
 
-        bench_sort_u64(samples, n);
-        for (size_t i = 0; i < n; i++)
-                sum += samples[i];
+        bench_summarize(samples, n, &s);
         *ret = (struct stats) {
-                .ops_per_sec = sum > 0 ? (double) ((long double) n * 1e9L / sum) : 0,
-                .mean_us = (double) (sum / n / 1e3L),
-                .p50_us = (double) bench_percentile(samples, n, 500) / 1e3,
-                .p99_us = (double) bench_percentile(samples, n, 990) / 1e3,
-                .max_us = (double) samples[n - 1] / 1e3,
+                .ops_per_sec = s.sum > 0 ? (double) ((long double) n * 1e9L / s.sum) : 0,
+                .mean_us = (double) (s.sum / n / 1e3L),
+                .p50_us = (double) s.p50 / 1e3,
+                .p99_us = (double) s.p99 / 1e3,
+                .max_us = (double) s.max / 1e3,
         };
 }
 
-static int fail_rpc(const char *what, int r, const struct bdc_error *err) {
-        fprintf(stderr, "control-plane-bench: %s failed: %s", what, strerror(-r));
-        if (err->code != 0 || err->name[0])
-                fprintf(stderr, " (%s: %s)", bdc_error_name(err), err->message);
-        fputc('\n', stderr);
-        return r;
-}
-
 /* ---- no-op RPC ---- */
-
-static int noop_once(struct bdc *c) {
-        struct bdc_error err = BDC_ERROR_INIT;
-        struct json_object *result = NULL;
-        int r;
-
-        r = bdc_call(c, "broker.info", NULL, &result, NULL, NULL, &err);
-        if (r < 0) {
-                fail_rpc("broker.info", r, &err);
-                bdc_error_clear(&err);
-                return r;
-        }
-        json_object_put(result);
-        return 0;
-}
 
 static int bench_noop(struct bdc *c, unsigned warmup, unsigned n, uint64_t *samples) {
         int r;
 
         for (unsigned i = 0; i < warmup; i++) {
-                r = noop_once(c);
+                r = bench_call(c, "broker.info", NULL, NULL);
                 if (r < 0)
                         return r;
         }
         for (unsigned i = 0; i < n; i++) {
-                uint64_t t0 = now_nsec();
-                r = noop_once(c);
+                uint64_t t0 = bench_now_nsec();
+                r = bench_call(c, "broker.info", NULL, NULL);
                 if (r < 0)
                         return r;
-                samples[i] = now_nsec() - t0;
+                samples[i] = bench_now_nsec() - t0;
         }
         return 0;
 }
@@ -164,10 +132,10 @@ static int cycle_once(struct bdc *owner, struct bdc *peer, uint64_t *t, struct c
         uint64_t region, t0, t1, t2, t3, t4;
         int r;
 
-        t0 = now_nsec();
+        t0 = bench_now_nsec();
         r = bdc_share(owner, &req, &share, &err);
         if (r < 0) {
-                fail_rpc("region.share", r, &err);
+                bench_fail_rpc("region.share", r, &err);
                 goto out;
         }
         if (share.placement != BDC_PLACEMENT_REGION || share.n_tokens != 1 ||
@@ -187,10 +155,10 @@ static int cycle_once(struct bdc *owner, struct bdc *peer, uint64_t *t, struct c
         /* The control plane is what is measured: the owner does not keep a mapping. */
         bdc_share_result_clear(&share);
 
-        t1 = now_nsec();
+        t1 = bench_now_nsec();
         r = bdc_attach(peer, PEER, token, &attach, &err);
         if (r < 0) {
-                fail_rpc("region.attach", r, &err);
+                bench_fail_rpc("region.attach", r, &err);
                 goto out;
         }
         if (attach.region != region || attach.access != BDC_ACCESS_RW) {
@@ -201,20 +169,20 @@ static int cycle_once(struct bdc *owner, struct bdc *peer, uint64_t *t, struct c
         }
         bdc_attach_result_clear(&attach);
 
-        t2 = now_nsec();
+        t2 = bench_now_nsec();
         r = bdc_revoke(owner, OWNER, region, REVOKE_DEADLINE_MS, false, &err);
         if (r < 0) {
-                fail_rpc("region.revoke", r, &err);
+                bench_fail_rpc("region.revoke", r, &err);
                 goto out;
         }
 
-        t3 = now_nsec();
+        t3 = bench_now_nsec();
         r = bdc_release(peer, PEER, region, &err);
         if (r < 0) {
-                fail_rpc("region.release", r, &err);
+                bench_fail_rpc("region.release", r, &err);
                 goto out;
         }
-        t4 = now_nsec();
+        t4 = bench_now_nsec();
 
         /* Released by its only peer while revoking: it must have been reclaimed at once. */
         params = json_object_new_object();
@@ -404,9 +372,9 @@ static int bench_commit(const char *dir, unsigned warmup, unsigned n, uint64_t *
         for (unsigned i = 0; r >= 0 && i < warmup; i++)
                 r = commit_once(&d, k++);
         for (unsigned i = 0; r >= 0 && i < n; i++) {
-                uint64_t t0 = now_nsec();
+                uint64_t t0 = bench_now_nsec();
                 r = commit_once(&d, k++);
-                samples[i] = now_nsec() - t0;
+                samples[i] = bench_now_nsec() - t0;
         }
         commit_db_close(&d);
         return r;
@@ -426,16 +394,6 @@ static void print_table(const struct stats *st, unsigned n, unsigned warmup, con
         printf("\nA cycle costs %.1f bare commits (mean over mean).\n", st[M_CYCLE].mean_us / st[M_COMMIT].mean_us);
 }
 
-static int add(struct json_object *o, const char *key, struct json_object *v) {
-        if (!v)
-                return -ENOMEM;
-        if (json_object_object_add(o, key, v) < 0) {
-                json_object_put(v);
-                return -ENOMEM;
-        }
-        return 0;
-}
-
 static int print_json(const struct stats *st, unsigned n, unsigned warmup, const char *version,
                       const char *backend, const struct cycle_info *info, const char *socket_path,
                       const char *db_dir) {
@@ -444,75 +402,23 @@ static int print_json(const struct stats *st, unsigned n, unsigned warmup, const
 
         for (int m = 0; r >= 0 && m < _M_MAX; m++) {
                 struct json_object *e = json_object_new_object();
-                r = add(res, measures[m].key, e);
-                if (r >= 0)
-                        r = add(e, "ops_per_sec", json_object_new_double(st[m].ops_per_sec));
-                if (r >= 0)
-                        r = add(e, "mean_us", json_object_new_double(st[m].mean_us));
-                if (r >= 0)
-                        r = add(e, "p50_us", json_object_new_double(st[m].p50_us));
-                if (r >= 0)
-                        r = add(e, "p99_us", json_object_new_double(st[m].p99_us));
-                if (r >= 0)
-                        r = add(e, "max_us", json_object_new_double(st[m].max_us));
+                r = bench_json_add(res, measures[m].key, e);
+                bench_json_put(e, "ops_per_sec", json_object_new_double(st[m].ops_per_sec), &r);
+                bench_json_put(e, "mean_us", json_object_new_double(st[m].mean_us), &r);
+                bench_json_put(e, "p50_us", json_object_new_double(st[m].p50_us), &r);
+                bench_json_put(e, "p99_us", json_object_new_double(st[m].p99_us), &r);
+                bench_json_put(e, "max_us", json_object_new_double(st[m].max_us), &r);
         }
-        if (r >= 0)
-                r = add(o, "iterations", json_object_new_int64(n));
-        if (r >= 0)
-                r = add(o, "warmup", json_object_new_int64(warmup));
-        if (r >= 0)
-                r = add(o, "socket", json_object_new_string(socket_path));
-        if (r >= 0)
-                r = add(o, "db_dir", json_object_new_string(db_dir));
-        if (r >= 0)
-                r = add(o, "version", json_object_new_string(version));
-        if (r >= 0)
-                r = add(o, "backend", json_object_new_string(backend));
-        if (r >= 0)
-                r = add(o, "cycle_pool", json_object_new_string(info->pool));
-        if (r >= 0)
-                r = add(o, "cycle_size", json_object_new_uint64(info->size));
-        if (r >= 0) {
-                r = add(o, "results", res);
-                res = NULL;
-        }
-        if (r >= 0)
-                printf("%s\n", json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_SPACED));
-        json_object_put(res);
-        json_object_put(o);
-        return r;
-}
-
-/* broker.info's version and backend, to label the figures. */
-static int daemon_info(struct bdc *c, char *version, size_t n_version, char *backend, size_t n_backend) {
-        struct bdc_error err = BDC_ERROR_INIT;
-        struct json_object *result = NULL, *v;
-        int r;
-
-        r = bdc_call(c, "broker.info", NULL, &result, NULL, NULL, &err);
-        if (r < 0) {
-                fail_rpc("broker.info", r, &err);
-                bdc_error_clear(&err);
-                return r;
-        }
-        snprintf(version, n_version, "%s",
-                 json_object_object_get_ex(result, "version", &v) ? json_object_get_string(v) : "?");
-        snprintf(backend, n_backend, "%s",
-                 json_object_object_get_ex(result, "backend", &v) ? json_object_get_string(v) : "?");
-        json_object_put(result);
-        return 0;
-}
-
-static int parse_count(const char *s, const char *what, unsigned min, unsigned *ret) {
-        uint64_t v;
-
-        if (bdc_parse_u64(s, &v) < 0 || v < min || v > MAX_ITERATIONS) {
-                fprintf(stderr, "control-plane-bench: %s must be a number in %u..%u, not '%s'\n", what, min,
-                        MAX_ITERATIONS, s);
-                return -EINVAL;
-        }
-        *ret = (unsigned) v;
-        return 0;
+        bench_json_put(o, "iterations", json_object_new_int64(n), &r);
+        bench_json_put(o, "warmup", json_object_new_int64(warmup), &r);
+        bench_json_put(o, "socket", json_object_new_string(socket_path), &r);
+        bench_json_put(o, "db_dir", json_object_new_string(db_dir), &r);
+        bench_json_put(o, "version", json_object_new_string(version), &r);
+        bench_json_put(o, "backend", json_object_new_string(backend), &r);
+        bench_json_put(o, "cycle_pool", json_object_new_string(info->pool), &r);
+        bench_json_put(o, "cycle_size", json_object_new_uint64(info->size), &r);
+        bench_json_put(o, "results", res, &r);
+        return bench_json_emit(o, r);
 }
 
 static void help(void) {
@@ -553,6 +459,7 @@ int main(int argc, char *argv[]) {
         char version[64], backend[64];
         int c, r;
 
+        bench_program = "control-plane-bench";
         while ((c = getopt_long(argc, argv, "h", options, NULL)) >= 0) {
                 switch (c) {
                 case ARG_SOCKET:
@@ -562,11 +469,11 @@ int main(int argc, char *argv[]) {
                         db_dir = optarg;
                         break;
                 case ARG_ITERATIONS:
-                        if (parse_count(optarg, "--iterations", 1, &n) < 0)
+                        if (bench_parse_unsigned(optarg, "--iterations", 1, MAX_ITERATIONS, &n) < 0)
                                 return 2;
                         break;
                 case ARG_WARMUP:
-                        if (parse_count(optarg, "--warmup", 0, &warmup) < 0)
+                        if (bench_parse_unsigned(optarg, "--warmup", 0, MAX_ITERATIONS, &warmup) < 0)
                                 return 2;
                         break;
                 case ARG_JSON:
@@ -601,7 +508,7 @@ int main(int argc, char *argv[]) {
                 fprintf(stderr, "control-plane-bench: cannot connect to %s: %s\n", socket_path, strerror(-r));
                 goto out;
         }
-        r = daemon_info(owner, version, sizeof(version), backend, sizeof(backend));
+        r = bench_daemon_info(owner, version, sizeof(version), backend, sizeof(backend), NULL);
         if (r >= 0)
                 r = bench_noop(owner, warmup, n, samples[M_NOOP]);
         if (r >= 0)

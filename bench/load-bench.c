@@ -47,6 +47,7 @@
 
 #include "brokerd-client.h"
 #include "util/macro.h"
+#include "bench-common.h"
 #include "bench-stats.h"
 
 #define DEFAULT_CLIENTS 64u
@@ -230,15 +231,8 @@ struct stats {
         double p50_us, p99_us, max_us, mean_us;
 };
 
-static uint64_t now_nsec(void) {
-        struct timespec ts;
-
-        (void) clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (uint64_t) ts.tv_sec * NSEC_PER_SEC + (uint64_t) ts.tv_nsec;
-}
-
 static uint64_t since_t0(const struct bench *b) {
-        uint64_t t = now_nsec();
+        uint64_t t = bench_now_nsec();
 
         return t > b->t0 ? t - b->t0 : 0;
 }
@@ -260,18 +254,16 @@ static uint64_t rnd(uint64_t *s) {
 
 /* Sorts lat in place. */
 static void stats_compute(uint64_t *lat, size_t n, struct stats *ret) {
-        long double sum = 0;
+        struct bench_summary s;
 
         *ret = (struct stats) { .n = n };
         if (n == 0)
                 return;
-        bench_sort_u64(lat, n);
-        for (size_t i = 0; i < n; i++)
-                sum += lat[i];
-        ret->mean_us = (double) (sum / n / 1e3L);
-        ret->p50_us = (double) bench_percentile(lat, n, 500) / 1e3;
-        ret->p99_us = (double) bench_percentile(lat, n, 990) / 1e3;
-        ret->max_us = (double) lat[n - 1] / 1e3;
+        bench_summarize(lat, n, &s);
+        ret->mean_us = (double) (s.sum / n / 1e3L);
+        ret->p50_us = (double) s.p50 / 1e3;
+        ret->p99_us = (double) s.p99 / 1e3;
+        ret->max_us = (double) s.max / 1e3;
 }
 
 /* ---- the daemon's RSS and fds ---- */
@@ -411,13 +403,13 @@ static int send_all(int fd, const char *data, size_t len) {
 
 /* Reads until the first '\n' within timeout_ms; the line (NUL-terminated, truncated to size) in buf. */
 static int read_line(int fd, char *buf, size_t size, int timeout_ms) {
-        uint64_t deadline = now_nsec() + (uint64_t) timeout_ms * NSEC_PER_MSEC;
+        uint64_t deadline = bench_now_nsec() + (uint64_t) timeout_ms * NSEC_PER_MSEC;
         size_t len = 0;
         char ch;
 
         for (;;) {
                 struct pollfd p = { .fd = fd, .events = POLLIN };
-                uint64_t t = now_nsec();
+                uint64_t t = bench_now_nsec();
                 ssize_t n;
                 int q;
 
@@ -450,9 +442,9 @@ static int read_line(int fd, char *buf, size_t size, int timeout_ms) {
  * 0 when stopped. POLLIN is not asked for: the data the slow client never reads must not wake it.
  */
 static int wait_closed(int fd, atomic_bool *stop, int timeout_ms) {
-        uint64_t deadline = timeout_ms >= 0 ? now_nsec() + (uint64_t) timeout_ms * NSEC_PER_MSEC : UINT64_MAX;
+        uint64_t deadline = timeout_ms >= 0 ? bench_now_nsec() + (uint64_t) timeout_ms * NSEC_PER_MSEC : UINT64_MAX;
 
-        while (!(stop && atomic_load(stop)) && now_nsec() < deadline) {
+        while (!(stop && atomic_load(stop)) && bench_now_nsec() < deadline) {
                 struct pollfd p = { .fd = fd, .events = POLLRDHUP };
                 int q = poll(&p, 1, SAMPLE_INTERVAL_MS);
 
@@ -619,9 +611,9 @@ static void *flooder_main(void *userdata) {
                 return NULL;
         }
         s->t_ready = since_t0(b);
-        deadline = now_nsec() + FLOOD_TIMEOUT_MS * NSEC_PER_MSEC;
+        deadline = bench_now_nsec() + FLOOD_TIMEOUT_MS * NSEC_PER_MSEC;
 
-        while (now_nsec() < deadline) {
+        while (bench_now_nsec() < deadline) {
                 ssize_t n = send(fd, batch + off, len - off, MSG_NOSIGNAL);
 
                 if (n < 0) {
@@ -725,19 +717,11 @@ static int params_region(uint64_t region, struct json_object **ret) {
         return 0;
 }
 
-static const char *result_string(struct json_object *o, const char *key) {
-        struct json_object *v;
-
-        if (!json_object_object_get_ex(o, key, &v) || !json_object_is_type(v, json_type_string))
-                return NULL;
-        return json_object_get_string(v);
-}
-
 static int do_info(struct client *c) {
         struct call k = {};
 
         k.r = bdc_call(c->bdc, "broker.info", NULL, &k.result, NULL, NULL, &k.err);
-        if (k.r < 0 || !result_string(k.result, "version")) {
+        if (k.r < 0 || !bench_json_string(k.result, "version")) {
                 unprovoked(c, "broker.info", &k, NULL);
                 call_clear(&k);
                 return -EBADMSG;
@@ -758,7 +742,7 @@ static int do_route(struct client *c) {
         }
         k.r = bdc_call(c->bdc, "route.lookup", p, &k.result, NULL, NULL, &k.err);
         json_object_put(p);
-        route = k.r >= 0 ? result_string(k.result, "route") : NULL;
+        route = k.r >= 0 ? bench_json_string(k.result, "route") : NULL;
         if (!route || (strcmp(route, "region") != 0 && strcmp(route, "bounce") != 0 && strcmp(route, "none") != 0)) {
                 unprovoked(c, "route.lookup", &k, NULL);
                 call_clear(&k);
@@ -779,7 +763,7 @@ static int do_get(struct client *c) {
         k.r = bdc_call(c->bdc, "region.get", p, &k.result, NULL, NULL, &k.err);
         json_object_put(p);
         if (k.r < 0 || !json_object_object_get_ex(k.result, "region", &v) ||
-            (uint64_t) json_object_get_uint64(v) != c->region || !result_string(k.result, "state")) {
+            (uint64_t) json_object_get_uint64(v) != c->region || !bench_json_string(k.result, "state")) {
                 unprovoked(c, "region.get", &k, NULL);
                 call_clear(&k);
                 return -EBADMSG;
@@ -1035,10 +1019,10 @@ static void *client_main(void *userdata) {
         (void) pthread_barrier_wait(&b->barrier);
         for (unsigned i = 0; i < b->n_requests && !c->dead; i++) {
                 enum cls cls = C_INFO;
-                uint64_t t0 = now_nsec(), t1;
+                uint64_t t0 = bench_now_nsec(), t1;
 
                 (void) request_once(c, b->n_requests - i, &cls);
-                t1 = now_nsec();
+                t1 = bench_now_nsec();
                 c->samples[c->n_samples++] = (struct sample) {
                         .start = t0 > b->t0 ? t0 - b->t0 : 0,
                         .lat = t1 - t0,
@@ -1328,32 +1312,16 @@ static void print_text(const struct bench *b, const struct results *res) {
         printf("\nresult: %s%s\n", res->failures_len ? "FAIL: " : "PASS", res->failures_len ? res->failures : "");
 }
 
-static int add(struct json_object *o, const char *key, struct json_object *v) {
-        if (!v)
-                return -ENOMEM;
-        if (json_object_object_add(o, key, v) < 0) {
-                json_object_put(v);
-                return -ENOMEM;
-        }
-        return 0;
-}
-
 static struct json_object *stats_json(const struct stats *st, double span_s) {
         struct json_object *o = json_object_new_object();
         int r = o ? 0 : -ENOMEM;
 
-        if (r >= 0)
-                r = add(o, "count", json_object_new_uint64(st->n));
-        if (r >= 0)
-                r = add(o, "per_sec", json_object_new_double(span_s > 0 ? (double) st->n / span_s : 0));
-        if (r >= 0)
-                r = add(o, "mean_us", json_object_new_double(st->mean_us));
-        if (r >= 0)
-                r = add(o, "p50_us", json_object_new_double(st->p50_us));
-        if (r >= 0)
-                r = add(o, "p99_us", json_object_new_double(st->p99_us));
-        if (r >= 0)
-                r = add(o, "max_us", json_object_new_double(st->max_us));
+        bench_json_put(o, "count", json_object_new_uint64(st->n), &r);
+        bench_json_put(o, "per_sec", json_object_new_double(span_s > 0 ? (double) st->n / span_s : 0), &r);
+        bench_json_put(o, "mean_us", json_object_new_double(st->mean_us), &r);
+        bench_json_put(o, "p50_us", json_object_new_double(st->p50_us), &r);
+        bench_json_put(o, "p99_us", json_object_new_double(st->p99_us), &r);
+        bench_json_put(o, "max_us", json_object_new_double(st->max_us), &r);
         if (r < 0) {
                 json_object_put(o);
                 return NULL;
@@ -1365,24 +1333,19 @@ static struct json_object *slow_json(const struct slow *s, bool half) {
         struct json_object *o = json_object_new_object();
         int r = o ? 0 : -ENOMEM;
 
-        if (r >= 0)
-                r = add(o, "ran", json_object_new_boolean(s->t_ready != UINT64_MAX));
+        bench_json_put(o, "ran", json_object_new_boolean(s->t_ready != UINT64_MAX), &r);
         if (r >= 0 && s->t_ready != UINT64_MAX)
-                r = add(o, "start_s", json_object_new_double(sec(s->t_ready)));
-        if (r >= 0)
-                r = add(o, "dropped", json_object_new_boolean(s->t_dropped != UINT64_MAX));
+                r = bench_json_add(o, "start_s", json_object_new_double(sec(s->t_ready)));
+        bench_json_put(o, "dropped", json_object_new_boolean(s->t_dropped != UINT64_MAX), &r);
         if (r >= 0 && s->t_dropped != UINT64_MAX)
-                r = add(o, "dropped_at_s", json_object_new_double(sec(s->t_dropped)));
-        if (r >= 0)
-                r = add(o, "eof_confirmed", json_object_new_boolean(s->eof_confirmed));
-        if (r >= 0)
-                r = add(o, half ? "bytes_sent" : "requests_sent", json_object_new_uint64(s->sent));
-        if (r >= 0)
-                r = add(o, "unread_bytes", json_object_new_uint64(s->unread));
+                r = bench_json_add(o, "dropped_at_s", json_object_new_double(sec(s->t_dropped)));
+        bench_json_put(o, "eof_confirmed", json_object_new_boolean(s->eof_confirmed), &r);
+        bench_json_put(o, half ? "bytes_sent" : "requests_sent", json_object_new_uint64(s->sent), &r);
+        bench_json_put(o, "unread_bytes", json_object_new_uint64(s->unread), &r);
         if (r >= 0 && half)
-                r = add(o, "answered_after", json_object_new_boolean(s->answered));
+                r = bench_json_add(o, "answered_after", json_object_new_boolean(s->answered));
         if (r >= 0 && s->failure[0])
-                r = add(o, "failure", json_object_new_string(s->failure));
+                r = bench_json_add(o, "failure", json_object_new_string(s->failure));
         if (r < 0) {
                 json_object_put(o);
                 return NULL;
@@ -1400,33 +1363,25 @@ static int print_json(const struct bench *b, const struct results *res) {
         int r = o && cls && ev && daemon && slow && win && tl && errs && load ? 0 : -ENOMEM;
 
         for (int k = 0; r >= 0 && k < _C_MAX; k++)
-                r = add(cls, classes[k].key, stats_json(&res->per_class[k], wall));
+                r = bench_json_add(cls, classes[k].key, stats_json(&res->per_class[k], wall));
         for (size_t i = 0; r >= 0 && i < N_EVENT_NAMES; i++)
-                r = add(ev, event_names[i], json_object_new_uint64(res->events[i]));
-        if (r >= 0)
-                r = add(ev, "other", json_object_new_uint64(res->events[N_EVENT_NAMES]));
-        if (r >= 0)
-                r = add(ev, "total", json_object_new_uint64(res->events_total));
-        if (r >= 0)
-                r = add(ev, "connected_at_end", json_object_new_boolean(res->stream_alive));
+                r = bench_json_add(ev, event_names[i], json_object_new_uint64(res->events[i]));
+        bench_json_put(ev, "other", json_object_new_uint64(res->events[N_EVENT_NAMES]), &r);
+        bench_json_put(ev, "total", json_object_new_uint64(res->events_total), &r);
+        bench_json_put(ev, "connected_at_end", json_object_new_boolean(res->stream_alive), &r);
         for (size_t w = 0; r >= 0 && w < res->n_windows; w++) {
                 struct json_object *x = stats_json(&res->windows[w].st, sec(res->windows[w].span));
                 if (x) {
-                        r = add(x, "from_s", json_object_new_double(sec(res->windows[w].from)));
-                        if (r >= 0)
-                                r = add(x, "to_s", json_object_new_double(sec(res->windows[w].to)));
+                        r = bench_json_add(x, "from_s", json_object_new_double(sec(res->windows[w].from)));
+                        bench_json_put(x, "to_s", json_object_new_double(sec(res->windows[w].to)), &r);
                 }
-                if (r >= 0)
-                        r = add(win, res->windows[w].key, x);
+                bench_json_put(win, res->windows[w].key, x, &r);
         }
         if (r >= 0 && b->slow_clients) {
-                r = add(slow, "stuck_subscriber", slow_json(&b->stuck, false));
-                if (r >= 0)
-                        r = add(slow, "flooder", slow_json(&b->flooder, false));
-                if (r >= 0)
-                        r = add(slow, "half_line", slow_json(&b->half, true));
-                if (r >= 0)
-                        r = add(slow, "others_latency", json_object_get(win));
+                r = bench_json_add(slow, "stuck_subscriber", slow_json(&b->stuck, false));
+                bench_json_put(slow, "flooder", slow_json(&b->flooder, false), &r);
+                bench_json_put(slow, "half_line", slow_json(&b->half, true), &r);
+                bench_json_put(slow, "others_latency", json_object_get(win), &r);
         }
         for (size_t i = 0; r >= 0 && i < res->n_tl; i++) {
                 struct json_object *x = json_object_new_object();
@@ -1435,52 +1390,35 @@ static int print_json(const struct bench *b, const struct results *res) {
                         r = -ENOMEM;
                         break;
                 }
-                r = add(x, "second", json_object_new_uint64(i));
-                if (r >= 0)
-                        r = add(x, "requests", json_object_new_uint64(res->tl_count[i]));
-                if (r >= 0)
-                        r = add(x, "max_us", json_object_new_double((double) res->tl_max[i] / 1e3));
+                r = bench_json_add(x, "second", json_object_new_uint64(i));
+                bench_json_put(x, "requests", json_object_new_uint64(res->tl_count[i]), &r);
+                bench_json_put(x, "max_us", json_object_new_double((double) res->tl_max[i] / 1e3), &r);
                 if (r >= 0 && i < b->n_timeline) {
-                        r = add(x, "rss_kib", json_object_new_uint64(b->timeline[i].rss_kib));
-                        if (r >= 0)
-                                r = add(x, "fds", json_object_new_uint64(b->timeline[i].fds));
+                        r = bench_json_add(x, "rss_kib", json_object_new_uint64(b->timeline[i].rss_kib));
+                        bench_json_put(x, "fds", json_object_new_uint64(b->timeline[i].fds), &r);
                 }
                 if (r < 0 || json_object_array_add(tl, x) < 0) {
                         json_object_put(x);
                         r = -ENOMEM;
                 }
         }
-        if (r >= 0)
-                r = add(daemon, "pid", json_object_new_int(b->pid));
-        if (r >= 0)
-                r = add(daemon, "rss_kib_before", json_object_new_uint64(res->before.rss_kib));
-        if (r >= 0)
-                r = add(daemon, "rss_kib_peak", json_object_new_uint64(b->peak.rss_kib));
-        if (r >= 0)
-                r = add(daemon, "rss_kib_after", json_object_new_uint64(res->after.rss_kib));
-        if (r >= 0)
-                r = add(daemon, "fds_before", json_object_new_uint64(res->before.fds));
-        if (r >= 0)
-                r = add(daemon, "fds_peak", json_object_new_uint64(b->peak.fds));
-        if (r >= 0)
-                r = add(daemon, "fds_after", json_object_new_uint64(res->after.fds));
-        if (r >= 0)
-                r = add(daemon, "fds_settled_ms", json_object_new_uint64(res->settle_ms));
-        if (r >= 0)
-                r = add(daemon, "samples", json_object_new_uint64(b->n_daemon_samples));
-        if (r >= 0)
-                r = add(daemon, "cpu_s", json_object_new_double(hz > 0 ? (double) res->daemon_cpu_ticks / hz : 0));
-        if (r >= 0)
-                r = add(daemon, "stats_before", json_object_get(res->stats_before));
-        if (r >= 0)
-                r = add(daemon, "stats_after", json_object_get(res->stats_after));
-        if (r >= 0)
-                r = add(errs, "unprovoked", json_object_new_uint64(res->unprovoked));
+        bench_json_put(daemon, "pid", json_object_new_int(b->pid), &r);
+        bench_json_put(daemon, "rss_kib_before", json_object_new_uint64(res->before.rss_kib), &r);
+        bench_json_put(daemon, "rss_kib_peak", json_object_new_uint64(b->peak.rss_kib), &r);
+        bench_json_put(daemon, "rss_kib_after", json_object_new_uint64(res->after.rss_kib), &r);
+        bench_json_put(daemon, "fds_before", json_object_new_uint64(res->before.fds), &r);
+        bench_json_put(daemon, "fds_peak", json_object_new_uint64(b->peak.fds), &r);
+        bench_json_put(daemon, "fds_after", json_object_new_uint64(res->after.fds), &r);
+        bench_json_put(daemon, "fds_settled_ms", json_object_new_uint64(res->settle_ms), &r);
+        bench_json_put(daemon, "samples", json_object_new_uint64(b->n_daemon_samples), &r);
+        bench_json_put(daemon, "cpu_s", json_object_new_double(hz > 0 ? (double) res->daemon_cpu_ticks / hz : 0), &r);
+        bench_json_put(daemon, "stats_before", json_object_get(res->stats_before), &r);
+        bench_json_put(daemon, "stats_after", json_object_get(res->stats_after), &r);
+        bench_json_put(errs, "unprovoked", json_object_new_uint64(res->unprovoked), &r);
         for (int k = 0; r >= 0 && k < _P_MAX; k++)
-                r = add(errs, provoked_names[k], json_object_new_uint64(res->provoked[k]));
-        if (r >= 0)
-                r = add(errs, "daemon_error_replies", json_object_new_uint64(get_u64(res->stats_after, "errors") -
-                                                                            get_u64(res->stats_before, "errors")));
+                r = bench_json_add(errs, provoked_names[k], json_object_new_uint64(res->provoked[k]));
+        bench_json_put(errs, "daemon_error_replies", json_object_new_uint64(get_u64(res->stats_after, "errors") -
+                                                                    get_u64(res->stats_before, "errors")), &r);
         for (int i = 0; r >= 0 && i < 3; i++) {
                 struct json_object *x = json_object_new_double(res->load_before[i]);
 
@@ -1490,66 +1428,36 @@ static int print_json(const struct bench *b, const struct results *res) {
                 }
         }
 
-        if (r >= 0)
-                r = add(o, "version", json_object_new_string(res->version));
-        if (r >= 0)
-                r = add(o, "backend", json_object_new_string(res->backend));
-        if (r >= 0)
-                r = add(o, "clients", json_object_new_uint64(b->n_clients));
-        if (r >= 0)
-                r = add(o, "requests_per_client", json_object_new_uint64(b->n_requests));
-        if (r >= 0)
-                r = add(o, "seed", json_object_new_uint64(b->seed));
-        if (r >= 0)
-                r = add(o, "cpus", json_object_new_int64(sysconf(_SC_NPROCESSORS_ONLN)));
-        if (r >= 0) {
-                r = add(o, "loadavg_before", load);
-                load = NULL;
-        }
-        if (r >= 0)
-                r = add(o, "loadavg_after_1min", json_object_new_double(res->load_after[0]));
-        if (r >= 0)
-                r = add(o, "wall_s", json_object_new_double(wall));
-        if (r >= 0)
-                r = add(o, "requests", json_object_new_uint64(res->total));
-        if (r >= 0)
-                r = add(o, "requests_per_sec", json_object_new_double(wall > 0 ? (double) res->total / wall : 0));
-        if (r >= 0)
-                r = add(o, "cycles", json_object_new_uint64(res->cycles));
-        if (r >= 0)
-                r = add(o, "cycles_per_sec", json_object_new_double(wall > 0 ? (double) res->cycles / wall : 0));
-        if (r >= 0)
-                r = add(o, "latency", stats_json(&res->overall, wall));
-        if (r >= 0) {
-                r = add(o, "per_class", cls);
-                cls = NULL;
-        }
-        if (r >= 0) {
-                r = add(o, "errors", errs);
-                errs = NULL;
-        }
-        if (r >= 0) {
-                r = add(o, "admin_events", ev);
-                ev = NULL;
-        }
-        if (r >= 0) {
-                r = add(o, "slow_clients", slow);
-                slow = NULL;
-        }
-        if (r >= 0) {
-                r = add(o, "daemon", daemon);
-                daemon = NULL;
-        }
-        if (r >= 0) {
-                r = add(o, "timeline", tl);
-                tl = NULL;
-        }
-        if (r >= 0)
-                r = add(o, "passed", json_object_new_boolean(res->failures_len == 0));
+        bench_json_put(o, "version", json_object_new_string(res->version), &r);
+        bench_json_put(o, "backend", json_object_new_string(res->backend), &r);
+        bench_json_put(o, "clients", json_object_new_uint64(b->n_clients), &r);
+        bench_json_put(o, "requests_per_client", json_object_new_uint64(b->n_requests), &r);
+        bench_json_put(o, "seed", json_object_new_uint64(b->seed), &r);
+        bench_json_put(o, "cpus", json_object_new_int64(sysconf(_SC_NPROCESSORS_ONLN)), &r);
+        bench_json_put(o, "loadavg_before", load, &r);
+        load = NULL;
+        bench_json_put(o, "loadavg_after_1min", json_object_new_double(res->load_after[0]), &r);
+        bench_json_put(o, "wall_s", json_object_new_double(wall), &r);
+        bench_json_put(o, "requests", json_object_new_uint64(res->total), &r);
+        bench_json_put(o, "requests_per_sec", json_object_new_double(wall > 0 ? (double) res->total / wall : 0), &r);
+        bench_json_put(o, "cycles", json_object_new_uint64(res->cycles), &r);
+        bench_json_put(o, "cycles_per_sec", json_object_new_double(wall > 0 ? (double) res->cycles / wall : 0), &r);
+        bench_json_put(o, "latency", stats_json(&res->overall, wall), &r);
+        bench_json_put(o, "per_class", cls, &r);
+        cls = NULL;
+        bench_json_put(o, "errors", errs, &r);
+        errs = NULL;
+        bench_json_put(o, "admin_events", ev, &r);
+        ev = NULL;
+        bench_json_put(o, "slow_clients", slow, &r);
+        slow = NULL;
+        bench_json_put(o, "daemon", daemon, &r);
+        daemon = NULL;
+        bench_json_put(o, "timeline", tl, &r);
+        tl = NULL;
+        bench_json_put(o, "passed", json_object_new_boolean(res->failures_len == 0), &r);
         if (r >= 0 && res->failures_len)
-                r = add(o, "failures", json_object_new_string(res->failures));
-        if (r >= 0)
-                printf("%s\n", json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_SPACED));
+                r = bench_json_add(o, "failures", json_object_new_string(res->failures));
         json_object_put(cls);
         json_object_put(ev);
         json_object_put(daemon);
@@ -1558,23 +1466,11 @@ static int print_json(const struct bench *b, const struct results *res) {
         json_object_put(tl);
         json_object_put(errs);
         json_object_put(load);
-        json_object_put(o);
-        return r;
+        return bench_json_emit(o, r);
 }
 
 /* ---- main ---- */
 
-static int parse_count(const char *s, const char *what, uint64_t min, uint64_t max, uint64_t *ret) {
-        uint64_t v;
-
-        if (bdc_parse_u64(s, &v) < 0 || v < min || v > max) {
-                fprintf(stderr, "load-bench: %s must be a number in %" PRIu64 "..%" PRIu64 ", not '%s'\n", what, min,
-                        max, s);
-                return -EINVAL;
-        }
-        *ret = v;
-        return 0;
-}
 
 static void help(void) {
         printf("Usage: load-bench --socket PATH --admin-socket PATH --pid PID [OPTIONS]\n"
@@ -1602,19 +1498,12 @@ static void help(void) {
 }
 
 static int daemon_info(struct bdc *c, struct results *res, uint64_t *ret_max_conn) {
-        struct bdc_error err = BDC_ERROR_INIT;
         struct json_object *result = NULL, *limits;
-        const char *s;
         int r;
 
-        r = bdc_call(c, "broker.info", NULL, &result, NULL, NULL, &err);
-        if (r < 0) {
-                fprintf(stderr, "load-bench: broker.info: %s%s%s\n", strerror(-r), err.name[0] ? ": " : "", err.name);
-                bdc_error_clear(&err);
+        r = bench_daemon_info(c, res->version, sizeof(res->version), res->backend, sizeof(res->backend), &result);
+        if (r < 0)
                 return r;
-        }
-        snprintf(res->version, sizeof(res->version), "%s", (s = result_string(result, "version")) ? s : "?");
-        snprintf(res->backend, sizeof(res->backend), "%s", (s = result_string(result, "backend")) ? s : "?");
         if (json_object_object_get_ex(result, "limits", &limits)) {
                 *ret_max_conn = get_u64(limits, "max_connections_per_uid");
                 res->max_pending = get_u64(limits, "max_pending_bytes");
@@ -1622,7 +1511,6 @@ static int daemon_info(struct bdc *c, struct results *res, uint64_t *ret_max_con
         json_object_put(result);
         return 0;
 }
-
 static void slow_init(struct slow *s) {
         *s = (struct slow) { .fd = -EBADF, .t_ready = UINT64_MAX, .t_dropped = UINT64_MAX };
 }
@@ -1705,6 +1593,7 @@ int main(int argc, char *argv[]) {
         struct rusage ru;
         int c, r;
 
+        bench_program = "load-bench";
         slow_init(&b.stuck);
         slow_init(&b.flooder);
         slow_init(&b.half);
@@ -1718,34 +1607,32 @@ int main(int argc, char *argv[]) {
                         b.admin_path = optarg;
                         break;
                 case ARG_PID:
-                        if (parse_count(optarg, "--pid", 1, INT32_MAX, &v) < 0)
+                        if (bench_parse_u64(optarg, "--pid", 1, INT32_MAX, &v) < 0)
                                 return 2;
                         b.pid = (pid_t) v;
                         break;
                 case ARG_CLIENTS:
-                        if (parse_count(optarg, "--clients", 1, MAX_CLIENTS, &v) < 0)
+                        if (bench_parse_unsigned(optarg, "--clients", 1, MAX_CLIENTS, &b.n_clients) < 0)
                                 return 2;
-                        b.n_clients = (unsigned) v;
                         break;
                 case ARG_REQUESTS:
-                        if (parse_count(optarg, "--requests", 1, MAX_REQUESTS, &v) < 0)
+                        if (bench_parse_unsigned(optarg, "--requests", 1, MAX_REQUESTS, &b.n_requests) < 0)
                                 return 2;
-                        b.n_requests = (unsigned) v;
                         break;
                 case ARG_SEED:
-                        if (parse_count(optarg, "--seed", 0, UINT64_MAX, &b.seed) < 0)
+                        if (bench_parse_u64(optarg, "--seed", 0, UINT64_MAX, &b.seed) < 0)
                                 return 2;
                         break;
                 case ARG_NO_SLOW:
                         b.slow_clients = false;
                         break;
                 case ARG_RSS_PEAK:
-                        if (parse_count(optarg, "--rss-peak-limit", 1, 1024 * 1024, &v) < 0)
+                        if (bench_parse_u64(optarg, "--rss-peak-limit", 1, 1024 * 1024, &v) < 0)
                                 return 2;
                         b.rss_peak_limit_kib = v * 1024;
                         break;
                 case ARG_RSS_AFTER:
-                        if (parse_count(optarg, "--rss-after-limit", 0, 1024 * 1024, &v) < 0)
+                        if (bench_parse_u64(optarg, "--rss-after-limit", 0, 1024 * 1024, &v) < 0)
                                 return 2;
                         b.rss_after_limit_kib = v * 1024;
                         break;
@@ -1853,7 +1740,7 @@ int main(int argc, char *argv[]) {
         }
 
         cpu0 = daemon_cpu_ticks(b.pid);
-        b.t0 = now_nsec();
+        b.t0 = bench_now_nsec();
         (void) pthread_barrier_wait(&b.barrier);
 
         if (pthread_create(&b.sampler, NULL, sampler_main, &b) == 0)
@@ -1903,7 +1790,7 @@ int main(int argc, char *argv[]) {
         }
 
         /* Let the stream catch up: one region.reclaimed per cycle (or 10s of silence). */
-        for (uint64_t deadline = now_nsec() + SETTLE_TIMEOUT_MS * NSEC_PER_MSEC; now_nsec() < deadline;) {
+        for (uint64_t deadline = bench_now_nsec() + SETTLE_TIMEOUT_MS * NSEC_PER_MSEC; bench_now_nsec() < deadline;) {
                 if (atomic_load(&b.events[EV_RECLAIMED]) >= res.cycles)
                         break;
                 (void) poll(NULL, 0, SAMPLE_INTERVAL_MS);
@@ -1940,7 +1827,7 @@ int main(int argc, char *argv[]) {
         closep(&b.half.fd);
         b.stuck.fd = b.flooder.fd = b.half.fd = -EBADF;
 
-        t_settle = now_nsec();
+        t_settle = bench_now_nsec();
         for (;;) {
                 r = daemon_rss_fd(b.pid, &res.after);
                 if (r < 0) {
@@ -1952,11 +1839,11 @@ int main(int argc, char *argv[]) {
                         res.fds_settled = res.after.fds == res.before.fds;
                         break;
                 }
-                if (now_nsec() - t_settle > SETTLE_TIMEOUT_MS * NSEC_PER_MSEC)
+                if (bench_now_nsec() - t_settle > SETTLE_TIMEOUT_MS * NSEC_PER_MSEC)
                         break;
                 (void) poll(NULL, 0, SAMPLE_INTERVAL_MS);
         }
-        res.settle_ms = (now_nsec() - t_settle) / NSEC_PER_MSEC;
+        res.settle_ms = (bench_now_nsec() - t_settle) / NSEC_PER_MSEC;
         atomic_store(&b.sampler_stop, true);
         if (b.sampler_started) {
                 (void) pthread_join(b.sampler, NULL);

@@ -53,6 +53,7 @@
 #include <unistd.h>
 
 #include "brokerd-client.h"
+#include "bench-common.h"
 #include "bench-stats.h"
 
 #define DEFAULT_ITERATIONS 20u
@@ -114,14 +115,6 @@ struct stats {
         double mean_ms, p50_ms, p90_ms, max_ms;
 };
 
-static uint64_t now_nsec(void) {
-        struct timespec ts;
-
-        /* CLOCK_MONOTONIC cannot fail with a valid pointer. */
-        (void) clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (uint64_t) ts.tv_sec * UINT64_C(1000000000) + (uint64_t) ts.tv_nsec;
-}
-
 static void sleep_msec(unsigned ms) {
         struct timespec ts = { .tv_sec = ms / 1000, .tv_nsec = (long) (ms % 1000) * 1000000L };
 
@@ -172,7 +165,7 @@ static atomic_bool events_stop;
 
 static void watch_mark(virDomainPtr dom, const char *alias, enum expect_state state) {
         const char *name = virDomainGetName(dom);
-        uint64_t t = now_nsec();
+        uint64_t t = bench_now_nsec();
         bool matched = false;
 
         if (!name || !alias)
@@ -233,7 +226,7 @@ static void watch_reset(void) {
  * the i-th armed one arrived. -ETIMEDOUT, or -EIO if libvirt reported a removal as failed.
  */
 static int watch_wait(unsigned timeout_ms, uint64_t ret_at[static MAX_EXPECT]) {
-        uint64_t deadline = now_nsec() + (uint64_t) timeout_ms * 1000000u, at[MAX_EXPECT] = {};
+        uint64_t deadline = bench_now_nsec() + (uint64_t) timeout_ms * 1000000u, at[MAX_EXPECT] = {};
         struct timespec ts = { .tv_sec = (time_t) (deadline / 1000000000u), .tv_nsec = (long) (deadline % 1000000000u) };
         int r = 0;
 
@@ -383,10 +376,10 @@ static int raw_once(struct bench *b, uint64_t *t) {
         }
 
         /* What lv_map() does before it attaches: find the domain, read its live XML. */
-        t0 = now_nsec();
+        t0 = bench_now_nsec();
         d = virDomainLookupByName(b->conn, b->peer);
         k = d ? domain_has_alias(d, alias) : -EIO;
-        t1 = now_nsec();
+        t1 = bench_now_nsec();
         if (d)
                 virDomainFree(d);
         if (k != 0) {
@@ -395,13 +388,13 @@ static int raw_once(struct bench *b, uint64_t *t) {
                 goto out;
         }
 
-        t2 = now_nsec();
+        t2 = bench_now_nsec();
         if (virDomainAttachDeviceFlags(b->dom_peer, xml, VIR_DOMAIN_AFFECT_LIVE) < 0) {
                 fprintf(stderr, "mapping-bench: attaching %s to %s: %s\n", alias, b->peer, lv_error());
                 r = -EIO;
                 goto out;
         }
-        t3 = now_nsec();
+        t3 = bench_now_nsec();
         attached = true;
         r = expect_alias(b->dom_peer, alias, true);
         if (r < 0)
@@ -412,14 +405,14 @@ static int raw_once(struct bench *b, uint64_t *t) {
         r = watch_arm(b->peer, alias);
         if (r < 0)
                 goto out;
-        t4 = now_nsec();
+        t4 = bench_now_nsec();
         if (virDomainDetachDeviceAlias(b->dom_peer, alias, VIR_DOMAIN_AFFECT_LIVE) < 0) {
                 fprintf(stderr, "mapping-bench: detaching %s from %s: %s\n", alias, b->peer, lv_error());
                 watch_reset();
                 r = -EIO;
                 goto out;
         }
-        t5 = now_nsec();
+        t5 = bench_now_nsec();
         r = watch_wait(b->timeout_ms, removed);
         if (r < 0)
                 goto out;
@@ -446,32 +439,14 @@ out:
 
 /* ---- the brokerd side ---- */
 
-static int add(struct json_object *o, const char *key, struct json_object *v) {
-        if (!v)
-                return -ENOMEM;
-        if (json_object_object_add(o, key, v) < 0) {
-                json_object_put(v);
-                return -ENOMEM;
-        }
-        return 0;
-}
-
-static int fail_rpc(const char *what, int r, const struct bdc_error *err) {
-        fprintf(stderr, "mapping-bench: %s failed: %s", what, strerror(-r));
-        if (err->code != 0 || err->name[0])
-                fprintf(stderr, " (%s: %s)", bdc_error_name(err), err->message);
-        fputc('\n', stderr);
-        return r;
-}
-
 /* Waits for notification method about region on c, dropping the others (attached, revoked, ...). */
 static int wait_notification(struct bdc *c, const char *method, uint64_t region, unsigned timeout_ms) {
-        uint64_t deadline = now_nsec() + (uint64_t) timeout_ms * 1000000u;
+        uint64_t deadline = bench_now_nsec() + (uint64_t) timeout_ms * 1000000u;
 
         for (;;) {
                 struct bdc_event ev = {};
                 struct json_object *v;
-                uint64_t now = now_nsec();
+                uint64_t now = bench_now_nsec();
                 bool match;
                 int r;
 
@@ -496,19 +471,6 @@ static int wait_notification(struct bdc *c, const char *method, uint64_t region,
         }
 }
 
-static int noop_rpc(struct bdc *c) {
-        struct bdc_error err = BDC_ERROR_INIT;
-        struct json_object *result = NULL;
-        int r;
-
-        r = bdc_call(c, "broker.info", NULL, &result, NULL, NULL, &err);
-        if (r < 0)
-                fail_rpc("broker.info", r, &err);
-        json_object_put(result);
-        bdc_error_clear(&err);
-        return r;
-}
-
 /*
  * region.share and region.attach are sent with bdc_call(), not bdc_share()/bdc_attach(): those
  * insist on an fd in the reply, which the libvirt backend never passes (the memory is the
@@ -520,14 +482,6 @@ struct share_reply {
         char token_domain[DOMAIN_NAME_MAX + 1];
         char token[64];
 };
-
-static const char *get_str(struct json_object *o, const char *key) {
-        struct json_object *v;
-
-        if (!o || !json_object_object_get_ex(o, key, &v) || !json_object_is_type(v, json_type_string))
-                return NULL;
-        return json_object_get_string(v);
-}
 
 static int get_u64(struct json_object *o, const char *key, uint64_t *ret) {
         struct json_object *v;
@@ -556,31 +510,31 @@ static int share_rpc(struct bench *b, struct share_reply *ret, struct bdc_error 
 
         if (!params || !peers || !peer)
                 goto out;
-        if (add(peer, "domain", json_object_new_string(b->peer)) < 0 ||
-            add(peer, "access", json_object_new_string("rw")) < 0 || json_object_array_add(peers, peer) < 0)
+        if (bench_json_add(peer, "domain", json_object_new_string(b->peer)) < 0 ||
+            bench_json_add(peer, "access", json_object_new_string("rw")) < 0 || json_object_array_add(peers, peer) < 0)
                 goto out;
         peer = NULL;
-        if (add(params, "owner", json_object_new_string(b->owner)) < 0 ||
-            add(params, "device", json_object_new_string(b->device)) < 0 ||
-            add(params, "size", json_object_new_uint64(b->size)) < 0)
+        if (bench_json_add(params, "owner", json_object_new_string(b->owner)) < 0 ||
+            bench_json_add(params, "device", json_object_new_string(b->device)) < 0 ||
+            bench_json_add(params, "size", json_object_new_uint64(b->size)) < 0)
                 goto out;
-        r = add(params, "peers", peers);
+        r = bench_json_add(params, "peers", peers);
         peers = NULL;
         if (r < 0)
                 goto out;
 
         r = bdc_call(b->c_owner, "region.share", params, &result, fds, &n_fds, err);
         if (r < 0) {
-                fail_rpc("region.share", r, err);
+                bench_fail_rpc("region.share", r, err);
                 goto out;
         }
         close_fds(fds, n_fds);
-        placement = get_str(result, "placement");
-        pool = get_str(result, "pool");
+        placement = bench_json_string(result, "placement");
+        pool = bench_json_string(result, "pool");
         r = -EBADMSG;
         if (!placement || strcmp(placement, "region") != 0) {
                 fprintf(stderr, "mapping-bench: region.share gave %s: %s\n", placement ?: "no placement",
-                        get_str(result, "reason") ?: "");
+                        bench_json_string(result, "reason") ?: "");
                 goto out;
         }
         if (get_u64(result, "region", &ret->region) < 0 || get_u64(result, "size", &ret->size) < 0 || !pool ||
@@ -590,8 +544,8 @@ static int share_rpc(struct bench *b, struct share_reply *ret, struct bdc_error 
                 goto out;
         }
         t0 = json_object_array_get_idx(tokens, 0);
-        dom = get_str(t0, "domain");
-        tok = get_str(t0, "token");
+        dom = bench_json_string(t0, "domain");
+        tok = bench_json_string(t0, "token");
         if (!dom || !tok || strlen(dom) > DOMAIN_NAME_MAX || strlen(tok) >= sizeof(ret->token)) {
                 fprintf(stderr, "mapping-bench: malformed token in %s\n", json_object_to_json_string(result));
                 goto out;
@@ -616,16 +570,16 @@ static int attach_rpc(struct bench *b, const char *token, uint64_t *ret_region, 
         const char *access_mode;
         int r = -ENOMEM;
 
-        if (!params || add(params, "domain", json_object_new_string(b->peer)) < 0 ||
-            add(params, "token", json_object_new_string(token)) < 0)
+        if (!params || bench_json_add(params, "domain", json_object_new_string(b->peer)) < 0 ||
+            bench_json_add(params, "token", json_object_new_string(token)) < 0)
                 goto out;
         r = bdc_call(b->c_peer, "region.attach", params, &result, fds, &n_fds, err);
         if (r < 0) {
-                fail_rpc("region.attach", r, err);
+                bench_fail_rpc("region.attach", r, err);
                 goto out;
         }
         close_fds(fds, n_fds);
-        access_mode = get_str(result, "access");
+        access_mode = bench_json_string(result, "access");
         r = -EBADMSG;
         if (get_u64(result, "region", ret_region) < 0 || !access_mode || strcmp(access_mode, "rw") != 0) {
                 fprintf(stderr, "mapping-bench: unexpected region.attach reply: %s\n", json_object_to_json_string(result));
@@ -647,14 +601,14 @@ static int brokerd_once(struct bench *b, uint64_t *t) {
         bool shared = false;
         int r;
 
-        t0 = now_nsec();
-        r = noop_rpc(b->c_owner);
+        t0 = bench_now_nsec();
+        r = bench_call(b->c_owner, "broker.info", NULL, NULL);
         if (r < 0)
                 goto out;
 
-        t1 = now_nsec();
+        t1 = bench_now_nsec();
         r = share_rpc(b, &share, &err);
-        t2 = now_nsec();
+        t2 = bench_now_nsec();
         if (r < 0)
                 goto out;
         region = share.region;
@@ -678,9 +632,9 @@ static int brokerd_once(struct bench *b, uint64_t *t) {
          */
         sleep_msec(b->settle_ms);
 
-        t3 = now_nsec();
+        t3 = bench_now_nsec();
         r = attach_rpc(b, share.token, &attached, &err);
-        t4 = now_nsec();
+        t4 = bench_now_nsec();
         if (r < 0)
                 goto out;
         if (attached != region) {
@@ -701,26 +655,26 @@ static int brokerd_once(struct bench *b, uint64_t *t) {
                 r = watch_arm(b->owner, alias);
         if (r < 0)
                 goto out;
-        t5 = now_nsec();
+        t5 = bench_now_nsec();
         r = bdc_revoke(b->c_owner, b->owner, region, REVOKE_DEADLINE_MS, false, &err);
-        t6 = now_nsec();
+        t6 = bench_now_nsec();
         if (r < 0) {
-                fail_rpc("region.revoke", r, &err);
+                bench_fail_rpc("region.revoke", r, &err);
                 goto out;
         }
         /* What B's agent does: release on its recall. */
         r = wait_notification(b->c_peer, "region.recall", region, b->timeout_ms);
         if (r < 0)
                 goto out;
-        t7 = now_nsec();
+        t7 = bench_now_nsec();
         r = bdc_release(b->c_peer, b->peer, region, &err);
-        t8 = now_nsec();
+        t8 = bench_now_nsec();
         if (r < 0) {
-                fail_rpc("region.release", r, &err);
+                bench_fail_rpc("region.release", r, &err);
                 goto out;
         }
         r = wait_notification(b->c_owner, "region.reclaimed", region, b->timeout_ms);
-        t9 = now_nsec();
+        t9 = bench_now_nsec();
         if (r < 0)
                 goto out;
         shared = false;
@@ -763,16 +717,14 @@ out:
 
 /* Sorts samples (nanoseconds) in place. */
 static void stats_compute(uint64_t *samples, size_t n, struct stats *ret) {
-        long double sum = 0;
+        struct bench_summary s;
 
-        bench_sort_u64(samples, n);
-        for (size_t i = 0; i < n; i++)
-                sum += samples[i];
+        bench_summarize(samples, n, &s);
         *ret = (struct stats) {
-                .mean_ms = (double) (sum / n / 1e6L),
-                .p50_ms = (double) bench_percentile(samples, n, 500) / 1e6,
-                .p90_ms = (double) bench_percentile(samples, n, 900) / 1e6,
-                .max_ms = (double) samples[n - 1] / 1e6,
+                .mean_ms = (double) (s.sum / n / 1e6L),
+                .p50_ms = (double) s.p50 / 1e6,
+                .p90_ms = (double) s.p90 / 1e6,
+                .max_ms = (double) s.max / 1e6,
         };
 }
 
@@ -813,68 +765,37 @@ static int print_json(const struct bench *b, const struct stats *st, const struc
         version_string(ri->qemu_version, qemu, sizeof(qemu));
         for (int m = 0; r >= 0 && m < _M_MAX; m++) {
                 struct json_object *e = json_object_new_object();
-                r = add(res, measures[m].key, e);
-                if (r >= 0)
-                        r = add(e, "p50_ms", json_object_new_double(st[m].p50_ms));
-                if (r >= 0)
-                        r = add(e, "p90_ms", json_object_new_double(st[m].p90_ms));
-                if (r >= 0)
-                        r = add(e, "max_ms", json_object_new_double(st[m].max_ms));
-                if (r >= 0)
-                        r = add(e, "mean_ms", json_object_new_double(st[m].mean_ms));
+                r = bench_json_add(res, measures[m].key, e);
+                bench_json_put(e, "p50_ms", json_object_new_double(st[m].p50_ms), &r);
+                bench_json_put(e, "p90_ms", json_object_new_double(st[m].p90_ms), &r);
+                bench_json_put(e, "max_ms", json_object_new_double(st[m].max_ms), &r);
+                bench_json_put(e, "mean_ms", json_object_new_double(st[m].mean_ms), &r);
         }
-        if (r >= 0)
-                r = add(o, "iterations", json_object_new_int64(ri->n));
-        if (r >= 0)
-                r = add(o, "warmup", json_object_new_int64(ri->warmup));
-        if (r >= 0)
-                r = add(o, "settle_ms", json_object_new_int64(b->settle_ms));
-        if (r >= 0)
-                r = add(o, "size", json_object_new_uint64(b->size));
-        if (r >= 0)
-                r = add(o, "owner", json_object_new_string(b->owner));
-        if (r >= 0)
-                r = add(o, "peer", json_object_new_string(b->peer));
-        if (r >= 0)
-                r = add(o, "brokerd_version", json_object_new_string(ri->brokerd_version));
-        if (r >= 0)
-                r = add(o, "backend", json_object_new_string(ri->backend));
-        if (r >= 0)
-                r = add(o, "libvirt_version", json_object_new_string(lv));
-        if (r >= 0)
-                r = add(o, "qemu_version", json_object_new_string(qemu));
-        if (r >= 0)
-                r = add(o, "attach_ratio_p50", json_object_new_double(st[M_ATTACH].p50_ms / st[M_RAW_ATTACH].p50_ms));
-        if (r >= 0) {
-                r = add(o, "results", res);
-                res = NULL;
-        }
-        if (r >= 0)
-                printf("%s\n", json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_SPACED));
-        json_object_put(res);
-        json_object_put(o);
-        return r;
+        bench_json_put(o, "iterations", json_object_new_int64(ri->n), &r);
+        bench_json_put(o, "warmup", json_object_new_int64(ri->warmup), &r);
+        bench_json_put(o, "settle_ms", json_object_new_int64(b->settle_ms), &r);
+        bench_json_put(o, "size", json_object_new_uint64(b->size), &r);
+        bench_json_put(o, "owner", json_object_new_string(b->owner), &r);
+        bench_json_put(o, "peer", json_object_new_string(b->peer), &r);
+        bench_json_put(o, "brokerd_version", json_object_new_string(ri->brokerd_version), &r);
+        bench_json_put(o, "backend", json_object_new_string(ri->backend), &r);
+        bench_json_put(o, "libvirt_version", json_object_new_string(lv), &r);
+        bench_json_put(o, "qemu_version", json_object_new_string(qemu), &r);
+        bench_json_put(o, "attach_ratio_p50", json_object_new_double(st[M_ATTACH].p50_ms / st[M_RAW_ATTACH].p50_ms), &r);
+        bench_json_put(o, "results", res, &r);
+        return bench_json_emit(o, r);
 }
 
 /* ---- setup ---- */
 
 /* broker.info's version and backend; anything but the libvirt backend makes the figures moot. */
 static int daemon_info(struct bench *b, struct run_info *ri) {
-        struct bdc_error err = BDC_ERROR_INIT;
-        struct json_object *result = NULL, *v;
         int r;
 
-        r = bdc_call(b->c_owner, "broker.info", NULL, &result, NULL, NULL, &err);
-        if (r < 0) {
-                fail_rpc("broker.info", r, &err);
-                bdc_error_clear(&err);
+        r = bench_daemon_info(b->c_owner, ri->brokerd_version, sizeof(ri->brokerd_version), ri->backend,
+                              sizeof(ri->backend), NULL);
+        if (r < 0)
                 return r;
-        }
-        snprintf(ri->brokerd_version, sizeof(ri->brokerd_version), "%s",
-                 json_object_object_get_ex(result, "version", &v) ? json_object_get_string(v) : "?");
-        snprintf(ri->backend, sizeof(ri->backend), "%s",
-                 json_object_object_get_ex(result, "backend", &v) ? json_object_get_string(v) : "?");
-        json_object_put(result);
         if (strcmp(ri->backend, "libvirt") != 0) {
                 fprintf(stderr, "mapping-bench: brokerd runs the %s backend, not libvirt (--backend libvirt)\n",
                         ri->backend);
@@ -882,7 +803,6 @@ static int daemon_info(struct bench *b, struct run_info *ri) {
         }
         return 0;
 }
-
 static int lookup_running(struct bench *b, const char *name, virDomainPtr *ret) {
         virDomainPtr d = virDomainLookupByName(b->conn, name);
 
@@ -989,22 +909,11 @@ static int brokerd_setup(struct bench *b, struct run_info *ri) {
         if (r >= 0)
                 r = bdc_subscribe(b->c_peer, &b->peer, 1, &err);
         if (r < 0)
-                fail_rpc("events.subscribe", r, &err);
+                bench_fail_rpc("events.subscribe", r, &err);
         bdc_error_clear(&err);
         return r;
 }
 
-static int parse_uint(const char *s, const char *what, uint64_t min, uint64_t max, uint64_t *ret) {
-        uint64_t v;
-
-        if (bdc_parse_u64(s, &v) < 0 || v < min || v > max) {
-                fprintf(stderr, "mapping-bench: %s must be a number in %" PRIu64 "..%" PRIu64 ", not '%s'\n", what, min,
-                        max, s);
-                return -EINVAL;
-        }
-        *ret = v;
-        return 0;
-}
 
 static void help(void) {
         printf("Usage: mapping-bench --socket PATH --owner DOMAIN --peer DOMAIN [OPTIONS]\n"
@@ -1064,12 +973,14 @@ int main(int argc, char *argv[]) {
         };
         struct run_info ri = { .n = DEFAULT_ITERATIONS, .warmup = DEFAULT_WARMUP };
         char default_prefix[64];
-        uint64_t *samples[_M_MAX] = {}, v;
+        uint64_t *samples[_M_MAX] = {};
         struct stats st[_M_MAX];
         pthread_condattr_t ca;
         pthread_t thread;
         bool json = false, thread_started = false, progress = isatty(STDERR_FILENO);
         int c, r;
+
+        bench_program = "mapping-bench";
 
         while ((c = getopt_long(argc, argv, "h", options, NULL)) >= 0) {
                 switch (c) {
@@ -1090,7 +1001,7 @@ int main(int argc, char *argv[]) {
                         break;
                 case ARG_SIZE:
                         /* QEMU's ivshmem aborts on anything but a power of two. */
-                        if (parse_uint(optarg, "--size", 4096, UINT64_C(1) << 40, &b.size) < 0 ||
+                        if (bench_parse_u64(optarg, "--size", 4096, UINT64_C(1) << 40, &b.size) < 0 ||
                             (b.size & (b.size - 1)) != 0) {
                                 fprintf(stderr, "mapping-bench: --size must be a power of two of at least 4KiB\n");
                                 return 2;
@@ -1100,24 +1011,20 @@ int main(int argc, char *argv[]) {
                         b.raw_prefix = optarg;
                         break;
                 case ARG_ITERATIONS:
-                        if (parse_uint(optarg, "--iterations", 1, MAX_ITERATIONS, &v) < 0)
+                        if (bench_parse_unsigned(optarg, "--iterations", 1, MAX_ITERATIONS, &ri.n) < 0)
                                 return 2;
-                        ri.n = (unsigned) v;
                         break;
                 case ARG_WARMUP:
-                        if (parse_uint(optarg, "--warmup", 0, MAX_ITERATIONS, &v) < 0)
+                        if (bench_parse_unsigned(optarg, "--warmup", 0, MAX_ITERATIONS, &ri.warmup) < 0)
                                 return 2;
-                        ri.warmup = (unsigned) v;
                         break;
                 case ARG_SETTLE:
-                        if (parse_uint(optarg, "--settle-ms", 0, MAX_SETTLE_MS, &v) < 0)
+                        if (bench_parse_unsigned(optarg, "--settle-ms", 0, MAX_SETTLE_MS, &b.settle_ms) < 0)
                                 return 2;
-                        b.settle_ms = (unsigned) v;
                         break;
                 case ARG_TIMEOUT:
-                        if (parse_uint(optarg, "--timeout-ms", 1, 3600000, &v) < 0)
+                        if (bench_parse_unsigned(optarg, "--timeout-ms", 1, 3600000, &b.timeout_ms) < 0)
                                 return 2;
-                        b.timeout_ms = (unsigned) v;
                         break;
                 case ARG_JSON:
                         json = true;

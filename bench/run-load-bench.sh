@@ -18,6 +18,9 @@
 set -eu
 
 root=$(cd "$(dirname "$0")/.." && pwd)
+name=run-load-bench
+# shellcheck source=bench/lib.sh source-path=SCRIPTDIR/..
+. "$root/bench/lib.sh"
 db_dir=${DB_DIR:-/dev/shm}
 max_conn=${MAX_CONNECTIONS:-1024}
 
@@ -26,40 +29,21 @@ if [ "${1:-}" = --short ]; then
         short=true
         shift
 fi
-json=false
-for a in "$@"; do
-        [ "$a" = --json ] && json=true
-done
-if $json; then banner=2; else banner=1; fi
+bench_parse_json "$@"
 
 if [ -n "${BROKERD_BIN:-}" ] && [ -n "${LOAD_BENCH_BIN:-}" ]; then
         brokerd=$BROKERD_BIN
         bench=$LOAD_BENCH_BIN
 else
         build=${BUILD_DIR:-"$root/build-load"}
-        if [ ! -d "$build" ]; then
-                meson setup "$build" "$root" --buildtype=release >&2
-        fi
-        ninja -C "$build" brokerd/daemon/brokerd bench/load-bench >&2
+        bench_build "$build" brokerd/daemon/brokerd bench/load-bench
         brokerd=$build/brokerd/daemon/brokerd
         bench=$build/bench/load-bench
 fi
 
 dir=
 pid=
-# shellcheck disable=SC2317 # called by the trap
-cleanup() {
-        if [ -n "$pid" ]; then
-                kill "$pid" 2>/dev/null || true
-                wait "$pid" 2>/dev/null || true
-        fi
-        if [ -n "$dir" ]; then
-                rm -rf "$dir"
-        fi
-        pid=
-        dir=
-}
-trap cleanup EXIT
+trap bench_cleanup EXIT
 trap 'exit 130' INT TERM
 
 dir=$(mktemp -d "$db_dir/brokerd-load.XXXXXX")
@@ -84,9 +68,9 @@ if $short; then
         set -- --clients 16 --requests 1000 "$@"
 fi
 
-fs=$(findmnt -n -o FSTYPE -T "$dir" 2>/dev/null | tail -n 1)
+fs=$(bench_fstype "$dir")
 {
-        echo "machine: $(nproc) CPUs ($(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)), Linux $(uname -r)"
+        bench_machine
         echo "database and sockets in $dir (${fs:-$(stat -f -c %T "$dir")}); brokerd --max-connections-per-uid $max_conn ${pending}"
         echo
 } >&"$banner"
@@ -96,32 +80,13 @@ fs=$(findmnt -n -o FSTYPE -T "$dir" 2>/dev/null | tail -n 1)
         --db "$dir/brokerd.db" --agent-socket "$dir/agent.sock" --admin-socket "$dir/admin.sock" \
         --max-connections-per-uid "$max_conn" $pending --log-target stderr 2> "$dir/brokerd.log" &
 pid=$!
-i=0
-while [ ! -S "$dir/agent.sock" ] || [ ! -S "$dir/admin.sock" ]; do
-        i=$((i + 1))
-        if [ "$i" -gt 400 ] || ! kill -0 "$pid" 2>/dev/null; then
-                echo "run-load-bench: brokerd did not start:" >&2
-                cat "$dir/brokerd.log" >&2
-                exit 1
-        fi
-        sleep 0.05
-done
+bench_wait_sockets "$pid" 400 "$dir/brokerd.log" "$dir/agent.sock" "$dir/admin.sock"
 
 status=0
 "$bench" --pid "$pid" "$@" || status=$?
 
-kill "$pid"
-dstatus=0
-wait "$pid" || dstatus=$?
-pid=
-if [ "$dstatus" -ne 0 ]; then
-        echo "run-load-bench: brokerd exited with status $dstatus; its log ends with:" >&2
-        tail -n 20 "$dir/brokerd.log" >&2
-        exit 1
-fi
+bench_stop_daemon pid "$dir/brokerd.log"
 if [ "$status" -ne 0 ]; then
-        echo "run-load-bench: load-bench failed (status $status); brokerd's log ends with:" >&2
-        tail -n 20 "$dir/brokerd.log" >&2
-        exit 1
+        bench_fail_log "$dir/brokerd.log" "load-bench failed (status $status); brokerd's log ends with:"
 fi
 exit 0

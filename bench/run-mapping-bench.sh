@@ -16,6 +16,9 @@
 set -eu
 
 root=$(cd "$(dirname "$0")/.." && pwd)
+name=run-mapping-bench
+# shellcheck source=bench/lib.sh source-path=SCRIPTDIR/..
+. "$root/bench/lib.sh"
 build=${BUILD_DIR:-"$root/build-bench"}
 guest=${GUEST_DIR:-/e2e-guest}
 run_base=${RUN_BASE:-/var/tmp}
@@ -29,16 +32,8 @@ dom_b=$prefix-b
 # $prefix too, like the raw half's files, and one glob cleans up both.
 pool=bench-$$
 
-if [ "$(id -u)" -ne 0 ]; then
-        echo "run-mapping-bench: run as root: it boots guests through qemu:///system" >&2
-        exit 1
-fi
-
-json=false
-for a in "$@"; do
-        [ "$a" = --json ] && json=true
-done
-if $json; then banner=2; else banner=1; fi
+bench_require_root "it boots guests through qemu:///system"
+bench_parse_json "$@"
 
 dir=
 bench_pid=
@@ -49,14 +44,8 @@ libvirtd_pid=
 # shellcheck disable=SC2317 # called by the trap
 cleanup() {
         set +e
-        if [ -n "$bench_pid" ]; then
-                kill "$bench_pid" 2>/dev/null
-                wait "$bench_pid" 2>/dev/null
-        fi
-        if [ -n "$brokerd_pid" ]; then
-                kill "$brokerd_pid" 2>/dev/null
-                wait "$brokerd_pid" 2>/dev/null
-        fi
+        bench_kill_quiet "$bench_pid"
+        bench_kill_quiet "$brokerd_pid"
         # Transient domains: destroying them is all it takes to make them go away (and libvirt's
         # log of each).
         for d in $domains; do
@@ -89,10 +78,7 @@ libvirt_up() {
         virsh -q -c "$uri" uri >/dev/null 2>&1
 }
 
-if [ ! -d "$build" ]; then
-        meson setup "$build" "$root" --buildtype=release >&2
-fi
-ninja -C "$build" brokerd/daemon/brokerd bench/mapping-bench >&2
+bench_build "$build" brokerd/daemon/brokerd bench/mapping-bench
 brokerd=$build/brokerd/daemon/brokerd
 bench=$build/bench/mapping-bench
 "$root/tests/e2e/build-guest.sh" "$guest" >&2
@@ -121,31 +107,11 @@ dir=$(mktemp -d "$run_base/brokerd-mapbench.XXXXXX")
 # The QEMU user opens the FIFOs and the console files in here.
 chmod 755 "$dir"
 
-# The shape of tests/e2e/test_libvirt_e2e.py's guests: disk-less, TCG, a shell on ttyS1.
+# The shape of tests/e2e/test_libvirt_e2e.py's guests (tests/e2e/domain.xml): disk-less, TCG,
+# a shell on ttyS1.
 domain_xml() {
-        cat <<EOF
-<domain type='qemu'>
-  <name>$1</name>
-  <memory unit='MiB'>256</memory>
-  <vcpu>1</vcpu>
-  <os>
-    <type arch='x86_64' machine='pc'>hvm</type>
-    <kernel>$guest/vmlinuz</kernel>
-    <initrd>$guest/initrd.gz</initrd>
-    <cmdline>console=ttyS0 panic=-1</cmdline>
-  </os>
-  <features><acpi/></features>
-  <on_poweroff>destroy</on_poweroff>
-  <on_reboot>destroy</on_reboot>
-  <on_crash>destroy</on_crash>
-  <devices>
-    <serial type='file'><source path='$dir/$1.console'/><target port='0'/></serial>
-    <serial type='pipe'><source path='$dir/$1.cmd'/><target port='1'/></serial>
-    <controller type='usb' model='none'/>
-    <memballoon model='none'/>
-  </devices>
-</domain>
-EOF
+        sed -e "s|\$name|$1|g" -e "s|\$guest|$guest|g" -e "s|\$cmdline|console=ttyS0 panic=-1|g" \
+                -e "s|\$console|$dir/$1.console|g" -e "s|\$fifo|$dir/$1.cmd|g" "$root/tests/e2e/domain.xml"
 }
 
 for d in "$dom_a" "$dom_b"; do
@@ -188,19 +154,10 @@ EOF
         --agent-socket "$dir/agent.sock" --admin-socket "$dir/admin.sock" \
         --backend libvirt --libvirt-uri "$uri" --log-target stderr 2> "$dir/brokerd.log" &
 brokerd_pid=$!
-i=0
-while [ ! -S "$dir/agent.sock" ]; do
-        i=$((i + 1))
-        if [ "$i" -gt 200 ] || ! kill -0 "$brokerd_pid" 2>/dev/null; then
-                echo "run-mapping-bench: brokerd did not start:" >&2
-                cat "$dir/brokerd.log" >&2
-                exit 1
-        fi
-        sleep 0.05
-done
+bench_wait_sockets "$brokerd_pid" 200 "$dir/brokerd.log" "$dir/agent.sock"
 
-fs=$(findmnt -n -o FSTYPE -T "$dir" 2>/dev/null | tail -n 1)
-echo "machine: $(nproc) CPUs ($(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)), Linux $(uname -r)" >&"$banner"
+fs=$(bench_fstype "$dir")
+bench_machine >&"$banner"
 echo "guests: 2 TCG domains (machine pc, 1 vCPU, 256MiB); brokerd database in $dir (${fs:-?})" >&"$banner"
 echo >&"$banner"
 
@@ -212,18 +169,8 @@ status=0
 wait "$bench_pid" || status=$?
 bench_pid=''
 if [ "$status" -ne 0 ]; then
-        echo "run-mapping-bench: the benchmark failed; brokerd's log ends with:" >&2
-        tail -n 20 "$dir/brokerd.log" >&2
-        exit 1
+        bench_fail_log "$dir/brokerd.log" "the benchmark failed; brokerd's log ends with:"
 fi
 
-kill "$brokerd_pid"
-status=0
-wait "$brokerd_pid" || status=$?
-brokerd_pid=
-if [ "$status" -ne 0 ]; then
-        echo "run-mapping-bench: brokerd exited with status $status:" >&2
-        tail -n 20 "$dir/brokerd.log" >&2
-        exit 1
-fi
+bench_stop_daemon brokerd_pid "$dir/brokerd.log"
 exit 0

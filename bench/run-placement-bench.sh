@@ -4,10 +4,10 @@
 set -eu
 
 root=$(cd "$(dirname "$0")/.." && pwd)
+name=run-placement-bench
+# shellcheck source=bench/lib.sh source-path=SCRIPTDIR/..
+. "$root/bench/lib.sh"
 build=${BUILD_DIR:-"$root/build-bench"}
 
-if [ ! -d "$build" ]; then
-        meson setup "$build" "$root" --buildtype=release
-fi
-ninja -C "$build" bench/placement-bench
+bench_build "$build" bench/placement-bench
 exec "$build/bench/placement-bench"

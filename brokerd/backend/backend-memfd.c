@@ -44,6 +44,8 @@ struct memfd_region {
 struct backend_memfd {
         struct backend backend; /* first, so a struct backend * is a struct backend_memfd * */
         struct hashmap *regions;
+        struct backend_fd_store store;
+        bool has_store;
 };
 
 static struct backend_memfd *to_memfd(struct backend *b) {
@@ -122,12 +124,37 @@ static int check_own_file(int fd, struct stat *ret) {
         return 0;
 }
 
+/*
+ * What create_memfd() seals a region's memfd with, and what restore() insists on. A revocable
+ * pool's keeps shrinking possible: that is how a forced revoke cuts holders off.
+ */
+static int memfd_seals(const struct platform_pool *pool) {
+        return (pool->revocable ? 0 : F_SEAL_SHRINK) | F_SEAL_GROW | F_SEAL_SEAL;
+}
+
+/*
+ * The memfd's own name, which /proc shows as "/memfd:<name> (deleted)": restore() reads it
+ * back to know a handed-back fd is this region's memfd, not some other file.
+ */
+static void memfd_name(const struct backend_region *r, char *buf, size_t len) {
+        snprintf(buf, len, "brokerd:%s:%" PRIu64, r->pool->name, r->id);
+}
+
+/* The fd store's name: the id decides (the database's key); the pool is a check. */
+static void store_name(const struct backend_region *r, char buf[static BACKEND_FD_NAME_MAX + 1]) {
+        size_t n = (size_t) snprintf(buf, BACKEND_FD_NAME_MAX + 1, "region-%" PRIu64 "-%s", r->id, r->pool->name);
+
+        for (size_t i = 0; i < n && i < BACKEND_FD_NAME_MAX; i++)
+                if (buf[i] == ':' || buf[i] == '+')
+                        buf[i] = '_';
+}
+
 /* O_NONBLOCK only so that opening a planted FIFO cannot hang us; cleared once it is known regular. */
 static int create_memfd(const struct backend_region *r, int *ret) {
         _cleanup_(closep) int fd = -EBADF;
         char name[NAME_MAX_LEN + 64];
 
-        snprintf(name, sizeof(name), "brokerd:%s:%" PRIu64, r->pool->name, r->id);
+        memfd_name(r, name, sizeof(name));
         /*
          * Never MFD_HUGETLB, whatever the granule: a memfd pool is plain shmem, huge pages
          * come from hugetlbfs pools, whose reservations the admin sized.
@@ -140,8 +167,7 @@ static int create_memfd(const struct backend_region *r, int *ret) {
         /* memfd inodes start as 0777: without this a ro peer could reopen ours rw via /proc. */
         if (fchmod(fd, 0600) < 0)
                 return negative_errno();
-        /* A revocable pool keeps shrinking possible: that is how a forced revoke cuts holders off. */
-        if (fcntl(fd, F_ADD_SEALS, (r->pool->revocable ? 0 : F_SEAL_SHRINK) | F_SEAL_GROW | F_SEAL_SEAL) < 0)
+        if (fcntl(fd, F_ADD_SEALS, memfd_seals(r->pool)) < 0)
                 return negative_errno();
         *ret = TAKE_FD(fd);
         return 0;
@@ -250,6 +276,13 @@ static int memfd_create_region(struct backend *b, const struct backend_region *r
         k = e->path ? create_file(e->path, r->size, &e->fd) : create_memfd(r, &e->fd);
         if (k < 0)
                 return k;
+        if (!e->path && m->has_store) {
+                char name[BACKEND_FD_NAME_MAX + 1];
+
+                /* Before anyone sees the memory. Failing costs only durability (backend.h). */
+                store_name(r, name);
+                (void) m->store.keep(m->store.userdata, name, e->fd);
+        }
 
         k = hashmap_put(m->regions, &e->id, e);
         if (k < 0) {
@@ -258,6 +291,70 @@ static int memfd_create_region(struct backend *b, const struct backend_region *r
                 return k;
         }
         TAKE_PTR(e);
+        return 0;
+}
+
+/*
+ * Whether fd is r's memfd as create_memfd() left it: its name, our own 0600 regular file,
+ * open read-write, of r's size, sealed exactly so. Whatever handed it back is not trusted.
+ * A revocable region's memfd that a forced revoke truncated is its own but holds no memory:
+ * -ENOENT, as for memory that did not survive (the restart then finishes the revoke).
+ */
+static int check_memfd(int fd, const struct backend_region *r) {
+        char proc[sizeof("/proc/self/fd/") + 3 * sizeof(int)], link[NAME_MAX_LEN + 128];
+        char want[NAME_MAX_LEN + 128], name[NAME_MAX_LEN + 64];
+        struct stat st;
+        ssize_t n;
+        int k, flags, seals;
+
+        k = check_own_file(fd, &st);
+        if (k < 0)
+                return k;
+        flags = fcntl(fd, F_GETFL);
+        if (flags < 0)
+                return negative_errno();
+        if ((flags & O_ACCMODE) != O_RDWR)
+                return -EBADFD;
+        seals = fcntl(fd, F_GET_SEALS);
+        if (seals < 0)
+                return errno == EINVAL ? -EBADFD : negative_errno();
+        if (seals != memfd_seals(r->pool))
+                return -EBADFD;
+        snprintf(proc, sizeof(proc), "/proc/self/fd/%d", fd);
+        n = readlink(proc, link, sizeof(link) - 1);
+        if (n < 0)
+                return errno == ENOENT ? -ENOSYS : negative_errno();
+        link[n] = 0;
+        memfd_name(r, name, sizeof(name));
+        snprintf(want, sizeof(want), "/memfd:%s (deleted)", name);
+        if (strcmp(link, want) != 0)
+                return -EBADFD;
+        if (st.st_size == 0 && r->pool->revocable)
+                return -ENOENT;
+        return (uint64_t) st.st_size == r->size ? 0 : -EINVAL;
+}
+
+/* r's memfd, handed back by the store: checked, and dropped from the store if refused. */
+static int take_memfd(struct backend_memfd *m, const struct backend_region *r, int *ret) {
+        _cleanup_(closep) int fd = -EBADF;
+        char name[BACKEND_FD_NAME_MAX + 1];
+        int k;
+
+        /* Without a store, a memfd died with the process that held it. */
+        if (!m->has_store)
+                return -ENOENT;
+        store_name(r, name);
+        k = m->store.take(m->store.userdata, name, &fd);
+        if (k < 0)
+                return k;
+        k = check_memfd(fd, r);
+        if (k < 0) {
+                (void) m->store.drop(m->store.userdata, name);
+                return k;
+        }
+        if (fcntl(fd, F_SETFD, FD_CLOEXEC) < 0)
+                return negative_errno();
+        *ret = TAKE_FD(fd);
         return 0;
 }
 
@@ -270,17 +367,17 @@ static int memfd_restore(struct backend *b, const struct backend_region *r) {
         k = region_entry_new(m, r, -EINVAL, &e);
         if (k != 0)
                 return k < 0 ? k : 0;
-        /* A memfd dies with the process that held it. */
         if (!e->path)
-                return -ENOENT;
-        k = region_file_open(e->path, &e->fd);
+                k = take_memfd(m, r, &e->fd);
+        else {
+                k = region_file_open(e->path, &e->fd);
+                if (k >= 0)
+                        k = check_own_file(e->fd, &st);
+                if (k >= 0 && (uint64_t) st.st_size != r->size)
+                        k = -EINVAL;
+        }
         if (k < 0)
                 return k;
-        k = check_own_file(e->fd, &st);
-        if (k < 0)
-                return k;
-        if ((uint64_t) st.st_size != r->size)
-                return -EINVAL;
 
         k = hashmap_put(m->regions, &e->id, e);
         if (k < 0)
@@ -436,14 +533,17 @@ static int memfd_unmap(struct backend *b, const struct backend_region *r, const 
         if (!e)
                 return 0;
         mp = mapping_find(e, h->domain);
-        if (!mp)
+        /* Mappings handed out before a restart are not on record, yet with the fd store their
+         * holders still reach the memory: a revocable region is cut off all the same. */
+        if (!mp && !(h->forced && r->pool && r->pool->revocable))
                 return 0;
         if (h->forced) {
                 k = holder_cut_off(e, r, h);
                 if (k < 0)
                         return k;
         }
-        *mp = e->mappings[--e->n_mappings];
+        if (mp)
+                *mp = e->mappings[--e->n_mappings];
         return 0;
 }
 
@@ -492,6 +592,13 @@ static int memfd_destroy(struct backend *b, const struct backend_region *r) {
         if (k < 0)
                 return k;
 
+        if (!kind_is_file(r->pool->backing) && m->has_store) {
+                char name[BACKEND_FD_NAME_MAX + 1];
+
+                /* Held or not (repeated after a restart): nothing of it may come back. */
+                store_name(r, name);
+                (void) m->store.drop(m->store.userdata, name);
+        }
         e = hashmap_get(m->regions, &r->id);
         if (!e) {
                 /* Not held, e.g. repeated after a restart: the file may still be there. */
@@ -538,15 +645,25 @@ static const struct backend_ops memfd_ops = {
 };
 
 int backend_memfd_new(struct backend **ret) {
+        return backend_memfd_new_with_store(NULL, ret);
+}
+
+int backend_memfd_new_with_store(const struct backend_fd_store *store, struct backend **ret) {
         _cleanup_(xfreep) struct backend_memfd *m = calloc(1, sizeof(*m));
         int k;
 
         if (!m)
                 return -ENOMEM;
+        if (store && (!store->keep || !store->drop || !store->take))
+                return -EINVAL;
         k = hashmap_new(&hashmap_u64_ops, &m->regions);
         if (k < 0)
                 return k;
         m->backend.ops = &memfd_ops;
+        if (store) {
+                m->store = *store;
+                m->has_store = true;
+        }
         *ret = &TAKE_PTR(m)->backend;
         return 0;
 }

@@ -3,8 +3,13 @@
 /*
  * The host-process backend: a region is real memory that host processes map from an fd.
  * memfd pools: one memfd per region, sealed against grow and shrink (and against further
- * sealing), except that a revocable pool's is not sealed against shrink; not durable across a
- * restart of the daemon, so restore() returns -ENOENT.
+ * sealing), except that a revocable pool's is not sealed against shrink. A memfd lives as long
+ * as someone holds it: with an fd store (backend.h) create() keeps each one there as
+ * "region-<id>-<pool>" (the pool's characters FDNAME lacks as '_') and destroy() drops it, so
+ * restore() takes it back after a restart; it refuses (and drops) one that is not this region's
+ * memfd (its name), not ours, not read-write, of another size or sealed otherwise. Without a
+ * store, with nothing handed back, or with a revocable memfd a forced revoke truncated (dropped
+ * too: its memory is gone), restore() returns -ENOENT.
  * shm/hugetlbfs pools: one file per region, "<path>/brokerd-<pool>-<id>", mode 0600,
  * created exclusively; durable, so restore() reopens it (checking its size).
  * map() returns a new fd: read-write peers share the region's open file; read-only peers
@@ -22,3 +27,5 @@
 #include "backend/backend.h"
 
 int backend_memfd_new(struct backend **ret);
+/* The same, keeping memfds in store (NULL: nowhere); *store is copied. */
+int backend_memfd_new_with_store(const struct backend_fd_store *store, struct backend **ret);

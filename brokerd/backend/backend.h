@@ -110,6 +110,26 @@ struct backend_callbacks {
         void *userdata;
 };
 
+/*
+ * A place outside the daemon that keeps fds across its restarts (systemd's file descriptor
+ * store), given to a backend by whoever creates it; a backend that has none keeps nothing.
+ * Names are the backend's own: 1..BACKEND_FD_NAME_MAX characters of [A-Za-z0-9_.-].
+ * keep: a copy of fd is kept under name, in place of anything kept under it before; fd stays
+ * the caller's. drop: nothing is kept under name any more (0 when nothing was). take: the fd
+ * that was kept under name when the daemon started, now the caller's (-ENOENT when none came
+ * back); whatever nobody takes while the core resumes is closed and dropped by the keeper.
+ * Each returns 0 or -errno, on the event loop's thread; a failed keep or drop costs only
+ * durability (the keeper says so in the log), so backends carry on without it.
+ */
+#define BACKEND_FD_NAME_MAX 255
+
+struct backend_fd_store {
+        int (*keep)(void *userdata, const char *name, int fd);
+        int (*drop)(void *userdata, const char *name);
+        int (*take)(void *userdata, const char *name, int *ret_fd);
+        void *userdata;
+};
+
 struct backend {
         const struct backend_ops *ops;
         struct backend_callbacks callbacks;

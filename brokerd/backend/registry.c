@@ -11,8 +11,7 @@
 #include "util/macro.h"
 
 static int memfd_new(const struct backend_options *o, struct backend **ret) {
-        (void) o;
-        return backend_memfd_new(ret);
+        return backend_memfd_new_with_store(o->fd_store, ret);
 }
 
 #ifdef HAVE_LIBVIRT

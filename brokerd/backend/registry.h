@@ -15,6 +15,8 @@
 struct backend_options {
         const char *libvirt_uri; /* libvirt: the connection; NULL for qemu:///system */
         const char *qemu_user;   /* libvirt: the user QEMU runs as, owner of region files; NULL for libvirt-qemu */
+        /* memfd: where memfd regions' fds outlive the daemon (backend.h); NULL: they die with it. */
+        const struct backend_fd_store *fd_store;
 };
 
 struct backend_driver {

@@ -35,8 +35,11 @@ static int token_generate(char out[static STORE_TOKEN_LEN + 1]) {
         while (n < 0 && errno == EINTR);
         if (n != (ssize_t) sizeof(raw))
                 return n < 0 ? negative_errno() : -EIO;
-        for (size_t i = 0; i < sizeof(raw); i++)
-                snprintf(out + 2 * i, 3, "%02x", raw[i]);
+        for (size_t i = 0; i < sizeof(raw); i++) {
+                out[2 * i] = "0123456789abcdef"[raw[i] >> 4];
+                out[2 * i + 1] = "0123456789abcdef"[raw[i] & 0xf];
+        }
+        out[STORE_TOKEN_LEN] = '\0';
         return 0;
 }
 

@@ -11,8 +11,10 @@
 #include <systemd/sd-daemon.h>
 #include <systemd/sd-event.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "core/broker.h"
+#include "daemon/fdstore.h"
 #include "daemon/log.h"
 #include "daemon/methods.h"
 #include "daemon/process-watch.h"
@@ -25,6 +27,8 @@ struct manager {
         struct methods *methods;
         struct broker *broker;
         struct rpc_server *server;
+        struct fdstore *fdstore;
+        int agent_fd, admin_fd;                /* passed by socket activation, until served; -1: none */
         const char *agent_where, *admin_where; /* the paths, or "the activated socket" */
         struct process_watch watch;
 };
@@ -144,6 +148,8 @@ static int load_broker(struct manager *m) {
         struct broker_error err = {};
         int r;
 
+        /* The backend takes its memory back from the store while the broker resumes. */
+        m->cfg.backend_options.fd_store = fdstore_backend(m->fdstore);
         r = load_files(m, &bc.platform, &bc.policy);
         if (r < 0)
                 return r;
@@ -153,6 +159,11 @@ static int load_broker(struct manager *m) {
                 r = broker_new(&bc, &m->broker, &err);
                 if (r < 0)
                         log_error("cannot start the broker: %s", err.message);
+        }
+        if (r >= 0) {
+                fdstore_flush_unclaimed(m->fdstore);
+                if (fdstore_backend(m->fdstore))
+                        log_info("%zu region fds in the fd store", fdstore_size(m->fdstore));
         }
         platform_free(bc.platform);
         policy_free(bc.policy);
@@ -175,10 +186,12 @@ static int mkdir_parents(const char *path, mode_t mode) {
         return 0;
 }
 
-static int setup_sockets(struct manager *m) {
+/*
+ * What the service manager passed: the sockets of activation ("agent", "admin") are served
+ * later; everything else is what the fd store kept (fdstore.h). Before the backend exists.
+ */
+static int collect_passed_fds(struct manager *m) {
         char **names = NULL;
-        bool have_agent = false, have_admin = false;
-        gid_t group = (gid_t) -1;
         int n, r = 0;
 
         n = sd_listen_fds_with_names(true, &names);
@@ -186,17 +199,45 @@ static int setup_sockets(struct manager *m) {
                 return log_error("socket activation: %s", strerror(-n)), n;
         for (int i = 0; i < n; i++) {
                 int fd = SD_LISTEN_FDS_START + i;
-                bool admin = names && strcmp(names[i], "admin") == 0;
-                bool agent = names && strcmp(names[i], "agent") == 0;
-                if (r >= 0 && (admin || agent)) {
-                        r = rpc_server_add_listener_fd(m->server, fd, admin);
-                        have_admin = have_admin || (admin && r >= 0);
-                        have_agent = have_agent || (agent && r >= 0);
+                const char *name = names ? names[i] : "unknown";
+                int *socket_fd = strcmp(name, "agent") == 0 ? &m->agent_fd
+                                 : strcmp(name, "admin") == 0 ? &m->admin_fd : NULL;
+
+                if (socket_fd && *socket_fd < 0)
+                        *socket_fd = fd;
+                else if (socket_fd) {
+                        log_warning("ignoring a second passed fd named %s", name);
+                        close(fd);
+                } else if (r >= 0) {
+                        r = fdstore_add_passed(m->fdstore, name, fd);
+                        if (r == -EBADFD) {
+                                log_warning("fd %s was passed more than once", name);
+                                r = 0;
+                        }
                 } else
-                        log_warning("ignoring passed fd %d named %s", fd, names ? names[i] : "?");
+                        close(fd);
                 free(names ? names[i] : NULL);
         }
         free(names);
+        return r;
+}
+
+static int setup_sockets(struct manager *m) {
+        bool have_agent = false, have_admin = false;
+        gid_t group = (gid_t) -1;
+        int r = 0;
+
+        for (int k = 0; k < 2 && r >= 0; k++) {
+                int *fd = k == 0 ? &m->agent_fd : &m->admin_fd;
+
+                if (*fd < 0)
+                        continue;
+                r = rpc_server_add_listener_fd(m->server, *fd, k == 1);
+                if (r >= 0)
+                        *fd = -1;
+                have_agent = have_agent || (k == 0 && r >= 0);
+                have_admin = have_admin || (k == 1 && r >= 0);
+        }
         if (r < 0)
                 return r;
         m->agent_where = have_agent ? "the activated agent socket" : m->cfg.agent_socket;
@@ -233,6 +274,7 @@ int manager_new(const struct manager_config *cfg, struct manager **ret) {
         if (!m)
                 return -ENOMEM;
         m->cfg = *cfg;
+        m->agent_fd = m->admin_fd = -1;
 
         r = sd_event_default(&m->event);
         if (r < 0)
@@ -251,6 +293,11 @@ int manager_new(const struct manager_config *cfg, struct manager **ret) {
         if (r < 0)
                 return r;
 
+        r = fdstore_new(&m->fdstore);
+        if (r >= 0)
+                r = collect_passed_fds(m);
+        if (r < 0)
+                return r;
         r = methods_new(cfg->policy_path, &m->methods);
         if (r < 0)
                 return r;
@@ -310,6 +357,11 @@ void manager_free(struct manager *m) {
         methods_free(m->methods);
         /* Every transition was committed when it happened: closing leaves the DB consistent. */
         broker_free(m->broker);
+        fdstore_free(m->fdstore);
+        if (m->agent_fd >= 0)
+                close(m->agent_fd);
+        if (m->admin_fd >= 0)
+                close(m->admin_fd);
         sd_event_unref(m->event);
         free(m);
 }

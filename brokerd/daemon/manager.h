@@ -3,8 +3,9 @@
 /*
  * The daemon around the broker: one sd-event loop serving the agent and admin sockets
  * (socket-activated when systemd passes fds named "agent" and "admin", bound by itself
- * otherwise), signals (SIGHUP reloads the policy, SIGTERM/SIGINT stop cleanly), the
- * watchdog, sd_notify READY/STATUS/RELOADING, and a CLOCK_REALTIME timer re-armed after
+ * otherwise; every other fd passed is the fd store's, daemon/fdstore.h, where the memfd
+ * backend finds its memory again), signals (SIGHUP reloads the policy, SIGTERM/SIGINT stop
+ * cleanly), the watchdog, sd_notify READY/STATUS/RELOADING, and a CLOCK_REALTIME timer re-armed after
  * every loop iteration at the broker's next revoke deadline. The backend is attached to the
  * loop before the broker exists, so that its events are wired before the first map.
  */

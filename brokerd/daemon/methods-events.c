@@ -136,7 +136,7 @@ static bool subscription_wants(const struct methods *m, const struct subscriptio
 
 /* The notification's method (NULL: none) and the domains whose subscribers hear it. */
 static const char *event_route(const struct broker_event *ev, const char **targets, size_t *ret_n) {
-        static const char *const methods[_BROKER_EVENT_TYPE_MAX] = {
+        static const char *const methods[] = {
                 [BROKER_EVENT_ATTACHED] = "region.attached",   [BROKER_EVENT_RECALL] = "region.recall",
                 [BROKER_EVENT_RELEASED] = "region.released",   [BROKER_EVENT_REVOKED] = "region.revoked",
                 [BROKER_EVENT_RECLAIMED] = "region.reclaimed", [BROKER_EVENT_ROUTE_CHANGED] = "route.changed",

@@ -141,6 +141,21 @@ static void set_default(const struct param *p, void *dest) {
                 *(int *) field(dest, p->offset) = (int) p->def; /* the table checks enums are int-sized */
 }
 
+/* "prefix.name" in buf (cut to fit), or name itself at the top level: no formatting per member. */
+static const char *path_join(char buf[static PATH_MAX_LEN], const char *prefix, const char *name) {
+        size_t a, b;
+
+        if (!prefix[0])
+                return name;
+        a = strnlen(prefix, PATH_MAX_LEN - 2);
+        b = strnlen(name, PATH_MAX_LEN - 2 - a);
+        memcpy(buf, prefix, a);
+        buf[a] = '.';
+        memcpy(buf + a + 1, name, b);
+        buf[a + 1 + b] = '\0';
+        return buf;
+}
+
 static const struct param *param_find(const struct param *list, const char *name) {
         for (const struct param *p = list; p && p->name; p++)
                 if (strcmp(p->name, name) == 0)
@@ -165,15 +180,15 @@ static int parse_members(const struct param *list, struct json_object *obj, void
         }
         for (const struct param *p = list; p && p->name; p++) {
                 struct json_object *v = member_get(obj, p->name);
+                const char *path_of = path_join(path, prefix, p->name);
 
-                snprintf(path, sizeof(path), "%s%s%s", prefix, prefix[0] ? "." : "", p->name);
                 if (!v) {
                         if (p->required)
-                                return invalid_params(err, path, "missing");
+                                return invalid_params(err, path_of, "missing");
                         set_default(p, dest);
                         continue;
                 }
-                q = parse_value(p, v, path, dest, err);
+                q = parse_value(p, v, path_of, dest, err);
                 if (q < 0)
                         return q;
         }

@@ -28,7 +28,7 @@ struct json_object;
 #define PLATFORM_MAX_FILE_SIZE (4u * 1024 * 1024)
 
 enum backing_kind {
-        BACKING_MEMFD,     /* anonymous memfd per region (not durable across restarts) */
+        BACKING_MEMFD,     /* anonymous memfd per region (durable only in a service manager's fd store) */
         BACKING_SHM,       /* a file per region in a tmpfs directory, default /dev/shm */
         BACKING_HUGETLBFS, /* a file per region in a hugetlbfs mount */
         _BACKING_KIND_MAX,

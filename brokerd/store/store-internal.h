@@ -34,6 +34,8 @@ enum store_stmt {
         STMT_PRUNE_REGIONS_OLDEST,
         STMT_PRUNE_AUDIT_AGE,
         STMT_PRUNE_AUDIT_COUNT,
+        STMT_PRUNE_DUE_AUDIT,
+        STMT_PRUNE_DUE_REGIONS_AGE,
         _STMT_MAX,
 };
 
@@ -60,6 +62,12 @@ struct store {
         /* Commits since the last opportunistic prune pass; and whether that pass left work. */
         unsigned commits_since_prune;
         bool prune_behind;
+        /*
+         * Reclaimed regions in the database (-1: unknown, counted by the next pass): raised by
+         * every write to reclaimed, lowered by the pass that deletes them, forgotten by any
+         * rollback; so a pass counts them (O(n)) only after a rollback or on the first pass.
+         */
+        int64_t reclaimed;
 };
 
 /* Bit-for-bit, so addresses above 2^63 survive sqlite's signed INTEGER. */

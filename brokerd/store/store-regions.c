@@ -5,6 +5,12 @@
 #include <errno.h>
 #include <inttypes.h>
 
+/* Keeps the retention's estimate of reclaimed rows an upper bound (store-internal.h). */
+static void store_count_reclaimed(struct store *s, enum region_state state) {
+        if (state == REGION_RECLAIMED && s->reclaimed >= 0)
+                s->reclaimed++;
+}
+
 int store_region_insert(struct store *s, const struct store_region *r, uint64_t *ret_id) {
         _cleanup_(stmt_resetp) sqlite3_stmt *st = s->stmt[STMT_REGION_INSERT];
         int rc, q;
@@ -31,6 +37,7 @@ int store_region_insert(struct store *s, const struct store_region *r, uint64_t 
         q = stmt_run(s, st);
         if (q < 0)
                 return q;
+        store_count_reclaimed(s, r->state);
         if (ret_id)
                 *ret_id = i64_to_u64(sqlite3_last_insert_rowid(s->db));
         return 0;
@@ -54,7 +61,10 @@ int store_region_update(struct store *s, uint64_t id, enum region_state state, i
             (rc = sqlite3_bind_int64(st, 5, now)) != SQLITE_OK)
                 return store_fail(s, rc);
 
-        return stmt_run_changed(s, st);
+        r = stmt_run_changed(s, st);
+        if (r >= 0)
+                store_count_reclaimed(s, state);
+        return r;
 }
 
 int store_peer_insert(struct store *s, const struct store_peer *p) {

@@ -85,12 +85,21 @@ static int prune_regions(struct store *s, int64_t now, uint64_t *budget, struct 
         if (k->max_regions == 0 || *budget == 0)
                 return 0;
 
-        st = s->stmt[STMT_PRUNE_REGIONS_COUNT];
-        r = store_step_int(s, st, &count);
-        if (r < 0 || (uint64_t) count <= k->max_regions)
-                return r;
-        return prune_delete(s, STMT_PRUNE_REGIONS_OLDEST, INT64_MAX, (uint64_t) count - k->max_regions, budget,
-                            &res->regions);
+        count = s->reclaimed;
+        if (count < 0) {
+                st = s->stmt[STMT_PRUNE_REGIONS_COUNT];
+                r = store_step_int(s, st, &count);
+                if (r < 0)
+                        return r;
+                s->reclaimed = count;
+        }
+        if ((uint64_t) count <= k->max_regions)
+                return 0;
+        uint64_t before = res->regions;
+        r = prune_delete(s, STMT_PRUNE_REGIONS_OLDEST, INT64_MAX, (uint64_t) count - k->max_regions, budget,
+                         &res->regions);
+        s->reclaimed -= (int64_t) (res->regions - before);
+        return r;
 }
 
 /* Audit rows past the age, then beyond the newest max_audit. */
@@ -146,12 +155,51 @@ static int64_t realtime_usec(void) {
         return (int64_t) ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
+/* One row of int64 columns (NULL read as INT64_MIN); false if the read failed. */
+static bool read_row(sqlite3_stmt *st, int64_t *a, int64_t *b) {
+        _cleanup_(stmt_resetp) sqlite3_stmt *row = st;
+
+        if (sqlite3_step(row) != SQLITE_ROW)
+                return false;
+        *a = sqlite3_column_type(row, 0) == SQLITE_NULL ? INT64_MIN : sqlite3_column_int64(row, 0);
+        if (b)
+                *b = sqlite3_column_type(row, 1) == SQLITE_NULL ? INT64_MIN : sqlite3_column_int64(row, 1);
+        return true;
+}
+
+/*
+ * Whether a pass would find anything to delete, from a few O(log n) reads outside any write
+ * transaction: most commits of a daemon within its limits then cost no pass at all. A read
+ * that fails says "due", and the pass reports the failure.
+ */
+static bool prune_due(struct store *s, int64_t now) {
+        const struct store_retention *k = &s->retention;
+        int64_t cutoff = k->max_age_usec > 0 ? age_cutoff(now, k->max_age_usec) : INT64_MIN;
+        int64_t n, oldest;
+
+        if (s->prune_behind || (k->max_regions > 0 && (s->reclaimed < 0 || (uint64_t) s->reclaimed > k->max_regions)))
+                return true;
+        if (k->max_age_usec > 0 && s->reclaimed != 0) {
+                if (!read_row(s->stmt[STMT_PRUNE_DUE_REGIONS_AGE], &oldest, NULL))
+                        return true;
+                if (oldest != INT64_MIN && oldest < cutoff)
+                        return true;
+        }
+        if (!read_row(s->stmt[STMT_PRUNE_DUE_AUDIT], &n, &oldest))
+                return true;
+        if (n == INT64_MIN || n <= 0)
+                return false;
+        return (k->max_audit > 0 && (uint64_t) n > k->max_audit) || (k->max_age_usec > 0 && oldest < cutoff);
+}
+
 void store_prune_after_commit(struct store *s) {
         if (!retention_any(&s->retention))
                 return;
         if (!s->prune_behind && ++s->commits_since_prune < STORE_PRUNE_EVERY)
                 return;
         s->commits_since_prune = 0;
+        if (!prune_due(s, realtime_usec()))
+                return;
         /*
          * The caller's transition is committed whatever happens here. A pass that fails (the
          * lock taken by someone else meanwhile) is retried STORE_PRUNE_EVERY commits later,

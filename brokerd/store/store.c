@@ -228,6 +228,7 @@ int store_open(const char *path, struct store **ret) {
         s = calloc(1, sizeof(*s));
         if (!s)
                 return -ENOMEM;
+        s->reclaimed = -1;
 
         rc = sqlite3_open_v2(path, &s->db,
                              SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX |
@@ -326,6 +327,7 @@ int store_commit(struct store *s) {
 
 void store_rollback(struct store *s) {
         s->in_transition = false;
+        s->reclaimed = -1; /* whatever this transition counted may not have happened */
         /* sqlite may have rolled back already (e.g. on SQLITE_FULL): nothing left to do. */
         if (sqlite3_get_autocommit(s->db))
                 return;

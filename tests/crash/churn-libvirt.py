@@ -68,7 +68,6 @@ import importlib.util
 import json
 import os
 import pwd
-import random
 import re
 import shutil
 import signal
@@ -99,8 +98,7 @@ churn = load_module("churn", os.path.join(HERE, "churn.py"))
 harness = churn.harness
 
 KiB, MiB = 1024, 1024 * 1024
-LIVE = ("offered", "active")
-FINAL_PEER = ("released", "revoked")
+LIVE, FINAL_PEER = churn.LIVE, churn.FINAL_PEER
 DEADLINES_MS = [0, 0, 50, 200, 800, 2000]
 SIZES = [4 * KiB, 16 * KiB, 64 * KiB, 256 * KiB, 1 * MiB]
 SIG_MAGIC = b"CHLV"
@@ -179,7 +177,10 @@ class Topology:
 # the agents' shared world
 
 
-class World:
+class World(churn.World):
+    """churn.py's world (rebuild() included: it also keeps pool, device and access there, which
+    nothing here reads) with one pool and no route locks."""
+
     def __init__(self):
         self.lock = threading.RLock()
         self.owned = {}        # region -> dict(size, revoked)
@@ -193,20 +194,12 @@ class World:
         self.in_doubt = []     # (kind, detail) of requests cut off by a kill
         self.backend_failures = []  # backend_failed answers, judged once libvirtd's health is known
 
-    def rebuild(self, view, oracle):
-        """After a restart: the working set is what the database holds, with what we know."""
-        with self.lock:
-            self.owned, self.grants, self.attachments = {}, {}, {}
-            for r in view.nonfinal():
-                rid = r["id"]
-                self.owned[rid] = dict(size=r["size"], revoked=r["state"] not in LIVE)
-                self.bases.append((r["base"], r["size"]))
-                known = oracle.shares.get(rid, {}).get("peers", {})
-                for d, p in view.peers.get(rid, {}).items():
-                    if p["state"] == "granted" and r["state"] in LIVE and d in known:
-                        self.grants[(rid, d)] = dict(token=known[d][1], size=r["size"])
-                    elif p["state"] == "attached":
-                        self.attachments[(rid, d)] = dict(size=r["size"])
+    def note_base(self, r):
+        self.bases.append((r["base"], r["size"]))
+
+    def let_go(self, rid):
+        """Nothing: the holders here are guests, which libvirt unplugs; held keeps the driver's
+        own fd on the backing file (for the signature checks), not a holder's."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -239,14 +232,25 @@ class Agent(churn.Agent):
     """churn.py's agent (connection, calls, in-doubt requests, notifications) with the ops of
     this topology."""
     WEIGHTS = [("share", 26), ("attach", 26), ("release", 17), ("revoke", 19), ("reload", 2), ("read", 10)]
+    ADMIN_REVOKE_SHARE = 0.3
+    RELOAD_WEIGHTS = [50, 30, 20]
+    SIGHUP_OUTCOME = "signalled"
 
     def __init__(self, run, idx, epoch, subscribe):
         super().__init__(run, idx, epoch, subscribe)
         self.topo = run.topo
 
-    def posthoc(self, kind, rid, d, why):
-        with self.oracle.lock:
-            self.oracle.posthoc.append((kind, rid, d, why))
+    def ordered(self, keys):
+        return sorted(keys)
+
+    def domain_label(self, domain):
+        return domain[-1]
+
+    def unexpected(self, err, domain, why):
+        if err == "backend_failed":
+            self.backend_failed(domain, why)
+        else:
+            super().unexpected(err, domain, why)
 
     def backend_failed(self, domain, what):
         """backend_failed is plausible only while libvirtd is away or the domain to map into was
@@ -346,29 +350,9 @@ class Agent(churn.Agent):
             for d in peers:
                 w.grants[(rid, d)] = dict(token=tokens[d], size=res["size"])
 
-    def op_attach(self):
+    def attached(self, key, g, res):
         w = self.world
-        with w.lock:
-            if not w.grants:
-                return self.op_share()
-            key = self.rng.choice(sorted(w.grants))
-            g = w.grants.pop(key)
         rid, d = key
-        self.doubt("attach", key)
-        res, err = self.call(self.conn, "region.attach", {"domain": d, "token": g["token"]})
-        self.inflight = None
-        if err:
-            self.log("attach region %d %s -> %s" % (rid, d[-1], err))
-            self.run_.count("attach:" + err)
-            why = "attach of region %d by %s with its acknowledged token answered %s" % (rid, d, err)
-            ph = {"token_used": "peer_not_granted", "invalid_token": "reclaimed", "invalid_state": "not_live"}.get(err)
-            if ph:
-                self.posthoc(ph, rid, d, why)
-            elif err == "backend_failed":
-                self.backend_failed(d, why)
-            else:
-                self.bad("unexpected", why)
-            return
         self.conn.drop_fds()
         with self.oracle.lock:
             self.oracle.attached.add((rid, d))
@@ -395,146 +379,24 @@ class Agent(churn.Agent):
         with w.lock:
             w.attachments[key] = dict(size=g["size"])
 
-    def op_release(self):
+    def released(self, rid, res):
+        if res["state"] == "reclaimed":
+            with self.world.lock:
+                self.world.owned.pop(rid, None)
+
+    def revoke_candidates(self):
         w = self.world
-        with w.lock:
-            pool = w.attachments if (w.attachments and (self.rng.random() < 0.85 or not w.grants)) else w.grants
-            if not pool:
-                return self.op_share()
-            key = self.rng.choice(sorted(pool))
-            pool.pop(key)
-        rid, d = key
-        self.doubt("release", key)
-        res, err = self.call(self.conn, "region.release", {"domain": d, "region": rid})
-        self.inflight = None
-        self.log("release region %d %s -> %s" % (rid, d[-1], err or res["state"]))
-        self.run_.count("release:" + (err or "ok"))
-        why = "release of region %d by %s answered %s" % (rid, d, err)
         with self.oracle.lock:
-            if err == "invalid_state":
-                self.oracle.posthoc.append(("peer_final", rid, d, why))
-            elif err == "no_such_region":
-                self.oracle.posthoc.append(("reclaimed", rid, d, why))
-            elif err:
-                self.bad("unexpected", why)
-            else:
-                self.oracle.released.add((rid, d))
-                if res["state"] == "reclaimed":
-                    self.oracle.reclaimed[rid] = "release by %s answered reclaimed" % d
-        if not err and res["state"] == "reclaimed":
-            with w.lock:
-                w.owned.pop(rid, None)
+            gone = set(self.oracle.reclaimed)
+        for rid in gone & set(w.owned):
+            del w.owned[rid]
+        return sorted(super().revoke_candidates())
 
-    def op_revoke(self, fallback=True):
-        w, rng = self.world, self.rng
-        with w.lock:
-            with self.oracle.lock:
-                gone = set(self.oracle.reclaimed)
-            for rid in gone & set(w.owned):
-                del w.owned[rid]
-            cands = sorted(r for r, o in w.owned.items() if not o["revoked"] or rng.random() < 0.25)
-            if not cands:
-                return self.op_share(fallback=False) if fallback else None
-            rid = rng.choice(cands)
-            entry = w.owned.pop(rid)
-        params = {"region": rid, "deadline_ms": rng.choice(DEADLINES_MS)}
-        if rng.random() < 0.3:
-            params["force"] = True
-        by_admin = rng.random() < 0.3
-        self.doubt("revoke", rid)
-        if by_admin:
-            res, err = self.call(self.admin(), "admin.revoke", params)
-        else:
-            res, err = self.call(self.conn, "region.revoke", dict(params, owner=self.topo.a))
-        self.inflight = None
-        self.log("%s region %d %s -> %s" % ("admin.revoke" if by_admin else "revoke", rid, params,
-                                           err or res["state"]))
-        self.run_.count("revoke:" + (err or "ok"))
-        if err == "no_such_region":
-            self.posthoc("reclaimed", rid, None, "revoke of region %d answered no_such_region" % rid)
-            return
-        if err:
-            self.bad("unexpected", "revoke of region %d %s answered %s" % (rid, params, err))
-            return
-        with self.oracle.lock:
-            self.oracle.not_live[rid] = "revoke answered %s" % res["state"]
-            if res["state"] == "reclaimed":
-                self.oracle.reclaimed[rid] = "revoke answered reclaimed"
-        if res["state"] not in ("revoking", "reclaimed"):
-            self.bad("reply", "revoke of region %d answered state %s" % (rid, res["state"]))
-        if res["state"] != "reclaimed":
-            with w.lock:
-                w.owned[rid] = dict(entry, revoked=True)
+    def nothing_to_revoke(self, fallback):
+        return self.op_share(fallback=False) if fallback else None
 
-    def op_reload(self):
-        w, rng = self.world, self.rng
-        with w.policy_lock:
-            which = rng.choices(["p0", "p1", "bad"], [50, 30, 20])[0]
-            via = rng.choice(["sighup", "admin.reload"])
-            churn.write_atomic(self.run_.daemon.d.policy_path, self.topo.policies[which])
-            self.doubt("reload", which)
-            if via == "sighup":
-                try:
-                    self.run_.daemon.proc.send_signal(signal.SIGHUP)
-                except ProcessLookupError:
-                    pass
-                res, err = {"signal": "SIGHUP"}, None
-            else:
-                res, err = self.call(self.admin(), "admin.reload", {})
-            self.inflight = None
-            self.log("reload %s via %s -> %s" % (which, via, err or res))
-            self.run_.count("reload:%s:%s" % (which, err or ("signalled" if via == "sighup" else "ok")))
-            if via == "admin.reload" and (err is not None) != (which == "bad"):
-                self.bad("unexpected", "admin.reload of policy %s answered %s" % (which, err or res))
-            if which == "bad":
-                time.sleep(0.05)  # let a SIGHUP read it
-                churn.write_atomic(self.run_.daemon.d.policy_path, self.topo.policies[w.good_policy])
-            else:
-                w.good_policy = which
-
-    def op_read(self):
-        w, rng, t = self.world, self.rng, self.topo
-        with self.oracle.lock:
-            gone = list(self.oracle.reclaimed)
-        what = rng.choice(["get", "lookup", "list"])
-        if what == "get":
-            with w.lock:
-                owned = sorted(w.owned)
-            if gone and (not owned or rng.random() < 0.5):
-                rid = rng.choice(gone)
-                res, err = self.call(self.conn, "region.get", {"region": rid})
-                self.log("get region %d (acknowledged reclaimed) -> %s" % (rid, err or res["state"]))
-                if err != "no_such_region":
-                    self.bad("reachable", "region %d was acknowledged reclaimed; region.get answered %s"
-                             % (rid, err or res))
-            elif owned:
-                rid = rng.choice(owned)
-                res, err = self.call(self.conn, "region.get", {"region": rid})
-                self.log("get region %d -> %s" % (rid, err or res["state"]))
-                if err == "no_such_region":
-                    self.posthoc("reclaimed", rid, None, "region.get %d said no_such_region" % rid)
-                elif err:
-                    self.bad("unexpected", "region.get %d answered %s" % (rid, err))
-        elif what == "lookup":
-            dom = rng.choice(t.peers)
-            res, err = self.call(self.conn, "route.lookup", {"device": DEVICE, "domain": dom})
-            self.log("route.lookup %s -> %s" % (dom[-1], err or res))
-            if err:
-                self.bad("unexpected", "route.lookup answered %s" % err)
-            elif res["route"] == "region" and res["region"] in gone:
-                self.bad("reachable", "route %s/%s leads to region %d, acknowledged reclaimed"
-                         % (DEVICE, dom, res["region"]))
-        else:
-            res, err = self.call(self.conn, "region.list", {"domain": t.a})
-            if err:
-                self.bad("unexpected", "region.list answered %s" % err)
-                return
-            self.log("region.list -> %d regions" % len(res["regions"]))
-            gone = set(gone)
-            for r in res["regions"]:
-                if r["region"] in gone:
-                    self.bad("reachable", "region.list shows region %d, acknowledged reclaimed" % r["region"])
-        self.run_.count("read:" + what)
+    def lookup_target(self):
+        return DEVICE, self.rng.choice(self.topo.peers)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -544,37 +406,18 @@ class Agent(churn.Agent):
 class Run(churn.Run):
     NAME = "churn-libvirt"
     CHECK_PHASE = "converge"
+    CONVERGE_PHASE = "converge"
+    STUCK_SLACK_USEC = STUCK_SLACK_USEC
+    AGENT = Agent
+    REGION_FDS = "region files"
+    STARTUP_SHARE, STARTUP_MAX_DELAY, RANDOM_MIN_DELAY = 0.2, 0.3, 0.05
+
     def __init__(self, args):
-        self.args = args
-        self.seed = args.seed
-        self.rng = random.Random(args.seed)
         self.topo = Topology()
+        super().__init__(args)
         self.owner_domain, self.peer_domains = self.topo.a, self.topo.peers
-        self.daemon = None
-        self.oplog = None
-        self.violations = churn.Violations()
         self.world = World()
-        self.oracle = churn.Oracle()
-        self.view = churn.DBView()
-        self.replay = churn.Replay()
-        self.stop = threading.Event()
-        self.expect_death = threading.Event()
-        self.counts = collections.Counter()
-        self.count_lock = threading.Lock()
-        self.cp_hits = collections.Counter()
-        self.cp_tries = collections.Counter()
-        self.kills = collections.Counter()
-        self.checks = collections.Counter()
-        self.phase_time = collections.Counter()
-        self.retry_reasons = collections.Counter()
         self.converge_times = []
-        self.findings = []
-        self.fatal_wheres = []
-        self.reported = set()
-        self.baseline = None
-        self._final_checked = set()
-        self.epoch = 0
-        self.mode = None
         self.guests = []
         self.daemons = {}
         self.libvirt_outages = 0
@@ -582,9 +425,8 @@ class Run(churn.Run):
         self.stopped = None  # the guest stopped by the last epoch (--domain-stops), until it is back
         self.rundir = None
         self.qemu_uid = pwd.getpwnam("libvirt-qemu").pw_uid
-        names = set(churn.CRASHPOINTS) | churn.source_crashpoints()
-        self.points = list(churn.CRASHPOINTS) + sorted(names - set(churn.CRASHPOINTS))
-        self.cp_cycle = []
+        # unmap-requested and unmap-confirmed included: only this backend reaches them.
+        self.points = list(churn.CRASHPOINTS) + self.unknown_points
 
     # -- reporting
 
@@ -595,16 +437,8 @@ class Run(churn.Run):
                                                    self.seed, a.kills, a.agents, a.max_delay, a.cp_timeout, a.max_n,
                                                    a.final_seconds))
 
-    def settle_violations(self, where):
-        items = [it for it in dict.fromkeys(self.violations.take()) if it not in self.reported]
-        self.reported.update(items)
-        if not items:
-            return
-        self.findings.extend(items)
-        self.fail(items, where)
-        if not self.args.keep_going:
-            self.fatal_wheres.append(where)
-            raise churn.Fatal(where)
+    def expected_bugs(self):
+        return ()  # no --expect-bug here: every finding stops the run, unless --keep-going
 
     # -- libvirtd and the guests
 
@@ -715,19 +549,6 @@ class Run(churn.Run):
         self.oplog.add("main", "domain %s booted again" % g.name)
         self.stopped = None
 
-    # -- the schedule
-
-    def next_mode(self):
-        e, ratio = self.epoch, self.args.cp_ratio
-        if int(e * ratio) > int((e - 1) * ratio):
-            if not self.cp_cycle:
-                self.cp_cycle = list(self.points)
-                self.rng.shuffle(self.cp_cycle)
-            return ("crashpoint", self.cp_cycle.pop(), self.rng.randint(1, self.args.max_n))
-        if self.rng.random() < 0.2:
-            return ("startup", self.rng.uniform(0.0, 0.3))
-        return ("random", self.rng.uniform(0.05, self.args.max_delay))
-
     # -- checks while the daemon is down
 
     def down_backend_check(self):
@@ -785,28 +606,18 @@ class Run(churn.Run):
         t0 = time.monotonic()
         deadline = t0 + self.args.converge_timeout
         attempt = 0
+
+        def checks(soft):
+            self.guest_check()
+            self.db_check(soft)
+            listed = self.memory_check(soft)
+            self.xml_check(listed, soft)
+            self.fd_check(soft, conns)
+            self.held_check(soft)
         while True:
-            soft = []
-            try:
-                self.live_snapshot()
-                self.oracle.check(self.view, self.bad, final=final)
-                self.settle_violations("%s: database against acknowledgements and audit trail" % what)
-                self.guest_check()
-                self.db_check(soft)
-                listed = self.memory_check(soft)
-                self.xml_check(listed, soft)
-                self.fd_check(soft, conns)
-                self.held_check(soft)
-            except (ConnectionError, OSError, ValueError) as e:
-                try:
-                    self.daemon.proc.wait(timeout=5)
-                    return False
-                except subprocess.TimeoutExpired:
-                    soft.append(("disconnect", "checking connection failed: %r" % e))
-            except harness.RpcError as e:
-                self.bad("unexpected", "a checking request answered %s" % e)
-            except AssertionError as e:
-                self.bad("protocol", "a checking request: %s" % e)
+            soft = self.check_attempt(final, what, checks)
+            if soft is None:
+                return False
             self.settle_violations("%s: database against guests and daemon" % what)
             if not soft:
                 self.checks["live_check"] += 1
@@ -845,27 +656,11 @@ class Run(churn.Run):
         now = churn.now_usec()
         for rid, r in nonfinal.items():
             peers = v.peers.get(rid, {})
-            if r["state"] in LIVE and peers and all(p["state"] in FINAL_PEER for p in peers.values()):
-                soft.append(("settle", "region %d is %s though every peer is done: %s" % (rid, r["state"], peers)))
-            if r["state"] == "revoking" and r["deadline"] < now - STUCK_SLACK_USEC:
-                soft.append(("stuck", "region %d is revoking %.1fs past its deadline: peers %s, owner_mapped %d"
-                             % (rid, (now - r["deadline"]) / 1e6, peers, r["owner_mapped"])))
+            self.region_row_check(rid, r, peers, now, soft)
             for dom, p in peers.items():
-                if p["token"] is None or len(p["token"]) != 32:
-                    self.bad("token", "region %d peer %s (%s) has token %r" % (rid, dom, p["state"], p["token"]))
                 if p["state"] == "granted" and p["mapped"]:
                     self.bad("db", "region %d peer %s is granted but mapped" % (rid, dom))
-        for rid in v.final - self._final_checked:
-            r = v.regions[rid]
-            for dom, p in v.peers.get(rid, {}).items():
-                if p["mapped"] or p["token"] is not None:
-                    self.bad("token", "reclaimed region %d peer %s has mapped=%d token=%r" % (rid, dom, p["mapped"],
-                                                                                           p["token"]))
-                if p["state"] not in FINAL_PEER:
-                    self.bad("db", "reclaimed region %d peer %s is %s" % (rid, dom, p["state"]))
-            if r["owner_mapped"]:
-                self.bad("db", "reclaimed region %d has owner_mapped=1" % rid)
-        self._final_checked |= v.final
+        self.final_rows_check()
         pool = self.topo.platform["pools"][0]
         pb, ps, g = (churn.parse_size(pool[k]) for k in ("base", "size", "granule"))
         spans = sorted((r["base"], r["base"] + r["size"], rid) for rid, r in nonfinal.items())
@@ -1097,146 +892,46 @@ class Run(churn.Run):
         if self.daemon and self.daemon.logf:
             self.daemon.logf.close()
 
-    def one_epoch(self):
-        a = self.args
-        mode = self.next_mode()
-        self.mode = mode
-        self.check_libvirt("before a start")
+    # -- the hooks of an epoch and of the final phase
+
+    def before_start(self, where):
+        self.check_libvirt(where)
         self.settle_violations("libvirtd died")
-        churn.write_atomic(self.daemon.d.policy_path, self.topo.policies[self.world.good_policy])
-        self.oplog.add("main", "epoch %d: %s" % (self.epoch, mode))
-        if mode[0] == "startup":
-            self.daemon.spawn({})
-            time.sleep(mode[1])
-            rc = self.daemon.kill()
-            self.kills["startup"] += 1
-            self.oplog.add("main", "killed %.3fs after start (rc %s)" % (mode[1], rc))
-            self.after_kill()
-            return
-        env = {"BROKERD_CRASHPOINT": "%s:%d" % (mode[1], mode[2])} if mode[0] == "crashpoint" else {}
-        if mode[0] == "crashpoint":
-            self.cp_tries[mode[1]] += 1
-        if not self.start_epoch_daemon(env):
-            rc = self.daemon.wait()
-            if rc == -signal.SIGKILL and mode[0] == "crashpoint":
-                self.cp_hits[mode[1]] += 1
-                self.kills["crashpoint@recovery"] += 1
-                self.oplog.add("main", "crashpoint %s:%d fired during recovery" % (mode[1], mode[2]))
-                self.after_kill()
-                return
-            self.check_libvirt("brokerd exited while starting")
-            raise churn.Fatal("brokerd exited with %s while starting (%s):\n%s" % (rc, mode, self.daemon.log_tail()))
-        if not self.timed("converge", self.live_check):
-            self.died_unkilled(mode)
-            return
+
+    def policy_text(self, which):
+        return self.topo.policies[which]
+
+    def start_failed(self):
+        self.check_libvirt("brokerd exited while starting")
+
+    def after_converged(self):
         if self.stopped:
             self.timed("guest boots", self.restart_stopped)
-        self.world.rebuild(self.view, self.oracle)
-        self.resolve_in_doubt()
-        self.close_reclaimed_fds()
+
+    def disturbance(self, mode):
         # A guest destroyed under brokerd: always before an unmap-recorded crashpoint (with
         # libvirt only an unmap that completes at once, a domain already gone, reaches it), and
         # in --domain-stops of the other epochs. It stays down until the next restart converged.
-        stop = None
         if (mode[0] == "crashpoint" and mode[1] == "unmap-recorded") or \
-                (mode[0] != "crashpoint" and self.rng.random() < a.domain_stops):
+                (mode[0] != "crashpoint" and self.rng.random() < self.args.domain_stops):
             t = self.topo
-            stop = (self.rng.choices([t.a, t.b, t.c], [20, 40, 40])[0],
+            return (self.rng.choices([t.a, t.b, t.c], [20, 40, 40])[0],
                     self.rng.uniform(0.05, mode[1] if mode[0] == "random" else 1.0))
+        return None
 
-        self.stop.clear()
-        self.expect_death.clear()
-        agents = [Agent(self, i, self.epoch, subscribe=(i == 0)) for i in range(a.agents)]
-        t_churn = time.monotonic()
-        for ag in agents:
-            ag.start()
-        if mode[0] == "random":
-            if stop:
-                time.sleep(stop[1])
-                self.stop_domain(stop[0])
-            time.sleep(max(0.0, mode[1] - (stop[1] if stop else 0.0)))
-            self.expect_death.set()
-            rc = self.daemon.kill()
-            self.kills["random"] += 1
-            self.oplog.add("main", "killed after %.3fs (rc %s)" % (mode[1], rc))
-        else:
-            rc, waited = None, 0.0
-            if stop:
-                try:
-                    rc = self.daemon.proc.wait(timeout=stop[1])
-                except subprocess.TimeoutExpired:
-                    self.stop_domain(stop[0])
-                waited = stop[1]
-            if rc is None:
-                try:
-                    rc = self.daemon.proc.wait(timeout=max(0.1, a.cp_timeout - waited))
-                except subprocess.TimeoutExpired:
-                    rc = None
-            self.expect_death.set()
-            if rc is None:
-                rc = self.daemon.kill()
-                self.kills["crashpoint-missed"] += 1
-                self.oplog.add("main", "crashpoint %s:%d not reached in %ss; killed" % (mode[1], mode[2],
-                                                                                       a.cp_timeout))
-            elif rc == -signal.SIGKILL:
-                self.cp_hits[mode[1]] += 1
-                self.kills["crashpoint"] += 1
-                self.oplog.add("main", "crashpoint %s:%d fired" % (mode[1], mode[2]))
-            else:
-                self.bad("crash", "brokerd exited with %s (%s)" % (rc, mode))
-        self.stop.set()
-        for ag in agents:
-            ag.join(timeout=a.reply_timeout + 10)
-            if ag.is_alive():
-                self.bad("driver", "agent %d did not stop" % ag.idx)
-        self.counts["ops"] += sum(ag.ops for ag in agents)
-        self.phase_time["churn"] += time.monotonic() - t_churn
-        self.judge_backend_failures()
-        self.after_kill()
+    def disturb(self, what):
+        self.stop_domain(what)
 
-    def final_phase(self):
-        a = self.args
-        self.mode = ("final",)
-        self.check_libvirt("final phase")
-        self.settle_violations("libvirtd died")
-        churn.write_atomic(self.daemon.d.policy_path, self.topo.policies[self.world.good_policy])
-        self.oplog.add("main", "final phase")
-        if not self.start_epoch_daemon({}):
-            raise churn.Fatal("brokerd did not start for the final phase:\n" + self.daemon.log_tail())
-        if not self.live_check(what="final phase"):
-            raise churn.Fatal("brokerd died in the final phase")
-        if self.stopped:
-            self.timed("guest boots", self.restart_stopped)
-        self.world.rebuild(self.view, self.oracle)
-        self.resolve_in_doubt()
-        self.close_reclaimed_fds()
-        # Churn without kills, so a leak over one daemon's lifetime shows.
-        self.stop.clear()
-        self.expect_death.clear()
-        agents = [Agent(self, i, self.epoch, subscribe=(i == 0)) for i in range(a.agents)]
-        for ag in agents:
-            ag.start()
-        time.sleep(a.final_seconds)
-        self.stop.set()
-        for ag in agents:
-            ag.join(timeout=a.reply_timeout + 10)
-        self.counts["ops"] += sum(ag.ops for ag in agents)
+    def after_churn(self):
         self.judge_backend_failures()
-        self.settle_violations("final churn")
-        if not self.live_check(final=True, what="after the final churn"):
+
+    def final_live_check(self, what, final=True):
+        if not self.live_check(final=final, what=what):
             raise churn.Fatal("brokerd died in the final phase")
 
-        # Revoke everything, forcibly, as the admin; every device leaves every guest.
-        c = churn.Conn(self.daemon.d.admin_socket, a.reply_timeout, a.validate)
-        for r in c.call("region.list", {})["regions"]:
-            try:
-                res = c.call("admin.revoke", {"region": r["region"], "force": True, "deadline_ms": 0})
-                self.oplog.add("main", "final admin.revoke %d -> %s" % (r["region"], res["state"]))
-            except harness.RpcError as e:
-                if e.name != "no_such_region":
-                    self.bad("unexpected", "final admin.revoke of %d answered %s" % (r["region"], e.name))
-        c.close()
-        t_end = time.monotonic() + a.converge_timeout
+    def await_nothing_left(self):
+        """Every device leaves every guest, no backing file is left."""
+        t_end = time.monotonic() + self.args.converge_timeout
 
         def all_gone():
             self.live_snapshot()
@@ -1254,27 +949,11 @@ class Run(churn.Run):
         left = e2e.backing_files(self.topo.pool)
         if left:
             self.bad("leak", "backing files left in %s: %s" % (e2e.SHM_DIR, sorted(left)))
-        if not self.live_check(final=True, what="after revoking everything"):
-            raise churn.Fatal("brokerd died in the final phase")
-        self.close_reclaimed_fds()
-        other, fds = self.settled_fds()
-        region_fds = [link for link in fds.values() if self.is_region_fd(link)]
-        if region_fds:
-            self.bad("leak", "the daemon still holds region files: %s" % region_fds)
-        if self.baseline is not None and other > self.baseline + 1:
-            self.bad("leak", "the daemon has %d fds, %d at its first start: %s" % (other, self.baseline,
-                                                                                  sorted(fds.values())))
-        self.final_fds = (other, self.baseline)
-        self.daemon.proc.send_signal(signal.SIGTERM)
-        rc = self.daemon.wait()
-        if rc != 0:
-            self.bad("crash", "brokerd exited %s on SIGTERM" % rc)
-        self.after_kill()
-        self.oracle.check(self.view, self.bad, final=True)
-        self.settle_violations("final checks")
+
+    def final_file_check(self):
+        pass  # await_nothing_left() checked the backing files
 
     def summary(self, elapsed, failed):
-        a = self.args
         ops = self.counts.get("ops", 0)
         kills = sum(self.kills.values())
         ct = sorted(self.converge_times)
@@ -1303,60 +982,30 @@ class Run(churn.Run):
             kinds = collections.Counter(k for k, _ in self.findings)
             lines.append("churn-libvirt: %d findings (seed %d): %s" % (len(self.findings), self.seed, dict(kinds)))
         print("\n".join(lines), flush=True)
-        if a.summary_json:
-            with open(a.summary_json, "w") as f:
-                json.dump(dict(seed=self.seed, kills=dict(self.kills), ops=ops, seconds=round(elapsed, 1),
-                               crashpoints={p: [self.cp_hits[p], self.cp_tries[p]] for p in self.points},
-                               counts=dict(self.counts), checks=dict(self.checks), audit_rows=self.replay.rows,
-                               phase_seconds={k: round(v, 1) for k, v in self.phase_time.items()},
-                               converge_seconds=dict(median=ct[len(ct) // 2], max=ct[-1]) if ct else None,
-                               retry_reasons=dict(self.retry_reasons), libvirt_outages=self.libvirt_outages,
-                               regions=len(self.view.regions), findings=self.findings, failed=failed), f, indent=1)
+        self.write_summary_json(elapsed, failed,
+                                converge_seconds=dict(median=ct[len(ct) // 2], max=ct[-1]) if ct else None,
+                                retry_reasons=dict(self.retry_reasons), libvirt_outages=self.libvirt_outages)
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--kills", type=int, default=100)
-    p.add_argument("--seed", type=int, default=None, help="default: random (printed)")
-    p.add_argument("--agents", type=int, default=3, help="agent connections (threads)")
-    p.add_argument("--cp-ratio", type=float, default=0.5, help="share of kills by crashpoint")
-    p.add_argument("--max-n", type=int, default=4, help="crashpoints fire at a random passage 1..N")
-    p.add_argument("--max-delay", type=float, default=1.5, help="random kills: at most this many seconds of churn")
-    p.add_argument("--cp-timeout", type=float, default=6.0, help="seconds to wait for a crashpoint before a SIGKILL")
+    churn.add_arguments(p, agents=3, max_n=4, final_seconds=8.0)
     p.add_argument("--converge-timeout", type=float, default=60.0,
                    help="seconds a restart may take to converge with the guests")
-    p.add_argument("--final-seconds", type=float, default=8.0, help="churn without kills before the final checks")
     p.add_argument("--domain-stops", type=float, default=0.03,
                    help="share of epochs (besides those of the unmap-recorded crashpoint) that destroy a guest "
                         "during the churn; it boots again after the next restart")
     p.add_argument("--xml-sample", type=float, default=0.1,
                    help="share of shares and attaches whose device is looked up in the live XML at once")
-    p.add_argument("--reply-timeout", type=int, default=60)
-    p.add_argument("--no-validate", dest="validate", action="store_false",
-                   help="do not validate replies against schemas/rpc")
-    p.add_argument("--brokerd", help="the brokerd binary (default $BROKERD_BIN)")
-    p.add_argument("--keep", action="store_true", help="keep the temp dir (always kept on failure)")
-    p.add_argument("--keep-going", action="store_true", help="report findings and go on")
-    p.add_argument("--tail", type=int, default=60, help="op log and daemon log lines printed on failure")
-    p.add_argument("--progress", type=int, default=0, help="print progress every N kills")
-    p.add_argument("--summary-json")
     p.add_argument("--ci", action="store_true",
                    help="the short form: 15 kills, 3 agents, short epochs (unless given explicitly)")
-    args = p.parse_args()
-    if args.ci:
-        defaults = dict(kills=15, max_delay=0.8, cp_timeout=4.0, final_seconds=3.0, max_n=3)
-        for k, v in defaults.items():
-            if getattr(args, k) == p.get_default(k):
-                setattr(args, k, v)
+    args = churn.parse_arguments(p, dict(kills=15, max_delay=0.8, cp_timeout=4.0, final_seconds=3.0, max_n=3))
     if os.geteuid() != 0 or os.environ.get("BROKERD_E2E") != "1":
         print("churn-libvirt: SKIP: needs root and BROKERD_E2E=1 (boots three VMs through libvirt)")
         return 77
     if args.seed is None:
         args.seed = int.from_bytes(os.urandom(4), "little")
-    if args.brokerd:
-        harness.BROKERD = args.brokerd
-    if not os.access(harness.BROKERD, os.X_OK):
-        print("churn-libvirt: no brokerd at %s (set BROKERD_BIN or --brokerd)" % harness.BROKERD, file=sys.stderr)
+    if churn.use_brokerd(args, "churn-libvirt"):
         return 2
     # meson's timeout sends SIGTERM: unwind, so that the guests and libvirtd are cleaned up.
     signal.signal(signal.SIGTERM, on_sigterm)

@@ -6,6 +6,7 @@ restart is checked against what the clients were told and what the backend reall
 
     churn.py --kills 500 --agents 4 [--seed S]          # the long form
     churn.py --ci                                       # the short form meson runs (suite crash)
+    churn.py --ci --fdstore                             # the same under systemd's fd store
 
 Each kill is one of
   * a crashpoint: the daemon starts with BROKERD_CRASHPOINT=<name>:<N> (brokerd/util/crashpoint.h)
@@ -53,8 +54,8 @@ import traceback
 HERE = os.path.dirname(os.path.abspath(__file__))
 SRC = os.path.normpath(os.path.join(HERE, "..", ".."))
 sys.path.insert(0, os.path.join(HERE, "..", "integration"))
+import fdstore  # noqa: E402
 import harness  # noqa: E402
-import rpcschema  # noqa: E402  (harness put tests/schema on the path)
 
 # Every crashpoint, in lifecycle order (brokerd/core/broker.c). The memfd backend unmaps at
 # once, so the two points of an asynchronous unmap (libvirt) cannot be reached here.
@@ -428,6 +429,10 @@ class World:
         self.good_policy = "p0"
         self.in_doubt = []     # (kind, detail) of requests cut off by a kill
 
+    def note_base(self, r):
+        """Region row r's range, for the place-mode shares that aim at used ranges."""
+        self.bases[r["pool"]].append((r["base"], r["size"]))
+
     def rebuild(self, view, oracle):
         """After a restart: the working set is what the database holds, with what we know."""
         with self.lock:
@@ -436,7 +441,7 @@ class World:
                 rid = r["id"]
                 self.owned[rid] = dict(pool=r["pool"], size=r["size"], device=r["device"],
                                        revoked=r["state"] not in LIVE)
-                self.bases[r["pool"]].append((r["base"], r["size"]))
+                self.note_base(r)
                 known = oracle.shares.get(rid, {}).get("peers", {})
                 for d, p in view.peers.get(rid, {}).items():
                     if p["state"] == "granted" and r["state"] in LIVE and d in known:
@@ -469,12 +474,15 @@ class Brokerd:
     """One daemon's files (harness.Daemon's temp dir: sockets, db, shm pool, log), started many
     times; spawn() and kill() by pid, the environment as given (BROKERD_CRASHPOINT)."""
 
-    def __init__(self):
+    def __init__(self, with_store=False):
         self.d = harness.Daemon(policy=POLICIES["p0"],
                                 extra_args=["--max-connections-per-uid", "64", "--revoke-timeout", "1s"])
         self.proc = None
         self.logf = None
         self.starts = 0
+        # --fdstore: systemd's fd store, played by tests/integration/fdstore.py; parked, since the
+        # agents (the holders) live in this process and systemd's fds are not theirs
+        self.store = fdstore.FdStore(self.d.dir, park=True) if with_store else None
 
     @property
     def dir(self):
@@ -496,11 +504,11 @@ class Brokerd:
         self.starts += 1
         full = {k: v for k, v in os.environ.items() if k != "BROKERD_CRASHPOINT"}
         full.update(env)
-        self.proc = subprocess.Popen(
-            [harness.BROKERD, "--platform", self.d.platform_path, "--policy", self.d.policy_path, "--db", self.d.db,
-             "--agent-socket", self.d.agent_socket, "--admin-socket", self.d.admin_socket,
-             "--agent-group", "nogroup", "--log-target", "stderr", *self.d.extra_args],
-            stdout=self.logf, stderr=self.logf, env=full)
+        if self.store:
+            self.proc = self.store.spawn(fdstore.brokerd_argv(self.d), env=full, stdout=self.logf, stderr=self.logf,
+                                         inherit=False)
+            return
+        self.proc = subprocess.Popen(fdstore.brokerd_argv(self.d), stdout=self.logf, stderr=self.logf, env=full)
 
     def wait_ready(self, timeout=60):
         """True once the loop answers on the admin socket; False if the daemon died first."""
@@ -570,32 +578,19 @@ class Conn(harness.Client):
         self.sock.settimeout(timeout)
         self.validate = validate
 
-    def read_reply(self):
-        while True:
-            obj = self.read_line()
-            if isinstance(obj, dict) and "id" not in obj and "method" in obj:
-                if self.validate:
-                    with VALIDATE_LOCK:
-                        rpcschema.validate_notification(obj)
-                self.notifications.append(obj)
-                continue
-            return obj
+    ID_LESS_ERROR_IS_RPC_ERROR = False  # churn never sends a line brokerd could refuse so
+
+    def check_notification(self, obj):
+        if self.validate:
+            with VALIDATE_LOCK:
+                super().check_notification(obj)
+
+    def check_reply(self, method, reply):
+        with VALIDATE_LOCK:
+            super().check_reply(method, reply)
 
     def call(self, method, params=None, validate=None):
-        req = {"jsonrpc": "2.0", "id": self.next_id, "method": method}
-        self.next_id += 1
-        if params is not None:
-            req["params"] = params
-        self.send_raw((json.dumps(req) + "\n").encode())
-        reply = self.read_reply()
-        if self.validate if validate is None else validate:
-            with VALIDATE_LOCK:
-                rpcschema.validate_reply(method, reply)
-        if reply.get("id") != req["id"]:
-            raise AssertionError("reply id %s for request %s" % (reply.get("id"), req["id"]))
-        if "error" in reply:
-            raise harness.RpcError(reply["error"])
-        return reply["result"]
+        return super().call(method, params, self.validate if validate is None else validate)
 
     def drop_fds(self):
         for fd in self.fds:
@@ -850,28 +845,75 @@ class Agent(threading.Thread):
             for d, a in peers:
                 w.grants[(rid, d)] = dict(token=tokens[d], access=a, pool=res["pool"], size=res["size"])
 
+    # -- what the ops of a backend's churn (churn-libvirt.py) do differently
+
+    def ordered(self, keys):
+        """keys (a dict's) in the order the random picks among them see."""
+        return list(keys)
+
+    def pick(self, keys):
+        """One of keys (a dict's), at random."""
+        return self.rng.choice(self.ordered(keys))
+
+    def domain_label(self, domain):
+        """A domain as the op log names it."""
+        return domain
+
+    def posthoc(self, kind, rid, d, why):
+        with self.oracle.lock:
+            self.oracle.posthoc.append((kind, rid, d, why))
+
+    def unexpected(self, err, domain, why):
+        """An error a call by (or for) domain should not have answered."""
+        self.bad("unexpected", why)
+
+    def released(self, rid, res):
+        """A release that the daemon acknowledged."""
+
+    def revoke_candidates(self):
+        """Under the world's lock: the owned regions a revoke may pick."""
+        return [r for r, o in self.world.owned.items() if not o["revoked"] or self.rng.random() < 0.25]
+
+    def nothing_to_revoke(self, fallback):
+        return self.op_share()
+
+    ADMIN_REVOKE_SHARE = 0.2
+    RELOAD_WEIGHTS = [45, 35, 20]  # p0, p1, bad
+    SIGHUP_OUTCOME = "ok"  # what a reload by SIGHUP, which answers nothing, counts as
+
+    def lookup_target(self):
+        """(device, domain) of a route.lookup."""
+        return self.rng.choice([("nic0", "vm1"), ("nic0", "vm2"), ("gpu0", "vm1"), ("gpu0", "vm2")])
+
+    # -- ops
+
     def op_attach(self):
         w = self.world
         with w.lock:
             if not w.grants:
                 return self.op_share()
-            key = self.rng.choice(list(w.grants))
+            key = self.pick(w.grants)
             g = w.grants.pop(key)
         rid, d = key
         self.doubt("attach", key)
         res, err = self.call(self.conn, "region.attach", {"domain": d, "token": g["token"]})
         self.inflight = None
         if err:
-            self.log("attach region %d %s -> %s" % (rid, d, err))
+            self.log("attach region %d %s -> %s" % (rid, self.domain_label(d), err))
             self.run_.count("attach:" + err)
             why = "attach of region %d by %s with its acknowledged token answered %s" % (rid, d, err)
             ph = {"token_used": "peer_not_granted", "invalid_token": "reclaimed", "invalid_state": "not_live"}.get(err)
             if ph:
-                with self.oracle.lock:
-                    self.oracle.posthoc.append((ph, rid, d, why))
+                self.posthoc(ph, rid, d, why)
             else:
-                self.bad("unexpected", why)
+                self.unexpected(err, d, why)
             return
+        self.attached(key, g, res)
+
+    def attached(self, key, g, res):
+        """The attach of grant g (key (region, domain)) answered res."""
+        w = self.world
+        rid, d = key
         fd = self.conn.take_fd()
         self.conn.drop_fds()
         with self.oracle.lock:
@@ -887,15 +929,12 @@ class Agent(threading.Thread):
             if got == bytes(len(sig)):
                 # Only a reclaim scrubs (before it commits): a revoke from another agent may have
                 # run meanwhile, and the daemon may have died before the reclaim's commit.
-                with self.oracle.lock:
-                    self.oracle.posthoc.append(("not_live", rid, None, "%s attached region %d and read zeros, "
-                                                "not the owner's signature" % (d, rid)))
+                self.posthoc("not_live", rid, None, "%s attached region %d and read zeros, not the owner's "
+                             "signature" % (d, rid))
             else:
                 self.bad("backend", "%s attached region %d and reads %r, not the owner's %r" % (d, rid, got, sig))
         elif not present:
-            with self.oracle.lock:
-                self.oracle.posthoc.append(("not_live", rid, None, "region %d's file was gone right after %s "
-                                            "attached" % (rid, d)))
+            self.posthoc("not_live", rid, None, "region %d's file was gone right after %s attached" % (rid, d))
         with w.lock:
             w.hold((rid, d), Held(fd, g["pool"], g["size"], self.epoch))
             w.attachments[key] = dict(pool=g["pool"], size=g["size"])
@@ -906,13 +945,13 @@ class Agent(threading.Thread):
             pool = w.attachments if (w.attachments and (self.rng.random() < 0.85 or not w.grants)) else w.grants
             if not pool:
                 return self.op_share()
-            key = self.rng.choice(list(pool))
+            key = self.pick(pool)
             pool.pop(key)
         rid, d = key
         self.doubt("release", key)
         res, err = self.call(self.conn, "region.release", {"domain": d, "region": rid})
         self.inflight = None
-        self.log("release region %d %s -> %s" % (rid, d, err or res["state"]))
+        self.log("release region %d %s -> %s" % (rid, self.domain_label(d), err or res["state"]))
         self.run_.count("release:" + (err or "ok"))
         why = "release of region %d by %s answered %s" % (rid, d, err)
         with self.oracle.lock:
@@ -926,33 +965,33 @@ class Agent(threading.Thread):
                 self.oracle.released.add((rid, d))
                 if res["state"] == "reclaimed":
                     self.oracle.reclaimed[rid] = "release by %s answered reclaimed" % d
+        if not err:
+            self.released(rid, res)
 
-    def op_revoke(self):
+    def op_revoke(self, fallback=True):
         w, rng = self.world, self.rng
         with w.lock:
-            cands = [r for r, o in w.owned.items() if not o["revoked"] or rng.random() < 0.25]
+            cands = self.revoke_candidates()
             if not cands:
-                return self.op_share()
+                return self.nothing_to_revoke(fallback)
             rid = rng.choice(cands)
             entry = w.owned.pop(rid)
         params = {"region": rid, "deadline_ms": rng.choice(DEADLINES_MS)}
         if rng.random() < 0.3:
             params["force"] = True
-        by_admin = rng.random() < 0.2
+        by_admin = rng.random() < self.ADMIN_REVOKE_SHARE
         w.let_go(rid)
         self.doubt("revoke", rid)
         if by_admin:
             res, err = self.call(self.admin(), "admin.revoke", params)
         else:
-            res, err = self.call(self.conn, "region.revoke", dict(params, owner="hw0"))
+            res, err = self.call(self.conn, "region.revoke", dict(params, owner=self.run_.owner_domain))
         self.inflight = None
         self.log("%s region %d %s -> %s" % ("admin.revoke" if by_admin else "revoke", rid, params,
                                            err or res["state"]))
         self.run_.count("revoke:" + (err or "ok"))
         if err == "no_such_region":
-            with self.oracle.lock:
-                self.oracle.posthoc.append(("reclaimed", rid, None, "revoke of region %d answered no_such_region"
-                                            % rid))
+            self.posthoc("reclaimed", rid, None, "revoke of region %d answered no_such_region" % rid)
             return
         if err:
             self.bad("unexpected", "revoke of region %d %s answered %s" % (rid, params, err))
@@ -970,9 +1009,9 @@ class Agent(threading.Thread):
     def op_reload(self):
         w, rng = self.world, self.rng
         with w.policy_lock:
-            which = rng.choices(["p0", "p1", "bad"], [45, 35, 20])[0]
+            which = rng.choices(["p0", "p1", "bad"], self.RELOAD_WEIGHTS)[0]
             via = rng.choice(["sighup", "admin.reload"])
-            write_atomic(self.run_.daemon.d.policy_path, POLICIES[which])
+            write_atomic(self.run_.daemon.d.policy_path, self.run_.policy_text(which))
             self.doubt("reload", which)
             if via == "sighup":
                 try:
@@ -984,12 +1023,12 @@ class Agent(threading.Thread):
                 res, err = self.call(self.admin(), "admin.reload", {})
             self.inflight = None
             self.log("reload %s via %s -> %s" % (which, via, err or res))
-            self.run_.count("reload:%s:%s" % (which, err or "ok"))
+            self.run_.count("reload:%s:%s" % (which, err or (self.SIGHUP_OUTCOME if via == "sighup" else "ok")))
             if via == "admin.reload" and (err is not None) != (which == "bad"):
                 self.bad("unexpected", "admin.reload of policy %s answered %s" % (which, err or res))
             if which == "bad":
                 time.sleep(0.05)  # let a SIGHUP read it
-                write_atomic(self.run_.daemon.d.policy_path, POLICIES[w.good_policy])
+                write_atomic(self.run_.daemon.d.policy_path, self.run_.policy_text(w.good_policy))
             else:
                 w.good_policy = which
 
@@ -1000,7 +1039,7 @@ class Agent(threading.Thread):
         what = rng.choice(["get", "lookup", "list"])
         if what == "get":
             with w.lock:
-                owned = list(w.owned)
+                owned = self.ordered(w.owned)
             if gone and (not owned or rng.random() < 0.5):
                 rid = rng.choice(gone)
                 res, err = self.call(self.conn, "region.get", {"region": rid})
@@ -1013,22 +1052,20 @@ class Agent(threading.Thread):
                 res, err = self.call(self.conn, "region.get", {"region": rid})
                 self.log("get region %d -> %s" % (rid, err or res["state"]))
                 if err == "no_such_region":
-                    with self.oracle.lock:
-                        self.oracle.posthoc.append(("reclaimed", rid, None, "region.get %d said no_such_region"
-                                                    % rid))
+                    self.posthoc("reclaimed", rid, None, "region.get %d said no_such_region" % rid)
                 elif err:
                     self.bad("unexpected", "region.get %d answered %s" % (rid, err))
         elif what == "lookup":
-            dev, dom = rng.choice([("nic0", "vm1"), ("nic0", "vm2"), ("gpu0", "vm1"), ("gpu0", "vm2")])
+            dev, dom = self.lookup_target()
             res, err = self.call(self.conn, "route.lookup", {"device": dev, "domain": dom})
-            self.log("route.lookup %s %s -> %s" % (dev, dom, err or res))
+            self.log("route.lookup %s %s -> %s" % (dev, self.domain_label(dom), err or res))
             if err:
                 self.bad("unexpected", "route.lookup answered %s" % err)
             elif res["route"] == "region" and res["region"] in gone:
                 self.bad("reachable", "route %s/%s leads to region %d, acknowledged reclaimed"
                          % (dev, dom, res["region"]))
         else:
-            res, err = self.call(self.conn, "region.list", {"domain": "hw0"})
+            res, err = self.call(self.conn, "region.list", {"domain": self.run_.owner_domain})
             if err:
                 self.bad("unexpected", "region.list answered %s" % err)
                 return
@@ -1049,6 +1086,9 @@ class Run:
     subclasses it; NAME, CHECK_PHASE and the hooks below are where the two differ."""
     NAME = "churn"
     CHECK_PHASE = "check"  # what the daemon is doing when a crashpoint fires after the restart
+    CONVERGE_PHASE = "live checks"  # the time from a restart to the checks passed
+    STUCK_SLACK_USEC = STUCK_SLACK_USEC
+    AGENT = Agent
     def __init__(self, args):
         self.args = args
         self.seed = args.seed
@@ -1127,24 +1167,31 @@ class Run:
             return
         self.findings.extend(items)
         self.fail(items, where)
-        if not self.args.keep_going and any(kind not in self.args.expect_bug for kind, _ in items):
+        if not self.args.keep_going and any(kind not in self.expected_bugs() for kind, _ in items):
             self.fatal_wheres.append(where)
             raise Fatal(where)
 
+    def expected_bugs(self):
+        """The finding kinds --expect-bug names: reported, and the run goes on."""
+        return self.args.expect_bug
+
     # -- the schedule
+
+    STARTUP_SHARE, STARTUP_MAX_DELAY, RANDOM_MIN_DELAY = 0.15, 0.06, 0.02
 
     def next_mode(self):
         """cp_ratio of the kills are crashpoints, evenly spread, taking every reachable point in
-        a shuffled cycle; of the others 15% hit startup and recovery, the rest the churn."""
+        a shuffled cycle; of the others STARTUP_SHARE hit startup and recovery (within
+        STARTUP_MAX_DELAY seconds), the rest the churn."""
         e, ratio = self.epoch, self.args.cp_ratio
         if int(e * ratio) > int((e - 1) * ratio):
             if not self.cp_cycle:
                 self.cp_cycle = list(self.points)
                 self.rng.shuffle(self.cp_cycle)
             return ("crashpoint", self.cp_cycle.pop(), self.rng.randint(1, self.args.max_n))
-        if self.rng.random() < 0.15:
-            return ("startup", self.rng.uniform(0.0, 0.06))
-        return ("random", self.rng.uniform(0.02, self.args.max_delay))
+        if self.rng.random() < self.STARTUP_SHARE:
+            return ("startup", self.rng.uniform(0.0, self.STARTUP_MAX_DELAY))
+        return ("random", self.rng.uniform(self.RANDOM_MIN_DELAY, self.args.max_delay))
 
     # -- checks while the daemon is down
 
@@ -1172,9 +1219,7 @@ class Run:
             self.view.load(con, self.replay.last_seq, self.bad)
         finally:
             con.close()
-        self.scan_audit()
-        self.replay.feed(self.view, self.bad)
-        self.replay.compare(self.view, self.bad)
+        self.replay_audit()
         self.oracle.check(self.view, self.bad)
         self.down_backend_check()
         self.checks["down_snapshot"] += 1
@@ -1188,15 +1233,19 @@ class Run:
 
     # -- checks after a restart (the daemon up, the agents idle)
 
+    def replay_audit(self):
+        """The audit trail since the last replay, fed into the view just loaded and compared."""
+        self.scan_audit()
+        self.replay.feed(self.view, self.bad)
+        self.replay.compare(self.view, self.bad)
+
     def live_snapshot(self):
         con = sqlite3.connect("file:%s?mode=ro" % self.daemon.d.db, uri=True, isolation_level=None, timeout=30)
         try:
             self.view.load(con, self.replay.last_seq, self.bad)
         finally:
             con.close()
-        self.scan_audit()
-        self.replay.feed(self.view, self.bad)
-        self.replay.compare(self.view, self.bad)
+        self.replay_audit()
 
     def live_check(self, final=False, conns=0):
         """Checks after a restart. Deterministic checks (on one database snapshot) fail at once;
@@ -1204,25 +1253,15 @@ class Run:
         since a revoke deadline may be acting while we look. Returns False if the daemon died
         (a crashpoint on the deadline path)."""
         tries = 12
+
+        def checks(soft):
+            self.backend_check(soft, conns)
+            self.memory_check(soft)
+            self.held_check(soft)
         for attempt in range(tries):
-            soft = []
-            try:
-                self.live_snapshot()
-                self.oracle.check(self.view, self.bad, final=final)
-                self.settle_violations("after restart: database against acknowledgements and audit trail")
-                self.backend_check(soft, conns)
-                self.memory_check(soft)
-                self.held_check(soft)
-            except (ConnectionError, OSError, ValueError) as e:
-                try:
-                    self.daemon.proc.wait(timeout=5)
-                    return False  # died: a crashpoint on a deadline's path
-                except subprocess.TimeoutExpired:
-                    soft.append(("disconnect", "checking connection failed: %r" % e))
-            except harness.RpcError as e:
-                self.bad("unexpected", "a checking request answered %s" % e)
-            except AssertionError as e:
-                self.bad("protocol", "a checking request: %s" % e)
+            soft = self.check_attempt(final, "after restart", checks)
+            if soft is None:
+                return False  # died: a crashpoint on a deadline's path
             self.settle_violations("after restart: database against backend and daemon")
             if not soft:
                 self.checks["live_check"] += 1
@@ -1238,28 +1277,43 @@ class Run:
                 return True
             time.sleep(0.25 + 0.1 * attempt)
 
-    def backend_check(self, soft, conns):
-        """The shm pool directory and the daemon's fds against the database."""
+    def check_attempt(self, final, where, checks):
+        """One attempt of the live checks: the database against the acknowledgements and the
+        audit trail (findings at once), then checks(soft), whose findings (in soft) may be
+        transient. Returns soft, or None if the daemon died meanwhile."""
+        soft = []
+        try:
+            self.live_snapshot()
+            self.oracle.check(self.view, self.bad, final=final)
+            self.settle_violations("%s: database against acknowledgements and audit trail" % where)
+            checks(soft)
+        except (ConnectionError, OSError, ValueError) as e:
+            try:
+                self.daemon.proc.wait(timeout=5)
+                return None
+            except subprocess.TimeoutExpired:
+                soft.append(("disconnect", "checking connection failed: %r" % e))
+        except harness.RpcError as e:
+            self.bad("unexpected", "a checking request answered %s" % e)
+        except AssertionError as e:
+            self.bad("protocol", "a checking request: %s" % e)
+        return soft
+
+    def region_row_check(self, rid, r, peers, now, soft):
+        """What a region row that is not final must hold, whatever the backend: settled once
+        every peer is done, no revoke stuck past its deadline, a token for every peer."""
+        if r["state"] in LIVE and peers and all(p["state"] in FINAL_PEER for p in peers.values()):
+            soft.append(("settle", "region %d is %s though every peer is done: %s" % (rid, r["state"], peers)))
+        if r["state"] == "revoking" and r["deadline"] < now - self.STUCK_SLACK_USEC:
+            soft.append(("stuck", "region %d is revoking %.1fs past its deadline: peers %s, owner_mapped %d"
+                         % (rid, (now - r["deadline"]) / 1e6, peers, r["owner_mapped"])))
+        for dom, p in peers.items():
+            if p["token"] is None or len(p["token"]) != 32:
+                self.bad("token", "region %d peer %s (%s) has token %r" % (rid, dom, p["state"], p["token"]))
+
+    def final_rows_check(self):
+        """Reclaimed regions not checked yet: nothing mapped, no token, every peer final."""
         v = self.view
-        d = self.daemon.d
-        nonfinal = {r["id"]: r for r in v.nonfinal()}
-        now = now_usec()
-        for rid, r in nonfinal.items():
-            peers = v.peers.get(rid, {})
-            if r["state"] in LIVE and peers and all(p["state"] in FINAL_PEER for p in peers.values()):
-                soft.append(("settle", "region %d is %s though every peer is done: %s" % (rid, r["state"], peers)))
-            if r["state"] == "revoking" and r["deadline"] < now - STUCK_SLACK_USEC:
-                soft.append(("stuck", "region %d is revoking %.1fs past its deadline: peers %s, owner_mapped %d"
-                             % (rid, (now - r["deadline"]) / 1e6, peers, r["owner_mapped"])))
-            for dom, p in peers.items():
-                # memfd backend: unmaps complete at once, so only attached peers are mapped.
-                if p["mapped"] != (p["state"] == "attached"):
-                    soft.append(("mapped", "region %d peer %s is %s with mapped=%d" % (rid, dom, p["state"],
-                                                                                      p["mapped"])))
-                if p["token"] is None or len(p["token"]) != 32:
-                    self.bad("token", "region %d peer %s (%s) has token %r" % (rid, dom, p["state"], p["token"]))
-            if r["state"] in LIVE and not r["owner_mapped"]:
-                soft.append(("mapped", "live region %d has owner_mapped=0" % rid))
         for rid in v.final - self._final_checked:
             r = v.regions[rid]
             for dom, p in v.peers.get(rid, {}).items():
@@ -1271,6 +1325,24 @@ class Run:
             if r["owner_mapped"]:
                 self.bad("db", "reclaimed region %d has owner_mapped=1" % rid)
         self._final_checked |= v.final
+
+    def backend_check(self, soft, conns):
+        """The shm pool directory and the daemon's fds against the database."""
+        v = self.view
+        d = self.daemon.d
+        nonfinal = {r["id"]: r for r in v.nonfinal()}
+        now = now_usec()
+        for rid, r in nonfinal.items():
+            peers = v.peers.get(rid, {})
+            self.region_row_check(rid, r, peers, now, soft)
+            for dom, p in peers.items():
+                # memfd backend: unmaps complete at once, so only attached peers are mapped.
+                if p["mapped"] != (p["state"] == "attached"):
+                    soft.append(("mapped", "region %d peer %s is %s with mapped=%d" % (rid, dom, p["state"],
+                                                                                      p["mapped"])))
+            if r["state"] in LIVE and not r["owner_mapped"]:
+                soft.append(("mapped", "live region %d has owner_mapped=0" % rid))
+        self.final_rows_check()
         # Ranges: inside their pool, aligned, never two unreclaimed ones overlapping.
         pools = {p["name"]: p for p in harness.PLATFORM["pools"]}
         spans = sorted((r["pool"], r["base"], r["base"] + r["size"], rid) for rid, r in nonfinal.items())
@@ -1570,9 +1642,12 @@ class Run:
         self.daemon.spawn(env)
         return self.timed("start", self.daemon.wait_ready)
 
+    def new_daemon(self):
+        return Brokerd()
+
     def run(self):
         a = self.args
-        self.daemon = Brokerd()
+        self.daemon = self.new_daemon()
         self.oplog = OpLog(os.path.join(self.daemon.dir, "ops.log"))
         t0 = time.monotonic()
         print("churn: seed %d, %d kills, %d agents, brokerd %s, files in %s" % (
@@ -1626,11 +1701,63 @@ class Run:
             shutil.rmtree(self.daemon.dir, ignore_errors=True)
         return 0
 
+    # Hooks of one epoch and of the final phase (churn-libvirt.py: libvirtd, the guests).
+
+    def before_start(self, where):
+        """Before the daemon starts again."""
+
+    def policy_text(self, which):
+        """The policy file p0, p1 or bad."""
+        return POLICIES[which]
+
+    def write_good_policy(self):
+        write_atomic(self.daemon.d.policy_path, self.policy_text(self.world.good_policy))
+
+    def start_failed(self):
+        """The daemon exited while it started, not by a crashpoint."""
+
+    def after_converged(self):
+        """The restarted daemon passed its live checks; the agents have not started."""
+
+    def disturbance(self, mode):
+        """(what, seconds into the churn) to do to the world besides the kill, or None."""
+        return None
+
+    def disturb(self, what):
+        raise NotImplementedError(what)
+
+    def after_churn(self):
+        """The agents have stopped."""
+
+    def resume_world(self):
+        self.after_converged()
+        self.world.rebuild(self.view, self.oracle)
+        self.resolve_in_doubt()
+        self.close_reclaimed_fds()
+
+    def start_agents(self):
+        self.stop.clear()
+        self.expect_death.clear()
+        agents = [self.AGENT(self, i, self.epoch, subscribe=(i == 0)) for i in range(self.args.agents)]
+        for ag in agents:
+            ag.start()
+        return agents
+
+    def stop_agents(self, agents, report=True):
+        self.stop.set()
+        for ag in agents:
+            ag.join(timeout=self.args.reply_timeout + 10)
+            if report and ag.is_alive():
+                self.bad("driver", "agent %d did not stop" % ag.idx)
+        self.counts["ops"] += sum(ag.ops for ag in agents)
+        self.after_churn()
+
     def one_epoch(self):
         a = self.args
         mode = self.next_mode()
         self.mode = mode
-        write_atomic(self.daemon.d.policy_path, POLICIES[self.world.good_policy])
+        self.before_start("before a start")
+        self.write_good_policy()
         self.oplog.add("main", "epoch %d: %s" % (self.epoch, mode))
         if mode[0] == "startup":
             self.daemon.spawn({})
@@ -1651,31 +1778,38 @@ class Run:
                 self.oplog.add("main", "crashpoint %s:%d fired during recovery" % (mode[1], mode[2]))
                 self.after_kill()
                 return
+            self.start_failed()
             raise Fatal("brokerd exited with %s while starting (%s):\n%s" % (rc, mode, self.daemon.log_tail()))
-        if not self.timed("live checks", self.live_check):
+        if not self.timed(self.CONVERGE_PHASE, self.live_check):
             self.died_unkilled(mode)
             return
-        self.world.rebuild(self.view, self.oracle)
-        self.resolve_in_doubt()
-        self.close_reclaimed_fds()
+        self.resume_world()
+        stop = self.disturbance(mode)
 
-        self.stop.clear()
-        self.expect_death.clear()
-        agents = [Agent(self, i, self.epoch, subscribe=(i == 0)) for i in range(a.agents)]
         t_churn = time.monotonic()
-        for ag in agents:
-            ag.start()
+        agents = self.start_agents()
         if mode[0] == "random":
-            time.sleep(mode[1])
+            if stop:
+                time.sleep(stop[1])
+                self.disturb(stop[0])
+            time.sleep(max(0.0, mode[1] - (stop[1] if stop else 0.0)))
             self.expect_death.set()
             rc = self.daemon.kill()
             self.kills["random"] += 1
             self.oplog.add("main", "killed after %.3fs (rc %s)" % (mode[1], rc))
         else:
-            try:
-                rc = self.daemon.proc.wait(timeout=a.cp_timeout)
-            except subprocess.TimeoutExpired:
-                rc = None
+            rc, timeout = None, a.cp_timeout
+            if stop:
+                try:
+                    rc = self.daemon.proc.wait(timeout=stop[1])
+                except subprocess.TimeoutExpired:
+                    self.disturb(stop[0])
+                timeout = max(0.1, a.cp_timeout - stop[1])
+            if rc is None:
+                try:
+                    rc = self.daemon.proc.wait(timeout=timeout)
+                except subprocess.TimeoutExpired:
+                    rc = None
             self.expect_death.set()
             if rc is None:
                 rc = self.daemon.kill()
@@ -1688,12 +1822,7 @@ class Run:
                 self.oplog.add("main", "crashpoint %s:%d fired" % (mode[1], mode[2]))
             else:
                 self.bad("crash", "brokerd exited with %s (%s)" % (rc, mode))
-        self.stop.set()
-        for ag in agents:
-            ag.join(timeout=a.reply_timeout + 10)
-            if ag.is_alive():
-                self.bad("driver", "agent %d did not stop" % ag.idx)
-        self.counts["ops"] += sum(ag.ops for ag in agents)
+        self.stop_agents(agents)
         self.phase_time["churn"] += time.monotonic() - t_churn
         self.after_kill()
 
@@ -1750,39 +1879,47 @@ class Run:
     def final_phase(self):
         a = self.args
         self.mode = ("final",)
-        write_atomic(self.daemon.d.policy_path, POLICIES[self.world.good_policy])
+        self.before_start("final phase")
+        self.write_good_policy()
         self.oplog.add("main", "final phase")
         if not self.start_epoch_daemon({}):
             raise Fatal("brokerd did not start for the final phase:\n" + self.daemon.log_tail())
-        if not self.live_check():
-            raise Fatal("brokerd died in the final phase")
-        self.world.rebuild(self.view, self.oracle)
-        self.resolve_in_doubt()
-        self.close_reclaimed_fds()
+        self.final_live_check("final phase", final=False)
+        self.resume_world()
         # Churn without kills, so a leak over one daemon's lifetime shows.
-        self.stop.clear()
-        self.expect_death.clear()
-        agents = [Agent(self, i, self.epoch, subscribe=(i == 0)) for i in range(a.agents)]
-        for ag in agents:
-            ag.start()
+        agents = self.start_agents()
         time.sleep(a.final_seconds)
-        self.stop.set()
-        for ag in agents:
-            ag.join(timeout=a.reply_timeout + 10)
-        self.counts["ops"] += sum(ag.ops for ag in agents)
+        self.stop_agents(agents, report=False)
         # Recalls that came after the agents stopped: let go, as they would have.
         self.live_snapshot()
         for rid in [r["id"] for r in self.view.nonfinal() if r["state"] not in LIVE]:
             self.world.let_go(rid)
         time.sleep(3)  # brokerd looks again at a pending removal every 2s
         self.settle_violations("final churn")
-        if not self.live_check(final=True):
+        self.final_live_check("after the final churn")
+        self.revoke_everything()
+        self.await_nothing_left()
+        self.final_live_check("after revoking everything")
+        self.close_reclaimed_fds()
+        self.final_fd_check()
+        self.daemon.proc.send_signal(signal.SIGTERM)
+        rc = self.daemon.wait()
+        if rc != 0:
+            self.bad("crash", "brokerd exited %s on SIGTERM" % rc)
+        self.after_kill()
+        self.oracle.check(self.view, self.bad, final=True)
+        self.settle_violations("final checks")
+
+    def final_live_check(self, what, final=True):
+        """The live checks at a step (what) of the final phase."""
+        if not self.live_check(final=final):
             raise Fatal("brokerd died in the final phase")
 
-        # Revoke everything, forcibly, as the admin.
+    def revoke_everything(self):
+        """Revokes every region, forcibly, as the admin."""
+        a = self.args
         c = Conn(self.daemon.d.admin_socket, a.reply_timeout, a.validate)
-        regions = c.call("region.list", {})["regions"]
-        for r in regions:
+        for r in c.call("region.list", {})["regions"]:
             self.world.let_go(r["region"])
             try:
                 res = c.call("admin.revoke", {"region": r["region"], "force": True, "deadline_ms": 0})
@@ -1791,6 +1928,9 @@ class Run:
                 if e.name != "no_such_region":
                     self.bad("unexpected", "final admin.revoke of %d answered %s" % (r["region"], e.name))
         c.close()
+
+    def await_nothing_left(self):
+        """After revoke_everything(): every region reclaimed within 30s."""
         deadline = time.monotonic() + 30
         while True:
             self.live_snapshot()
@@ -1800,29 +1940,25 @@ class Run:
             time.sleep(0.2)
         for r in left:
             self.bad("leak", "region %d is still %s after a forced revoke of everything" % (r["id"], r["state"]))
-        if not self.live_check(final=True):
-            raise Fatal("brokerd died in the final phase")
-        self.close_reclaimed_fds()
 
-        # Nothing left: no pool files, no region fds or memfds, fds back at the baseline.
+    REGION_FDS = "region memory"  # what the daemon's fds on regions are
+
+    def final_file_check(self):
         left_files = os.listdir(self.daemon.d.shm)
         if left_files:
             self.bad("leak", "files left in the pool directory: %s" % left_files)
+
+    def final_fd_check(self):
+        """Nothing left: no pool files, no region fds or memfds, fds back at the baseline."""
+        self.final_file_check()
         other, fds = self.settled_fds()
         region_fds = [link for link in fds.values() if self.is_region_fd(link)]
         if region_fds:
-            self.bad("leak", "the daemon still holds region memory: %s" % region_fds)
-        if other > self.baseline + 1:
+            self.bad("leak", "the daemon still holds %s: %s" % (self.REGION_FDS, region_fds))
+        if self.baseline is not None and other > self.baseline + 1:
             self.bad("leak", "the daemon has %d fds, %d at its first start: %s" % (other, self.baseline,
                                                                                   sorted(fds.values())))
         self.final_fds = (other, self.baseline)
-        self.daemon.proc.send_signal(signal.SIGTERM)
-        rc = self.daemon.wait()
-        if rc != 0:
-            self.bad("crash", "brokerd exited %s on SIGTERM" % rc)
-        self.after_kill()
-        self.oracle.check(self.view, self.bad, final=True)
-        self.settle_violations("final checks")
 
     def exit_status(self):
         """1 when there are findings. With --expect-bug (a known brokerd bug that makes meson's
@@ -1841,7 +1977,6 @@ class Run:
         return 1
 
     def summary(self, elapsed, failed):
-        a = self.args
         ops = self.counts.get("ops", 0)
         kills = sum(self.kills.values())
         lines = ["churn: %s: seed %d, %d kills (%s), %d ops, %.1fs" % (
@@ -1868,13 +2003,19 @@ class Run:
         if self.findings:
             lines.append("churn: %d findings (seed %d)" % (len(self.findings), self.seed))
         print("\n".join(lines), flush=True)
-        if a.summary_json:
-            with open(a.summary_json, "w") as f:
-                json.dump(dict(seed=self.seed, kills=dict(self.kills), ops=ops, seconds=round(elapsed, 1),
-                               crashpoints={p: [self.cp_hits[p], self.cp_tries[p]] for p in self.points},
-                               counts=dict(self.counts), checks=dict(self.checks), audit_rows=self.replay.rows,
-                               phase_seconds={k: round(v, 1) for k, v in self.phase_time.items()},
-                               regions=len(self.view.regions), findings=self.findings, failed=failed), f, indent=1)
+        self.write_summary_json(elapsed, failed)
+
+    def write_summary_json(self, elapsed, failed, **more):
+        """--summary-json: the run's figures, and more."""
+        if not self.args.summary_json:
+            return
+        with open(self.args.summary_json, "w") as f:
+            json.dump(dict(seed=self.seed, kills=dict(self.kills), ops=self.counts.get("ops", 0),
+                           seconds=round(elapsed, 1),
+                           crashpoints={p: [self.cp_hits[p], self.cp_tries[p]] for p in self.points},
+                           counts=dict(self.counts), checks=dict(self.checks), audit_rows=self.replay.rows,
+                           phase_seconds={k: round(v, 1) for k, v in self.phase_time.items()},
+                           regions=len(self.view.regions), findings=self.findings, failed=failed, **more), f, indent=1)
 
 
 def dbp_state(view, rid, dom):
@@ -1889,48 +2030,72 @@ def parse_size(v):
     return n * {None: 1, "KiB": KiB, "MiB": MiB, "GiB": 1024 * MiB, "TiB": 1024 * 1024 * MiB}[m.group(2)]
 
 
-def main():
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def add_arguments(p, agents, max_n, final_seconds):
+    """The options churn.py and churn-libvirt.py share; the defaults that differ are given."""
     p.add_argument("--kills", type=int, default=100)
     p.add_argument("--seed", type=int, default=None, help="default: random (printed)")
-    p.add_argument("--agents", type=int, default=4, help="agent connections (threads)")
+    p.add_argument("--agents", type=int, default=agents, help="agent connections (threads)")
     p.add_argument("--cp-ratio", type=float, default=0.5, help="share of kills by crashpoint")
-    p.add_argument("--max-n", type=int, default=6, help="crashpoints fire at a random passage 1..N")
+    p.add_argument("--max-n", type=int, default=max_n, help="crashpoints fire at a random passage 1..N")
     p.add_argument("--max-delay", type=float, default=1.5, help="random kills: at most this many seconds of churn")
     p.add_argument("--cp-timeout", type=float, default=6.0, help="seconds to wait for a crashpoint before a SIGKILL")
-    p.add_argument("--final-seconds", type=float, default=10.0, help="churn without kills before the final checks")
+    p.add_argument("--final-seconds", type=float, default=final_seconds,
+                   help="churn without kills before the final checks")
     p.add_argument("--reply-timeout", type=int, default=60)
     p.add_argument("--no-validate", dest="validate", action="store_false",
                    help="do not validate replies against schemas/rpc")
     p.add_argument("--brokerd", help="the brokerd binary (default $BROKERD_BIN)")
     p.add_argument("--keep", action="store_true", help="keep the temp dir (always kept on failure)")
     p.add_argument("--keep-going", action="store_true", help="report findings and go on")
+    p.add_argument("--tail", type=int, default=60, help="op log and daemon log lines printed on failure")
+    p.add_argument("--progress", type=int, default=0, help="print progress every N kills")
+    p.add_argument("--summary-json")
+
+
+def parse_arguments(p, ci_defaults):
+    """The arguments, with --ci's defaults where an option was not given explicitly."""
+    args = p.parse_args()
+    if args.ci:
+        for k, v in ci_defaults.items():
+            if getattr(args, k) == p.get_default(k):
+                setattr(args, k, v)
+    return args
+
+
+def use_brokerd(args, name):
+    """--brokerd, else $BROKERD_BIN; 0, or 2 (reported) if it is not there."""
+    if args.brokerd:
+        harness.BROKERD = args.brokerd
+    if not os.access(harness.BROKERD, os.X_OK):
+        print("%s: no brokerd at %s (set BROKERD_BIN or --brokerd)" % (name, harness.BROKERD), file=sys.stderr)
+        return 2
+    return 0
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_arguments(p, agents=4, max_n=6, final_seconds=10.0)
     p.add_argument("--expect-bug", action="append", default=[], metavar="KIND",
                    help="findings of this kind are a known brokerd bug: reported, the run goes on, exit 1 if "
                         "they are all there is, 99 if anything else was found (for meson's should_fail)")
     p.add_argument("--no-probe", dest="probe", action="store_false",
                    help="skip the scripted bounce-then-kill at the start")
-    p.add_argument("--tail", type=int, default=60, help="op log lines printed on failure")
-    p.add_argument("--progress", type=int, default=0, help="print progress every N kills")
-    p.add_argument("--summary-json")
+    p.add_argument("--fdstore", action="store_true",
+                   help="run brokerd under systemd's fd store (played by the driver): memfd regions survive kills")
     p.add_argument("--ci", action="store_true",
                    help="the short form: 30 kills, 3 agents, short epochs (unless given explicitly)")
-    args = p.parse_args()
-    if args.ci:
-        defaults = dict(kills=30, agents=3, max_delay=0.4, cp_timeout=2.5, final_seconds=2.0, max_n=4)
-        for k, v in defaults.items():
-            if getattr(args, k) == p.get_default(k):
-                setattr(args, k, v)
+    args = parse_arguments(p, dict(kills=30, agents=3, max_delay=0.4, cp_timeout=2.5, final_seconds=2.0, max_n=4))
     if args.seed is None:
         args.seed = int.from_bytes(os.urandom(4), "little")
-    if args.brokerd:
-        harness.BROKERD = args.brokerd
-    if not os.access(harness.BROKERD, os.X_OK):
-        print("churn: no brokerd at %s (set BROKERD_BIN or --brokerd)" % harness.BROKERD, file=sys.stderr)
+    if use_brokerd(args, "churn"):
         return 2
     if os.geteuid() != 0:
         print("churn: SKIP: needs root (the harness's policy gives uid 0 its domains)")
         return 77
+    if args.fdstore:
+        sys.modules.setdefault("churn", sys.modules[__name__])  # one copy of this module, not two
+        import churn_fdstore  # noqa: E402 (its Run subclass, needed only here)
+        return churn_fdstore.FdStoreRun(args).run()
     return Run(args).run()
 
 

@@ -32,6 +32,7 @@ import re
 import secrets
 import select
 import signal
+import string
 import shutil
 import subprocess
 import sys
@@ -89,28 +90,11 @@ class Guest:
         self.buf = b""
 
     def xml(self):
-        return f"""<domain type='qemu'>
-  <name>{self.name}</name>
-  <memory unit='MiB'>256</memory>
-  <vcpu>1</vcpu>
-  <os>
-    <type arch='x86_64' machine='pc'>hvm</type>
-    <kernel>{GUEST_DIR}/vmlinuz</kernel>
-    <initrd>{GUEST_DIR}/initrd.gz</initrd>
-    <cmdline>console=ttyS0 no_timer_check panic=-1</cmdline>
-  </os>
-  <features><acpi/></features>
-  <on_poweroff>destroy</on_poweroff>
-  <on_reboot>destroy</on_reboot>
-  <on_crash>destroy</on_crash>
-  <devices>
-    <serial type='file'><source path='{self.console}'/><target port='0'/></serial>
-    <serial type='pipe'><source path='{self.fifo}'/><target port='1'/></serial>
-    <controller type='usb' model='none'/>
-    <memballoon model='none'/>
-  </devices>
-</domain>
-"""
+        # domain.xml is the guests' shape, shared with bench/run-mapping-bench.sh.
+        with open(os.path.join(HERE, "domain.xml")) as f:
+            template = string.Template(f.read())
+        return template.substitute(name=self.name, guest=GUEST_DIR, cmdline="console=ttyS0 no_timer_check panic=-1",
+                                   console=self.console, fifo=self.fifo)
 
     def start(self):
         for suffix in (".in", ".out"):

@@ -7,6 +7,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "util/diag.h"
 #include "util/macro.h"
 
 /* docs/examples/platform.json, so policies naming its devices get past the platform check. */
@@ -61,4 +62,19 @@ int fuzz_file_set(struct fuzz_file *f, const void *data, size_t size) {
                 size -= (size_t) n;
         }
         return 0;
+}
+
+bool fuzz_check_load(int r, const void *ret, const void *sentinel, struct diag_list *diags, const char *what,
+                     FILE *out) {
+        diag_list_print(diags, what, out);
+        if (r == 0) {
+                fuzz_assert(ret != sentinel && ret);
+                fuzz_assert(diag_count(diags, DIAG_ERROR) == 0);
+        } else {
+                fuzz_assert(ret == sentinel);
+                fuzz_assert(r == -EINVAL || r == -EFBIG || r == -ENOMEM);
+                fuzz_assert(r == -ENOMEM || diag_count(diags, DIAG_ERROR) > 0);
+        }
+        diag_list_clear(diags);
+        return r == 0;
 }

@@ -6,7 +6,9 @@
  * main() (any compiler: replay-<target>, the fuzz-replay test suite), so a stored input
  * runs through exactly the code the fuzzer ran it through.
  */
+#include <stdbool.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <stdint.h>
 
 /* Called once before the first input; argc/argv may be left alone. Returns 0. */
@@ -37,3 +39,14 @@ int fuzz_file_set(struct fuzz_file *f, const void *data, size_t size);
  * gpu0 64-bit, blk0 48-bit with 64KiB alignment and a reserved window), embedded so that a
  * target runs from any directory. */
 extern const char fuzz_example_platform[];
+
+struct diag_list;
+
+/*
+ * A file loader's answer r for one input: loaded means it set its object (ret, which started as
+ * sentinel) and diagnosed no error; refused means the sentinel untouched, an error a loader may
+ * return, and (but for -ENOMEM) an error diagnosed. Either way the diagnostics are formatted
+ * (to out, as file what) and cleared. Returns whether it loaded.
+ */
+bool fuzz_check_load(int r, const void *ret, const void *sentinel, struct diag_list *diags, const char *what,
+                     FILE *out);

@@ -48,7 +48,7 @@ import time
 import unittest
 
 import harness
-from harness import NOBODY, Client, Daemon, DaemonTest, RpcError, main, rpcschema
+from harness import NOBODY, Client, Daemon, DaemonTest, RpcError, as_user, main, rpcschema
 
 KiB, MiB, GiB = 1 << 10, 1 << 20, 1 << 30
 U64_MAX = (1 << 64) - 1
@@ -98,31 +98,6 @@ def outcome(client, method, params):
     finally:
         close_fds(client)
     return "ok"
-
-
-def as_user(uid, gid, fn):
-    """Runs fn() in a forked child with that uid and gid (no supplementary groups) and
-    returns what it returned (JSON); an exception in the child comes back as {"exception"}."""
-    rfd, wfd = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        try:
-            os.close(rfd)
-            os.setgroups([])
-            os.setgid(gid)
-            os.setuid(uid)
-            result = fn()
-        except BaseException as e:  # never return into the test runner
-            result = {"exception": repr(e)}
-        os.write(wfd, json.dumps(result).encode())
-        os._exit(0)
-    os.close(wfd)
-    data = b""
-    while chunk := os.read(rfd, 65536):
-        data += chunk
-    os.close(rfd)
-    os.waitpid(pid, 0)
-    return json.loads(data)
 
 
 def calls_as(uid, gid, agent_socket, calls, admin_socket=None):

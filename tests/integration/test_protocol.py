@@ -6,7 +6,7 @@ import os
 import socket
 import time
 
-from harness import NOBODY, Client, DaemonTest, RpcError, main, rpcschema
+from harness import NOBODY, Client, DaemonTest, RpcError, as_user, main, rpcschema
 
 
 def raw_reply(client, data):
@@ -113,29 +113,6 @@ class Malformed(DaemonTest):
 
 
 class Identity(DaemonTest):
-    def run_as_nobody(self, fn):
-        """Runs fn(client) in a child with uid/gid nobody; returns what it returned (JSON)."""
-        rfd, wfd = os.pipe()
-        pid = os.fork()
-        if pid == 0:
-            try:
-                os.close(rfd)
-                os.setgroups([])
-                os.setgid(65534)
-                os.setuid(NOBODY)
-                result = fn()
-            except BaseException as e:  # report, never return into the test runner
-                result = {"exception": repr(e)}
-            os.write(wfd, json.dumps(result).encode())
-            os._exit(0)
-        os.close(wfd)
-        data = b""
-        while chunk := os.read(rfd, 65536):
-            data += chunk
-        os.close(rfd)
-        os.waitpid(pid, 0)
-        return json.loads(data)
-
     def test_second_uid_acts_only_for_its_domains(self):
         c = self.d.agent()
         r = self.share(c, peers=(("vm2", "ro"),))
@@ -169,7 +146,7 @@ class Identity(DaemonTest):
             n.close()
             return out
 
-        out = self.run_as_nobody(as_nobody)
+        out = as_user(NOBODY, 65534, as_nobody)
         self.assertNotIn("exception", out, out)
         self.assertEqual(out["uid"], NOBODY)
         self.assertEqual(out["domains"], ["vm2"])

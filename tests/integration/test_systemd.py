@@ -153,6 +153,16 @@ class Hardening(unittest.TestCase):
         self.assertLess(score, 1.0)
         self.assertEqual(verdict, "SAFE")
 
+    def test_fd_store_is_sized_by_the_fd_limit(self):
+        """One fd per memfd region in brokerd and one in the store: the store is as large as the
+        fd limit that bounds live memfd regions (brokerd(8), FILE DESCRIPTOR STORE)."""
+        with open(os.path.join(SYSTEMD_DIR, "brokerd.service")) as f:
+            text = f.read()
+        store = re.findall(r"^FileDescriptorStoreMax=(\d+)$", text, re.M)
+        nofile = re.findall(r"^LimitNOFILE=(\d+)$", text, re.M)
+        self.assertEqual(len(store), 1)
+        self.assertEqual(store, nofile)
+
     def test_libvirt_drop_in_adds_only_what_it_says(self):
         """The drop-in for the libvirt backend, applied by systemd's own drop-in lookup."""
         tmp = tempfile.mkdtemp(prefix="brokerd-unit-")

@@ -9,8 +9,7 @@ import socket
 import subprocess
 import time
 
-from harness import BROKERD, NOBODY, Client, DaemonTest, RpcError, main, rpcschema
-from test_attacks import as_user
+from harness import BROKERD, NOBODY, Client, DaemonTest, RpcError, as_user, main, rpcschema
 
 SHARE = {"owner": "hw0", "device": "nic0", "size": 4096, "peers": [{"domain": "vm1", "access": "rw"}]}
 

@@ -16,24 +16,17 @@ A prefix whose schema does not exist yet is skipped. Prints one line per file; e
 on any failure.
 """
 
-import json
 import os
 import sys
 
 from jsonschema import Draft202012Validator
 
+sys.dont_write_bytecode = True  # do not leave __pycache__ in the source tree
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from rpcschema import format_path  # noqa: E402  (lives next to this script)
+from schemacheck import UNREADABLE, Checker, load_json  # noqa: E402
+
 EXPECT_KEYS = {"schema", "schema_path", "loader_path", "message"}
-
-
-def format_path(path):
-    """The loader's path notation: keys joined by '.', indices as [i]; "" for the root."""
-    out = ""
-    for part in path:
-        if isinstance(part, int):
-            out += "[%d]" % part
-        else:
-            out += ("." if out else "") + str(part)
-    return out
 
 
 def schema_prefix(filename):
@@ -44,38 +37,18 @@ def schema_prefix(filename):
     return stem
 
 
-def load_json(path):
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
-
-
-class Checker:
+class ExampleChecker(Checker):
     def __init__(self, schemas_dir, examples_dir):
+        super().__init__()
         self.schemas_dir = schemas_dir
         self.examples_dir = examples_dir
-        self.failures = 0
         self.validators = {}
-
-    def result(self, name, ok, why=""):
-        status = "ok" if ok else "FAIL"
-        print("%-4s %s%s" % (status, name, (": " + why) if why else ""))
-        if not ok:
-            self.failures += 1
 
     def skip(self, name, why):
         print("skip %s: %s" % (name, why))
 
     def check_schemas(self):
-        for entry in sorted(os.listdir(self.schemas_dir)):
-            if not entry.endswith(".schema.json"):
-                continue
-            path = os.path.join(self.schemas_dir, entry)
-            try:
-                schema = load_json(path)
-                Draft202012Validator.check_schema(schema)
-            except Exception as e:  # any problem with a schema is a failure, reported by name
-                self.result(path, False, str(e).splitlines()[0])
-                continue
+        for entry, path, schema in self.valid_schemas(self.schemas_dir, ".schema.json"):
             self.validators[entry[: -len(".schema.json")]] = Draft202012Validator(schema)
             self.result(path, True)
 
@@ -93,12 +66,8 @@ class Checker:
             if not entry.endswith(".json") or not os.path.isfile(path):
                 continue
             validator = self.validator_for(path, schema_prefix(entry))
-            if validator is None:
-                continue
-            try:
-                instance = load_json(path)
-            except (OSError, ValueError) as e:
-                self.result(path, False, "cannot read: %s" % e)
+            instance = self.load_instance(path) if validator else UNREADABLE
+            if instance is UNREADABLE:
                 continue
             errors = sorted(validator.iter_errors(instance), key=lambda e: list(e.absolute_path))
             if errors:
@@ -107,18 +76,6 @@ class Checker:
                                                                     len(errors)))
             else:
                 self.result(path, True)
-
-    def check_broken(self):
-        broken_dir = os.path.join(self.examples_dir, "broken")
-        if not os.path.isdir(broken_dir):
-            return
-        entries = sorted(os.listdir(broken_dir))
-        for entry in entries:
-            if entry.endswith(".expect") and entry[: -len(".expect")] + ".json" not in entries:
-                self.result(os.path.join(broken_dir, entry), False, "no matching .json file")
-        for entry in entries:
-            if entry.endswith(".json"):
-                self.check_one_broken(broken_dir, entry)
 
     def check_one_broken(self, broken_dir, entry):
         path = os.path.join(broken_dir, entry)
@@ -139,12 +96,8 @@ class Checker:
             self.result(path, False, "loader_path must be a string and message a non-empty string")
             return
         validator = self.validator_for(path, prefix)
-        if validator is None:
-            return
-        try:
-            instance = load_json(path)
-        except (OSError, ValueError) as e:
-            self.result(path, False, "cannot read: %s" % e)
+        instance = self.load_instance(path) if validator else UNREADABLE
+        if instance is UNREADABLE:
             return
         found = sorted({format_path(e.absolute_path) for e in validator.iter_errors(instance)})
         want = expect["schema_path"]
@@ -167,14 +120,11 @@ def main(argv):
     if len(argv) != 3:
         print("usage: %s SCHEMAS_DIR EXAMPLES_DIR" % argv[0], file=sys.stderr)
         return 2
-    checker = Checker(argv[1], argv[2])
+    checker = ExampleChecker(argv[1], argv[2])
     checker.check_schemas()
     checker.check_good()
     checker.check_broken()
-    if checker.failures:
-        print("%d failure(s)" % checker.failures)
-        return 1
-    return 0
+    return checker.exit_status()
 
 
 if __name__ == "__main__":

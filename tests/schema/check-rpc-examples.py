@@ -26,24 +26,17 @@ PROTOCOL_MD defaults to EXAMPLES_RPC_DIR/../../protocol.md (docs/examples/rpc ->
 Prints one line per check; exits 1 on any failure.
 """
 
-import json
 import os
 import re
 import sys
 
-from jsonschema import Draft202012Validator
-
 sys.dont_write_bytecode = True  # do not leave __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import rpcschema  # noqa: E402  (lives next to this script)
+from schemacheck import Checker, load_json  # noqa: E402
 
 ROW = re.compile(r"^\|\s*`([^`]+)`\s*\|")
 ERROR_ROW = re.compile(r"^\|\s*(\d+)\s*\|\s*`([a-z_]+)`\s*\|")
-
-
-def load_json(path):
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
 
 
 def parse_protocol(path):
@@ -75,41 +68,27 @@ def example_schema(filename):
     return stem.split("--", 1)[0] + ".json"
 
 
-class Checker:
+class RpcExampleChecker(Checker):
+    BROKEN_REQUIRED = True
+
     def __init__(self, schemas_dir, examples_dir, protocol_path):
+        super().__init__()
         self.schemas_dir = schemas_dir
         self.examples_dir = examples_dir
         self.protocol_path = protocol_path
-        self.failures = 0
         self.set = None
-
-    def result(self, name, ok, why=""):
-        print("%-4s %s%s" % ("ok" if ok else "FAIL", name, (": " + why) if why else ""))
-        if not ok:
-            self.failures += 1
 
     # ---- the schemas themselves
 
     def check_schemas(self):
-        good = True
-        for entry in sorted(os.listdir(self.schemas_dir)):
-            if not entry.endswith(".json"):
-                continue
-            path = os.path.join(self.schemas_dir, entry)
-            try:
-                schema = load_json(path)
-                Draft202012Validator.check_schema(schema)
-            except Exception as e:  # any problem with a schema is a failure, reported by name
-                self.result(path, False, str(e).splitlines()[0])
-                good = False
-                continue
+        failures = self.failures
+        for entry, path, schema in self.valid_schemas(self.schemas_dir, ".json"):
             want = rpcschema.SCHEMA_BASE + entry
             if schema.get("$id") != want:
                 self.result(path, False, "$id is %r, want %r" % (schema.get("$id"), want))
-                good = False
                 continue
             self.result(path, True)
-        if not good:
+        if self.failures != failures:
             return False
         try:
             self.set = rpcschema.SchemaSet(self.schemas_dir)
@@ -291,19 +270,6 @@ class Checker:
                 expect("validate_request(%s)" % method, self.set.validate_request,
                        {"jsonrpc": "2.0", "id": 1, "method": method, "params": load_json(path)})
 
-    def check_broken(self):
-        broken_dir = os.path.join(self.examples_dir, "broken")
-        if not os.path.isdir(broken_dir):
-            self.result(broken_dir, False, "missing")
-            return
-        entries = sorted(os.listdir(broken_dir))
-        for entry in entries:
-            if entry.endswith(".expect") and entry[: -len(".expect")] + ".json" not in entries:
-                self.result(os.path.join(broken_dir, entry), False, "no matching .json file")
-        for entry in entries:
-            if entry.endswith(".json"):
-                self.check_one_broken(broken_dir, entry)
-
     def check_one_broken(self, broken_dir, entry):
         path = os.path.join(broken_dir, entry)
         expect_path = path[: -len(".json")] + ".expect"
@@ -334,16 +300,13 @@ def main(argv):
         print("usage: %s SCHEMAS_RPC_DIR EXAMPLES_RPC_DIR [PROTOCOL_MD]" % argv[0], file=sys.stderr)
         return 2
     protocol = argv[3] if len(argv) == 4 else os.path.join(argv[2], os.pardir, os.pardir, "protocol.md")
-    checker = Checker(argv[1], argv[2], os.path.normpath(protocol))
+    checker = RpcExampleChecker(argv[1], argv[2], os.path.normpath(protocol))
     if checker.check_schemas() and checker.check_descriptions():
         methods, notifications = checker.check_protocol()
         checker.check_good(methods, notifications)
         checker.check_broken()
         checker.check_helper(methods, notifications)
-    if checker.failures:
-        print("%d failure(s)" % checker.failures)
-        return 1
-    return 0
+    return checker.exit_status()
 
 
 if __name__ == "__main__":

@@ -899,6 +899,172 @@ static void test_forced_unmap_waits_for_the_process(void **state) {
         assert_int_equal(be_destroy(f->b, &r), 0);
 }
 
+/* The daemon's fd store as the backend sees it: a few named slots; take hands back a copy. */
+struct fake_store {
+        char names[4][BACKEND_FD_NAME_MAX + 1];
+        int fds[4];
+        unsigned keeps, drops;
+};
+
+static int fake_find(struct fake_store *s, const char *name) {
+        for (int i = 0; i < 4; i++)
+                if (s->fds[i] >= 0 && strcmp(s->names[i], name) == 0)
+                        return i;
+        return -1;
+}
+
+static int fake_drop(void *userdata, const char *name) {
+        struct fake_store *s = userdata;
+        int i = fake_find(s, name);
+
+        s->drops++;
+        if (i >= 0) {
+                close(s->fds[i]);
+                s->fds[i] = -1;
+        }
+        return 0;
+}
+
+static int fake_keep(void *userdata, const char *name, int fd) {
+        struct fake_store *s = userdata;
+
+        (void) fake_drop(s, name);
+        s->drops--;
+        s->keeps++;
+        for (int i = 0; i < 4; i++)
+                if (s->fds[i] < 0) {
+                        snprintf(s->names[i], sizeof(s->names[i]), "%s", name);
+                        s->fds[i] = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+                        return s->fds[i] < 0 ? -errno : 0;
+                }
+        return -EXFULL;
+}
+
+static int fake_take(void *userdata, const char *name, int *ret) {
+        struct fake_store *s = userdata;
+        int i = fake_find(s, name);
+
+        if (i < 0)
+                return -ENOENT;
+        *ret = fcntl(s->fds[i], F_DUPFD, 3); /* as passed at exec: without O_CLOEXEC */
+        return *ret < 0 ? -errno : 0;
+}
+
+static void fake_store_clear(struct fake_store *s) {
+        for (int i = 0; i < 4; i++)
+                if (s->fds[i] >= 0)
+                        close(s->fds[i]);
+}
+
+static void test_memfd_store(void **state) {
+        struct fixture *f = *state;
+        struct fake_store fs = { .fds = { -1, -1, -1, -1 } };
+        struct backend_fd_store store = { fake_keep, fake_drop, fake_take, &fs };
+        struct platform_pool odd = f->memfd_pool;
+        struct backend_region r = region(&f->memfd_pool, 9, REGION_SIZE), q = region(&odd, 12, REGION_SIZE);
+        struct backend *a = NULL, *b = NULL;
+        int fd, forged;
+        char *p;
+
+        odd.name = (char *) "mem:1+x";
+        assert_int_equal(backend_memfd_new_with_store(&(struct backend_fd_store) { fake_keep }, &a), -EINVAL);
+        assert_int_equal(backend_memfd_new_with_store(&store, &a), 0);
+        assert_int_equal(be_create(a, &r), 0);
+        assert_int_equal(be_create(a, &q), 0);
+        assert_int_equal(fs.keeps, 2);
+        assert_int_equal(fake_find(&fs, "region-9-mem0"), 0);
+        assert_int_equal(fake_find(&fs, "region-12-mem_1_x"), 1);
+        fd = map_fd(a, &r, "owner", ACCESS_RW);
+        p = mmap(NULL, REGION_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+        assert_ptr_not_equal(p, MAP_FAILED);
+        memcpy(p, "kept", 4);
+        close(fd);
+        backend_free(a); /* the daemon dies; the store holds the memory */
+
+        /* The next start finds it again, the same memory, and hands it out read-write. */
+        assert_int_equal(backend_memfd_new_with_store(&store, &b), 0);
+        assert_int_equal(be_restore(b, &r), 0);
+        fd = map_fd(b, &r, "vm1", ACCESS_RO);
+        assert_memory_equal(p, "kept", 4);
+        close(fd);
+        munmap(p, REGION_SIZE);
+        /* Reclaim: destroy drops it from the store, whether held or not. */
+        assert_int_equal(be_destroy(b, &r), 0);
+        assert_int_equal(fake_find(&fs, "region-9-mem0"), -1);
+        assert_int_equal(be_destroy(b, &q), 0);
+        assert_int_equal(fake_find(&fs, "region-12-mem_1_x"), -1);
+
+        /* A memfd of the right name and size but not sealed as ours: refused and dropped. */
+        forged = memfd_create("brokerd:mem0:9", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+        assert_true(forged >= 0);
+        assert_int_equal(ftruncate(forged, REGION_SIZE), 0);
+        assert_int_equal(fchmod(forged, 0600), 0);
+        assert_int_equal(fake_keep(&fs, "region-9-mem0", forged), 0);
+        assert_int_equal(be_restore(b, &r), -EBADFD);
+        assert_int_equal(fake_find(&fs, "region-9-mem0"), -1);
+        /* Sealed as ours but one page short: refused. */
+        assert_int_equal(ftruncate(forged, REGION_SIZE - PAGE), 0);
+        assert_int_equal(fcntl(forged, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL), 0);
+        assert_int_equal(fake_keep(&fs, "region-9-mem0", forged), 0);
+        assert_int_equal(be_restore(b, &r), -EINVAL);
+        close(forged);
+        /* Nothing handed back: the memory did not survive. */
+        assert_int_equal(be_restore(b, &r), -ENOENT);
+        backend_free(b);
+        fake_store_clear(&fs);
+}
+
+/*
+ * A revocable region in the store: restore() expects its seals (no shrink seal) and refuses the
+ * sealed kind; after a restart its holders are not on record, yet a forced unmap truncates it,
+ * and the truncated memfd is no memory to restore (-ENOENT, dropped), not a failure.
+ */
+static void test_memfd_store_revocable(void **state) {
+        struct fixture *f = *state;
+        struct fake_store fs = { .fds = { -1, -1, -1, -1 } };
+        struct backend_fd_store store = { fake_keep, fake_drop, fake_take, &fs };
+        struct platform_pool pool = f->memfd_pool;
+        struct backend_region r, q;
+        struct backend *a = NULL, *b = NULL;
+        struct stat st;
+        int fd, forged;
+
+        pool.revocable = true;
+        r = region(&pool, 10, REGION_SIZE);
+        q = region(&pool, 11, REGION_SIZE);
+        assert_int_equal(backend_memfd_new_with_store(&store, &a), 0);
+        assert_int_equal(be_create(a, &r), 0);
+        fd = map_fd(a, &r, "owner", ACCESS_RW);
+        close(map_fd(a, &r, "peer", ACCESS_RW));
+        backend_free(a);
+
+        assert_int_equal(backend_memfd_new_with_store(&store, &b), 0);
+        assert_int_equal(be_restore(b, &r), 0);
+        assert_int_equal(be_unmap_forced(b, &r, "peer", -1), 0);
+        assert_int_equal(fstat(fd, &st), 0);
+        assert_int_equal(st.st_size, 0);
+        backend_free(b);
+
+        assert_int_equal(backend_memfd_new_with_store(&store, &b), 0);
+        assert_int_equal(be_restore(b, &r), -ENOENT);
+        assert_int_equal(fake_find(&fs, "region-10-mem0"), -1);
+        assert_int_equal(be_destroy(b, &r), 0);
+        close(fd);
+
+        /* Sealed as a sealed pool's: not this revocable region's memfd. */
+        forged = memfd_create("brokerd:mem0:11", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+        assert_true(forged >= 0);
+        assert_int_equal(ftruncate(forged, REGION_SIZE), 0);
+        assert_int_equal(fchmod(forged, 0600), 0);
+        assert_int_equal(fcntl(forged, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL), 0);
+        assert_int_equal(fake_keep(&fs, "region-11-mem0", forged), 0);
+        assert_int_equal(be_restore(b, &q), -EBADFD);
+        assert_int_equal(fake_find(&fs, "region-11-mem0"), -1);
+        close(forged);
+        backend_free(b);
+        fake_store_clear(&fs);
+}
+
 #define T(fn) cmocka_unit_test_setup_teardown(fn, fixture_setup, fixture_teardown)
 
 int main(void) {
@@ -913,6 +1079,8 @@ int main(void) {
                 T(test_scrub),
                 T(test_memfd_destroy),
                 T(test_memfd_create_restore),
+                T(test_memfd_store),
+                T(test_memfd_store_revocable),
                 T(test_bad_regions),
                 T(test_shm_lifecycle),
                 T(test_shm_destroy_unheld),

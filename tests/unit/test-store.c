@@ -10,6 +10,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <sqlite3.h>
+#include <time.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1217,6 +1218,37 @@ static void test_prune_by_itself(void **state) {
         store_close(s);
 }
 
+static void audit_transitions_at(struct store *s, unsigned n, int64_t time) {
+        for (unsigned i = 0; i < n; i++)
+                assert_int_equal(store_transition(s, NULL, NULL, &(struct store_audit) {
+                        .time = time, .actor = "vm-a", .action = "share",
+                }, 1), 0);
+}
+
+/* With an age only: what the age reaches goes by itself, and what it does not stays however
+ * many commits come (a store within its limits deletes nothing). */
+static void test_prune_by_itself_by_age(void **state) {
+        struct fixture *f = *state;
+        struct store *s = NULL;
+        struct timespec ts;
+        int64_t now, day = 24 * 3600 * INT64_C(1000000);
+
+        clock_gettime(CLOCK_REALTIME, &ts);
+        now = (int64_t) ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+        assert_int_equal(store_open(f->path, &s), 0);
+        assert_int_equal(store_set_retention(s, &(struct store_retention) { .max_age_usec = day }), 0);
+        fill(s, 50, now, REGION_RECLAIMED);
+        audit_transitions_at(s, 3 * 64, now);
+        assert_int_equal(count(f->path, "regions"), 50);
+        assert_int_equal(count(f->path, "audit"), 50 + 3 * 64);
+        /* Rows a day and an hour old: the next pass takes them, and only them. */
+        fill(s, 20, now - day - 3600 * INT64_C(1000000), REGION_RECLAIMED);
+        audit_transitions_at(s, 64, now);
+        assert_int_equal(count(f->path, "regions"), 50);
+        assert_int_equal(count(f->path, "audit"), 50 + 4 * 64);
+        store_close(s);
+}
+
 static int64_t page_count(const char *path) {
         return raw_int(path, "PRAGMA page_count");
 }
@@ -1284,6 +1316,7 @@ int main(void) {
                 cmocka_unit_test_setup_teardown(test_migrate_from_version_1, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_prune_limits, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_prune_by_itself, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_prune_by_itself_by_age, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_prune_bounds_the_file, setup, teardown),
         };
 

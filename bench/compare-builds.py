@@ -1,0 +1,97 @@
+#!/usr/bin/env python3
+"""Compares two builds of brokerd side by side on one machine, in turn, round after round.
+
+    bench/compare-builds.py OLD_BUILD NEW_BUILD [--rounds N] [--iterations N]
+
+Each round starts OLD's brokerd, then NEW's (the order alternates every round), each with the
+example platform and policy and a fresh database on /dev/shm, and drives both with NEW's
+control-plane-bench; then runs each build's placement-bench. It prints, per figure, the median
+over rounds for each build and the median of the per-round ratios NEW/OLD, so that a machine
+that is busy during one round weighs on both builds alike. Run as root (the example policy lets
+uid 0 act for hw0 and vm1). A figure, not a test: it asserts nothing.
+"""
+import argparse
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROWS = ("noop_rpc", "grant_cycle", "share", "attach", "revoke", "release", "sqlite_commit")
+
+
+def control_plane(build, client, iterations):
+    d = tempfile.mkdtemp(prefix="brokerd-compare.", dir="/dev/shm")
+    log = open(os.path.join(d, "brokerd.log"), "w")
+    daemon = subprocess.Popen([os.path.join(build, "brokerd/daemon/brokerd"),
+                               "--platform", os.path.join(ROOT, "docs/examples/platform.json"),
+                               "--policy", os.path.join(ROOT, "docs/examples/policy.json"),
+                               "--db", os.path.join(d, "brokerd.db"),
+                               "--agent-socket", os.path.join(d, "agent.sock"),
+                               "--admin-socket", os.path.join(d, "admin.sock"),
+                               "--log-target", "stderr"], stderr=log)
+    try:
+        deadline = time.monotonic() + 10
+        while not os.path.exists(os.path.join(d, "agent.sock")):
+            if daemon.poll() is not None or time.monotonic() > deadline:
+                sys.exit(f"compare-builds: {build}'s brokerd did not start (log in {d})")
+            time.sleep(0.05)
+        out = subprocess.run([client, "--socket", os.path.join(d, "agent.sock"), "--db-dir", d,
+                              "--iterations", str(iterations), "--warmup", str(iterations // 10), "--json"],
+                             check=True, capture_output=True, text=True).stdout
+        return {row: v["p50_us"] for row, v in json.loads(out)["results"].items()}
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        daemon.wait(timeout=10)
+        log.close()
+        subprocess.run(["rm", "-rf", d], check=True)
+
+
+def placement(build):
+    """ns per operation at the largest N the placement bench prints (its last table row)."""
+    out = subprocess.run([os.path.join(build, "bench/placement-bench")], check=True, capture_output=True,
+                         text=True).stdout
+    rows = [line.split() for line in out.splitlines() if line.strip() and line.split()[0].isdigit()]
+    last = rows[-1]
+    names = ("alloc-tail", "alloc-hole", "place-overlap", "place-ok")
+    return {f"placement {n} (N={last[0]})": float(last[1 + 2 * i]) for i, n in enumerate(names)}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("old")
+    ap.add_argument("new")
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--iterations", type=int, default=1000)
+    ap.add_argument("--no-placement", action="store_true")
+    a = ap.parse_args()
+    client = os.path.join(a.new, "bench/control-plane-bench")
+    figures = {"old": [], "new": []}
+    for r in range(a.rounds):
+        order = ("old", "new") if r % 2 == 0 else ("new", "old")
+        got = {}
+        for which in order:
+            build = getattr(a, which)
+            got[which] = control_plane(build, client, a.iterations)
+            if not a.no_placement:
+                got[which].update(placement(build))
+        for which in order:
+            figures[which].append(got[which])
+        print(f"round {r + 1}/{a.rounds} done", file=sys.stderr)
+    print(f"p50 latency (control plane, us) and ns/op (placement); median of {a.rounds} rounds; "
+          f"ratio = median of per-round new/old")
+    print(f"{'figure':38} {'old':>10} {'new':>10} {'new/old':>8}")
+    for key in figures["old"][0]:
+        old = [f[key] for f in figures["old"]]
+        new = [f[key] for f in figures["new"]]
+        ratios = [n / o for n, o in zip(new, old) if o > 0]
+        print(f"{key:38} {statistics.median(old):10.1f} {statistics.median(new):10.1f} "
+              f"{statistics.median(ratios):8.2f}")
+
+
+if __name__ == "__main__":
+    main()

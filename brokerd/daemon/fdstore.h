@@ -1,0 +1,33 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#pragma once
+/*
+ * systemd's file descriptor store, for the memory of memfd regions: an fd sent to the service
+ * manager with FDSTORE=1 under a name (FileDescriptorStoreMax= in the unit) comes back at
+ * every later start in $LISTEN_FDS/$LISTEN_FDNAMES, until FDSTOREREMOVE=1 removes it.
+ * The manager hands every passed fd that is not a socket of its own to fdstore_add_passed()
+ * before the backend exists; the backend takes its fds back while the core resumes, through
+ * fdstore_backend(); fdstore_flush_unclaimed() then closes what nobody took and removes it
+ * from the store. Without $NOTIFY_SOCKET there is no store: fdstore_backend() is NULL and
+ * every passed fd is closed unclaimed. $FDSTORE (systemd >= 254: FileDescriptorStoreMax=)
+ * bounds what is kept; beyond it a region's memory is only as durable as without a store.
+ */
+#include <stdbool.h>
+
+#include "backend/backend.h"
+#include "util/macro.h"
+
+struct fdstore;
+
+int fdstore_new(struct fdstore **ret);
+/* Closes the passed fds nobody took, but leaves the store as it is (a failed start loses nothing). */
+void fdstore_free(struct fdstore *s);
+DEFINE_CLEANUP(struct fdstore, fdstore_free);
+
+/* Takes fd (closed on failure too). A name passed twice is refused to every taker: -EBADFD. */
+int fdstore_add_passed(struct fdstore *s, const char *name, int fd);
+/* The store as backends see it; NULL without a service manager. Valid while s lives. */
+const struct backend_fd_store *fdstore_backend(struct fdstore *s);
+/* After the core resumed: closes the passed fds nobody took and removes them from the store. */
+void fdstore_flush_unclaimed(struct fdstore *s);
+/* Names now kept in the store (taken back, or kept since the start). */
+size_t fdstore_size(const struct fdstore *s);
