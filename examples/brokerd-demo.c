@@ -291,9 +291,14 @@ int main(int argc, char **argv) {
         usleep(1100000);
         broker_process_deadlines(b);
         printf("      after the forced revoke vm2's stale mapping reads %s\n",
-               lingering[0] == 0 ? "only zeros: the data is gone" : "old data (leak!)");
+               lingering[0] == 0 ? "zeros: the old data was scrubbed" : "old data (leak!)");
         if (lingering[0] != 0)
                 return EXIT_FAILURE;
+        /* Scrubbed is not severed: what the owner writes next would reach a mapping still held. */
+        printf("      (this demo hands fds to no process, so brokerd cannot tell whether vm2 still maps\n"
+               "      it; the daemon records the process that received each fd and keeps a revoked range\n"
+               "      quarantined while that process can reach it, stopping or killing it as\n"
+               "      --unplug-escalation says; a revocable pool is truncated instead: SIGBUS)\n");
 
         say("With its region gone, vm2's agent asks the route again");
         print_route(b, "nic0", "vm2");

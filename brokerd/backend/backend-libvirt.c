@@ -285,8 +285,9 @@ static int lv_map(struct backend *b, const struct backend_region *r, const char 
         return 0;
 }
 
-static int lv_unmap(struct backend *b, const struct backend_region *r, const char *domain) {
+static int lv_unmap(struct backend *b, const struct backend_region *r, const struct backend_holder *h) {
         struct backend_libvirt *l = to_lv(b);
+        const char *domain = h ? h->domain : NULL;
         virDomainPtr d = NULL;
         char alias[64];
         int k, code;
@@ -383,11 +384,15 @@ static int lv_survey(struct backend *b, struct backend_survey *ret) {
         return 0;
 }
 
-static int lv_escalate(struct backend *b, const char *domain, enum unplug_escalation action) {
+/* The guest's removal completes through its events (a destroyed domain's stop event), never at once. */
+static int lv_escalate(struct backend *b, const struct backend_region *r, const struct backend_holder *h,
+                       enum unplug_escalation action) {
         struct backend_libvirt *l = to_lv(b);
+        const char *domain = h ? h->domain : NULL;
         virDomainPtr d = NULL;
         int k, state = 0, reason = 0;
 
+        (void) r;
         if (action == ESCALATION_REPORT)
                 return 0;
         if (!name_is_valid(domain) || (action != ESCALATION_PAUSE && action != ESCALATION_DESTROY))

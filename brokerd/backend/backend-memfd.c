@@ -9,13 +9,19 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "util/hashmap.h"
+#include "util/log.h"
 #include "util/macro.h"
 #include "util/names.h"
+#include "util/pidfd.h"
+
+/* How long an escalation waits for the signal to take effect before leaving it to the exit watch. */
+#define MEMFD_ESCALATE_WAIT_MS 500
 
 /* A region is shown to the owner and its peers; more than this is a runaway caller. */
 #define MEMFD_MAX_MAPPINGS 64
@@ -118,10 +124,12 @@ static int check_own_file(int fd, struct stat *ret) {
         return 0;
 }
 
-/* What create_memfd() seals a region's memfd with, and what restore() insists on. */
+/*
+ * What create_memfd() seals a region's memfd with, and what restore() insists on. A revocable
+ * pool's keeps shrinking possible: that is how a forced revoke cuts holders off.
+ */
 static int memfd_seals(const struct platform_pool *pool) {
-        (void) pool;
-        return F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL;
+        return (pool->revocable ? 0 : F_SEAL_SHRINK) | F_SEAL_GROW | F_SEAL_SEAL;
 }
 
 /*
@@ -289,6 +297,8 @@ static int memfd_create_region(struct backend *b, const struct backend_region *r
 /*
  * Whether fd is r's memfd as create_memfd() left it: its name, our own 0600 regular file,
  * open read-write, of r's size, sealed exactly so. Whatever handed it back is not trusted.
+ * A revocable region's memfd that a forced revoke truncated is its own but holds no memory:
+ * -ENOENT, as for memory that did not survive (the restart then finishes the revoke).
  */
 static int check_memfd(int fd, const struct backend_region *r) {
         char proc[sizeof("/proc/self/fd/") + 3 * sizeof(int)], link[NAME_MAX_LEN + 128];
@@ -300,8 +310,6 @@ static int check_memfd(int fd, const struct backend_region *r) {
         k = check_own_file(fd, &st);
         if (k < 0)
                 return k;
-        if ((uint64_t) st.st_size != r->size)
-                return -EINVAL;
         flags = fcntl(fd, F_GETFL);
         if (flags < 0)
                 return negative_errno();
@@ -319,7 +327,11 @@ static int check_memfd(int fd, const struct backend_region *r) {
         link[n] = 0;
         memfd_name(r, name, sizeof(name));
         snprintf(want, sizeof(want), "/memfd:%s (deleted)", name);
-        return strcmp(link, want) == 0 ? 0 : -EBADFD;
+        if (strcmp(link, want) != 0)
+                return -EBADFD;
+        if (st.st_size == 0 && r->pool->revocable)
+                return -ENOENT;
+        return (uint64_t) st.st_size == r->size ? 0 : -EINVAL;
 }
 
 /* r's memfd, handed back by the store: checked, and dropped from the store if refused. */
@@ -473,24 +485,90 @@ static int memfd_map(struct backend *b, const struct backend_region *r, const ch
 }
 
 /*
- * Unmapping a domain that is not mapped (or a region we do not hold) is not an error: the
- * core repeats interrupted unmaps after a crash, and the end state is the same.
+ * Whether a forcibly revoked holder still reaches the memory: 0 when it cannot (revocable region
+ * truncated; process unknown, stopped or gone; or it holds neither an fd of it nor a mapping),
+ * -EINPROGRESS while it can (or cannot be looked at).
  */
-static int memfd_unmap(struct backend *b, const struct backend_region *r, const char *domain) {
+static int holder_cut_off(struct memfd_region *e, const struct backend_region *r, const struct backend_holder *h) {
+        struct stat st;
+        int k;
+
+        if (r->pool && r->pool->revocable) {
+                /* Every holder, this one or not, gets SIGBUS on its next touch. */
+                if (ftruncate(e->fd, 0) < 0)
+                        return negative_errno();
+                return 0;
+        }
+        if (h->pidfd < 0)
+                return 0;
+        k = pidfd_stopped(h->pidfd);
+        if (k == 1 || k == -ESRCH)
+                return 0;
+        if (k == 0) {
+                k = fstat(e->fd, &st) < 0 ? negative_errno() : pidfd_reaches_file(h->pidfd, st.st_dev, st.st_ino);
+                if (k == 0 || k == -ESRCH)
+                        return 0;
+        }
+        /* Asked again every few seconds while pending: not a warning each time. */
+        if (k < 0)
+                log_full(LOG_DEBUG, "memfd: region %" PRIu64 ": cannot tell whether %s's process still reaches it: %s",
+                         r->id, h->domain, strerror(-k));
+        return -EINPROGRESS;
+}
+
+/*
+ * Unmapping a domain that is not mapped (or a region we do not hold) is not an error: the
+ * core repeats interrupted unmaps after a crash, and the end state is the same. A holder that
+ * gave its mapping up is believed; one forcibly revoked is done only once it is cut off.
+ */
+static int memfd_unmap(struct backend *b, const struct backend_region *r, const struct backend_holder *h) {
         struct backend_memfd *m = to_memfd(b);
         struct memfd_region *e;
         struct memfd_mapping *mp;
+        int k;
 
-        if (!r || !name_is_valid(domain))
+        if (!r || !h || !name_is_valid(h->domain))
                 return -EINVAL;
         e = hashmap_get(m->regions, &r->id);
         if (!e)
                 return 0;
-        mp = mapping_find(e, domain);
-        if (!mp)
+        mp = mapping_find(e, h->domain);
+        /* Mappings handed out before a restart are not on record, yet with the fd store their
+         * holders still reach the memory: a revocable region is cut off all the same. */
+        if (!mp && !(h->forced && r->pool && r->pool->revocable))
                 return 0;
-        *mp = e->mappings[--e->n_mappings];
+        if (h->forced) {
+                k = holder_cut_off(e, r, h);
+                if (k < 0)
+                        return k;
+        }
+        if (mp)
+                *mp = e->mappings[--e->n_mappings];
         return 0;
+}
+
+/*
+ * stop (ESCALATION_PAUSE): SIGSTOP, so the process can no longer touch the memory; kill
+ * (ESCALATION_DESTROY): SIGKILL. Either is awaited briefly; 1 once it took effect.
+ */
+static int memfd_escalate(struct backend *b, const struct backend_region *r, const struct backend_holder *h,
+                          enum unplug_escalation action) {
+        bool stop = action == ESCALATION_PAUSE;
+        int k;
+
+        (void) b;
+        if (!r || !h || (action != ESCALATION_PAUSE && action != ESCALATION_DESTROY))
+                return -EINVAL;
+        if (h->pidfd < 0)
+                return -ESRCH; /* nobody known to act on (e.g. after a restart) */
+        k = pidfd_signal(h->pidfd, stop ? SIGSTOP : SIGKILL);
+        if (k == -ESRCH)
+                return 1;
+        if (k < 0)
+                return k;
+        log_warning("memfd: region %" PRIu64 ": %s %s's process: it kept a revoked mapping", r->id,
+                    stop ? "stopped" : "killed", h->domain);
+        return pidfd_wait(h->pidfd, stop, MEMFD_ESCALATE_WAIT_MS);
 }
 
 static int memfd_scrub(struct backend *b, const struct backend_region *r) {
@@ -560,6 +638,7 @@ static const struct backend_ops memfd_ops = {
         .restore = memfd_restore,
         .map = memfd_map,
         .unmap = memfd_unmap,
+        .escalate = memfd_escalate,
         .scrub = memfd_scrub,
         .destroy = memfd_destroy,
         .free = memfd_free,

@@ -32,8 +32,8 @@ int backend_map(struct backend *b, const struct backend_region *r, const char *d
         return b->ops->map(b, r, domain, access, ret);
 }
 
-int backend_unmap(struct backend *b, const struct backend_region *r, const char *domain) {
-        return b->ops->unmap(b, r, domain);
+int backend_unmap(struct backend *b, const struct backend_region *r, const struct backend_holder *h) {
+        return b->ops->unmap(b, r, h);
 }
 
 bool backend_can_survey(const struct backend *b) {
@@ -44,10 +44,11 @@ int backend_survey(struct backend *b, struct backend_survey *ret) {
         return b->ops->survey ? b->ops->survey(b, ret) : -EOPNOTSUPP;
 }
 
-int backend_escalate(struct backend *b, const char *domain, enum unplug_escalation action) {
+int backend_escalate(struct backend *b, const struct backend_region *r, const struct backend_holder *h,
+                     enum unplug_escalation action) {
         if (action == ESCALATION_REPORT)
                 return 0;
-        return b->ops->escalate ? b->ops->escalate(b, domain, action) : -EOPNOTSUPP;
+        return b->ops->escalate ? b->ops->escalate(b, r, h, action) : -EOPNOTSUPP;
 }
 
 int backend_scrub(struct backend *b, const struct backend_region *r) {

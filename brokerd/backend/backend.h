@@ -32,6 +32,19 @@ struct backend_region {
         const struct platform_pool *pool;
 };
 
+/*
+ * Who holds a mapping: the domain, and for host processes the process that received its fd
+ * (a pidfd, borrowed; -1 when unknown, e.g. after a restart). forced: the holder did not give the
+ * mapping up itself (its attachment was revoked); a backend may then refuse to call the removal
+ * complete while the holder can still reach the memory (-EINPROGRESS, completed by the user when
+ * the process is stopped or gone, or by the backend through backend_unmap_done()).
+ */
+struct backend_holder {
+        const char *domain;
+        int pidfd;
+        bool forced;
+};
+
 struct backend_mapping {
         int fd;        /* for fd-based backends, owned by the caller; -1 otherwise */
         uint64_t size;
@@ -60,7 +73,7 @@ struct backend_ops {
         int (*restore)(struct backend *b, const struct backend_region *r);
         int (*map)(struct backend *b, const struct backend_region *r, const char *domain, enum access_mode access,
                    struct backend_mapping *ret);
-        int (*unmap)(struct backend *b, const struct backend_region *r, const char *domain);
+        int (*unmap)(struct backend *b, const struct backend_region *r, const struct backend_holder *h);
         /*
          * Optional: the domains running now and every mapping of brokerd's found in them, for
          * reconciliation (on start, and when the backend comes back from losing its hypervisor).
@@ -68,10 +81,14 @@ struct backend_ops {
          */
         int (*survey)(struct backend *b, struct backend_survey *ret);
         /*
-         * Optional: the domain ignores the removal of a mapping past its deadline; act on it
-         * (pause or destroy the domain; REPORT does nothing here). NULL: only reporting.
+         * Optional: the holder ignores the removal of its mapping of r past its deadline; act on it
+         * (pause/stop or destroy/kill the domain or process; REPORT does nothing here). NULL: only
+         * reporting. Returns 1 when the action cut the holder off from the memory by the time it
+         * returns (the user records the mapping gone), 0 when the removal stays pending (completed
+         * later through backend_unmap_done(), or by the user when the process exits).
          */
-        int (*escalate)(struct backend *b, const char *domain, enum unplug_escalation action);
+        int (*escalate)(struct backend *b, const struct backend_region *r, const struct backend_holder *h,
+                        enum unplug_escalation action);
         /* Zero the memory so nothing of it reaches whoever holds it next (or still holds it). */
         int (*scrub)(struct backend *b, const struct backend_region *r);
         /* Free the memory after reclaim. */
@@ -134,10 +151,11 @@ int backend_create(struct backend *b, const struct backend_region *r);
 int backend_restore(struct backend *b, const struct backend_region *r);
 int backend_map(struct backend *b, const struct backend_region *r, const char *domain, enum access_mode access,
                 struct backend_mapping *ret);
-int backend_unmap(struct backend *b, const struct backend_region *r, const char *domain);
+int backend_unmap(struct backend *b, const struct backend_region *r, const struct backend_holder *h);
 bool backend_can_survey(const struct backend *b);
 int backend_survey(struct backend *b, struct backend_survey *ret);
-int backend_escalate(struct backend *b, const char *domain, enum unplug_escalation action);
+int backend_escalate(struct backend *b, const struct backend_region *r, const struct backend_holder *h,
+                     enum unplug_escalation action);
 int backend_scrub(struct backend *b, const struct backend_region *r);
 int backend_destroy(struct backend *b, const struct backend_region *r);
 void backend_free(struct backend *b);

@@ -105,6 +105,8 @@ int broker_attach(struct broker *b, const struct broker_caller *caller, const ch
         }
 
         crashpoint("attach-mapped");
+        if (map.fd >= 0)
+                holder_track(b, r, h, caller);
         *ret = (struct broker_attach_result) {
                 .region = r->id, .base = r->base, .size = r->size, .access = h->access, .fd = map.fd,
         };
@@ -128,7 +130,7 @@ static int peer_lookup(struct broker *b, const char *domain, uint64_t id, struct
 }
 
 /* Peer i gives its grant or attachment up (reason: NULL for a plain release). */
-static int peer_release(struct broker *b, const char *actor, struct region *r, size_t i, const char *reason,
+int peer_release(struct broker *b, const char *actor, struct region *r, size_t i, const char *reason,
                         struct broker_error *err) {
         holder_t *h = &r->peers[i];
         enum peer_state from = h->state;
@@ -146,6 +148,8 @@ static int peer_release(struct broker *b, const char *actor, struct region *r, s
                 return store_failed(q, err, "the release");
         crashpoint("release-recorded");
         h->state = PEER_RELEASED;
+        /* A holder that gives its mapping up is believed: its process is no longer ours to watch. */
+        holder_untrack(b, h);
         route_drop_peer(b, r, h->domain, "the peer released the region");
         broker_emit(b, &(struct broker_event) {
                 .type = BROKER_EVENT_RELEASED, .region = r->id, .owner = r->owner, .device = r->device,

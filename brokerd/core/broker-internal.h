@@ -96,6 +96,9 @@ struct broker {
         void *clock_userdata;
         void (*on_event)(void *userdata, const struct broker_event *ev);
         void *event_userdata;
+        int (*watch_process)(void *userdata, int pidfd, void **ret_handle);
+        void (*unwatch_process)(void *userdata, void *handle);
+        void *watch_userdata;
 
         struct hashmap *regions; /* id -> region */
         struct hashmap *tokens;  /* token -> token_entry */
@@ -176,6 +179,16 @@ int route_persist_without_peer(struct broker *b, struct store *s, struct region 
 void route_drop_peer(struct broker *b, struct region *region, const char *domain, const char *reason);
 void routes_announce(struct broker *b, const struct region *region, const char *reason);
 
+/* holder-process.c: the process that received a holder's fd (see broker_caller.pidfd). */
+#define BROKER_REASON_HOLDER_EXITED "holder process exited"
+/* h now holds an fd handed to the caller's process: keep a dup of its pidfd and watch it. */
+void holder_track(struct broker *b, const struct region *r, holder_t *h, const struct broker_caller *caller);
+/* Forget h's process (its mapping is gone or was given up). */
+void holder_untrack(struct broker *b, holder_t *h);
+void region_untrack(struct broker *b, struct region *r);
+/* What the backend is told about h; forced unless h gave its mapping up (or owns the region). */
+struct backend_holder backend_holder_of(const struct region *r, const holder_t *h);
+
 /* takedown.c */
 int mapping_record_gone(struct broker *b, struct region *r, holder_t *h);
 int holder_unmap(struct broker *b, struct region *r, holder_t *h);
@@ -193,6 +206,8 @@ int domain_gone(struct broker *b, const char *actor, const char *domain, struct 
                 struct broker_error *err);
 
 /* attach.c */
+int peer_release(struct broker *b, const char *actor, struct region *r, size_t i, const char *reason,
+                 struct broker_error *err);
 void region_info_after(struct broker *b, uint64_t id, struct broker_region_info *ret);
 
 /* reconcile.c */

@@ -110,6 +110,9 @@ static int broker_alloc(const struct broker_config *cfg, struct broker **ret, st
         b->clock_userdata = cfg->clock_userdata;
         b->on_event = cfg->on_event;
         b->event_userdata = cfg->event_userdata;
+        b->watch_process = cfg->watch_process;
+        b->unwatch_process = cfg->unwatch_process;
+        b->watch_userdata = cfg->watch_userdata;
 
         if (hashmap_new(&hashmap_u64_ops, &b->regions) < 0 || hashmap_new(&hashmap_string_ops, &b->tokens) < 0 ||
             hashmap_new(&hashmap_string_ops, &b->routes) < 0 || hashmap_new(&hashmap_string_ops, &b->usage) < 0)
@@ -175,8 +178,10 @@ void broker_free(struct broker *b) {
                 return;
         if (b->backend)
                 backend_set_callbacks(b->backend, NULL);
-        while (hashmap_iterate(b->regions, &it, &v))
+        while (hashmap_iterate(b->regions, &it, &v)) {
+                region_untrack(b, v);
                 region_free(v);
+        }
         it = 0;
         while (hashmap_iterate(b->routes, &it, &v))
                 route_free(v);

@@ -36,10 +36,16 @@
 #define BROKER_MAX_REVOKE_TIMEOUT_USEC (24 * 3600 * UINT64_C(1000000))
 #define BROKER_DEFAULT_UNPLUG_GRACE_USEC (10 * UINT64_C(1000000))
 
-/* Who is asking. Agents act for the domains the policy gives their uid; admins for any. */
+/*
+ * Who is asking. Agents act for the domains the policy gives their uid; admins for any.
+ * pidfd: the process at the other end of the caller's connection (borrowed); a verb that hands
+ * it an fd (share: the owner's, attach: a peer's) keeps its own dup to know who holds the
+ * mapping. 0 or negative: unknown (so a zero-initialised caller has none).
+ */
 struct broker_caller {
         uid_t uid;
         bool admin;
+        int pidfd;
 };
 
 enum broker_event_type {
@@ -96,6 +102,14 @@ struct broker_config {
         uint64_t unplug_grace_usec; /* 0: BROKER_DEFAULT_UNPLUG_GRACE_USEC */
         /* What the database keeps of the past (reclaimed regions, audit rows); zero: everything. */
         struct store_retention retention;
+        /*
+         * Optional: watch a holder's process (the broker's pidfd) for its exit, on the event loop
+         * that calls the broker; the user then calls broker_process_exited(b, pidfd). watch stores a
+         * handle that unwatch gets back; unwatch runs before the broker closes the pidfd.
+         */
+        int (*watch_process)(void *userdata, int pidfd, void **ret_handle);
+        void (*unwatch_process)(void *userdata, void *handle);
+        void *watch_userdata;
 };
 
 struct broker_share_peer {
@@ -148,6 +162,11 @@ struct broker_unplug {
         enum unplug_escalation action;
         bool action_failed; /* the backend could not carry the action out */
         bool deferred;      /* found on start: the request is repeated only if no removal follows */
+        /*
+         * Backends without events of their own (host processes): when the pending removal is asked
+         * again, to see whether the holder let go by now. 0: not pending there.
+         */
+        int64_t recheck;
 };
 
 /* Read-only views; valid until the next call that changes the broker. */
@@ -157,6 +176,9 @@ struct broker_peer_info {
         enum peer_state state;
         bool mapped; /* the backend may still show the region to the domain */
         struct broker_unplug unplug;
+        /* The broker's own, not part of the view: the process that received the fd (-1: none). */
+        int pidfd;
+        void *watch;
 };
 
 struct broker_region_info {
@@ -295,6 +317,14 @@ int broker_attach_undo(struct broker *b, const struct broker_caller *caller, con
  * reconnected (then BROKER_EVENT_RECONCILED follows). Backends without a survey: a no-op.
  */
 int broker_reconcile(struct broker *b, struct broker_reconcile_result *ret);
+
+/*
+ * The process behind pidfd (one the broker handed to watch_process) exited. Its mapping is gone:
+ * an attachment it held is released (audited "holder process exited"), a region it owned and
+ * still live is revoked with the configured deadline, a revoked mapping it kept is recorded gone.
+ * 0 also when pidfd is no longer the broker's.
+ */
+int broker_process_exited(struct broker *b, int pidfd);
 
 /* Acts on every deadline that has passed: revokes, and escalations against unplugs. */
 int broker_process_deadlines(struct broker *b);

@@ -32,13 +32,16 @@ static int64_t unplug_due(const struct broker *b, const struct region *r, const 
 /*
  * The domain ignored the removal past its deadline. Whatever the configured action, the
  * range stays quarantined until the backend confirms the removal; the action only stops the
- * guest from using it meanwhile (pause) or ends the guest (destroy, which completes it).
+ * guest (or process) from using it meanwhile (pause/stop) or ends it (destroy/kill, which
+ * completes it). Returns 1 when the backend says the holder is cut off by now.
  */
-static void unplug_escalate(struct broker *b, struct region *r, holder_t *h, int64_t now) {
+static int unplug_escalate(struct broker *b, struct region *r, holder_t *h, int64_t now) {
         struct broker_unplug *u = &h->unplug;
+        struct backend_region br = backend_region_of(r);
+        struct backend_holder bh = backend_holder_of(r, h);
         char why[320], action[32];
         struct store_audit a;
-        int q = backend_escalate(b->backend, h->domain, b->escalation);
+        int q = backend_escalate(b->backend, &br, &bh, b->escalation);
 
         u->escalated = now;
         u->action = b->escalation;
@@ -58,13 +61,16 @@ static void unplug_escalate(struct broker *b, struct region *r, holder_t *h, int
                 .type = BROKER_EVENT_UNPLUG_OVERDUE, .region = r->id, .owner = r->owner, .device = r->device,
                 .domain = h->domain, .reason = why, .escalation = b->escalation,
         });
+        return q;
 }
 
-/* When a deferred removal (see defer_unmaps) is asked for again; INT64_MAX if none is. */
+/* When a deferred removal (see defer_unmaps), or one to check again, is asked for; INT64_MAX if none is. */
 static int64_t deferred_due(const holder_t *h) {
-        if (!h->mapped || !h->unplug.deferred)
+        if (!h->mapped)
                 return INT64_MAX;
-        return h->unplug.requested + (int64_t) BROKER_UNPLUG_RETRY_USEC;
+        if (h->unplug.deferred)
+                return h->unplug.requested + (int64_t) BROKER_UNPLUG_RETRY_USEC;
+        return h->unplug.recheck ?: INT64_MAX;
 }
 
 static int64_t region_deferred_due(const struct region *r) {
@@ -155,17 +161,30 @@ static void retry_deferred(struct broker *b, int64_t now) {
 }
 
 static void escalate_overdue(struct broker *b, int64_t now) {
-        /* Escalating never frees a region (a destroyed domain reports back through the backend). */
+        _cleanup_(xfreep) uint64_t *cut = NULL;
+        size_t n_cut = 0, n = 0;
+
+        for (struct region *r = b->revoking; r; r = r->revoking_next)
+                n++;
+        cut = calloc(n ?: 1, sizeof(*cut));
+        /* Escalating never frees a region here: those whose holders were cut off are finished after. */
         for (struct region *r = b->revoking; r; r = r->revoking_next)
                 for (size_t j = 0; j <= r->n_peers; j++) {
                         holder_t *h = region_holder_at(r, j);
                         if (unplug_due(b, r, h) > now)
                                 continue;
-                        unplug_escalate(b, r, h, now);
-                        /* A refused removal is no longer pending: ask again. */
-                        if (h->unplug.failed)
+                        if (unplug_escalate(b, r, h, now) > 0 && cut && mapping_record_gone(b, r, h) >= 0) {
+                                if (n_cut == 0 || cut[n_cut - 1] != r->id)
+                                        cut[n_cut++] = r->id;
+                        } else if (h->unplug.failed)
+                                /* A refused removal is no longer pending: ask again. */
                                 (void) holder_unmap(b, r, h);
                 }
+        for (size_t k = 0; k < n_cut; k++) {
+                struct region *r = hashmap_get(b->regions, &cut[k]);
+                if (r)
+                        (void) region_finish(b, r, "broker");
+        }
 }
 
 int broker_process_deadlines(struct broker *b) {

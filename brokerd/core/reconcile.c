@@ -148,7 +148,7 @@ static int reconcile_unknown(struct broker *b, const struct survey_mapping *m, s
         /* Another brokerd's (other pools, other database): not ours to judge. */
         if (!platform_find_pool(b->platform, m->pool))
                 return 0;
-        q = backend_unmap(b->backend, &br, m->domain);
+        q = backend_unmap(b->backend, &br, &(struct backend_holder) { .domain = m->domain, .pidfd = -1 });
         if (q == -EINPROGRESS)
                 q = 0;
         snprintf(why, sizeof(why), "a mapping of region %" PRIu64 " in %s that the database does not hold%s%s", m->region,

@@ -37,7 +37,7 @@ int region_alloc(const char *owner, const char *device, const char *label, size_
         r->tokens = calloc(n_peers + 1, sizeof(*r->tokens));
         if (!r->owner || !r->device || (label && !r->label) || !r->holders || !r->domains || !r->tokens)
                 return -ENOMEM;
-        r->holders[0] = (holder_t) { .domain = r->owner, .access = ACCESS_RW, .state = PEER_ATTACHED };
+        r->holders[0] = (holder_t) { .domain = r->owner, .access = ACCESS_RW, .state = PEER_ATTACHED, .pidfd = -1 };
         r->peers = r->holders + 1;
         *ret = TAKE_PTR(r);
         return 0;
@@ -48,7 +48,9 @@ int region_set_peer(struct region *r, size_t i, const char *domain, enum access_
         r->domains[i] = strdup(domain);
         if (!r->domains[i])
                 return -ENOMEM;
-        r->peers[i] = (holder_t) { .domain = r->domains[i], .access = access, .state = state, .mapped = mapped };
+        r->peers[i] = (holder_t) {
+                .domain = r->domains[i], .access = access, .state = state, .mapped = mapped, .pidfd = -1,
+        };
         r->tokens[i].region = r;
         r->tokens[i].peer = i;
         snprintf(r->tokens[i].token, sizeof(r->tokens[i].token), "%s", token ?: "");

@@ -161,8 +161,10 @@ int peer_revoke_now(struct broker *b, struct region *r, size_t i, const char *ac
                 return q;
         h->state = PEER_REVOKED;
         h->mapped = still_mapped;
-        if (!still_mapped)
+        if (!still_mapped) {
                 h->unplug = (struct broker_unplug) {};
+                holder_untrack(b, h);
+        }
         route_drop_peer(b, r, h->domain, why);
         if (from == PEER_ATTACHED)
                 broker_emit(b, &(struct broker_event) {

@@ -338,6 +338,8 @@ int broker_share(struct broker *b, const struct broker_caller *caller, const str
         if (q < 0)
                 return q;
         crashpoint("share-mapped");
+        if (owner_map.fd >= 0)
+                holder_track(b, region, &region->holders[0], caller);
 
         *ret = (struct broker_share_result) {
                 .region = region->id, .base = region->base, .size = region->size, .alignment = pr.alignment,

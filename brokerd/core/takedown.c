@@ -39,12 +39,14 @@ int mapping_record_gone(struct broker *b, struct region *r, holder_t *h) {
                 return q;
         h->mapped = false;
         h->unplug = (struct broker_unplug) {};
+        holder_untrack(b, h);
         return 0;
 }
 
 /* Asks the backend to remove h's mapping of r; records it gone when that completes at once. */
 int holder_unmap(struct broker *b, struct region *r, holder_t *h) {
         struct backend_region br = backend_region_of(r);
+        struct backend_holder bh = backend_holder_of(r, h);
         int q;
 
         if (!h->mapped)
@@ -54,11 +56,16 @@ int holder_unmap(struct broker *b, struct region *r, holder_t *h) {
                 return 0;
         }
         h->unplug.deferred = false;
-        q = backend_unmap(b->backend, &br, h->domain);
+        q = backend_unmap(b->backend, &br, &bh);
         if (q == -EINPROGRESS) {
                 /* Quarantined until backend_unmap_done(); the clock for escalation starts now. */
                 if (!h->unplug.requested)
                         h->unplug.requested = broker_now(b);
+                /* Nobody will report its end (a process lets go silently): ask again later. */
+                if (!backend_can_survey(b->backend)) {
+                        h->unplug.recheck = broker_now(b) + (int64_t) BROKER_UNPLUG_RETRY_USEC;
+                        b->has_deferred = true;
+                }
                 crashpoint("unmap-requested");
                 return 0;
         }
@@ -77,6 +84,7 @@ static void region_forget(struct broker *b, struct region *r) {
                 if (r->tokens[i].token[0])
                         hashmap_remove(b->tokens, r->tokens[i].token);
         revoking_list_remove(b, r);
+        region_untrack(b, r);
         placer_release(b->placer, &r->range);
         hashmap_remove(b->regions, &r->id);
         usage_adjust(b, r->owner, -(int64_t) r->size, -1);

@@ -98,9 +98,10 @@ static void help(void) {
                "  --libvirt-uri URI            libvirt connection of the libvirt backend (qemu:///system)\n"
                "  --qemu-user USER             user QEMU runs as, owner of region files (libvirt-qemu)\n"
                "  --revoke-timeout DURATION    deadline of revokes brokerd starts itself (10s)\n"
-               "  --unplug-escalation report|pause|destroy\n"
-               "                               against a domain keeping a revoked mapping (report)\n"
-               "  --unplug-grace DURATION      time a domain gets to let go before that (10s)\n"
+               "  --unplug-escalation report|pause|stop|destroy|kill\n"
+               "                               against a domain or process keeping a revoked mapping\n"
+               "                               (report; stop = pause, kill = destroy)\n"
+               "  --unplug-grace DURATION      time a holder gets to let go before that (10s)\n"
                "  --max-message BYTES          largest request line (64KiB)\n"
                "  --max-depth N                JSON nesting limit (16)\n"
                "  --max-batch N                batch length limit (32)\n"
@@ -237,7 +238,7 @@ static int parse_special(int id, const char *s, struct manager_config *cfg) {
                 return 0;
         case ARG_UNPLUG_ESCALATION:
                 if (escalation_from_string(s, &cfg->escalation) < 0)
-                        return fprintf(stderr, "brokerd: --unplug-escalation takes report, pause or destroy\n"), -EINVAL;
+                        return fprintf(stderr, "brokerd: --unplug-escalation takes report, pause (stop) or destroy (kill)\n"), -EINVAL;
                 return 0;
         case ARG_BACKEND:
                 return parse_backend(s, cfg);

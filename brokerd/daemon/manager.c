@@ -17,6 +17,7 @@
 #include "daemon/fdstore.h"
 #include "daemon/log.h"
 #include "daemon/methods.h"
+#include "daemon/process-watch.h"
 #include "util/log.h"
 
 struct manager {
@@ -29,6 +30,7 @@ struct manager {
         struct fdstore *fdstore;
         int agent_fd, admin_fd;                /* passed by socket activation, until served; -1: none */
         const char *agent_where, *admin_where; /* the paths, or "the activated socket" */
+        struct process_watch watch;
 };
 
 static void on_broker_event(void *userdata, const struct broker_event *ev) {
@@ -140,6 +142,8 @@ static int load_broker(struct manager *m) {
                 .db_path = m->cfg.db_path, .revoke_timeout_usec = m->cfg.revoke_timeout_usec,
                 .on_event = on_broker_event, .event_userdata = m, .escalation = m->cfg.escalation,
                 .unplug_grace_usec = m->cfg.unplug_grace_usec, .retention = m->cfg.retention,
+                .watch_process = process_watch_add, .unwatch_process = process_watch_remove,
+                .watch_userdata = &m->watch,
         };
         struct broker_error err = {};
         int r;
@@ -298,9 +302,11 @@ int manager_new(const struct manager_config *cfg, struct manager **ret) {
         if (r < 0)
                 return r;
         (void) mkdir_parents(cfg->db_path, 0700);
+        m->watch.event = m->event;
         r = load_broker(m);
         if (r < 0)
                 return r;
+        m->watch.broker = m->broker;
         methods_set_broker(m->methods, m->broker);
 
         r = rpc_server_new(m->event, &cfg->limits, methods_handle, methods_disconnect, m->methods, &m->server);

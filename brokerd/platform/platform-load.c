@@ -225,6 +225,7 @@ static void load_pool(struct platform_loader *l, json_object *e, const char *pat
         pool->numa_node = (uint32_t) node;
         st->granule_ok = load_granule(l, e, path, pool);
         load_backing(l, e, path, pool, st->granule_ok);
+        (void) json_get_bool(&l->json, e, path, "revocable", JSON_OPTIONAL, &pool->revocable);
 
         if (st->range_ok && st->granule_ok)
                 check_pool_alignment(l, path, pool);
@@ -233,7 +234,7 @@ static void load_pool(struct platform_loader *l, json_object *e, const char *pat
 }
 
 static void load_pools(struct platform_loader *l, json_object *root, struct platform *p) {
-        static const char *const keys[] = { "name", "base", "size", "numa_node", "granule", "backing", NULL };
+        static const char *const keys[] = { "name", "base", "size", "numa_node", "granule", "backing", "revocable", NULL };
         _cleanup_(xfreep) struct span *spans = NULL;
         json_object *arr;
         size_t n = 0;

@@ -52,6 +52,12 @@ struct platform_pool {
         uint64_t granule;
         enum backing_kind backing;
         char *backing_path; /* NULL for memfd */
+        /*
+         * Regions of this pool may be cut off by force: no shrink seal, and a forced revoke truncates
+         * the memory to zero, so every holder that touches it gets SIGBUS. Default false (sealed): a
+         * peer is then safe from an owner that truncates under it.
+         */
+        bool revocable;
 };
 
 struct platform_device {

@@ -210,6 +210,8 @@ void rpc_connection_close(struct rpc_connection *c, bool dropped) {
 }
 
 void rpc_connection_free(struct rpc_connection *c) {
+        if (c->caller.pidfd >= 0)
+                close(c->caller.pidfd);
         rpc_delivery_free_all(c->undelivered);
         free(c->in);
         free(c);
@@ -389,8 +391,8 @@ static int connection_io(sd_event_source *source, int fd, uint32_t revents, void
         return 0;
 }
 
-int rpc_connection_add(struct rpc_server *s, int fd_in, const struct ucred *ucred, bool admin) {
-        _cleanup_(closep) int fd = fd_in;
+int rpc_connection_add(struct rpc_server *s, int fd_in, const struct ucred *ucred, int pidfd_in, bool admin) {
+        _cleanup_(closep) int fd = fd_in, pidfd = pidfd_in;
         _cleanup_(xfreep) struct rpc_connection *c = calloc(1, sizeof(*c));
         int r;
 
@@ -404,6 +406,7 @@ int rpc_connection_add(struct rpc_server *s, int fd_in, const struct ucred *ucre
                 .uid = ucred->uid,
                 .gid = ucred->gid,
                 .pid = ucred->pid,
+                .pidfd = -1,
                 .admin = admin,
         };
 
@@ -426,6 +429,7 @@ int rpc_connection_add(struct rpc_server *s, int fd_in, const struct ucred *ucre
         }
 
         c->fd = TAKE_FD(fd);
+        c->caller.pidfd = pidfd >= 0 ? TAKE_FD(pidfd) : -1;
         c->next = s->connections;
         if (s->connections)
                 s->connections->prev = c;

@@ -11,6 +11,8 @@
 #include <unistd.h>
 
 #include "rpc/server-internal.h"
+#include "util/log.h"
+#include "util/pidfd.h"
 #include "util/hashmap.h"
 
 /* Listeners are level-triggered: accepting a bounded number per wakeup keeps a connection
@@ -109,8 +111,9 @@ static struct json_object *admission_error(struct rpc_server *s, const struct uc
 }
 
 static int server_add_connection(struct rpc_server *s, int fd_in, bool admin) {
-        _cleanup_(closep) int fd = fd_in;
+        _cleanup_(closep) int fd = fd_in, pidfd = -EBADF;
         struct json_object *refusal;
+        int r;
         struct ucred ucred;
         socklen_t len = sizeof(ucred);
 
@@ -125,7 +128,17 @@ static int server_add_connection(struct rpc_server *s, int fd_in, bool admin) {
                 refuse_connection(s, TAKE_FD(fd), refusal);
                 return -EUSERS;
         }
-        return rpc_connection_add(s, TAKE_FD(fd), &ucred, admin);
+        /*
+         * The process that connected is gone: whoever holds the socket now is nobody brokerd could
+         * act on, so it is not served. Any other failure (no pidfds at all) is served untracked.
+         */
+        r = pidfd_of_peer(fd, ucred.pid, &pidfd);
+        if (r == -ESRCH)
+                return r;
+        if (r < 0)
+                log_warning("rpc: no pidfd for pid %d (%s): its mappings will not follow its process", (int) ucred.pid,
+                            strerror(-r));
+        return rpc_connection_add(s, TAKE_FD(fd), &ucred, TAKE_FD(pidfd), admin);
 }
 
 static void server_set_accepting(struct rpc_server *s, bool on) {

@@ -33,6 +33,12 @@ struct rpc_caller {
         uid_t uid;
         gid_t gid;
         pid_t pid;
+        /*
+         * The connecting process, as a pidfd taken at accept (SO_PEERPIDFD, or pidfd_open() of the
+         * SO_PEERCRED pid on older kernels: see util/pidfd.h). Borrowed: valid while the handler
+         * runs; -1 if none could be taken.
+         */
+        int pidfd;
         bool admin;          /* connected on the admin socket */
         bool notification;   /* the request has no id: no reply will be sent */
 };

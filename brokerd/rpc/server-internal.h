@@ -120,7 +120,8 @@ void rpc_uid_count_dec(struct rpc_server *s, uid_t uid, bool admin);
 
 /* connection.c */
 /* A new connection on fd (taken: closed on failure) for the peer ucred, caps already checked. */
-int rpc_connection_add(struct rpc_server *s, int fd, const struct ucred *ucred, bool admin);
+/* Takes fd and pidfd (-1: none) over, also on failure. */
+int rpc_connection_add(struct rpc_server *s, int fd, const struct ucred *ucred, int pidfd, bool admin);
 /* Queues one message (serialized plus '\n') with its fds and deliveries (all taken, even on
  * failure) and writes what the socket takes right away. -ENOBUFS: the connection was over its
  * pending-output limit and has been dropped; -ECONNRESET: the peer is gone. */

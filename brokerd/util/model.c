@@ -37,6 +37,14 @@ static const char *const escalations[] = {
 };
 _Static_assert(ELEMENTSOF(escalations) == _ESCALATION_MAX, "a name for every escalation");
 
+/* What the same action is called on host processes: accepted as input, never printed. */
+static const char *const escalation_aliases[] = {
+        [ESCALATION_REPORT] = "report",
+        [ESCALATION_PAUSE] = "stop",
+        [ESCALATION_DESTROY] = "kill",
+};
+_Static_assert(ELEMENTSOF(escalation_aliases) == _ESCALATION_MAX, "an alias for every escalation");
+
 static int lookup(const char *const *table, int n, const char *s) {
         for (int i = 0; s && i < n; i++)
                 if (table[i] && strcmp(table[i], s) == 0)
@@ -60,4 +68,18 @@ static int lookup(const char *const *table, int n, const char *s) {
 DEFINE_STRING_TABLE_LOOKUP(access, enum access_mode, access_mode_names, _ACCESS_MODE_MAX)
 DEFINE_STRING_TABLE_LOOKUP(region_state, enum region_state, region_states, _REGION_STATE_MAX)
 DEFINE_STRING_TABLE_LOOKUP(peer_state, enum peer_state, peer_states, _PEER_STATE_MAX)
-DEFINE_STRING_TABLE_LOOKUP(escalation, enum unplug_escalation, escalations, _ESCALATION_MAX)
+
+const char *escalation_to_string(enum unplug_escalation v) {
+        return (unsigned) v < _ESCALATION_MAX ? escalations[v] : "invalid";
+}
+
+int escalation_from_string(const char *s, enum unplug_escalation *ret) {
+        int i = lookup(escalations, _ESCALATION_MAX, s);
+
+        if (i < 0)
+                i = lookup(escalation_aliases, _ESCALATION_MAX, s);
+        if (i < 0)
+                return i;
+        *ret = (enum unplug_escalation) i;
+        return 0;
+}

@@ -38,8 +38,8 @@ enum peer_state {
  */
 enum unplug_escalation {
         ESCALATION_REPORT,  /* keep quarantined, audit and notify admins */
-        ESCALATION_PAUSE,   /* also pause the domain */
-        ESCALATION_DESTROY, /* also destroy the domain (which completes the removal) */
+        ESCALATION_PAUSE,   /* also pause the domain; on host processes SIGSTOP ("stop") */
+        ESCALATION_DESTROY, /* also destroy the domain (completing the removal); SIGKILL ("kill") */
         _ESCALATION_MAX,
 };
 
@@ -53,4 +53,5 @@ int region_state_from_string(const char *s, enum region_state *ret);
 const char *peer_state_to_string(enum peer_state s);
 int peer_state_from_string(const char *s, enum peer_state *ret);
 const char *escalation_to_string(enum unplug_escalation e);
+/* Also takes the host-process spellings: "stop" for pause, "kill" for destroy. */
 int escalation_from_string(const char *s, enum unplug_escalation *ret);

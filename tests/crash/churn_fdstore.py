@@ -47,6 +47,10 @@ class FdStoreRun(Run):
 
     def down_backend_check(self):
         self.daemon.store.settle()
+        with self.daemon.store.unparked():
+            self.down_store_check()
+
+    def down_store_check(self):
         where = "daemon down"
         held = self.store_ids(where)
         nonfinal = {r["id"]: r for r in self.view.nonfinal()}
@@ -70,6 +74,10 @@ class FdStoreRun(Run):
     def backend_check(self, soft, conns):
         super().backend_check(soft, conns)
         self.daemon.store.settle()
+        with self.daemon.store.unparked():
+            self.live_store_check(soft)
+
+    def live_store_check(self, soft):
         held = self.store_ids("after restart")
         daemon = self._daemon_memfds
         if set(held) != set(daemon):

@@ -8,8 +8,15 @@ under its FDNAME (systemd keeps each fd sent, suppresses only the very same open
 refuses fds beyond the cap), removes every fd of a name on FDSTOREREMOVE=1, and at each start
 hands all of them to the daemon as fds 3.. with LISTEN_FDS, LISTEN_FDNAMES and LISTEN_PID (the
 daemon's own pid: `sh -c 'LISTEN_PID=$$ exec ...'`), socket-activation fds first.
+
+systemd is not the process that holds mappings; a test whose holders live in the process that
+plays the store (the churn's agents) would keep every region reachable through the store's own
+fds, and brokerd waits for a revoked holder that still reaches the memory. FdStore(park=True)
+keeps its fds in flight on a socketpair between uses (out of this process's fd table), taking
+them out only inside unparked() and while it handles a notification or starts the daemon.
 """
 import array
+import contextlib
 import ctypes
 import fcntl
 import os
@@ -40,7 +47,7 @@ def same_file(a, b):
 
 
 class FdStore:
-    def __init__(self, directory, max_fds=64):
+    def __init__(self, directory, max_fds=64, park=False):
         self.path = os.path.join(directory, "notify.sock")
         self.max = max_fds
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -53,6 +60,8 @@ class FdStore:
         self.main_pid = None
         self.barrier = self.barrier_seen = 0
         self.stopping = False
+        self.parking = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM) if park else None
+        self.unparked_depth = 0
         self.thread = threading.Thread(target=self._serve, daemon=True)
         self.thread.start()
 
@@ -84,7 +93,8 @@ class FdStore:
                     for fd in fds:  # NotifyAccess=main: others are ignored, their fds closed
                         os.close(fd)
                     continue
-                self._handle(text, fds)
+                with self.unparked():
+                    self._handle(text, fds)
                 self.lock.notify_all()
 
     def _handle(self, text, fds):
@@ -108,6 +118,39 @@ class FdStore:
             else:
                 self.entries.append([name, fd])
 
+    # -- parking (park=True)
+
+    def _park_all(self):
+        """Every fd of the store sent in flight and closed here (the lock held)."""
+        if not self.parking or self.unparked_depth:
+            return
+        for e in self.entries:
+            if e[1] is not None:
+                socket.send_fds(self.parking[0], [e[0].encode()], [e[1]])
+                os.close(e[1])
+                e[1] = None
+
+    def _unpark_all(self):
+        """Every parked fd received back into its entry (the lock held; FIFO, so by name)."""
+        for _ in range(sum(1 for e in self.entries if e[1] is None)):
+            msg, fds, _, _ = socket.recv_fds(self.parking[1], 512, 1)
+            next(e for e in self.entries if e[1] is None and e[0] == msg.decode())[1] = fds[0]
+
+    @contextlib.contextmanager
+    def unparked(self):
+        """Within: the store's fds are open in this process (what fd_of() and entries_copy()
+        return is usable). Without parking, always."""
+        with self.lock:
+            if self.parking:
+                self._unpark_all()
+            self.unparked_depth += 1
+        try:
+            yield
+        finally:
+            with self.lock:
+                self.unparked_depth -= 1
+                self._park_all()
+
     # -- what the tests look at and change
 
     def names(self):
@@ -122,10 +165,11 @@ class FdStore:
         """Puts fd (taken) in the store, as if the daemon had sent it."""
         with self.lock:
             self.entries.append([name, fd])
+            self._park_all()
 
     def forget(self, name):
         """The store loses every fd of name (as if it had never come back)."""
-        with self.lock:
+        with self.lock, self.unparked():
             for e in [e for e in self.entries if e[0] == name]:
                 os.close(e[1])
                 self.entries.remove(e)
@@ -162,10 +206,13 @@ class FdStore:
     def close(self):
         self.stopping = True
         self.sock.close()
-        with self.lock:
+        with self.lock, self.unparked():
             for _, fd in self.entries:
                 os.close(fd)
             self.entries = []
+        if self.parking:
+            for s in self.parking:
+                s.close()
 
     # -- starting the service
 
@@ -173,6 +220,10 @@ class FdStore:
         """Starts argv as the unit's main process: sockets ((name, fd) of activation) and the
         store's fds as 3.., in that order; $NOTIFY_SOCKET unless notify is False. env adds to
         our environment, or replaces it when inherit is False."""
+        with self.unparked():
+            return self._spawn(argv, env, sockets, stdout, stderr, notify, inherit)
+
+    def _spawn(self, argv, env, sockets, stdout, stderr, notify, inherit):
         with self.lock:
             passed = list(sockets) + [tuple(e) for e in self.entries]
         env = {k: v for k, v in {**(os.environ if inherit else {}), **(env or {})}.items()

@@ -156,8 +156,10 @@ static void test_map_refusals(void **state) {
         assert_int_equal(f->b->ops->map(f->b, &r, "test", ACCESS_RW, &m), -EIO);
         assert_int_equal(m.fd, -1);
         /* No domain, no device: nothing to wait for. */
-        assert_int_equal(f->b->ops->unmap(f->b, &r, "no-such-domain"), 0);
-        assert_int_equal(f->b->ops->unmap(f->b, &r, "bad/name"), -EINVAL);
+        assert_int_equal(f->b->ops->unmap(f->b, &r, &(struct backend_holder) { .domain = "no-such-domain", .pidfd = -1 }),
+                         0);
+        assert_int_equal(f->b->ops->unmap(f->b, &r, &(struct backend_holder) { .domain = "bad/name", .pidfd = -1 }),
+                         -EINVAL);
 }
 
 static int gone_calls;
@@ -223,6 +225,10 @@ static int domain_state(virDomainPtr d) {
         return st;
 }
 
+static int lv_escalate_domain(struct backend *b, const char *domain, enum unplug_escalation action) {
+        return b->ops->escalate(b, NULL, &(struct backend_holder) { .domain = domain, .pidfd = -1 }, action);
+}
+
 static void test_escalate(void **state) {
         struct fixture *f = *state;
         struct backend_survey s = {};
@@ -233,26 +239,26 @@ static void test_escalate(void **state) {
         d = virDomainLookupByName(c, "test");
         assert_non_null(d);
 
-        assert_int_equal(f->b->ops->escalate(f->b, "test", ESCALATION_REPORT), 0);
+        assert_int_equal(lv_escalate_domain(f->b, "test", ESCALATION_REPORT), 0);
         assert_int_equal(domain_state(d), VIR_DOMAIN_RUNNING);
-        assert_int_equal(f->b->ops->escalate(f->b, "test", ESCALATION_PAUSE), 0);
+        assert_int_equal(lv_escalate_domain(f->b, "test", ESCALATION_PAUSE), 0);
         assert_int_equal(domain_state(d), VIR_DOMAIN_PAUSED);
         /* Again: already paused is done, not an error. */
-        assert_int_equal(f->b->ops->escalate(f->b, "test", ESCALATION_PAUSE), 0);
+        assert_int_equal(lv_escalate_domain(f->b, "test", ESCALATION_PAUSE), 0);
         /* A paused domain is still active: its devices still hold memory. */
         assert_int_equal(f->b->ops->survey(f->b, &s), 0);
         assert_true(survey_is_running(&s, "test"));
         survey_done(&s);
 
-        assert_int_equal(f->b->ops->escalate(f->b, "test", ESCALATION_DESTROY), 0);
+        assert_int_equal(lv_escalate_domain(f->b, "test", ESCALATION_DESTROY), 0);
         assert_int_equal(virDomainIsActive(d), 0);
         assert_int_equal(f->b->ops->survey(f->b, &s), 0);
         assert_false(survey_is_running(&s, "test"));
         survey_done(&s);
         /* Destroying what is not running, or does not exist, leaves nothing to do. */
-        assert_int_equal(f->b->ops->escalate(f->b, "test", ESCALATION_DESTROY), 0);
-        assert_int_equal(f->b->ops->escalate(f->b, "no-such-domain", ESCALATION_PAUSE), 0);
-        assert_int_equal(f->b->ops->escalate(f->b, "bad/name", ESCALATION_PAUSE), -EINVAL);
+        assert_int_equal(lv_escalate_domain(f->b, "test", ESCALATION_DESTROY), 0);
+        assert_int_equal(lv_escalate_domain(f->b, "no-such-domain", ESCALATION_PAUSE), 0);
+        assert_int_equal(lv_escalate_domain(f->b, "bad/name", ESCALATION_PAUSE), -EINVAL);
 
         assert_int_equal(virDomainCreate(d), 0);
         virDomainFree(d);

@@ -14,7 +14,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <sys/types.h>
@@ -107,7 +109,7 @@ static int be_map(struct backend *b, const struct backend_region *r, const char 
         return b->ops->map(b, r, domain, a, m);
 }
 static int be_unmap(struct backend *b, const struct backend_region *r, const char *domain) {
-        return b->ops->unmap(b, r, domain);
+        return b->ops->unmap(b, r, &(struct backend_holder) { .domain = domain, .pidfd = -1 });
 }
 static int be_scrub(struct backend *b, const struct backend_region *r) {
         return b->ops->scrub(b, r);
@@ -827,6 +829,76 @@ static void test_hugetlbfs(void **state) {
         remove_dir(dir);
 }
 
+static int be_unmap_forced(struct backend *b, const struct backend_region *r, const char *domain, int pidfd) {
+        return b->ops->unmap(b, r, &(struct backend_holder) { .domain = domain, .pidfd = pidfd, .forced = true });
+}
+
+/* A revocable pool: not sealed against shrinking, and a forced unmap truncates it for everyone. */
+static void test_memfd_revocable(void **state) {
+        struct fixture *f = *state;
+        struct platform_pool pool = f->memfd_pool;
+        struct backend_region r;
+        struct stat st;
+        int fd;
+
+        pool.revocable = true;
+        r = region(&pool, 7, REGION_SIZE);
+        assert_int_equal(be_create(f->b, &r), 0);
+        fd = map_fd(f->b, &r, "owner", ACCESS_RW);
+        close(map_fd(f->b, &r, "peer", ACCESS_RW));
+        assert_int_equal(fcntl(fd, F_GET_SEALS), F_SEAL_GROW | F_SEAL_SEAL);
+        /* A peer that gave its mapping up leaves the memory alone. */
+        assert_int_equal(be_unmap(f->b, &r, "peer"), 0);
+        assert_int_equal(fstat(fd, &st), 0);
+        assert_int_equal(st.st_size, REGION_SIZE);
+        close(map_fd(f->b, &r, "peer", ACCESS_RW));
+        assert_int_equal(be_unmap_forced(f->b, &r, "peer", -1), 0);
+        assert_int_equal(fstat(fd, &st), 0);
+        assert_int_equal(st.st_size, 0);
+        assert_int_equal(be_scrub(f->b, &r), 0);
+        assert_int_equal(be_destroy(f->b, &r), 0);
+        close(fd);
+}
+
+/* A child that keeps its mapping: a forced unmap stays pending until it is stopped, or killed. */
+static void test_forced_unmap_waits_for_the_process(void **state) {
+        struct fixture *f = *state;
+        struct backend_region r = region(&f->memfd_pool, 8, REGION_SIZE);
+        struct backend_holder h = { .domain = "peer", .forced = true };
+        int fd, status;
+
+        assert_int_equal(be_create(f->b, &r), 0);
+        for (int round = 0; round < 2; round++) {
+                enum unplug_escalation action = round == 0 ? ESCALATION_PAUSE : ESCALATION_DESTROY;
+                pid_t pid;
+
+                fd = map_fd(f->b, &r, "peer", ACCESS_RW);
+                pid = fork();
+                assert_true(pid >= 0);
+                if (pid == 0) {
+                        void *p = mmap(NULL, REGION_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+                        close(fd);
+                        for (;;)
+                                if (p != MAP_FAILED)
+                                        pause();
+                }
+                close(fd);
+                h.pidfd = (int) syscall(SYS_pidfd_open, pid, 0);
+                assert_true(h.pidfd >= 0);
+                usleep(100000); /* the child has mapped it and closed its fd by now */
+                assert_int_equal(f->b->ops->unmap(f->b, &r, &h), -EINPROGRESS);
+                assert_int_equal(f->b->ops->escalate(f->b, &r, &h, action), 1);
+                assert_int_equal(f->b->ops->unmap(f->b, &r, &h), 0);
+                (void) kill(pid, SIGKILL);
+                assert_int_equal(waitpid(pid, &status, 0), pid);
+                close(h.pidfd);
+        }
+        /* Nobody to act on (after a restart): the escalation cannot be carried out. */
+        h.pidfd = -1;
+        assert_int_equal(f->b->ops->escalate(f->b, &r, &h, ESCALATION_DESTROY), -ESRCH);
+        assert_int_equal(be_destroy(f->b, &r), 0);
+}
+
 /* The daemon's fd store as the backend sees it: a few named slots; take hands back a copy. */
 struct fake_store {
         char names[4][BACKEND_FD_NAME_MAX + 1];
@@ -942,6 +1014,57 @@ static void test_memfd_store(void **state) {
         fake_store_clear(&fs);
 }
 
+/*
+ * A revocable region in the store: restore() expects its seals (no shrink seal) and refuses the
+ * sealed kind; after a restart its holders are not on record, yet a forced unmap truncates it,
+ * and the truncated memfd is no memory to restore (-ENOENT, dropped), not a failure.
+ */
+static void test_memfd_store_revocable(void **state) {
+        struct fixture *f = *state;
+        struct fake_store fs = { .fds = { -1, -1, -1, -1 } };
+        struct backend_fd_store store = { fake_keep, fake_drop, fake_take, &fs };
+        struct platform_pool pool = f->memfd_pool;
+        struct backend_region r, q;
+        struct backend *a = NULL, *b = NULL;
+        struct stat st;
+        int fd, forged;
+
+        pool.revocable = true;
+        r = region(&pool, 10, REGION_SIZE);
+        q = region(&pool, 11, REGION_SIZE);
+        assert_int_equal(backend_memfd_new_with_store(&store, &a), 0);
+        assert_int_equal(be_create(a, &r), 0);
+        fd = map_fd(a, &r, "owner", ACCESS_RW);
+        close(map_fd(a, &r, "peer", ACCESS_RW));
+        backend_free(a);
+
+        assert_int_equal(backend_memfd_new_with_store(&store, &b), 0);
+        assert_int_equal(be_restore(b, &r), 0);
+        assert_int_equal(be_unmap_forced(b, &r, "peer", -1), 0);
+        assert_int_equal(fstat(fd, &st), 0);
+        assert_int_equal(st.st_size, 0);
+        backend_free(b);
+
+        assert_int_equal(backend_memfd_new_with_store(&store, &b), 0);
+        assert_int_equal(be_restore(b, &r), -ENOENT);
+        assert_int_equal(fake_find(&fs, "region-10-mem0"), -1);
+        assert_int_equal(be_destroy(b, &r), 0);
+        close(fd);
+
+        /* Sealed as a sealed pool's: not this revocable region's memfd. */
+        forged = memfd_create("brokerd:mem0:11", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+        assert_true(forged >= 0);
+        assert_int_equal(ftruncate(forged, REGION_SIZE), 0);
+        assert_int_equal(fchmod(forged, 0600), 0);
+        assert_int_equal(fcntl(forged, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL), 0);
+        assert_int_equal(fake_keep(&fs, "region-11-mem0", forged), 0);
+        assert_int_equal(be_restore(b, &q), -EBADFD);
+        assert_int_equal(fake_find(&fs, "region-11-mem0"), -1);
+        close(forged);
+        backend_free(b);
+        fake_store_clear(&fs);
+}
+
 #define T(fn) cmocka_unit_test_setup_teardown(fn, fixture_setup, fixture_teardown)
 
 int main(void) {
@@ -957,6 +1080,7 @@ int main(void) {
                 T(test_memfd_destroy),
                 T(test_memfd_create_restore),
                 T(test_memfd_store),
+                T(test_memfd_store_revocable),
                 T(test_bad_regions),
                 T(test_shm_lifecycle),
                 T(test_shm_destroy_unheld),
@@ -966,6 +1090,8 @@ int main(void) {
                 T(test_unmap),
                 T(test_mapping_limit),
                 T(test_hugetlbfs),
+                T(test_memfd_revocable),
+                T(test_forced_unmap_waits_for_the_process),
         };
 
         return cmocka_run_group_tests(tests, NULL, NULL);

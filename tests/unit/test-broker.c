@@ -16,8 +16,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "backend/backend-memfd.h"
@@ -69,6 +72,9 @@ struct fixture {
         unsigned n_recall, n_reclaimed, n_revoked, n_attached, n_released, n_route;
         uint64_t last_reclaimed;
         int64_t last_deadline;
+        /* holders' processes the broker asked to watch (its pidfds), and how many it let go */
+        int watched[8];
+        unsigned n_watched, n_unwatched;
 };
 
 /* ---- a backend whose unmaps complete later, like a hypervisor's hot-unplug ---- */
@@ -103,9 +109,10 @@ static int async_map(struct backend *b, const struct backend_region *r, const ch
         struct async_backend *a = (struct async_backend *) b;
         return a->fail_map ? -EIO : a->inner->ops->map(a->inner, r, domain, access, ret);
 }
-static int async_unmap(struct backend *b, const struct backend_region *r, const char *domain) {
+static int async_unmap(struct backend *b, const struct backend_region *r, const struct backend_holder *h) {
         struct async_backend *a = (struct async_backend *) b;
-        int q = a->inner->ops->unmap(a->inner, r, domain);
+        const char *domain = h->domain;
+        int q = a->inner->ops->unmap(a->inner, r, h);
         if (q < 0)
                 return q;
         a->pending_region = r->id;
@@ -198,11 +205,28 @@ static struct policy *make_policy(const char *text) {
         return p;
 }
 
+static int watch_process(void *userdata, int pidfd, void **ret_handle) {
+        struct fixture *f = userdata;
+
+        assert_true(f->n_watched < ELEMENTSOF(f->watched));
+        f->watched[f->n_watched++] = pidfd;
+        *ret_handle = f; /* any non-NULL handle */
+        return 0;
+}
+
+static void unwatch_process(void *userdata, void *handle) {
+        struct fixture *f = userdata;
+
+        assert_ptr_equal(handle, f);
+        f->n_unwatched++;
+}
+
 static int broker_open(struct fixture *f, const char *policy, struct broker_error *err) {
         struct backend *memfd = NULL;
         struct broker_config cfg = {
                 .db_path = f->db, .clock = fake_clock, .clock_userdata = f, .on_event = on_event,
-                .event_userdata = f,
+                .event_userdata = f, .watch_process = watch_process, .unwatch_process = unwatch_process,
+                .watch_userdata = f,
         };
         int q;
 
@@ -1411,6 +1435,69 @@ static void test_event_names(void **state) {
         assert_null(broker_event_type_to_string(_BROKER_EVENT_TYPE_MAX));
 }
 
+/* A child that waits to be killed, and a pidfd of it. */
+static pid_t idle_child(int *ret_pidfd) {
+        pid_t pid = fork();
+
+        assert_true(pid >= 0);
+        if (pid == 0)
+                for (;;)
+                        pause();
+        *ret_pidfd = (int) syscall(SYS_pidfd_open, pid, 0);
+        assert_true(*ret_pidfd >= 0);
+        return pid;
+}
+
+static void kill_child(pid_t pid) {
+        int status;
+
+        assert_int_equal(kill(pid, SIGKILL), 0);
+        assert_int_equal(waitpid(pid, &status, 0), pid);
+}
+
+/*
+ * The broker keeps a pidfd of the process each fd went to (its own dup, watched). When a peer's
+ * process exits its attachment is released; when an owner's does, its region is revoked.
+ */
+static void test_holder_process_exit(void **state) {
+        struct fixture *f = *state;
+        struct broker_caller owner = ROOT, peer = VM1;
+        struct broker_share_result s;
+        struct broker_attach_result a;
+        pid_t owner_pid = idle_child(&owner.pidfd), peer_pid = idle_child(&peer.pidfd);
+
+        /* Unknown to the broker: nothing happens. */
+        assert_int_equal(broker_process_exited(f->b, owner.pidfd), 0);
+
+        assert_int_equal(share(f, &owner, "nic0", 4096, "vm1", ACCESS_RW, &s, NULL), 0);
+        a = attach_ok(f, &peer, "vm1", s.tokens[0].token);
+        assert_int_equal(f->n_watched, 2);
+        assert_true(f->watched[0] != owner.pidfd && f->watched[1] != peer.pidfd); /* dups, its own */
+        kill_child(peer_pid);
+        assert_int_equal(broker_process_exited(f->b, f->watched[1]), 0);
+        assert_int_equal(audit_rows_with(f, "release", "holder process exited"), 1);
+        /* Its only peer gone, the region was taken down, and every holder's pidfd let go. */
+        assert_int_equal(state_of(f, s.region), REGION_RECLAIMED);
+        assert_int_equal(f->n_unwatched, 2);
+        close(a.fd);
+        close(s.owner_fd);
+
+        /* The owner's process exits: its region is revoked with the configured deadline. */
+        assert_int_equal(share(f, &owner, "nic0", 4096, "vm1", ACCESS_RW, &s, NULL), 0);
+        a = attach_ok(f, &VM1, "vm1", s.tokens[0].token); /* no process known for this one */
+        assert_int_equal(f->n_watched, 3);
+        kill_child(owner_pid);
+        assert_int_equal(broker_process_exited(f->b, f->watched[2]), 0);
+        assert_int_equal(state_of(f, s.region), REGION_REVOKING);
+        assert_int_equal(audit_rows_with(f, "revoke", "owner process exited"), 1);
+        assert_int_equal(f->n_recall, 1);
+        assert_int_equal(f->n_unwatched, 3);
+        close(a.fd);
+        close(s.owner_fd);
+        close(owner.pidfd);
+        close(peer.pidfd);
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test_setup_teardown(test_share_attach_roundtrip, setup, teardown),
@@ -1437,6 +1524,7 @@ int main(void) {
                 cmocka_unit_test_setup_teardown(test_policy_reload, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_limits, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_revoke_deadline_forward_is_durable, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_holder_process_exit, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_verbs_return_state, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_share_undo, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_attach_undo, setup, teardown),

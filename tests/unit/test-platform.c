@@ -355,6 +355,13 @@ static void test_backing(void **state) {
         assert_string_equal(p->pools[1].backing_path, "/dev/shm");
         assert_int_equal(p->pools[2].backing, BACKING_HUGETLBFS);
         assert_string_equal(p->pools[2].backing_path, "/dev/hugepages");
+        assert_false(p->pools[0].revocable); /* sealed unless asked */
+        platform_free(TAKE_PTR(p));
+
+        p = load_ok(DOC("", POOL("m", "0x40000000", "64MiB", "2MiB", MEMFD ",'revocable':true"), DEV_64));
+        assert_true(p->pools[0].revocable);
+        expect_error(DOC("", POOL("a", "0x40000000", "64MiB", "2MiB", MEMFD ",'revocable':1"), ""), "pools[0].revocable",
+                     "expected true or false, got an integer");
 
         expect_error(DOC("", POOL("a", "0x40000000", "64MiB", "2MiB", "{'kind':'tmpfs'}"), ""), "pools[0].backing.kind",
                      "unknown backing kind \"tmpfs\" (expected \"memfd\", \"shm\" or \"hugetlbfs\")");

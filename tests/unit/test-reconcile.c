@@ -278,7 +278,8 @@ static int sim_map(struct backend *b, const struct backend_region *r, const char
         return 0;
 }
 
-static int sim_unmap(struct backend *b, const struct backend_region *r, const char *domain) {
+static int sim_unmap(struct backend *b, const struct backend_region *r, const struct backend_holder *h) {
+        const char *domain = h->domain;
         struct sim_model *m = to_sim(b)->m;
         struct sim_device *d = sim_find_in(m, r->id, r->pool ? r->pool->name : NULL, domain);
         int q = 0;
@@ -316,8 +317,12 @@ static int sim_survey(struct backend *b, struct backend_survey *ret) {
         return 0;
 }
 
-static int sim_escalate(struct backend *b, const char *domain, enum unplug_escalation action) {
+static int sim_escalate(struct backend *b, const struct backend_region *r, const struct backend_holder *h,
+                        enum unplug_escalation action) {
+        const char *domain = h->domain;
         struct sim_model *m = to_sim(b)->m;
+
+        (void) r;
         int q = m->escalate_errno;
 
         sim_log(m, SIM_ESCALATE, 0, domain, action, q);
