@@ -25,11 +25,17 @@ class FdStoreRun(Run):
         return super().repro() + " --fdstore"
 
     def store_ids(self, where):
-        """{region: store fd}; duplicate or foreign names are findings."""
+        """{region: store fd}; duplicate or foreign names are findings. Holders' pidfds
+        (holder-<region>-<domain>) are no region's memory: checked at the end (the store empty)."""
         out = {}
+        holders = set()
         for name, fd in self.daemon.store.entries_copy():
             m = re.fullmatch(r"region-(\d+)-%s" % MEMFD_POOL, name)
-            if not m:
+            if re.fullmatch(r"holder-\d+-[A-Za-z0-9.-]+(_[ucp][A-Za-z0-9.-]*)*", name):
+                if name in holders:
+                    self.bad("fdstore", "%s: the store holds %s twice" % (where, name))
+                holders.add(name)
+            elif not m:
                 self.bad("fdstore", "%s: the store holds an fd named %r" % (where, name))
             elif int(m.group(1)) in out:
                 self.bad("fdstore", "%s: the store holds %s twice" % (where, name))
