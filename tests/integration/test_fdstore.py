@@ -17,7 +17,7 @@ import unittest
 
 from fdstore import FdStore, brokerd_argv, holder_name, memfd_region_fds, store_name
 from harness import Client, Daemon, RpcError, main
-from test_revocation import GRACE, REVOCATION_POLICY, SIZE, Holder
+from test_revocation import GRACE, REVOCATION_POLICY, SIZE, HolderProcesses
 
 MiB = 1024 * 1024
 SEALS = fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_SEAL
@@ -347,7 +347,7 @@ class Revocable(StoreTest):
         self.assertNotIn("could not restore", self.d.read_log())
 
 
-class SealedHolders(StoreTest):
+class SealedHolders(HolderProcesses, StoreTest):
     """Owner and peer are processes of their own (test_revocation.Holder) on the sealed memfd pool;
     brokerd is SIGKILLed and started again with the store's fds; then the peer ignores its recall.
     brokerd took the holders' pidfds back from the store: it waits for the peer and escalates."""
@@ -360,17 +360,6 @@ class SealedHolders(StoreTest):
         self.proc = None
         self.held = []
         self.sockets = []
-        self.holders = []
-
-    def tearDown(self):
-        for h in self.holders:
-            h.close()
-        super().tearDown()
-
-    def holder(self):
-        h = Holder(self.d.agent_socket)
-        self.holders.append(h)
-        return h
 
     def pair_then_restart(self):
         self.start()
