@@ -163,7 +163,7 @@ static int load_broker(struct manager *m) {
         if (r >= 0) {
                 fdstore_flush_unclaimed(m->fdstore);
                 if (fdstore_backend(m->fdstore))
-                        log_info("%zu region fds in the fd store", fdstore_size(m->fdstore));
+                        log_info("%zu fds in the fd store (regions' memory, holders' processes)", fdstore_size(m->fdstore));
         }
         platform_free(bc.platform);
         policy_free(bc.policy);

@@ -270,7 +270,7 @@ class TakenDown(StoreTest):
         log = self.d.read_log()
         self.assertIn("could not restore its memory: File descriptor in bad state", log)
         self.assertIn("could not restore its memory: Invalid argument", log)
-        self.assertIn("closing %s, passed at start: no region claims it" % store_name(9999), log)
+        self.assertIn("closing %s, passed at start: no region or mapped holder claims it" % store_name(9999), log)
 
     def test_cap_of_the_store(self):
         """FileDescriptorStoreMax=3 (one region and its two holders): the second region's fd is
