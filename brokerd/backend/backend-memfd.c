@@ -534,8 +534,9 @@ static int memfd_unmap(struct backend *b, const struct backend_region *r, const 
                 return 0;
         mp = mapping_find(e, h->domain);
         /* Mappings handed out before a restart are not on record, yet with the fd store their
-         * holders still reach the memory: a revocable region is cut off all the same. */
-        if (!mp && !(h->forced && r->pool && r->pool->revocable))
+         * holders still reach the memory: a revocable region is cut off all the same, and a
+         * holder whose process the core took back from the store (h->pidfd) is waited for. */
+        if (!mp && !(h->forced && ((r->pool && r->pool->revocable) || h->pidfd >= 0)))
                 return 0;
         if (h->forced) {
                 k = holder_cut_off(e, r, h);
@@ -560,7 +561,7 @@ static int memfd_escalate(struct backend *b, const struct backend_region *r, con
         if (!r || !h || (action != ESCALATION_PAUSE && action != ESCALATION_DESTROY))
                 return -EINVAL;
         if (h->pidfd < 0)
-                return -ESRCH; /* nobody known to act on (e.g. after a restart) */
+                return -ESRCH; /* nobody known to act on (e.g. after a restart without the fd store) */
         k = pidfd_signal(h->pidfd, stop ? SIGSTOP : SIGKILL);
         if (k == -ESRCH)
                 return 1;

@@ -112,8 +112,10 @@ struct backend_callbacks {
 
 /*
  * A place outside the daemon that keeps fds across its restarts (systemd's file descriptor
- * store), given to a backend by whoever creates it; a backend that has none keeps nothing.
- * Names are the backend's own: 1..BACKEND_FD_NAME_MAX characters of [A-Za-z0-9_.-].
+ * store), given to a backend by whoever creates it, and to the core (broker_config.fd_store,
+ * for holders' pidfds); one that has none keeps nothing. Names are the user's own, 1..
+ * BACKEND_FD_NAME_MAX characters of [A-Za-z0-9_.-]: the memfd backend's "region-…", the core's
+ * "holder-…".
  * keep: a copy of fd is kept under name, in place of anything kept under it before; fd stays
  * the caller's. drop: nothing is kept under name any more (0 when nothing was). take: the fd
  * that was kept under name when the daemon started, now the caller's (-ENOENT when none came

@@ -149,7 +149,7 @@ int peer_release(struct broker *b, const char *actor, struct region *r, size_t i
         crashpoint("release-recorded");
         h->state = PEER_RELEASED;
         /* A holder that gives its mapping up is believed: its process is no longer ours to watch. */
-        holder_untrack(b, h);
+        holder_untrack(b, r, h);
         route_drop_peer(b, r, h->domain, "the peer released the region");
         broker_emit(b, &(struct broker_event) {
                 .type = BROKER_EVENT_RELEASED, .region = r->id, .owner = r->owner, .device = r->device,

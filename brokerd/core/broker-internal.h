@@ -99,6 +99,7 @@ struct broker {
         int (*watch_process)(void *userdata, int pidfd, void **ret_handle);
         void (*unwatch_process)(void *userdata, void *handle);
         void *watch_userdata;
+        struct backend_fd_store fd_store; /* .keep NULL: none */
 
         struct hashmap *regions; /* id -> region */
         struct hashmap *tokens;  /* token -> token_entry */
@@ -183,9 +184,13 @@ void routes_announce(struct broker *b, const struct region *region, const char *
 #define BROKER_REASON_HOLDER_EXITED "holder process exited"
 /* h now holds an fd handed to the caller's process: keep a dup of its pidfd and watch it. */
 void holder_track(struct broker *b, const struct region *r, holder_t *h, const struct broker_caller *caller);
-/* Forget h's process (its mapping is gone or was given up). */
-void holder_untrack(struct broker *b, holder_t *h);
+/* Forget h's process (its mapping is gone or was given up), in the fd store too. */
+void holder_untrack(struct broker *b, const struct region *r, holder_t *h);
 void region_untrack(struct broker *b, struct region *r);
+/* The broker stops: pidfds closed, but the fd store keeps them for the next start. */
+void region_close_holders(struct broker *b, struct region *r);
+/* At start: the pidfds the fd store kept for r's holders still mapped, taken back and watched. */
+void region_take_holders(struct broker *b, struct region *r);
 /* What the backend is told about h; forced unless h gave its mapping up (or owns the region). */
 struct backend_holder backend_holder_of(const struct region *r, const holder_t *h);
 

@@ -113,6 +113,8 @@ static int broker_alloc(const struct broker_config *cfg, struct broker **ret, st
         b->watch_process = cfg->watch_process;
         b->unwatch_process = cfg->unwatch_process;
         b->watch_userdata = cfg->watch_userdata;
+        if (cfg->fd_store)
+                b->fd_store = *cfg->fd_store;
 
         if (hashmap_new(&hashmap_u64_ops, &b->regions) < 0 || hashmap_new(&hashmap_string_ops, &b->tokens) < 0 ||
             hashmap_new(&hashmap_string_ops, &b->routes) < 0 || hashmap_new(&hashmap_string_ops, &b->usage) < 0)
@@ -179,7 +181,7 @@ void broker_free(struct broker *b) {
         if (b->backend)
                 backend_set_callbacks(b->backend, NULL);
         while (hashmap_iterate(b->regions, &it, &v)) {
-                region_untrack(b, v);
+                region_close_holders(b, v);
                 region_free(v);
         }
         it = 0;

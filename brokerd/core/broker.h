@@ -110,6 +110,14 @@ struct broker_config {
         int (*watch_process)(void *userdata, int pidfd, void **ret_handle);
         void (*unwatch_process)(void *userdata, void *handle);
         void *watch_userdata;
+        /*
+         * Optional: where each holder's pidfd is kept across restarts (systemd's fd store, the
+         * backends' interface; copied, its userdata must outlive the broker). A holder's pidfd is
+         * kept when its process is recorded and dropped when the broker lets it go; at start the
+         * broker takes back those of holders still mapped and watches them again. Without it, a
+         * restart forgets which processes hold the mappings.
+         */
+        const struct backend_fd_store *fd_store;
 };
 
 struct broker_share_peer {

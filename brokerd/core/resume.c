@@ -186,6 +186,8 @@ int broker_resume(struct broker *b) {
                 q = region_index(b, list[k]);
                 if (q < 0)
                         return q;
+                /* Before any resumed unmap: a forced one waits for the holders it now knows again. */
+                region_take_holders(b, list[k]);
         }
         /* Each region is resumed once and may be freed by it: list[k] is not touched again. */
         for (size_t k = 0; k < n; k++) {

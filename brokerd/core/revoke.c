@@ -163,7 +163,7 @@ int peer_revoke_now(struct broker *b, struct region *r, size_t i, const char *ac
         h->mapped = still_mapped;
         if (!still_mapped) {
                 h->unplug = (struct broker_unplug) {};
-                holder_untrack(b, h);
+                holder_untrack(b, r, h);
         }
         route_drop_peer(b, r, h->domain, why);
         if (from == PEER_ATTACHED)

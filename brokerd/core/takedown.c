@@ -39,7 +39,7 @@ int mapping_record_gone(struct broker *b, struct region *r, holder_t *h) {
                 return q;
         h->mapped = false;
         h->unplug = (struct broker_unplug) {};
-        holder_untrack(b, h);
+        holder_untrack(b, r, h);
         return 0;
 }
 

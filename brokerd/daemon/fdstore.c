@@ -71,8 +71,8 @@ static int fdstore_keep(void *userdata, const char *name, int fd) {
                 return -EINVAL;
         if (s->max > 0 && hashmap_size(s->kept) >= s->max && !hashmap_get(s->kept, name)) {
                 if (!s->full_logged)
-                        log_warning("the fd store is full (FileDescriptorStoreMax=%llu): the memory of %s and "
-                                    "later regions will not survive a restart",
+                        log_warning("the fd store is full (FileDescriptorStoreMax=%llu): %s and what comes "
+                                    "after it will not survive a restart",
                                     (unsigned long long) s->max, name);
                 s->full_logged = true;
                 return -EXFULL;
@@ -216,7 +216,7 @@ void fdstore_flush_unclaimed(struct fdstore *s) {
         while (s->passed && hashmap_iterate(s->passed, &i, &v)) {
                 struct passed_fd *p = v;
 
-                log_warning("closing %s, passed at start: no region claims it", p->name);
+                log_warning("closing %s, passed at start: no region or mapped holder claims it", p->name);
                 if (s->enabled && store_name_is_valid(p->name))
                         (void) store_notify("FDSTOREREMOVE", p->name, -EBADF);
         }

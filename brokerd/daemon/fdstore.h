@@ -1,12 +1,13 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #pragma once
 /*
- * systemd's file descriptor store, for the memory of memfd regions: an fd sent to the service
+ * systemd's file descriptor store, for the memory of memfd regions and the pidfds of the
+ * processes that hold mappings (both through struct backend_fd_store): an fd sent to the service
  * manager with FDSTORE=1 under a name (FileDescriptorStoreMax= in the unit) comes back at
  * every later start in $LISTEN_FDS/$LISTEN_FDNAMES, until FDSTOREREMOVE=1 removes it.
  * The manager hands every passed fd that is not a socket of its own to fdstore_add_passed()
- * before the backend exists; the backend takes its fds back while the core resumes, through
- * fdstore_backend(); fdstore_flush_unclaimed() then closes what nobody took and removes it
+ * before the backend exists; the backend and the core take their fds back while the core
+ * resumes, through fdstore_backend(); fdstore_flush_unclaimed() then closes what nobody took and removes it
  * from the store. Without $NOTIFY_SOCKET there is no store: fdstore_backend() is NULL and
  * every passed fd is closed unclaimed. $FDSTORE (systemd >= 254: FileDescriptorStoreMax=)
  * bounds what is kept; beyond it a region's memory is only as durable as without a store.

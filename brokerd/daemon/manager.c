@@ -143,7 +143,7 @@ static int load_broker(struct manager *m) {
                 .on_event = on_broker_event, .event_userdata = m, .escalation = m->cfg.escalation,
                 .unplug_grace_usec = m->cfg.unplug_grace_usec, .retention = m->cfg.retention,
                 .watch_process = process_watch_add, .unwatch_process = process_watch_remove,
-                .watch_userdata = &m->watch,
+                .watch_userdata = &m->watch, .fd_store = fdstore_backend(m->fdstore),
         };
         struct broker_error err = {};
         int r;
@@ -163,7 +163,7 @@ static int load_broker(struct manager *m) {
         if (r >= 0) {
                 fdstore_flush_unclaimed(m->fdstore);
                 if (fdstore_backend(m->fdstore))
-                        log_info("%zu region fds in the fd store", fdstore_size(m->fdstore));
+                        log_info("%zu fds in the fd store (regions' memory, holders' processes)", fdstore_size(m->fdstore));
         }
         platform_free(bc.platform);
         policy_free(bc.policy);

@@ -96,6 +96,29 @@ static int pidfd_pid(int pidfd, pid_t *ret) {
         return 0;
 }
 
+int pidfd_reopen(int pidfd, int *ret) {
+        pid_t pid;
+        int fd, k;
+
+        k = pidfd_pid(pidfd, &pid);
+        if (k < 0)
+                return k;
+        fd = (int) syscall(SYS_pidfd_open, pid, 0);
+        if (fd < 0)
+                return negative_errno();
+        /* An exited process keeps its pid until it is reaped: still running now, it was the one opened. */
+        k = pidfd_exited(pidfd);
+        if (k != 0) {
+                close(fd);
+                return k < 0 ? k : -ESRCH;
+        }
+        fd = fd_move_high(fd);
+        if (fd < 0)
+                return fd;
+        *ret = fd;
+        return 0;
+}
+
 int pidfd_stopped(int pidfd) {
         char path[64], buf[512], *p;
         pid_t pid = 0;

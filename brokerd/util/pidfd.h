@@ -20,6 +20,11 @@
  * between connect() and now, the pidfd names the newcomer. SO_PEERPIDFD has no such race.
  */
 int pidfd_of_peer(int sock, pid_t fallback_pid, int *ret);
+/*
+ * A new pidfd for pidfd's process, on an open file description of its own (a dup shares one;
+ * systemd's fd store keeps only one fd per open file description). -ESRCH once it exited.
+ */
+int pidfd_reopen(int pidfd, int *ret);
 /* 1 when the process has exited, 0 while it runs (or is stopped). */
 int pidfd_exited(int pidfd);
 /* 1 when the process is stopped (SIGSTOP, or traced), 0 while it runs; -ESRCH once it exited. */

@@ -481,8 +481,9 @@ class Brokerd:
         self.logf = None
         self.starts = 0
         # --fdstore: systemd's fd store, played by tests/integration/fdstore.py; parked, since the
-        # agents (the holders) live in this process and systemd's fds are not theirs
-        self.store = fdstore.FdStore(self.d.dir, park=True) if with_store else None
+        # agents (the holders) live in this process and systemd's fds are not theirs. The store
+        # holds each memfd and each holder's pidfd: as large as the unit makes it, never full here.
+        self.store = fdstore.FdStore(self.d.dir, max_fds=65536, park=True) if with_store else None
 
     @property
     def dir(self):

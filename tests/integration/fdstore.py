@@ -281,3 +281,8 @@ def memfd_region_fds(pid, pool="gpu1"):
 
 def store_name(region, pool="gpu1"):
     return "region-%d-%s" % (region, pool)
+
+
+def holder_name(region, domain):
+    """The store's name of a holder's pidfd: the domain escaped one to one ('_' '_u', ':' '_c', '+' '_p')."""
+    return "holder-%d-%s" % (region, domain.replace("_", "_u").replace(":", "_c").replace("+", "_p"))

@@ -3,7 +3,9 @@
 (played by fdstore.FdStore, as the protocol describes it), brokerd SIGKILLed and started again
 with what the store hands back. Regions, tokens and live mappings survive; what does not come
 back, or comes back not as brokerd left it, is taken down; reclaim empties the store; without
-$NOTIFY_SOCKET nothing changes."""
+$NOTIFY_SOCKET nothing changes. The store keeps the holders' pidfds too (holder-<region>-<domain>):
+after a restart brokerd still knows which processes map a sealed region, and a forced revoke
+waits for them and escalates against them as before the restart."""
 import fcntl
 import json
 import mmap
@@ -13,8 +15,9 @@ import socket
 import time
 import unittest
 
-from fdstore import FdStore, brokerd_argv, memfd_region_fds, store_name
+from fdstore import FdStore, brokerd_argv, holder_name, memfd_region_fds, store_name
 from harness import Client, Daemon, RpcError, main
+from test_revocation import GRACE, REVOCATION_POLICY, SIZE, HolderProcesses
 
 MiB = 1024 * 1024
 SEALS = fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_SEAL
@@ -136,11 +139,21 @@ class StoreTest(unittest.TestCase):
     def live_memfd_regions(self):
         return sorted(r["region"] for r in self.d.admin().call("region.list", {"pool": "gpu1"})["regions"])
 
+    def region_names(self):
+        return [n for n in self.store.names() if n.startswith("region-")]
+
+    def holder_names(self):
+        return [n for n in self.store.names() if n.startswith("holder-")]
+
     def assert_store_matches_daemon(self):
-        """The store holds exactly one fd per memfd region the daemon holds, and no other."""
+        """The store holds exactly one fd per memfd region the daemon holds, no other, and
+        holders' pidfds only for regions the daemon knows."""
         held = memfd_region_fds(self.proc.pid)
-        self.assertEqual(self.store.names(), sorted(store_name(i) for i in held))
+        self.assertEqual(self.region_names(), sorted(store_name(i) for i in held))
         self.assertEqual(sorted(held), self.live_memfd_regions())
+        known = self.live_memfd_regions()
+        for n in self.holder_names():
+            self.assertIn(int(n.split("-")[1]), known, n)
 
 
 class Survives(StoreTest):
@@ -152,7 +165,7 @@ class Survives(StoreTest):
         owner[:6] = b"before"
         peer1 = self.attach(c, r, 0)
         self.assertEqual(peer1[:6], b"before")
-        self.assertEqual(self.store.names(), [store_name(rid)])
+        self.assertEqual(self.store.names(), sorted([store_name(rid), holder_name(rid, "hw0"), holder_name(rid, "vm1")]))
         kept = os.fstat(self.store.fd_of(store_name(rid)))
 
         self.kill()
@@ -178,13 +191,12 @@ class Survives(StoreTest):
             c.call("region.attach", {"domain": "vm2", "token": r["tokens"][1]["token"]})
         self.assertEqual(e.exception.name, "token_used")
 
-        # Reclaim removes the fd from the store. vm2, attached by this process since the restart,
-        # releases (a forcibly revoked holder whose process brokerd knows, and which still maps the
-        # memory, would keep the range quarantined); vm1's mapping is from before the restart, its
-        # process not on record, so it is not waited for and sees the scrub.
+        # Reclaim removes the fds from the store. Both peers release (a forcibly revoked holder
+        # whose process brokerd knows (vm1's too, from before the restart: its pidfd came back from
+        # the store) and which still maps the memory would keep the range quarantined: SealedHolders).
         c.call("region.release", {"domain": "vm2", "region": rid})
-        c.call("region.revoke", {"owner": "hw0", "region": rid, "deadline_ms": 0, "force": True})
-        self.wait_state(rid, "reclaimed")
+        c.call("region.release", {"domain": "vm1", "region": rid})
+        self.wait_state(rid, "reclaimed")  # taken down: every peer released it
         self.store.wait_names(lambda names: names == [])
         self.assertEqual(memfd_region_fds(self.proc.pid), {})
         self.assertEqual(peer1[:5], bytes(5))  # scrubbed
@@ -251,19 +263,23 @@ class TakenDown(StoreTest):
         for rid in forged:
             self.wait_state(rid, "reclaimed")
         self.assertEqual(self.state(good), "active")
-        self.assertEqual(self.store.names(), [store_name(good)])
+        self.assertEqual(self.region_names(), [store_name(good)])
+        self.store.wait_names(lambda names: names == sorted([store_name(good), holder_name(good, "hw0"),
+                                                             holder_name(good, "vm1")]))
         self.assert_store_matches_daemon()
         log = self.d.read_log()
         self.assertIn("could not restore its memory: File descriptor in bad state", log)
         self.assertIn("could not restore its memory: Invalid argument", log)
-        self.assertIn("closing %s, passed at start: no region claims it" % store_name(9999), log)
+        self.assertIn("closing %s, passed at start: no region or mapped holder claims it" % store_name(9999), log)
 
     def test_cap_of_the_store(self):
-        """FileDescriptorStoreMax=1: the second region's fd is refused; it is taken down later."""
-        self.store.max = 1
+        """FileDescriptorStoreMax=3 (one region and its two holders): the second region's fd is
+        refused (and its holders'); it is taken down later."""
+        self.store.max = 3
         self.start()
         first, second = self.shared_and_attached(self.d.agent(), 2)
-        self.assertEqual(self.store.refused, 1)
+        self.store.settle()
+        self.assertEqual(self.store.refused, 3)
         self.kill()
         self.start()
         self.assertEqual(self.state(first["region"]), "active")
@@ -311,7 +327,7 @@ class Revocable(StoreTest):
         self.d.admin().call("admin.revoke", {"region": rid, "force": True, "deadline_ms": 0})
         self.wait_state(rid, "reclaimed")
         self.assertEqual(os.fstat(peer).st_size, 0)
-        self.assertEqual(self.store.names(), [])
+        self.store.wait_names(lambda names: names == [])
 
     def test_truncated_memfd_of_a_revoking_region(self):
         """A kill after a forced revoke truncated the memory, before the reclaim: the restart
@@ -325,10 +341,84 @@ class Revocable(StoreTest):
         os.ftruncate(self.store.fd_of(store_name(rid)), 0)
         self.start()
         self.assertEqual(self.state(rid), "revoking")
-        self.assertEqual(self.store.names(), [])
+        self.assertEqual(self.region_names(), [])
         self.d.admin().call("admin.revoke", {"region": rid, "force": True, "deadline_ms": 0})
         self.wait_state(rid, "reclaimed")
         self.assertNotIn("could not restore", self.d.read_log())
+
+
+class SealedHolders(HolderProcesses, StoreTest):
+    """Owner and peer are processes of their own (test_revocation.Holder) on the sealed memfd pool;
+    brokerd is SIGKILLed and started again with the store's fds; then the peer ignores its recall.
+    brokerd took the holders' pidfds back from the store: it waits for the peer and escalates."""
+    escalation = "report"
+
+    def setUp(self):
+        self.d = Daemon(policy=REVOCATION_POLICY, extra_args=("--unplug-escalation", self.escalation, *GRACE))
+        # Parked: the holders, forked from this process, must not inherit the store's memfds.
+        self.store = FdStore(self.d.dir, park=True)
+        self.proc = None
+        self.held = []
+        self.sockets = []
+
+    def pair_then_restart(self):
+        self.start()
+        owner, peer = self.holder(), self.holder()
+        r = owner.ask(op="share", params={"owner": "hw0", "device": "gpu0", "size": SIZE, "numa_node": 1,
+                                          "peers": [{"domain": "vm1", "access": "rw"}]})
+        self.assertEqual(r["pool"], "gpu1")
+        rid = r["region"]
+        self.assertNotIn("error", peer.ask(op="attach", params={"domain": "vm1", "token": r["tokens"][0]["token"]}))
+        self.store.wait_names(lambda names: holder_name(rid, "vm1") in names)
+        self.kill()
+        self.start()
+        self.assertEqual(self.state(rid), "active")
+        self.assertEqual(self.holder_names(), sorted([holder_name(rid, "hw0"), holder_name(rid, "vm1")]))
+        self.assert_store_matches_daemon()
+        owner.ask(op="write", data="from-owner")
+        self.assertEqual(peer.ask(op="read", n=10)["data"], "from-owner")
+        # The peer ignores its recall.
+        self.d.admin().call("admin.revoke", {"region": rid, "deadline_ms": 200})
+        return owner, peer, rid
+
+    def audit(self, action):
+        admin = Client(self.d.admin_socket)  # one connection per look, closed
+        try:
+            entries = admin.call("admin.audit", {"newest": 200})["entries"]
+        finally:
+            admin.close()
+        return [e for e in entries if e["action"] == action]
+
+    def wait_audit(self, action, timeout=10):
+        deadline = time.monotonic() + timeout
+        while not self.audit(action):
+            if time.monotonic() > deadline:
+                self.fail("no audit row %s" % action)
+            time.sleep(0.05)
+
+    def test_quarantined_while_the_peer_of_before_the_restart_maps_it(self):
+        owner, peer, rid = self.pair_then_restart()
+        self.wait_audit("escalate-report")
+        time.sleep(0.5)
+        self.assertEqual(self.state(rid), "revoking")  # quarantined, never reclaimed
+        owner.ask(op="write", data="still-here")
+        self.assertEqual(peer.ask(op="read", n=10)["data"], "still-here")
+        # Once the peer exits, nothing reaches the memory: reclaimed, and the store is empty.
+        peer.ask(op="exit", timeout=1)
+        self.assertEqual(peer.wait(), 0)
+        self.wait_state(rid, "reclaimed")
+        self.store.wait_names(lambda names: names == [])
+
+
+class SealedHoldersKill(SealedHolders):
+    escalation = "kill"
+
+    def test_quarantined_while_the_peer_of_before_the_restart_maps_it(self):
+        owner, peer, rid = self.pair_then_restart()
+        self.assertEqual(peer.wait(), signal.SIGKILL)
+        self.assertTrue(self.audit("escalate-destroy"))
+        self.wait_state(rid, "reclaimed")
+        self.store.wait_names(lambda names: names == [])
 
 
 class WithoutServiceManager(StoreTest):

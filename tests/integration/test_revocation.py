@@ -133,7 +133,22 @@ class Holder:
         self.from_child.close()
 
 
-class RevocationTest(DaemonTest):
+class HolderProcesses:
+    """Mixin: self.holder() forks a Holder on self.d's agent socket; tearDown kills what is left."""
+    holders = ()
+
+    def holder(self):
+        h = Holder(self.d.agent_socket)
+        self.holders = [*self.holders, h]
+        return h
+
+    def tearDown(self):
+        for h in self.holders:
+            h.close()
+        super().tearDown()
+
+
+class RevocationTest(HolderProcesses, DaemonTest):
     policy = REVOCATION_POLICY
     revocable = False
 
@@ -146,17 +161,6 @@ class RevocationTest(DaemonTest):
         with open(self.d.platform_path, "w") as f:
             json.dump(platform, f)
         self.d.start()
-        self.holders = []
-
-    def tearDown(self):
-        for h in self.holders:
-            h.close()
-        super().tearDown()
-
-    def holder(self):
-        h = Holder(self.d.agent_socket)
-        self.holders.append(h)
-        return h
 
     def pair(self):
         """Owner and peer, both mapping one region rw: bytes pass both ways."""

@@ -75,6 +75,10 @@ struct fixture {
         /* holders' processes the broker asked to watch (its pidfds), and how many it let go */
         int watched[8];
         unsigned n_watched, n_unwatched;
+        /* a fake fd store (systemd's), when with_store: what it keeps, by name */
+        bool with_store;
+        struct { char name[64]; int fd; } kept[8];
+        unsigned n_kept, n_taken;
 };
 
 /* ---- a backend whose unmaps complete later, like a hypervisor's hot-unplug ---- */
@@ -221,15 +225,60 @@ static void unwatch_process(void *userdata, void *handle) {
         f->n_unwatched++;
 }
 
+static int kept_index(struct fixture *f, const char *name) {
+        for (unsigned i = 0; i < f->n_kept; i++)
+                if (strcmp(f->kept[i].name, name) == 0)
+                        return (int) i;
+        return -1;
+}
+
+static int store_drop(void *userdata, const char *name) {
+        struct fixture *f = userdata;
+        int i = kept_index(f, name);
+
+        if (i >= 0) {
+                close(f->kept[i].fd);
+                f->kept[i] = f->kept[--f->n_kept];
+        }
+        return 0;
+}
+
+static int store_keep(void *userdata, const char *name, int fd) {
+        struct fixture *f = userdata;
+
+        (void) store_drop(f, name);
+        assert_true(f->n_kept < ELEMENTSOF(f->kept) && strlen(name) < sizeof(f->kept[0].name));
+        strcpy(f->kept[f->n_kept].name, name);
+        f->kept[f->n_kept].fd = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+        assert_true(f->kept[f->n_kept++].fd >= 0);
+        return 0;
+}
+
+/* As systemd hands the fds back at the next start: each a copy, the store keeps its own. */
+static int store_take(void *userdata, const char *name, int *ret_fd) {
+        struct fixture *f = userdata;
+        int i = kept_index(f, name);
+
+        if (i < 0)
+                return -ENOENT;
+        *ret_fd = fcntl(f->kept[i].fd, F_DUPFD_CLOEXEC, 3);
+        f->n_taken++;
+        return 0;
+}
+
+static const struct backend_fd_store fake_store_ops = { .keep = store_keep, .drop = store_drop, .take = store_take };
+
 static int broker_open(struct fixture *f, const char *policy, struct broker_error *err) {
         struct backend *memfd = NULL;
+        struct backend_fd_store store = fake_store_ops;
         struct broker_config cfg = {
                 .db_path = f->db, .clock = fake_clock, .clock_userdata = f, .on_event = on_event,
                 .event_userdata = f, .watch_process = watch_process, .unwatch_process = unwatch_process,
-                .watch_userdata = f,
+                .watch_userdata = f, .fd_store = f->with_store ? &store : NULL,
         };
         int q;
 
+        store.userdata = f;
         assert_int_equal(backend_memfd_new(&memfd), 0);
         if (f->async_unmap) {
                 struct async_backend *a = calloc(1, sizeof(*a));
@@ -1498,6 +1547,56 @@ static void test_holder_process_exit(void **state) {
         close(peer.pidfd);
 }
 
+/*
+ * With an fd store, each holder's pidfd is kept there (holder-<region>-<domain>), survives the
+ * broker, is taken back and watched at the next start for holders still mapped, and is dropped
+ * when the broker lets the holder go. A name no mapped holder has is not taken.
+ */
+static void test_holder_pidfds_survive_a_restart(void **state) {
+        struct fixture *f = *state;
+        struct broker_caller owner = ROOT, peer = VM1;
+        struct broker_share_result s;
+        struct broker_attach_result a;
+        char name[64];
+        pid_t owner_pid = idle_child(&owner.pidfd), peer_pid = idle_child(&peer.pidfd);
+
+        f->with_store = true;
+        broker_restart(f);
+        assert_int_equal(share(f, &owner, "nic0", 4096, "vm1", ACCESS_RW, &s, NULL), 0);
+        a = attach_ok(f, &peer, "vm1", s.tokens[0].token);
+        snprintf(name, sizeof(name), "holder-%" PRIu64 "-vm1", s.region);
+        assert_true(kept_index(f, name) >= 0);
+        snprintf(name, sizeof(name), "holder-%" PRIu64 "-hw0", s.region);
+        assert_true(kept_index(f, name) >= 0);
+        /* Each an open file of its own (systemd keeps one fd per open file), not a dup. */
+        assert_int_equal(syscall(SYS_kcmp, getpid(), getpid(), 0 /* KCMP_FILE */, f->kept[0].fd, f->kept[1].fd) != 0, 1);
+        store_keep(f, "holder-999-vm1", f->kept[0].fd); /* no mapped holder has it */
+        assert_int_equal(f->n_kept, 3);
+
+        f->n_watched = f->n_unwatched = 0;
+        broker_restart(f);
+        assert_int_equal(f->n_kept, 3); /* a stop forgets nothing */
+        assert_int_equal(f->n_taken, 2);
+        assert_int_equal(f->n_watched, 2);
+
+        /* The peer of before the restart exits: seen, its attachment released, its pidfd dropped. */
+        kill_child(peer_pid);
+        for (unsigned i = 0; i < f->n_watched; i++)
+                assert_int_equal(broker_process_exited(f->b, f->watched[i]), 0);
+        assert_int_equal(audit_rows_with(f, "release", "holder process exited"), 1);
+        snprintf(name, sizeof(name), "holder-%" PRIu64 "-vm1", s.region);
+        assert_int_equal(kept_index(f, name), -1);
+        /* Its only peer gone, the region is reclaimed: the owner's pidfd is dropped too. */
+        assert_int_equal(state_of(f, s.region), REGION_RECLAIMED);
+        assert_int_equal(f->n_kept, 1);
+        kill_child(owner_pid);
+        (void) store_drop(f, "holder-999-vm1");
+        close(a.fd);
+        close(s.owner_fd);
+        close(owner.pidfd);
+        close(peer.pidfd);
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test_setup_teardown(test_share_attach_roundtrip, setup, teardown),
@@ -1532,6 +1631,7 @@ int main(void) {
                 cmocka_unit_test_setup_teardown(test_admin_views, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_audit_newest, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_backend_reports_domain_gone, setup_async, teardown),
+                cmocka_unit_test_setup_teardown(test_holder_pidfds_survive_a_restart, setup_shm, teardown),
                 cmocka_unit_test(test_event_names),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
