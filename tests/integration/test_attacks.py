@@ -41,6 +41,7 @@ import secrets
 import shutil
 import socket
 import sqlite3
+import signal
 import stat
 import subprocess
 import tempfile
@@ -791,6 +792,76 @@ ssize_t writev(int fd, const struct iovec *v, int n) { return faulty(fd, 0) ? -1
 int fsync(int fd) { return faulty(fd, 1) ? -1 : NEXT(fsync)(fd); }
 int fdatasync(int fd) { return faulty(fd, 1) ? -1 : NEXT(fdatasync)(fd); }
 """
+
+
+class Undeliverable(AttackTest):
+    """State-changing requests whose result can reach nobody leave no trace (docs/protocol.md):
+    sent as notifications they do not run; sent by a client that vanishes at once they are
+    undone and audited "reply undelivered"."""
+
+    SHARE = {"owner": "hw0", "device": "nic0", "size": 4096, "peers": [{"domain": "vm1", "access": "rw"}]}
+
+    def live(self):
+        return [r for r in self.adm.call("region.list", {})["regions"] if r["state"] != "reclaimed"]
+
+    def undone(self):
+        return [e for e in self.adm.call("admin.audit", {"limit": 1000})["entries"]
+                if e["reason"] == "reply undelivered"]
+
+    def test_state_changing_notifications_do_not_run(self):
+        before = self.snapshot()
+        c = self.d.agent()
+        for method, params in (("region.share", self.SHARE),
+                               ("region.release", {"domain": "vm1", "region": 1}),
+                               ("region.revoke", {"region": 1, "force": True})):
+            c.send_raw((json.dumps({"jsonrpc": "2.0", "method": method, "params": params}) + "\n").encode())
+        # the connection is still served, in order, after the refused notifications
+        self.assertEqual(c.call("broker.info", {})["admin"], False)
+        self.assertEqual(self.snapshot(), before)
+        # an attach sent as a notification does not spend the token
+        token = self.share()["tokens"][0]["token"]
+        c.send_raw((json.dumps({"jsonrpc": "2.0", "method": "region.attach",
+                                "params": {"domain": "vm1", "token": token}}) + "\n").encode())
+        c.call("broker.info", {})
+        self.assertEqual(self.attach(token)["access"], "rw")
+        self.assert_serving()
+
+    @contextlib.contextmanager
+    def daemon_stopped(self):
+        """The daemon cannot answer meanwhile: a client that sends and closes is surely gone
+        before the reply is written, whatever the machine's load."""
+        os.kill(self.d.proc.pid, signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            os.kill(self.d.proc.pid, signal.SIGCONT)
+
+    def send_and_vanish(self, method, params, i=1):
+        c = Client(self.d.agent_socket)
+        c.send_raw((json.dumps({"jsonrpc": "2.0", "id": i, "method": method, "params": params}) + "\n").encode())
+        c.close()
+
+    def test_a_client_that_vanishes_gets_nothing_done(self):
+        with self.daemon_stopped():
+            for i in range(10):
+                self.send_and_vanish("region.share", self.SHARE, i)
+        deadline = time.monotonic() + 10
+        while len(self.undone()) < 10 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self.assertEqual(len({e["region"] for e in self.undone()}), 10)
+        self.assertEqual(self.live(), [])
+        self.assertEqual(self.adm.call("admin.domains", {})["domains"][0].get("regions_owned", 0), 0)
+        # an attach whose client vanished gives the mapping back; the token stays spent
+        token = self.share()["tokens"][0]["token"]
+        with self.daemon_stopped():
+            self.send_and_vanish("region.attach", {"domain": "vm1", "token": token})
+        deadline = time.monotonic() + 10
+        while not [e for e in self.undone() if e["domain"] == "vm1"] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self.assertTrue([e for e in self.undone() if e["domain"] == "vm1"])
+        peers = [p for r in self.live() for p in r["peers"]]
+        self.assertNotIn("attached", [p["state"] for p in peers])
+        self.assert_serving()
 
 
 class StoreFaultTest(AttackTest):
