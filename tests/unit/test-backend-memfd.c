@@ -23,6 +23,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "pidfd-skip.h"
 #include "backend/backend-memfd.h"
 #include "util/macro.h"
 
@@ -861,16 +862,6 @@ static void test_memfd_revocable(void **state) {
 }
 
 /* A child that keeps its mapping: a forced unmap stays pending until it is stopped, or killed. */
-/* valgrind 3.19 does not know pidfd_open (it answers ENOSYS), and these tests need pidfds. */
-static void skip_without_pidfds(void) {
-        int fd = (int) syscall(SYS_pidfd_open, getpid(), 0);
-
-        if (fd < 0 && errno == ENOSYS)
-                skip();
-        if (fd >= 0)
-                close(fd);
-}
-
 static void test_forced_unmap_waits_for_the_process(void **state) {
         struct fixture *f = *state;
         struct backend_region r = region(&f->memfd_pool, 8, REGION_SIZE);

@@ -23,6 +23,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "pidfd-skip.h"
 #include "backend/backend-memfd.h"
 #include "core/broker.h"
 
@@ -1508,16 +1509,6 @@ static void kill_child(pid_t pid) {
  * The broker keeps a pidfd of the process each fd went to (its own dup, watched). When a peer's
  * process exits its attachment is released; when an owner's does, its region is revoked.
  */
-/* valgrind 3.19 does not know pidfd_open (it answers ENOSYS), and these tests need pidfds. */
-static void skip_without_pidfds(void) {
-        int fd = (int) syscall(SYS_pidfd_open, getpid(), 0);
-
-        if (fd < 0 && errno == ENOSYS)
-                skip();
-        if (fd >= 0)
-                close(fd);
-}
-
 static void test_holder_process_exit(void **state) {
         struct fixture *f = *state;
         struct broker_caller owner = ROOT, peer = VM1;
