@@ -38,8 +38,10 @@ struct bdc;
 
 /* Longest line (message) the client accepts from the daemon. */
 #define BDC_MAX_LINE (16u * 1024 * 1024)
-/* Most descriptors one reply may carry. */
-#define BDC_MAX_FDS 16
+/* Most descriptors one reply may carry (the kernel's SCM_MAX_FD). */
+#define BDC_MAX_FDS 253
+/* Most doorbell vectors a region may have per ordered pair of parties. */
+#define BDC_MAX_DOORBELL_VECTORS 4
 /* Most notifications queued while waiting for a reply; beyond it the call fails. */
 #define BDC_MAX_QUEUED_EVENTS 65536
 
@@ -138,6 +140,8 @@ struct bdc_share_request {
         uint32_t numa_node;
         bool place;         /* place mode: the region must sit at base */
         uint64_t base;
+        bool has_doorbells; /* else the daemon's default */
+        unsigned doorbells; /* vectors per ordered pair of parties, 0..BDC_MAX_DOORBELL_VECTORS */
 };
 
 enum bdc_placement {
@@ -158,6 +162,7 @@ struct bdc_share_result {
         struct bdc_token *tokens;
         size_t n_tokens;
         int fd;       /* the owner's mapping, or -1 (bounce, or a backend that passes no fd: libvirt) */
+        unsigned vectors; /* doorbell vectors per ordered pair of parties (0: none) */
 };
 
 /* A bounce answer is a success (placement BDC_PLACEMENT_BOUNCE), not an error. */
@@ -166,11 +171,43 @@ int bdc_share(struct bdc *c, const struct bdc_share_request *req, struct bdc_sha
 /* Frees the strings and closes fd. */
 void bdc_share_result_clear(struct bdc_share_result *r);
 
+/*
+ * Doorbells (docs/protocol.md "Doorbells"): one eventfd per ordered pair of parties and vector.
+ * Writing an 8-byte 1 to send_fd wakes peer on vector; recv_fd becomes readable when peer rings
+ * this party on vector. Only parties that hold the region have them; when the broker says a
+ * party left (notification region.left), stop listening to it: bdc_doorbells_drop_peer().
+ */
+struct bdc_doorbell {
+        char *peer;      /* the other party's domain */
+        unsigned vector; /* 0 .. vectors-1 */
+        int send_fd;
+        int recv_fd;
+};
+
+struct bdc_doorbells {
+        uint64_t region;
+        unsigned vectors;
+        struct bdc_doorbell *bells; /* n entries, one per (peer, vector) */
+        size_t n;
+};
+
+/* region.doorbells: every doorbell domain has in region now (after region.joined, or a restart). */
+int bdc_doorbells(struct bdc *c, const char *domain, uint64_t region, struct bdc_doorbells *ret,
+                  struct bdc_error *err);
+/* The doorbell for (peer, vector), or NULL. */
+const struct bdc_doorbell *bdc_doorbells_find(const struct bdc_doorbells *d, const char *peer, unsigned vector);
+/* Closes and forgets every doorbell with peer; returns how many were dropped. */
+size_t bdc_doorbells_drop_peer(struct bdc_doorbells *d, const char *peer);
+/* Closes every fd and frees the entries; d may then be reused. */
+void bdc_doorbells_clear(struct bdc_doorbells *d);
+
 /* region.attach */
 struct bdc_attach_result {
         uint64_t region, base, size;
         enum bdc_access access;
         int fd; /* the peer's mapping, or -1 for a backend that passes no fd (libvirt) */
+        /* The peer's doorbells with every party that holds the region now (owner first). */
+        struct bdc_doorbells doorbells;
 };
 
 int bdc_attach(struct bdc *c, const char *domain, const char *token, struct bdc_attach_result *ret,
