@@ -11,7 +11,8 @@ import os
 import struct
 
 MAGIC = 0x4E4148434B44524B
-HDR, CTL, REC = 128, 128, 8
+HDR, CTL, REC = 128, 256, 8
+CONS = 128  # the consumer index's offset in a control block
 MSG, PAD = 1, 2
 OP_WRITE, OP_WRITE64, OP_RECV, OP_PEEK, OP_CONSUME, OP_SEND, OP_RESERVE, OP_COMMIT, OP_PEER_GONE, OP_MODE, OP_RING = range(11)
 
@@ -142,8 +143,8 @@ def seeds():
 
     # Our sends fill ring 1, the hostile joiner... creator frees it by moving ring 1's consumer index.
     fill = send(2000) * 3 + reserve(500) + commit(400) + send(2000)
-    out['join-send-full'] = join_input(joined()[1], fill + write64(ring1 + 64, 4016) + send(2000) + send(2040))
-    out['join-send-blocking'] = join_input(joined()[1], fill + write64(ring1 + 64, 2008) + send(1000), flags=2)
+    out['join-send-full'] = join_input(joined()[1], fill + write64(ring1 + CONS, 4016) + send(2000) + send(2040))
+    out['join-send-blocking'] = join_input(joined()[1], fill + write64(ring1 + CONS, 2008) + send(1000), flags=2)
     out['join-reserve-commit'] = join_input(joined()[1], reserve(100) + reserve(1) + send(1) + commit(0) + commit(101)
                                             + commit(50) + commit(1) + reserve(2040) + commit(2040))
     out['join-modes'] = join_input(joined()[1], mode(True) + mode(False) + send(8) + recv() + mode(True), flags=2)
@@ -169,8 +170,8 @@ def seeds():
                                             + recv())
     out['evil-len-changes-under-peek'] = join_input(img, PEEK + write64(HDR + CTL, 4000 | (MSG << 32)) + PEEK
                                                     + CONSUME + recv())
-    out['evil-cons-ahead'] = join_input(joined()[1], send(100) + write64(ring1 + 64, 1024) + send(100) + send(4000))
-    out['evil-cons-unaligned'] = join_input(joined()[1], send(3000) + write64(ring1 + 64, 4) + send(3000))
+    out['evil-cons-ahead'] = join_input(joined()[1], send(100) + write64(ring1 + CONS, 1024) + send(100) + send(4000))
+    out['evil-cons-unaligned'] = join_input(joined()[1], send(3000) + write64(ring1 + CONS, 4) + send(3000))
 
     # Hostile headers: each field wrong once.
     for name, kw in [('magic', dict(magic=MAGIC ^ 1)), ('version', dict(version=2)), ('header-size', dict(header_size=64)),
@@ -188,12 +189,12 @@ def seeds():
     for i in range(4):
         q.put(msg(300 * i + 1, i))
     out['create-talk'] = create_input(send(14) + send(1000) + q.script() + recv() + PEEK + CONSUME + recv() + recv()
-                                      + write64(HDR + 64, 1024) + send(2000) + send(2000))
+                                      + write64(HDR + CONS, 1024) + send(2000) + send(2000))
     out['create-blocking-8k'] = create_input(send(4000) * 3 + RING + recv() + mode(False) + send(8), flags=1 | 2 | 4,
                                              length=size(8192))
     out['create-max-message'] = create_input(send(64) + send(65) + reserve(64) + commit(64), flags=1 | (1 << 3))
     out['create-joiner-closed'] = create_input(send(8) + write64(64, 1 << 32) + send(8) + recv())
-    out['create-evil-cons'] = create_input(send(100) + write64(HDR + 64, 1 << 40) + send(4000) + send(1))
+    out['create-evil-cons'] = create_input(send(100) + write64(HDR + CONS, 1 << 40) + send(4000) + send(1))
     out['create-too-small'] = create_input(send(1), length=size(R) - 64)
     return out
 

@@ -20,10 +20,10 @@
 
 static void test_size(void **state) {
         (void) state;
-        assert_int_equal(brokerd_channel_size(&(struct brokerd_channel_params) { RING, 0 }), 128 + 2 * (128 + RING));
-        assert_int_equal(brokerd_channel_size(&(struct brokerd_channel_params) { RING, MAX }), 128 + 2 * (128 + RING));
+        assert_int_equal(brokerd_channel_size(&(struct brokerd_channel_params) { RING, 0 }), 128 + 2 * (256 + RING));
+        assert_int_equal(brokerd_channel_size(&(struct brokerd_channel_params) { RING, MAX }), 128 + 2 * (256 + RING));
         assert_int_equal(brokerd_channel_size(&(struct brokerd_channel_params) { 1u << 30, 0 }),
-                         128 + 2 * (128 + (UINT64_C(1) << 30)));
+                         128 + 2 * (256 + (UINT64_C(1) << 30)));
         assert_int_equal(brokerd_channel_size(&(struct brokerd_channel_params) { RING, MAX + 1 }), 0);
         assert_int_equal(brokerd_channel_size(&(struct brokerd_channel_params) { 3000, 0 }), 0);
         assert_int_equal(brokerd_channel_size(&(struct brokerd_channel_params) { 2048, 0 }), 0);
@@ -42,7 +42,7 @@ static void test_create_params(void **state) {
         fixture_bells(&f, BELLS_FOUR);
         /* Unaligned memory, too little of it, invalid params, half the doorbells, a blocking fd. */
         assert_int_equal(brokerd_channel_create((uint8_t *) f.mem + 8, 65528, NULL, NULL, &ch), -EINVAL);
-        assert_int_equal(brokerd_channel_create(f.mem, 128 + 2 * (128 + RING) - 1,
+        assert_int_equal(brokerd_channel_create(f.mem, 128 + 2 * (256 + RING) - 1,
                                                 &(struct brokerd_channel_params) { RING, 0 }, NULL, &ch), -EINVAL);
         assert_int_equal(brokerd_channel_create(f.mem, 8192, NULL, NULL, &ch), -EINVAL);
         assert_int_equal(brokerd_channel_create(f.mem, f.len, &(struct brokerd_channel_params) { RING, MAX + 1 }, NULL,
@@ -131,7 +131,7 @@ static void test_join_waits(void **state) {
         struct fixture f = {};
 
         (void) state;
-        fixture_memory(&f, 128 + 2 * (128 + RING));
+        fixture_memory(&f, 128 + 2 * (256 + RING));
         fixture_bells(&f, BELLS_FOUR);
         /* No header yet: not there (0), a while (a timeout), a length that cannot hold one. */
         assert_int_equal(brokerd_channel_join(f.mem, f.len, &f.joiner_db, 0, &ch), -EAGAIN);
