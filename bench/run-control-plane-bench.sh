@@ -24,7 +24,7 @@ bench=$build/bench/control-plane-bench
 dir=
 pid=
 trap bench_cleanup EXIT
-trap 'exit 130' INT TERM
+trap 'exit 130' INT TERM HUP PIPE
 
 # Runs the benchmark against a fresh daemon whose database (and scratch database) is in $1.
 run() {

@@ -44,7 +44,7 @@ fi
 dir=
 pid=
 trap bench_cleanup EXIT
-trap 'exit 130' INT TERM
+trap 'exit 130' INT TERM HUP PIPE
 
 dir=$(mktemp -d "$db_dir/brokerd-load.XXXXXX")
 uid=$(id -u)

@@ -72,7 +72,7 @@ cleanup() {
         virtlogd_pid=''
 }
 trap cleanup EXIT
-trap 'exit 130' INT TERM
+trap 'exit 130' INT TERM HUP PIPE
 
 libvirt_up() {
         virsh -q -c "$uri" uri >/dev/null 2>&1
