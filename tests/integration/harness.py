@@ -79,7 +79,6 @@ class Client:
         # take_fd() still gives the mappings in order: reply_fds is the last reply line's fds
         # (indexed as "send"/"recv" say), bell_fds every doorbell end not closed yet.
         self.reply_fds = []
-        self.line_fds = []
         self.bell_fds = []
         self.notifications = []
         self.next_id = 1
@@ -95,11 +94,9 @@ class Client:
         self.sock.sendall(data)
 
     def read_line(self):
-        self.line_fds = []
         while b"\n" not in self.buf:
             msg, fds, _, _ = socket.recv_fds(self.sock, 65536, 253)  # SCM_MAX_FD
             self.fds.extend(fds)
-            self.line_fds.extend(fds)
             if not msg:
                 raise ConnectionResetError("brokerd closed the connection")
             self.buf += msg
@@ -132,11 +129,12 @@ class Client:
         self.next_id += 1
         if params is not None:
             req["params"] = params
+        first_fd = len(self.fds)
         self.send_raw((json.dumps(req) + "\n").encode())
         reply = self.read_reply()
         if validate:
             self.check_reply(method, reply)
-        self.set_apart_bells(reply)
+        self.set_apart_bells(reply, first_fd)
         if self.ID_LESS_ERROR_IS_RPC_ERROR and reply.get("id") is None and "error" in reply:
             raise RpcError(reply["error"])  # the line was refused before its id could be read
         if reply.get("id") != req["id"]:
@@ -145,9 +143,10 @@ class Client:
             raise RpcError(reply["error"])
         return reply["result"]
 
-    def set_apart_bells(self, reply):
-        """Moves the doorbell ends of a reply (single or batch) from self.fds to self.bell_fds."""
-        self.reply_fds = list(self.line_fds)
+    def set_apart_bells(self, reply, first_fd):
+        """Moves the doorbell ends of a reply (single or batch) from self.fds to self.bell_fds; the
+        reply's fds are those that came after self.fds[first_fd - 1] (notifications carry none)."""
+        self.reply_fds = self.fds[first_fd:]
         for r in reply if isinstance(reply, list) else [reply]:
             res = r.get("result") if isinstance(r, dict) else None
             bells = res.get("doorbells") if isinstance(res, dict) else None
