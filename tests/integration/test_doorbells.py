@@ -47,20 +47,25 @@ def daemon_eventfds(pid):
 
 
 class Party:
-    """One party of a region: its connection and its doorbells, (peer, vector) -> [send, recv]."""
+    """One party of a region: its connection and its doorbells, (peer, vector) -> [send, recv],
+    dups of its own that outlive the connection (and the daemon: reconnect() after a restart)."""
 
     def __init__(self, daemon, domain):
         self.domain = domain
-        self.c = daemon.agent()
-        self.c.call("events.subscribe", {"domains": [domain]})
+        self.daemon = daemon
         self.bells = {}
+        self.reconnect()
+
+    def reconnect(self):
+        self.c = self.daemon.agent()
+        self.c.call("events.subscribe", {"domains": [self.domain]})
 
     def take_bells(self, result):
         for b in result["doorbells"]:
-            old = self.bells.pop((b["peer"], b["vector"]), None)
-            for fd in old or ():
-                self.c.close_bell(fd)
-            self.bells[(b["peer"], b["vector"])] = [self.c.reply_fds[b["send"]], self.c.reply_fds[b["recv"]]]
+            for fd in self.bells.pop((b["peer"], b["vector"]), ()):
+                os.close(fd)
+            self.bells[(b["peer"], b["vector"])] = [os.dup(self.c.reply_fds[b["send"]]),
+                                                    os.dup(self.c.reply_fds[b["recv"]])]
 
     def fetch(self, region):
         r = self.c.call("region.doorbells", {"domain": self.domain, "region": region})
@@ -71,7 +76,11 @@ class Party:
         """What a party does on region.left: closes its ends with peer."""
         for key in [k for k in self.bells if k[0] == peer]:
             for fd in self.bells.pop(key):
-                self.c.close_bell(fd)
+                os.close(fd)
+
+    def close(self):
+        for peer in {k[0] for k in self.bells}:
+            self.drop(peer)
 
     def recv_fds(self):
         return [v[1] for v in self.bells.values()]
@@ -80,10 +89,30 @@ class Party:
         return [fd for v in self.bells.values() for fd in v]
 
 
+def assert_connected(test, x, y, vectors=2):
+    """x rings y and y rings x on every vector, each wakes exactly the one end it should."""
+    for v in range(vectors):
+        for a, b in ((x, y), (y, x)):
+            ring(a.bells[(b.domain, v)][0])
+            for (peer, w), (_, recv) in b.bells.items():
+                test.assertEqual(drain(recv), peer == a.domain and w == v, (a.domain, b.domain, v, peer, w))
+
+
 class Doorbells(DaemonTest):
     def setUp(self):
         super().setUp()
         self.baseline = daemon_eventfds(self.d.proc.pid)
+        self.parties = []
+
+    def tearDown(self):
+        for p in self.parties:
+            p.close()
+        super().tearDown()
+
+    def party(self, domain):
+        p = Party(self.d, domain)
+        self.parties.append(p)
+        return p
 
     def eventfds(self):
         return daemon_eventfds(self.d.proc.pid) - self.baseline
@@ -104,12 +133,7 @@ class Doorbells(DaemonTest):
         return a
 
     def assert_connected(self, x, y, vectors=2):
-        """x rings y and y rings x on every vector, each wakes exactly the one end it should."""
-        for v in range(vectors):
-            for a, b in ((x, y), (y, x)):
-                ring(a.bells[(b.domain, v)][0])
-                for (peer, w), (_, recv) in b.bells.items():
-                    self.assertEqual(drain(recv), peer == a.domain and w == v, (a.domain, b.domain, v, peer, w))
+        assert_connected(self, x, y, vectors)
 
     def assert_silent(self, parties):
         for p in parties:
@@ -117,7 +141,7 @@ class Doorbells(DaemonTest):
                 self.assertFalse(readable(fd), p.domain)
 
     def test_owner_and_peer_ring_each_other(self):
-        owner, vm1 = Party(self.d, "hw0"), Party(self.d, "vm1")
+        owner, vm1 = self.party("hw0"), self.party("vm1")
         r = owner.c.call("region.share", {"owner": "hw0", "device": "nic0", "size": 4096,
                                           "peers": [{"domain": "vm1", "access": "rw"}]})
         os.close(owner.c.take_fd())
@@ -134,19 +158,21 @@ class Doorbells(DaemonTest):
         self.assertEqual(sorted(owner.bells), [("vm1", 0), ("vm1", 1)])
         self.assert_connected(owner, vm1)
         # Idempotent: the same eventfds again (rung through the new ends, heard on the old ones).
-        old = dict(owner.bells)
+        old_send = os.dup(owner.bells[("vm1", 0)][0])
         owner.fetch(r["region"])
+        ring(old_send)
+        os.close(old_send)
+        self.assertTrue(drain(vm1.bells[("hw0", 0)][1]))
         ring(owner.bells[("vm1", 1)][0])
         self.assertTrue(drain(vm1.bells[("hw0", 1)][1]))
         self.assertFalse(readable(vm1.bells[("hw0", 0)][1]))
-        self.assertNotEqual(old, owner.bells)
         self.assertEqual(self.eventfds(), 4)  # 2 ordered pairs x 2 vectors
         region = owner.c.call("region.get", {"region": r["region"]})
         self.assertEqual(region["doorbells"], {"vectors": 2, "pairs": [{"from": "hw0", "to": "vm1"},
                                                                        {"from": "vm1", "to": "hw0"}]})
 
     def three_parties(self, **extra):
-        owner, vm1, vm2 = Party(self.d, "hw0"), Party(self.d, "vm1"), Party(self.d, "vm2")
+        owner, vm1, vm2 = self.party("hw0"), self.party("vm1"), self.party("vm2")
         r = self.shared(owner, **extra)
         self.attach(vm1, r)
         self.assertEqual(owner.c.wait_notification("region.joined")["params"]["domain"], "vm1")
@@ -194,7 +220,7 @@ class Doorbells(DaemonTest):
         self.assertEqual(e.exception.name, "no_such_region")
 
     def test_revoked_peer_is_cut_and_a_later_peer_gets_new_pairs(self):
-        owner, vm1, vm2 = Party(self.d, "hw0"), Party(self.d, "vm1"), Party(self.d, "vm2")
+        owner, vm1, vm2 = self.party("hw0"), self.party("vm1"), self.party("vm2")
         r = self.shared(owner)
         self.attach(vm1, r)
         owner.c.wait_notification("region.joined")
@@ -226,7 +252,7 @@ class Doorbells(DaemonTest):
 
     def test_peer_process_exit_cuts_it(self):
         """The peer's connection is its process here: a child attaches and exits."""
-        owner = Party(self.d, "hw0")
+        owner = self.party("hw0")
         r = self.shared(owner)
         token = r["tokens"][0]["token"]
         pid = os.fork()
@@ -243,7 +269,7 @@ class Doorbells(DaemonTest):
         self.assertEqual(self.eventfds(), 0)
 
     def test_vectors_chosen_at_share(self):
-        owner, vm1, vm2 = Party(self.d, "hw0"), Party(self.d, "vm1"), Party(self.d, "vm2")
+        owner, vm1, vm2 = self.party("hw0"), self.party("vm1"), self.party("vm2")
         r = self.shared(owner, doorbells=4)
         self.assertEqual(r["vectors"], 4)
         a = self.attach(vm1, r)
@@ -262,8 +288,36 @@ class Doorbells(DaemonTest):
         self.assertEqual(owner.c.call("region.get", {"region": r0["region"]})["doorbells"],
                          {"vectors": 0, "pairs": []})
 
+    def test_restart_without_a_store_makes_new_pairs(self):
+        """No fd store: a start makes the pairs anew, with a new generation; the old ends no longer
+        connect, the new ones do. nic0's pool is file-backed, so the region survives the restart."""
+        owner, vm1 = self.party("hw0"), self.party("vm1")
+        r = owner.c.call("region.share", {"owner": "hw0", "device": "nic0", "size": 4096,
+                                          "peers": [{"domain": "vm1", "access": "rw"}]})
+        os.close(owner.c.take_fd())
+        self.attach(vm1, r)
+        owner.c.wait_notification("region.joined")
+        owner.fetch(r["region"])
+        old_owner, old_vm1 = dict(owner.bells), dict(vm1.bells)
+        owner.bells, vm1.bells = {}, {}
+        self.assertEqual(self.d.restart(), 0)
+        self.baseline = daemon_eventfds(self.d.proc.pid) - 4  # the region's pairs, made at start
+        for p in (owner, vm1):
+            p.reconnect()
+            self.assertEqual(p.fetch(r["region"])["generation"], 2)
+        self.assertEqual(self.eventfds(), 4)
+        self.assert_connected(owner, vm1)
+        for ends in list(old_owner.values()) + list(old_vm1.values()):
+            ring(ends[0])
+        self.assert_silent((owner, vm1))
+        for ends in list(old_owner.values()) + list(old_vm1.values()):
+            for fd in ends:
+                os.close(fd)
+        audit = self.d.admin().call("admin.audit", {"newest": 1})["entries"]
+        self.assertEqual((audit[0]["action"], audit[0]["region"]), ("doorbells", r["region"]))
+
     def test_bad_input_changes_nothing(self):
-        owner, vm1 = Party(self.d, "hw0"), Party(self.d, "vm1")
+        owner, vm1 = self.party("hw0"), self.party("vm1")
         r = self.shared(owner)
         self.attach(vm1, r)
         owner.fetch(r["region"])
@@ -290,7 +344,7 @@ class Doorbells(DaemonTest):
         self.assertEqual(e.exception.code, -32602)
         # region.doorbells of a region the domain does not hold (vm2 only has a grant), of one
         # that does not exist, for a domain that is nobody's.
-        vm2 = Party(self.d, "vm2")
+        vm2 = self.party("vm2")
         refused(vm2.c, "region.doorbells", {"domain": "vm2", "region": r["region"]}, "no_such_region")
         refused(vm1.c, "region.doorbells", {"domain": "vm1", "region": r["region"] + 100}, "no_such_region")
         refused(vm1.c, "region.doorbells", {"domain": "nobody9", "region": r["region"]}, "forbidden")
