@@ -18,6 +18,7 @@
 #include <string.h>
 #include <signal.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -1873,6 +1874,32 @@ static void test_doorbells_limits(void **state) {
         assert_int_equal(q, 0);
         assert_int_equal(s.vectors, 4);
         assert_int_equal(broker_attach_fds(f->b, s.tokens[0].token), 1 + 2 * 4);
+
+        /* Out of fds when the pairs are made: limit_exceeded, and the token is still unspent. */
+        {
+                struct broker_attach_result a;
+                struct rlimit old, low;
+                int fds[256];
+                size_t n = 0;
+
+                assert_int_equal(getrlimit(RLIMIT_NOFILE, &old), 0);
+                low = (struct rlimit) { .rlim_cur = 200, .rlim_max = old.rlim_max };
+                assert_int_equal(setrlimit(RLIMIT_NOFILE, &low), 0);
+                while (n < ELEMENTSOF(fds) && (fds[n] = fcntl(0, F_DUPFD_CLOEXEC, 0)) >= 0)
+                        n++;
+                assert_true(n > 4);
+                close(fds[--n]); /* room for some of the owner's 8 eventfds, not all */
+                close(fds[--n]);
+                q = broker_attach(f->b, &VM1, "vm1", s.tokens[0].token, &a, &err);
+                while (n > 0)
+                        close(fds[--n]);
+                assert_int_equal(setrlimit(RLIMIT_NOFILE, &old), 0);
+                expect_code(q, &err, BROKER_E_LIMIT);
+                assert_int_equal(f->n_joined, 0);
+                a = attach_ok(f, &VM1, "vm1", s.tokens[0].token);
+                assert_int_equal(a.doorbells.n, 4);
+                close_all(&a);
+        }
         close(s.owner_fd);
 }
 
