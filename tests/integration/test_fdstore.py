@@ -17,7 +17,7 @@ import unittest
 
 from fdstore import FdStore, brokerd_argv, holder_name, memfd_region_fds, store_name
 from harness import Client, Daemon, RpcError, main
-from test_doorbells import Party, assert_connected, daemon_eventfds, drain, ring
+from test_doorbells import Party, assert_connected, daemon_eventfds_synced
 from test_revocation import GRACE, REVOCATION_POLICY, SIZE, HolderProcesses
 
 MiB = 1024 * 1024
@@ -466,7 +466,7 @@ class Doorbells(StoreTest):
 
         self.kill()
         self.start()
-        self.assertEqual(daemon_eventfds(self.proc.pid), 4)  # taken back, none made anew
+        self.assertEqual(daemon_eventfds_synced(self.d, self.proc.pid), 4)  # taken back, none made anew
         # The ends held across the restart still connect (they never depended on brokerd).
         assert_connected(self, owner, vm1)
         # What region.doorbells hands now are the same eventfds: the owner's new ends reach vm1's old ones.
@@ -481,7 +481,7 @@ class Doorbells(StoreTest):
         vm1.reconnect()
         vm1.c.call("region.release", {"domain": "vm1", "region": rid})
         self.store.wait_names(lambda names: not any(n.startswith("bell-") for n in names))
-        self.assertEqual(daemon_eventfds(self.proc.pid), 0)
+        self.assertEqual(daemon_eventfds_synced(self.d, self.proc.pid), 0)
         for p in (owner, vm1):
             p.close()
 
