@@ -327,6 +327,32 @@ class Doorbells(DaemonTest):
         audit = self.d.admin().call("admin.audit", {"newest": 1})["entries"]
         self.assertEqual((audit[0]["action"], audit[0]["region"]), ("doorbells", r["region"]))
 
+    def test_reply_line_holds_at_most_253_fds(self):
+        """A batch whose replies would carry more than SCM_MAX_FD fds: the element that would
+        overflow fails with limit_exceeded, before it does anything (an attach is not made)."""
+        owner, vm1 = self.party("hw0"), self.party("vm1")
+        r = self.shared(owner, doorbells=4)
+        self.attach(vm1, r)
+        fetch = {"jsonrpc": "2.0", "method": "region.doorbells", "params": {"domain": "hw0", "region": r["region"]}}
+        token = next(t["token"] for t in r["tokens"] if t["domain"] == "vm2")
+        attach = {"jsonrpc": "2.0", "method": "region.attach", "params": {"domain": "vm2", "token": token}}
+        # 31 x 8 fds = 248; then an attach (1 + 2 x 4 x 2 = 17) or another fetch (8) does not fit.
+        for last in (attach, fetch):
+            batch = [dict(fetch, id=i) for i in range(31)] + [dict(last, id=31)]
+            n_fds = len(owner.c.fds)
+            owner.c.send_raw((json.dumps(batch) + "\n").encode())
+            reply = sorted(owner.c.read_reply(), key=lambda x: x["id"])
+            self.assertTrue(all("result" in x for x in reply[:31]))
+            self.assertEqual(reply[31]["error"]["data"]["name"], "limit_exceeded")
+            self.assertEqual(len(owner.c.fds) - n_fds, 31 * 8)
+            for fd in owner.c.fds[n_fds:]:
+                os.close(fd)
+            del owner.c.fds[n_fds:]
+        self.assertEqual(self.eventfds(), 2 * 4)
+        # The attach was not made: vm2 can still attach, with its 1 + 16 fds.
+        a = self.attach(self.party("vm2"), r)
+        self.assertEqual(len(a["doorbells"]), 8)
+
     def test_bad_input_changes_nothing(self):
         owner, vm1 = self.party("hw0"), self.party("vm1")
         r = self.shared(owner)
