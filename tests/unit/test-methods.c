@@ -974,6 +974,23 @@ static void test_subscribe(void **state) {
         json_object_put(o);
 }
 
+/* method about vm1 in region 1 went to the other party's subscribers (hw0's: ROOT, and the admin), not vm1's. */
+static void expect_party_note(struct fixture *f, const char *method, const char *reason) {
+        struct json_object *p;
+
+        assert_int_equal(notes_count(f, ROOT.connection, method), 1);
+        assert_int_equal(notes_count(f, ADMIN.connection, method), 1);
+        assert_int_equal(notes_count(f, VM1.connection, method), 0);
+        p = json_tokener_parse(note_find(f, ROOT.connection, method)->params);
+        assert_string_equal(get_str(p, "domain"), "vm1");
+        assert_int_equal(get_int(p, "region"), 1);
+        if (reason)
+                assert_string_equal(get_str(p, "reason"), reason);
+        else
+                assert_false(json_object_object_get_ex(p, "reason", NULL));
+        json_object_put(p);
+}
+
 static void test_notifications(void **state) {
         struct fixture *f = *state;
         const struct note *n;
@@ -1006,14 +1023,8 @@ static void test_notifications(void **state) {
         fd = attach_ok(f, &VM1, "vm1", s.token[0]);
         assert_int_equal(notes_count(f, ROOT.connection, "region.attached"), 1);
         assert_int_equal(notes_count(f, ADMIN.connection, "region.attached"), 1);
-        assert_int_equal(notes_count(f, ROOT.connection, "region.joined"), 1);
-        assert_int_equal(notes_count(f, ADMIN.connection, "region.joined"), 1);
-        assert_int_equal(notes_count(f, VM1.connection, "region.joined"), 0);
+        expect_party_note(f, "region.joined", NULL);
         assert_int_equal(f->n_notes, 4);
-        p = json_tokener_parse(note_find(f, ROOT.connection, "region.joined")->params);
-        assert_string_equal(get_str(p, "domain"), "vm1");
-        assert_int_equal(get_int(p, "region"), 1);
-        json_object_put(p);
         p = json_tokener_parse(note_find(f, ROOT.connection, "region.attached")->params);
         assert_int_equal(get_int(p, "region"), 1);
         assert_string_equal(get_str(p, "owner"), "hw0");
@@ -1046,14 +1057,8 @@ static void test_notifications(void **state) {
         assert_int_equal(notes_count(f, ADMIN.connection, "region.reclaimed"), 1);
         assert_int_equal(notes_count(f, VM2.connection, "region.reclaimed"), 0);
         /* The revoked peer's doorbells are cut: the owner hears it left; vm1 itself does not. */
-        assert_int_equal(notes_count(f, ROOT.connection, "region.left"), 1);
-        assert_int_equal(notes_count(f, ADMIN.connection, "region.left"), 1);
-        assert_int_equal(notes_count(f, VM1.connection, "region.left"), 0);
+        expect_party_note(f, "region.left", "revoke deadline passed");
         assert_int_equal(f->n_notes, 8);
-        p = json_tokener_parse(note_find(f, ROOT.connection, "region.left")->params);
-        assert_string_equal(get_str(p, "domain"), "vm1");
-        assert_string_equal(get_str(p, "reason"), "revoke deadline passed");
-        json_object_put(p);
         p = json_tokener_parse(note_find(f, ROOT.connection, "region.reclaimed")->params);
         assert_true(is_null(p, "domain"));
         assert_true(json_object_object_get_ex(p, "region", &v));
