@@ -279,6 +279,38 @@ class Doorbells(DaemonTest):
         self.assertEqual((left["domain"], left["reason"]), ("vm1", "holder process exited"))
         self.assertEqual(self.eventfds(), 0)
 
+    def test_owner_process_exit_cuts_it(self):
+        """The owner's connection is a child's: it shares, hands the token over, and exits when told;
+        its peers hear it left (and are recalled: the region is revoked)."""
+        vm1 = self.party("vm1")
+        rfd, wfd = os.pipe()
+        gfd, hfd = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the owner
+            try:
+                os.close(rfd)
+                os.close(hfd)
+                r = self.shared(Party(self.d, "hw0"))
+                os.write(wfd, json.dumps([r["region"], r["tokens"][0]["token"]]).encode())
+                os.read(gfd, 1)  # until told to go
+            finally:
+                os._exit(0)
+        os.close(wfd)
+        os.close(gfd)
+        region, token = json.loads(os.read(rfd, 4096))
+        os.close(rfd)
+        self.attach(vm1, {"tokens": [{"domain": "vm1", "token": token}]})
+        self.assertEqual(self.eventfds(), 4)
+        os.close(hfd)
+        os.waitpid(pid, 0)
+        left = vm1.c.wait_notification("region.left")["params"]
+        self.assertEqual((left["region"], left["domain"], left["reason"]), (region, "hw0", "owner process exited"))
+        self.assertEqual(vm1.c.wait_notification("region.recall")["params"]["region"], region)
+        self.assertEqual(self.eventfds(), 0)
+        with self.assertRaises(RpcError) as e:
+            vm1.c.call("region.doorbells", {"domain": "hw0", "region": region})
+        self.assertEqual(e.exception.name, "no_such_region")
+
     def test_vectors_chosen_at_share(self):
         owner, vm1, vm2 = self.party("hw0"), self.party("vm1"), self.party("vm2")
         r = self.shared(owner, doorbells=4)
