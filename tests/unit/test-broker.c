@@ -1807,6 +1807,34 @@ static void test_doorbells_cut_by_revoke(void **state) {
         close(s.owner_fd);
 }
 
+/* The owner's domain goes away: it is no party any more, its peers hear it; they stay parties while recalled. */
+static void test_doorbells_owner_gone(void **state) {
+        struct fixture *f = *state;
+        struct broker_share_result s;
+        struct broker_attach_result a1, a2;
+        struct broker_doorbells d;
+        struct broker_error err = {};
+        int q;
+
+        s = share_two(f, -1, &err, &q);
+        assert_int_equal(q, 0);
+        a1 = attach_ok(f, &VM1, "vm1", s.tokens[0].token);
+        a2 = attach_ok(f, &VM2, "vm2", s.tokens[1].token);
+        assert_int_equal(broker_domain_gone(f->b, &ADMIN, "hw0", NULL, &err), 0);
+        assert_int_equal(f->n_left, 1);
+        assert_string_equal(f->last_left, "hw0");
+        assert_int_equal(f->last_parties, 2);
+        q = broker_region_doorbells(f->b, &ROOT, "hw0", s.region, &d, &err);
+        expect_code(q, &err, BROKER_E_NO_SUCH_REGION);
+        d = bells_of(f, &VM1, "vm1", s.region);
+        assert_int_equal(d.n, 2); /* with vm2 only */
+        assert_string_equal(d.bells[0].peer, "vm2");
+        broker_doorbells_close(&d);
+        close_all(&a1);
+        close_all(&a2);
+        close(s.owner_fd);
+}
+
 /* With a store the pairs come back as they were; without one they are made anew, a new generation. */
 static void test_doorbells_restart(void **state) {
         struct fixture *f = *state;
@@ -1962,6 +1990,7 @@ int main(void) {
                 cmocka_unit_test_setup_teardown(test_holder_pidfds_survive_a_restart, setup_shm, teardown),
                 cmocka_unit_test_setup_teardown(test_doorbells_join_and_cut, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_doorbells_cut_by_revoke, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_doorbells_owner_gone, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_doorbells_restart, setup_shm, teardown),
                 cmocka_unit_test_setup_teardown(test_doorbells_limits, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_doorbells_need_fds, setup_async, teardown),
