@@ -1402,10 +1402,13 @@ class Run:
 
         # The daemon's fds: one master fd per region it holds memory for; nothing for others.
         fds = self.daemon.fds()
-        held_files, held_memfds, other, pidfds = collections.Counter(), collections.Counter(), 0, 0
+        held_files, held_memfds, other, pidfds, eventfds = collections.Counter(), collections.Counter(), 0, 0, 0
         for fd, link in fds.items():
             if link == "anon_inode:[pidfd]":
                 pidfds += 1  # one per holder process of a mapping it handed out
+                continue
+            if link == "anon_inode:[eventfd]":
+                eventfds += 1  # doorbells: one per ordered pair of parties and vector
                 continue
             m = re.fullmatch(re.escape(d.shm) + r"/brokerd-%s-(\d+)( \(deleted\))?" % SHM_POOL, link)
             if m:
@@ -1423,6 +1426,14 @@ class Run:
         holders = sum(1 + len(v.peers.get(rid, {})) for rid in nonfinal)
         if pidfds > holders:
             soft.append(("leak", "the daemon holds %d pidfds for %d holders of regions not reclaimed" % (pidfds, holders)))
+        # Doorbells (docs/protocol.md): P x (P - 1) x 2 per region (the churn's shares take the
+        # default 2 vectors), P its parties: the owner and the peers attached.
+        parties = {rid: 1 + sum(p.get("state") == "attached" for p in v.peers.get(rid, {}).values())
+                   for rid in nonfinal}
+        bells = sum(n * (n - 1) * 2 for n in parties.values())
+        if eventfds > bells:
+            soft.append(("leak", "the daemon holds %d eventfds; the parties of regions not reclaimed need %d"
+                         % (eventfds, bells)))
         for rid, n in held_files.items():
             if n != 1 or rid not in want:
                 soft.append(("leak", "the daemon holds %d fds on region %d's file; the region is %s"

@@ -26,12 +26,13 @@ class FdStoreRun(Run):
 
     def store_ids(self, where):
         """{region: store fd}; duplicate or foreign names are findings. Holders' pidfds
-        (holder-<region>-<domain>) are no region's memory: checked at the end (the store empty)."""
+        (holder-<region>-<domain>) and doorbells (bell-<region>-<from>-<to>-<vector>) are no
+        region's memory: checked at the end (the store empty)."""
         out = {}
         holders = set()
         for name, fd in self.daemon.store.entries_copy():
             m = re.fullmatch(r"region-(\d+)-%s" % MEMFD_POOL, name)
-            if re.fullmatch(r"holder-\d+-([A-Za-z0-9.-]|_[ucp])+", name):
+            if re.fullmatch(r"holder-\d+-([A-Za-z0-9.-]|_[ucp])+", name) or re.fullmatch(r"bell-\d+-\d+-\d+-[0-3]", name):
                 if name in holders:
                     self.bad("fdstore", "%s: the store holds %s twice" % (where, name))
                 holders.add(name)

@@ -207,6 +207,7 @@ static void fixture_attach(const char *domain, const char *token) {
         }
         if (res.fd >= 0)
                 close(res.fd);
+        broker_doorbells_close(&res.doorbells);
 }
 
 static int audit_last(void *userdata, const struct store_audit *a) {

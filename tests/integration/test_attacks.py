@@ -326,6 +326,27 @@ class Matrix(AttackTest):
             return ids
         self.assertEqual(as_user(NOBODY, NOGROUP, visible), [r2["region"]])
 
+    def test_doorbells_of_a_foreign_region(self):
+        """Doorbells go to the parties only: nobody (acting for vm2) gets none of a region vm2
+        does not hold, as a stranger to it (hw0, vm1) or as a peer only granted (vm2)."""
+        r1 = self.share()                          # hw0 -> vm1, attached: hw0 and vm1 have doorbells
+        self.attach(r1["tokens"][0]["token"])
+        r2 = self.share(peers=(("vm2", "ro"),))    # hw0 -> vm2, granted only
+        calls = [
+            ("as_owner", "region.doorbells", {"domain": "hw0", "region": r1["region"]}),
+            ("as_peer", "region.doorbells", {"domain": "vm1", "region": r1["region"]}),
+            ("own_domain_not_holding", "region.doorbells", {"domain": "vm2", "region": r1["region"]}),
+            ("granted_only", "region.doorbells", {"domain": "vm2", "region": r2["region"]}),
+        ]
+        with self.unchanged():
+            out = self.calls_as(NOBODY, calls)
+        self.assertEqual(out.pop("info"), {"uid": NOBODY, "admin": False, "domains": ["vm2"]})
+        self.assertEqual(out, {"as_owner": "forbidden", "as_peer": "forbidden",
+                               "own_domain_not_holding": "no_such_region", "granted_only": "no_such_region"})
+        # root, acting for the parties, gets them.
+        got = self.agent.call("region.doorbells", {"domain": "vm1", "region": r1["region"]})
+        self.assertEqual([(b["peer"], b["vector"]) for b in got["doorbells"]], [("hw0", 0), ("hw0", 1)])
+
     def test_revoke_or_release_a_foreign_region(self):
         r1 = self.share()                          # hw0 -> vm1
         r2 = self.share(peers=(("vm2", "ro"),))    # hw0 -> vm2: nobody's vm2 is a peer, not the owner
@@ -374,7 +395,8 @@ class Matrix(AttackTest):
         won = [x for x in reply if "result" in x]
         self.assertEqual(len(won), 1)
         self.assertEqual({x["error"]["data"]["name"] for x in reply if "error" in x}, {"token_used"})
-        self.assertEqual(len(self.agent.fds), 1)
+        # The mapping and its doorbells' ends (send and recv with the owner per vector).
+        self.assertEqual(len(self.agent.fds), 1 + 2 * len(won[0]["result"]["doorbells"]))
         close_fds(self.agent)
         # A grant voided by a revoke (the region still revoking: vm1 holds it), then tokens of
         # reclaimed regions, used or not.

@@ -17,6 +17,7 @@ import unittest
 
 from fdstore import FdStore, brokerd_argv, holder_name, memfd_region_fds, store_name
 from harness import Client, Daemon, RpcError, main
+from test_doorbells import Party, assert_connected, daemon_eventfds_synced
 from test_revocation import GRACE, REVOCATION_POLICY, SIZE, HolderProcesses
 
 MiB = 1024 * 1024
@@ -92,10 +93,12 @@ class StoreTest(unittest.TestCase):
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait(timeout=20)
 
-    def share_memfd(self, c, size=2 * MiB):
-        """A region in the memfd pool gpu1, ro to vm1 and vm2; the owner's mapping is kept."""
+    def share_memfd(self, c, size=2 * MiB, doorbells=0):
+        """A region in the memfd pool gpu1, ro to vm1 and vm2; the owner's mapping is kept. Without
+        doorbells unless asked (class Doorbells), so that the store holds memory and pidfds only."""
         r = c.call("region.share", {"owner": "hw0", "device": "gpu0", "size": size, "numa_node": 1,
-                                    "peers": [{"domain": "vm1", "access": "ro"}, {"domain": "vm2", "access": "ro"}]})
+                                    "peers": [{"domain": "vm1", "access": "ro"}, {"domain": "vm2", "access": "ro"}],
+                                    "doorbells": doorbells})
         self.assertEqual(r["pool"], "gpu1")
         return r, self.mapping(c.take_fd(), r["size"], writable=True)
 
@@ -437,6 +440,51 @@ class WithoutServiceManager(StoreTest):
         self.wait_state(offered["region"], "reclaimed")
         self.assertEqual(self.store.names(), [])
         self.assertEqual(self.store.messages, [])
+
+
+class Doorbells(StoreTest):
+    """The doorbells' eventfds are kept in the store (bell-<region>-<from>-<to>-<vector>, parties 0
+    the owner, 1.. the peers in share order): after a SIGKILL brokerd takes them back, so the ends
+    the parties hold keep working and region.doorbells hands the same eventfds again."""
+
+    def bell_names(self):
+        return [n for n in self.store.names() if n.startswith("bell-")]
+
+    def test_pairs_survive_sigkill(self):
+        self.start()
+        owner, vm1 = Party(self.d, "hw0"), Party(self.d, "vm1")
+        r, _ = self.share_memfd(owner.c, doorbells=2)
+        rid = r["region"]
+        a = vm1.c.call("region.attach", {"domain": "vm1", "token": r["tokens"][0]["token"]})
+        self.mapping(vm1.c.take_fd(), a["size"])
+        vm1.take_bells(a)
+        owner.c.wait_notification("region.joined")
+        owner.fetch(rid)
+        self.store.settle()
+        self.assertEqual(self.bell_names(), ["bell-%d-%d-%d-%d" % (rid, f, t, v)
+                                             for f, t in ((0, 1), (1, 0)) for v in (0, 1)])
+
+        self.kill()
+        self.start()
+        self.assertEqual(daemon_eventfds_synced(self.d, self.proc.pid), 4)  # taken back, none made anew
+        # The ends held across the restart still connect (they never depended on brokerd).
+        assert_connected(self, owner, vm1)
+        # What region.doorbells hands now are the same eventfds: the owner's new ends reach vm1's old ones.
+        owner.reconnect()
+        got = owner.fetch(rid)
+        self.assertEqual(got["generation"], 1)
+        assert_connected(self, owner, vm1)
+        self.store.settle()
+        self.assertEqual(len(self.bell_names()), 4)
+
+        # vm1 releases: its pairs leave the store and brokerd; then nothing of the region's is left.
+        vm1.reconnect()
+        vm1.c.call("region.release", {"domain": "vm1", "region": rid})
+        self.store.wait_names(lambda names: not any(n.startswith("bell-") for n in names))
+        self.assertEqual(daemon_eventfds_synced(self.d, self.proc.pid), 0)
+        for p in (owner, vm1):
+            p.close()
+
 
 if __name__ == "__main__":
     main()

@@ -18,6 +18,7 @@
 #include <string.h>
 #include <signal.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -70,7 +71,9 @@ struct fixture {
         struct broker *b;
         struct backend *async; /* the wrapper, when async_unmap */
         /* events seen */
-        unsigned n_recall, n_reclaimed, n_revoked, n_attached, n_released, n_route;
+        unsigned n_recall, n_reclaimed, n_revoked, n_attached, n_released, n_route, n_joined, n_left;
+        size_t last_parties;  /* who heard the last JOINED or LEFT */
+        char last_left[64];
         uint64_t last_reclaimed;
         int64_t last_deadline;
         /* holders' processes the broker asked to watch (its pidfds), and how many it let go */
@@ -78,7 +81,7 @@ struct fixture {
         unsigned n_watched, n_unwatched;
         /* a fake fd store (systemd's), when with_store: what it keeps, by name */
         bool with_store;
-        struct { char name[64]; int fd; } kept[8];
+        struct { char name[64]; int fd; } kept[64];
         unsigned n_kept, n_taken;
 };
 
@@ -174,6 +177,15 @@ static void on_event(void *userdata, const struct broker_event *ev) {
                 break;
         case BROKER_EVENT_UNPLUG_OVERDUE:
                 fail_msg("no unplug can be overdue here: %s", ev->reason);
+                break;
+        case BROKER_EVENT_JOINED:
+                f->n_joined++;
+                f->last_parties = ev->n_parties;
+                break;
+        case BROKER_EVENT_LEFT:
+                f->n_left++;
+                f->last_parties = ev->n_parties;
+                snprintf(f->last_left, sizeof(f->last_left), "%s", ev->domain);
                 break;
         case BROKER_EVENT_RECONCILED:
         case _BROKER_EVENT_TYPE_MAX:
@@ -1564,6 +1576,7 @@ static void test_holder_pidfds_survive_a_restart(void **state) {
         struct broker_attach_result a;
         char name[64];
         pid_t owner_pid, peer_pid;
+        int owner_kept;
 
         skip_without_pidfds();
         owner_pid = idle_child(&owner.pidfd);
@@ -1578,14 +1591,18 @@ static void test_holder_pidfds_survive_a_restart(void **state) {
         snprintf(name, sizeof(name), "holder-%" PRIu64 "-hw0", s.region);
         assert_true(kept_index(f, name) >= 0);
         /* Each an open file of its own (systemd keeps one fd per open file), not a dup. */
-        assert_int_equal(syscall(SYS_kcmp, getpid(), getpid(), 0 /* KCMP_FILE */, f->kept[0].fd, f->kept[1].fd) != 0, 1);
+        owner_kept = kept_index(f, name);
+        snprintf(name, sizeof(name), "holder-%" PRIu64 "-vm1", s.region);
+        assert_int_equal(syscall(SYS_kcmp, getpid(), getpid(), 0 /* KCMP_FILE */, f->kept[owner_kept].fd,
+                                 f->kept[kept_index(f, name)].fd) != 0, 1);
         store_keep(f, "holder-999-vm1", f->kept[0].fd); /* no mapped holder has it */
-        assert_int_equal(f->n_kept, 3);
+        /* Two pidfds, the stray one, and the doorbells: 2 parties, 2 vectors, both directions. */
+        assert_int_equal(f->n_kept, 3 + 4);
 
         f->n_watched = f->n_unwatched = 0;
         broker_restart(f);
-        assert_int_equal(f->n_kept, 3); /* a stop forgets nothing */
-        assert_int_equal(f->n_taken, 2);
+        assert_int_equal(f->n_kept, 3 + 4); /* a stop forgets nothing */
+        assert_int_equal(f->n_taken, 2 + 4);
         assert_int_equal(f->n_watched, 2);
 
         /* The peer of before the restart exits: seen, its attachment released, its pidfd dropped. */
@@ -1595,15 +1612,345 @@ static void test_holder_pidfds_survive_a_restart(void **state) {
         assert_int_equal(audit_rows_with(f, "release", "holder process exited"), 1);
         snprintf(name, sizeof(name), "holder-%" PRIu64 "-vm1", s.region);
         assert_int_equal(kept_index(f, name), -1);
-        /* Its only peer gone, the region is reclaimed: the owner's pidfd is dropped too. */
+        /* Its only peer gone, the region is reclaimed: the owner's pidfd is dropped too, and the doorbells. */
         assert_int_equal(state_of(f, s.region), REGION_RECLAIMED);
         assert_int_equal(f->n_kept, 1);
+        broker_doorbells_close(&a.doorbells);
         kill_child(owner_pid);
         (void) store_drop(f, "holder-999-vm1");
         close(a.fd);
         close(s.owner_fd);
         close(owner.pidfd);
         close(peer.pidfd);
+}
+
+
+/* ---- doorbells (core/doorbell.c) ---- */
+
+static void bell_ring(int fd) {
+        uint64_t one = 1;
+        assert_int_equal(write(fd, &one, sizeof(one)), (ssize_t) sizeof(one));
+}
+
+/* Whether fd was rung (and reset it). An eventfd is readable as soon as write() returned. */
+static bool bell_rung(int fd) {
+        uint64_t n;
+        return read(fd, &n, sizeof(n)) == (ssize_t) sizeof(n);
+}
+
+static unsigned kept_bells(struct fixture *f) {
+        unsigned n = 0;
+        for (unsigned i = 0; i < f->n_kept; i++)
+                n += strncmp(f->kept[i].name, "bell-", 5) == 0;
+        return n;
+}
+
+/* gpu0 to vm1 and vm2 (multi-peer, ro), with vectors (or the default when negative). */
+static struct broker_share_result share_two(struct fixture *f, int vectors, struct broker_error *err, int *ret_q) {
+        struct broker_share_peer peers[] = { { "vm1", ACCESS_RO }, { "vm2", ACCESS_RO } };
+        struct broker_share_result res = { .owner_fd = -1 };
+
+        *ret_q = broker_share(f->b, &ROOT, &(struct broker_share_request) {
+                .owner = "hw0", .device = "gpu0", .size = 4096, .peers = peers, .n_peers = 2,
+                .has_doorbells = vectors >= 0, .doorbells = vectors < 0 ? 0 : (unsigned) vectors,
+        }, &res, err);
+        return res;
+}
+
+static struct broker_doorbells bells_of(struct fixture *f, const struct broker_caller *c, const char *domain,
+                                        uint64_t region) {
+        struct broker_doorbells d = {};
+        struct broker_error err = {};
+        if (broker_region_doorbells(f->b, c, domain, region, &d, &err) < 0)
+                fail_msg("region.doorbells of %s: %s", domain, err.message);
+        return d;
+}
+
+static const struct broker_doorbell *bell_find(const struct broker_doorbells *d, const char *peer, unsigned v) {
+        for (size_t i = 0; i < d->n; i++)
+                if (strcmp(d->bells[i].peer, peer) == 0 && d->bells[i].vector == v)
+                        return &d->bells[i];
+        fail_msg("no doorbell with %s on %u", peer, v);
+        return NULL;
+}
+
+static void close_all(struct broker_attach_result *a) {
+        broker_doorbells_close(&a->doorbells);
+        close(a->fd);
+}
+
+/* Pairs are made with every party when a peer attaches, kept in the store, and cut on release and undo. */
+static void test_doorbells_join_and_cut(void **state) {
+        struct fixture *f = *state;
+        struct broker_share_result s;
+        struct broker_attach_result a1, a2;
+        struct broker_doorbells owner;
+        struct broker_region_info info;
+        struct broker_error err = {};
+        char name[64];
+        int q;
+
+        f->with_store = true;
+        broker_restart(f);
+        s = share_two(f, -1, &err, &q);
+        assert_int_equal(q, 0);
+        assert_int_equal(s.vectors, BROKER_DEFAULT_DOORBELL_VECTORS);
+        assert_int_equal(kept_bells(f), 0);
+        /* The mapping, and a send and a recv end with the owner on each vector. */
+        assert_int_equal(broker_attach_fds(f->b, s.tokens[0].token), 1 + 2 * 2);
+        assert_int_equal(broker_attach_fds(f->b, "no such token"), 0);
+
+        a1 = attach_ok(f, &VM1, "vm1", s.tokens[0].token);
+        assert_int_equal(a1.doorbells.n, 2);
+        assert_int_equal(a1.doorbells.generation, 1);
+        assert_string_equal(a1.doorbells.bells[0].peer, "hw0");
+        assert_int_equal(f->n_joined, 1);
+        assert_int_equal(f->last_parties, 1); /* the owner hears it */
+        assert_int_equal(kept_bells(f), 4);
+        snprintf(name, sizeof(name), "bell-%" PRIu64 "-1-0-1", s.region);
+        assert_true(kept_index(f, name) >= 0);
+
+        owner = bells_of(f, &ROOT, "hw0", s.region);
+        assert_int_equal(owner.n, 2);
+        bell_ring(bell_find(&a1.doorbells, "hw0", 0)->send_fd);
+        assert_true(bell_rung(bell_find(&owner, "vm1", 0)->recv_fd));
+        assert_false(bell_rung(bell_find(&owner, "vm1", 1)->recv_fd));
+        bell_ring(bell_find(&owner, "vm1", 1)->send_fd);
+        assert_true(bell_rung(bell_find(&a1.doorbells, "hw0", 1)->recv_fd));
+        broker_doorbells_close(&owner);
+
+        assert_int_equal(broker_attach_fds(f->b, s.tokens[1].token), 1 + 2 * 2 * 2);
+        a2 = attach_ok(f, &VM2, "vm2", s.tokens[1].token);
+        assert_int_equal(a2.doorbells.n, 4);
+        assert_string_equal(a2.doorbells.bells[0].peer, "hw0"); /* owner first, then peers in share order */
+        assert_string_equal(a2.doorbells.bells[2].peer, "vm1");
+        assert_int_equal(f->n_joined, 2);
+        assert_int_equal(f->last_parties, 2);
+        assert_int_equal(kept_bells(f), 12);
+        bell_ring(bell_find(&a2.doorbells, "vm1", 1)->send_fd);
+        owner = bells_of(f, &VM1, "vm1", s.region);
+        assert_true(bell_rung(bell_find(&owner, "vm2", 1)->recv_fd));
+        assert_false(bell_rung(bell_find(&a1.doorbells, "hw0", 1)->recv_fd));
+        broker_doorbells_close(&owner);
+        assert_int_equal(broker_region_get(f->b, &ADMIN, s.region, &info, NULL), 0);
+        assert_int_equal(info.bell_vectors, 2);
+        assert_true(info.bell_parties[0] && info.bell_parties[1] && info.bell_parties[2]);
+
+        /* Only a party gets them, and only for whom the caller acts. */
+        q = broker_region_doorbells(f->b, &VM2, "vm1", s.region, &owner, &err);
+        expect_code(q, &err, BROKER_E_FORBIDDEN);
+        q = broker_region_doorbells(f->b, &VM2, "vm2", s.region + 1, &owner, &err);
+        expect_code(q, &err, BROKER_E_NO_SUCH_REGION);
+
+        /* vm2 releases: its pairs are cut (and leave the store), the others hear. */
+        assert_int_equal(broker_release(f->b, &VM2, "vm2", s.region, NULL, &err), 0);
+        assert_int_equal(f->n_left, 1);
+        assert_string_equal(f->last_left, "vm2");
+        assert_int_equal(f->last_parties, 2);
+        assert_int_equal(kept_bells(f), 4);
+        q = broker_region_doorbells(f->b, &VM2, "vm2", s.region, &owner, &err);
+        expect_code(q, &err, BROKER_E_NO_SUCH_REGION);
+        assert_int_equal(broker_region_get(f->b, &ADMIN, s.region, &info, NULL), 0);
+        assert_false(info.bell_parties[2]);
+
+        /* vm1's attach is taken back (its reply undelivered): the owner hears; then the region
+         * goes, and the owner with it (nobody is left to hear). */
+        assert_int_equal(broker_attach_undo(f->b, &VM1, "vm1", s.region, &err), 0);
+        assert_int_equal(f->n_left, 2);
+        assert_string_equal(f->last_left, "vm1");
+        assert_int_equal(f->last_parties, 1);
+        assert_int_equal(state_of(f, s.region), REGION_RECLAIMED);
+        assert_int_equal(kept_bells(f), 0);
+        close_all(&a1);
+        close_all(&a2);
+        close(s.owner_fd);
+}
+
+/* A forced departure cuts as a release does: a domain gone, a revoke's deadline. */
+static void test_doorbells_cut_by_revoke(void **state) {
+        struct fixture *f = *state;
+        struct broker_share_result s;
+        struct broker_attach_result a1, a2;
+        struct broker_doorbells d;
+        struct broker_error err = {};
+        int q;
+
+        f->with_store = true;
+        broker_restart(f);
+        s = share_two(f, 1, &err, &q);
+        assert_int_equal(q, 0);
+        a1 = attach_ok(f, &VM1, "vm1", s.tokens[0].token);
+        a2 = attach_ok(f, &VM2, "vm2", s.tokens[1].token);
+        assert_int_equal(a2.doorbells.n, 2); /* one vector, with hw0 and vm1 */
+        assert_int_equal(kept_bells(f), 6);
+
+        assert_int_equal(broker_domain_gone(f->b, &ADMIN, "vm1", NULL, &err), 0);
+        assert_int_equal(f->n_left, 1);
+        assert_string_equal(f->last_left, "vm1");
+        assert_int_equal(kept_bells(f), 2);
+        q = broker_region_doorbells(f->b, &VM1, "vm1", s.region, &d, &err);
+        expect_code(q, &err, BROKER_E_NO_SUCH_REGION);
+
+        assert_int_equal(broker_revoke(f->b, &ROOT, "hw0", s.region, SEC, false, NULL, &err), 0);
+        assert_int_equal(f->n_left, 1); /* recalled, still attached: still a party */
+        d = bells_of(f, &ROOT, "hw0", s.region); /* the owner stays one while the region is revoked */
+        assert_int_equal(d.n, 1);
+        broker_doorbells_close(&d);
+        f->now += SEC;
+        assert_int_equal(broker_process_deadlines(f->b), 0);
+        assert_int_equal(f->n_left, 2);
+        assert_string_equal(f->last_left, "vm2");
+        assert_int_equal(state_of(f, s.region), REGION_RECLAIMED);
+        assert_int_equal(kept_bells(f), 0);
+        close_all(&a1);
+        close_all(&a2);
+        close(s.owner_fd);
+}
+
+/* The owner's domain goes away: it is no party any more, its peers hear it; they stay parties while recalled. */
+static void test_doorbells_owner_gone(void **state) {
+        struct fixture *f = *state;
+        struct broker_share_result s;
+        struct broker_attach_result a1, a2;
+        struct broker_doorbells d;
+        struct broker_error err = {};
+        int q;
+
+        s = share_two(f, -1, &err, &q);
+        assert_int_equal(q, 0);
+        a1 = attach_ok(f, &VM1, "vm1", s.tokens[0].token);
+        a2 = attach_ok(f, &VM2, "vm2", s.tokens[1].token);
+        assert_int_equal(broker_domain_gone(f->b, &ADMIN, "hw0", NULL, &err), 0);
+        assert_int_equal(f->n_left, 1);
+        assert_string_equal(f->last_left, "hw0");
+        assert_int_equal(f->last_parties, 2);
+        q = broker_region_doorbells(f->b, &ROOT, "hw0", s.region, &d, &err);
+        expect_code(q, &err, BROKER_E_NO_SUCH_REGION);
+        d = bells_of(f, &VM1, "vm1", s.region);
+        assert_int_equal(d.n, 2); /* with vm2 only */
+        assert_string_equal(d.bells[0].peer, "vm2");
+        broker_doorbells_close(&d);
+        close_all(&a1);
+        close_all(&a2);
+        close(s.owner_fd);
+}
+
+/* With a store the pairs come back as they were; without one they are made anew, a new generation. */
+static void test_doorbells_restart(void **state) {
+        struct fixture *f = *state;
+        struct broker_share_result s;
+        struct broker_attach_result a;
+        struct broker_doorbells owner, peer;
+
+        f->with_store = true;
+        broker_restart(f);
+        s = share_ok(f, "nic0", 4096, "vm1", ACCESS_RW);
+        a = attach_ok(f, &VM1, "vm1", s.tokens[0].token);
+        /* Its peers' names die with the broker: its ends are, in order, with hw0 on vectors 0 and 1. */
+        f->n_taken = 0;
+        broker_restart(f);
+        assert_int_equal(f->n_taken, 4); /* the 4 eventfds; no pidfd was kept (no process here) */
+        owner = bells_of(f, &ROOT, "hw0", s.region);
+        assert_int_equal(owner.generation, 1);
+        /* The very eventfds the peer holds from before the restart. */
+        bell_ring(bell_find(&owner, "vm1", 0)->send_fd);
+        assert_true(bell_rung(a.doorbells.bells[0].recv_fd));
+        bell_ring(a.doorbells.bells[1].send_fd);
+        assert_true(bell_rung(bell_find(&owner, "vm1", 1)->recv_fd));
+        assert_int_equal(audit_rows_with(f, "doorbells", "made anew"), 0);
+
+        /* No store: new pairs, a new generation (durable, audited); the old ends reach nobody. */
+        f->with_store = false;
+        broker_restart(f);
+        peer = bells_of(f, &VM1, "vm1", s.region);
+        assert_int_equal(peer.generation, 2);
+        assert_int_equal(audit_rows_with(f, "doorbells", "made anew at start (the fd store kept none)"), 1);
+        bell_ring(owner.bells[0].send_fd);
+        bell_ring(a.doorbells.bells[0].send_fd);
+        assert_false(bell_rung(bell_find(&peer, "hw0", 0)->recv_fd));
+        broker_doorbells_close(&owner);
+        owner = bells_of(f, &ROOT, "hw0", s.region);
+        assert_false(bell_rung(bell_find(&owner, "vm1", 0)->recv_fd));
+        bell_ring(bell_find(&owner, "vm1", 0)->send_fd);
+        assert_true(bell_rung(bell_find(&peer, "hw0", 0)->recv_fd));
+        /* The generation is durable: the next start without a store counts on from it. */
+        broker_doorbells_close(&peer);
+        broker_restart(f);
+        peer = bells_of(f, &VM1, "vm1", s.region);
+        assert_int_equal(peer.generation, 3);
+        broker_doorbells_close(&peer);
+        broker_doorbells_close(&owner);
+        close_all(&a);
+        close(s.owner_fd);
+}
+
+/* Bad vectors are refused and change nothing; a backend that hands no fds has no doorbells. */
+static void test_doorbells_limits(void **state) {
+        struct fixture *f = *state;
+        struct broker_share_result s;
+        struct broker_error err = {};
+        int q;
+
+        unsigned live = 0;
+
+        s = share_two(f, BROKER_MAX_DOORBELL_VECTORS + 1, &err, &q);
+        expect_code(q, &err, BROKER_E_INVALID);
+        assert_int_equal(broker_region_foreach(f->b, &ADMIN, count_region, &live), 0);
+        assert_int_equal(live, 0);
+        assert_int_equal(audit_rows_with(f, "share", ""), 0);
+        s = share_two(f, BROKER_MAX_DOORBELL_VECTORS, &err, &q);
+        assert_int_equal(q, 0);
+        assert_int_equal(s.vectors, 4);
+        assert_int_equal(broker_attach_fds(f->b, s.tokens[0].token), 1 + 2 * 4);
+
+        /* Out of fds when the pairs are made: limit_exceeded, and the token is still unspent. */
+        {
+                struct broker_attach_result a;
+                struct rlimit old, low;
+                int fds[256];
+                size_t n = 0;
+
+                assert_int_equal(getrlimit(RLIMIT_NOFILE, &old), 0);
+                low = (struct rlimit) { .rlim_cur = 200, .rlim_max = old.rlim_max };
+                assert_int_equal(setrlimit(RLIMIT_NOFILE, &low), 0);
+                while (n < ELEMENTSOF(fds) && (fds[n] = fcntl(0, F_DUPFD_CLOEXEC, 0)) >= 0)
+                        n++;
+                assert_true(n > 4);
+                close(fds[--n]); /* room for some of the owner's 8 eventfds, not all */
+                close(fds[--n]);
+                q = broker_attach(f->b, &VM1, "vm1", s.tokens[0].token, &a, &err);
+                while (n > 0)
+                        close(fds[--n]);
+                assert_int_equal(setrlimit(RLIMIT_NOFILE, &old), 0);
+                expect_code(q, &err, BROKER_E_LIMIT);
+                assert_int_equal(f->n_joined, 0);
+                a = attach_ok(f, &VM1, "vm1", s.tokens[0].token);
+                assert_int_equal(a.doorbells.n, 4);
+                close_all(&a);
+        }
+        close(s.owner_fd);
+}
+
+static void test_doorbells_need_fds(void **state) {
+        struct fixture *f = *state;
+        struct broker_share_result s;
+        struct broker_attach_result a;
+        struct broker_doorbells d;
+        struct broker_error err = {};
+        int q;
+
+        s = share_two(f, 1, &err, &q);
+        expect_code(q, &err, BROKER_E_INVALID);
+        s = share_two(f, -1, &err, &q);
+        assert_int_equal(q, 0);
+        assert_int_equal(s.vectors, 0);
+        a = attach_ok(f, &VM1, "vm1", s.tokens[0].token);
+        assert_int_equal(a.doorbells.n, 0);
+        assert_int_equal(f->n_joined, 0);
+        d = bells_of(f, &ROOT, "hw0", s.region); /* a holder without doorbells: an empty list */
+        assert_int_equal(d.n, 0);
+        close(a.fd);
+        close(s.owner_fd);
 }
 
 int main(void) {
@@ -1641,6 +1988,12 @@ int main(void) {
                 cmocka_unit_test_setup_teardown(test_audit_newest, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_backend_reports_domain_gone, setup_async, teardown),
                 cmocka_unit_test_setup_teardown(test_holder_pidfds_survive_a_restart, setup_shm, teardown),
+                cmocka_unit_test_setup_teardown(test_doorbells_join_and_cut, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_doorbells_cut_by_revoke, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_doorbells_owner_gone, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_doorbells_restart, setup_shm, teardown),
+                cmocka_unit_test_setup_teardown(test_doorbells_limits, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_doorbells_need_fds, setup_async, teardown),
                 cmocka_unit_test(test_event_names),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);

@@ -360,10 +360,11 @@ static int attach_ok(struct fixture *f, const struct rpc_caller *c, const char *
         r = call(f, c, "region.attach", params);
         if (r.q < 0)
                 fail_msg("attach: %s: %s", r.err.name, r.err.message);
-        assert_int_equal(r.fds.n, 1);
+        /* The mapping, then a send and a recv end per doorbell (closed here). */
+        assert_int_equal(r.fds.n, 1 + 2 * get_len(r.result, "doorbells"));
         assert_int_equal(get_int(r.result, "fd"), 0);
-        fd = r.fds.fds[0];
-        r.fds.n = 0;
+        fd = fcntl(r.fds.fds[0], F_DUPFD_CLOEXEC, 3);
+        assert_true(fd >= 0);
         reply_clear(&r);
         return fd;
 }
@@ -652,7 +653,13 @@ static void test_attach(void **state) {
         assert_int_equal(get_int(r.result, "size"), MiB);
         assert_string_equal(get_str(r.result, "access"), "rw");
         assert_int_equal(get_int(r.result, "fd"), 0);
-        assert_int_equal(r.fds.n, 1);
+        /* Doorbells with the owner on the default 2 vectors: the mapping and 2 x 2 ends. */
+        assert_int_equal(get_int(r.result, "vectors"), 2);
+        assert_int_equal(get_int(r.result, "generation"), 1);
+        assert_int_equal(get_len(r.result, "doorbells"), 2);
+        assert_string_equal(get_str(get_idx(r.result, "doorbells", 1), "peer"), "hw0");
+        assert_int_equal(get_int(get_idx(r.result, "doorbells", 1), "vector"), 1);
+        assert_int_equal(r.fds.n, 5);
 
         /* Both ends see the same memory. */
         owner = mmap(NULL, MiB, PROT_READ | PROT_WRITE, MAP_SHARED, rw.fd, 0);
@@ -967,6 +974,23 @@ static void test_subscribe(void **state) {
         json_object_put(o);
 }
 
+/* method about vm1 in region 1 went to the other party's subscribers (hw0's: ROOT, and the admin), not vm1's. */
+static void expect_party_note(struct fixture *f, const char *method, const char *reason) {
+        struct json_object *p;
+
+        assert_int_equal(notes_count(f, ROOT.connection, method), 1);
+        assert_int_equal(notes_count(f, ADMIN.connection, method), 1);
+        assert_int_equal(notes_count(f, VM1.connection, method), 0);
+        p = json_tokener_parse(note_find(f, ROOT.connection, method)->params);
+        assert_string_equal(get_str(p, "domain"), "vm1");
+        assert_int_equal(get_int(p, "region"), 1);
+        if (reason)
+                assert_string_equal(get_str(p, "reason"), reason);
+        else
+                assert_false(json_object_object_get_ex(p, "reason", NULL));
+        json_object_put(p);
+}
+
 static void test_notifications(void **state) {
         struct fixture *f = *state;
         const struct note *n;
@@ -995,11 +1019,12 @@ static void test_notifications(void **state) {
         json_object_put(p);
         notes_clear(f);
 
-        /* Attach: the owner's subscribers. */
+        /* Attach: the owner's subscribers; and the owner, a doorbell party, hears vm1 joined. */
         fd = attach_ok(f, &VM1, "vm1", s.token[0]);
         assert_int_equal(notes_count(f, ROOT.connection, "region.attached"), 1);
         assert_int_equal(notes_count(f, ADMIN.connection, "region.attached"), 1);
-        assert_int_equal(f->n_notes, 2);
+        expect_party_note(f, "region.joined", NULL);
+        assert_int_equal(f->n_notes, 4);
         p = json_tokener_parse(note_find(f, ROOT.connection, "region.attached")->params);
         assert_int_equal(get_int(p, "region"), 1);
         assert_string_equal(get_str(p, "owner"), "hw0");
@@ -1031,7 +1056,9 @@ static void test_notifications(void **state) {
         assert_int_equal(notes_count(f, VM1.connection, "region.reclaimed"), 1);
         assert_int_equal(notes_count(f, ADMIN.connection, "region.reclaimed"), 1);
         assert_int_equal(notes_count(f, VM2.connection, "region.reclaimed"), 0);
-        assert_int_equal(f->n_notes, 6);
+        /* The revoked peer's doorbells are cut: the owner hears it left; vm1 itself does not. */
+        expect_party_note(f, "region.left", "revoke deadline passed");
+        assert_int_equal(f->n_notes, 8);
         p = json_tokener_parse(note_find(f, ROOT.connection, "region.reclaimed")->params);
         assert_true(is_null(p, "domain"));
         assert_true(json_object_object_get_ex(p, "region", &v));
