@@ -518,8 +518,11 @@ static int run_peer(struct agent *ag, const char *socket, const char *domain, co
         fflush(stdout);
         r = peer_talk(ag, rounds);
 
-        /* Done with the memory before giving it back: after the release it is scrubbed. */
-        brokerd_channel_free(ag->ch);
+        /* Done with the memory before giving it back: after the release it is scrubbed. Freeing
+         * marks our side closed in the region; after a forced revoke the memory may be truncated
+         * (SIGBUS on touch), so the channel is then left to the exit instead. */
+        if (!ag->revoked)
+                brokerd_channel_free(ag->ch);
         ag->ch = NULL;
         munmap(ag->mem, (size_t) ag->size);
         ag->mem = NULL;
