@@ -86,17 +86,11 @@ static bool event_is_ours(const struct agent *ag, const struct bdc_event *ev) {
                json_object_get_uint64(v) == ag->region;
 }
 
-/*
- * The channel's four ends toward partner: vector 0 "data ready", vector 1 "space free" (one
- * vector: the same fd for both). No doorbells at all: -1 everywhere, and the channel busy-polls.
- */
+/* The channel's four ends toward partner: vector 0 "data ready", vector 1 "space free" (with
+ * one vector, the same fd for both). */
 static int channel_bells(const struct bdc_doorbells *d, const char *partner, struct brokerd_channel_doorbells *ret) {
         const struct bdc_doorbell *data, *space;
 
-        if (d->vectors == 0) {
-                *ret = (struct brokerd_channel_doorbells) { -1, -1, -1, -1 };
-                return 0;
-        }
         data = bdc_doorbells_find(d, partner, 0);
         space = bdc_doorbells_find(d, partner, d->vectors > 1 ? 1 : 0);
         if (!data || !space)
@@ -105,12 +99,6 @@ static int channel_bells(const struct bdc_doorbells *d, const char *partner, str
                 .ring_data = data->send_fd, .ring_space = space->send_fd,
                 .wait_data = data->recv_fd, .wait_space = space->recv_fd,
         };
-        return 0;
-}
-
-static int channel_ready(struct agent *ag, const struct brokerd_channel_doorbells *db) {
-        if (db->wait_data < 0)
-                return brokerd_channel_set_mode(ag->ch, BROKERD_CHANNEL_BUSY_POLL);
         return 0;
 }
 
@@ -134,7 +122,7 @@ static int owner_joined(struct agent *ag, const char *domain) {
                 return fail("channel_failed", "creating the channel: %s", strerror(-r));
         printf("channel created with %s: %u doorbell vector(s), max_message=%" PRIu32 "\n", domain,
                ag->bells.vectors, brokerd_channel_max_message(ag->ch));
-        return channel_ready(ag, &db);
+        return 0;
 }
 
 /* The broker's word about the region; a party that left is cut off before anything else. */
@@ -421,18 +409,14 @@ finish:
 }
 
 /* The peer: join the channel the owner lays, waiting on our data doorbell from it. */
-static int try_join(struct agent *ag, void *arg) {
-        const struct brokerd_channel_doorbells *db = arg;
+static int try_join(struct agent *ag, const struct brokerd_channel_doorbells *db) {
         struct pollfd pfd = { .fd = db->wait_data, .events = POLLIN };
-        int r = brokerd_channel_join(ag->mem, (size_t) ag->size, db, 0, &ag->ch);
         uint64_t rings;
 
-        if (r != -EAGAIN || db->wait_data < 0)
-                return r;
-        /* Not there yet: the creator rings when it is. Drain what woke us, then sleep on it. */
+        /* Drain a ring before looking for the header, so that a ring after the look wakes us. */
         if (poll(&pfd, 1, 0) == 1 && read(db->wait_data, &rings, sizeof(rings)) < 0 && errno != EAGAIN)
                 return -errno;
-        return -EAGAIN;
+        return brokerd_channel_join(ag->mem, (size_t) ag->size, db, 0, &ag->ch);
 }
 
 static int peer_join(struct agent *ag) {
@@ -456,20 +440,23 @@ static int peer_join(struct agent *ag) {
                 r = try_join(ag, &db);
                 if (r != -EAGAIN)
                         break;
-                /* Without doorbells the creator cannot wake us: look again every 10 ms. */
-                if (poll(pfd, db.wait_data >= 0 ? 2 : 1, db.wait_data >= 0 ? -1 : 10) < 0 && errno != EINTR)
-                        return -errno;
+                if (poll(pfd, 2, -1) < 0 && errno != EINTR) {
+                        r = -errno;
+                        break;
+                }
         }
         if (r < 0)
                 return fail("channel_failed", "joining the channel: %s", strerror(-r));
         printf("joined the channel of %s: max_message=%" PRIu32 "\n", ag->partner, brokerd_channel_max_message(ag->ch));
-        return channel_ready(ag, &db);
+        return 0;
 }
 
 static int peer_talk(struct agent *ag, uint64_t rounds) {
         int r;
 
         r = peer_join(ag);
+        if (r < 0 && r != -ECANCELED)
+                return r; /* said why */
         for (uint64_t i = 1; r >= 0 && i <= rounds; i++) {
                 struct message m;
 
@@ -559,7 +546,7 @@ static int usage(FILE *f, const char *problem) {
               "                     [--doorbells N] [--revoke-after K]\n"
               "       channel-agent [--socket PATH] peer --domain P --token T [--rounds N]\n"
               "\n"
-              "owner: shares S bytes of device X with peer P (read-write) and N doorbell vectors (default 2),\n"
+              "owner: shares S bytes of device X with peer P (read-write) and N doorbell vectors (1..4, default 2),\n"
               "       prints the region and P's token, lays a channel over the region when P joins and\n"
               "       answers its pings; with --revoke-after K it revokes the region after the K-th ping.\n"
               "peer:  attaches with the token, joins the channel, sends N pings (default 3), then bye.\n",
@@ -600,8 +587,9 @@ int main(int argc, char **argv) {
                         o.req.n_peers = 1;
                         break;
                 case 'b':
-                        if (bdc_parse_u64(optarg, &u) < 0 || u > BDC_MAX_DOORBELL_VECTORS)
-                                return usage(stderr, "invalid --doorbells (0..4)");
+                        /* The channel sleeps on doorbells: it needs at least one. */
+                        if (bdc_parse_u64(optarg, &u) < 0 || u == 0 || u > BDC_MAX_DOORBELL_VECTORS)
+                                return usage(stderr, "invalid --doorbells (1..4)");
                         o.req.doorbells = (unsigned) u;
                         break;
                 case 'k':
