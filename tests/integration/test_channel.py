@@ -143,6 +143,20 @@ class ChannelTest(DaemonTest):
             f"recalled region={region}: giving it back", f"released region={region}"])
         self.assertFalse([l for l in peer_lines if "pong 2" in l], peer_lines)
 
+    def test_peer_killed(self):
+        """A peer that dies mid-conversation leaves no close mark: only the broker's region.left
+        can wake the owner asleep on the channel, and it does (EPIPE after it)."""
+        owner, peer, region, _ = self.start_pair(peer_args=("--rounds", "1000000"))
+        owner.wait_line(r'^received "ping 3 from vm1"')
+        peer.proc.kill()
+        peer.finish()
+        owner_lines = self.finished(owner)
+        left = [l for l in owner_lines if l.startswith(f"event left region={region} domain=vm1")]
+        self.assertTrue(left, owner_lines)
+        self.assert_in_order(owner_lines, [
+            left[0], "cut off vm1: 2 doorbell(s) closed", "channel: vm1 is gone (EPIPE)", f"revoking region={region}",
+            f"done: region={region} reclaimed"])
+
     def test_show_doorbells(self):
         owner = self.d.spawn_agent("share", "--owner", "hw0", "--device", "nic0", "--size", "64KiB",
                                    "--peer", "vm1:rw", "--hold")
