@@ -149,33 +149,36 @@ static int handle_event(struct agent *ag, const struct bdc_event *ev) {
         return 0;
 }
 
-/* Handles what the broker said so far, without waiting; -errno when the connection broke. */
-static int drain_events(struct agent *ag) {
-        for (;;) {
-                struct bdc_event ev = {};
-                int r = bdc_next_event(ag->c, 0, &ev);
+/* Handles the broker's next word, waiting up to timeout_ms for it (-ETIMEDOUT: none came). */
+static int next_event(struct agent *ag, int timeout_ms) {
+        struct bdc_event ev = {};
+        int r;
 
-                if (r == -ETIMEDOUT)
-                        return 0;
-                if (r == -EINTR)
-                        continue;
-                if (r < 0)
-                        return fail("disconnected", "brokerd: %s", strerror(-r));
-                if (event_is_ours(ag, &ev))
-                        r = handle_event(ag, &ev);
-                bdc_event_clear(&ev);
-                if (r < 0)
-                        return r;
-        }
+        do
+                r = bdc_next_event(ag->c, timeout_ms, &ev);
+        while (r == -EINTR);
+        if (r == -ETIMEDOUT)
+                return r;
+        if (r < 0)
+                return fail("disconnected", "brokerd: %s", strerror(-r));
+        if (event_is_ours(ag, &ev))
+                r = handle_event(ag, &ev);
+        bdc_event_clear(&ev);
+        return r;
 }
 
-/* Blocks until the broker says something. */
-static int wait_event(struct agent *ag) {
-        struct pollfd pfd = { .fd = bdc_fd(ag->c), .events = POLLIN };
+/* Handles what the broker said so far (also what came during a call), without waiting. */
+static int drain_events(struct agent *ag) {
+        int r;
 
-        if (poll(&pfd, 1, -1) < 0 && errno != EINTR)
-                return -errno;
-        return drain_events(ag);
+        while ((r = next_event(ag, 0)) >= 0)
+                ;
+        return r == -ETIMEDOUT ? 0 : r;
+}
+
+/* Blocks until the broker says something, and handles it. */
+static int wait_event(struct agent *ag) {
+        return next_event(ag, -1);
 }
 
 /*
