@@ -154,7 +154,7 @@ class ChannelTest(DaemonTest):
         left = [l for l in owner_lines if l.startswith(f"event left region={region} domain=vm1")]
         self.assertTrue(left, owner_lines)
         self.assert_in_order(owner_lines, [
-            left[0], "cut off vm1: 2 doorbell(s) closed", "channel: vm1 is gone (EPIPE)", f"revoking region={region}",
+            left[0], "cut off vm1: 2 doorbell(s) closed", "channel: vm1 is gone (EPIPE)",
             f"done: region={region} reclaimed"])
 
     def test_show_doorbells(self):
