@@ -310,10 +310,11 @@ static int owner_revoke(struct agent *ag) {
 
         r = bdc_revoke(ag->c, ag->self, ag->region, 5000, false, &err);
         if (r == -ENOENT) {
-                /* Reclaimed meanwhile (its region.reclaimed may still be on its way). */
+                /* Over meanwhile (its last peer left): hear what the broker said about it first. */
                 bdc_error_clear(&err);
+                r = drain_events(ag);
                 ag->reclaimed = true;
-                return 0;
+                return r;
         }
         if (r < 0)
                 return fail_daemon(&err, r);
