@@ -48,7 +48,7 @@ static void on_event(void *userdata, const struct broker_event *ev) {
         (void) userdata;
         if (ev->type == BROKER_EVENT_ROUTE_CHANGED)
                 return; /* shown through route lookups instead */
-        printf("      event %-10s region %" PRIu64 "%s%s%s%s\n", broker_event_type_to_string(ev->type), ev->region,
+        printf("      event %-10s region %" PRIu64 "%s%s%s%s\n", broker_event_type_to_string(ev->type) ?: "?", ev->region,
                ev->domain ? " peer " : "", ev->domain ?: "", ev->reason ? ": " : "", ev->reason ?: "");
 }
 
