@@ -84,7 +84,7 @@ int verb_list(struct bdc *c, const struct args *a) {
 int verb_show(struct bdc *c, const struct args *a) {
         static const char *const order[] = {
                 "region", "state", "owner", "device", "pool", "label", "base", "size", "peers", "created_usec",
-                "deadline_usec", "owner_mapped", "owner_unplug",
+                "deadline_usec", "owner_mapped", "owner_unplug", "doorbells",
         };
         _cleanup_(json_putp) struct json_object *params = json_object_new_object();
 

@@ -69,6 +69,8 @@ static enum kind kind_for_key(const char *key) {
                 return KIND_LIMIT_COUNT;
         if (strcmp(key, "peers") == 0)
                 return KIND_PEERS;
+        if (strcmp(key, "pairs") == 0)
+                return KIND_PAIRS;
         for (size_t i = 0; i < ELEMENTSOF(bytes); i++)
                 if (strcmp(key, bytes[i]) == 0)
                         return KIND_BYTES;
@@ -94,32 +96,51 @@ static char *format_unplug(struct json_object *u) {
         return strdup(failed && json_object_get_boolean(failed) ? "+unplug-refused" : "+unplugging");
 }
 
-static char *format_peers(struct json_object *v) {
+/* "domain:access:state[+unplug]" for one peer of a region. */
+static char *format_peer(struct json_object *p) {
+        _cleanup_(xfreep) char *ds = NULL, *as = NULL, *ss = NULL, *us = NULL;
+        struct json_object *d = NULL, *a = NULL, *st = NULL, *u = NULL;
+        char *one;
+
+        json_object_object_get_ex(p, "domain", &d);
+        json_object_object_get_ex(p, "access", &a);
+        json_object_object_get_ex(p, "state", &st);
+        json_object_object_get_ex(p, "unplug", &u);
+        ds = format_json_value(d);
+        as = format_json_value(a);
+        ss = format_json_value(st);
+        us = format_unplug(u);
+        if (!ds || !as || !ss || !us || asprintf(&one, "%s:%s:%s%s", ds, as, ss, us) < 0)
+                return NULL;
+        return one;
+}
+
+/* "from>to" for one live doorbell pair (docs/protocol.md "Doorbells"). */
+static char *format_pair(struct json_object *p) {
+        _cleanup_(xfreep) char *from = NULL, *to = NULL;
+        struct json_object *f = NULL, *t = NULL;
+        char *one;
+
+        json_object_object_get_ex(p, "from", &f);
+        json_object_object_get_ex(p, "to", &t);
+        from = format_json_value(f);
+        to = format_json_value(t);
+        if (!from || !to || asprintf(&one, "%s>%s", from, to) < 0)
+                return NULL;
+        return one;
+}
+
+/* An array's elements joined with commas, objects by format_one, anything else as JSON text. */
+static char *format_list(struct json_object *v, char *(*format_one)(struct json_object *)) {
         size_t n = json_object_array_length(v), len = 0;
         char *s = strdup("");
 
         for (size_t i = 0; s && i < n; i++) {
-                struct json_object *p = json_object_array_get_idx(v, i), *d = NULL, *a = NULL, *st = NULL;
+                struct json_object *p = json_object_array_get_idx(v, i);
                 _cleanup_(xfreep) char *one = NULL;
                 char *ns;
 
-                if (!json_object_is_type(p, json_type_object)) {
-                        one = format_json_value(p);
-                } else {
-                        _cleanup_(xfreep) char *ds = NULL, *as = NULL, *ss = NULL, *us = NULL;
-                        struct json_object *u = NULL;
-
-                        json_object_object_get_ex(p, "domain", &d);
-                        json_object_object_get_ex(p, "access", &a);
-                        json_object_object_get_ex(p, "state", &st);
-                        json_object_object_get_ex(p, "unplug", &u);
-                        ds = format_json_value(d);
-                        as = format_json_value(a);
-                        ss = format_json_value(st);
-                        us = format_unplug(u);
-                        if (ds && as && ss && us && asprintf(&one, "%s:%s:%s%s", ds, as, ss, us) < 0)
-                                one = NULL;
-                }
+                one = json_object_is_type(p, json_type_object) ? format_one(p) : format_json_value(p);
                 if (!one) {
                         free(s);
                         return NULL;
@@ -173,8 +194,9 @@ static char *format_cell(struct json_object *v, enum kind kind) {
                         return strdup(format_duration_usec(u, buf));
                 break;
         case KIND_PEERS:
+        case KIND_PAIRS:
                 if (json_object_is_type(v, json_type_array))
-                        return format_peers(v);
+                        return format_list(v, kind == KIND_PEERS ? format_peer : format_pair);
                 break;
         case KIND_PLAIN:
                 break;

@@ -68,6 +68,7 @@ enum kind {
         KIND_TIME,
         KIND_DURATION,
         KIND_PEERS,
+        KIND_PAIRS, /* doorbell pairs: "from>to,..." */
 };
 
 struct column {

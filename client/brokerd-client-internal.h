@@ -4,7 +4,8 @@
  * libbrokerd-client's private parts, shared by its files: the connection, and the helpers
  * each file gives the others (hidden: the library exports only brokerd-client.h).
  * brokerd-client.c: errors and the connection; -transport.c: the wire (framing, descriptors,
- * one call); -events.c: notifications; -requests.c: the typed verbs.
+ * one call); -events.c: notifications; -requests.c: the typed verbs and reading their replies;
+ * -doorbells.c: the doorbells in attach and region.doorbells replies.
  */
 #include <json-c/json.h>
 #include <stdbool.h>
@@ -61,6 +62,26 @@ int local_error(struct bdc_error *err, int errnum, const char *fmt, ...) _printf
 int error_from_reply(struct json_object *error, struct bdc_error *err);
 /* Marks the connection unusable; every later call fails with -ECONNRESET. Returns r. */
 int bdc_kill(struct bdc *c, int r);
+
+/* -requests.c: reply accessors; a missing or mistyped member is -EBADMSG. */
+int get_u64(struct json_object *o, const char *key, uint64_t *ret);
+const char *get_string(struct json_object *o, const char *key);
+/*
+ * The descriptor o's member key names (an index into the reply's fds), taken out of fds (-1
+ * there): an index that did not come, or one already taken, is -EBADMSG.
+ */
+int take_fd_index(struct json_object *o, const char *key, int *fds, size_t n_fds, int *ret);
+/* Fills err for a reply that could not be read (r: -ENOMEM or -EBADMSG); returns r's errno. */
+int reply_error(struct bdc_error *err, int r, const char *method);
+
+/* -doorbells.c */
+/* A reply's "vectors" (absent: 0, no doorbells); beyond BDC_MAX_DOORBELL_VECTORS is -EBADMSG. */
+int parse_vectors(struct json_object *result, unsigned *ret);
+/*
+ * A reply's "vectors", "generation" and "doorbells" for region, the descriptors taken out of
+ * fds. On failure *ret is untouched and what was taken is closed.
+ */
+int parse_doorbells(struct json_object *result, uint64_t region, int *fds, size_t n_fds, struct bdc_doorbells *ret);
 
 /* -transport.c */
 int bdc_read(struct bdc *c);

@@ -12,7 +12,7 @@
 #include <unistd.h>
 
 /* Reply accessors: a missing or mistyped member is a protocol violation. */
-static int get_u64(struct json_object *o, const char *key, uint64_t *ret) {
+int get_u64(struct json_object *o, const char *key, uint64_t *ret) {
         struct json_object *v;
 
         if (!json_object_object_get_ex(o, key, &v))
@@ -28,7 +28,7 @@ static int get_u64(struct json_object *o, const char *key, uint64_t *ret) {
         return -EBADMSG;
 }
 
-static const char *get_string(struct json_object *o, const char *key) {
+const char *get_string(struct json_object *o, const char *key) {
         struct json_object *v;
 
         if (!json_object_object_get_ex(o, key, &v) || !json_object_is_type(v, json_type_string))
@@ -36,22 +36,24 @@ static const char *get_string(struct json_object *o, const char *key) {
         return json_object_get_string(v);
 }
 
-/*
- * The descriptor a result's "fd" member names, taken out of fds (set to -1 there); -1 when the
- * result has no "fd" (backends that map into VMs, such as libvirt, pass none).
- */
-static int take_result_fd(struct json_object *result, int *fds, size_t n_fds, int *ret) {
+int take_fd_index(struct json_object *o, const char *key, int *fds, size_t n_fds, int *ret) {
         uint64_t index;
 
-        if (!json_object_object_get_ex(result, "fd", NULL)) {
-                *ret = -1;
-                return 0;
-        }
-        if (get_u64(result, "fd", &index) < 0 || index >= n_fds)
+        if (get_u64(o, key, &index) < 0 || index >= n_fds || fds[index] < 0)
                 return -EBADMSG;
         *ret = fds[index];
         fds[index] = -1;
         return 0;
+}
+
+/* The descriptor a result's "fd" member names; -1 when the result has no "fd" (backends that
+ * map into VMs, such as libvirt, pass none). */
+static int take_result_fd(struct json_object *result, int *fds, size_t n_fds, int *ret) {
+        if (!json_object_object_get_ex(result, "fd", NULL)) {
+                *ret = -1;
+                return 0;
+        }
+        return take_fd_index(result, "fd", fds, n_fds, ret);
 }
 
 static void tokens_free(struct bdc_token *t, size_t n) {
@@ -105,6 +107,8 @@ static int share_params(const struct bdc_share_request *req, struct json_object 
                 return -ENOMEM;
         if (req->has_numa_node && add_u64(p, "numa_node", req->numa_node) < 0)
                 return -ENOMEM;
+        if (req->has_doorbells && add_u64(p, "doorbells", req->doorbells) < 0)
+                return -ENOMEM;
         if (req->place) {
                 char buf[32];
                 snprintf(buf, sizeof(buf), "0x%" PRIx64, req->base);
@@ -148,7 +152,7 @@ static int parse_tokens(struct json_object *result, struct bdc_token **ret, size
         return 0;
 }
 
-static int reply_error(struct bdc_error *err, int r, const char *method) {
+int reply_error(struct bdc_error *err, int r, const char *method) {
         if (r == -ENOMEM)
                 return local_error(err, ENOMEM, "out of memory");
         return local_error(err, EBADMSG, "malformed reply to %s", method);
@@ -170,6 +174,8 @@ _public_ int bdc_share(struct bdc *c, const struct bdc_share_request *req, struc
                         return local_error(err, EINVAL, "peer %zu is invalid", i);
         if (req->n_peers > INT_MAX)
                 return local_error(err, EINVAL, "too many peers");
+        if (req->has_doorbells && req->doorbells > BDC_MAX_DOORBELL_VECTORS)
+                return local_error(err, EINVAL, "at most %d doorbell vectors", BDC_MAX_DOORBELL_VECTORS);
 
         r = share_params(req, &params);
         if (r < 0)
@@ -193,7 +199,8 @@ _public_ int bdc_share(struct bdc *c, const struct bdc_share_request *req, struc
 
         r = -EBADMSG;
         if (streq_ptr(placement, "region") && get_u64(result, "region", &res.region) >= 0 &&
-            get_u64(result, "base", &res.base) >= 0 && get_u64(result, "size", &res.size) >= 0)
+            get_u64(result, "base", &res.base) >= 0 && get_u64(result, "size", &res.size) >= 0 &&
+            parse_vectors(result, &res.vectors) >= 0)
                 r = take_result_fd(result, fds, n_fds, &res.fd);
         fds_close(fds, n_fds);
         if (r < 0)
@@ -220,13 +227,14 @@ _public_ void bdc_attach_result_clear(struct bdc_attach_result *r) {
                 return;
         if (r->fd >= 0)
                 close(r->fd);
+        bdc_doorbells_clear(&r->doorbells);
         *r = (struct bdc_attach_result) { .fd = -1 };
 }
 
 _public_ int bdc_attach(struct bdc *c, const char *domain, const char *token, struct bdc_attach_result *ret,
                         struct bdc_error *err) {
         _cleanup_(json_object_putp) struct json_object *params = NULL, *result = NULL;
-        struct bdc_attach_result res = { .fd = -1 };
+        _cleanup_(bdc_attach_result_clear) struct bdc_attach_result res = { .fd = -1 };
         int fds[BDC_MAX_FDS];
         size_t n_fds = ELEMENTSOF(fds);
         int r;
@@ -246,11 +254,14 @@ _public_ int bdc_attach(struct bdc *c, const char *domain, const char *token, st
             get_u64(result, "size", &res.size) >= 0 &&
             bdc_access_from_string(get_string(result, "access"), &res.access) >= 0)
                 r = take_result_fd(result, fds, n_fds, &res.fd);
-        fds_close(fds, n_fds);
+        if (r >= 0)
+                r = parse_doorbells(result, res.region, fds, n_fds, &res.doorbells);
+        fds_close(fds, n_fds); /* what the reply did not name */
         if (r < 0)
                 return reply_error(err, r, "region.attach");
 
         *ret = res;
+        res = (struct bdc_attach_result) { .fd = -1 };
         return 0;
 }
 

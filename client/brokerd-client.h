@@ -189,6 +189,8 @@ struct bdc_doorbells {
         unsigned vectors;
         struct bdc_doorbell *bells; /* n entries, one per (peer, vector) */
         size_t n;
+        /* Changes when brokerd made new pairs (a restart without an fd store): refetch then. */
+        uint64_t generation;
 };
 
 /* region.doorbells: every doorbell domain has in region now (after region.joined, or a restart). */
