@@ -38,7 +38,7 @@ extern "C" {
 
 struct brokerd_channel;
 
-/* "BRKDCHAN" little-endian; the header's version. */
+/* The header's first 8 bytes, "KRDKCHAN" (this value stored little-endian); its version. */
 #define BROKERD_CHANNEL_MAGIC UINT64_C(0x4e4148434b44524b)
 #define BROKERD_CHANNEL_VERSION 1
 /* Bounds on one ring's capacity (a power of two, in bytes). */

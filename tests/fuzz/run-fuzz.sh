@@ -4,7 +4,7 @@
 #   tests/fuzz/run-fuzz.sh [--merge] [--keep] [--jobs N] [--campaign DIR] TARGET|all SECONDS [-- LIBFUZZER_ARGS...]
 #
 # Builds the libFuzzer targets with clang (CC=clang-14 meson setup $BUILD -Dfuzzing=true, once;
-# $BUILD defaults to build-fuzz), then runs fuzz-TARGET (rpc, platform, policy; all runs each
+# $BUILD defaults to build-fuzz), then runs fuzz-TARGET (rpc, platform, policy, channel; all runs each
 # in turn, SECONDS each) from a copy of tests/fuzz/corpus/TARGET with its dictionary, and
 # prints how many inputs it executed and how fast. --jobs N runs N fuzzers side by side on
 # one shared working corpus (the machine's other users permitting). --merge adds to
@@ -51,9 +51,9 @@ shift 2
 case $seconds in ''|*[!0-9]*) usage ;; esac
 case $jobs in ''|*[!0-9]*|0) usage ;; esac
 case $target in
-all) targets=(platform policy rpc) ;;
-rpc|platform|policy) targets=("$target") ;;
-*) echo "unknown target $target (rpc, platform, policy or all)" >&2; exit 2 ;;
+all) targets=(platform policy rpc channel) ;;
+rpc|platform|policy|channel) targets=("$target") ;;
+*) echo "unknown target $target (rpc, platform, policy, channel or all)" >&2; exit 2 ;;
 esac
 
 if [ ! -f "$build/build.ninja" ]; then
