@@ -57,14 +57,14 @@ static const struct dp_transport transports[] = {
 
 /* Iterations tuned per size so that the slowest transport spends about a second on each. */
 static const struct dp_case default_cases[] = {
-        { DP_PINGPONG, 14, 50000, 5000 },
-        { DP_PINGPONG, 64, 50000, 5000 },
-        { DP_PINGPONG, 1024, 50000, 5000 },
-        { DP_PINGPONG, 64u << 10, 10000, 1000 },
-        { DP_PINGPONG, 1u << 20, 1000, 100 },
-        { DP_STREAM, 1024, 500000, 50000 },
-        { DP_STREAM, 64u << 10, 40000, 4000 },
-        { DP_STREAM, 1u << 20, 2500, 250 },
+        { "pp-14", DP_PINGPONG, 14, 50000, 5000 },
+        { "pp-64", DP_PINGPONG, 64, 50000, 5000 },
+        { "pp-1k", DP_PINGPONG, 1024, 50000, 5000 },
+        { "pp-64k", DP_PINGPONG, 64u << 10, 10000, 1000 },
+        { "pp-1m", DP_PINGPONG, 1u << 20, 1000, 100 },
+        { "st-1k", DP_STREAM, 1024, 500000, 50000 },
+        { "st-64k", DP_STREAM, 64u << 10, 40000, 4000 },
+        { "st-1m", DP_STREAM, 1u << 20, 2500, 250 },
 };
 #define N_CASES (sizeof(default_cases) / sizeof(default_cases[0]))
 _Static_assert(N_CASES <= DP_MAX_CASES, "DP_MAX_CASES too small");
@@ -73,7 +73,8 @@ struct options {
         struct dp_region_config region;
         int cpu[_DP_SIDE_MAX];
         unsigned divide; /* --quick: every count divided by this */
-        bool selected[N_TRANSPORTS];
+        bool transport_selected[N_TRANSPORTS]; /* none: all */
+        bool case_selected[N_CASES];           /* none: all */
 };
 
 /* The connection the coordinator makes for one transport before it forks. */
@@ -411,28 +412,39 @@ static void help(void) {
                "  --cpus A,B           the CPUs of sides A and B (default: the first two allowed)\n"
                "  --transports LIST    comma-separated, of: tcp unix copy zc copy-nospin copy-poll zc-poll\n"
                "                       (default: all)\n"
+               "  --cases LIST         comma-separated, of: pp-14 pp-64 pp-1k pp-64k pp-1m (ping-pong)\n"
+               "                       st-1k st-64k st-1m (stream) (default: all)\n"
                "  --quick              a hundredth of the iterations (a smoke test, not figures)\n"
                "  -h, --help           this text\n");
 }
 
-static int parse_transports(const char *list, bool selected[N_TRANSPORTS]) {
-        bool sel[N_TRANSPORTS] = {};
+static const char *transport_key(size_t i) {
+        return transports[i].key;
+}
+
+static const char *case_key(size_t i) {
+        return default_cases[i].key;
+}
+
+/* A comma-separated list of keys (key_of(0 .. n-1)) into selected[]; what names the option. */
+static int parse_keys(const char *list, const char *what, const char *(*key_of)(size_t i), size_t n, bool *selected) {
+        bool sel[DP_MAX_CASES > N_TRANSPORTS ? DP_MAX_CASES : N_TRANSPORTS] = {};
         const char *p = list;
 
         while (*p) {
                 size_t len = strcspn(p, ","), i;
 
-                for (i = 0; i < N_TRANSPORTS; i++)
-                        if (strlen(transports[i].key) == len && strncmp(transports[i].key, p, len) == 0)
+                for (i = 0; i < n; i++)
+                        if (strlen(key_of(i)) == len && strncmp(key_of(i), p, len) == 0)
                                 break;
-                if (i == N_TRANSPORTS) {
-                        fprintf(stderr, "%s: no transport '%.*s' (--help)\n", bench_program, (int) len, p);
+                if (i == n) {
+                        fprintf(stderr, "%s: %s has no '%.*s' (--help)\n", bench_program, what, (int) len, p);
                         return -EINVAL;
                 }
                 sel[i] = true;
                 p += len + (p[len] == ',');
         }
-        memcpy(selected, sel, sizeof(sel));
+        memcpy(selected, sel, n * sizeof(*selected));
         return 0;
 }
 
@@ -467,7 +479,7 @@ static int default_cpus(int cpu[_DP_SIDE_MAX]) {
 }
 
 static int parse_options(int argc, char *argv[], struct options *o) {
-        enum { ARG_SOCKET = 0x100, ARG_OWNER, ARG_PEER, ARG_DEVICE, ARG_RING, ARG_CPUS, ARG_TRANSPORTS, ARG_QUICK };
+        enum { ARG_SOCKET = 0x100, ARG_OWNER, ARG_PEER, ARG_DEVICE, ARG_RING, ARG_CPUS, ARG_TRANSPORTS, ARG_CASES, ARG_QUICK };
         static const struct option options[] = {
                 { "socket", required_argument, NULL, ARG_SOCKET },
                 { "owner", required_argument, NULL, ARG_OWNER },
@@ -476,6 +488,7 @@ static int parse_options(int argc, char *argv[], struct options *o) {
                 { "ring-size", required_argument, NULL, ARG_RING },
                 { "cpus", required_argument, NULL, ARG_CPUS },
                 { "transports", required_argument, NULL, ARG_TRANSPORTS },
+                { "cases", required_argument, NULL, ARG_CASES },
                 { "quick", no_argument, NULL, ARG_QUICK },
                 { "help", no_argument, NULL, 'h' },
                 {},
@@ -510,7 +523,10 @@ static int parse_options(int argc, char *argv[], struct options *o) {
                         r = parse_cpus(optarg, o->cpu);
                         break;
                 case ARG_TRANSPORTS:
-                        r = parse_transports(optarg, o->selected);
+                        r = parse_keys(optarg, "--transports", transport_key, N_TRANSPORTS, o->transport_selected);
+                        break;
+                case ARG_CASES:
+                        r = parse_keys(optarg, "--cases", case_key, N_CASES, o->case_selected);
                         break;
                 case ARG_QUICK:
                         o->divide = 100;
@@ -561,6 +577,29 @@ static int print_setup(const struct options *o) {
         return 0;
 }
 
+static bool none_selected(const bool *selected, size_t n) {
+        for (size_t i = 0; i < n; i++)
+                if (selected[i])
+                        return false;
+        return true;
+}
+
+/* The cases --cases selected (all without it), their counts divided for --quick; returns how many. */
+static size_t select_cases(const struct options *o, struct dp_case cases[N_CASES]) {
+        bool all = none_selected(o->case_selected, N_CASES);
+        size_t n = 0;
+
+        for (size_t i = 0; i < N_CASES; i++) {
+                if (!all && !o->case_selected[i])
+                        continue;
+                cases[n] = default_cases[i];
+                cases[n].n = cases[n].n / o->divide ?: 1;
+                cases[n].warmup /= o->divide;
+                n++;
+        }
+        return n;
+}
+
 int main(int argc, char *argv[]) {
         struct options o = {
                 .region = { .owner = "hw0", .peer = "vm1", .device = "nic0", .ring_size = DEFAULT_RING_SIZE },
@@ -570,22 +609,18 @@ int main(int argc, char *argv[]) {
         struct dp_case cases[N_CASES];
         struct dp_run *runs;
         sigset_t chld;
-        bool all = true;
+        size_t n_cases;
+        bool all;
         int r, failed = 0;
 
         bench_program = "data-plane-bench";
         if (parse_options(argc, argv, &o) < 0)
                 return 2;
-        for (size_t i = 0; i < N_TRANSPORTS; i++)
-                all = all && !o.selected[i];
+        all = none_selected(o.transport_selected, N_TRANSPORTS);
+        n_cases = select_cases(&o, cases);
         if (o.cpu[DP_SIDE_A] < 0 && (r = default_cpus(o.cpu)) < 0) {
                 fprintf(stderr, "%s: cannot read the CPUs allowed: %s\n", bench_program, strerror(-r));
                 return 1;
-        }
-        for (size_t i = 0; i < N_CASES; i++) {
-                cases[i] = default_cases[i];
-                cases[i].n = cases[i].n / o.divide ?: 1;
-                cases[i].warmup /= o.divide;
         }
         if (print_setup(&o) < 0)
                 return 1;
@@ -601,15 +636,15 @@ int main(int argc, char *argv[]) {
         sigprocmask(SIG_BLOCK, &chld, NULL);
         for (size_t i = 0; i < N_TRANSPORTS; i++) {
                 runs[i].t = &transports[i];
-                if (!all && !o.selected[i])
+                if (!all && !o.transport_selected[i])
                         continue;
                 fprintf(stderr, "%s: %s...\n", bench_program, transports[i].label);
-                if (run_transport(&o, cases, N_CASES, &runs[i]) < 0) {
+                if (run_transport(&o, cases, n_cases, &runs[i]) < 0) {
                         fprintf(stderr, "%s: %s failed\n", bench_program, transports[i].label);
                         failed++;
                 }
         }
-        dp_report(cases, N_CASES, runs, N_TRANSPORTS);
+        dp_report(cases, n_cases, runs, N_TRANSPORTS);
         munmap(runs, N_TRANSPORTS * sizeof(*runs));
         if (fflush(stdout) != 0)
                 return 1;

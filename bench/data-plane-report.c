@@ -64,7 +64,7 @@ static void print_stream(const struct dp_case *c, size_t i, const struct dp_run 
 
         printf("\n== stream of %s messages, A to B (CPU: both sides; busy: a side's CPU over the wall time) ==\n",
                size_label(c->size, sz, sizeof(sz)));
-        printf("%-32s %7s %7s %8s %9s %10s %6s %6s %5s  %s\n", "transport", "n", "GB/s", "Mmsg/s", "CPU s/GB",
+        printf("%-32s %7s %7s %9s %9s %10s %6s %6s %5s  %s\n", "transport", "n", "GB/s", "msg/s", "CPU s/GB",
                "CPU us/msg", "busyA%", "busyB%", "sys%", "ran on");
         for (size_t t = 0; t < n_runs; t++) {
                 const struct dp_result *r = &runs[t].res[i];
@@ -72,8 +72,8 @@ static void print_stream(const struct dp_case *c, size_t i, const struct dp_run 
 
                 if (!runs[t].ran)
                         continue;
-                printf("%-32s %7u %7.2f %8.3f %9.3f %10.3f %6.0f %6.0f %5.0f  A cpu%d B cpu%d\n", runs[t].t->label, c->n,
-                       gb_per_sec(c, r), r->elapsed_ns ? (double) c->n * 1e3 / (double) r->elapsed_ns : 0,
+                printf("%-32s %7u %7.2f %9.0f %9.3f %10.3f %6.0f %6.0f %5.0f  A cpu%d B cpu%d\n", runs[t].t->label, c->n,
+                       gb_per_sec(c, r), r->elapsed_ns ? (double) c->n * 1e9 / (double) r->elapsed_ns : 0,
                        cpu_per_gb(c, r), cpu * 1e6 / c->n, busy(r, DP_SIDE_A), busy(r, DP_SIDE_B),
                        cpu > 0 ? 100.0 * (double) (r->sys_ns[DP_SIDE_A] + r->sys_ns[DP_SIDE_B]) / 1e9 / cpu : 0,
                        r->cpu[DP_SIDE_A], r->cpu[DP_SIDE_B]);

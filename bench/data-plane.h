@@ -57,6 +57,7 @@ enum dp_pattern {
 };
 
 struct dp_case {
+        const char *key; /* for --cases */
         enum dp_pattern pattern;
         size_t size;
         unsigned n, warmup;
