@@ -60,7 +60,9 @@ struct brokerd_channel_params {
  * ring_data/ring_space are the side's send ends to the peer for vector 0 ("data ready") and
  * vector 1 ("space free"); wait_data/wait_space its receive ends from the peer for the same
  * vectors. A region with one vector passes the same fd for data and space: the channel then
- * checks both conditions on each wake. -1 everywhere: busy-poll only.
+ * checks both conditions on each wake. The fds must be non-blocking eventfds (EFD_NONBLOCK; a
+ * blocking one is refused with -EINVAL: a peer could fill the counter and hang a ring). -1
+ * everywhere (or db NULL): busy-poll only, and brokerd_channel_set_mode(BLOCKING) is -EINVAL.
  */
 struct brokerd_channel_doorbells {
         int ring_data;
@@ -87,7 +89,8 @@ int brokerd_channel_create(void *mem, size_t len, const struct brokerd_channel_p
 /*
  * Checks the header the creator wrote in mem[0 .. len) and takes the other end. Waits up to
  * timeout_ms for the creator (-ETIMEDOUT, or -EAGAIN with 0, while no header is there);
- * -EPROTO for a header that is not a valid channel of this version within len.
+ * -EPROTO for a header that is not a valid channel of this version within len, or one that was
+ * joined before (a channel is joined once).
  */
 int brokerd_channel_join(void *mem, size_t len, const struct brokerd_channel_doorbells *db, int timeout_ms,
                          struct brokerd_channel **ret);

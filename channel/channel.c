@@ -221,9 +221,9 @@ CHANNEL_EXPORT void brokerd_channel_free(struct brokerd_channel *ch) {
         if (!ch)
                 return;
         atomic_store_explicit(&ch->hdr->closed[ch->side], 1, memory_order_release);
-        /* The peer may sleep for data or for space: it re-checks closed after arming. After
-         * brokerd_channel_peer_gone() the fds are -1 and never touched. */
-        if (!ch->busy_poll && ch->db.ring_data >= 0) {
+        /* The peer may sleep for data or for space: it re-checks closed after arming (in any
+         * mode of ours: a close is rare). After brokerd_channel_peer_gone() the fds are -1. */
+        if (ch->db.ring_data >= 0) {
                 atomic_thread_fence(memory_order_seq_cst);
                 channel_wake(&ch->tx.ctl->cons_sleeping, ch->db.ring_data);
                 channel_wake(&ch->rx.ctl->prod_waiting, ch->db.ring_space);
