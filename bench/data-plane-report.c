@@ -9,13 +9,6 @@
 
 #include "data-plane.h"
 
-#define GOAL_LATENCY_RATIO 0.5
-#define GOAL_STREAM_RATIO 4.0
-#define GOAL_CPU_RATIO 0.5
-#define GOAL_BUSY_POLL_NS 1000.0
-#define GOAL_LATENCY_SIZE 14u
-#define GOAL_STREAM_SIZE (64u << 10)
-
 static const char *size_label(size_t size, char *buf, size_t n) {
         if (size >= (1u << 20) && size % (1u << 20) == 0)
                 snprintf(buf, n, "%zu MiB", size >> 20);
@@ -99,54 +92,93 @@ static const struct dp_run *find_tcp(const struct dp_run *runs, size_t n_runs) {
         return NULL;
 }
 
-static const char *mark(bool met) {
-        return met ? "met" : "MISSED";
+enum goal_measure {
+        GOAL_RTT_RATIO,  /* p50 round trip against TCP's */
+        GOAL_GBPS_RATIO, /* GB/s against TCP's */
+        GOAL_CPU_RATIO,  /* CPU s/GB against TCP's */
+        GOAL_RTT_ABS,    /* p50 round trip in ns */
+};
+
+static const struct goal {
+        const char *title;
+        enum goal_measure measure;
+        enum dp_pattern pattern;
+        size_t size;
+        bool blocking_only, busy_poll_only;
+        double bound;
+        bool at_most; /* met when the figure is <= bound (else >=; GOAL_RTT_ABS: <) */
+} goals[] = {
+        { "blocking ping-pong at 14 B <= 0.5 x TCP (p50; p99 ratio beside it)", GOAL_RTT_RATIO, DP_PINGPONG, 14,
+          true, false, 0.5, true },
+        { "streaming at 64 KiB >= 4 x TCP (GB/s)", GOAL_GBPS_RATIO, DP_STREAM, 64u << 10, false, false, 4.0, false },
+        { "CPU per GB, streaming at 64 KiB, <= 0.5 x TCP (both sides' CPU s/GB)", GOAL_CPU_RATIO, DP_STREAM, 64u << 10,
+          false, false, 0.5, true },
+        { "busy-poll round trip at 14 B < 1 us (p50; p99 beside it)", GOAL_RTT_ABS, DP_PINGPONG, 14, false, true, 1000.0,
+          true },
+};
+
+static double goal_value(const struct goal *g, const struct dp_case *c, const struct dp_result *r) {
+        switch (g->measure) {
+        case GOAL_GBPS_RATIO:
+                return gb_per_sec(c, r);
+        case GOAL_CPU_RATIO:
+                return cpu_per_gb(c, r);
+        default:
+                return (double) r->rtt.p50;
+        }
+}
+
+/* One channel transport's line under goal g; base is TCP's result (NULL for an absolute goal). */
+static void print_goal_line(const struct goal *g, const char *label, const struct dp_case *c, const struct dp_result *r,
+                            const struct dp_case *bc, const struct dp_result *base) {
+        static const char *const unit[] = {
+                [GOAL_RTT_RATIO] = "us", [GOAL_GBPS_RATIO] = "GB/s", [GOAL_CPU_RATIO] = "s/GB", [GOAL_RTT_ABS] = "us",
+        };
+        double v = goal_value(g, c, r), b, ratio, scale = g->measure == GOAL_RTT_RATIO ? 1e3 : 1;
+        bool met;
+
+        if (g->measure == GOAL_RTT_ABS) {
+                printf("  %-32s %7.3f us (p99 %.3f us)  %s\n", label, v / 1e3, (double) r->rtt.p99 / 1e3,
+                       v < g->bound ? "met" : "MISSED");
+                return;
+        }
+        b = goal_value(g, bc, base);
+        ratio = v / b;
+        met = g->at_most ? ratio <= g->bound : ratio >= g->bound;
+        printf("  %-32s %7.3f / %7.3f %-4s = %6.3f x", label, v / scale, b / scale, unit[g->measure], ratio);
+        if (g->measure == GOAL_RTT_RATIO)
+                printf(" (p99 %.3f x)", (double) r->rtt.p99 / (double) base->rtt.p99);
+        printf("  %s\n", met ? "met" : "MISSED");
 }
 
 static void print_goals(const struct dp_case *cases, size_t n_cases, const struct dp_run *runs, size_t n_runs) {
         const struct dp_run *tcp = find_tcp(runs, n_runs);
-        const struct dp_result *tl = NULL, *ts = NULL, *r;
-        const struct dp_case *cl = NULL, *cs = NULL, *c;
 
-        printf("\n== goals: ratios against TCP from this run (printed, not enforced) ==\n");
-        if (tcp) {
-                tl = find(cases, n_cases, tcp, DP_PINGPONG, GOAL_LATENCY_SIZE, &cl);
-                ts = find(cases, n_cases, tcp, DP_STREAM, GOAL_STREAM_SIZE, &cs);
+        printf("\n== goals: against this run's TCP (printed, not enforced) ==\n");
+        for (size_t i = 0; i < sizeof(goals) / sizeof(goals[0]); i++) {
+                const struct goal *g = &goals[i];
+                const struct dp_result *base = NULL, *r;
+                const struct dp_case *bc = NULL, *c;
+                unsigned lines = 0;
+
+                printf("%s:\n", g->title);
+                if (g->measure != GOAL_RTT_ABS && !(tcp && (base = find(cases, n_cases, tcp, g->pattern, g->size, &bc)))) {
+                        printf("  (TCP was not measured at this size: no ratio)\n");
+                        continue;
+                }
+                for (size_t t = 0; t < n_runs; t++) {
+                        const struct dp_transport *tr = runs[t].t;
+
+                        if (tr->kind != DP_CHANNEL || (g->blocking_only && tr->mode != BROKERD_CHANNEL_BLOCKING) ||
+                            (g->busy_poll_only && tr->mode != BROKERD_CHANNEL_BUSY_POLL) ||
+                            !(r = find(cases, n_cases, &runs[t], g->pattern, g->size, &c)))
+                                continue;
+                        print_goal_line(g, tr->label, c, r, bc, base);
+                        lines++;
+                }
+                if (lines == 0)
+                        printf("  (no channel transport was measured at this size)\n");
         }
-        printf("blocking ping-pong at 14 B <= %.1f x TCP (p50; p99 beside it):\n", GOAL_LATENCY_RATIO);
-        for (size_t t = 0; tl && t < n_runs; t++)
-                if (runs[t].t->kind == DP_CHANNEL && runs[t].t->mode == BROKERD_CHANNEL_BLOCKING &&
-                    (r = find(cases, n_cases, &runs[t], DP_PINGPONG, GOAL_LATENCY_SIZE, &c))) {
-                        double ratio = (double) r->rtt.p50 / (double) tl->rtt.p50;
-
-                        printf("  %-32s %7.2f / %7.2f us = %5.3f x (p99 %5.3f x)  %s\n", runs[t].t->label,
-                               (double) r->rtt.p50 / 1e3, (double) tl->rtt.p50 / 1e3, ratio,
-                               (double) r->rtt.p99 / (double) tl->rtt.p99, mark(ratio <= GOAL_LATENCY_RATIO));
-                }
-        printf("streaming at 64 KiB >= %.0f x TCP (GB/s):\n", GOAL_STREAM_RATIO);
-        for (size_t t = 0; ts && t < n_runs; t++)
-                if (runs[t].t->kind == DP_CHANNEL && (r = find(cases, n_cases, &runs[t], DP_STREAM, GOAL_STREAM_SIZE, &c))) {
-                        double ratio = gb_per_sec(c, r) / gb_per_sec(cs, ts);
-
-                        printf("  %-32s %7.2f / %7.2f GB/s = %5.2f x  %s\n", runs[t].t->label, gb_per_sec(c, r),
-                               gb_per_sec(cs, ts), ratio, mark(ratio >= GOAL_STREAM_RATIO));
-                }
-        printf("CPU per GB (streaming at 64 KiB) <= %.1f x TCP (both sides' CPU seconds per GB):\n", GOAL_CPU_RATIO);
-        for (size_t t = 0; ts && t < n_runs; t++)
-                if (runs[t].t->kind == DP_CHANNEL && (r = find(cases, n_cases, &runs[t], DP_STREAM, GOAL_STREAM_SIZE, &c))) {
-                        double ratio = cpu_per_gb(c, r) / cpu_per_gb(cs, ts);
-
-                        printf("  %-32s %7.3f / %7.3f s/GB = %5.3f x  %s\n", runs[t].t->label, cpu_per_gb(c, r),
-                               cpu_per_gb(cs, ts), ratio, mark(ratio <= GOAL_CPU_RATIO));
-                }
-        if (!tcp)
-                printf("  (TCP did not run: no ratios)\n");
-        printf("busy-poll round trip at 14 B < %.0f us (p50; p99 beside it):\n", GOAL_BUSY_POLL_NS / 1e3);
-        for (size_t t = 0; t < n_runs; t++)
-                if (runs[t].t->kind == DP_CHANNEL && runs[t].t->mode == BROKERD_CHANNEL_BUSY_POLL &&
-                    (r = find(cases, n_cases, &runs[t], DP_PINGPONG, GOAL_LATENCY_SIZE, &c)))
-                        printf("  %-32s %7.3f us (p99 %.3f us)  %s\n", runs[t].t->label, (double) r->rtt.p50 / 1e3,
-                               (double) r->rtt.p99 / 1e3, mark((double) r->rtt.p50 < GOAL_BUSY_POLL_NS));
 }
 
 void dp_report(const struct dp_case *cases, size_t n_cases, const struct dp_run *runs, size_t n_runs) {
