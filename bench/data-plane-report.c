@@ -128,13 +128,17 @@ static double goal_value(const struct goal *g, const struct dp_case *c, const st
         }
 }
 
-/* One channel transport's line under goal g; base is TCP's result (NULL for an absolute goal). */
-static void print_goal_line(const struct goal *g, const char *label, const struct dp_case *c, const struct dp_result *r,
-                            const struct dp_case *bc, const struct dp_result *base) {
+/*
+ * One channel transport's line under goal g; base is TCP's result (NULL for an absolute goal).
+ * The goals are about the default configuration: spin 0 is shown for reference, unmarked.
+ */
+static void print_goal_line(const struct goal *g, const struct dp_transport *t, const struct dp_case *c,
+                            const struct dp_result *r, const struct dp_case *bc, const struct dp_result *base) {
         static const char *const unit[] = {
                 [GOAL_RTT_RATIO] = "us", [GOAL_GBPS_RATIO] = "GB/s", [GOAL_CPU_RATIO] = "s/GB", [GOAL_RTT_ABS] = "us",
         };
         double v = goal_value(g, c, r), b, ratio, scale = g->measure == GOAL_RTT_RATIO ? 1e3 : 1;
+        const char *label = t->label;
         bool met;
 
         if (g->measure == GOAL_RTT_ABS) {
@@ -148,7 +152,7 @@ static void print_goal_line(const struct goal *g, const char *label, const struc
         printf("  %-32s %7.3f / %7.3f %-4s = %6.3f x", label, v / scale, b / scale, unit[g->measure], ratio);
         if (g->measure == GOAL_RTT_RATIO)
                 printf(" (p99 %.3f x)", (double) r->rtt.p99 / (double) base->rtt.p99);
-        printf("  %s\n", met ? "met" : "MISSED");
+        printf("  %s\n", t->spin_zero ? "(reference)" : met ? "met" : "MISSED");
 }
 
 static void print_goals(const struct dp_case *cases, size_t n_cases, const struct dp_run *runs, size_t n_runs) {
@@ -173,7 +177,7 @@ static void print_goals(const struct dp_case *cases, size_t n_cases, const struc
                             (g->busy_poll_only && tr->mode != BROKERD_CHANNEL_BUSY_POLL) ||
                             !(r = find(cases, n_cases, &runs[t], g->pattern, g->size, &c)))
                                 continue;
-                        print_goal_line(g, tr->label, c, r, bc, base);
+                        print_goal_line(g, tr, c, r, bc, base);
                         lines++;
                 }
                 if (lines == 0)
