@@ -624,6 +624,8 @@ int main(int argc, char *argv[]) {
         }
         if (print_setup(&o) < 0)
                 return 1;
+        /* Before the progress lines on stderr. */
+        fflush(stdout);
 
         /* Shared with the sides, which write their figures into it. */
         runs = mmap(NULL, N_TRANSPORTS * sizeof(*runs), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
