@@ -22,6 +22,7 @@
 #include <netinet/tcp.h>
 #include <sched.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -55,7 +56,7 @@ static const struct dp_transport transports[] = {
 };
 #define N_TRANSPORTS (sizeof(transports) / sizeof(transports[0]))
 
-/* Iterations tuned per size so that the slowest transport spends about a second on each. */
+/* Iterations per size: the slowest transport (TCP here) spends one to two seconds on each case. */
 static const struct dp_case default_cases[] = {
         { "pp-14", DP_PINGPONG, 14, 50000, 5000 },
         { "pp-64", DP_PINGPONG, 64, 50000, 5000 },
@@ -63,8 +64,8 @@ static const struct dp_case default_cases[] = {
         { "pp-64k", DP_PINGPONG, 64u << 10, 10000, 1000 },
         { "pp-1m", DP_PINGPONG, 1u << 20, 1000, 100 },
         { "st-1k", DP_STREAM, 1024, 500000, 50000 },
-        { "st-64k", DP_STREAM, 64u << 10, 40000, 4000 },
-        { "st-1m", DP_STREAM, 1u << 20, 2500, 250 },
+        { "st-64k", DP_STREAM, 64u << 10, 100000, 10000 },
+        { "st-1m", DP_STREAM, 1u << 20, 5000, 500 },
 };
 #define N_CASES (sizeof(default_cases) / sizeof(default_cases[0]))
 _Static_assert(N_CASES <= DP_MAX_CASES, "DP_MAX_CASES too small");
@@ -240,20 +241,13 @@ static int channel_open(struct dp_end *e, const struct options *o, struct dp_reg
         return r;
 }
 
-/* One side's process: pinned, connected, every case, then the region let go. */
+/* One side's process (pinned already): connected, every case, then the region let go. */
 static int side_main(const struct options *o, const struct dp_transport *t, enum dp_side side,
                      struct connection *conn, const struct dp_case *cases, size_t n_cases, struct dp_result *res) {
         struct dp_end e = { .t = t, .fd = conn->fd[side], .cap = MAX_MESSAGE };
         struct dp_region reg = {};
-        cpu_set_t set;
         int r;
 
-        CPU_ZERO(&set);
-        CPU_SET(o->cpu[side], &set);
-        if (sched_setaffinity(0, sizeof(set), &set) < 0) {
-                fprintf(stderr, "%s: cannot pin side %c to CPU %d: %m\n", bench_program, 'A' + side, o->cpu[side]);
-                return -errno;
-        }
         e.buf = aligned_alloc(64, e.cap);
         if (!e.buf)
                 return -ENOMEM;
@@ -363,15 +357,30 @@ static int wait_sides(pid_t pid[_DP_SIDE_MAX]) {
         return r;
 }
 
-static int run_transport(const struct options *o, const struct dp_case *cases, size_t n_cases, struct dp_run *run) {
-        struct connection conn;
+/* What a side's process runs once pinned; returns 0 or -errno. */
+typedef int (*side_fn)(enum dp_side side, void *userdata);
+
+static int side_pin(const struct options *o, enum dp_side side) {
+        cpu_set_t set;
+
+        CPU_ZERO(&set);
+        CPU_SET(o->cpu[side], &set);
+        if (sched_setaffinity(0, sizeof(set), &set) < 0) {
+                fprintf(stderr, "%s: cannot pin side %c to CPU %d: %m\n", bench_program, 'A' + side, o->cpu[side]);
+                return -errno;
+        }
+        return 0;
+}
+
+/*
+ * Forks the two sides, each pinned to its CPU and running fn, then (in the coordinator)
+ * parent_close(userdata), so that only the sides hold their ends, and waits for both.
+ */
+static int fork_sides(const struct options *o, side_fn fn, void (*parent_close)(void *), void *userdata) {
         pid_t pid[_DP_SIDE_MAX] = {};
         sigset_t none;
-        int r;
+        int r = 0;
 
-        r = connection_open(o, run->t, &conn);
-        if (r < 0)
-                return r;
         fflush(NULL);
         sigemptyset(&none);
         for (unsigned s = 0; s < _DP_SIDE_MAX; s++) {
@@ -382,18 +391,111 @@ static int run_transport(const struct options *o, const struct dp_case *cases, s
                 }
                 if (pid[s] == 0) {
                         sigprocmask(SIG_SETMASK, &none, NULL);
-                        r = side_main(o, run->t, (enum dp_side) s, &conn, cases, n_cases, run->res);
+                        r = side_pin(o, (enum dp_side) s);
+                        if (r >= 0)
+                                r = fn((enum dp_side) s, userdata);
                         _exit(r < 0 ? 1 : 0);
                 }
         }
-        connection_close(&conn);
+        if (parent_close)
+                parent_close(userdata);
         if (r < 0)
                 for (unsigned s = 0; s < _DP_SIDE_MAX; s++)
                         if (pid[s] > 0)
                                 kill(pid[s], SIGKILL);
-        r = wait_sides(pid) < 0 ? -ECHILD : r;
+        return wait_sides(pid) < 0 ? -ECHILD : r;
+}
+
+struct transport_run {
+        const struct options *o;
+        const struct dp_case *cases;
+        size_t n_cases;
+        struct dp_run *run;
+        struct connection conn;
+};
+
+static int transport_side(enum dp_side side, void *userdata) {
+        struct transport_run *tr = userdata;
+
+        return side_main(tr->o, tr->run->t, side, &tr->conn, tr->cases, tr->n_cases, tr->run->res);
+}
+
+static void transport_parent_close(void *userdata) {
+        struct transport_run *tr = userdata;
+
+        connection_close(&tr->conn);
+}
+
+static int run_transport(const struct options *o, const struct dp_case *cases, size_t n_cases, struct dp_run *run) {
+        struct transport_run tr = { .o = o, .cases = cases, .n_cases = n_cases, .run = run };
+        int r;
+
+        r = connection_open(o, run->t, &tr.conn);
+        if (r < 0)
+                return r;
+        r = fork_sides(o, transport_side, transport_parent_close, &tr);
         run->ran = r >= 0;
         return r;
+}
+
+/*
+ * The floor under any shared-memory transport between the two CPUs: one cache line written by
+ * A and awaited by B, another back, no library. Batches of PROBE_BATCH round trips are timed;
+ * the median batch's mean is kept. It tells which placement of the two CPUs a run had (on a VM
+ * the host may move them, e.g. onto one core's two threads), before and after the transports.
+ */
+#define PROBE_BATCH 500u
+#define PROBE_BATCHES 200u
+
+struct probe {
+        _Alignas(64) _Atomic uint64_t ping;
+        _Alignas(64) _Atomic uint64_t pong;
+        _Alignas(64) uint64_t samples[PROBE_BATCHES];
+};
+
+static inline void probe_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+        __builtin_ia32_pause();
+#endif
+}
+
+static int probe_side(enum dp_side side, void *userdata) {
+        struct probe *p = userdata;
+
+        for (uint64_t seq = 1, b = 0; b < PROBE_BATCHES; b++) {
+                uint64_t t0 = bench_now_nsec();
+
+                for (unsigned i = 0; i < PROBE_BATCH; i++, seq++) {
+                        if (side == DP_SIDE_A) {
+                                atomic_store_explicit(&p->ping, seq, memory_order_release);
+                                while (atomic_load_explicit(&p->pong, memory_order_acquire) != seq)
+                                        probe_relax();
+                        } else {
+                                while (atomic_load_explicit(&p->ping, memory_order_acquire) != seq)
+                                        probe_relax();
+                                atomic_store_explicit(&p->pong, seq, memory_order_release);
+                        }
+                }
+                if (side == DP_SIDE_A)
+                        p->samples[b] = (bench_now_nsec() - t0) / PROBE_BATCH;
+        }
+        return 0;
+}
+
+/* The probe's round trip in ns (median batch), or 0 if it could not run. */
+static uint64_t run_probe(const struct options *o) {
+        struct probe *p;
+        uint64_t ns = 0;
+
+        p = mmap(NULL, sizeof(*p), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+        if (p == MAP_FAILED)
+                return 0;
+        if (fork_sides(o, probe_side, NULL, p) >= 0) {
+                bench_sort_u64(p->samples, PROBE_BATCHES);
+                ns = bench_percentile(p->samples, PROBE_BATCHES, 500);
+        }
+        munmap(p, sizeof(*p));
+        return ns;
 }
 
 static void help(void) {
@@ -609,6 +711,7 @@ int main(int argc, char *argv[]) {
         struct dp_case cases[N_CASES];
         struct dp_run *runs;
         sigset_t chld;
+        uint64_t probe[2];
         size_t n_cases;
         bool all;
         int r, failed = 0;
@@ -636,6 +739,7 @@ int main(int argc, char *argv[]) {
         sigemptyset(&chld);
         sigaddset(&chld, SIGCHLD);
         sigprocmask(SIG_BLOCK, &chld, NULL);
+        probe[0] = run_probe(&o);
         for (size_t i = 0; i < N_TRANSPORTS; i++) {
                 runs[i].t = &transports[i];
                 if (!all && !o.transport_selected[i])
@@ -646,6 +750,12 @@ int main(int argc, char *argv[]) {
                         failed++;
                 }
         }
+        probe[1] = run_probe(&o);
+        printf("cache-line round trip between the two CPUs (no library, busy-polling; median of %u batches of %u): "
+               "%" PRIu64 " ns before the transports, %" PRIu64 " ns after%s\n",
+               PROBE_BATCHES, PROBE_BATCH, probe[0], probe[1],
+               probe[0] * 3 < probe[1] * 2 || probe[1] * 3 < probe[0] * 2 ?
+                       " (the CPUs' placement changed during the run: its figures mix two machines)" : "");
         dp_report(cases, n_cases, runs, N_TRANSPORTS);
         munmap(runs, N_TRANSPORTS * sizeof(*runs));
         if (fflush(stdout) != 0)

@@ -14,18 +14,33 @@
 
 #include "data-plane.h"
 
-/* Reads every byte once, 8 at a time: nonzero unless every one is fill. */
+/* 64 bytes as one vector (GCC splits it into what the target has). */
+typedef uint64_t dp_u64x8 __attribute__((vector_size(64)));
+
+/*
+ * Reads every byte once: nonzero unless every one is fill. Built for the widest vectors the CPU
+ * has (target_clones), two accumulators wide, so that the check reads about as fast as memcpy
+ * and does not hide the transports' differences behind its own cost.
+ */
+__attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 static int dp_check(const uint8_t *p, size_t len, uint8_t fill) {
         const uint64_t pattern = UINT64_C(0x0101010101010101) * fill;
+        const dp_u64x8 pat = { pattern, pattern, pattern, pattern, pattern, pattern, pattern, pattern };
+        dp_u64x8 d0 = {}, d1 = {};
         uint64_t diff = 0;
         size_t i = 0;
 
-        for (; i + 8 <= len; i += 8) {
-                uint64_t w;
+        for (; i + 2 * sizeof(dp_u64x8) <= len; i += 2 * sizeof(dp_u64x8)) {
+                dp_u64x8 w0, w1;
 
-                memcpy(&w, p + i, sizeof(w));
-                diff |= w ^ pattern;
+                memcpy(&w0, p + i, sizeof(w0));
+                memcpy(&w1, p + i + sizeof(w0), sizeof(w1));
+                d0 |= w0 ^ pat;
+                d1 |= w1 ^ pat;
         }
+        d0 |= d1;
+        for (unsigned k = 0; k < 8; k++)
+                diff |= d0[k];
         for (; i < len; i++)
                 diff |= (uint8_t) (p[i] ^ fill);
         return diff ? -EBADMSG : 0;
