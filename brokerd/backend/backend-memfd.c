@@ -635,6 +635,7 @@ static void memfd_free(struct backend *b) {
 
 static const struct backend_ops memfd_ops = {
         .name = "memfd",
+        .hands_fds = true,
         .create = memfd_create_region,
         .restore = memfd_restore,
         .map = memfd_map,

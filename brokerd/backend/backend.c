@@ -40,6 +40,10 @@ bool backend_can_survey(const struct backend *b) {
         return b->ops->survey != NULL;
 }
 
+bool backend_hands_fds(const struct backend *b) {
+        return b->ops->hands_fds;
+}
+
 int backend_survey(struct backend *b, struct backend_survey *ret) {
         return b->ops->survey ? b->ops->survey(b, ret) : -EOPNOTSUPP;
 }

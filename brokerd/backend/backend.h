@@ -56,6 +56,11 @@ typedef void (*backend_unmap_done_t)(void *userdata, uint64_t region_id, const c
 struct backend_ops {
         const char *name;
         /*
+         * map hands the parties fds (struct backend_mapping.fd) that they use in their own
+         * processes: only then can the core hand them doorbells (eventfds) along with them.
+         */
+        bool hands_fds;
+        /*
          * Optional: deliver the backend's own events (the callbacks below) on e's thread. Called
          * once, before the first map; -EBUSY when attached already. NULL: the backend has no
          * events of its own (its unmaps complete at once and it never loses its hypervisor).
@@ -155,6 +160,8 @@ int backend_map(struct backend *b, const struct backend_region *r, const char *d
                 struct backend_mapping *ret);
 int backend_unmap(struct backend *b, const struct backend_region *r, const struct backend_holder *h);
 bool backend_can_survey(const struct backend *b);
+/* Whether map hands the holders fds of their own (backend_ops.hands_fds). */
+bool backend_hands_fds(const struct backend *b);
 int backend_survey(struct backend *b, struct backend_survey *ret);
 int backend_escalate(struct backend *b, const struct backend_region *r, const struct backend_holder *h,
                      enum unplug_escalation action);

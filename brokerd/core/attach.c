@@ -2,6 +2,7 @@
 /* A peer redeems its token (attach) and gives its grant back (release, or undo of an attach). */
 #include <errno.h>
 #include <inttypes.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "core/broker-internal.h"
@@ -60,6 +61,7 @@ static void attach_revert(struct broker *b, struct region *r, holder_t *h, enum 
 int broker_attach(struct broker *b, const struct broker_caller *caller, const char *domain, const char *token,
                   struct broker_attach_result *ret, struct broker_error *err) {
         struct backend_mapping map = { .fd = -1 };
+        struct broker_doorbells bells;
         struct backend_region br;
         struct store_audit a;
         struct region *r = NULL;
@@ -80,6 +82,16 @@ int broker_attach(struct broker *b, const struct broker_caller *caller, const ch
         if (q < 0)
                 return q;
         h = &r->peers[i];
+        /* The doorbells first: a failure to make them (out of fds) changes nothing. */
+        q = bells_join(b, r, i + 1);
+        if (q >= 0)
+                q = bells_get(r, i + 1, &bells);
+        if (q < 0) {
+                bells_unjoin(b, r, i + 1);
+                return broker_error_set(err, q == -EMFILE || q == -ENFILE ? BROKER_E_LIMIT : BROKER_E_STORE,
+                                        "cannot make the doorbells of region %" PRIu64 " for %s: %s", r->id, domain,
+                                        strerror(-q));
+        }
 
         /* Record the attachment (mapped: the mapping may exist) before mapping, so a crash
          * in between leaves a record that restart unmaps, never a mapping nobody knows of. */
@@ -89,8 +101,11 @@ int broker_attach(struct broker *b, const struct broker_caller *caller, const ch
                 .state = PEER_ATTACHED, .mapped = true, .set_region = from == REGION_OFFERED,
                 .region_state = REGION_ACTIVE,
         }, &a);
-        if (q < 0)
+        if (q < 0) {
+                broker_doorbells_close(&bells);
+                bells_unjoin(b, r, i + 1);
                 return store_failed(q, err, "the attach");
+        }
         h->state = PEER_ATTACHED;
         h->mapped = true;
         r->state = REGION_ACTIVE;
@@ -100,6 +115,8 @@ int broker_attach(struct broker *b, const struct broker_caller *caller, const ch
         q = backend_map(b->backend, &br, domain, h->access, &map);
         if (q < 0) {
                 attach_revert(b, r, h, from, q);
+                broker_doorbells_close(&bells);
+                bells_unjoin(b, r, i + 1);
                 return broker_error_set(err, BROKER_E_BACKEND, "%s backend could not map region %" PRIu64 " for %s: %s",
                                         backend_name(b->backend), r->id, domain, strerror(-q));
         }
@@ -108,11 +125,12 @@ int broker_attach(struct broker *b, const struct broker_caller *caller, const ch
         if (map.fd >= 0)
                 holder_track(b, r, h, caller);
         *ret = (struct broker_attach_result) {
-                .region = r->id, .base = r->base, .size = r->size, .access = h->access, .fd = map.fd,
+                .region = r->id, .base = r->base, .size = r->size, .access = h->access, .fd = map.fd, .doorbells = bells,
         };
         broker_emit(b, &(struct broker_event) {
                 .type = BROKER_EVENT_ATTACHED, .region = r->id, .owner = r->owner, .device = r->device, .domain = domain,
         });
+        bells_announce_join(b, r, i + 1);
         return 0;
 }
 
@@ -155,6 +173,7 @@ int peer_release(struct broker *b, const char *actor, struct region *r, size_t i
                 .type = BROKER_EVENT_RELEASED, .region = r->id, .owner = r->owner, .device = r->device,
                 .domain = h->domain, .reason = reason,
         });
+        bells_sync(b, r, reason ?: "released");
 
         (void) holder_unmap(b, r, h);
         /* Nobody can use it any more: take it down rather than keep it forever (retried on failure;

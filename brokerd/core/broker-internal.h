@@ -31,6 +31,20 @@ struct token_entry {
 };
 
 /*
+ * The doorbells of a region (doorbell.c). Parties are numbered by holder: 0 the owner, 1.. the
+ * peers in share order. fd[(from * n + to) * vectors + v] is the broker's copy of the eventfd
+ * from rings to on v (-1: no pair), n being 1 + n_peers; it lives exactly while both are parties.
+ */
+struct region_bells {
+        unsigned vectors;    /* 0: the region has no doorbells (nothing else is allocated) */
+        uint64_t generation;
+        size_t n;
+        bool *party;
+        int *fd;
+        bool owner_gone;     /* the owner's process exited: it is no party any more */
+};
+
+/*
  * A region and the holders of its mappings. holders[0] is the owner (its domain is owner; its
  * access is rw and its state unused: the owner is entitled while the region is live), and
  * peers = holders + 1 are the n_peers peers, in the order the share named them. The owner and
@@ -54,9 +68,11 @@ struct region {
         uint64_t retry_backoff;
         struct region *revoking_prev, *revoking_next;
         bool on_revoking_list;
+        struct region_bells bells;
 };
 
 typedef struct broker_peer_info holder_t;
+
 
 /* Live regions reachable from (device, domain), newest last; plus a recorded bounce. */
 struct route {
@@ -193,6 +209,29 @@ void region_close_holders(struct broker *b, struct region *r);
 void region_take_holders(struct broker *b, struct region *r);
 /* What the backend is told about h; forced unless h gave its mapping up (or owns the region). */
 struct backend_holder backend_holder_of(const struct region *r, const holder_t *h);
+
+/* doorbell.c (docs/protocol.md "Doorbells"). */
+#define BROKER_REASON_RECLAIMED "region reclaimed"
+/* r gets vectors (0: none) of doorbells; holder 0 (the owner) is a party unless vectors is 0. */
+int bells_init(struct region *r, unsigned vectors, uint64_t generation);
+/* Closes the broker's copies (the fd store keeps them: the broker stops) and frees. */
+void bells_free(struct region *r);
+/* Holder k becomes a party: pairs with every party, kept in the fd store. Nothing announced yet. */
+int bells_join(struct broker *b, struct region *r, size_t k);
+/* The join went no further (the attach failed): k's pairs cut without a word to anyone. */
+void bells_unjoin(struct broker *b, struct region *r, size_t k);
+/* Tells the other parties that k joined (BROKER_EVENT_JOINED). */
+void bells_announce_join(struct broker *b, struct region *r, size_t k);
+/* Every party whose hold ended (a peer no longer attached, the owner gone) is cut off; the rest hear. */
+void bells_sync(struct broker *b, struct region *r, const char *reason);
+/* The owner's hold ended (its process exited, the region is being forgotten). */
+void bells_owner_gone(struct broker *b, struct region *r, const char *reason);
+/* fds a join of k would hand k now (2 per vector and other party). */
+size_t bells_join_fds(const struct region *r);
+/* Dups of party k's ends (broker_doorbells), owner first, then the peers in share order. */
+int bells_get(const struct region *r, size_t k, struct broker_doorbells *ret);
+/* At start: parties from the record, their pairs taken back from the fd store or made anew. */
+int bells_resume(struct broker *b, struct region *r);
 
 /* takedown.c */
 int mapping_record_gone(struct broker *b, struct region *r, holder_t *h);

@@ -17,6 +17,8 @@ static const char *const broker_event_type_table[] = {
         [BROKER_EVENT_ROUTE_CHANGED] = "route changed",
         [BROKER_EVENT_UNPLUG_OVERDUE] = "unplug overdue",
         [BROKER_EVENT_RECONCILED] = "reconciled",
+        [BROKER_EVENT_JOINED] = "joined",
+        [BROKER_EVENT_LEFT] = "left",
 };
 _Static_assert(ELEMENTSOF(broker_event_type_table) == _BROKER_EVENT_TYPE_MAX, "one name per broker event type");
 

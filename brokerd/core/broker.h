@@ -35,6 +35,15 @@
 #define BROKER_DEFAULT_REVOKE_TIMEOUT_USEC (10 * UINT64_C(1000000))
 #define BROKER_MAX_REVOKE_TIMEOUT_USEC (24 * 3600 * UINT64_C(1000000))
 #define BROKER_DEFAULT_UNPLUG_GRACE_USEC (10 * UINT64_C(1000000))
+/*
+ * Doorbells (docs/protocol.md "Doorbells"): one eventfd per ordered pair of the region's parties
+ * (its owner and its attached peers) and per vector. A region takes 0..BROKER_MAX_DOORBELL_VECTORS
+ * vectors, by default BROKER_DEFAULT_DOORBELL_VECTORS where the backend hands fds, else 0.
+ */
+#define BROKER_MAX_DOORBELL_VECTORS 4
+#define BROKER_DEFAULT_DOORBELL_VECTORS 2
+/* A party's doorbells: one per other party (at most every peer, or the owner and the other peers) and vector. */
+#define BROKER_MAX_DOORBELLS (BROKER_MAX_PEERS * BROKER_MAX_DOORBELL_VECTORS)
 
 /*
  * Who is asking. Agents act for the domains the policy gives their uid; admins for any.
@@ -57,6 +66,8 @@ enum broker_event_type {
         BROKER_EVENT_ROUTE_CHANGED, /* route (device, domain) now points elsewhere */
         BROKER_EVENT_UNPLUG_OVERDUE, /* a domain kept a mapping past its deadline: escalated */
         BROKER_EVENT_RECONCILED,    /* the backend came back and the broker reconciled with it */
+        BROKER_EVENT_JOINED,        /* domain became a party of the region's doorbells: for the other parties */
+        BROKER_EVENT_LEFT,          /* domain is no party any more, its pairs cut: for the remaining parties */
         _BROKER_EVENT_TYPE_MAX,
 };
 
@@ -77,6 +88,9 @@ struct broker_event {
         /* RECLAIMED: the region's peers (the event is the last word on them). */
         size_t n_peers;
         const struct broker_peer_info *peers;
+        /* JOINED, LEFT: the parties that hear of it (every other party holding the region). */
+        size_t n_parties;
+        const char *const *parties;
 };
 
 struct broker_config {
@@ -137,6 +151,8 @@ struct broker_share_request {
         const char *label;  /* may be NULL */
         bool place;         /* place mode: base proposed by the caller */
         uint64_t base;
+        bool has_doorbells; /* else BROKER_DEFAULT_DOORBELL_VECTORS, or 0 where the backend hands no fds */
+        unsigned doorbells; /* vectors per ordered pair of parties */
 };
 
 struct broker_token {
@@ -153,13 +169,35 @@ struct broker_share_result {
         size_t n_tokens;
         struct broker_token tokens[BROKER_MAX_PEERS];
         int owner_fd; /* the owner's mapping for fd backends (caller closes), else -1 */
+        unsigned vectors; /* doorbell vectors per ordered pair of parties */
 };
+
+/* One doorbell of a party: with peer (the other party), on vector. */
+struct broker_doorbell {
+        const char *peer;   /* valid until the next call that changes the broker */
+        unsigned vector;
+        int send_fd;        /* ring peer: write an 8-byte 1 (the caller's dup: it closes it) */
+        int recv_fd;        /* readable when peer rings (the caller's dup) */
+};
+
+/* A party's doorbells with every other party holding the region, owner first, then peers in share order. */
+struct broker_doorbells {
+        uint64_t region;
+        unsigned vectors;
+        uint64_t generation; /* changes when a start had to make the eventfds anew */
+        size_t n;
+        struct broker_doorbell bells[BROKER_MAX_DOORBELLS];
+};
+
+/* Closes every fd of d (n becomes 0). */
+void broker_doorbells_close(struct broker_doorbells *d);
 
 struct broker_attach_result {
         uint64_t region;
         uint64_t base, size;
         enum access_mode access;
         int fd; /* for fd backends (caller closes), else -1 */
+        struct broker_doorbells doorbells; /* the new peer's, with every other party (caller closes) */
 };
 
 /* A mapping whose removal was requested and is not confirmed yet (requested 0: none). */
@@ -199,6 +237,10 @@ struct broker_region_info {
         struct broker_unplug owner_unplug;
         size_t n_peers;
         const struct broker_peer_info *peers;
+        /* Doorbells: vectors (0: none), and per holder (0: the owner, 1..: peers) whether it is a party. */
+        unsigned bell_vectors;
+        uint64_t bell_generation;
+        const bool *bell_parties; /* 1 + n_peers entries, or NULL without doorbells */
 };
 
 /* What broker_reconcile() found and did. */
@@ -288,6 +330,16 @@ int broker_share(struct broker *b, const struct broker_caller *caller, const str
                  struct broker_share_result *ret, struct broker_error *err);
 int broker_attach(struct broker *b, const struct broker_caller *caller, const char *domain, const char *token,
                   struct broker_attach_result *ret, struct broker_error *err);
+/* How many fds an attach with token would hand now (its mapping's and its doorbells'); 0: unknown token. */
+size_t broker_attach_fds(const struct broker *b, const char *token);
+/*
+ * region.doorbells: domain's doorbells in region, as dups the caller closes (the same eventfds
+ * on every call while the pairs live). domain must hold the region as a party (its owner until
+ * the region is reclaimed or the owner's process exits, or an attached peer): no_such_region
+ * otherwise, forbidden when the caller does not act for domain.
+ */
+int broker_region_doorbells(struct broker *b, const struct broker_caller *caller, const char *domain, uint64_t id,
+                            struct broker_doorbells *ret, struct broker_error *err);
 /*
  * domain gives up its grant or attachment. ret (may be NULL) is the region after the call;
  * once a region is reclaimed only ret->id and ret->state (REGION_RECLAIMED) are set.

@@ -172,6 +172,7 @@ int broker_process_exited(struct broker *b, int pidfd) {
         holder_untrack(b, r, h);
         log_region(LOG_INFO, r->id, h->domain, "broker", "%s", BROKER_REASON_HOLDER_EXITED);
         if (k == 0) {
+                bells_owner_gone(b, r, "owner process exited");
                 /* The owner's mapping went with it; its peers get the usual recall and deadline. */
                 if (!region_live(r))
                         return 0;

@@ -12,6 +12,7 @@
 void region_free(struct region *r) {
         if (!r)
                 return;
+        bells_free(r);
         for (size_t i = 0; r->domains && i < r->n_peers; i++)
                 free(r->domains[i]);
         free(r->domains);
@@ -120,7 +121,8 @@ void region_info(const struct region *r, struct broker_region_info *ret) {
                 .id = r->id, .owner = r->owner, .device = r->device, .pool = r->pool ? r->pool->name : NULL,
                 .label = r->label, .base = r->base, .size = r->size, .state = r->state, .deadline = r->deadline,
                 .created = r->created, .owner_mapped = r->holders[0].mapped, .owner_unplug = r->holders[0].unplug,
-                .n_peers = r->n_peers, .peers = r->peers,
+                .n_peers = r->n_peers, .peers = r->peers, .bell_vectors = r->bells.vectors,
+                .bell_generation = r->bells.generation, .bell_parties = r->bells.party,
         };
 }
 

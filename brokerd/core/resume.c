@@ -27,6 +27,9 @@ static int load_region(void *userdata, const struct store_region *sr) {
         r->deadline = sr->deadline;
         r->created = sr->created;
         r->holders[0].mapped = sr->owner_mapped;
+        /* What the doorbells were; they are made once the peers are loaded (broker_resume). */
+        r->bells.vectors = sr->bell_vectors;
+        r->bells.generation = sr->bell_generation;
         q = placer_reserve(b->placer, &r->range, r->base, r->size);
         if (q < 0) {
                 log_region(LOG_ERR, r->id, NULL, NULL, "overlaps another live region in the database");
@@ -188,6 +191,12 @@ int broker_resume(struct broker *b) {
                         return q;
                 /* Before any resumed unmap: a forced one waits for the holders it now knows again. */
                 region_take_holders(b, list[k]);
+                q = bells_init(list[k], list[k]->bells.vectors, list[k]->bells.generation);
+                if (q < 0)
+                        return q;
+                q = bells_resume(b, list[k]);
+                if (q < 0)
+                        return q;
         }
         /* Each region is resumed once and may be freed by it: list[k] is not touched again. */
         for (size_t k = 0; k < n; k++) {

@@ -57,6 +57,7 @@ static int region_revoke_attached(struct broker *b, struct region *r, const char
                                 .device = r->device, .domain = r->peers[i].domain, .reason = reason,
                         });
                 }
+        bells_sync(b, r, reason);
         return 0;
 }
 
@@ -171,6 +172,7 @@ int peer_revoke_now(struct broker *b, struct region *r, size_t i, const char *ac
                         .type = BROKER_EVENT_REVOKED, .region = r->id, .owner = r->owner, .device = r->device,
                         .domain = h->domain, .reason = why,
                 });
+        bells_sync(b, r, why);
         return holder_unmap(b, r, h);
 }
 
@@ -267,6 +269,8 @@ static int domain_gone_region(struct broker *b, struct region *r, const char *ac
         } else if (i >= 0 && r->peers[i].mapped)
                 /* Its removal may have been refused earlier; ask again now that the domain is gone. */
                 (void) holder_unmap(b, r, &r->peers[i]);
+        if (strcmp(r->owner, domain) == 0)
+                bells_owner_gone(b, r, why);
         if (strcmp(r->owner, domain) != 0 || !region_live(r))
                 return region_settle(b, r, actor, why);
         q = region_start_revoke(b, r, actor, b->revoke_timeout_usec, false, why);

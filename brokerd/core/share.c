@@ -66,6 +66,12 @@ static int share_validate(const struct broker *b, const struct broker_share_requ
                                         BROKER_MAX_LABEL);
         if (req->size == 0)
                 return broker_error_set(err, BROKER_E_INVALID, "size must be greater than zero");
+        if (req->has_doorbells && req->doorbells > BROKER_MAX_DOORBELL_VECTORS)
+                return broker_error_set(err, BROKER_E_INVALID, "doorbells must be 0..%d", BROKER_MAX_DOORBELL_VECTORS);
+        if (req->has_doorbells && req->doorbells > 0 && !backend_hands_fds(b->backend))
+                return broker_error_set(err, BROKER_E_INVALID,
+                                        "the %s backend hands the parties no fds: doorbells must be 0",
+                                        backend_name(b->backend));
 
         dev = platform_find_device(b->platform, req->device);
         if (!dev)
@@ -153,12 +159,19 @@ static int share_bounce(struct broker *b, const char *actor, const struct broker
 }
 
 /* The region in memory, not indexed yet: placed, with a fresh token per peer. */
-static int share_region_new(const struct broker_share_request *req, const struct placement_result *pr, int64_t now,
-                            struct region **ret, struct broker_error *err) {
+static int share_region_new(const struct broker *b, const struct broker_share_request *req,
+                            const struct placement_result *pr, int64_t now, struct region **ret,
+                            struct broker_error *err) {
         _cleanup_(region_freep) struct region *r = NULL;
         int q;
 
         q = region_alloc(req->owner, req->device, req->label, req->n_peers, &r);
+        if (q >= 0)
+                q = bells_init(r,
+                               req->has_doorbells           ? req->doorbells
+                               : backend_hands_fds(b->backend) ? BROKER_DEFAULT_DOORBELL_VECTORS
+                                                               : 0,
+                               1);
         if (q < 0)
                 return broker_error_set(err, BROKER_E_STORE, "out of memory");
         r->pool = pr->pool;
@@ -196,7 +209,8 @@ static int share_write(struct store *s, void *userdata) {
         q = store_region_insert(s, &(struct store_region) {
                 .owner = r->owner, .device = r->device, .pool = r->pool->name, .label = r->label,
                 .base = r->base, .size = r->size, .state = REGION_OFFERED, .owner_mapped = true,
-                .created = r->created, .updated = r->created,
+                .created = r->created, .updated = r->created, .bell_vectors = r->bells.vectors,
+                .bell_generation = r->bells.generation,
         }, &r->id);
         for (size_t i = 0; q >= 0 && i < r->n_peers; i++)
                 q = store_peer_insert(s, &(struct store_peer) {
@@ -326,7 +340,7 @@ int broker_share(struct broker *b, const struct broker_caller *caller, const str
                                         unsupported[0] ? unsupported : strerror(-q));
         q = quota_check(b, req->owner, pr.size, err);
         if (q >= 0)
-                q = share_region_new(req, &pr, broker_now(b), &r, err);
+                q = share_region_new(b, req, &pr, broker_now(b), &r, err);
         if (q >= 0)
                 q = share_record(b, actor, r, err);
         if (q < 0)
@@ -344,6 +358,7 @@ int broker_share(struct broker *b, const struct broker_caller *caller, const str
         *ret = (struct broker_share_result) {
                 .region = region->id, .base = region->base, .size = region->size, .alignment = pr.alignment,
                 .pool = region->pool->name, .n_tokens = region->n_peers, .owner_fd = owner_map.fd,
+                .vectors = region->bells.vectors,
         };
         for (size_t i = 0; i < region->n_peers; i++) {
                 snprintf(ret->tokens[i].domain, sizeof(ret->tokens[i].domain), "%s", region->peers[i].domain);

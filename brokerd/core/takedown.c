@@ -84,6 +84,7 @@ static void region_forget(struct broker *b, struct region *r) {
                 if (r->tokens[i].token[0])
                         hashmap_remove(b->tokens, r->tokens[i].token);
         revoking_list_remove(b, r);
+        bells_owner_gone(b, r, BROKER_REASON_RECLAIMED);
         region_untrack(b, r);
         placer_release(b->placer, &r->range);
         hashmap_remove(b->regions, &r->id);

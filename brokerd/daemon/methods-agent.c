@@ -82,6 +82,7 @@ static struct json_object *share_to_json(const struct broker_share_result *res, 
                 arr_add(tokens, t, ok);
         }
         obj_add(o, "tokens", tokens, ok);
+        obj_add_u64(o, "vectors", res->vectors, ok);
         return o;
 }
 
@@ -92,6 +93,7 @@ int method_region_share(const struct method_call *call, const void *args, struct
                 .owner = a->owner, .device = a->device, .size = a->size, .peers = a->peers, .n_peers = a->n_peers,
                 .has_numa_node = call_has(call, "numa_node"), .numa_node = (uint32_t) a->numa_node,
                 .alignment = a->alignment, .label = a->label, .place = call_has(call, "base"), .base = a->base,
+                .has_doorbells = call_has(call, "doorbells"), .doorbells = (unsigned) a->doorbells,
         };
         struct broker_caller bc = caller_of(call->caller);
         struct broker_share_result res;
@@ -111,7 +113,7 @@ int method_region_share(const struct method_call *call, const void *args, struct
         }
         o = share_to_json(&res, &ok);
         explicit_bzero(res.tokens, sizeof(res.tokens));
-        q = result_finish_fd(o, ok, call->fds, TAKE_FD(res.owner_fd), ret, err);
+        q = result_finish_fd(o, ok, call->fds, TAKE_FD(res.owner_fd), NULL, ret, err);
         if (q < 0)
                 share_take_back(call->m, call->caller, res.region);
         return q;
@@ -147,6 +149,10 @@ int method_region_attach(const struct method_call *call, const void *args, struc
         bool ok = true;
         int q;
 
+        /* The doorbells must fit in the line: refused before anything happens, never taken back. */
+        q = reply_fds_room(call->fds, broker_attach_fds(call->m->broker, a->token), err);
+        if (q < 0)
+                return q;
         q = broker_attach(call->m->broker, &bc, a->domain, a->token, &res, &berr);
         if (q < 0)
                 return fail_with_broker_error(err, &berr);
@@ -157,7 +163,7 @@ int method_region_attach(const struct method_call *call, const void *args, struc
         obj_add_addr(o, "base", res.base, &ok);
         obj_add_u64(o, "size", res.size, &ok);
         obj_add_str(o, "access", access_to_string(res.access), &ok);
-        q = result_finish_fd(o, ok, call->fds, TAKE_FD(res.fd), ret, err);
+        q = result_finish_fd(o, ok, call->fds, TAKE_FD(res.fd), &res.doorbells, ret, err);
         if (q < 0)
                 attach_take_back(call->m, call->caller, a->domain, res.region);
         return q;

@@ -142,12 +142,20 @@ static const char *event_route(const struct broker_event *ev, const char **targe
                 [BROKER_EVENT_RECLAIMED] = "region.reclaimed", [BROKER_EVENT_ROUTE_CHANGED] = "route.changed",
                 [BROKER_EVENT_UNPLUG_OVERDUE] = "region.unplug_overdue",
                 [BROKER_EVENT_RECONCILED] = NULL, /* the daemon's business, not the clients' */
+                [BROKER_EVENT_JOINED] = "region.joined",       [BROKER_EVENT_LEFT] = "region.left",
         };
         size_t n = 0;
 
         _Static_assert(ELEMENTSOF(methods) == _BROKER_EVENT_TYPE_MAX, "one entry per broker event");
         if ((size_t) ev->type >= ELEMENTSOF(methods) || !methods[ev->type])
                 return NULL;
+        /* Doorbells: the other parties only (the one that joined or left has its answer). */
+        if (ev->type == BROKER_EVENT_JOINED || ev->type == BROKER_EVENT_LEFT) {
+                for (size_t i = 0; i < ev->n_parties && n < EVENT_MAX_TARGETS; i++)
+                        targets[n++] = ev->parties[i];
+                *ret_n = n;
+                return methods[ev->type];
+        }
         /* The owner hears about its region, the peer concerned about itself. */
         if (ev->type != BROKER_EVENT_RECALL && ev->type != BROKER_EVENT_ROUTE_CHANGED)
                 targets[n++] = ev->owner;

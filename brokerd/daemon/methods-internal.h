@@ -116,6 +116,7 @@ struct share_args {
         uint64_t size, numa_node, alignment, base;
         struct broker_share_peer peers[BROKER_MAX_PEERS];
         size_t n_peers;
+        uint64_t doorbells;
 };
 
 struct attach_args {
@@ -196,9 +197,23 @@ struct json_object *region_to_json(const struct broker_region_info *r);
 /* {region, state}: what a verb left. */
 int region_state_result(uint64_t region, enum region_state state, struct json_object **ret, struct rpc_error *err);
 /* result_finish() for a result that carries fd (taken) as "fd": <index> (none without an fd
- * table). On failure nothing is handed over: the caller takes its call back. */
-int result_finish_fd(struct json_object *o, bool ok, struct rpc_reply_fds *fds, int fd, struct json_object **ret,
-                     struct rpc_error *err);
+ * table), and then doorbells d (may be NULL; taken, see result_add_doorbells()). On failure
+ * nothing is handed over: the caller takes its call back. */
+int result_finish_fd(struct json_object *o, bool ok, struct rpc_reply_fds *fds, int fd, struct broker_doorbells *d,
+                     struct json_object **ret, struct rpc_error *err);
+
+/* ---- methods-doorbells.c ---- */
+
+/* limit_exceeded unless the reply line has room for need more fds (always, without an fd table). */
+int reply_fds_room(const struct rpc_reply_fds *fds, size_t need, struct rpc_error *err);
+/*
+ * Adds vectors, generation and doorbells to o, each end's fd (taken from d) joining the line as
+ * an index; every fd of d is closed or handed over, also on failure (-errno, the line's new fds
+ * dropped with the error reply).
+ */
+int result_add_doorbells(struct json_object *o, struct rpc_reply_fds *fds, struct broker_doorbells *d, bool *ok);
+/* The region object's doorbells: {vectors, pairs: [{from, to}]}. */
+struct json_object *region_doorbells_to_json(const struct broker_region_info *r, bool *ok);
 
 /* ---- methods.c: identity, as the core decides it ---- */
 
@@ -229,6 +244,8 @@ int method_region_list(const struct method_call *call, const void *args, struct 
                        struct rpc_error *err);
 int method_route_lookup(const struct method_call *call, const void *args, struct json_object **ret,
                         struct rpc_error *err);
+int method_region_doorbells(const struct method_call *call, const void *args, struct json_object **ret,
+                            struct rpc_error *err);
 int method_events_subscribe(const struct method_call *call, const void *args, struct json_object **ret,
                             struct rpc_error *err);
 int method_admin_domain_gone(const struct method_call *call, const void *args, struct json_object **ret,

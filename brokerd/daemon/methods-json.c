@@ -182,6 +182,7 @@ struct json_object *region_to_json(const struct broker_region_info *r) {
         for (size_t i = 0; i < r->n_peers; i++)
                 arr_add(peers, peer_to_json(&r->peers[i], &ok), &ok);
         obj_add(o, "peers", peers, &ok);
+        obj_add(o, "doorbells", region_doorbells_to_json(r, &ok), &ok);
         if (!ok) {
                 json_object_put(o);
                 return NULL;
@@ -213,14 +214,18 @@ static int result_attach_fd(struct json_object *o, struct rpc_reply_fds *fds, in
         return 0;
 }
 
-int result_finish_fd(struct json_object *o, bool ok, struct rpc_reply_fds *fds, int fd, struct json_object **ret,
-                     struct rpc_error *err) {
+int result_finish_fd(struct json_object *o, bool ok, struct rpc_reply_fds *fds, int fd, struct broker_doorbells *d,
+                     struct json_object **ret, struct rpc_error *err) {
         int q = -ENOMEM;
 
         if (ok && o)
                 q = result_attach_fd(o, fds, fd);
         else if (fd >= 0)
                 close(fd);
+        if (q >= 0 && d)
+                q = result_add_doorbells(o, fds, d, &ok);
+        else if (d)
+                broker_doorbells_close(d);
         if (q < 0) {
                 json_object_put(o);
                 return internal_error(err, q);

@@ -61,6 +61,7 @@ static const struct param share_params[] = {
         P_U64(struct share_args, alignment, false, 0, UINT64_MAX, 0),
         P_STRING(struct share_args, label, false, BROKER_MAX_LABEL),
         P_U64(struct share_args, base, false, 0, UINT64_MAX, 0),
+        P_U64(struct share_args, doorbells, false, 0, BROKER_MAX_DOORBELL_VECTORS, BROKER_DEFAULT_DOORBELL_VECTORS),
         {}
 };
 
@@ -153,6 +154,9 @@ static const struct method method_table[] = {
           .handler = method_region_get },
         { "region.list", METHOD_AGENT, ARGS(struct list_args), .params = list_params,
           .handler = method_region_list },
+        /* Hands dups of the broker's eventfds; changes nothing. */
+        { "region.doorbells", METHOD_AGENT, ARGS(struct release_args), .params = release_params,
+          .handler = method_region_doorbells },
         { "route.lookup", METHOD_AGENT, ARGS(struct route_args), .params = route_params,
           .handler = method_route_lookup },
         /* Subscribing changes only the connection's own state, which dies with it. */

@@ -45,6 +45,13 @@ static void connection_update_events(struct rpc_connection *c) {
         c->events = events;
 }
 
+static void out_line_close_fds(struct rpc_out_line *l) {
+        rpc_fds_close(l->fds, l->n_fds);
+        free(l->fds);
+        l->fds = NULL;
+        l->n_fds = 0;
+}
+
 static int sendmsg_line(int fd, struct rpc_out_line *l) {
         union {
                 struct cmsghdr align;
@@ -85,8 +92,7 @@ static int connection_flush(struct rpc_connection *c) {
                         return n;
                 }
                 /* The fds went with the first byte: the peer has its own copies now. */
-                rpc_fds_close(l->fds, l->n_fds);
-                l->n_fds = 0;
+                out_line_close_fds(l);
                 l->written += (size_t) n;
                 c->out_pending -= (size_t) n;
                 if (l->written == l->size) {
@@ -118,6 +124,7 @@ static struct rpc_out_line *out_line_new(struct json_object *msg) {
         l->size = len + 1;
         l->written = 0;
         l->next = NULL;
+        l->fds = NULL;
         l->n_fds = 0;
         l->deliveries = NULL;
         return l;
@@ -141,9 +148,19 @@ int rpc_connection_queue(struct rpc_connection *c, struct json_object *msg, int 
                 rpc_connection_close(c, false);
                 return -ENOMEM;
         }
-        l->n_fds = n_fds;
-        if (n_fds > 0)
-                memcpy(l->fds, fds, n_fds * sizeof(int));
+        if (n_fds > 0) {
+                l->fds = malloc(n_fds * sizeof(int));
+                if (l->fds)
+                        memcpy(l->fds, fds, n_fds * sizeof(int));
+                else {
+                        free(l);
+                        rpc_fds_close(fds, n_fds);
+                        rpc_connection_undelivered(c, deliveries);
+                        rpc_connection_close(c, false);
+                        return -ENOMEM;
+                }
+                l->n_fds = n_fds;
+        }
         l->deliveries = deliveries;
 
         was_empty = !c->out_head;
@@ -167,7 +184,7 @@ static void connection_drop_output(struct rpc_connection *c) {
 
         while ((l = c->out_head)) {
                 c->out_head = l->next;
-                rpc_fds_close(l->fds, l->n_fds);
+                out_line_close_fds(l);
                 rpc_connection_undelivered(c, l->deliveries);
                 free(l);
         }

@@ -26,7 +26,8 @@ struct json_object;
 /* brokerd's own: RPC_BROKER_CODE_BASE + enum broker_code, with data.name. */
 #define RPC_BROKER_CODE_BASE 1000
 
-#define RPC_MAX_FDS_PER_LINE 16
+/* The kernel's SCM_MAX_FD: the most one sendmsg() can pass. */
+#define RPC_MAX_FDS_PER_LINE 253
 
 struct rpc_caller {
         uint64_t connection; /* unique for the daemon's lifetime, never 0 */

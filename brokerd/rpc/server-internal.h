@@ -47,7 +47,7 @@ struct rpc_out_line {
         size_t size;
         size_t written;
         /* Sent with the first byte of the line, closed once sent; never set once written > 0. */
-        int fds[RPC_MAX_FDS_PER_LINE];
+        int *fds; /* n_fds of them (malloc'ed: most lines carry none, a few up to RPC_MAX_FDS_PER_LINE) */
         size_t n_fds;
         struct rpc_delivery *deliveries;
         char data[];

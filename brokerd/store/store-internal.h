@@ -19,6 +19,7 @@ enum store_stmt {
         STMT_ROLLBACK,
         STMT_REGION_INSERT,
         STMT_REGION_UPDATE,
+        STMT_REGION_BELLS,
         STMT_PEER_INSERT,
         STMT_PEER_UPDATE,
         STMT_ROUTE_SET,

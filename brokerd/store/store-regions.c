@@ -18,7 +18,8 @@ int store_region_insert(struct store *s, const struct store_region *r, uint64_t 
         q = store_check_writable(s);
         if (q < 0)
                 return q;
-        if (!r || !r->owner || !r->device || !r->pool || (unsigned) r->state >= _REGION_STATE_MAX)
+        if (!r || !r->owner || !r->device || !r->pool || (unsigned) r->state >= _REGION_STATE_MAX ||
+            r->bell_vectors > 4)
                 return -EINVAL;
 
         if ((rc = bind_text(st, 1, r->owner)) != SQLITE_OK ||
@@ -31,7 +32,9 @@ int store_region_insert(struct store *s, const struct store_region *r, uint64_t 
             (rc = sqlite3_bind_int64(st, 8, r->deadline)) != SQLITE_OK ||
             (rc = sqlite3_bind_int(st, 9, r->owner_mapped)) != SQLITE_OK ||
             (rc = sqlite3_bind_int64(st, 10, r->created)) != SQLITE_OK ||
-            (rc = sqlite3_bind_int64(st, 11, r->updated)) != SQLITE_OK)
+            (rc = sqlite3_bind_int64(st, 11, r->updated)) != SQLITE_OK ||
+            (rc = sqlite3_bind_int(st, 12, (int) r->bell_vectors)) != SQLITE_OK ||
+            (rc = sqlite3_bind_int64(st, 13, u64_to_i64(r->bell_generation))) != SQLITE_OK)
                 return store_fail(s, rc);
 
         q = stmt_run(s, st);
@@ -65,6 +68,22 @@ int store_region_update(struct store *s, uint64_t id, enum region_state state, i
         if (r >= 0)
                 store_count_reclaimed(s, state);
         return r;
+}
+
+int store_region_set_bell_generation(struct store *s, uint64_t id, uint64_t generation, int64_t now) {
+        _cleanup_(stmt_resetp) sqlite3_stmt *st = s->stmt[STMT_REGION_BELLS];
+        int rc, r;
+
+        r = store_check_writable(s);
+        if (r < 0)
+                return r;
+        if (id == 0)
+                return -EINVAL;
+        if ((rc = sqlite3_bind_int64(st, 1, u64_to_i64(id))) != SQLITE_OK ||
+            (rc = sqlite3_bind_int64(st, 2, u64_to_i64(generation))) != SQLITE_OK ||
+            (rc = sqlite3_bind_int64(st, 3, now)) != SQLITE_OK)
+                return store_fail(s, rc);
+        return stmt_run_changed(s, st);
 }
 
 int store_peer_insert(struct store *s, const struct store_peer *p) {
@@ -123,6 +142,8 @@ static int store_load_regions(struct store *s, const struct store_load_ops *ops,
                         .owner_mapped = sqlite3_column_int(st, 9) != 0,
                         .created = sqlite3_column_int64(st, 10),
                         .updated = sqlite3_column_int64(st, 11),
+                        .bell_vectors = (unsigned) sqlite3_column_int(st, 12),
+                        .bell_generation = i64_to_u64(sqlite3_column_int64(st, 13)),
                 };
                 const char *state;
 

@@ -59,6 +59,11 @@ static const char *const migrations[] = {
         "CREATE INDEX audit_time ON audit(time);",
         /* 1 -> 2: what retention's deletes need (the partial index matches their WHERE). */
         "CREATE INDEX regions_reclaimed ON regions(updated) WHERE state = 'reclaimed';",
+        /* 2 -> 3: doorbells (docs/protocol.md "Doorbells"): vectors per ordered pair of parties, and
+         * the generation of the region's eventfds (bumped when a start had to make them anew). */
+        "ALTER TABLE regions ADD COLUMN bell_vectors INTEGER NOT NULL DEFAULT 0"
+        "        CHECK (bell_vectors BETWEEN 0 AND 4);"
+        "ALTER TABLE regions ADD COLUMN bell_generation INTEGER NOT NULL DEFAULT 0;",
 };
 _Static_assert(ELEMENTSOF(migrations) == STORE_SCHEMA_VERSION, "one migration per version");
 
@@ -69,10 +74,11 @@ const char *const store_statement_sql[_STMT_MAX] = {
         [STMT_ROLLBACK] = "ROLLBACK",
         [STMT_REGION_INSERT] =
                 "INSERT INTO regions (owner, device, pool, label, base, size, state, deadline, owner_mapped,"
-                "                     created, updated)"
-                " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                "                     created, updated, bell_vectors, bell_generation)"
+                " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
         [STMT_REGION_UPDATE] =
                 "UPDATE regions SET state = ?2, deadline = ?3, owner_mapped = ?4, updated = ?5 WHERE id = ?1",
+        [STMT_REGION_BELLS] = "UPDATE regions SET bell_generation = ?2, updated = ?3 WHERE id = ?1",
         [STMT_PEER_INSERT] =
                 "INSERT INTO peers (region, domain, access, state, token, mapped)"
                 " VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -91,12 +97,12 @@ const char *const store_statement_sql[_STMT_MAX] = {
                 " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
         [STMT_LOAD_REGIONS] =
                 "SELECT id, owner, device, pool, label, base, size, state, deadline, owner_mapped,"
-                "       created, updated"
+                "       created, updated, bell_vectors, bell_generation"
                 " FROM regions WHERE state != 'reclaimed' ORDER BY id",
         [STMT_LOAD_PEERS] =
                 "SELECT p.region, p.domain, p.access, p.state, p.token, p.mapped"
                 " FROM peers AS p JOIN regions AS r ON r.id = p.region"
-                " WHERE r.state != 'reclaimed' ORDER BY p.region, p.domain",
+                " WHERE r.state != 'reclaimed' ORDER BY p.region, p.rowid", /* share order */
         [STMT_LOAD_ROUTES] =
                 "SELECT device, domain, kind, region, reason, updated FROM routes ORDER BY device, domain",
         [STMT_AUDIT_LIST] =

@@ -19,7 +19,7 @@
 #include "util/model.h"
 
 #define STORE_TOKEN_LEN 32 /* hex characters of a 128-bit token */
-#define STORE_SCHEMA_VERSION 2
+#define STORE_SCHEMA_VERSION 3
 
 struct store;
 
@@ -31,6 +31,8 @@ struct store_region {
         int64_t deadline;    /* revoke deadline, 0 if none */
         bool owner_mapped;   /* the owner's mapping exists (or its removal is unconfirmed) */
         int64_t created, updated;
+        unsigned bell_vectors;    /* doorbell vectors per ordered pair of parties, 0..4 */
+        uint64_t bell_generation; /* of the region's eventfds: bumped when a start makes them anew */
 };
 
 struct store_peer {
@@ -114,6 +116,8 @@ int store_prune(struct store *s, int64_t now, struct store_prune_result *ret);
 int store_region_insert(struct store *s, const struct store_region *r, uint64_t *ret_id);
 int store_region_update(struct store *s, uint64_t id, enum region_state state, int64_t deadline, bool owner_mapped,
                         int64_t now);
+/* A start made the region's doorbells anew: their generation is now generation. */
+int store_region_set_bell_generation(struct store *s, uint64_t id, uint64_t generation, int64_t now);
 int store_peer_insert(struct store *s, const struct store_peer *p);
 int store_peer_update(struct store *s, uint64_t region, const char *domain, enum peer_state state, bool clear_token,
                       bool mapped);

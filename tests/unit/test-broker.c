@@ -70,7 +70,9 @@ struct fixture {
         struct broker *b;
         struct backend *async; /* the wrapper, when async_unmap */
         /* events seen */
-        unsigned n_recall, n_reclaimed, n_revoked, n_attached, n_released, n_route;
+        unsigned n_recall, n_reclaimed, n_revoked, n_attached, n_released, n_route, n_joined, n_left;
+        size_t last_parties;  /* who heard the last JOINED or LEFT */
+        char last_left[64];
         uint64_t last_reclaimed;
         int64_t last_deadline;
         /* holders' processes the broker asked to watch (its pidfds), and how many it let go */
@@ -78,7 +80,7 @@ struct fixture {
         unsigned n_watched, n_unwatched;
         /* a fake fd store (systemd's), when with_store: what it keeps, by name */
         bool with_store;
-        struct { char name[64]; int fd; } kept[8];
+        struct { char name[64]; int fd; } kept[64];
         unsigned n_kept, n_taken;
 };
 
@@ -174,6 +176,15 @@ static void on_event(void *userdata, const struct broker_event *ev) {
                 break;
         case BROKER_EVENT_UNPLUG_OVERDUE:
                 fail_msg("no unplug can be overdue here: %s", ev->reason);
+                break;
+        case BROKER_EVENT_JOINED:
+                f->n_joined++;
+                f->last_parties = ev->n_parties;
+                break;
+        case BROKER_EVENT_LEFT:
+                f->n_left++;
+                f->last_parties = ev->n_parties;
+                snprintf(f->last_left, sizeof(f->last_left), "%s", ev->domain);
                 break;
         case BROKER_EVENT_RECONCILED:
         case _BROKER_EVENT_TYPE_MAX:
@@ -1564,6 +1575,7 @@ static void test_holder_pidfds_survive_a_restart(void **state) {
         struct broker_attach_result a;
         char name[64];
         pid_t owner_pid, peer_pid;
+        int owner_kept;
 
         skip_without_pidfds();
         owner_pid = idle_child(&owner.pidfd);
@@ -1578,14 +1590,18 @@ static void test_holder_pidfds_survive_a_restart(void **state) {
         snprintf(name, sizeof(name), "holder-%" PRIu64 "-hw0", s.region);
         assert_true(kept_index(f, name) >= 0);
         /* Each an open file of its own (systemd keeps one fd per open file), not a dup. */
-        assert_int_equal(syscall(SYS_kcmp, getpid(), getpid(), 0 /* KCMP_FILE */, f->kept[0].fd, f->kept[1].fd) != 0, 1);
+        owner_kept = kept_index(f, name);
+        snprintf(name, sizeof(name), "holder-%" PRIu64 "-vm1", s.region);
+        assert_int_equal(syscall(SYS_kcmp, getpid(), getpid(), 0 /* KCMP_FILE */, f->kept[owner_kept].fd,
+                                 f->kept[kept_index(f, name)].fd) != 0, 1);
         store_keep(f, "holder-999-vm1", f->kept[0].fd); /* no mapped holder has it */
-        assert_int_equal(f->n_kept, 3);
+        /* Two pidfds, the stray one, and the doorbells: 2 parties, 2 vectors, both directions. */
+        assert_int_equal(f->n_kept, 3 + 4);
 
         f->n_watched = f->n_unwatched = 0;
         broker_restart(f);
-        assert_int_equal(f->n_kept, 3); /* a stop forgets nothing */
-        assert_int_equal(f->n_taken, 2);
+        assert_int_equal(f->n_kept, 3 + 4); /* a stop forgets nothing */
+        assert_int_equal(f->n_taken, 2 + 4);
         assert_int_equal(f->n_watched, 2);
 
         /* The peer of before the restart exits: seen, its attachment released, its pidfd dropped. */
@@ -1595,9 +1611,10 @@ static void test_holder_pidfds_survive_a_restart(void **state) {
         assert_int_equal(audit_rows_with(f, "release", "holder process exited"), 1);
         snprintf(name, sizeof(name), "holder-%" PRIu64 "-vm1", s.region);
         assert_int_equal(kept_index(f, name), -1);
-        /* Its only peer gone, the region is reclaimed: the owner's pidfd is dropped too. */
+        /* Its only peer gone, the region is reclaimed: the owner's pidfd is dropped too, and the doorbells. */
         assert_int_equal(state_of(f, s.region), REGION_RECLAIMED);
         assert_int_equal(f->n_kept, 1);
+        broker_doorbells_close(&a.doorbells);
         kill_child(owner_pid);
         (void) store_drop(f, "holder-999-vm1");
         close(a.fd);

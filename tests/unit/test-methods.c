@@ -360,10 +360,11 @@ static int attach_ok(struct fixture *f, const struct rpc_caller *c, const char *
         r = call(f, c, "region.attach", params);
         if (r.q < 0)
                 fail_msg("attach: %s: %s", r.err.name, r.err.message);
-        assert_int_equal(r.fds.n, 1);
+        /* The mapping, then a send and a recv end per doorbell (closed here). */
+        assert_int_equal(r.fds.n, 1 + 2 * get_len(r.result, "doorbells"));
         assert_int_equal(get_int(r.result, "fd"), 0);
-        fd = r.fds.fds[0];
-        r.fds.n = 0;
+        fd = fcntl(r.fds.fds[0], F_DUPFD_CLOEXEC, 3);
+        assert_true(fd >= 0);
         reply_clear(&r);
         return fd;
 }
@@ -652,7 +653,13 @@ static void test_attach(void **state) {
         assert_int_equal(get_int(r.result, "size"), MiB);
         assert_string_equal(get_str(r.result, "access"), "rw");
         assert_int_equal(get_int(r.result, "fd"), 0);
-        assert_int_equal(r.fds.n, 1);
+        /* Doorbells with the owner on the default 2 vectors: the mapping and 2 x 2 ends. */
+        assert_int_equal(get_int(r.result, "vectors"), 2);
+        assert_int_equal(get_int(r.result, "generation"), 1);
+        assert_int_equal(get_len(r.result, "doorbells"), 2);
+        assert_string_equal(get_str(get_idx(r.result, "doorbells", 1), "peer"), "hw0");
+        assert_int_equal(get_int(get_idx(r.result, "doorbells", 1), "vector"), 1);
+        assert_int_equal(r.fds.n, 5);
 
         /* Both ends see the same memory. */
         owner = mmap(NULL, MiB, PROT_READ | PROT_WRITE, MAP_SHARED, rw.fd, 0);
@@ -995,11 +1002,18 @@ static void test_notifications(void **state) {
         json_object_put(p);
         notes_clear(f);
 
-        /* Attach: the owner's subscribers. */
+        /* Attach: the owner's subscribers; and the owner, a doorbell party, hears vm1 joined. */
         fd = attach_ok(f, &VM1, "vm1", s.token[0]);
         assert_int_equal(notes_count(f, ROOT.connection, "region.attached"), 1);
         assert_int_equal(notes_count(f, ADMIN.connection, "region.attached"), 1);
-        assert_int_equal(f->n_notes, 2);
+        assert_int_equal(notes_count(f, ROOT.connection, "region.joined"), 1);
+        assert_int_equal(notes_count(f, ADMIN.connection, "region.joined"), 1);
+        assert_int_equal(notes_count(f, VM1.connection, "region.joined"), 0);
+        assert_int_equal(f->n_notes, 4);
+        p = json_tokener_parse(note_find(f, ROOT.connection, "region.joined")->params);
+        assert_string_equal(get_str(p, "domain"), "vm1");
+        assert_int_equal(get_int(p, "region"), 1);
+        json_object_put(p);
         p = json_tokener_parse(note_find(f, ROOT.connection, "region.attached")->params);
         assert_int_equal(get_int(p, "region"), 1);
         assert_string_equal(get_str(p, "owner"), "hw0");
@@ -1031,7 +1045,15 @@ static void test_notifications(void **state) {
         assert_int_equal(notes_count(f, VM1.connection, "region.reclaimed"), 1);
         assert_int_equal(notes_count(f, ADMIN.connection, "region.reclaimed"), 1);
         assert_int_equal(notes_count(f, VM2.connection, "region.reclaimed"), 0);
-        assert_int_equal(f->n_notes, 6);
+        /* The revoked peer's doorbells are cut: the owner hears it left; vm1 itself does not. */
+        assert_int_equal(notes_count(f, ROOT.connection, "region.left"), 1);
+        assert_int_equal(notes_count(f, ADMIN.connection, "region.left"), 1);
+        assert_int_equal(notes_count(f, VM1.connection, "region.left"), 0);
+        assert_int_equal(f->n_notes, 8);
+        p = json_tokener_parse(note_find(f, ROOT.connection, "region.left")->params);
+        assert_string_equal(get_str(p, "domain"), "vm1");
+        assert_string_equal(get_str(p, "reason"), "revoke deadline passed");
+        json_object_put(p);
         p = json_tokener_parse(note_find(f, ROOT.connection, "region.reclaimed")->params);
         assert_true(is_null(p, "domain"));
         assert_true(json_object_object_get_ex(p, "region", &v));

@@ -1032,13 +1032,14 @@ static void test_migrate_from_version_1(void **state) {
         id = insert_region(s, REGION_ACTIVE);
         insert_peer(s, id, "vm-b", TOKEN_A);
         store_close(s);
-        raw_exec(f->path, "DROP INDEX regions_reclaimed; PRAGMA user_version = 1;");
+        raw_exec(f->path, "DROP INDEX regions_reclaimed; ALTER TABLE regions DROP COLUMN bell_vectors;"
+                          " ALTER TABLE regions DROP COLUMN bell_generation; PRAGMA user_version = 1;");
         assert_int_equal(raw_int(f->path, "SELECT count(*) FROM sqlite_master WHERE type = 'index' AND "
                                           "name = 'regions_reclaimed'"),
                          0);
 
         assert_int_equal(store_open(f->path, &s), 0);
-        assert_int_equal(raw_int(f->path, "PRAGMA user_version"), 2);
+        assert_int_equal(raw_int(f->path, "PRAGMA user_version"), STORE_SCHEMA_VERSION);
         assert_int_equal(raw_int(f->path, "SELECT count(*) FROM sqlite_master WHERE type = 'index' AND "
                                           "name = 'regions_reclaimed'"),
                          1);
@@ -1048,6 +1049,60 @@ static void test_migrate_from_version_1(void **state) {
         assert_int_equal(seen.n_regions, 1);
         assert_int_equal(seen.n_peers, 1);
         assert_string_equal(seen.peers[0].token, TOKEN_A);
+        store_close(s);
+}
+
+static uint64_t insert_region_with_bells(struct store *s) {
+        struct store_region r = region_template("vm-a");
+        uint64_t id = 0;
+
+        r.bell_vectors = 3;
+        r.bell_generation = 5;
+        assert_int_equal(store_region_insert(s, &r, &id), 0);
+        return id;
+}
+
+static int set_generation_7(struct store *s, void *userdata) {
+        return store_region_set_bell_generation(s, *(uint64_t *) userdata, 7, 2000);
+}
+
+/* Doorbells are recorded with the region; peers come back in share order, not by name. */
+static void test_region_bells(void **state) {
+        struct fixture *f = *state;
+        struct store *s = NULL;
+        struct seen seen = {};
+        struct store_region bad = region_template("vm-a");
+        uint64_t id;
+
+        assert_int_equal(store_open(f->path, &s), 0);
+        id = TX(s, (int) insert_region_with_bells(s));
+        insert_peer(s, id, "vm-z", TOKEN_A);
+        insert_peer(s, id, "vm-b", NULL);
+        bad.bell_vectors = 5;
+        assert_int_equal(TX(s, store_region_insert(s, &bad, NULL)), -EINVAL);
+        assert_int_equal(load(s, &seen), 0);
+        assert_int_equal(seen.regions[0].r.bell_vectors, 3);
+        assert_int_equal(seen.regions[0].r.bell_generation, 5);
+        assert_string_equal(seen.peers[0].domain, "vm-z");
+        assert_string_equal(seen.peers[1].domain, "vm-b");
+        assert_int_equal(store_transition(s, set_generation_7, &id, &(struct store_audit) {
+                .time = 2000, .actor = "broker", .region = id, .action = "doorbells",
+        }, 1), 0);
+        memset(&seen, 0, sizeof(seen));
+        assert_int_equal(load(s, &seen), 0);
+        assert_int_equal(seen.regions[0].r.bell_generation, 7);
+        store_close(s);
+
+        /* A version-2 database: its regions migrate without doorbells. */
+        raw_exec(f->path, "ALTER TABLE regions DROP COLUMN bell_vectors;"
+                          " ALTER TABLE regions DROP COLUMN bell_generation; PRAGMA user_version = 2;");
+        assert_int_equal(store_open(f->path, &s), 0);
+        assert_int_equal(raw_int(f->path, "PRAGMA user_version"), 3);
+        memset(&seen, 0, sizeof(seen));
+        assert_int_equal(load(s, &seen), 0);
+        assert_int_equal(seen.n_regions, 1);
+        assert_int_equal(seen.regions[0].r.bell_vectors, 0);
+        assert_int_equal(seen.regions[0].r.bell_generation, 0);
         store_close(s);
 }
 
@@ -1312,6 +1367,7 @@ int main(void) {
                 cmocka_unit_test_setup_teardown(test_crash_consistency, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_write_outside_transition, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_audit_tail, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_region_bells, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_migrate_from_version_1, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_prune_limits, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_prune_by_itself, setup, teardown),
