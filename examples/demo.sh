@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # brokerd end to end, told in words: the real daemon on temp sockets and a temp database,
 # the example platform and policy, the host-process (memfd) backend; a HW-domain agent and
-# a peer agent built on libbrokerd-client; brokerctl as the admin.
+# a peer agent built on libbrokerd-client; brokerctl as the admin; then the data path, two
+# agents that talk over libbrokerd-channel in a region, woken by its doorbells.
 set -euo pipefail
 BUILD=${BUILD:-build}
 here=$(cd "$(dirname "$0")/.." && pwd)
 brokerd=$BUILD/brokerd/daemon/brokerd brokerctl=$BUILD/client/brokerctl agent=$BUILD/examples/brokerd-agent
-for b in "$brokerd" "$brokerctl" "$agent"; do
+channel_agent=$BUILD/examples/channel-agent
+for b in "$brokerd" "$brokerctl" "$agent" "$channel_agent"; do
         [ -x "$b" ] || { echo "demo: $b is not built (meson setup $BUILD && meson compile -C $BUILD)" >&2; exit 1; }
 done
 
@@ -71,7 +73,23 @@ for _ in $(seq 100); do ctl show "$region" >/dev/null 2>&1 || break; sleep 0.05;
 if ctl show "$region" >/dev/null 2>&1; then echo "demo: region $region was not reclaimed" >&2; exit 1; fi
 echo "    brokerctl show $region: $(ctl show "$region" 2>&1 || true)"
 
+say "The data path: hw0 shares a new region with doorbells; vm1 attaches; they talk over libbrokerd-channel"
+"$channel_agent" --socket "$dir/agent.sock" owner --owner hw0 --device nic0 --size 4MiB --peer vm1 \
+        > "$dir/channel-owner.out" 2>&1 &
+owner=$!
+pids+=($owner)
+line=$(wait_line "$dir/channel-owner.out" "region=")
+echo "    hw0: $line"
+region=$(sed -n 's/.*region=\([0-9]*\).*/\1/p' <<<"$line")
+token=$(sed -n 's/.*token\.vm1=\([0-9a-f]*\).*/\1/p' <<<"$line")
+"$channel_agent" --socket "$dir/agent.sock" peer --domain vm1 --token "$token" --rounds 2 \
+        > "$dir/channel-peer.out" 2>&1 || { echo "demo: the channel peer failed" >&2; cat "$dir/channel-peer.out" >&2; exit 1; }
+wait "$owner" || { echo "demo: the channel owner failed" >&2; cat "$dir/channel-owner.out" >&2; exit 1; }
+sed 's/^/    vm1: /' "$dir/channel-peer.out"
+grep -v '^region=' "$dir/channel-owner.out" | sed 's/^/    hw0: /'
+
 say "The audit trail"
 ctl audit | sed 's/^/    /'
 echo
-echo "Done: shared, attached, read through shared memory, revoked, released, reclaimed."
+echo "Done: shared, attached, read through shared memory, revoked, released, reclaimed;"
+echo "then a channel over a region: messages both ways, copy and zero-copy, woken by doorbells."
