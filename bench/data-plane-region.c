@@ -288,9 +288,8 @@ void dp_region_close(struct dp_region *r, const struct dp_region_setup *s, enum 
                 return;
         if (r->id != 0 && side == DP_SIDE_B)
                 k = bdc_release(r->conn, s->cfg->peer, r->id, &err);
-        else if (r->id != 0) {
-                /* Once B has let go the revoke reclaims the region at once; B may be gone already. */
-                (void) wait_event(r->conn, "region.left", r->id, s->cfg->peer, LEAVE_TIMEOUT_MS);
+        else if (r->id != 0 && wait_event(r->conn, "region.left", r->id, s->cfg->peer, LEAVE_TIMEOUT_MS) < 0) {
+                /* B's release reclaims the region (it was the only peer); without it, take it back. */
                 k = bdc_revoke(r->conn, s->cfg->owner, r->id, REVOKE_DEADLINE_MS, false, &err);
         }
         if (k < 0)
