@@ -441,8 +441,8 @@ static int run_transport(const struct options *o, const struct dp_case *cases, s
 /*
  * The floor under any shared-memory transport between the two CPUs: one cache line written by
  * A and awaited by B, another back, no library. Batches of PROBE_BATCH round trips are timed;
- * the median batch's mean is kept. It tells which placement of the two CPUs a run had (on a VM
- * the host may move them, e.g. onto one core's two threads), before and after the transports.
+ * the median batch's mean is kept. Measured before each transport, it tells which placement of
+ * the two CPUs that transport had (on a VM the host may move them, e.g. onto one core's threads).
  */
 #define PROBE_BATCH 500u
 #define PROBE_BATCHES 200u
@@ -711,7 +711,6 @@ int main(int argc, char *argv[]) {
         struct dp_case cases[N_CASES];
         struct dp_run *runs;
         sigset_t chld;
-        uint64_t probe[2];
         size_t n_cases;
         bool all;
         int r, failed = 0;
@@ -739,23 +738,17 @@ int main(int argc, char *argv[]) {
         sigemptyset(&chld);
         sigaddset(&chld, SIGCHLD);
         sigprocmask(SIG_BLOCK, &chld, NULL);
-        probe[0] = run_probe(&o);
         for (size_t i = 0; i < N_TRANSPORTS; i++) {
                 runs[i].t = &transports[i];
                 if (!all && !o.transport_selected[i])
                         continue;
                 fprintf(stderr, "%s: %s...\n", bench_program, transports[i].label);
+                runs[i].probe_ns = run_probe(&o);
                 if (run_transport(&o, cases, n_cases, &runs[i]) < 0) {
                         fprintf(stderr, "%s: %s failed\n", bench_program, transports[i].label);
                         failed++;
                 }
         }
-        probe[1] = run_probe(&o);
-        printf("cache-line round trip between the two CPUs (no library, busy-polling; median of %u batches of %u): "
-               "%" PRIu64 " ns before the transports, %" PRIu64 " ns after%s\n",
-               PROBE_BATCHES, PROBE_BATCH, probe[0], probe[1],
-               probe[0] * 3 < probe[1] * 2 || probe[1] * 3 < probe[0] * 2 ?
-                       " (the CPUs' placement changed during the run: its figures mix two machines)" : "");
         dp_report(cases, n_cases, runs, N_TRANSPORTS);
         munmap(runs, N_TRANSPORTS * sizeof(*runs));
         if (fflush(stdout) != 0)

@@ -4,6 +4,7 @@
  * their timed phases (getrusage), so a side that spins counts in full. The goals are ratios of
  * this run's figures against this run's TCP; they are printed with met/missed, never enforced.
  */
+#include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -185,7 +186,25 @@ static void print_goals(const struct dp_case *cases, size_t n_cases, const struc
         }
 }
 
+/* Each transport's probe, and a warning when they differ: the run then spans two placements. */
+static void print_probes(const struct dp_run *runs, size_t n_runs) {
+        uint64_t lo = UINT64_MAX, hi = 0;
+
+        printf("cache-line round trip between the two CPUs just before each transport (no library, "
+               "busy-polling; ns):\n");
+        for (size_t t = 0; t < n_runs; t++) {
+                if (!runs[t].ran)
+                        continue;
+                printf("  %-32s %5" PRIu64 "\n", runs[t].t->label, runs[t].probe_ns);
+                lo = runs[t].probe_ns < lo ? runs[t].probe_ns : lo;
+                hi = runs[t].probe_ns > hi ? runs[t].probe_ns : hi;
+        }
+        if (hi > 0 && hi * 2 > lo * 3)
+                printf("  (the CPUs' placement changed during the run: compare rows with like probes only)\n");
+}
+
 void dp_report(const struct dp_case *cases, size_t n_cases, const struct dp_run *runs, size_t n_runs) {
+        print_probes(runs, n_runs);
         for (size_t i = 0; i < n_cases; i++) {
                 if (cases[i].pattern == DP_PINGPONG)
                         print_pingpong(&cases[i], i, runs, n_runs);

@@ -79,6 +79,7 @@ struct dp_result {
 struct dp_run {
         const struct dp_transport *t;
         struct dp_result res[DP_MAX_CASES];
+        uint64_t probe_ns; /* the cache-line round trip between the two CPUs just before this run */
         bool ran;
 };
 
