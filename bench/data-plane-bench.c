@@ -22,15 +22,12 @@
 #include <netinet/tcp.h>
 #include <sched.h>
 #include <signal.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
-#include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "bench-common.h"
@@ -39,8 +36,6 @@
 #define DEFAULT_RING_SIZE (8u << 20)
 #define MAX_MESSAGE (1u << 20)
 #define JOIN_TIMEOUT_MS 10000
-/* A run of one transport that takes longer than this is stuck: both sides are killed. */
-#define RUN_TIMEOUT_SEC 300
 /* One-byte control messages: B is ready (ping-pong), B got the whole stream. */
 #define FILL_READY 0xa5
 #define FILL_ACK 0x5a
@@ -323,89 +318,6 @@ static int connection_open(const struct options *o, const struct dp_transport *t
         return 0;
 }
 
-/* Waits for both sides (SIGCHLD is blocked); kills the other when one fails or both are stuck. */
-static int wait_sides(pid_t pid[_DP_SIDE_MAX]) {
-        const struct timespec tick = { .tv_sec = 1 };
-        sigset_t chld;
-        unsigned left = (pid[DP_SIDE_A] > 0) + (pid[DP_SIDE_B] > 0), waited = 0;
-        int r = 0;
-
-        sigemptyset(&chld);
-        sigaddset(&chld, SIGCHLD);
-        while (left > 0) {
-                for (unsigned s = 0; s < _DP_SIDE_MAX; s++) {
-                        int status;
-
-                        if (pid[s] <= 0 || waitpid(pid[s], &status, WNOHANG) != pid[s])
-                                continue;
-                        pid[s] = 0;
-                        left--;
-                        if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-                                r = -ECHILD;
-                                if (pid[!s] > 0)
-                                        kill(pid[!s], SIGKILL);
-                        }
-                }
-                if (left > 0 && sigtimedwait(&chld, NULL, &tick) < 0 && ++waited >= RUN_TIMEOUT_SEC) {
-                        fprintf(stderr, "%s: the sides took over %d s: killed\n", bench_program, RUN_TIMEOUT_SEC);
-                        for (unsigned s = 0; s < _DP_SIDE_MAX; s++)
-                                if (pid[s] > 0)
-                                        kill(pid[s], SIGKILL);
-                        r = -ETIMEDOUT;
-                }
-        }
-        return r;
-}
-
-/* What a side's process runs once pinned; returns 0 or -errno. */
-typedef int (*side_fn)(enum dp_side side, void *userdata);
-
-static int side_pin(const struct options *o, enum dp_side side) {
-        cpu_set_t set;
-
-        CPU_ZERO(&set);
-        CPU_SET(o->cpu[side], &set);
-        if (sched_setaffinity(0, sizeof(set), &set) < 0) {
-                fprintf(stderr, "%s: cannot pin side %c to CPU %d: %m\n", bench_program, 'A' + side, o->cpu[side]);
-                return -errno;
-        }
-        return 0;
-}
-
-/*
- * Forks the two sides, each pinned to its CPU and running fn, then (in the coordinator)
- * parent_close(userdata), so that only the sides hold their ends, and waits for both.
- */
-static int fork_sides(const struct options *o, side_fn fn, void (*parent_close)(void *), void *userdata) {
-        pid_t pid[_DP_SIDE_MAX] = {};
-        sigset_t none;
-        int r = 0;
-
-        fflush(NULL);
-        sigemptyset(&none);
-        for (unsigned s = 0; s < _DP_SIDE_MAX; s++) {
-                pid[s] = fork();
-                if (pid[s] < 0) {
-                        r = -errno;
-                        break;
-                }
-                if (pid[s] == 0) {
-                        sigprocmask(SIG_SETMASK, &none, NULL);
-                        r = side_pin(o, (enum dp_side) s);
-                        if (r >= 0)
-                                r = fn((enum dp_side) s, userdata);
-                        _exit(r < 0 ? 1 : 0);
-                }
-        }
-        if (parent_close)
-                parent_close(userdata);
-        if (r < 0)
-                for (unsigned s = 0; s < _DP_SIDE_MAX; s++)
-                        if (pid[s] > 0)
-                                kill(pid[s], SIGKILL);
-        return wait_sides(pid) < 0 ? -ECHILD : r;
-}
-
 struct transport_run {
         const struct options *o;
         const struct dp_case *cases;
@@ -433,69 +345,9 @@ static int run_transport(const struct options *o, const struct dp_case *cases, s
         r = connection_open(o, run->t, &tr.conn);
         if (r < 0)
                 return r;
-        r = fork_sides(o, transport_side, transport_parent_close, &tr);
+        r = dp_fork_sides(o->cpu, transport_side, transport_parent_close, &tr);
         run->ran = r >= 0;
         return r;
-}
-
-/*
- * The floor under any shared-memory transport between the two CPUs: one cache line written by
- * A and awaited by B, another back, no library. Batches of PROBE_BATCH round trips are timed;
- * the median batch's mean is kept. Measured before each transport, it tells which placement of
- * the two CPUs that transport had (on a VM the host may move them, e.g. onto one core's threads).
- */
-#define PROBE_BATCH 500u
-#define PROBE_BATCHES 200u
-
-struct probe {
-        _Alignas(64) _Atomic uint64_t ping;
-        _Alignas(64) _Atomic uint64_t pong;
-        _Alignas(64) uint64_t samples[PROBE_BATCHES];
-};
-
-static inline void probe_relax(void) {
-#if defined(__x86_64__) || defined(__i386__)
-        __builtin_ia32_pause();
-#endif
-}
-
-static int probe_side(enum dp_side side, void *userdata) {
-        struct probe *p = userdata;
-
-        for (uint64_t seq = 1, b = 0; b < PROBE_BATCHES; b++) {
-                uint64_t t0 = bench_now_nsec();
-
-                for (unsigned i = 0; i < PROBE_BATCH; i++, seq++) {
-                        if (side == DP_SIDE_A) {
-                                atomic_store_explicit(&p->ping, seq, memory_order_release);
-                                while (atomic_load_explicit(&p->pong, memory_order_acquire) != seq)
-                                        probe_relax();
-                        } else {
-                                while (atomic_load_explicit(&p->ping, memory_order_acquire) != seq)
-                                        probe_relax();
-                                atomic_store_explicit(&p->pong, seq, memory_order_release);
-                        }
-                }
-                if (side == DP_SIDE_A)
-                        p->samples[b] = (bench_now_nsec() - t0) / PROBE_BATCH;
-        }
-        return 0;
-}
-
-/* The probe's round trip in ns (median batch), or 0 if it could not run. */
-static uint64_t run_probe(const struct options *o) {
-        struct probe *p;
-        uint64_t ns = 0;
-
-        p = mmap(NULL, sizeof(*p), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-        if (p == MAP_FAILED)
-                return 0;
-        if (fork_sides(o, probe_side, NULL, p) >= 0) {
-                bench_sort_u64(p->samples, PROBE_BATCHES);
-                ns = bench_percentile(p->samples, PROBE_BATCHES, 500);
-        }
-        munmap(p, sizeof(*p));
-        return ns;
 }
 
 static void help(void) {
@@ -743,7 +595,7 @@ int main(int argc, char *argv[]) {
                 if (!all && !o.transport_selected[i])
                         continue;
                 fprintf(stderr, "%s: %s...\n", bench_program, transports[i].label);
-                runs[i].probe_ns = run_probe(&o);
+                runs[i].probe_ns = dp_probe_ns(o.cpu);
                 if (run_transport(&o, cases, n_cases, &runs[i]) < 0) {
                         fprintf(stderr, "%s: %s failed\n", bench_program, transports[i].label);
                         failed++;

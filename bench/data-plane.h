@@ -83,6 +83,19 @@ struct dp_run {
         bool ran;
 };
 
+/* What a side's process runs once pinned to its CPU; returns 0 or -errno. */
+typedef int (*dp_side_fn)(enum dp_side side, void *userdata);
+
+/*
+ * Forks the two sides, each pinned to cpu[side] and running fn, then (in the coordinator, which
+ * must block SIGCHLD) parent_close(userdata) if given, so that only the sides hold their ends,
+ * and waits for both: -ECHILD when one failed (the other is killed) or both were stuck.
+ */
+int dp_fork_sides(const int cpu[_DP_SIDE_MAX], dp_side_fn fn, void (*parent_close)(void *), void *userdata);
+
+/* The bare cache-line round trip between the two CPUs in ns (the median batch), 0 if it failed. */
+uint64_t dp_probe_ns(const int cpu[_DP_SIDE_MAX]);
+
 /* The tables (one per case, a row per transport) and the goals' ratios, on stdout. */
 void dp_report(const struct dp_case *cases, size_t n_cases, const struct dp_run *runs, size_t n_runs);
 
