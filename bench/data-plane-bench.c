@@ -236,6 +236,20 @@ static int channel_open(struct dp_end *e, const struct options *o, struct dp_reg
         return r;
 }
 
+/*
+ * B waits for A to free its end (recv answers -EPIPE) before it lets the region go: B's release
+ * reclaims the region, and brokerd scrubs it, under A if A were still reading its last answer.
+ */
+static int channel_wait_closed(struct dp_end *e) {
+        ssize_t n = brokerd_channel_recv(e->ch, e->buf, e->cap, JOIN_TIMEOUT_MS);
+
+        if (n == -EPIPE)
+                return 0;
+        fprintf(stderr, "%s: %s: side A did not close its end: %s\n", bench_program, e->t->label,
+                n < 0 ? strerror((int) -n) : "a message came instead");
+        return n < 0 ? (int) n : -EBADMSG;
+}
+
 /* One side's process (pinned already): connected, every case, then the region let go. */
 static int side_main(const struct options *o, const struct dp_transport *t, enum dp_side side,
                      struct connection *conn, const struct dp_case *cases, size_t n_cases, struct dp_result *res) {
@@ -256,6 +270,8 @@ static int side_main(const struct options *o, const struct dp_transport *t, enum
                 r = 0;
         if (r >= 0)
                 r = run_cases(&e, side, cases, n_cases, res);
+        if (r >= 0 && e.ch && side == DP_SIDE_B)
+                r = channel_wait_closed(&e);
         brokerd_channel_free(e.ch);
         if (t->kind == DP_CHANNEL)
                 dp_region_close(&reg, &conn->region, side);
