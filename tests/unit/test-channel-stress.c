@@ -26,7 +26,7 @@
 
 #define RING 4096
 
-static uint64_t messages = 300000;
+static uint64_t messages = 200000;
 
 /* Random sizes, most small, some up to max: the same sequence on both sides. */
 static size_t message_size(uint64_t *rng, uint32_t max) {
@@ -163,16 +163,18 @@ static void test_stream_one_vector(void **state) {
         run_pair(BELLS_ONE, 0, false, messages / 4);
 }
 
+/* Busy-polling threads that share a CPU (a loaded box, valgrind) hand over once per time slice:
+ * fewer messages keep the test short there, and the ring still wraps thousands of times. */
 static void test_stream_busy_poll(void **state) {
         (void) state;
-        run_pair(BELLS_NONE, 0, false, messages);
+        run_pair(BELLS_NONE, 0, false, messages / 4);
 }
 
 static void test_pingpong(void **state) {
         (void) state;
         run_pair(BELLS_FOUR, 0, true, messages / 10);
         run_pair(BELLS_ONE, BROKERD_CHANNEL_DEFAULT_SPIN_USEC, true, messages / 10);
-        run_pair(BELLS_NONE, 0, true, messages / 10);
+        run_pair(BELLS_NONE, 0, true, messages / 100);
 }
 
 /* The joiner in a child process: echoes every message until the creator closes. */
