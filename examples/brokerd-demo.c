@@ -45,15 +45,10 @@ static void say(const char *fmt, ...) {
 }
 
 static void on_event(void *userdata, const struct broker_event *ev) {
-        static const char *const names[] = {
-                [BROKER_EVENT_ATTACHED] = "attached", [BROKER_EVENT_RECALL] = "recall",
-                [BROKER_EVENT_RELEASED] = "released", [BROKER_EVENT_REVOKED] = "revoked",
-                [BROKER_EVENT_RECLAIMED] = "reclaimed", [BROKER_EVENT_ROUTE_CHANGED] = "route.changed",
-        };
         (void) userdata;
         if (ev->type == BROKER_EVENT_ROUTE_CHANGED)
                 return; /* shown through route lookups instead */
-        printf("      event %-10s region %" PRIu64 "%s%s%s%s\n", names[ev->type], ev->region,
+        printf("      event %-10s region %" PRIu64 "%s%s%s%s\n", broker_event_type_to_string(ev->type) ?: "?", ev->region,
                ev->domain ? " peer " : "", ev->domain ?: "", ev->reason ? ": " : "", ev->reason ?: "");
 }
 

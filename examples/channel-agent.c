@@ -309,6 +309,13 @@ static int owner_revoke(struct agent *ag) {
         int r;
 
         r = bdc_revoke(ag->c, ag->self, ag->region, 5000, false, &err);
+        if (r == -ENOENT) {
+                /* Over meanwhile (its last peer left): hear what the broker said about it first. */
+                bdc_error_clear(&err);
+                r = drain_events(ag);
+                ag->reclaimed = true;
+                return r;
+        }
         if (r < 0)
                 return fail_daemon(&err, r);
         printf("revoking region=%" PRIu64 "\n", ag->region);
@@ -362,7 +369,8 @@ static int owner_run_channel(struct agent *ag, const struct owner_args *o) {
         if (!ag->ch)
                 return fail("no_channel", "region %" PRIu64 " ended before %s joined", ag->region, ag->partner);
         r = owner_talk(ag, o, &revoked);
-        if (r >= 0 && !revoked)
+        /* A single-peer region whose peer's process died is over already. */
+        if (r >= 0 && !revoked && !ag->reclaimed)
                 r = owner_revoke(ag);
         while (r >= 0 && !ag->reclaimed)
                 r = wait_event(ag);

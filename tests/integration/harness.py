@@ -75,22 +75,31 @@ class Client:
         self.sock.connect(path)
         self.buf = b""
         self.fds = []
+        # Doorbell ends (docs/protocol.md "Doorbells") are kept apart from self.fds, so that
+        # take_fd() still gives the mappings in order: reply_fds is the last reply line's fds
+        # (indexed as "send"/"recv" say), bell_fds every doorbell end not closed yet.
+        self.reply_fds = []
+        self.line_fds = []
+        self.bell_fds = []
         self.notifications = []
         self.next_id = 1
 
     def close(self):
         self.sock.close()
-        for fd in self.fds:
+        for fd in self.fds + self.bell_fds:
             os.close(fd)
         self.fds = []
+        self.bell_fds = []
 
     def send_raw(self, data):
         self.sock.sendall(data)
 
     def read_line(self):
+        self.line_fds = []
         while b"\n" not in self.buf:
-            msg, fds, _, _ = socket.recv_fds(self.sock, 65536, 16)
+            msg, fds, _, _ = socket.recv_fds(self.sock, 65536, 253)  # SCM_MAX_FD
             self.fds.extend(fds)
+            self.line_fds.extend(fds)
             if not msg:
                 raise ConnectionResetError("brokerd closed the connection")
             self.buf += msg
@@ -127,6 +136,7 @@ class Client:
         reply = self.read_reply()
         if validate:
             self.check_reply(method, reply)
+        self.set_apart_bells(reply)
         if self.ID_LESS_ERROR_IS_RPC_ERROR and reply.get("id") is None and "error" in reply:
             raise RpcError(reply["error"])  # the line was refused before its id could be read
         if reply.get("id") != req["id"]:
@@ -134,6 +144,22 @@ class Client:
         if "error" in reply:
             raise RpcError(reply["error"])
         return reply["result"]
+
+    def set_apart_bells(self, reply):
+        """Moves the doorbell ends of a reply (single or batch) from self.fds to self.bell_fds."""
+        self.reply_fds = list(self.line_fds)
+        for r in reply if isinstance(reply, list) else [reply]:
+            res = r.get("result") if isinstance(r, dict) else None
+            bells = res.get("doorbells") if isinstance(res, dict) else None
+            for bell in bells if isinstance(bells, list) else []:  # a region object's is a dict
+                for end in ("send", "recv"):
+                    fd = self.reply_fds[bell[end]]
+                    self.fds.remove(fd)
+                    self.bell_fds.append(fd)
+
+    def close_bell(self, fd):
+        self.bell_fds.remove(fd)
+        os.close(fd)
 
     def take_fd(self):
         return self.fds.pop(0)

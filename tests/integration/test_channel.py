@@ -154,8 +154,23 @@ class ChannelTest(DaemonTest):
         left = [l for l in owner_lines if l.startswith(f"event left region={region} domain=vm1")]
         self.assertTrue(left, owner_lines)
         self.assert_in_order(owner_lines, [
-            left[0], "cut off vm1: 2 doorbell(s) closed", "channel: vm1 is gone (EPIPE)", f"revoking region={region}",
+            left[0], "cut off vm1: 2 doorbell(s) closed", "channel: vm1 is gone (EPIPE)",
             f"done: region={region} reclaimed"])
+
+    def test_forced_revoke(self):
+        """The admin forces the region away mid-conversation: the peer is revoked without a
+        recall, ends without touching the memory again, and the owner's channel says EPIPE."""
+        owner, peer, region, _ = self.start_pair(peer_args=("--rounds", "1000000"))
+        owner.wait_line(r'^received "ping 3 from vm1"')
+        self.d.brokerctl("revoke", str(region), "--force")
+        owner_lines, peer_lines = self.finished(owner), self.finished(peer)
+        self.assertTrue([l for l in peer_lines if l.startswith(f"event revoked region={region} domain=vm1")], peer_lines)
+        self.assertFalse([l for l in peer_lines if l.startswith("released")], peer_lines)
+        left = [l for l in owner_lines if l.startswith(f"event left region={region} domain=vm1")]
+        self.assertTrue(left, owner_lines)
+        self.assert_in_order(owner_lines, [left[0], "cut off vm1: 2 doorbell(s) closed"])
+        self.assertIn("channel: vm1 is gone (EPIPE)", owner_lines)
+        self.assertEqual(owner_lines[-1], f"done: region={region} reclaimed")
 
     def test_show_doorbells(self):
         owner = self.d.spawn_agent("share", "--owner", "hw0", "--device", "nic0", "--size", "64KiB",

@@ -92,10 +92,12 @@ class StoreTest(unittest.TestCase):
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait(timeout=20)
 
-    def share_memfd(self, c, size=2 * MiB):
-        """A region in the memfd pool gpu1, ro to vm1 and vm2; the owner's mapping is kept."""
+    def share_memfd(self, c, size=2 * MiB, doorbells=0):
+        """A region in the memfd pool gpu1, ro to vm1 and vm2; the owner's mapping is kept. Without
+        doorbells unless asked (class Doorbells), so that the store holds memory and pidfds only."""
         r = c.call("region.share", {"owner": "hw0", "device": "gpu0", "size": size, "numa_node": 1,
-                                    "peers": [{"domain": "vm1", "access": "ro"}, {"domain": "vm2", "access": "ro"}]})
+                                    "peers": [{"domain": "vm1", "access": "ro"}, {"domain": "vm2", "access": "ro"}],
+                                    "doorbells": doorbells})
         self.assertEqual(r["pool"], "gpu1")
         return r, self.mapping(c.take_fd(), r["size"], writable=True)
 
