@@ -9,6 +9,7 @@
 #include <stdatomic.h>
 #include <stdio.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -66,7 +67,7 @@ static int side_pin(const int cpu[_DP_SIDE_MAX], enum dp_side side) {
 }
 
 int dp_fork_sides(const int cpu[_DP_SIDE_MAX], dp_side_fn fn, void (*parent_close)(void *), void *userdata) {
-        pid_t pid[_DP_SIDE_MAX] = {};
+        pid_t pid[_DP_SIDE_MAX] = {}, coordinator = getpid();
         sigset_t none;
         int r = 0;
 
@@ -79,6 +80,9 @@ int dp_fork_sides(const int cpu[_DP_SIDE_MAX], dp_side_fn fn, void (*parent_clos
                         break;
                 }
                 if (pid[s] == 0) {
+                        /* A side outlives no coordinator (killed, or gone with its reader: | head). */
+                        if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != coordinator)
+                                _exit(1);
                         sigprocmask(SIG_SETMASK, &none, NULL);
                         r = side_pin(cpu, (enum dp_side) s);
                         if (r >= 0)

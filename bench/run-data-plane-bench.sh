@@ -42,7 +42,8 @@ cleanup() {
         bench_cleanup
 }
 trap cleanup EXIT
-trap 'exit 130' INT TERM
+# A reader that goes away (| head) or a hangup ends the run through the trap too, not around it.
+trap 'exit 130' INT TERM HUP PIPE
 
 dir=$(mktemp -d "$run_dir/brokerd-dataplane.XXXXXX")
 uid=$(id -u)
