@@ -95,7 +95,15 @@ int brokerd_channel_create(void *mem, size_t len, const struct brokerd_channel_p
 int brokerd_channel_join(void *mem, size_t len, const struct brokerd_channel_doorbells *db, int timeout_ms,
                          struct brokerd_channel **ret);
 /* Frees the channel (not the memory, not the fds). Marks the side closed for the peer. NULL is fine. */
+
 void brokerd_channel_free(struct brokerd_channel *ch);
+/*
+ * Frees the channel without touching the memory or the fds: for when this side lost the memory
+ * (the broker revoked its hold: a forced revoke may truncate the region, and touching it would
+ * raise SIGBUS) or unmapped it already. The peer sees no close mark; the broker's region.left
+ * tells it. NULL is fine.
+ */
+void brokerd_channel_abandon(struct brokerd_channel *ch);
 
 int brokerd_channel_set_mode(struct brokerd_channel *ch, enum brokerd_channel_mode mode);
 /* How long a blocking call spins before sleeping (0: sleep at once); at most 1 s. */

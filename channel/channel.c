@@ -231,6 +231,10 @@ CHANNEL_EXPORT void brokerd_channel_free(struct brokerd_channel *ch) {
         free(ch);
 }
 
+CHANNEL_EXPORT void brokerd_channel_abandon(struct brokerd_channel *ch) {
+        free(ch);
+}
+
 CHANNEL_EXPORT int brokerd_channel_set_mode(struct brokerd_channel *ch, enum brokerd_channel_mode mode) {
         if (!ch)
                 return -EINVAL;

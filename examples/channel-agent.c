@@ -518,8 +518,10 @@ static int run_peer(struct agent *ag, const char *socket, const char *domain, co
 
         /* Done with the memory before giving it back: after the release it is scrubbed. Freeing
          * marks our side closed in the region; after a forced revoke the memory may be truncated
-         * (SIGBUS on touch), so the channel is then left to the exit instead. */
-        if (!ag->revoked)
+         * (SIGBUS on touch), so the channel is then abandoned: freed without touching it. */
+        if (ag->revoked)
+                brokerd_channel_abandon(ag->ch);
+        else
                 brokerd_channel_free(ag->ch);
         ag->ch = NULL;
         munmap(ag->mem, (size_t) ag->size);

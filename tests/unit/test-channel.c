@@ -12,6 +12,7 @@
 #include <cmocka.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <sys/mman.h>
 
 #include "channel-fixture.h"
 
@@ -320,6 +321,28 @@ static void test_peer_gone(void **state) {
         fixture_close(&f);
 }
 
+/* The memory is gone (a forced revoke truncated it): abandon() must not touch it, nor the fds. */
+static void test_abandon(void **state) {
+        uint8_t out[16];
+        struct fixture f;
+
+        (void) state;
+        fixture_open(&f, RING, 0, BELLS_FOUR);
+        assert_int_equal(brokerd_channel_send(f.creator, "x", 1, 0), 0);
+        assert_int_equal(brokerd_channel_recv(f.joiner, out, sizeof(out), 0), 1);
+        /* The joiner armed its data flag, so the creator's free() would write the close mark and ring it. */
+        assert_int_equal(brokerd_channel_recv(f.joiner, out, sizeof(out), 0), -EAGAIN);
+        assert_int_equal(mprotect(f.mem, f.len, PROT_NONE), 0);
+        brokerd_channel_abandon(f.creator);
+        f.creator = NULL;
+        assert_int_equal(mprotect(f.mem, f.len, PROT_READ | PROT_WRITE), 0);
+        assert_int_equal(atomic_load(&fixture_header(&f)->closed[0]), 0);
+        assert_int_equal(read(f.efd[0], out, sizeof(uint64_t)), -1);
+        assert_int_equal(errno, EAGAIN);
+        brokerd_channel_abandon(NULL);
+        fixture_close(&f);
+}
+
 static void test_modes(void **state) {
         struct fixture f;
 
@@ -515,6 +538,7 @@ int main(void) {
                 cmocka_unit_test(test_full_and_timeouts),
                 cmocka_unit_test(test_closed),
                 cmocka_unit_test(test_peer_gone),
+                cmocka_unit_test(test_abandon),
                 cmocka_unit_test(test_modes),
                 cmocka_unit_test(test_poll_fds),
                 cmocka_unit_test(test_hostile_producer),
