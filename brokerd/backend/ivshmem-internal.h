@@ -31,6 +31,7 @@ struct ivshmem_peer {
         int pidfd;
         int *eventfds; /* vectors of them */
         struct ivshmem_conn *conn;
+        bool overflowed; /* its queue passed max_queue: it leaves the group */
 };
 
 struct ivshmem_expect {

@@ -64,11 +64,11 @@ static void conn_unlink(struct ivshmem_server *s, struct ivshmem_conn *c) {
                 }
 }
 
+static void drop_overflowed(struct ivshmem_server *s);
+
 /* Takes p out of the table: peer-gone to the others, its eventfds closed, its connection held. */
 void ivshmem_peer_depart(struct ivshmem_server *s, struct ivshmem_peer *p, enum ivshmem_departure why) {
-        struct ivshmem_conn *overflowed[s->n_peers];
         char domain[sizeof(p->domain)];
-        size_t n_overflowed = 0;
         uint16_t id = p->id;
 
         peer_unlink(s, p);
@@ -83,15 +83,25 @@ void ivshmem_peer_depart(struct ivshmem_server *s, struct ivshmem_peer *p, enum 
         }
         for (size_t i = 0; i < s->n_peers; i++)
                 if (ivshmem_conn_send(s->peers[i]->conn, id, -1) < 0)
-                        overflowed[n_overflowed++] = s->peers[i]->conn;
+                        s->peers[i]->overflowed = true;
         memcpy(domain, p->domain, sizeof(domain));
         ivshmem_peer_free(s, p);
         log_debug("ivshmem %s: peer %u (%s) gone: %s", s->name, id, domain, ivshmem_departure_to_string(why));
         if (s->cb.gone)
                 s->cb.gone(s->cb.userdata, id, domain, why);
-        for (size_t i = 0; i < n_overflowed; i++)
-                if (overflowed[i]->peer)
-                        ivshmem_peer_depart(s, overflowed[i]->peer, IVSHMEM_GONE_OVERFLOW);
+        drop_overflowed(s);
+}
+
+/*
+ * Peers whose queue passed the limit stopped reading: they leave the group (their connection is
+ * held, not closed). Done after a broadcast, as each departure is a broadcast of its own.
+ */
+static void drop_overflowed(struct ivshmem_server *s) {
+        for (size_t i = 0; i < s->n_peers; i++)
+                if (s->peers[i]->overflowed) {
+                        ivshmem_peer_depart(s, s->peers[i], IVSHMEM_GONE_OVERFLOW);
+                        return;
+                }
 }
 
 void ivshmem_server_conn_lost(struct ivshmem_server *s, struct ivshmem_conn *c, enum ivshmem_departure why) {
@@ -205,8 +215,6 @@ static int peer_send_vectors(struct ivshmem_conn *to, const struct ivshmem_peer 
 
 /* The whole setup for p, queued at once; then p's vectors to every other peer. */
 static int peer_setup(struct ivshmem_server *s, struct ivshmem_peer *p) {
-        struct ivshmem_conn *overflowed[s->n_peers];
-        size_t n_overflowed = 0;
         int k;
 
         k = ivshmem_conn_send(p->conn, 0, -1);
@@ -222,12 +230,10 @@ static int peer_setup(struct ivshmem_server *s, struct ivshmem_peer *p) {
                 return k;
         for (size_t i = 0; i < s->n_peers; i++)
                 if (peer_send_vectors(s->peers[i]->conn, p, s->vectors) < 0)
-                        overflowed[n_overflowed++] = s->peers[i]->conn;
+                        s->peers[i]->overflowed = true;
         /* Ids only grow, so appending keeps the table in id order. */
         s->peers[s->n_peers++] = p;
-        for (size_t i = 0; i < n_overflowed; i++)
-                if (overflowed[i]->peer)
-                        ivshmem_peer_depart(s, overflowed[i]->peer, IVSHMEM_GONE_OVERFLOW);
+        drop_overflowed(s);
         return 0;
 }
 
