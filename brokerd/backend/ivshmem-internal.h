@@ -58,6 +58,10 @@ struct ivshmem_server {
         size_t n_expects;
 };
 
+/* ivshmem-server.c: a server without its socket yet; then its socket (listen_fd < 0: made anew). */
+int ivshmem_server_alloc(sd_event *e, const struct ivshmem_server_config *c, struct ivshmem_server **ret);
+int ivshmem_server_listen(struct ivshmem_server *s, int listen_fd, gid_t gid);
+
 /* ivshmem-wire.c */
 int ivshmem_conn_new(struct ivshmem_server *s, int fd, struct ivshmem_conn **ret);
 /* Unregisters, closes and frees (its queue's fds too); detaches nothing else. */
@@ -70,6 +74,8 @@ void ivshmem_conn_clear(struct ivshmem_conn *c);
 int ivshmem_conn_hold(struct ivshmem_conn *c);
 
 /* ivshmem-peers.c */
+/* A peer of domain, outside the table; with its eventfds made, or all -EBADF to be filled in. */
+int ivshmem_peer_new(struct ivshmem_server *s, const char *domain, bool make_eventfds, struct ivshmem_peer **ret);
 struct ivshmem_peer *ivshmem_peer_find(struct ivshmem_server *s, uint16_t id);
 struct ivshmem_peer *ivshmem_peer_find_domain(struct ivshmem_server *s, const char *domain);
 void ivshmem_peer_free(struct ivshmem_server *s, struct ivshmem_peer *p);

@@ -177,7 +177,7 @@ void ivshmem_expect_drop(struct ivshmem_server *s, size_t i) {
         s->expects[i] = s->expects[--s->n_expects];
 }
 
-static int peer_new(struct ivshmem_server *s, const char *domain, int pidfd, struct ivshmem_peer **ret) {
+int ivshmem_peer_new(struct ivshmem_server *s, const char *domain, bool make_eventfds, struct ivshmem_peer **ret) {
         struct ivshmem_peer *p = calloc(1, sizeof(*p));
 
         if (!p)
@@ -190,7 +190,7 @@ static int peer_new(struct ivshmem_server *s, const char *domain, int pidfd, str
         }
         for (unsigned v = 0; v < s->vectors; v++)
                 p->eventfds[v] = -EBADF;
-        for (unsigned v = 0; v < s->vectors; v++) {
+        for (unsigned v = 0; make_eventfds && v < s->vectors; v++) {
                 p->eventfds[v] = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
                 if (p->eventfds[v] < 0) {
                         int k = negative_errno();
@@ -199,7 +199,6 @@ static int peer_new(struct ivshmem_server *s, const char *domain, int pidfd, str
                 }
         }
         snprintf(p->domain, sizeof(p->domain), "%s", domain);
-        p->pidfd = pidfd;
         *ret = p;
         return 0;
 }
@@ -253,9 +252,10 @@ static int admit(struct ivshmem_server *s, struct ivshmem_conn *c, size_t x, int
         if (!peers)
                 return -ENOMEM;
         s->peers = peers;
-        k = peer_new(s, s->expects[x].domain, pidfd, &p);
+        k = ivshmem_peer_new(s, s->expects[x].domain, true, &p);
         if (k < 0)
                 return k;
+        p->pidfd = pidfd;
         p->id = (uint16_t) s->next_id;
         p->conn = c;
         c->peer = p;

@@ -108,7 +108,7 @@ static int config_check(const struct ivshmem_server_config *c) {
         return 0;
 }
 
-int ivshmem_server_new(sd_event *e, const struct ivshmem_server_config *c, struct ivshmem_server **ret) {
+int ivshmem_server_alloc(sd_event *e, const struct ivshmem_server_config *c, struct ivshmem_server **ret) {
         _cleanup_(ivshmem_server_freep) struct ivshmem_server *s = NULL;
         int k;
 
@@ -130,27 +130,42 @@ int ivshmem_server_new(sd_event *e, const struct ivshmem_server_config *c, struc
         s->max_queue = c->max_queue ? c->max_queue : IVSHMEM_MAX_QUEUE_DEFAULT;
         s->cb = c->callbacks;
         s->conns = calloc(s->max_connections, sizeof(*s->conns));
-        if (!s->conns)
+        s->socket_path = strdup(c->socket_path);
+        if (!s->conns || !s->socket_path)
                 return -ENOMEM;
         s->memfd = fcntl(c->memfd, F_DUPFD_CLOEXEC, 3);
         if (s->memfd < 0)
                 return negative_errno();
-        k = listen_socket(c->socket_path, c->socket_gid, &s->listen_fd);
-        if (k < 0)
-                return k;
-        s->socket_path = strdup(c->socket_path);
-        if (!s->socket_path)
-                return -ENOMEM;
-        k = sd_event_add_io(e, &s->listen_io, s->listen_fd, EPOLLIN, ivshmem_server_on_accept, s);
+        *ret = TAKE_PTR(s);
+        return 0;
+}
+
+int ivshmem_server_listen(struct ivshmem_server *s, int listen_fd, gid_t gid) {
+        int k;
+
+        if (listen_fd < 0) {
+                k = listen_socket(s->socket_path, gid, &listen_fd);
+                if (k < 0)
+                        return k;
+        }
+        s->listen_fd = listen_fd;
+        return sd_event_add_io(s->event, &s->listen_io, s->listen_fd, EPOLLIN, ivshmem_server_on_accept, s);
+}
+
+int ivshmem_server_new(sd_event *e, const struct ivshmem_server_config *c, struct ivshmem_server **ret) {
+        _cleanup_(ivshmem_server_freep) struct ivshmem_server *s = NULL;
+        int k;
+
+        k = ivshmem_server_alloc(e, c, &s);
+        if (k >= 0)
+                k = ivshmem_server_listen(s, -EBADF, c->socket_gid);
         if (k < 0)
                 return k;
         *ret = TAKE_PTR(s);
         return 0;
 }
 
-void ivshmem_server_free(struct ivshmem_server *s) {
-        if (!s)
-                return;
+static void server_close(struct ivshmem_server *s, bool unlink_socket) {
         sd_event_source_disable_unref(s->listen_io);
         s->listen_io = NULL;
         while (s->n_conns > 0) {
@@ -165,7 +180,8 @@ void ivshmem_server_free(struct ivshmem_server *s) {
                 ivshmem_expect_drop(s, s->n_expects - 1);
         if (s->listen_fd >= 0) {
                 close(s->listen_fd);
-                (void) unlink(s->socket_path);
+                if (unlink_socket)
+                        (void) unlink(s->socket_path);
         }
         if (s->memfd >= 0)
                 close(s->memfd);
@@ -175,6 +191,16 @@ void ivshmem_server_free(struct ivshmem_server *s) {
         free(s->expects);
         sd_event_unref(s->event);
         free(s);
+}
+
+void ivshmem_server_free(struct ivshmem_server *s) {
+        if (s)
+                server_close(s, true);
+}
+
+void ivshmem_server_abandon(struct ivshmem_server *s) {
+        if (s)
+                server_close(s, false);
 }
 
 int ivshmem_server_expect(struct ivshmem_server *s, const char *domain, pid_t pid, int pidfd) {
@@ -271,34 +297,4 @@ int ivshmem_server_peer_at(struct ivshmem_server *s, size_t i, uint16_t *ret_id,
         if (ret_domain)
                 *ret_domain = s->peers[i]->domain;
         return 0;
-}
-
-static int export_one(struct ivshmem_server *s, ivshmem_fd_fn fn, void *userdata, int fd, const char *fmt, ...)
-        _printf_(5, 6);
-static int export_one(struct ivshmem_server *s, ivshmem_fd_fn fn, void *userdata, int fd, const char *fmt, ...) {
-        char name[IVSHMEM_NAME_MAX + 64], suffix[32];
-        va_list ap;
-
-        va_start(ap, fmt);
-        vsnprintf(suffix, sizeof(suffix), fmt, ap);
-        va_end(ap);
-        snprintf(name, sizeof(name), "%s-%s", s->name, suffix);
-        return fn(userdata, name, fd);
-}
-
-int ivshmem_server_export_fds(struct ivshmem_server *s, ivshmem_fd_fn fn, void *userdata) {
-        int k;
-
-        k = export_one(s, fn, userdata, s->listen_fd, "listen");
-        if (k >= 0)
-                k = export_one(s, fn, userdata, s->memfd, "mem");
-        for (size_t i = 0; k >= 0 && i < s->n_peers; i++) {
-                const struct ivshmem_peer *p = s->peers[i];
-                k = export_one(s, fn, userdata, p->conn->fd, "p%u-conn", p->id);
-                if (k >= 0)
-                        k = export_one(s, fn, userdata, p->pidfd, "p%u-pid", p->id);
-                for (unsigned v = 0; k >= 0 && v < s->vectors; v++)
-                        k = export_one(s, fn, userdata, p->eventfds[v], "p%u-v%u", p->id, v);
-        }
-        return k < 0 ? k : 0;
 }

@@ -109,12 +109,39 @@ size_t ivshmem_server_n_peers(const struct ivshmem_server *s);
 
 /*
  * Every fd the server holds, with a name for the fd store (backend_fd_store.keep):
- * "<name>-listen", "<name>-mem", "<name>-p<id>-conn", "<name>-p<id>-v<k>", "<name>-p<id>-pid";
- * the peer table to persist alongside is (id, domain) from ivshmem_server_peer_at(). fn may
- * fail: the walk stops with its error. Held (refused/removed) connections are not listed:
- * a restart may close them.
+ * "<name>-listen", "<name>-mem", "<name>-p<id>-conn", "<name>-p<id>-pid", "<name>-p<id>-v<k>".
+ * The peer table to persist alongside is (id, domain) from ivshmem_server_peer_at(), plus
+ * ivshmem_server_next_id(). fn's error stops the walk and is returned. Held (refused, removed)
+ * connections are not listed: a restart closes them (QEMU has failed or unplugged by then).
+ * The memfd is the region's own open file: a store that keeps one fd per open file description
+ * (systemd's does) keeps it under the region's name, so restore takes it from config.memfd.
  */
 typedef int (*ivshmem_fd_fn)(void *userdata, const char *name, int fd);
 int ivshmem_server_export_fds(struct ivshmem_server *s, ivshmem_fd_fn fn, void *userdata);
 /* The i-th admitted peer (0..n_peers-1), in id order; -ENOENT past the end. */
 int ivshmem_server_peer_at(struct ivshmem_server *s, size_t i, uint16_t *ret_id, const char **ret_domain);
+
+/*
+ * For a restart: frees the server and closes its fds, but leaves the socket file, so that a
+ * server restored from the fds kept elsewhere (the old listening socket among them) goes on.
+ */
+void ivshmem_server_abandon(struct ivshmem_server *s);
+
+/*
+ * A server rebuilt after a restart from the persisted peer table (ids ascending, all below
+ * config.next_id) and the fds exported before, fetched by name through take (-ENOENT: not
+ * kept). The connections are served on, with empty queues: messages queued but not sent when
+ * the old server died are lost, so the caller exports (and persists) only when no peer's
+ * queue holds anything, or accepts that. "<name>-listen" is reused when it comes back, else a
+ * new socket is made. A peer whose connection or eventfds did not come back is dropped: the
+ * others are sent peer-gone and it is reported through gone. Expectations are not
+ * restored (an attach that was under way is redone by the caller).
+ */
+struct ivshmem_peer_record {
+        uint16_t id;
+        const char *domain;
+};
+typedef int (*ivshmem_take_fn)(void *userdata, const char *name, int *ret_fd);
+int ivshmem_server_restore(sd_event *e, const struct ivshmem_server_config *c,
+                           const struct ivshmem_peer_record *peers, size_t n_peers, ivshmem_take_fn take,
+                           void *userdata, struct ivshmem_server **ret);

@@ -691,6 +691,143 @@ static void test_export_fds(void **state) {
         close(a);
 }
 
+/* Stands in for the fd store: copies kept by name, taken back once. */
+struct store {
+        char names[16][96];
+        int fds[16];
+        size_t n;
+};
+
+static int store_keep(void *userdata, const char *name, int fd) {
+        struct store *st = userdata;
+
+        assert_true(st->n < ELEMENTSOF(st->fds));
+        snprintf(st->names[st->n], sizeof(st->names[0]), "%s", name);
+        st->fds[st->n] = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+        assert_true(st->fds[st->n++] >= 0);
+        return 0;
+}
+
+static int store_take(void *userdata, const char *name, int *ret_fd) {
+        struct store *st = userdata;
+
+        for (size_t i = 0; i < st->n; i++)
+                if (strcmp(st->names[i], name) == 0) {
+                        *ret_fd = st->fds[i];
+                        st->n--;
+                        memmove(st->names[i], st->names[st->n], sizeof(st->names[0]));
+                        st->fds[i] = st->fds[st->n];
+                        return 0;
+                }
+        return -ENOENT;
+}
+
+static void store_drop(struct store *st, const char *name) {
+        int fd;
+
+        assert_int_equal(store_take(st, name, &fd), 0);
+        close(fd);
+}
+
+/*
+ * A restart: the fds go to the store, the server is abandoned (as if brokerd died), and one is
+ * restored from them: the connections stay up and are served on, ids go on from the mark.
+ * lose_b: B's connection did not come back, so B is gone for A.
+ */
+static void restart(struct fixture *f, bool lose_b) {
+        struct ivshmem_server_config c = config_of(f, VECTORS);
+        struct ivshmem_peer_record records[2];
+        struct store st = {};
+        struct stat sb;
+        int a_own[VECTORS], b_own[VECTORS], c_own[VECTORS], a_to_b[VECTORS], b_to_a[VECTORS], c_to_a[VECTORS];
+        uint64_t one = 1, got;
+        const char *domain;
+        int a, b, x;
+
+        server_start(f, &c);
+        assert_int_equal(ivshmem_server_expect(f->server, "dom-a", getpid(), -1), 0);
+        a = client_connect(f);
+        client_read_setup(f, a, 0, VECTORS, NULL, 0, a_own);
+        assert_int_equal(ivshmem_server_expect(f->server, "dom-b", getpid(), -1), 0);
+        b = client_connect(f);
+        client_read_setup(f, b, 1, VECTORS, NULL, 0, b_own);
+        for (unsigned v = 0; v < VECTORS; v++)
+                assert_int_equal(client_read(f, b, &b_to_a[v]), 0);
+        for (unsigned v = 0; v < VECTORS; v++)
+                assert_int_equal(client_read(f, a, &a_to_b[v]), 1);
+
+        assert_int_equal(ivshmem_server_export_fds(f->server, store_keep, &st), 0);
+        for (size_t i = 0; i < 2; i++) {
+                assert_int_equal(ivshmem_server_peer_at(f->server, i, &records[i].id, &domain), 0);
+                records[i].domain = i == 0 ? "dom-a" : "dom-b";
+                assert_string_equal(domain, records[i].domain);
+        }
+        c.next_id = ivshmem_server_next_id(f->server);
+        ivshmem_server_abandon(f->server);
+        f->server = NULL;
+        /* The clients noticed nothing, and the socket file is still there. */
+        client_expect_quiet(f, a);
+        client_expect_quiet(f, b);
+        assert_int_equal(lstat(f->path, &sb), 0);
+        if (lose_b)
+                store_drop(&st, "test-group-p1-conn");
+
+        store_drop(&st, "test-group-mem"); /* the memfd comes from the config */
+        assert_int_equal(ivshmem_server_restore(f->event, &c, records, 2, store_take, &st, &f->server), 0);
+        assert_int_equal(st.n, lose_b ? VECTORS + 1 : 0);
+        close_all(st.fds, st.n);
+        if (lose_b) {
+                assert_int_equal(f->gone, 1);
+                client_expect(f, a, 1, false);
+                assert_int_equal(ivshmem_server_n_peers(f->server), 1);
+        } else {
+                /* The restored server serves the old connection: B's removal reaches A. */
+                assert_int_equal(ivshmem_server_remove_peer(f->server, 1, IVSHMEM_GONE_REMOVED), 0);
+                client_expect(f, a, 1, false);
+        }
+        /* A newcomer gets the next id, A's vectors, and rings the very eventfds A holds. */
+        assert_int_equal(ivshmem_server_expect(f->server, "dom-c", getpid(), -1), 0);
+        x = client_connect(f);
+        client_read_setup(f, x, 2, VECTORS, NULL, 0, c_own);
+        for (unsigned v = 0; v < VECTORS; v++)
+                assert_int_equal(client_read(f, x, &c_to_a[v]), 0);
+        for (unsigned v = 0; v < VECTORS; v++)
+                client_expect(f, a, 2, true);
+        assert_int_equal(write(c_to_a[1], &one, sizeof(one)), sizeof(one));
+        assert_int_equal(read(a_own[1], &got, sizeof(got)), sizeof(got));
+
+        close_all(a_own, VECTORS);
+        close_all(b_own, VECTORS);
+        close_all(c_own, VECTORS);
+        close_all(a_to_b, VECTORS);
+        close_all(b_to_a, VECTORS);
+        close_all(c_to_a, VECTORS);
+        close(a);
+        close(b);
+        close(x);
+}
+
+static void test_restore(void **state) {
+        restart(*state, false);
+}
+
+static void test_restore_lost_peer(void **state) {
+        restart(*state, true);
+}
+
+static void test_restore_bad_records(void **state) {
+        struct fixture *f = *state;
+        struct ivshmem_server_config c = config_of(f, VECTORS);
+        struct ivshmem_peer_record above[] = { { 3, "dom-a" } }, unordered[] = { { 1, "dom-a" }, { 0, "dom-b" } };
+        struct ivshmem_server *s = (struct ivshmem_server *) 0x1;
+        struct store st = {};
+
+        c.next_id = 3;
+        assert_int_equal(ivshmem_server_restore(f->event, &c, above, 1, store_take, &st, &s), -EINVAL);
+        assert_int_equal(ivshmem_server_restore(f->event, &c, unordered, 2, store_take, &st, &s), -EINVAL);
+        assert_ptr_equal(s, (struct ivshmem_server *) 0x1);
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test_setup_teardown(test_admit_two, setup, teardown),
@@ -705,6 +842,9 @@ int main(void) {
                 cmocka_unit_test_setup_teardown(test_stuck_client, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_queue_limit, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_export_fds, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_restore, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_restore_lost_peer, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_restore_bad_records, setup, teardown),
         };
 
         return cmocka_run_group_tests(tests, NULL, NULL);
