@@ -127,27 +127,6 @@ static void refuse(struct ivshmem_server *s, struct ivshmem_conn *c, pid_t pid, 
                 s->cb.refused(s->cb.userdata, pid, uid, why);
 }
 
-/* The pid a pidfd names, from fdinfo; -ESRCH once it exited. */
-static int pidfd_get_pid(int pidfd, pid_t *ret) {
-        char path[64], line[128];
-        _cleanup_(fclosep) FILE *f = NULL;
-
-        snprintf(path, sizeof(path), "/proc/self/fdinfo/%d", pidfd);
-        f = fopen(path, "re");
-        if (!f)
-                return negative_errno();
-        while (fgets(line, sizeof(line), f)) {
-                long pid;
-                if (sscanf(line, "Pid: %ld", &pid) == 1) {
-                        if (pid <= 0)
-                                return -ESRCH;
-                        *ret = (pid_t) pid;
-                        return 0;
-                }
-        }
-        return -EBADF;
-}
-
 /*
  * The expectation the peer (its pid, its pidfd taken at accept) meets, or -1. A pidfd
  * expectation matches only while both pidfds name the same live pid: the pid cannot have been
@@ -156,7 +135,7 @@ static int pidfd_get_pid(int pidfd, pid_t *ret) {
 static ssize_t expect_match(struct ivshmem_server *s, pid_t pid, int peer_pidfd) {
         pid_t now;
 
-        if (pidfd_get_pid(peer_pidfd, &now) < 0 || now != pid)
+        if (pidfd_pid(peer_pidfd, &now) < 0 || now != pid)
                 return -1;
         for (size_t i = 0; i < s->n_expects; i++) {
                 struct ivshmem_expect *x = &s->expects[i];
@@ -165,7 +144,7 @@ static ssize_t expect_match(struct ivshmem_server *s, pid_t pid, int peer_pidfd)
                 if (x->pidfd < 0) {
                         if (x->pid == pid)
                                 return (ssize_t) i;
-                } else if (pidfd_get_pid(x->pidfd, &xpid) == 0 && xpid == pid && pidfd_exited(x->pidfd) == 0)
+                } else if (pidfd_pid(x->pidfd, &xpid) == 0 && xpid == pid && pidfd_exited(x->pidfd) == 0)
                         return (ssize_t) i;
         }
         return -1;
@@ -284,13 +263,19 @@ static void serve_connection(struct ivshmem_server *s, struct ivshmem_conn *c) {
         ssize_t x;
 
         if (getsockopt(c->fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0 || cred.pid <= 0 ||
-            pidfd_of_peer(c->fd, cred.pid, &pidfd) < 0)
-                return refuse(s, c, cred.pid, cred.uid, why);
+            pidfd_of_peer(c->fd, cred.pid, &pidfd) < 0) {
+                refuse(s, c, cred.pid, cred.uid, why);
+                return;
+        }
         x = expect_match(s, cred.pid, pidfd);
-        if (x < 0)
-                return refuse(s, c, cred.pid, cred.uid, IVSHMEM_REFUSED_UNEXPECTED);
-        if (admit(s, c, (size_t) x, pidfd, &why) < 0)
-                return refuse(s, c, cred.pid, cred.uid, why);
+        if (x < 0) {
+                refuse(s, c, cred.pid, cred.uid, IVSHMEM_REFUSED_UNEXPECTED);
+                return;
+        }
+        if (admit(s, c, (size_t) x, pidfd, &why) < 0) {
+                refuse(s, c, cred.pid, cred.uid, why);
+                return;
+        }
         TAKE_FD(pidfd);
 }
 
