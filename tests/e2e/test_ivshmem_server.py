@@ -28,25 +28,12 @@ import sys
 import tempfile
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from test_libvirt_e2e import log, wait_for  # noqa: E402
+
 QEMU = "qemu-system-x86_64"
 REGION_SIZE = 1 << 20
 VECTORS = 2
-T0 = time.monotonic()
-
-
-def log(msg):
-    print(f"[{time.monotonic() - T0:7.2f}s] {msg}", flush=True)
-
-
-def wait_for(what, pred, timeout=10):
-    deadline = time.monotonic() + timeout
-    while True:
-        v = pred()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.05)
 
 
 class Qemu:
@@ -60,13 +47,17 @@ class Qemu:
              "-name", name, "-qmp", f"unix:{self.qmp_path},server=on,wait=off"],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=open(os.path.join(rundir, name + ".log"), "w"))
         self.pid = self.proc.pid
-        wait_for(f"{name}'s QMP socket", lambda: os.path.exists(self.qmp_path))
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.connect(self.qmp_path)
-        self.file = self.sock.makefile("rwb", buffering=0)
-        self.sock.settimeout(30)
-        json.loads(self.file.readline())  # the greeting
-        self.qmp("qmp_capabilities")
+        try:
+            wait_for(f"{name}'s QMP socket", lambda: os.path.exists(self.qmp_path), 10)
+            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            self.sock.connect(self.qmp_path)
+            self.file = self.sock.makefile("rwb", buffering=0)
+            self.sock.settimeout(30)
+            json.loads(self.file.readline())  # the greeting
+            self.qmp("qmp_capabilities")
+        except BaseException:
+            self.stop()
+            raise
 
     def qmp(self, execute, timeout=30, **arguments):
         """The command's return value; raises QmpError with QEMU's message on error."""
@@ -171,8 +162,9 @@ def run(rundir, binary):
     try:
         st = os.stat(path)
         assert st.st_mode & 0o777 == 0o660 and st.st_uid == 0 and st.st_gid == 0, oct(st.st_mode)
-        a, b, x = (Qemu(n, rundir) for n in ("ivshm-a", "ivshm-b", "ivshm-x"))
-        started += [a, b, x]
+        for n in ("ivshm-a", "ivshm-b", "ivshm-x"):
+            started.append(Qemu(n, rundir))
+        a, b, x = started[1:]
 
         # 1. A is expected and admitted.
         base_a = a.eventfds()
@@ -180,20 +172,20 @@ def run(rundir, binary):
         a.attach_doorbell(path)
         harness.expect_line("joined 0 dom-a")
         assert any(t.startswith("/memfd:ivshmem-harness") for t in a.fd_targets()), "A has no memfd"
-        wait_for("A's own 2 eventfds", lambda: a.eventfds() == base_a + VECTORS)
+        wait_for("A's own 2 eventfds", lambda: a.eventfds() == base_a + VECTORS, 10)
         log(f"A admitted: eventfds {base_a} -> {a.eventfds()}")
 
         # 2. B joins: A gets B's vectors.
         harness.command(f"expect dom-b {b.pid}")
         b.attach_doorbell(path)
         harness.expect_line("joined 1 dom-b")
-        wait_for("B's vectors in A", lambda: a.eventfds() == base_a + 2 * VECTORS)
+        wait_for("B's vectors in A", lambda: a.eventfds() == base_a + 2 * VECTORS, 10)
         log(f"B admitted: A's eventfds -> {a.eventfds()}")
         harness.command("ring 0 1")
 
         # 3. remove_peer(B): peer-gone to A, which closes B's eventfds.
         harness.command("remove 1", "gone 1 dom-b removed")
-        wait_for("A to drop B's eventfds", lambda: a.eventfds() == base_a + VECTORS)
+        wait_for("A to drop B's eventfds", lambda: a.eventfds() == base_a + VECTORS, 10)
         log(f"B removed: A's eventfds -> {a.eventfds()}")
 
         # 4. X was never expected: refused by -1 and held, and it stays healthy.

@@ -271,57 +271,70 @@ static void close_all(int *fds, size_t n) {
                 close(fds[i]);
 }
 
+/* Two peers, A (id 0) then B (id 1), each with the whole setup read, and each other's vectors. */
+struct pair {
+        int a, b;
+        int a_own[VECTORS], b_own[VECTORS], a_to_b[VECTORS], b_to_a[VECTORS];
+};
+
+static void pair_admit(struct fixture *f, struct pair *p) {
+        assert_int_equal(ivshmem_server_expect(f->server, "dom-a", getpid(), -1), 0);
+        assert_int_equal(ivshmem_server_expect(f->server, "dom-a", getpid(), -1), -EEXIST);
+        p->a = client_connect(f);
+        client_read_setup(f, p->a, 0, VECTORS, NULL, 0, p->a_own);
+        assert_int_equal(ivshmem_server_expect(f->server, "dom-a", getpid(), -1), -EEXIST);
+        assert_int_equal(ivshmem_server_expect(f->server, "dom-b", getpid(), -1), 0);
+        p->b = client_connect(f);
+        client_read_setup(f, p->b, 1, VECTORS, NULL, 0, p->b_own);
+        /* Then A's vectors, in vector order: QEMU counts them. */
+        for (unsigned v = 0; v < VECTORS; v++)
+                assert_int_equal(client_read(f, p->b, &p->b_to_a[v]), 0);
+        for (unsigned v = 0; v < VECTORS; v++)
+                assert_int_equal(client_read(f, p->a, &p->a_to_b[v]), 1);
+}
+
+/* Closes what the clients hold; a or b < 0: closed already. */
+static void pair_close(struct pair *p) {
+        close_all(p->a_own, VECTORS);
+        close_all(p->b_own, VECTORS);
+        close_all(p->a_to_b, VECTORS);
+        close_all(p->b_to_a, VECTORS);
+        if (p->a >= 0)
+                close(p->a);
+        if (p->b >= 0)
+                close(p->b);
+}
+
 static void test_admit_two(void **state) {
         struct fixture *f = *state;
         struct ivshmem_server_config c = config_of(f, VECTORS);
-        int a_own[VECTORS], b_own[VECTORS], b_to_a[VECTORS], a_to_b[VECTORS];
-        int64_t zero = 0;
+        struct pair p;
         uint64_t one = 1, got = 0;
         uint16_t id;
-        int a, b;
 
         server_start(f, &c);
-        assert_int_equal(ivshmem_server_expect(f->server, "dom-a", getpid(), -1), 0);
-        assert_int_equal(ivshmem_server_expect(f->server, "dom-a", getpid(), -1), -EEXIST);
-        a = client_connect(f);
-        client_read_setup(f, a, 0, VECTORS, NULL, 0, a_own);
-        assert_int_equal(f->joined, 1);
-        assert_int_equal(ivshmem_server_expect(f->server, "dom-a", getpid(), -1), -EEXIST);
-
-        assert_int_equal(ivshmem_server_expect(f->server, "dom-b", getpid(), -1), 0);
-        b = client_connect(f);
-        client_read_setup(f, b, 1, VECTORS, NULL, 0, b_own);
-        /* Then A's vectors, in vector order: QEMU counts them. */
-        for (unsigned v = 0; v < VECTORS; v++)
-                assert_int_equal(client_read(f, b, &b_to_a[v]), zero);
-        for (unsigned v = 0; v < VECTORS; v++)
-                assert_int_equal(client_read(f, a, &a_to_b[v]), 1);
-        client_expect_quiet(f, a);
-        client_expect_quiet(f, b);
+        pair_admit(f, &p);
+        assert_int_equal(f->joined, 2);
+        client_expect_quiet(f, p.a);
+        client_expect_quiet(f, p.b);
         assert_int_equal(ivshmem_server_peer_id(f->server, "dom-b", &id), 0);
         assert_int_equal(id, 1);
 
         /* B ringing A's vector 1 wakes A's own vector 1, and only that one. */
-        assert_int_equal(write(b_to_a[1], &one, sizeof(one)), sizeof(one));
-        assert_int_equal(read(a_own[1], &got, sizeof(got)), sizeof(got));
+        assert_int_equal(write(p.b_to_a[1], &one, sizeof(one)), sizeof(one));
+        assert_int_equal(read(p.a_own[1], &got, sizeof(got)), sizeof(got));
         assert_int_equal(got, 1);
-        assert_int_equal(read(a_own[0], &got, sizeof(got)), -1);
+        assert_int_equal(read(p.a_own[0], &got, sizeof(got)), -1);
         assert_int_equal(errno, EAGAIN);
-        assert_int_equal(write(a_to_b[0], &one, sizeof(one)), sizeof(one));
-        assert_int_equal(read(b_own[0], &got, sizeof(got)), sizeof(got));
+        assert_int_equal(write(p.a_to_b[0], &one, sizeof(one)), sizeof(one));
+        assert_int_equal(read(p.b_own[0], &got, sizeof(got)), sizeof(got));
         /* The host rings B. */
         assert_int_equal(ivshmem_server_ring(f->server, 1, 0), 0);
-        assert_int_equal(read(b_own[0], &got, sizeof(got)), sizeof(got));
+        assert_int_equal(read(p.b_own[0], &got, sizeof(got)), sizeof(got));
         assert_int_equal(ivshmem_server_ring(f->server, 1, VECTORS), -EINVAL);
         assert_int_equal(ivshmem_server_ring(f->server, 7, 0), -ENOENT);
         assert_int_equal(f->refused, 0);
-
-        close_all(a_own, VECTORS);
-        close_all(b_own, VECTORS);
-        close_all(b_to_a, VECTORS);
-        close_all(a_to_b, VECTORS);
-        close(a);
-        close(b);
+        pair_close(&p);
 }
 
 /* Admission by pidfd: the expected process named by its pidfd. */
@@ -444,47 +457,31 @@ static void test_ids_exhausted(void **state) {
 static void test_remove_peer(void **state) {
         struct fixture *f = *state;
         struct ivshmem_server_config c = config_of(f, VECTORS);
-        int a_own[VECTORS], b_own[VECTORS], a_to_b[VECTORS], b_to_a[VECTORS];
+        struct pair p;
         unsigned before;
-        int a, b;
 
         server_start(f, &c);
-        assert_int_equal(ivshmem_server_expect(f->server, "dom-a", getpid(), -1), 0);
-        a = client_connect(f);
-        client_read_setup(f, a, 0, VECTORS, NULL, 0, a_own);
-        assert_int_equal(ivshmem_server_expect(f->server, "dom-b", getpid(), -1), 0);
-        b = client_connect(f);
-        client_read_setup(f, b, 1, VECTORS, NULL, 0, b_own);
-        for (unsigned v = 0; v < VECTORS; v++)
-                assert_int_equal(client_read(f, b, &b_to_a[v]), 0);
-        for (unsigned v = 0; v < VECTORS; v++)
-                assert_int_equal(client_read(f, a, &a_to_b[v]), 1);
-
+        pair_admit(f, &p);
         before = count_fds();
         assert_int_equal(ivshmem_server_remove_peer(f->server, 1, IVSHMEM_GONE_REMOVED), 0);
         /* A hears that 1 is gone: its id without an fd. */
-        client_expect(f, a, 1, false);
-        client_expect_quiet(f, a);
+        client_expect(f, p.a, 1, false);
+        client_expect_quiet(f, p.a);
         /* The server's copies of B's eventfds and B's pidfd are closed; B's connection is held. */
         assert_int_equal(count_fds(), before - VECTORS - 1);
-        client_expect_quiet(f, b);
+        client_expect_quiet(f, p.b);
         assert_int_equal(f->gone, 1);
         assert_int_equal(f->last_departure, IVSHMEM_GONE_REMOVED);
         assert_int_equal(ivshmem_server_remove_peer(f->server, 1, IVSHMEM_GONE_REMOVED), -ENOENT);
         assert_int_equal(ivshmem_server_ring(f->server, 1, 0), -ENOENT);
         /* B closing its held connection is no second departure. */
-        close(b);
+        close(TAKE_FD(p.b));
         for (int i = 0; i < 5; i++)
                 spin(f);
         assert_int_equal(f->gone, 1);
         /* The server's end of it, and ours. */
         assert_int_equal(count_fds(), before - VECTORS - 3);
-
-        close_all(a_own, VECTORS);
-        close_all(b_own, VECTORS);
-        close_all(a_to_b, VECTORS);
-        close_all(b_to_a, VECTORS);
-        close(a);
+        pair_close(&p);
 }
 
 static void test_bad_config(void **state) {
@@ -638,59 +635,6 @@ static void test_queue_limit(void **state) {
         close(a);
 }
 
-struct exported {
-        char names[16][96];
-        int fds[16];
-        size_t n;
-};
-
-static int collect(void *userdata, const char *name, int fd) {
-        struct exported *e = userdata;
-
-        assert_true(e->n < ELEMENTSOF(e->fds));
-        snprintf(e->names[e->n], sizeof(e->names[0]), "%s", name);
-        e->fds[e->n++] = fd;
-        return 0;
-}
-
-static int find_exported(const struct exported *e, const char *name) {
-        for (size_t i = 0; i < e->n; i++)
-                if (strcmp(e->names[i], name) == 0)
-                        return e->fds[i];
-        fail_msg("%s not exported", name);
-        return -1;
-}
-
-static void test_export_fds(void **state) {
-        struct fixture *f = *state;
-        struct ivshmem_server_config c = config_of(f, 1);
-        struct exported e = {};
-        uint64_t one = 1, got;
-        int own, a;
-        uint16_t id;
-        const char *domain;
-
-        c.next_id = 5;
-        server_start(f, &c);
-        assert_int_equal(ivshmem_server_expect(f->server, "dom-a", getpid(), -1), 0);
-        a = client_connect(f);
-        client_read_setup(f, a, 5, 1, NULL, 0, &own);
-        assert_int_equal(ivshmem_server_export_fds(f->server, collect, &e), 0);
-        assert_int_equal(e.n, 2 + 3);
-        assert_true(same_file(find_exported(&e, "test-group-mem"), f->memfd));
-        assert_int_equal(write(find_exported(&e, "test-group-p5-v0"), &one, sizeof(one)), sizeof(one));
-        assert_int_equal(read(own, &got, sizeof(got)), sizeof(got));
-        assert_true(find_exported(&e, "test-group-listen") >= 0);
-        assert_true(find_exported(&e, "test-group-p5-conn") >= 0);
-        assert_true(find_exported(&e, "test-group-p5-pid") >= 0);
-        assert_int_equal(ivshmem_server_peer_at(f->server, 0, &id, &domain), 0);
-        assert_int_equal(id, 5);
-        assert_string_equal(domain, "dom-a");
-        assert_int_equal(ivshmem_server_peer_at(f->server, 1, &id, &domain), -ENOENT);
-        close(own);
-        close(a);
-}
-
 /* Stands in for the fd store: copies kept by name, taken back once. */
 struct store {
         char names[16][96];
@@ -722,12 +666,50 @@ static int store_take(void *userdata, const char *name, int *ret_fd) {
         return -ENOENT;
 }
 
-static void store_drop(struct store *st, const char *name) {
-        int fd;
+/* Takes name back from the store, or fails. */
+static int store_expect(struct store *st, const char *name) {
+        int fd = -1;
 
-        assert_int_equal(store_take(st, name, &fd), 0);
-        close(fd);
+        if (store_take(st, name, &fd) < 0)
+                fail_msg("%s not kept", name);
+        return fd;
 }
+
+static void test_export_fds(void **state) {
+        struct fixture *f = *state;
+        struct ivshmem_server_config c = config_of(f, 1);
+        struct store st = {};
+        uint64_t one = 1, got;
+        int own, a, fd;
+        uint16_t id;
+        const char *domain;
+        const char *others[] = { "test-group-listen", "test-group-p5-conn", "test-group-p5-pid" };
+
+        c.next_id = 5;
+        server_start(f, &c);
+        assert_int_equal(ivshmem_server_expect(f->server, "dom-a", getpid(), -1), 0);
+        a = client_connect(f);
+        client_read_setup(f, a, 5, 1, NULL, 0, &own);
+        assert_int_equal(ivshmem_server_export_fds(f->server, store_keep, &st), 0);
+        assert_int_equal(st.n, 2 + 3);
+        fd = store_expect(&st, "test-group-mem");
+        assert_true(same_file(fd, f->memfd));
+        close(fd);
+        fd = store_expect(&st, "test-group-p5-v0");
+        assert_int_equal(write(fd, &one, sizeof(one)), sizeof(one));
+        assert_int_equal(read(own, &got, sizeof(got)), sizeof(got));
+        close(fd);
+        for (size_t i = 0; i < ELEMENTSOF(others); i++)
+                close(store_expect(&st, others[i]));
+        assert_int_equal(st.n, 0);
+        assert_int_equal(ivshmem_server_peer_at(f->server, 0, &id, &domain), 0);
+        assert_int_equal(id, 5);
+        assert_string_equal(domain, "dom-a");
+        assert_int_equal(ivshmem_server_peer_at(f->server, 1, &id, &domain), -ENOENT);
+        close(own);
+        close(a);
+}
+
 
 /*
  * A restart: the fds go to the store, the server is abandoned (as if brokerd died), and one is
@@ -739,22 +721,14 @@ static void restart(struct fixture *f, bool lose_b) {
         struct ivshmem_peer_record records[2];
         struct store st = {};
         struct stat sb;
-        int a_own[VECTORS], b_own[VECTORS], c_own[VECTORS], a_to_b[VECTORS], b_to_a[VECTORS], c_to_a[VECTORS];
+        struct pair p;
+        int c_own[VECTORS], c_to_a[VECTORS];
         uint64_t one = 1, got;
         const char *domain;
-        int a, b, x;
+        int x;
 
         server_start(f, &c);
-        assert_int_equal(ivshmem_server_expect(f->server, "dom-a", getpid(), -1), 0);
-        a = client_connect(f);
-        client_read_setup(f, a, 0, VECTORS, NULL, 0, a_own);
-        assert_int_equal(ivshmem_server_expect(f->server, "dom-b", getpid(), -1), 0);
-        b = client_connect(f);
-        client_read_setup(f, b, 1, VECTORS, NULL, 0, b_own);
-        for (unsigned v = 0; v < VECTORS; v++)
-                assert_int_equal(client_read(f, b, &b_to_a[v]), 0);
-        for (unsigned v = 0; v < VECTORS; v++)
-                assert_int_equal(client_read(f, a, &a_to_b[v]), 1);
+        pair_admit(f, &p);
 
         assert_int_equal(ivshmem_server_export_fds(f->server, store_keep, &st), 0);
         for (size_t i = 0; i < 2; i++) {
@@ -766,24 +740,24 @@ static void restart(struct fixture *f, bool lose_b) {
         ivshmem_server_abandon(f->server);
         f->server = NULL;
         /* The clients noticed nothing, and the socket file is still there. */
-        client_expect_quiet(f, a);
-        client_expect_quiet(f, b);
+        client_expect_quiet(f, p.a);
+        client_expect_quiet(f, p.b);
         assert_int_equal(lstat(f->path, &sb), 0);
         if (lose_b)
-                store_drop(&st, "test-group-p1-conn");
+                close(store_expect(&st, "test-group-p1-conn"));
 
-        store_drop(&st, "test-group-mem"); /* the memfd comes from the config */
+        close(store_expect(&st, "test-group-mem")); /* the memfd comes from the config */
         assert_int_equal(ivshmem_server_restore(f->event, &c, records, 2, store_take, &st, &f->server), 0);
         assert_int_equal(st.n, lose_b ? VECTORS + 1 : 0);
         close_all(st.fds, st.n);
         if (lose_b) {
                 assert_int_equal(f->gone, 1);
-                client_expect(f, a, 1, false);
+                client_expect(f, p.a, 1, false);
                 assert_int_equal(ivshmem_server_n_peers(f->server), 1);
         } else {
                 /* The restored server serves the old connection: B's removal reaches A. */
                 assert_int_equal(ivshmem_server_remove_peer(f->server, 1, IVSHMEM_GONE_REMOVED), 0);
-                client_expect(f, a, 1, false);
+                client_expect(f, p.a, 1, false);
         }
         /* A newcomer gets the next id, A's vectors, and rings the very eventfds A holds. */
         assert_int_equal(ivshmem_server_expect(f->server, "dom-c", getpid(), -1), 0);
@@ -792,18 +766,13 @@ static void restart(struct fixture *f, bool lose_b) {
         for (unsigned v = 0; v < VECTORS; v++)
                 assert_int_equal(client_read(f, x, &c_to_a[v]), 0);
         for (unsigned v = 0; v < VECTORS; v++)
-                client_expect(f, a, 2, true);
+                client_expect(f, p.a, 2, true);
         assert_int_equal(write(c_to_a[1], &one, sizeof(one)), sizeof(one));
-        assert_int_equal(read(a_own[1], &got, sizeof(got)), sizeof(got));
+        assert_int_equal(read(p.a_own[1], &got, sizeof(got)), sizeof(got));
 
-        close_all(a_own, VECTORS);
-        close_all(b_own, VECTORS);
+        pair_close(&p);
         close_all(c_own, VECTORS);
-        close_all(a_to_b, VECTORS);
-        close_all(b_to_a, VECTORS);
         close_all(c_to_a, VECTORS);
-        close(a);
-        close(b);
         close(x);
 }
 
