@@ -18,6 +18,8 @@
  * - A peer leaves by ivshmem_server_remove_peer() or by closing its connection: the others get
  *   peer-gone (its id without fd) and the server closes its copies of the peer's eventfds;
  *   the connection of a removed peer is then held like a refused one (QEMU closes it on unplug).
+ * - Restarts: every fd is exported by name for the fd store, and a server is restored from them
+ *   and the persisted peer table, serving the same connections (QEMU never reconnects).
  * - Every call returns 0 or -errno; output parameters are untouched on failure. Callbacks run
  *   on the loop's thread and may call back into the server, but must not free it.
  */
