@@ -71,8 +71,7 @@ static int proc_open_failed(int pidfd) {
         return pidfd_exited(pidfd) == 1 ? -ESRCH : -EACCES;
 }
 
-/* The pid behind pidfd now (from fdinfo), or -ESRCH once it exited. */
-static int pidfd_pid(int pidfd, pid_t *ret) {
+int pidfd_pid(int pidfd, pid_t *ret) {
         char path[64], line[128];
         FILE *f;
         long pid = 0;

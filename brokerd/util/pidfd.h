@@ -25,6 +25,8 @@ int pidfd_of_peer(int sock, pid_t fallback_pid, int *ret);
  * systemd's fd store keeps only one fd per open file description). -ESRCH once it exited.
  */
 int pidfd_reopen(int pidfd, int *ret);
+/* The pid behind pidfd now (from fdinfo), or -ESRCH once it exited. */
+int pidfd_pid(int pidfd, pid_t *ret);
 /* 1 when the process has exited, 0 while it runs (or is stopped). */
 int pidfd_exited(int pidfd);
 /* 1 when the process is stopped (SIGSTOP, or traced), 0 while it runs; -ESRCH once it exited. */
