@@ -1,17 +1,21 @@
 #!/bin/bash
 # SPDX-License-Identifier: Apache-2.0
-# Builds the disk-less guest of the libvirt end-to-end test into a cache directory:
-#   vmlinuz     Debian's cloud kernel (its ACPI PCI hotplug takes ivshmem-plain on machine pc)
-#   initrd.gz   busybox-static, tests/e2e/guest/init as PID 1, and shmtool
-# Installs qemu-system-x86, libvirt-daemon-system and busybox-static if they are missing.
-# Usage: build-guest.sh [DIR]   (default /e2e-guest; the kernel is kept between runs)
+# Builds the disk-less guest of the end-to-end tests into a cache directory:
+#   vmlinuz          Debian's cloud kernel (its ACPI PCI hotplug takes ivshmem-plain on machine pc)
+#   vmlinuz.package  "PACKAGE VERSION" of that kernel: the headers below must match it exactly
+#   initrd.gz        busybox-static, tests/e2e/guest/init as PID 1, shmtool, chantool and
+#                    /lib/modules/ivshmem_doorbell.ko (tests/e2e/guest, docs/guest-doorbells.md)
+#   kernel-headers/  the kernel's linux-headers, -common and linux-kbuild, extracted (cache)
+# Installs qemu-system-x86, libvirt-daemon-system, busybox-static and the build tools if missing.
+# Usage: build-guest.sh [DIR]   (default /e2e-guest; the kernel and headers are kept between runs)
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
+SRC=$(cd "$HERE/../.." && pwd)
 OUT=${1:-/e2e-guest}
 CC=${CC:-cc}
 
 need=()
-for p in qemu-system-x86 libvirt-daemon-system libvirt-clients busybox-static; do
+for p in qemu-system-x86 libvirt-daemon-system libvirt-clients busybox-static make gcc gcc-12 libc6-dev linux-libc-dev; do
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || need+=("$p")
 done
 if [ ${#need[@]} -gt 0 ]; then
@@ -24,17 +28,56 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 # libvirt-qemu opens the kernel and initramfs itself.
 chmod 755 "$OUT"
-if [ ! -s "$OUT/vmlinuz" ]; then
-        tmp=$work/kernel
-        mkdir "$tmp"
-        # The metapackage only depends on the versioned image that holds the kernel.
-        pkg=$(apt-cache depends linux-image-cloud-amd64 | awk '/Depends: linux-image-/ {print $2; exit}')
-        [ -n "$pkg" ] || { apt-get update -qq; pkg=$(apt-cache depends linux-image-cloud-amd64 | awk '/Depends: linux-image-/ {print $2; exit}'); }
+# The package and version of the cached kernel; without a record the kernel is downloaded again,
+# so that the module is always built against the headers of the kernel that boots.
+download_kernel() { # PACKAGE VERSION: the image and its headers into $work/debs
+        local pkg=$1 ver=$2 krel=${1#linux-image-} abi ser
+        abi=${krel%-cloud-amd64}
+        ser=$(echo "$abi" | cut -d. -f1,2)
+        mkdir -p "$work/debs"
         # (apt warns that _apt cannot write here and downloads as root: harmless)
-        (cd "$tmp" && apt-get download -qq "$pkg" 2>/dev/null)
-        dpkg-deb -x "$tmp"/"$pkg"_*.deb "$tmp/x"
-        cp "$tmp"/x/boot/vmlinuz-* "$OUT/vmlinuz.new"
+        (cd "$work/debs" && apt-get download -qq "$pkg=$ver" "linux-headers-$krel=$ver" \
+                "linux-headers-$abi-common=$ver" "linux-kbuild-$ser=$ver" 2>/dev/null)
+}
+record=$(cat "$OUT/vmlinuz.package" 2>/dev/null || true)
+if [ -s "$OUT/vmlinuz" ] && [ -n "$record" ] && [ -f "$OUT/kernel-headers/${record// /_}.done" ]; then
+        read -r kpkg kver <<<"$record"
+else
+        kpkg="" kver=""
+        [ -s "$OUT/vmlinuz" ] && [ -n "$record" ] && { read -r kpkg kver <<<"$record"; download_kernel "$kpkg" "$kver" || kpkg=""; }
+        if [ -z "$kpkg" ]; then
+                # The metapackage only depends on the versioned image that holds the kernel.
+                kpkg=$(apt-cache depends linux-image-cloud-amd64 2>/dev/null | awk '/Depends: linux-image-/ {print $2; exit}')
+                [ -n "$kpkg" ] || { apt-get update -qq; kpkg=$(apt-cache depends linux-image-cloud-amd64 | awk '/Depends: linux-image-/ {print $2; exit}'); }
+                kver=$(apt-cache policy "$kpkg" | awk '/Candidate:/ {print $2}')
+                rm -rf "$work/debs"
+                download_kernel "$kpkg" "$kver"
+        fi
+        rm -rf "$OUT/kernel-headers" "$work/x"
+        mkdir -p "$OUT/kernel-headers"
+        for d in "$work"/debs/linux-headers-*.deb "$work"/debs/linux-kbuild-*.deb; do
+                dpkg-deb -x "$d" "$OUT/kernel-headers"
+        done
+        # The flavour's Makefile includes the -common one by absolute path (/usr/src/...).
+        sed -i 's|^include /usr/src/|include $(dir $(lastword $(MAKEFILE_LIST)))../|' \
+                "$OUT/kernel-headers/usr/src/linux-headers-${kpkg#linux-image-}/Makefile"
+        dpkg-deb -x "$work"/debs/"$kpkg"_*.deb "$work/x"
+        cp "$work"/x/boot/vmlinuz-* "$OUT/vmlinuz.new"
         mv "$OUT/vmlinuz.new" "$OUT/vmlinuz"
+        echo "$kpkg $kver" > "$OUT/vmlinuz.package"
+        touch "$OUT/kernel-headers/${kpkg}_$kver.done"
+fi
+
+# The doorbell driver, against exactly that kernel (Debian builds it with gcc-12).
+mod=$work/mod
+mkdir -p "$mod"
+cp "$HERE/guest/ivshmem_doorbell.c" "$HERE/guest/ivshmem_doorbell.h" "$HERE/guest/Kbuild" "$mod/"
+make -s -C "$OUT/kernel-headers/usr/src/linux-headers-${kpkg#linux-image-}" M="$mod" CC=gcc-12 modules >"$work/kbuild.log" 2>&1 \
+        || { cat "$work/kbuild.log" >&2; echo "build-guest.sh: ivshmem_doorbell.ko did not build" >&2; exit 1; }
+if grep -q 'warning:' "$work/kbuild.log"; then
+        cat "$work/kbuild.log" >&2
+        echo "build-guest.sh: ivshmem_doorbell.ko built with warnings" >&2
+        exit 1
 fi
 
 if ldd /bin/busybox >/dev/null 2>&1; then
@@ -42,12 +85,16 @@ if ldd /bin/busybox >/dev/null 2>&1; then
         exit 1
 fi
 root=$work/root
-mkdir -p "$root"/{bin,proc,sys,dev,tmp}
+mkdir -p "$root"/{bin,proc,sys,dev,tmp,lib/modules}
 cp /bin/busybox "$root/bin/busybox"
 ln -s busybox "$root/bin/sh"
 $CC -static -O2 -Wall -Wextra -o "$root/bin/shmtool" "$HERE/guest/shmtool.c"
+# chantool: libbrokerd-channel's own sources, unchanged, linked statically (it needs only libc).
+$CC -static -O2 -Wall -Wextra -Werror -std=gnu11 -D_GNU_SOURCE -I "$SRC/channel" -I "$HERE/guest" -o "$root/bin/chantool" \
+        "$HERE/guest/chantool.c" "$SRC"/channel/*.c
+install -m 644 "$mod/ivshmem_doorbell.ko" "$root/lib/modules/"
 install -m 755 "$HERE/guest/init" "$root/init"
 (cd "$root" && find . | /bin/busybox cpio -o -H newc -R 0:0 2>/dev/null | gzip -1 > "$OUT/initrd.gz.new")
 mv "$OUT/initrd.gz.new" "$OUT/initrd.gz"
 chmod 644 "$OUT/vmlinuz" "$OUT/initrd.gz"
-echo "guest in $OUT: vmlinuz $(stat -c %s "$OUT/vmlinuz") bytes, initrd.gz $(stat -c %s "$OUT/initrd.gz") bytes"
+echo "guest in $OUT: $kpkg $kver, vmlinuz $(stat -c %s "$OUT/vmlinuz") bytes, initrd.gz $(stat -c %s "$OUT/initrd.gz") bytes"

@@ -37,14 +37,14 @@ VECTORS = 2
 
 
 class Qemu:
-    """A bare, stopped TCG QEMU with a QMP socket."""
+    """A bare, stopped TCG QEMU with a QMP socket (extra: more arguments, e.g. a kernel to boot)."""
 
-    def __init__(self, name, rundir):
+    def __init__(self, name, rundir, extra=()):
         self.name = name
         self.qmp_path = os.path.join(rundir, name + ".qmp")
         self.proc = subprocess.Popen(
             [QEMU, "-machine", "pc,accel=tcg", "-S", "-nodefaults", "-display", "none", "-m", "64",
-             "-name", name, "-qmp", f"unix:{self.qmp_path},server=on,wait=off"],
+             "-name", name, "-qmp", f"unix:{self.qmp_path},server=on,wait=off", *extra],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=open(os.path.join(rundir, name + ".log"), "w"))
         self.pid = self.proc.pid
         try:
