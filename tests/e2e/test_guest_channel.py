@@ -13,7 +13,10 @@ ivshmem-doorbell over QMP while still stopped (-S), after their pids were regist
    (the pings woke it by interrupt); round trips are logged;
 3. the same with both sides busy-polling (ping-poll);
 4. a running guest X whose QEMU was never expected is refused: device_add fails with
-   "server sent version -1", and X's serial console still answers.
+   "server sent version -1", and X's serial console still answers;
+5. B's device is unplugged while a process holds its fds and mapping: the driver's remove() runs,
+   the fds answer ENODEV, the mapping raises SIGBUS, and the server reports B gone.
+   (B's QEMU is stopped right after: QEMU 7.2 under TCG spins after a doorbell unplug.)
 
 Needs root, qemu-system-x86_64, the guest of build-guest.sh (BROKERD_E2E_GUEST, default
 /e2e-guest) and BROKERD_E2E=1 (exit 77 otherwise). Stops every process it started, by pid.
@@ -172,6 +175,26 @@ def run(rundir, binary):
         assert x.qmp("query-status", timeout=5)["status"] == "running"
         assert x.run("ls /dev/ivshmem-doorbell0 2>/dev/null || echo none") == "none"
         log("X refused, its guest still answers")
+
+        # 5. Unplug B under a holder of its fds.
+        b.run("chantool hold >/tmp/hold.log 2>&1 &")
+        wait_for("B's holder", lambda: "HOLDING" in b.run("cat /tmp/hold.log"), 30)
+        b.qmp("device_del", id="ua-dbell")
+        wait_for("B's holder to see the device gone", lambda: "GONE" in b.run("cat /tmp/hold.log"), 60)
+        held = b.run("cat /tmp/hold.log").splitlines()[-1]
+        assert held == "GONE ring=ENODEV wait=ENODEV map=SIGBUS", held
+        assert b.run("ls /dev/ivshmem-doorbell0 2>/dev/null || echo none") == "none"
+
+        def chardev_removed():
+            try:
+                b.qmp("chardev-remove", id="charua-dbell")
+                return True
+            except QmpError:
+                return False
+        wait_for("B's chardev to be free", chardev_removed, 30)
+        gone = harness.read_line().split()
+        assert gone[:3] == ["gone", "1", "dom-guest-b"], gone
+        log(f"B unplugged under a holder: {held}")
     finally:
         for p in reversed(started):
             p.stop()

@@ -9,6 +9,9 @@
  *                                    the header so that the next create starts from scratch
  *   chantool join PEER N SIZE        N copied and N zero-copy pings of SIZE bytes, each answer checked
  *   chantool ping-poll PEER N SIZE   N copied pings with both sides busy-polling (create --poll)
+ *   chantool hold                    hold BAR2 and doorbell fds, print "HOLDING", wait until the
+ *                                    device is removed, then print what the fds and the mapping do:
+ *                                    "GONE ring=<errno> wait=<errno> map=<SIGBUS|readable>"
  * Blocking roles never spin (spin 0): every wait sleeps on the doorbell, i.e. is woken by an
  * interrupt. Round trips are printed as "RTT <kind> n=.. avg_us=.. p50_us=.. p99_us=.. max_us=..".
  * Exit status 0 on success; 1 with a message on stderr otherwise.
@@ -16,6 +19,9 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
+#include <setjmp.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -235,6 +241,43 @@ static int ping(long peer, long n, long size, int poll_mode) {
         return 0;
 }
 
+static sigjmp_buf bus_error;
+
+static void on_sigbus(int sig) {
+        siglongjmp(bus_error, sig);
+}
+
+static const char *errno_name(int e) {
+        return e == 0 ? "none" : e == ENODEV ? "ENODEV" : strerror(e);
+}
+
+/* What a process holding the device sees once it is removed (the driver's -ENODEV promise). */
+static int hold(void) {
+        struct sigaction sa = { .sa_handler = on_sigbus };
+        struct pollfd pfd;
+        struct region r;
+        uint64_t v = 1;
+        int ring_err, wait_err, k;
+        const char *volatile map = "readable";
+
+        k = open_region(&r, 0);
+        if (k < 0)
+                return fail("open " DEVICE, k);
+        printf("HOLDING\n");
+        pfd = (struct pollfd) { .fd = r.db.wait_data, .events = POLLIN };
+        while (poll(&pfd, 1, -1) >= 0 && !(pfd.revents & (POLLERR | POLLHUP)))
+                (void) !read(r.db.wait_data, &v, sizeof(v));
+        ring_err = write(r.db.ring_data, &v, sizeof(v)) < 0 ? errno : 0;
+        wait_err = read(r.db.wait_data, &v, sizeof(v)) < 0 ? errno : 0;
+        sigaction(SIGBUS, &sa, NULL);
+        if (sigsetjmp(bus_error, 1) == 0)
+                (void) *(volatile uint8_t *) r.mem;
+        else
+                map = "SIGBUS";
+        printf("GONE ring=%s wait=%s map=%s\n", errno_name(ring_err), errno_name(wait_err), map);
+        return 0;
+}
+
 int main(int argc, char **argv) {
         setvbuf(stdout, NULL, _IOLBF, 0);
         if (argc == 2 && strcmp(argv[1], "info") == 0) {
@@ -247,12 +290,14 @@ int main(int argc, char **argv) {
                        (unsigned long long) r.info.shm_size);
                 return 0;
         }
+        if (argc == 2 && strcmp(argv[1], "hold") == 0)
+                return hold();
         if ((argc == 3 || (argc == 4 && strcmp(argv[3], "--poll") == 0)) && strcmp(argv[1], "create") == 0)
                 return serve(strtol(argv[2], NULL, 10), argc == 4);
         if (argc == 5 && strcmp(argv[1], "join") == 0)
                 return ping(strtol(argv[2], NULL, 10), strtol(argv[3], NULL, 10), strtol(argv[4], NULL, 10), 0);
         if (argc == 5 && strcmp(argv[1], "ping-poll") == 0)
                 return ping(strtol(argv[2], NULL, 10), strtol(argv[3], NULL, 10), strtol(argv[4], NULL, 10), 1);
-        fprintf(stderr, "usage: chantool info | create PEER [--poll] | join PEER N SIZE | ping-poll PEER N SIZE\n");
+        fprintf(stderr, "usage: chantool info | hold | create PEER [--poll] | join PEER N SIZE | ping-poll PEER N SIZE\n");
         return 2;
 }
