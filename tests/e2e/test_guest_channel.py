@@ -23,16 +23,13 @@ Needs root, qemu-system-x86_64, the guest of build-guest.sh (BROKERD_E2E_GUEST, 
 """
 import os
 import re
-import select
-import shutil
 import socket
 import sys
-import tempfile
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from test_libvirt_e2e import GUEST_DIR, log, wait_for  # noqa: E402
-from test_ivshmem_server import QEMU, Harness, Qemu, QmpError  # noqa: E402
+import test_ivshmem_server  # noqa: E402
+from test_libvirt_e2e import GUEST_DIR, Guest, log, wait_for  # noqa: E402
+from test_ivshmem_server import Harness, Qemu, QmpError  # noqa: E402
 
 PINGS = int(os.environ.get("GUEST_CHANNEL_PINGS", "1000"))
 MESSAGE = 64
@@ -57,46 +54,21 @@ class BootedGuest(Qemu):
             self.stop()
             raise
         self.buf = b""
+        self.win = self.rout = self.shell.fileno()
 
-    def read_line(self, deadline):
-        while b"\n" not in self.buf:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise AssertionError(f"{self.name}: no answer in time (console: {self.console_tail()})")
-            r, _, _ = select.select([self.shell], [], [], left)
-            if r:
-                chunk = self.shell.recv(4096)
-                if not chunk:
-                    raise AssertionError(f"{self.name}: serial closed (console: {self.console_tail()})")
-                self.buf += chunk
-        line, self.buf = self.buf.split(b"\n", 1)
-        return line.decode(errors="replace").rstrip("\r")
+    # The shell protocol of the libvirt guests, over the socket instead of FIFOs.
+    read_line = Guest.read_line
+    console_tail = Guest.console_tail
 
     def boot(self, timeout=180):
         self.qmp("cont")
-        deadline = time.monotonic() + timeout
-        while self.read_line(deadline) != "@@READY":
-            pass
+        Guest.wait_ready(self, timeout)
 
     def run(self, cmd, timeout=60):
         """Runs cmd in the guest; returns its output; fails on a non-zero status."""
-        self.shell.sendall((cmd + "\n").encode())
-        deadline = time.monotonic() + timeout
-        out = []
-        while True:
-            line = self.read_line(deadline)
-            if line.startswith("@@RC "):
-                out = "\n".join(out)
-                assert line == "@@RC 0", f"{self.name}: `{cmd}` failed ({line}): {out}"
-                return out
-            out.append(line)
-
-    def console_tail(self):
-        try:
-            with open(self.console, errors="replace") as f:
-                return f.read()[-800:]
-        except OSError:
-            return "(no console)"
+        status, out = Guest.run(self, cmd, timeout)
+        assert status == 0, f"{self.name}: `{cmd}` failed ({status}): {out}"
+        return out
 
     def doorbell_interrupts(self):
         """Interrupts of the doorbell device's vectors so far, summed over CPUs."""
@@ -200,22 +172,5 @@ def run(rundir, binary):
             p.stop()
 
 
-def main():
-    if os.geteuid() != 0 or os.environ.get("BROKERD_E2E") != "1":
-        print("skipped: needs root and BROKERD_E2E=1")
-        return 77
-    if not shutil.which(QEMU):
-        print(f"skipped: no {QEMU} (scripts/setup-e2e installs it)")
-        return 77
-    binary = os.environ["IVSHMEM_HARNESS"]
-    rundir = tempfile.mkdtemp(prefix="brokerd-guest-channel-")
-    try:
-        run(rundir, binary)
-    finally:
-        shutil.rmtree(rundir, ignore_errors=True)
-    log("PASS")
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(test_ivshmem_server.main(run, "brokerd-guest-channel-"))

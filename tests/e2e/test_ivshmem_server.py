@@ -212,7 +212,7 @@ def run(rundir, binary):
             p.stop()
 
 
-def main():
+def main(run=run, rundir_prefix="brokerd-ivshmem-e2e-"):
     if os.geteuid() != 0 or os.environ.get("BROKERD_E2E") != "1":
         print("skipped: needs root and BROKERD_E2E=1")
         return 77
@@ -220,7 +220,7 @@ def main():
         print(f"skipped: no {QEMU} (scripts/setup-e2e installs it)")
         return 77
     binary = os.environ["IVSHMEM_HARNESS"]
-    rundir = tempfile.mkdtemp(prefix="brokerd-ivshmem-e2e-")
+    rundir = tempfile.mkdtemp(prefix=rundir_prefix)
     try:
         run(rundir, binary)
     finally:

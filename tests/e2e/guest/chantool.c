@@ -12,8 +12,9 @@
  *   chantool hold                    hold BAR2 and doorbell fds, print "HOLDING", wait until the
  *                                    device is removed, then print what the fds and the mapping do:
  *                                    "GONE ring=<errno> wait=<errno> map=<SIGBUS|readable>"
- * Blocking roles never spin (spin 0): every wait sleeps on the doorbell, i.e. is woken by an
- * interrupt. Round trips are printed as "RTT <kind> n=.. avg_us=.. p50_us=.. p99_us=.. max_us=..".
+ * Blocking roles never spin (spin 0: the library still checks 32 times before it sleeps), and join
+ * pauses PAUSE_USEC between pings (outside the timing) so that the peer is asleep when a ping
+ * comes: each ping wakes the peer by interrupt, and the answer wakes the pinger. Round trips are printed as "RTT <kind> n=.. avg_us=.. p50_us=.. p99_us=.. max_us=..".
  * Exit status 0 on success; 1 with a message on stderr otherwise.
  * Build: cc -static -D_GNU_SOURCE -I channel -o chantool chantool.c channel/ *.c
  */
@@ -38,6 +39,7 @@
 #define RING_SIZE (64u * 1024)
 #define OP_TIMEOUT_MS 30000
 #define SERVE_TIMEOUT_MS 120000
+#define PAUSE_USEC 300
 
 struct region {
         struct ivdb_info info;
@@ -93,6 +95,13 @@ static uint64_t now_ns(void) {
 
         clock_gettime(CLOCK_MONOTONIC, &ts);
         return (uint64_t) ts.tv_sec * 1000000000u + (uint64_t) ts.tv_nsec;
+}
+
+static void pause_usec(uint64_t usec) {
+        uint64_t until = now_ns() + usec * 1000;
+
+        while (now_ns() < until)
+                ;
 }
 
 static int cmp_u64(const void *a, const void *b) {
@@ -218,8 +227,11 @@ static int ping(long peer, long n, long size, int poll_mode) {
         if (k == 0 && !poll_mode)
                 k = brokerd_channel_set_spin(ch, 0);
         for (long i = 0; k == 0 && i < n; i++) {
-                uint64_t t0 = now_ns();
+                uint64_t t0;
 
+                if (!poll_mode)
+                        pause_usec(PAUSE_USEC);
+                t0 = now_ns();
                 k = ping_copy(ch, (size_t) size, (uint64_t) i, out, in);
                 rtt[i] = now_ns() - t0;
         }
@@ -227,8 +239,10 @@ static int ping(long peer, long n, long size, int poll_mode) {
                 return fail("copied ping", k);
         print_rtt(poll_mode ? "poll-copy" : "irq-copy", rtt, (size_t) n);
         for (long i = 0; !poll_mode && k == 0 && i < n; i++) {
-                uint64_t t0 = now_ns();
+                uint64_t t0;
 
+                pause_usec(PAUSE_USEC);
+                t0 = now_ns();
                 k = ping_zero_copy(ch, (size_t) size, (uint64_t) (n + i), out);
                 rtt[i] = now_ns() - t0;
         }

@@ -6,7 +6,9 @@
  * Lifetime: the device state is reference counted; every open file and every doorbell fd holds a
  * reference, so fds may outlive the device. remove() frees the IRQs first, then marks the device
  * gone under the mutex (after which no fd touches the registers: they answer -ENODEV), zaps the
- * BAR2 mappings and wakes the sleepers.
+ * BAR2 mappings and wakes the sleepers. Known gap: an mmap() that runs while remove() zaps may be
+ * linked after the zap and keep pointing at the old BAR2 address (the kernel links the vma after
+ * f_op->mmap returns); closing it needs fault-time insertion with a cacheable memtype.
  */
 #include <linux/anon_inodes.h>
 #include <linux/fs.h>
@@ -252,14 +254,16 @@ static long ivdb_new_ring_fd(struct ivdb *dev, struct ivdb_ring __user *arg) {
 static long ivdb_ioctl(struct file *file, unsigned int cmd, unsigned long arg) {
         struct ivdb *dev = ((struct ivdb_file *) file->private_data)->dev;
         struct ivdb_info info = {};
+        bool gone;
 
         switch (cmd) {
         case IVDB_INFO:
                 mutex_lock(&dev->lock);
-                if (!dev->gone)
+                gone = dev->gone;
+                if (!gone)
                         info.ivposition = readl(dev->regs + IVDB_REG_IVPOSITION);
                 mutex_unlock(&dev->lock);
-                if (READ_ONCE(dev->gone))
+                if (gone)
                         return -ENODEV;
                 info.vectors = dev->nvec;
                 info.shm_size = dev->shm_size;
