@@ -155,6 +155,18 @@ class Harness:
                 self.proc.wait(timeout=30)
 
 
+def attach_refused(harness, qemu, path, gap=0.0):
+    """qemu's doorbell attach fails with "server sent version -1"; the harness reports its pid."""
+    try:
+        qemu.attach_doorbell(path, gap=gap)
+        raise AssertionError(f"{qemu.name}'s device_add succeeded")
+    except QmpError as e:
+        assert "server sent version -1" in str(e), str(e)
+        log(f"{qemu.name} refused: {e}")
+    refusal = harness.read_line().split()
+    assert refusal[:2] == ["refused", str(qemu.pid)] and refusal[3] == "unexpected", refusal
+
+
 def run(rundir, binary):
     path = os.path.join(rundir, "group.sock")
     harness = Harness(binary, path)
@@ -189,14 +201,7 @@ def run(rundir, binary):
         log(f"B removed: A's eventfds -> {a.eventfds()}")
 
         # 4. X was never expected: refused by -1 and held, and it stays healthy.
-        try:
-            x.attach_doorbell(path, gap=0.5)
-            raise AssertionError("X's device_add succeeded")
-        except QmpError as e:
-            assert "server sent version -1" in str(e), str(e)
-            log(f"X refused: {e}")
-        refusal = harness.read_line().split()
-        assert refusal[:2] == ["refused", str(x.pid)] and refusal[3] == "unexpected", refusal
+        attach_refused(harness, x, path, gap=0.5)
         assert x.qmp("query-status", timeout=1)["status"] == "prelaunch"
         ticks = x.cpu_ticks()
         time.sleep(1)
