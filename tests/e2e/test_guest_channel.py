@@ -18,12 +18,14 @@ ivshmem-doorbell over QMP while still stopped (-S), after their pids were regist
    the fds answer ENODEV, the mapping raises SIGBUS, and the server reports B gone.
    (B's QEMU is stopped right after: QEMU 7.2 under TCG spins after a doorbell unplug.)
 
-Needs root, qemu-system-x86_64, the guest of build-guest.sh (BROKERD_E2E_GUEST, default
-/e2e-guest) and BROKERD_E2E=1 (exit 77 otherwise). Stops every process it started, by pid.
+Needs root, qemu-system-x86_64 and BROKERD_E2E=1 (exit 77 otherwise); builds the guest with
+build-guest.sh into BROKERD_E2E_GUEST (default /e2e-guest, cached). Stops every process it
+started, by pid.
 """
 import os
 import re
 import socket
+import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -97,6 +99,9 @@ def exchange(a, b, peer_a, peer_b, poll):
 
 
 def run(rundir, binary):
+    # Cached: the kernel and its headers are kept, the module and initramfs rebuilt (seconds).
+    subprocess.run([os.path.join(os.path.dirname(os.path.abspath(__file__)), "build-guest.sh"), GUEST_DIR],
+                   check=True, timeout=900, stdout=subprocess.DEVNULL)
     path = os.path.join(rundir, "group.sock")
     harness = Harness(binary, path)
     started = [harness]
