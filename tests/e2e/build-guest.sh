@@ -59,6 +59,7 @@ else
                 dpkg-deb -x "$d" "$OUT/kernel-headers"
         done
         # The flavour's Makefile includes the -common one by absolute path (/usr/src/...).
+        # shellcheck disable=SC2016 # make expands it, not the shell
         sed -i 's|^include /usr/src/|include $(dir $(lastword $(MAKEFILE_LIST)))../|' \
                 "$OUT/kernel-headers/usr/src/linux-headers-${kpkg#linux-image-}/Makefile"
         dpkg-deb -x "$work"/debs/"$kpkg"_*.deb "$work/x"
