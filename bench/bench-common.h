@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #pragma once
 /*
- * What the benchmark clients (control-plane, load, mapping) share: the clock, option numbers,
- * broker.info's labels, failed-call reports and the JSON they print. Every message starts with
+ * What the benchmark clients (control-plane, load, mapping, data-plane) share: the clock, option
+ * numbers, whole writes to a socket, broker.info's labels, failed-call reports and the JSON they print. Every message starts with
  * bench_program, which each main() sets before anything else. Functions return 0 or -errno and
  * leave their output parameters untouched on failure.
  */
@@ -16,6 +16,9 @@ extern const char *bench_program;
 
 /* CLOCK_MONOTONIC in nanoseconds. */
 uint64_t bench_now_nsec(void);
+
+/* send() of all len bytes (MSG_NOSIGNAL), resumed after EINTR and short writes. */
+int bench_send_all(int fd, const void *data, size_t len);
 
 /* An option's number in min..max; anything else is reported (as option what) and -EINVAL. */
 int bench_parse_u64(const char *s, const char *what, uint64_t min, uint64_t max, uint64_t *ret);

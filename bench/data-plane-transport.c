@@ -12,6 +12,7 @@
 #include <string.h>
 #include <sys/socket.h>
 
+#include "bench-common.h"
 #include "data-plane.h"
 
 /* 64 bytes as one vector (GCC splits it into what the target has). */
@@ -46,21 +47,6 @@ static int dp_check(const uint8_t *p, size_t len, uint8_t fill) {
         return diff ? -EBADMSG : 0;
 }
 
-static int socket_send(int fd, const uint8_t *p, size_t len) {
-        while (len > 0) {
-                ssize_t n = send(fd, p, len, MSG_NOSIGNAL);
-
-                if (n < 0) {
-                        if (errno == EINTR)
-                                continue;
-                        return -errno;
-                }
-                p += n;
-                len -= (size_t) n;
-        }
-        return 0;
-}
-
 static int socket_recv(int fd, uint8_t *p, size_t len) {
         while (len > 0) {
                 ssize_t n = recv(fd, p, len, MSG_WAITALL);
@@ -92,7 +78,7 @@ int dp_send(struct dp_end *e, size_t len, uint8_t fill) {
         memset(e->buf, fill, len);
         if (e->t->kind == DP_CHANNEL)
                 return brokerd_channel_send(e->ch, e->buf, len, -1);
-        return socket_send(e->fd, e->buf, len);
+        return bench_send_all(e->fd, e->buf, len);
 }
 
 int dp_recv(struct dp_end *e, size_t len, uint8_t fill) {

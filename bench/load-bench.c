@@ -386,21 +386,6 @@ static int unix_connect(const char *path) {
         return fd;
 }
 
-static int send_all(int fd, const char *data, size_t len) {
-        while (len > 0) {
-                ssize_t n = send(fd, data, len, MSG_NOSIGNAL);
-
-                if (n < 0) {
-                        if (errno == EINTR)
-                                continue;
-                        return -errno;
-                }
-                data += n;
-                len -= (size_t) n;
-        }
-        return 0;
-}
-
 /* Reads until the first '\n' within timeout_ms; the line (NUL-terminated, truncated to size) in buf. */
 static int read_line(int fd, char *buf, size_t size, int timeout_ms) {
         uint64_t deadline = bench_now_nsec() + (uint64_t) timeout_ms * NSEC_PER_MSEC;
@@ -497,7 +482,7 @@ static int stuck_setup(struct bench *b) {
         b->stuck.fd = unix_connect(b->socket_path);
         if (b->stuck.fd < 0)
                 return b->stuck.fd;
-        r = send_all(b->stuck.fd, req, sizeof(req) - 1);
+        r = bench_send_all(b->stuck.fd, req, sizeof(req) - 1);
         if (r >= 0)
                 r = read_line(b->stuck.fd, line, sizeof(line), 10000);
         if (r < 0)
@@ -541,7 +526,7 @@ static int half_setup(struct bench *b) {
         b->half.fd = unix_connect(b->socket_path);
         if (b->half.fd < 0)
                 return b->half.fd;
-        r = send_all(b->half.fd, HALF_LINE_HEAD, strlen(HALF_LINE_HEAD));
+        r = bench_send_all(b->half.fd, HALF_LINE_HEAD, strlen(HALF_LINE_HEAD));
         if (r < 0)
                 return r;
         b->half.sent = strlen(HALF_LINE_HEAD);
@@ -572,7 +557,7 @@ static void half_finish(struct bench *b) {
                 drain_to_eof(s);
                 return;
         }
-        r = send_all(s->fd, HALF_LINE_TAIL, strlen(HALF_LINE_TAIL));
+        r = bench_send_all(s->fd, HALF_LINE_TAIL, strlen(HALF_LINE_TAIL));
         if (r >= 0)
                 r = read_line(s->fd, line, sizeof(line), 10000);
         if (r < 0) {

@@ -304,7 +304,7 @@ size_t broker_attach_fds(const struct broker *b, const char *token) {
 int broker_region_doorbells(struct broker *b, const struct broker_caller *caller, const char *domain, uint64_t id,
                             struct broker_doorbells *ret, struct broker_error *err) {
         struct region *r;
-        ssize_t k = -1;
+        holder_t *h;
         int q;
 
         if (!name_is_valid(domain))
@@ -313,15 +313,12 @@ int broker_region_doorbells(struct broker *b, const struct broker_caller *caller
         if (q < 0)
                 return q;
         r = hashmap_get(b->regions, &id);
-        if (r && strcmp(r->owner, domain) == 0)
-                k = 0;
-        else if (r && (k = region_find_peer(r, domain)) >= 0)
-                k++;
+        h = r ? region_holder(r, domain) : NULL;
         /* Without doorbells a holder has none: an empty list, as for a party alone in its region. */
-        if (k < 0 || (r->bells.vectors == 0 ? !holder_entitled(r, &r->holders[k]) : !r->bells.party[k]))
+        if (!h || (r->bells.vectors == 0 ? !holder_entitled(r, h) : !r->bells.party[h - r->holders]))
                 return broker_error_set(err, BROKER_E_NO_SUCH_REGION, "%s holds no doorbells of region %" PRIu64,
                                         domain, id);
-        q = bells_get(r, (size_t) k, ret);
+        q = bells_get(r, (size_t) (h - r->holders), ret);
         if (q < 0)
                 return broker_error_set(err, q == -EMFILE || q == -ENFILE ? BROKER_E_LIMIT : BROKER_E_STORE,
                                         "cannot hand the doorbells of region %" PRIu64 ": %s", id, strerror(-q));
