@@ -15,6 +15,7 @@
  * Blocking roles never spin (spin 0: the library still checks 32 times before it sleeps), and join
  * pauses PAUSE_USEC between pings (outside the timing) so that the peer is asleep when a ping
  * comes: each ping wakes the peer by interrupt, and the answer wakes the pinger. Round trips are printed as "RTT <kind> n=.. avg_us=.. p50_us=.. p99_us=.. max_us=..".
+ * $CHANTOOL_DEVICE: the device to use instead of /dev/ivshmem-doorbell0.
  * Exit status 0 on success; 1 with a message on stderr otherwise.
  * Build: cc -static -D_GNU_SOURCE -I channel -o chantool chantool.c channel/ *.c
  */
@@ -35,7 +36,12 @@
 #include "brokerd-channel.h"
 #include "ivshmem_doorbell.h"
 
-#define DEVICE "/dev/ivshmem-doorbell0"
+#define DEVICE_DEFAULT "/dev/ivshmem-doorbell0"
+/* $CHANTOOL_DEVICE picks another device (a guest holding several doorbell regions). */
+static const char *device_path(void) {
+        const char *d = getenv("CHANTOOL_DEVICE");
+        return d && *d ? d : DEVICE_DEFAULT;
+}
 #define RING_SIZE (64u * 1024)
 #define OP_TIMEOUT_MS 30000
 #define SERVE_TIMEOUT_MS 120000
@@ -53,7 +59,7 @@ static int fail(const char *what, int err) {
 }
 
 static int open_region(struct region *r, long peer) {
-        int fd = open(DEVICE, O_RDWR | O_CLOEXEC);
+        int fd = open(device_path(), O_RDWR | O_CLOEXEC);
         struct ivdb_ring ring = { .peer = (uint16_t) peer };
         uint32_t vector;
 
@@ -134,7 +140,7 @@ static int serve(long peer, int poll_mode) {
 
         k = open_region(&r, peer);
         if (k < 0)
-                return fail("open " DEVICE, k);
+                return fail(device_path(), k);
         k = brokerd_channel_create(r.mem, r.info.shm_size, &p, &r.db, &ch);
         if (k < 0)
                 return fail("create", k);
@@ -219,7 +225,7 @@ static int ping(long peer, long n, long size, int poll_mode) {
                 return fail("malloc", ENOMEM);
         k = open_region(&r, peer);
         if (k < 0)
-                return fail("open " DEVICE, k);
+                return fail(device_path(), k);
         k = brokerd_channel_join(r.mem, r.info.shm_size, &r.db, OP_TIMEOUT_MS, &ch);
         if (k < 0)
                 return fail("join", k);
@@ -276,7 +282,7 @@ static int hold(void) {
 
         k = open_region(&r, 0);
         if (k < 0)
-                return fail("open " DEVICE, k);
+                return fail(device_path(), k);
         printf("HOLDING\n");
         pfd = (struct pollfd) { .fd = r.db.wait_data, .events = POLLIN };
         while (poll(&pfd, 1, -1) >= 0 && !(pfd.revents & (POLLERR | POLLHUP)))
@@ -299,7 +305,7 @@ int main(int argc, char **argv) {
                 int k = open_region(&r, -1);
 
                 if (k < 0)
-                        return fail("open " DEVICE, k);
+                        return fail(device_path(), k);
                 printf("ID %u VECTORS %u SIZE %llu\n", r.info.ivposition, r.info.vectors,
                        (unsigned long long) r.info.shm_size);
                 return 0;
