@@ -29,7 +29,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from test_libvirt_e2e import log, wait_for  # noqa: E402
+from e2e_guests import log, wait_for  # noqa: E402
 
 QEMU = "qemu-system-x86_64"
 REGION_SIZE = 1 << 20
