@@ -14,19 +14,19 @@ doorbell interrupts (/proc/interrupts) and what chantool does inside them.
    (IVPosition) differ; A's QEMU gained B's 2 eventfds when B joined. B runs `chantool create`, A
    `chantool join`: each of A's messages wakes B by interrupt (B's doorbell interrupts grow) and
    B's answer comes back, checked.
-2. C holds no grant: a doorbell device pointing at the region's socket, attached to C by hand
-   (virsh attach-device), fails with "server sent version -1"; C still answers on its console, its
-   live XML has no such device, and brokerd's audit records the refusal of C's QEMU (its pid).
+2. C holds no grant on it: a doorbell device pointing at the region's socket, attached to C by
+   hand (virsh attach-device), fails with "server sent version -1"; C still answers on its console,
+   its live XML has no such device, and brokerd's audit records the refusal of C's QEMU (its pid).
 3. brokerd is SIGKILLed while A and B exchange messages and started again with what the fd store
    kept: the exchange in flight completes, A's and B's QEMUs kept their eventfds, reconciliation
    finds nothing to repair, a new exchange works, and a doorbell region granted after the restart
-   (2 MiB, the guests' second device, CHANTOOL_DEVICE) works too, beside the first.
-4. B releases the first region: the device leaves B, A's device stays; A's QEMU drops B's
-   eventfds (peer-gone arrived) and a ring from A to B's old id raises none of B's interrupts (a
-   ring on the second region right after it does). The owner revokes the first region: the device
-   leaves A, the region is reclaimed, its socket removed.
-5. The admin revokes the second region for everyone: the device leaves both guests, the region
-   is reclaimed, its socket removed; brokerd holds nothing in the fd store and stops cleanly.
+   (2 MiB, to B and C; the guests' second device, CHANTOOL_DEVICE) works too, beside the first.
+4. B releases the second region (C's grant, never redeemed, keeps it live): the device leaves B,
+   A's device stays; A's QEMU drops B's eventfds (peer-gone arrived) and a ring from A to B's old
+   id raises none of B's interrupts (a ring on the first region right after it does).
+5. The admin revokes the first region for everyone: the device leaves both guests, the region is
+   reclaimed, its socket removed. The owner revokes the second: the device leaves A. Nothing is
+   left: no region, nothing in the fd store, nothing in the ivshmem directory.
 
 QEMU 7.2 under TCG spins after a doorbell unplug (docs/ivshmem-server.md): the unplugs come last,
 and the guests are destroyed at the end.
@@ -76,10 +76,11 @@ class Doorbells:
     def socket_path(self, region):
         return os.path.join(self.ivshmem_dir, f"region-{region}.sock")
 
-    def share(self, size):
+    def share(self, size, peers=()):
+        """A doorbell region of A's, granted to B (and peers)."""
         r = self.owner.call("region.share", {"owner": self.a.name, "device": "nic0", "size": size,
                                              "doorbells": VECTORS,
-                                             "peers": [{"domain": self.b.name, "access": "rw"}]})
+                                             "peers": [{"domain": d, "access": "rw"} for d in (self.b.name, *peers)]})
         assert r["placement"] == "region" and r["size"] == size and r["vectors"] == VECTORS, r
         return r
 
@@ -219,7 +220,8 @@ class Doorbells:
             f"the QEMUs kept their eventfds {fds}, reconcile found nothing, a new exchange works")
 
     def granted_after_restart(self, devs1):
-        r = self.share(SIZES[1])
+        # C's grant is never redeemed: it keeps the region live once B leaves it (phase 4).
+        r = self.share(SIZES[1], peers=(self.c.name,))
         region = r["region"]
         self.attach(r)
         devs = self.plugged(region, SIZES[1])
@@ -231,12 +233,12 @@ class Doorbells:
         log(f"region {region} granted after the restart works ({devs}), and the first one beside it")
         return region, devs
 
-    # ---- 4: B leaves the first region, then A
+    # ---- 4: B leaves the second region; A's device stays (C's grant keeps the region live)
 
-    def peer_leaves(self, region, devs, devs2):
+    def peer_leaves(self, region, devs, devs1):
         a_qemu = self.a.qemu_pid()
         (dev_a, _), (dev_b, id_b) = devs[self.a.name], devs[self.b.name]
-        dev_b2, id_b2 = devs2[self.b.name]
+        dev_b1, id_b1 = devs1[self.b.name]
         with_b = eventfds(a_qemu)
         before = vector_interrupts(self.b, dev_b)
         assert self.a.check(f"CHANTOOL_DEVICE=/dev/{dev_a} chantool ring {id_b} 0") == "RANG"
@@ -249,43 +251,47 @@ class Doorbells:
         assert self.a.has_alias(alias)
         wait_for("peer-gone: B's eventfds out of A's QEMU", lambda: eventfds(a_qemu) == with_b - VECTORS, 30)
         got = self.owner.call("region.get", {"region": region})
-        assert got["state"] == "active" and got["owner_mapped"] and got["peers"][0]["state"] == "released", got
-        log(f"B released region {region}: its device left B, A's QEMU eventfds {with_b} -> {eventfds(a_qemu)}")
+        assert got["state"] == "active" and got["owner_mapped"], got
+        assert {p["domain"]: p["state"] for p in got["peers"]} == {self.b.name: "released", self.c.name: "granted"}, got
+        log(f"B released region {region}: its device left B, A's stayed; A's QEMU eventfds {with_b} -> "
+            f"{eventfds(a_qemu)}")
 
-        # A rings B's old id on vector 0; right after, A rings B on the second region's vector 1.
+        # A rings B's old id on vector 0; right after, A rings B on the first region's vector 1.
         # Once that one has arrived, the first (sent earlier) would have too: nothing did.
-        b_total, b2 = self.b_interrupts(), vector_interrupts(self.b, dev_b2)
+        b_total, b1 = self.b_interrupts(), vector_interrupts(self.b, dev_b1)
         assert self.a.check(f"CHANTOOL_DEVICE=/dev/{dev_a} chantool ring {id_b} 0") == "RANG"
-        assert self.a.check(f"CHANTOOL_DEVICE=/dev/{devs2[self.a.name][0]} chantool ring {id_b2} 1") == "RANG"
-        wait_for("the second region's ring", lambda: vector_interrupts(self.b, dev_b2)[1] > b2[1], 30)
-        assert vector_interrupts(self.b, dev_b2)[0] == b2[0], "B's vector 0 was rung"
+        assert self.a.check(f"CHANTOOL_DEVICE=/dev/{devs1[self.a.name][0]} chantool ring {id_b1} 1") == "RANG"
+        wait_for("the first region's ring", lambda: vector_interrupts(self.b, dev_b1)[1] > b1[1], 30)
+        assert vector_interrupts(self.b, dev_b1)[0] == b1[0], "B's vector 0 was rung"
         assert self.b_interrupts() == b_total + 1, (self.b_interrupts(), b_total)
         log("A's ring to B's old id raised none of B's interrupts")
-
-        self.owner.call("region.revoke", {"owner": self.a.name, "region": region, "deadline_ms": 60000})
-        self.wait_reclaimed(region)
-        wait_for("the device to leave A", lambda: not self.a.has_alias(alias), 30)
-        wait_for("A's driver to let go", lambda: not vector_interrupts(self.a, dev_a), 60)
-        assert not os.path.exists(self.socket_path(region)), "the revoked region's socket is still there"
-        log(f"the owner revoked region {region}: the device left A, the region was reclaimed, its socket removed")
 
     def b_interrupts(self):
         return sum(doorbell_interrupts(self.b, n) for n in doorbell_devices(self.b))
 
-    # ---- 5: the admin revokes the second region for everyone
+    # ---- 5: the admin revokes the first region for everyone, the owner the second
 
-    def admin_revokes(self, region, devs):
+    def revoked(self, region, devs, guests, how):
         alias = f"ua-brokerd-{region}"
-        self.admin.call("admin.revoke", {"region": region, "force": True})
+        how()
         self.wait_reclaimed(region)
-        for g in (self.a, self.b):
+        for g in guests:
             wait_for(f"the device to leave {g.name}", lambda: not g.has_alias(alias), 30)
             wait_for(f"{g.name}'s driver to let go", lambda: not vector_interrupts(g, devs[g.name][0]), 60)
-        assert not os.path.exists(self.socket_path(region))
+        assert not os.path.exists(self.socket_path(region)), f"region {region}'s socket is still there"
+
+    def revokes(self, region1, devs1, region2, devs2):
+        self.revoked(region1, devs1, (self.a, self.b),
+                     lambda: self.admin.call("admin.revoke", {"region": region1, "force": True}))
+        log(f"the admin revoked region {region1}: the device left both guests, its socket was removed")
+        self.revoked(region2, devs2, (self.a,), lambda: self.owner.call(
+            "region.revoke", {"owner": self.a.name, "region": region2, "deadline_ms": 60000}))
+        log(f"the owner revoked region {region2}: the device left A, its socket was removed")
         assert not self.admin.call("region.list", {})["regions"]
         self.d.store.settle()
         assert not self.d.store.names(), f"the fd store still holds {self.d.store.names()}"
-        log(f"the admin revoked region {region}: the device left both guests; the fd store is empty")
+        assert not [f for f in os.listdir(self.ivshmem_dir)], os.listdir(self.ivshmem_dir)
+        log("nothing left: no region, nothing in the fd store, nothing in the ivshmem directory")
 
 
 def main():
@@ -320,7 +326,9 @@ def main():
         }
         policy = {
             "agents": [{"uid": 0, "domains": [a.name, b.name, c.name]}],
-            "shares": [{"sharer": a.name, "device": "nic0", "peers": [b.name], "access": "rw"}],
+            "shares": [{"sharer": a.name, "device": "nic0", "peers": [b.name], "access": "rw"},
+                       {"sharer": a.name, "device": "nic0", "peers": [b.name, c.name], "access": "rw",
+                        "multi_peer": True}],
         }
         d = stored_daemon(policy, ["--backend", "libvirt", "--libvirt-uri", URI, "--unplug-grace", "1s",
                                    "--ivshmem-dir", ivshmem_dir])
@@ -332,8 +340,8 @@ def main():
         t.intruder_refused(region1)
         t.crash_during_exchange(region1, devs1)
         region2, devs2 = t.granted_after_restart(devs1)
-        t.peer_leaves(region1, devs1, devs2)
-        t.admin_revokes(region2, devs2)
+        t.peer_leaves(region2, devs2, devs1)
+        t.revokes(region1, devs1, region2, devs2)
         failed = False
     finally:
         if d:
