@@ -116,6 +116,7 @@ UNIX_LISTENING = 0x10000  # __SO_ACCEPTCON in /proc/net/unix's Flags
 # brokerd's ivshmem host thread (brokerd/backend/ivshmem-host.h), made with the first doorbell region
 # and kept: its two eventfds and its loop's fds.
 IVSHMEM_HOST_EVENTFDS, IVSHMEM_HOST_FDS = 2, 4
+EVENTFD = "anon_inode:[eventfd]"
 DEVICE = "nic0"
 STUCK_SLACK_USEC = 20 * 1000000  # a revoke this far past its deadline is stuck (busy machines: generous)
 SHMEM_RE = re.compile(r"<shmem\b([^>]*)>(.*?)</shmem>", re.S)
@@ -471,6 +472,7 @@ class Run(churn.Run):
         self.libvirt_outages = 0
         self.outage_epoch = -1
         self.stopped = None  # the guest stopped by the last epoch (--domain-stops), until it is back
+        self.baseline_eventfds = 0  # brokerd's eventfds at its first start (libvirt's own among them)
         self.rundir = None
         self.qemu_uid = pwd.getpwnam("libvirt-qemu").pw_uid
         # unmap-requested and unmap-confirmed included: only this backend reaches them.
@@ -844,11 +846,22 @@ class Run(churn.Run):
         if served != want or not conns <= want:
             soft.append(("doorbell", "brokerd serves regions %s and holds connections of %s; the doorbell "
                          "regions are %s" % (sorted(served), sorted(conns), sorted(want))))
+        self.eventfd_check(listed, soft)
         stored = {int(n.split("-")[1]) for n in self.daemon.store.names() if re.match(r"ivs-\d+-", n)}
         if not stored <= want:
             soft.append(("fdstore", "the fd store holds doorbell fds of regions %s; the doorbell regions are %s"
                          % (sorted(stored), sorted(want))))
         self.checks["doorbell_check"] += 1
+
+    def eventfd_check(self, listed, soft):
+        """brokerd's eventfds: those it had at its first start, the ivshmem host thread's, and at
+        most one per vector of every party of a doorbell region it lists."""
+        bound = self.baseline_eventfds + IVSHMEM_HOST_EVENTFDS + sum(
+            self.vectors(r) * (1 + len(r["peers"])) for r in listed.values())
+        n = list(self.daemon.fds().values()).count(EVENTFD)
+        if n > bound:
+            soft.append(("leak", "the daemon holds %d eventfds; at most %d for the doorbell regions it lists"
+                         % (n, bound)))
 
     def fd_check(self, soft, conns):
         """The daemon's /proc/PID/fd: no fd on a reclaimed or deleted region file; no fd growth."""
@@ -916,11 +929,10 @@ class Run(churn.Run):
 
     def is_region_fd(self, link):
         """A region's file, or what serves a doorbell region: its sockets, its peers' eventfds and
-        pidfds."""
+        pidfds (eventfds are counted apart: eventfd_check())."""
         if link.startswith("socket:["):
             return link in self.ivshmem_sockets()
-        return link.startswith(e2e.backing_file(self.topo.pool, "")) or \
-            link in ("anon_inode:[eventfd]", "anon_inode:[pidfd]")
+        return link.startswith(e2e.backing_file(self.topo.pool, "")) or link in (EVENTFD, "anon_inode:[pidfd]")
 
     # -- main loop
 
@@ -942,7 +954,8 @@ class Run(churn.Run):
                     raise churn.Fatal("brokerd did not start:\n" + self.daemon.log_tail())
                 self.live_check()
                 # The fd baseline, once the checks have used every kind of request once.
-                self.baseline, _ = self.settled_fds()
+                self.baseline, fds = self.settled_fds()
+                self.baseline_eventfds = list(fds.values()).count(EVENTFD)
                 self.daemon.proc.send_signal(signal.SIGTERM)
                 if self.daemon.wait() != 0:
                     self.bad("crash", "brokerd exited %s on SIGTERM" % self.daemon.proc.returncode)
@@ -1079,7 +1092,7 @@ class Run(churn.Run):
         socks = self.ivshmem_sockets()
         left = [link for link in links if link in socks or link == "anon_inode:[pidfd]"
                 or link.startswith(e2e.backing_file(self.topo.pool, ""))]
-        eventfds = links.count("anon_inode:[eventfd]")
+        eventfds = links.count(EVENTFD) - self.baseline_eventfds
         if left or eventfds > IVSHMEM_HOST_EVENTFDS:
             self.bad("leak", "the daemon still holds %s and %d eventfds" % (left, eventfds))
         host = IVSHMEM_HOST_FDS if eventfds else 0
