@@ -476,6 +476,8 @@ static int bells_start(struct backend_libvirt *l, const struct backend_region *r
         a.config = (struct ivshmem_server_config) {
                 .name = b->name, .socket_path = path, .socket_gid = l->qemu_gid, .memfd = memfd,
                 .vectors = b->vectors,
+                /* QEMU 7.2 would free the departed peer's eventfds twice at its own unplug. */
+                .quiet_departures = true,
                 /* One more than recorded: the attach under way when brokerd died may have taken it. */
                 .next_id = t ? (t->next_id < IVSHMEM_ID_LIMIT ? t->next_id + 1 : IVSHMEM_ID_LIMIT) : 0,
                 .callbacks = { .refused = cb_refused, .joined = cb_joined, .gone = cb_gone, .userdata = b },
