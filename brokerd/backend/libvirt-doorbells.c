@@ -63,10 +63,29 @@ static int table_path(struct backend_libvirt *l, uint64_t id, const char *suffix
         return k < 0 || (size_t) k >= n ? -ENAMETOOLONG : 0;
 }
 
+/* The parents of path that are missing, 0755: QEMU must be able to pass through them. */
+static int mkdir_parents(const char *path) {
+        char buf[PATH_MAX];
+
+        if (snprintf(buf, sizeof(buf), "%s", path) >= (int) sizeof(buf))
+                return -ENAMETOOLONG;
+        for (char *p = strchr(buf + 1, '/'); p; p = strchr(p + 1, '/')) {
+                *p = 0;
+                if (mkdir(buf, 0755) < 0 && errno != EEXIST)
+                        return negative_errno();
+                *p = '/';
+        }
+        return 0;
+}
+
 /* The directory QEMU reaches the sockets through: ours, its group QEMU's, nobody else's. */
 static int dir_prepare(struct backend_libvirt *l) {
         struct stat st;
+        int k;
 
+        k = mkdir_parents(l->ivshmem_dir);
+        if (k < 0)
+                return k;
         if (mkdir(l->ivshmem_dir, 0750) < 0 && errno != EEXIST)
                 return negative_errno();
         if (lstat(l->ivshmem_dir, &st) < 0)
@@ -113,10 +132,11 @@ static int store_mark(struct backend_libvirt *l, const char *name) {
         return k;
 }
 
+/* name may be the set's own copy: it is freed last. */
 static void store_drop(struct backend_libvirt *l, const char *name) {
-        free(l->bell_fds_kept ? hashmap_remove(l->bell_fds_kept, name) : NULL);
         if (l->fd_store.drop)
                 (void) l->fd_store.drop(l->fd_store.userdata, name);
+        free(l->bell_fds_kept ? hashmap_remove(l->bell_fds_kept, name) : NULL);
 }
 
 /* export_fds callback, on the host thread while the loop thread waits: keeps what is new. */
@@ -175,7 +195,7 @@ static void store_drop_all(struct backend_libvirt *l, const struct lv_bells *b) 
                 if (strncmp(v, prefix, plen) == 0)
                         names[n++] = v;
         for (i = 0; i < n; i++)
-                store_drop(l, names[i]); /* frees names[i] */
+                store_drop(l, names[i]); /* frees names[i], last */
         free(names);
 }
 
