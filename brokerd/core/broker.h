@@ -330,7 +330,7 @@ int broker_share(struct broker *b, const struct broker_caller *caller, const str
                  struct broker_share_result *ret, struct broker_error *err);
 int broker_attach(struct broker *b, const struct broker_caller *caller, const char *domain, const char *token,
                   struct broker_attach_result *ret, struct broker_error *err);
-/* How many fds an attach with token would hand now (its mapping's and its doorbells'); 0: unknown token. */
+/* How many fds an attach with token would hand now (its mapping's and its doorbells'); 0: unknown token, or none. */
 size_t broker_attach_fds(const struct broker *b, const char *token);
 /*
  * region.doorbells: domain's doorbells in region, as dups the caller closes (the same eventfds

@@ -302,7 +302,7 @@ size_t broker_attach_fds(const struct broker *b, const char *token) {
 
         if (!te)
                 return 0;
-        return 1 + bells_join_fds(te->region);
+        return (backend_hands_fds(b->backend) ? 1 : 0) + bells_join_fds(te->region);
 }
 
 int broker_region_doorbells(struct broker *b, const struct broker_caller *caller, const char *domain, uint64_t id,
