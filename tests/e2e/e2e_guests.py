@@ -7,7 +7,9 @@ Standard library only at import time (tests/crash/churn-libvirt.py loads it thro
 test_libvirt_e2e.py before the harness is on the path); harness and fdstore are imported by
 the functions that need them.
 """
+import ctypes
 import os
+import platform
 import re
 import select
 import signal
@@ -193,15 +195,36 @@ def build_guest():
 
 # ---- doorbells seen from outside
 
-def eventfds(pid):
-    """How many eventfds a process holds (a QEMU holds one per vector of every doorbell peer)."""
-    n = 0
+KCMP_FILE = 0
+KCMP_SYSCALL = {"x86_64": 312, "aarch64": 272}.get(platform.machine())
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def eventfd_numbers(pid):
+    """The fd numbers of a process's eventfds (a QEMU holds one per vector of every doorbell peer)."""
+    out = []
     d = f"/proc/{pid}/fd"
     for name in os.listdir(d):
         try:
-            n += os.readlink(os.path.join(d, name)) == "anon_inode:[eventfd]"
+            if os.readlink(os.path.join(d, name)) == "anon_inode:[eventfd]":
+                out.append(int(name))
         except OSError:
             pass
+    return out
+
+
+def eventfds(pid):
+    return len(eventfd_numbers(pid))
+
+
+def shared_eventfds(pid1, pid2):
+    """How many of pid1's eventfds are the very eventfds pid2 holds too (kcmp KCMP_FILE): what links
+    two QEMUs of one doorbell region, each holding the other's vectors and its own."""
+    assert KCMP_SYSCALL is not None, platform.machine()
+    theirs = eventfd_numbers(pid2)
+    n = 0
+    for fd in eventfd_numbers(pid1):
+        n += any(_libc.syscall(KCMP_SYSCALL, pid1, pid2, KCMP_FILE, fd, other) == 0 for other in theirs)
     return n
 
 

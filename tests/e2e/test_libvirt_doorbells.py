@@ -22,14 +22,18 @@ doorbell interrupts (/proc/interrupts) and what chantool does inside them.
    finds nothing to repair, a new exchange works, and a doorbell region granted after the restart
    (2 MiB, to B and C; the guests' second device, CHANTOOL_DEVICE) works too, beside the first.
 4. B releases the second region (C's grant, never redeemed, keeps it live): the device leaves B,
-   A's device stays; A's QEMU drops B's eventfds (peer-gone arrived) and a ring from A to B's old
-   id raises none of B's interrupts (a ring on the first region right after it does).
+   A's device stays; A's agent gets region.left for B (brokerd's peer-gone: it sends none to the
+   QEMUs, since QEMU 7.2 aborts at the unplug of a device that processed one, docs/guest-doorbells.md
+   "Unplug under TCG"); no eventfd of that region is in both A's and B's QEMUs any more (kcmp:
+   before, each held the other's vectors), and a ring from A to B's old id raises none of B's
+   interrupts (a ring on the first region right after it does).
 5. The admin revokes the first region for everyone: the device leaves both guests, the region is
    reclaimed, its socket removed. The owner revokes the second: the device leaves A. Nothing is
    left: no region, nothing in the fd store, nothing in the ivshmem directory.
 
-QEMU 7.2 under TCG spins after a doorbell unplug (docs/ivshmem-server.md): the unplugs come last,
-and the guests are destroyed at the end.
+QEMU 7.2 under TCG keeps stale fd handlers after a doorbell unplug (docs/guest-doorbells.md, "Unplug
+under TCG"; brokerd fills their numbers): the unplugs come last, and the guests are destroyed at
+the end.
 
 Needs root and BROKERD_E2E=1 (exit 77 otherwise). Starts virtlogd/libvirtd if no libvirtd
 answers, and stops only what it started, by pid. BROKERD_E2E_GUEST: the guest cache dir;
@@ -48,8 +52,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, "..", "integration"))
 from e2e_guests import (SHM_DIR, URI, Guest, build_guest, doorbell_devices, doorbell_interrupts,  # noqa: E402
-                        domain_prefix, eventfds, log, started_daemons, stop_proc, stored_daemon,
-                        vector_interrupts, virsh, wait_for)
+                        domain_prefix, eventfds, log, shared_eventfds, started_daemons, stop_proc,
+                        stored_daemon, vector_interrupts, virsh, wait_for)
 
 VECTORS = 2
 SIZES = (1 << 20, 2 << 20)  # the first region and the one granted after the restart: told apart by size
@@ -159,6 +163,8 @@ class Doorbells:
         ids = {n: i for n, (_, i) in devs.items()}
         assert ids[self.a.name] != ids[self.b.name], ids
         wait_for("B's eventfds in A's QEMU", lambda: eventfds(a_qemu) == alone + VECTORS, 30)
+        # The very eventfds: A's QEMU holds B's vectors and B's QEMU A's (and each its own).
+        assert shared_eventfds(a_qemu, self.b.qemu_pid()) == 2 * VECTORS
         log(f"region {region}: doorbell devices in both guests, ids {ids}; A's QEMU eventfds {alone} -> "
             f"{eventfds(a_qemu)}")
         before = doorbell_interrupts(self.b, devs[self.b.name][0])
@@ -198,6 +204,7 @@ class Doorbells:
     def crash_during_exchange(self, region, devs):
         pids = {g.name: g.qemu_pid() for g in (self.a, self.b)}
         fds = {n: eventfds(p) for n, p in pids.items()}
+        linked = shared_eventfds(*pids.values())
         dev_b = devs[self.b.name][0]
         before = doorbell_interrupts(self.b, dev_b)
         self.exchange(devs, pings=LONG_PINGS, background=True, tag="crash")
@@ -215,6 +222,7 @@ class Doorbells:
         rec = self.admin.call("admin.reconcile", {})
         assert rec["repaired"] == rec["revoked"] == rec["completed"] == rec["detached"] == 0, rec
         assert {n: eventfds(p) for n, p in pids.items()} == fds, "the QEMUs' eventfds changed across the restart"
+        assert shared_eventfds(*pids.values()) == linked
         self.exchange(devs, tag="after")
         log(f"restarted from the fd store: the exchange in flight completed ({2 * LONG_PINGS} messages), "
             f"the QEMUs kept their eventfds {fds}, reconcile found nothing, a new exchange works")
@@ -236,10 +244,10 @@ class Doorbells:
     # ---- 4: B leaves the second region; A's device stays (C's grant keeps the region live)
 
     def peer_leaves(self, region, devs, devs1):
-        a_qemu = self.a.qemu_pid()
+        a_qemu, b_qemu = self.a.qemu_pid(), self.b.qemu_pid()
         (dev_a, _), (dev_b, id_b) = devs[self.a.name], devs[self.b.name]
         dev_b1, id_b1 = devs1[self.b.name]
-        with_b = eventfds(a_qemu)
+        assert shared_eventfds(a_qemu, b_qemu) == 2 * 2 * VECTORS  # both regions
         before = vector_interrupts(self.b, dev_b)
         assert self.a.check(f"CHANTOOL_DEVICE=/dev/{dev_a} chantool ring {id_b} 0") == "RANG"
         wait_for("A's ring to reach B", lambda: vector_interrupts(self.b, dev_b)[0] > before[0], 30)
@@ -249,12 +257,19 @@ class Doorbells:
         wait_for("the device to leave B", lambda: not self.b.has_alias(alias), 60)
         wait_for("B's driver to let go", lambda: not vector_interrupts(self.b, dev_b), 60)
         assert self.a.has_alias(alias)
-        wait_for("peer-gone: B's eventfds out of A's QEMU", lambda: eventfds(a_qemu) == with_b - VECTORS, 30)
+        while True:  # the owner's agent is told B left the doorbells (brokerd's peer-gone)
+            left = self.owner.wait_notification("region.left", timeout=30)["params"]
+            if left["region"] == region:
+                break
+        assert left["domain"] == self.b.name, left
+        # What linked the QEMUs through this region is gone: no eventfd of it is in both any more.
+        wait_for("the region's eventfds to link A and B no more",
+                 lambda: shared_eventfds(a_qemu, b_qemu) == 2 * VECTORS, 30)
         got = self.owner.call("region.get", {"region": region})
         assert got["state"] == "active" and got["owner_mapped"], got
         assert {p["domain"]: p["state"] for p in got["peers"]} == {self.b.name: "released", self.c.name: "granted"}, got
-        log(f"B released region {region}: its device left B, A's stayed; A's QEMU eventfds {with_b} -> "
-            f"{eventfds(a_qemu)}")
+        log(f"B released region {region}: its device left B, A's stayed; region.left told A's agent; the "
+            f"eventfds A's and B's QEMUs share are the first region's only")
 
         # A rings B's old id on vector 0; right after, A rings B on the first region's vector 1.
         # Once that one has arrived, the first (sent earlier) would have too: nothing did.
