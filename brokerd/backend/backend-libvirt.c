@@ -458,6 +458,12 @@ static int lv_escalate(struct backend *b, const struct backend_region *r, const 
         return k;
 }
 
+static int lv_doorbell_id(struct backend *b, const struct backend_region *r, const char *domain, uint32_t *ret) {
+        if (!r || !name_is_valid(domain) || !ret)
+                return -EINVAL;
+        return libvirt_bells_id(to_lv(b), r->id, domain, ret);
+}
+
 static void lv_free(struct backend *b) {
         struct backend_libvirt *l = to_lv(b);
 
@@ -479,6 +485,7 @@ static const struct backend_ops libvirt_ops = {
         .unmap = lv_unmap,
         .survey = lv_survey,
         .escalate = lv_escalate,
+        .doorbell_id = lv_doorbell_id,
         .scrub = lv_scrub,
         .destroy = lv_destroy,
         .free = lv_free,

@@ -534,6 +534,19 @@ int libvirt_bells_attached(struct backend_libvirt *l, uint64_t id, const char *d
         return 0;
 }
 
+int libvirt_bells_id(struct backend_libvirt *l, uint64_t id, const char *domain, uint32_t *ret) {
+        struct call_args a = { .b = bells_find(l, id, NULL), .domain = domain };
+        int k;
+
+        if (!a.b)
+                return -ENOENT;
+        k = ivshmem_host_call(l->host, call_peer_id, &a);
+        if (k < 0)
+                return k;
+        *ret = a.id;
+        return 0;
+}
+
 int libvirt_bells_remove(struct backend_libvirt *l, uint64_t id, const char *domain) {
         struct call_args a = { .b = bells_find(l, id, NULL), .domain = domain };
         int k;

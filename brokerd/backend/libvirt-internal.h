@@ -107,6 +107,8 @@ bool libvirt_bells_has(struct backend_libvirt *l, uint64_t id);
 int libvirt_bells_expect(struct backend_libvirt *l, uint64_t id, const char *domain);
 int libvirt_bells_attached(struct backend_libvirt *l, uint64_t id, const char *domain, bool ok);
 int libvirt_bells_remove(struct backend_libvirt *l, uint64_t id, const char *domain);
+/* The id domain's QEMU has in region id's group; -ENOENT when it is not a peer. */
+int libvirt_bells_id(struct backend_libvirt *l, uint64_t id, const char *domain, uint32_t *ret);
 void libvirt_bells_close(struct backend_libvirt *l, uint64_t id);
 void libvirt_bells_stop(struct backend_libvirt *l);
 

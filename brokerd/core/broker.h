@@ -180,13 +180,26 @@ struct broker_doorbell {
         int recv_fd;        /* readable when peer rings (the caller's dup) */
 };
 
-/* A party's doorbells with every other party holding the region, owner first, then peers in share order. */
+/* A party's doorbell id in its guest's device (regions whose doorbells are in the guests). */
+struct broker_guest_bell {
+        const char *domain; /* valid until the next call that changes the broker */
+        uint32_t id;        /* what the guest writes to ring it: (id << 16) | vector */
+};
+
+/*
+ * A party's doorbells with every other party holding the region, owner first, then peers in share
+ * order. Where the doorbells are in the guests (no eventfds: n is 0), guests lists the id of every
+ * party whose device has joined, the caller's own among them, in the same order.
+ */
 struct broker_doorbells {
         uint64_t region;
         unsigned vectors;
         uint64_t generation; /* changes when a start had to make the eventfds anew */
         size_t n;
         struct broker_doorbell bells[BROKER_MAX_DOORBELLS];
+        bool in_guests;
+        size_t n_guests;
+        struct broker_guest_bell guests[BROKER_MAX_PEERS + 1];
 };
 
 /* Closes every fd of d (n becomes 0). */

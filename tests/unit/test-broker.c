@@ -166,10 +166,18 @@ static int guest_map(struct backend *b, const struct backend_region *r, const ch
 static int guest_unmap(struct backend *b, const struct backend_region *r, const struct backend_holder *h) {
         return ((struct async_backend *) b)->inner->ops->unmap(((struct async_backend *) b)->inner, r, h);
 }
+/* hw0's device joined as 0, vm1's as 5; nobody else's. */
+static int guest_doorbell_id(struct backend *b, const struct backend_region *r, const char *domain, uint32_t *ret) {
+        (void) b, (void) r;
+        if (strcmp(domain, "hw0") != 0 && strcmp(domain, "vm1") != 0)
+                return -ENOENT;
+        *ret = strcmp(domain, "hw0") == 0 ? 0 : 5;
+        return 0;
+}
 static const struct backend_ops guest_ops = {
         .name = "guest-test", .guest_doorbells = true, .check = async_check, .create = guest_create,
-        .restore = async_restore, .map = guest_map, .unmap = guest_unmap, .scrub = async_scrub,
-        .destroy = async_destroy, .free = async_free,
+        .restore = async_restore, .map = guest_map, .unmap = guest_unmap, .doorbell_id = guest_doorbell_id,
+        .scrub = async_scrub, .destroy = async_destroy, .free = async_free,
 };
 
 /* ---- fixture ---- */
@@ -1733,9 +1741,17 @@ static void test_doorbells_in_guests(void **state) {
         assert_int_equal(a.fd, -1);
         assert_int_equal(a.doorbells.vectors, 3);
         assert_int_equal(a.doorbells.n, 0);
+        /* Each party's id in the guests' group, its own among them, owner first. */
+        assert_true(a.doorbells.in_guests);
+        assert_int_equal(a.doorbells.n_guests, 2);
+        assert_string_equal(a.doorbells.guests[0].domain, "hw0");
+        assert_int_equal(a.doorbells.guests[0].id, 0);
+        assert_string_equal(a.doorbells.guests[1].domain, "vm1");
+        assert_int_equal(a.doorbells.guests[1].id, 5);
         d = bells_of(f, &VM1, "vm1", s.region);
         assert_int_equal(d.vectors, 3);
         assert_int_equal(d.n, 0);
+        assert_int_equal(d.n_guests, 2);
         assert_int_equal(f->n_joined, 1); /* the other parties still hear of it */
         assert_int_equal(kept_bells(f), 0);
 
