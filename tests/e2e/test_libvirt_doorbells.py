@@ -119,6 +119,12 @@ class Doorbells:
             assert re.search(r"<msi vectors='%d' ioeventfd='on'/>" % VECTORS, dev), dev
         return {g.name: self.device(g, size) for g in (self.a, self.b)}
 
+    @staticmethod
+    def guest_ids(reply):
+        """The parties' ids in the region's group as brokerd tells an agent (attach, region.doorbells)."""
+        assert reply["doorbells"] == [], reply  # no host eventfds: the doorbells are in the guests
+        return {g["domain"]: g["id"] for g in reply["guests"]}
+
     def exchange(self, devs, pings=PINGS, background=False, tag="x"):
         """B answers (chantool create), A sends (chantool join): every message wakes B by
         interrupt. In the background: returns at once; finish() waits for both ends."""
@@ -162,6 +168,7 @@ class Doorbells:
         devs = self.plugged(region, SIZES[0])
         ids = {n: i for n, (_, i) in devs.items()}
         assert ids[self.a.name] != ids[self.b.name], ids
+        assert self.guest_ids(att) == ids, (att, ids)  # what B's agent tells B: whom to ring
         wait_for("B's eventfds in A's QEMU", lambda: eventfds(a_qemu) == alone + VECTORS, 30)
         # The very eventfds: A's QEMU holds B's vectors and B's QEMU A's (and each its own).
         assert shared_eventfds(a_qemu, self.b.qemu_pid()) == 2 * VECTORS
@@ -217,6 +224,8 @@ class Doorbells:
         got = self.owner.call("region.get", {"region": region})
         assert got["state"] == "active" and got["owner_mapped"], got
         assert [(p["domain"], p["state"], p["mapped"]) for p in got["peers"]] == [(self.b.name, "attached", True)], got
+        ids = {n: i for n, (_, i) in devs.items()}
+        assert self.guest_ids(self.peer.call("region.doorbells", {"domain": self.b.name, "region": region})) == ids
         for line in self.finish(LONG_PINGS, "crash"):
             log(f"A: {line}")
         rec = self.admin.call("admin.reconcile", {})
@@ -231,8 +240,9 @@ class Doorbells:
         # C's grant is never redeemed: it keeps the region live once B leaves it (phase 4).
         r = self.share(SIZES[1], peers=(self.c.name,))
         region = r["region"]
-        self.attach(r)
+        att = self.attach(r)
         devs = self.plugged(region, SIZES[1])
+        assert self.guest_ids(att) == {n: i for n, (_, i) in devs.items()}, (att, devs)
         assert all(devs[n][0] != devs1[n][0] for n in devs), (devs, devs1)
         before = doorbell_interrupts(self.b, devs[self.b.name][0])
         self.exchange(devs, tag="second")
