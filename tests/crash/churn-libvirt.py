@@ -171,12 +171,7 @@ class Topology:
         self.peers = (self.b, self.c)
         self.pool = "clv%d" % pid
         self.ivshmem_dir = None  # set with the daemon's files (make_brokerd)
-        self.platform = {
-            "memory": [{"name": "bank0", "base": 0, "size": "4GiB", "numa_node": 0}],
-            "pools": [{"name": self.pool, "base": "1GiB", "size": "64MiB", "numa_node": 0,
-                       "granule": "4KiB", "backing": {"kind": "shm", "path": e2e.SHM_DIR}}],
-            "devices": [{"name": DEVICE, "owner": self.a, "dma_mask_bits": 64}],
-        }
+        self.platform = e2e.shm_platform(self.pool, self.a)
         p0 = {
             "agents": [{"uid": 0, "domains": [self.a, self.b, self.c]}],
             "shares": [{"sharer": self.a, "device": DEVICE, "peers": [self.b], "access": "rw"},

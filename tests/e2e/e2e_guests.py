@@ -12,6 +12,7 @@ import os
 import platform
 import re
 import select
+import shutil
 import signal
 import string
 import subprocess
@@ -187,6 +188,47 @@ def stop_proc(p):
         p.wait()
 
 
+def shm_platform(pool, owner):
+    """The platform of the libvirt tests: one shm pool in SHM_DIR (64 MiB, 4 KiB granules), nic0
+    driven by the domain owner."""
+    return {
+        "memory": [{"name": "bank0", "base": 0, "size": "4GiB", "numa_node": 0}],
+        "pools": [{"name": pool, "base": "1GiB", "size": "64MiB", "numa_node": 0,
+                   "granule": "4KiB", "backing": {"kind": "shm", "path": SHM_DIR}}],
+        "devices": [{"name": "nic0", "owner": owner, "dma_mask_bits": 64}],
+    }
+
+
+def tear_down(d, guests, pool, rundir, daemons, failed):
+    """Everything a test started, whatever happened: brokerd stopped (its log printed on failure or
+    on an unclean exit) and its files removed, the guests destroyed (their consoles printed on
+    failure, libvirt's logs kept only then), the pool's backing files and the run dir removed,
+    libvirtd and virtlogd stopped if the test started them. Returns whether the test failed."""
+    if d:
+        rc = d.stop()
+        if failed or rc != 0:
+            print(d.read_log())
+        if rc != 0:
+            print(f"brokerd exited {rc}")
+            failed = True
+        d.cleanup()
+    for g in guests:
+        if failed and g.win is not None:
+            print(f"--- {g.name} console ---\n{g.console_tail()}")
+        g.stop()
+        if not failed:
+            g.remove_log()
+    for f in os.listdir(SHM_DIR):
+        if f.startswith(f"brokerd-{pool}-"):
+            os.unlink(os.path.join(SHM_DIR, f))
+    shutil.rmtree(rundir, ignore_errors=True)
+    for name in ("libvirtd", "virtlogd"):
+        if name in daemons:
+            stop_proc(daemons[name])
+    log("PASS" if not failed else "FAIL")
+    return failed
+
+
 def build_guest():
     """The (cached) guest in GUEST_DIR: the kernel is kept, the module and initramfs rebuilt."""
     subprocess.run([os.path.join(HERE, "build-guest.sh"), GUEST_DIR], check=True, timeout=900,
@@ -274,20 +316,8 @@ def stored_daemon(policy, extra_args, store_dir=None, max_fds=4096):
             super().__init__(policy=policy, extra_args=extra_args)
             self.store = fdstore.FdStore(store_dir or self.dir, max_fds=max_fds)
 
-        def start(self, env=None):
-            for s in (self.agent_socket, self.admin_socket):
-                if os.path.exists(s):
-                    os.unlink(s)
-            self.logf = open(self.log, "a")
-            self.proc = self.store.spawn(fdstore.brokerd_argv(self), env=env, stdout=self.logf, stderr=self.logf)
-            deadline = time.monotonic() + 30
-            while not (os.path.exists(self.agent_socket) and os.path.exists(self.admin_socket)):
-                if self.proc.poll() is not None:
-                    raise RuntimeError(f"brokerd exited with {self.proc.returncode}:\n{self.read_log()}")
-                if time.monotonic() > deadline:
-                    raise RuntimeError("brokerd did not create its sockets:\n" + self.read_log())
-                time.sleep(0.02)
-            return self
+        def launch(self, env):
+            return self.store.spawn(fdstore.brokerd_argv(self), env=env, stdout=self.logf, stderr=self.logf)
 
         def kill(self):
             """SIGKILL, as a crash: returns the exit status (-SIGKILL)."""

@@ -42,7 +42,6 @@ BROKERD_E2E_DOMAIN_PREFIX: the start of the domains' names.
 import json
 import os
 import re
-import shutil
 import signal
 import stat
 import sys
@@ -51,9 +50,9 @@ import tempfile
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, "..", "integration"))
-from e2e_guests import (SHM_DIR, URI, Guest, build_guest, doorbell_devices, doorbell_interrupts,  # noqa: E402
-                        domain_prefix, eventfds, log, shared_eventfds, started_daemons, stop_proc,
-                        stored_daemon, vector_interrupts, virsh, wait_for)
+from e2e_guests import (URI, Guest, build_guest, doorbell_devices, doorbell_interrupts, domain_prefix,  # noqa: E402
+                        eventfds, log, shared_eventfds, shm_platform, started_daemons, stored_daemon, tear_down,
+                        vector_interrupts, virsh, wait_for)
 
 VECTORS = 2
 SIZES = (1 << 20, 2 << 20)  # the first region and the one granted after the restart: told apart by size
@@ -343,12 +342,6 @@ def main():
         for g in guests:
             g.wait_ready()
         log("three guests at their command loop")
-        platform = {
-            "memory": [{"name": "bank0", "base": 0, "size": "4GiB", "numa_node": 0}],
-            "pools": [{"name": pool, "base": "1GiB", "size": "64MiB", "numa_node": 0,
-                       "granule": "4KiB", "backing": {"kind": "shm", "path": SHM_DIR}}],
-            "devices": [{"name": "nic0", "owner": a.name, "dma_mask_bits": 64}],
-        }
         policy = {
             "agents": [{"uid": 0, "domains": [a.name, b.name, c.name]}],
             "shares": [{"sharer": a.name, "device": "nic0", "peers": [b.name], "access": "rw"},
@@ -358,7 +351,7 @@ def main():
         d = stored_daemon(policy, ["--backend", "libvirt", "--libvirt-uri", URI, "--unplug-grace", "1s",
                                    "--ivshmem-dir", ivshmem_dir])
         with open(d.platform_path, "w") as f:
-            json.dump(platform, f)
+            json.dump(shm_platform(pool, a.name), f)
         t = Doorbells(harness, a, b, c, d, ivshmem_dir)
         t.start()
         region1, devs1 = t.first_region()
@@ -369,28 +362,7 @@ def main():
         t.revokes(region1, devs1, region2, devs2)
         failed = False
     finally:
-        if d:
-            rc = d.stop()
-            if failed or rc != 0:
-                print(d.read_log())
-            if rc != 0:
-                print(f"brokerd exited {rc}")
-                failed = True
-            d.cleanup()
-        for g in guests:
-            if failed and g.win is not None:
-                print(f"--- {g.name} console ---\n{g.console_tail()}")
-            g.stop()
-            if not failed:
-                g.remove_log()
-        for f in os.listdir(SHM_DIR):
-            if f.startswith(f"brokerd-{pool}-"):
-                os.unlink(os.path.join(SHM_DIR, f))
-        shutil.rmtree(rundir, ignore_errors=True)
-        for name in ("libvirtd", "virtlogd"):
-            if name in daemons:
-                stop_proc(daemons[name])
-    log("PASS" if not failed else "FAIL")
+        failed = tear_down(d, guests, pool, rundir, daemons, failed)
     return 1 if failed else 0
 
 

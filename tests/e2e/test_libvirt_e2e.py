@@ -30,7 +30,6 @@ import json
 import os
 import secrets
 import signal
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -42,8 +41,8 @@ sys.path.insert(0, os.path.join(HERE, "..", "integration"))
 # The guests, virsh and libvirtd are shared with the other e2e tests and tests/crash/churn-libvirt.py
 # (which reaches them through this module).
 sys.path.insert(0, HERE)
-from e2e_guests import (GUEST_DIR, SHM_DIR, URI, Guest, domain_prefix, libvirt_up, log,  # noqa: E402,F401
-                        started_daemons, stop_proc, virsh, wait_for)
+from e2e_guests import (GUEST_DIR, SHM_DIR, URI, Guest, domain_prefix, libvirt_up, log, shm_platform,  # noqa: E402,F401
+                        started_daemons, stop_proc, tear_down, virsh, wait_for)
 
 REGION_SIZE = 1 << 20
 
@@ -405,12 +404,6 @@ def main():
         b.wait_ready()
         log("both guests at their command loop")
 
-        platform = {
-            "memory": [{"name": "bank0", "base": 0, "size": "4GiB", "numa_node": 0}],
-            "pools": [{"name": pool, "base": "1GiB", "size": "64MiB", "numa_node": 0,
-                       "granule": "4KiB", "backing": {"kind": "shm", "path": SHM_DIR}}],
-            "devices": [{"name": "nic0", "owner": a.name, "dma_mask_bits": 64}],
-        }
         policy = {
             "agents": [{"uid": 0, "domains": [a.name, b.name]}],
             "shares": [{"sharer": a.name, "device": "nic0", "peers": [b.name], "access": "rw"}],
@@ -418,7 +411,7 @@ def main():
         d = harness.Daemon(policy=policy, extra_args=["--backend", "libvirt", "--libvirt-uri", URI,
                                                       "--unplug-grace", "1s"])
         with open(d.platform_path, "w") as f:
-            json.dump(platform, f)
+            json.dump(shm_platform(pool, a.name), f)
         t = E2E(harness, a, b, d, pool)
         t.start()
         assert t.owner.call("broker.info")["backend"] == "libvirt"
@@ -434,29 +427,7 @@ def main():
         t.paused_owner_destroyed()
         failed = False
     finally:
-        if d:
-            rc = d.stop()
-            logtext = d.read_log()
-            if failed or rc != 0:
-                print(logtext)
-            if rc != 0:
-                print(f"brokerd exited {rc}")
-                failed = True
-            d.cleanup()
-        for g in (a, b):
-            if failed and g.win is not None:
-                print(f"--- {g.name} console ---\n{g.console_tail()}")
-            g.stop()
-            if not failed:
-                g.remove_log()
-        for f in os.listdir(SHM_DIR):
-            if f.startswith(f"brokerd-{pool}-"):
-                os.unlink(os.path.join(SHM_DIR, f))
-        shutil.rmtree(rundir, ignore_errors=True)
-        for name in ("libvirtd", "virtlogd"):
-            if name in daemons:
-                stop_proc(daemons[name])
-    log("PASS" if not failed else "FAIL")
+        failed = tear_down(d, (a, b), pool, rundir, daemons, failed)
     return 1 if failed else 0
 
 
