@@ -44,8 +44,13 @@ struct lv_stale {
         unsigned n;
 };
 
-static bool same_file(pid_t pid, int their_fd, int our_fd) {
-        return syscall(SYS_kcmp, getpid(), pid, KCMP_FILE, (unsigned long) our_fd, (unsigned long) their_fd) == 0;
+/* 1: the same open file; 0: not; -EPERM: not ours to look at (another user's, without CAP_SYS_PTRACE). */
+static int same_file(pid_t pid, int their_fd, int our_fd) {
+        long k = syscall(SYS_kcmp, getpid(), pid, KCMP_FILE, (unsigned long) our_fd, (unsigned long) their_fd);
+
+        if (k < 0)
+                return errno == EPERM || errno == EACCES ? -EPERM : 0;
+        return k == 0;
 }
 
 /* The fd number in pid that is our_fd's open file, or -ENOENT. */
@@ -53,7 +58,7 @@ static int find_in_process(pid_t pid, int our_fd) {
         char path[64];
         struct dirent *de;
         DIR *d;
-        int found = -ENOENT;
+        int found = -ENOENT, k;
 
         snprintf(path, sizeof(path), "/proc/%d/fd", (int) pid);
         d = opendir(path);
@@ -65,8 +70,9 @@ static int find_in_process(pid_t pid, int our_fd) {
 
                 if (*end || end == de->d_name || n < 0 || n > INT32_MAX)
                         continue;
-                if (same_file(pid, (int) n, our_fd)) {
-                        found = (int) n;
+                k = same_file(pid, (int) n, our_fd);
+                if (k != 0) {
+                        found = k > 0 ? (int) n : k;
                         break;
                 }
         }
@@ -99,6 +105,8 @@ int libvirt_stale_note(struct backend_libvirt *l, uint64_t region, const char *d
         snprintf(s->domain, sizeof(s->domain), "%s", domain);
         for (unsigned v = 0; v < n; v++) {
                 k = find_in_process(pid, eventfds[v]);
+                if (k == -EPERM || k == -EACCES)
+                        return -EPERM; /* kcmp and /proc of QEMU's user: CAP_SYS_PTRACE (brokerd(8)) */
                 if (k >= 0)
                         s->numbers[s->n++] = k;
         }
