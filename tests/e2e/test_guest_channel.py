@@ -25,11 +25,12 @@ started, by pid.
 import os
 import re
 import socket
+import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import test_ivshmem_server  # noqa: E402
-from e2e_guests import GUEST_DIR, Guest, build_guest, doorbell_interrupts, log, wait_for  # noqa: E402
+from test_libvirt_e2e import GUEST_DIR, Guest, log, wait_for  # noqa: E402
 from test_ivshmem_server import Harness, Qemu, QmpError  # noqa: E402
 
 PINGS = int(os.environ.get("GUEST_CHANNEL_PINGS", "1000"))
@@ -65,8 +66,19 @@ class BootedGuest(Qemu):
         self.qmp("cont")
         Guest.wait_ready(self, timeout)
 
-    # Runs cmd in the guest; returns its output; fails on a non-zero status.
-    run = Guest.check
+    def run(self, cmd, timeout=60):
+        """Runs cmd in the guest; returns its output; fails on a non-zero status."""
+        status, out = Guest.run(self, cmd, timeout)
+        assert status == 0, f"{self.name}: `{cmd}` failed ({status}): {out}"
+        return out
+
+    def doorbell_interrupts(self):
+        """Interrupts of the doorbell device's vectors so far, summed over CPUs."""
+        total = 0
+        for line in self.run("cat /proc/interrupts").splitlines():
+            if line.rstrip().endswith("ivshmem-doorbell0"):
+                total += sum(int(f) for f in line.split()[1:] if f.isdigit())
+        return total
 
 
 def exchange(a, b, peer_a, peer_b, poll):
@@ -87,7 +99,9 @@ def exchange(a, b, peer_a, peer_b, poll):
 
 
 def run(rundir, binary):
-    build_guest()
+    # Cached: the kernel and its headers are kept, the module and initramfs rebuilt (seconds).
+    subprocess.run([os.path.join(os.path.dirname(os.path.abspath(__file__)), "build-guest.sh"), GUEST_DIR],
+                   check=True, timeout=900, stdout=subprocess.DEVNULL)
     path = os.path.join(rundir, "group.sock")
     harness = Harness(binary, path)
     started = [harness]
@@ -112,9 +126,9 @@ def run(rundir, binary):
         log(f"guests up, ids {ids}")
 
         # 2. Blocking: every wait sleeps on a doorbell, so B's pings wake A by interrupt.
-        before = doorbell_interrupts(a)
+        before = a.doorbell_interrupts()
         exchange(a, b, 0, 1, poll=False)
-        woken = doorbell_interrupts(a) - before
+        woken = a.doorbell_interrupts() - before
         assert woken > 0, "A got no doorbell interrupt"
         log(f"A took {woken} doorbell interrupts for {2 * PINGS} pings")
 
