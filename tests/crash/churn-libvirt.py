@@ -102,6 +102,7 @@ def load_module(name, path):
 
 # The guests, virsh, libvirtd and divergence(): standard library only, so loaded at once.
 e2e = load_module("test_libvirt_e2e", os.path.join(HERE, "..", "e2e", "test_libvirt_e2e.py"))
+import e2e_guests  # noqa: E402 (on the path once test_libvirt_e2e is loaded)
 # churn.py's database view, oracle, agent and RPC client (with the harness, as churn.py uses it).
 churn = load_module("churn", os.path.join(HERE, "churn.py"))
 harness = churn.harness
@@ -112,7 +113,6 @@ DEADLINES_MS = [0, 0, 50, 200, 800, 2000]
 SIZES = [4 * KiB, 16 * KiB, 64 * KiB, 256 * KiB, 1 * MiB]
 SIG_MAGIC = b"CHLV"
 BELL_VECTORS = [1, 2, 4]  # a doorbell region's vectors (region.share's doorbells)
-UNIX_LISTENING = 0x10000  # __SO_ACCEPTCON in /proc/net/unix's Flags
 # brokerd's ivshmem host thread (brokerd/backend/ivshmem-host.h), made with the first doorbell region
 # and kept: its two eventfds and its loop's fds.
 IVSHMEM_HOST_EVENTFDS, IVSHMEM_HOST_FDS = 2, 4
@@ -166,12 +166,12 @@ class Topology:
 
     def __init__(self):
         pid = os.getpid()
-        prefix = e2e.domain_prefix("brokerd-clv")
+        prefix = e2e_guests.domain_prefix("brokerd-clv")
         self.a, self.b, self.c = prefix + "-a", prefix + "-b", prefix + "-c"
         self.peers = (self.b, self.c)
         self.pool = "clv%d" % pid
         self.ivshmem_dir = None  # set with the daemon's files (make_brokerd)
-        self.platform = e2e.shm_platform(self.pool, self.a)
+        self.platform = e2e_guests.shm_platform(self.pool, self.a)
         p0 = {
             "agents": [{"uid": 0, "domains": [self.a, self.b, self.c]}],
             "shares": [{"sharer": self.a, "device": DEVICE, "peers": [self.b], "access": "rw"},
@@ -799,19 +799,12 @@ class Run(churn.Run):
         return (region.get("doorbells") or {}).get("vectors", 0)
 
     def ivshmem_sockets(self):
-        """brokerd's unix sockets on its ivshmem directory: {"socket:[inode]": (region, listening)},
-        from /proc/net/unix (an accepted connection shows its listener's path)."""
+        """brokerd's unix sockets on its ivshmem directory: {"socket:[inode]": (region, listening)}."""
         out = {}
-        m_path = re.compile(re.escape(self.topo.ivshmem_dir) + r"/region-(\d+)\.sock$")
-        with open("/proc/net/unix") as f:
-            next(f)
-            for line in f:
-                fields = line.split()
-                if len(fields) < 8:
-                    continue
-                m = m_path.match(fields[7])
-                if m:
-                    out["socket:[%s]" % fields[6]] = (int(m.group(1)), bool(int(fields[3], 16) & UNIX_LISTENING))
+        for link, (path, listening) in e2e_guests.unix_sockets(self.daemon.pid, self.topo.ivshmem_dir).items():
+            m = re.fullmatch(r"region-(\d+)\.sock", os.path.basename(path))
+            if m:
+                out[link] = (int(m.group(1)), listening)
         return out
 
     def doorbell_check(self, listed, soft):
@@ -832,12 +825,9 @@ class Run(churn.Run):
         if not files.get("peers", set()) <= want:
             soft.append(("doorbell", "peer tables of regions %s; the doorbell regions are %s"
                          % (sorted(files["peers"]), sorted(want))))
-        socks = self.ivshmem_sockets()
         served, conns = set(), set()
-        for link in self.daemon.fds().values():
-            if link in socks:
-                rid, listening = socks[link]
-                (served if listening else conns).add(rid)
+        for rid, listening in self.ivshmem_sockets().values():
+            (served if listening else conns).add(rid)
         if served != want or not conns <= want:
             soft.append(("doorbell", "brokerd serves regions %s and holds connections of %s; the doorbell "
                          "regions are %s" % (sorted(served), sorted(conns), sorted(want))))

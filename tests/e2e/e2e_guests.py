@@ -300,6 +300,32 @@ def doorbell_devices(guest):
     return {n: chantool_info(guest, n) for n in names}
 
 
+UNIX_LISTENING = 0x10000  # __SO_ACCEPTCON in /proc/net/unix's Flags
+
+
+def unix_sockets(pid, directory):
+    """A process's unix sockets bound under directory: {"socket:[inode]" (its fd's link): (path,
+    listening)}, from /proc/net/unix, where an accepted connection shows its listener's path."""
+    bound = {}
+    prefix = directory.rstrip("/") + "/"
+    with open("/proc/net/unix") as f:
+        next(f)
+        for line in f:
+            fields = line.split()
+            if len(fields) >= 8 and fields[7].startswith(prefix):
+                bound["socket:[%s]" % fields[6]] = (fields[7], bool(int(fields[3], 16) & UNIX_LISTENING))
+    out = {}
+    d = f"/proc/{pid}/fd"
+    for name in os.listdir(d):
+        try:
+            link = os.readlink(os.path.join(d, name))
+        except OSError:
+            continue
+        if link in bound:
+            out[link] = bound[link]
+    return out
+
+
 # ---- brokerd under the fd store
 
 def stored_daemon(policy, extra_args, store_dir=None, max_fds=4096):

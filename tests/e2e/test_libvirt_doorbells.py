@@ -52,7 +52,7 @@ sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, "..", "integration"))
 from e2e_guests import (URI, Guest, build_guest, doorbell_devices, doorbell_interrupts, domain_prefix,  # noqa: E402
                         eventfds, log, shared_eventfds, shm_platform, started_daemons, stored_daemon, tear_down,
-                        vector_interrupts, virsh, wait_for)
+                        unix_sockets, vector_interrupts, virsh, wait_for)
 
 VECTORS = 2
 SIZES = (1 << 20, 2 << 20)  # the first region and the one granted after the restart: told apart by size
@@ -169,6 +169,9 @@ class Doorbells:
         assert ids[self.a.name] != ids[self.b.name], ids
         assert self.guest_ids(att) == ids, (att, ids)  # what B's agent tells B: whom to ring
         wait_for("B's eventfds in A's QEMU", lambda: eventfds(a_qemu) == alone + VECTORS, 30)
+        served = sorted(unix_sockets(self.d.proc.pid, self.ivshmem_dir).values())
+        path = self.socket_path(region)
+        assert served == [(path, False), (path, False), (path, True)], served  # listening, A's and B's QEMU
         # The very eventfds: A's QEMU holds B's vectors and B's QEMU A's (and each its own).
         assert shared_eventfds(a_qemu, self.b.qemu_pid()) == 2 * VECTORS
         log(f"region {region}: doorbell devices in both guests, ids {ids}; A's QEMU eventfds {alone} -> "
@@ -314,8 +317,11 @@ class Doorbells:
         assert not self.admin.call("region.list", {})["regions"]
         self.d.store.settle()
         assert not self.d.store.names(), f"the fd store still holds {self.d.store.names()}"
-        assert not [f for f in os.listdir(self.ivshmem_dir)], os.listdir(self.ivshmem_dir)
-        log("nothing left: no region, nothing in the fd store, nothing in the ivshmem directory")
+        assert not os.listdir(self.ivshmem_dir), os.listdir(self.ivshmem_dir)
+        assert not unix_sockets(self.d.proc.pid, self.ivshmem_dir), "brokerd still serves or holds a connection"
+        assert shared_eventfds(self.a.qemu_pid(), self.b.qemu_pid()) == 0
+        log("nothing left: no region, nothing in the fd store or the ivshmem directory, no server or connection "
+            "in brokerd, no eventfd shared by A's and B's QEMUs")
 
 
 def main():
