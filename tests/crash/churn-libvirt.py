@@ -607,7 +607,8 @@ class Run(churn.Run):
             devs = guest_devices(g.name)
             if devs is None:
                 if g.name != self.stopped:
-                    self.bad("guest", "virsh dumpxml %s failed while brokerd was down" % g.name)
+                    self.bad("guest", "virsh dumpxml %s failed while brokerd was down (libvirt's log: %s)"
+                             % (g.name, g.qemu_log_tail()))
                 continue
             for rid in sorted(devs):
                 r = v.regions.get(rid)
@@ -691,7 +692,8 @@ class Run(churn.Run):
     def guest_check(self):
         for g in self.guests:
             if g.name != self.stopped and not g.running():
-                self.bad("guest", "domain %s is no longer running (console: %s)" % (g.name, g.console_tail()[-300:]))
+                self.bad("guest", "domain %s is no longer running (libvirt's log: %s; console: %s)"
+                         % (g.name, g.qemu_log_tail(), g.console_tail()[-300:]))
                 self.settle_violations("a guest died")
                 raise churn.Fatal("guest %s died" % g.name)
 

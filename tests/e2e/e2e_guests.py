@@ -152,6 +152,14 @@ class Guest:
         with open(os.path.join(QEMU_PID_DIR, self.name + ".pid")) as f:
             return int(f.read().strip())
 
+    def qemu_log_tail(self, n=3):
+        """The last lines of libvirt's log of this domain ("shutting down, reason=crashed")."""
+        try:
+            with open(os.path.join(QEMU_LOG_DIR, self.name + ".log"), errors="replace") as f:
+                return " | ".join(line.strip() for line in f.readlines()[-n:])
+        except OSError:
+            return "?"
+
     def remove_log(self):
         """libvirt's log of this domain (QEMU's command line and stderr), kept only on failure."""
         try:
