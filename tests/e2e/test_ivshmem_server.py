@@ -48,9 +48,9 @@ class Qemu:
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=open(os.path.join(rundir, name + ".log"), "w"))
         self.pid = self.proc.pid
         try:
-            wait_for(f"{name}'s QMP socket", lambda: os.path.exists(self.qmp_path), 10)
-            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            self.sock.connect(self.qmp_path)
+            # The socket file exists from bind(), before QEMU listens: retry a refused connect.
+            self.sock = None
+            wait_for(f"{name}'s QMP socket", self._connect_qmp, 10)
             self.file = self.sock.makefile("rwb", buffering=0)
             self.sock.settimeout(30)
             json.loads(self.file.readline())  # the greeting
@@ -58,6 +58,16 @@ class Qemu:
         except BaseException:
             self.stop()
             raise
+
+    def _connect_qmp(self):
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.connect(self.qmp_path)
+        except (FileNotFoundError, ConnectionRefusedError):
+            sock.close()
+            return False
+        self.sock = sock
+        return True
 
     def qmp(self, execute, timeout=30, **arguments):
         """The command's return value; raises QmpError with QEMU's message on error."""
