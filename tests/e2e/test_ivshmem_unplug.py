@@ -12,8 +12,9 @@ eventfds until each stale number is taken again (the other placeholders are clos
 No libvirt: tests/e2e/ivshmem-server-harness serves the group, a bare QEMU boots the e2e guest
 (its driver binds the device and enables MSI-X), and each of UNPLUG_CYCLES (default 4) cycles:
 
-1. plugs the doorbell (the harness expects the QEMU's pid), the guest sees its id and is woken by
-   a ring of vector 0 from the server;
+1. plugs the doorbell (the harness expects the QEMU's pid), notes the fd numbers of the device's
+   own vector eventfds in QEMU (kcmp against the server's copies: harness `fds`), the guest sees
+   its id and is woken by a ring of vector 0 from the server;
 2. unplugs it (device_del, then chardev-remove once the guest ejected it), the server sees it go;
 3. measures the QEMU's CPU over one second with the holes open (reported: the spin);
 4. fills the holes with placeholders: then the QEMU does not spin, its monitor and the guest
@@ -46,17 +47,8 @@ CYCLES = int(os.environ.get("UNPLUG_CYCLES", "4"))
 HZ = os.sysconf("SC_CLK_TCK")
 
 
-def fd_numbers(qemu, target=None):
-    """The QEMU's open fd numbers (only those whose link is target, if given)."""
-    d = f"/proc/{qemu.pid}/fd"
-    out = set()
-    for n in os.listdir(d):
-        try:
-            if target is None or os.readlink(os.path.join(d, n)) == target:
-                out.add(int(n))
-        except OSError:
-            pass
-    return out
+def fd_numbers(qemu):
+    return {int(n) for n in os.listdir(f"/proc/{qemu.pid}/fd")}
 
 
 def cpu_ticks_in(qemu, seconds):
@@ -116,15 +108,25 @@ def unplug(guest, harness, peer_id):
     assert guest.run("ls /dev/ivshmem-doorbell0 2>/dev/null || echo none") == "none"
 
 
+def peer_fds_in(harness, n, pid):
+    """The fd numbers in pid of peer n's vector eventfds, by kcmp against the server's copies
+    (what brokerd's unplug notes before it unplugs); -1 for a vector pid does not hold."""
+    harness.proc.stdin.write(f"fds {n} {pid}\n")
+    harness.proc.stdin.flush()
+    line = harness.read_line().split()
+    harness.expect_line("ok")
+    assert line[0] == "fds", line
+    return [int(x) for x in line[1:]]
+
+
 def cycle(harness, g, path, n):
-    """One plug/ring/unplug; returns the QEMU's own-vector eventfd numbers of that plug."""
-    base = fd_numbers(g, "anon_inode:[eventfd]")
+    """One plug/ring/unplug; returns the QEMU's fd numbers of that device's own vectors."""
     harness.command(f"expect dom-{g.name} {g.pid}")
     g.attach_doorbell(path)
     harness.expect_line(f"joined {n} dom-{g.name}")
-    # The setup's own vectors arrive first, so they take the lowest of the new numbers.
-    wait_for("the own eventfds", lambda: len(fd_numbers(g, "anon_inode:[eventfd]") - base) == 2, 10)
-    own = sorted(fd_numbers(g, "anon_inode:[eventfd]") - base)
+    # The own vectors' eventfds come after realize, from QEMU's main loop.
+    own = wait_for("the own eventfds in QEMU", lambda: (lambda f: f if -1 not in f else None)(peer_fds_in(harness, n, g.pid)), 10)
+    assert len(own) == 2, own
     wait_for("the driver to bind", lambda: g.run("ls /dev/ivshmem-doorbell0 2>/dev/null || echo none") != "none", 60)
     m = re.fullmatch(r"ID (\d+) VECTORS 2 SIZE \d+", g.run("chantool info"))
     assert m and int(m.group(1)) == n, m
