@@ -83,13 +83,21 @@ class Qemu:
             if "error" in reply:
                 raise QmpError(reply["error"].get("desc", ""))
 
-    def attach_doorbell(self, path, gap=0.0):
+    def attach_doorbell(self, path, gap=0.0, ioeventfd=True):
         """What libvirt sends for <shmem><model type='ivshmem-doorbell'/>: two monitor commands."""
         self.qmp("chardev-add", id="charua-dbell",
                  backend={"type": "socket", "data": {"addr": {"type": "unix", "data": {"path": path}}, "server": False}})
         time.sleep(gap)
         self.qmp("device_add", driver="ivshmem-doorbell", id="ua-dbell", chardev="charua-dbell",
-                 vectors=VECTORS, ioeventfd=True)
+                 vectors=VECTORS, ioeventfd=ioeventfd)
+
+    def chardev_free(self, chardev="charua-dbell"):
+        """chardev-remove: True once the chardev is gone (its device released it), else False."""
+        try:
+            self.qmp("chardev-remove", id=chardev)
+            return True
+        except QmpError:
+            return False
 
     def fd_targets(self):
         out = []
