@@ -9,12 +9,14 @@ whatever fd next takes such a number wakes a handler whose device state was free
 The mitigation brokerd applies: right after the unplug, QMP `getfd` hands QEMU never-signalled
 eventfds until each stale number is taken again (the other placeholders are closed).
 
-No libvirt: tests/e2e/ivshmem-server-harness serves the group, a bare QEMU boots the e2e guest
-(its driver binds the device and enables MSI-X), and each of UNPLUG_CYCLES (default 4) cycles:
+No libvirt: tests/e2e/ivshmem-server-harness serves the group, a bare stopped QEMU A is a peer
+that stays, a bare QEMU G boots the e2e guest (its driver binds the device and enables MSI-X), and
+each of UNPLUG_CYCLES (default 4) cycles on G:
 
 1. plugs the doorbell (the harness expects the QEMU's pid), notes the fd numbers of the device's
    own vector eventfds in QEMU (kcmp against the server's copies: harness `fds`), the guest sees
-   its id and is woken by a ring of vector 0 from the server;
+   its id and is woken by a ring of vector 0 from the server; G holds A's eventfds (as a
+   survivor of departed peers does when it is sent no peer-gone);
 2. unplugs it (device_del, then chardev-remove once the guest ejected it), the server sees it go;
    cycles 1, 5, ... unload the guest's driver first (MSI-X off), cycles 2, 6, ... plugged with
    ioeventfd off: neither removes the spin (reported, not asserted);
@@ -24,7 +26,7 @@ No libvirt: tests/e2e/ivshmem-server-harness serves the group, a bare QEMU boots
 After the cycles, eight chardev sockets that become readable take the next fd numbers: the QEMU
 stays alive (without the placeholders one of them lands on a stale number: SIGSEGV).
 Last, reported and not asserted: a QEMU that processed a peer-gone aborts when its device is
-unplugged (a double g_free() in QEMU; brokerd never sends peer-gone for that reason).
+unplugged (a double g_free() in QEMU; the reason brokerd must send no peer-gone).
 
 Needs root, qemu-system-x86_64 and BROKERD_E2E=1 (exit 77 otherwise); builds the guest with
 build-guest.sh into BROKERD_E2E_GUEST (default /e2e-guest, cached). Stops every process it
@@ -118,8 +120,10 @@ VARIANTS = ("plain", "driver unloaded before the unplug (MSI-X off)", "ioeventfd
 
 
 def cycle(harness, g, path, n):
-    """One plug/ring/unplug; returns the QEMU's fd numbers of that device's own vectors."""
+    """Plug/ring/unplug number n (peer id n + 1, after A's 0); returns the QEMU's fd numbers of
+    that device's own vectors and the variant."""
     variant = VARIANTS[n % len(VARIANTS)]
+    n += 1
     harness.command(f"expect dom-{g.name} {g.pid}")
     g.attach_doorbell(path, ioeventfd=variant != "ioeventfd off")
     harness.expect_line(f"joined {n} dom-{g.name}")
@@ -132,6 +136,9 @@ def cycle(harness, g, path, n):
     before = g.doorbell_interrupts()
     harness.command(f"ring {n} 0")
     wait_for("the ring's interrupt", lambda: g.doorbell_interrupts() > before, 30)
+    # What a survivor of departed peers looks like to QEMU when it got no peer-gone: it still
+    # holds their eventfds. Here A's, at every unplug.
+    assert -1 not in peer_fds_in(harness, 0, g.pid), "G does not hold A's eventfds"
     if variant.startswith("driver unloaded"):
         g.run("rmmod ivshmem_doorbell")
         assert g.doorbell_interrupts() == 0  # its MSI-X vectors are freed
@@ -174,7 +181,7 @@ def peer_gone_then_unplug(harness, rundir, path, n):
     a = None
     try:
         g.boot()
-        a = Qemu("unplug-a", rundir)
+        a = Qemu("unplug-p", rundir)
         harness.command(f"expect dom-{a.name} {a.pid}")
         a.attach_doorbell(path)
         harness.expect_line(f"joined {n} dom-{a.name}")
@@ -214,6 +221,12 @@ def run(rundir, binary):
     harness = Harness(binary, path)
     started = [harness]
     try:
+        # A, a peer that stays (a bare QEMU, never unplugged): G holds its eventfds.
+        a = Qemu("unplug-a", rundir)
+        started.append(a)
+        harness.command(f"expect dom-{a.name} {a.pid}")
+        a.attach_doorbell(path)
+        harness.expect_line(f"joined 0 dom-{a.name}")
         g = BootedGuest("unplug-g", rundir)
         started.append(g)
         g.boot()
@@ -234,7 +247,7 @@ def run(rundir, binary):
         probe_fd_reuse(g, rundir)
         log(f"{CYCLES} cycles: QEMU alive, monitor and guest answer, fd reuse harmless")
         g.stop()
-        peer_gone_then_unplug(harness, rundir, path, CYCLES)
+        peer_gone_then_unplug(harness, rundir, path, CYCLES + 1)
     finally:
         for p in reversed(started):
             p.stop()
