@@ -49,6 +49,7 @@ struct ivshmem_server {
         unsigned vectors, max_connections, max_queue;
         uint64_t hold_timeout_usec;
         uint32_t next_id;
+        bool quiet_departures;
         struct ivshmem_server_callbacks cb;
         struct ivshmem_conn **conns; /* every open connection, admitted and held */
         size_t n_conns;

@@ -81,7 +81,7 @@ void ivshmem_peer_depart(struct ivshmem_server *s, struct ivshmem_peer *p, enum 
                         ivshmem_conn_free(p->conn);
                 }
         }
-        for (size_t i = 0; i < s->n_peers; i++)
+        for (size_t i = 0; i < s->n_peers && !s->quiet_departures; i++)
                 if (ivshmem_conn_send(s->peers[i]->conn, id, -1) < 0)
                         s->peers[i]->overflowed = true;
         memcpy(domain, p->domain, sizeof(domain));

@@ -125,6 +125,7 @@ int ivshmem_server_alloc(sd_event *e, const struct ivshmem_server_config *c, str
         snprintf(s->name, sizeof(s->name), "%s", c->name);
         s->vectors = c->vectors;
         s->next_id = c->next_id;
+        s->quiet_departures = c->quiet_departures;
         s->hold_timeout_usec = c->hold_timeout_usec ? c->hold_timeout_usec : IVSHMEM_HOLD_TIMEOUT_USEC_DEFAULT;
         s->max_connections = c->max_connections ? c->max_connections : IVSHMEM_MAX_CONNECTIONS_DEFAULT;
         s->max_queue = c->max_queue ? c->max_queue : IVSHMEM_MAX_QUEUE_DEFAULT;

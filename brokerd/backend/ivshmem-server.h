@@ -16,7 +16,8 @@
  * - Ids are 16 bit, issued upwards from config.next_id, never twice in a server's life;
  *   ivshmem_server_next_id() is the high-water mark to persist and give back after a restart.
  * - A peer leaves by ivshmem_server_remove_peer() or by closing its connection: the others get
- *   peer-gone (its id without fd) and the server closes its copies of the peer's eventfds;
+ *   peer-gone (its id without fd; not with config.quiet_departures) and the server closes its
+ *   copies of the peer's eventfds;
  *   the connection of a removed peer is then held like a refused one (QEMU closes it on unplug).
  * - Restarts: every fd is exported by name for the fd store, and a server is restored from them
  *   and the persisted peer table, serving the same connections (QEMU never reconnects).
@@ -81,6 +82,13 @@ struct ivshmem_server_config {
         uint64_t hold_timeout_usec;  /* 0: IVSHMEM_HOLD_TIMEOUT_USEC_DEFAULT */
         unsigned max_connections;    /* held ones included; 0: default */
         unsigned max_queue;          /* messages per connection; 0: default */
+        /*
+         * Departures are not announced: the others keep the departed peer's eventfds, which reach
+         * nobody once the server's and the departed QEMU's copies are closed. For QEMUs whose
+         * devices are unplugged later: QEMU 7.2 frees a peer's eventfd array on peer-gone and again
+         * when the device is unplugged (docs/guest-doorbells.md, "Unplug").
+         */
+        bool quiet_departures;
         struct ivshmem_server_callbacks callbacks;
 };
 

@@ -28,7 +28,7 @@ static void bell_store_name(const struct region *r, size_t from, size_t to, unsi
         snprintf(buf, BACKEND_FD_NAME_MAX + 1, "bell-%" PRIu64 "-%zu-%zu-%u", r->id, from, to, v);
 }
 
-int bells_init(struct region *r, unsigned vectors, uint64_t generation) {
+int bells_init(struct region *r, unsigned vectors, uint64_t generation, bool in_guests) {
         size_t n = r->n_peers + 1;
         bool *party;
         int *fd;
@@ -51,7 +51,7 @@ int bells_init(struct region *r, unsigned vectors, uint64_t generation) {
         /* The owner is a party from its share on. */
         party[0] = true;
         r->bells = (struct region_bells) { .vectors = vectors, .generation = generation, .n = n, .party = party,
-                                           .fd = fd };
+                                           .fd = fd, .in_guests = in_guests };
         return 0;
 }
 
@@ -114,6 +114,8 @@ static int bell_make(struct broker *b, struct region *r, size_t from, size_t to,
 static int bells_connect(struct broker *b, struct region *r, size_t k, bool take) {
         int made = 0;
 
+        if (r->bells.in_guests)
+                return 0;
         for (size_t j = 0; j < r->bells.n; j++) {
                 if (j == k || !r->bells.party[j])
                         continue;
@@ -155,6 +157,8 @@ void bells_unjoin(struct broker *b, struct region *r, size_t k) {
 size_t bells_join_fds(const struct region *r) {
         size_t n = 0;
 
+        if (r->bells.in_guests)
+                return 0;
         for (size_t j = 0; j < r->bells.n; j++)
                 n += r->bells.party[j];
         return 2 * r->bells.vectors * n;
@@ -270,8 +274,27 @@ static int dup_fd(int fd) {
         return q < 0 ? negative_errno() : q;
 }
 
-int bells_get(const struct region *r, size_t k, struct broker_doorbells *ret) {
+/* Every party's id in its guest's device, for regions whose doorbells are in the guests. */
+static void bells_get_guests(struct broker *b, const struct region *r, struct broker_doorbells *d) {
+        struct backend_region br = backend_region_of(r);
+
+        d->in_guests = true;
+        for (size_t j = 0; j < r->bells.n; j++) {
+                uint32_t id;
+
+                if (r->bells.party[j] && backend_doorbell_id(b->backend, &br, r->holders[j].domain, &id) >= 0)
+                        d->guests[d->n_guests++] = (struct broker_guest_bell) { .domain = r->holders[j].domain, .id = id };
+        }
+}
+
+int bells_get(struct broker *b, const struct region *r, size_t k, struct broker_doorbells *ret) {
         struct broker_doorbells d = { .region = r->id, .vectors = r->bells.vectors, .generation = r->bells.generation };
+
+        if (r->bells.in_guests) {
+                bells_get_guests(b, r, &d);
+                *ret = d;
+                return 0;
+        }
 
         for (size_t j = 0; j < r->bells.n; j++) {
                 if (j == k || !r->bells.party[j])
@@ -298,7 +321,7 @@ size_t broker_attach_fds(const struct broker *b, const char *token) {
 
         if (!te)
                 return 0;
-        return 1 + bells_join_fds(te->region);
+        return (backend_hands_fds(b->backend) ? 1 : 0) + bells_join_fds(te->region);
 }
 
 int broker_region_doorbells(struct broker *b, const struct broker_caller *caller, const char *domain, uint64_t id,
@@ -318,7 +341,7 @@ int broker_region_doorbells(struct broker *b, const struct broker_caller *caller
         if (!h || (r->bells.vectors == 0 ? !holder_entitled(r, h) : !r->bells.party[h - r->holders]))
                 return broker_error_set(err, BROKER_E_NO_SUCH_REGION, "%s holds no doorbells of region %" PRIu64,
                                         domain, id);
-        q = bells_get(r, (size_t) (h - r->holders), ret);
+        q = bells_get(b, r, (size_t) (h - r->holders), ret);
         if (q < 0)
                 return broker_error_set(err, q == -EMFILE || q == -ENFILE ? BROKER_E_LIMIT : BROKER_E_STORE,
                                         "cannot hand the doorbells of region %" PRIu64 ": %s", id, strerror(-q));

@@ -484,6 +484,31 @@ static void test_remove_peer(void **state) {
         pair_close(&p);
 }
 
+/* quiet_departures: nobody hears of a departure, but the server's copies go all the same. */
+static void test_quiet_departure(void **state) {
+        struct fixture *f = *state;
+        struct ivshmem_server_config c = config_of(f, VECTORS);
+        struct pair p;
+        unsigned before;
+
+        c.quiet_departures = true;
+        server_start(f, &c);
+        pair_admit(f, &p);
+        before = count_fds();
+        assert_int_equal(ivshmem_server_remove_peer(f->server, 1, IVSHMEM_GONE_REMOVED), 0);
+        client_expect_quiet(f, p.a);
+        client_expect_quiet(f, p.b);
+        assert_int_equal(count_fds(), before - VECTORS - 1);
+        assert_int_equal(f->gone, 1);
+        /* A leaving by closing its connection is as quiet. */
+        close(TAKE_FD(p.a));
+        for (int i = 0; i < 5; i++)
+                spin(f);
+        assert_int_equal(f->gone, 2);
+        assert_int_equal(ivshmem_server_n_peers(f->server), 0);
+        pair_close(&p);
+}
+
 static void test_bad_config(void **state) {
         struct fixture *f = *state;
         struct ivshmem_server_config c = config_of(f, VECTORS);
@@ -806,6 +831,7 @@ int main(void) {
                 cmocka_unit_test_setup_teardown(test_ids_not_reissued, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_ids_exhausted, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_remove_peer, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_quiet_departure, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_bad_config, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_socket_file, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_stuck_client, setup, teardown),
