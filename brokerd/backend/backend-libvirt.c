@@ -208,6 +208,16 @@ static int lookup_domain(struct backend_libvirt *l, const char *domain, virDomai
         return 0;
 }
 
+/* Whether d runs under TCG (<domain type='qemu'>), where QEMU 7.2 keeps stale doorbell handlers. */
+static bool domain_is_tcg(virDomainPtr d) {
+        char *xml = virDomainGetXMLDesc(d, 0);
+        const char *tag = xml ? strstr(xml, "<domain") : NULL;
+        bool tcg = tag && (strncmp(tag, "<domain type='qemu'", 19) == 0 || strncmp(tag, "<domain type=\"qemu\"", 19) == 0);
+
+        free(xml);
+        return tcg;
+}
+
 struct region_match {
         uint64_t id;
         const char *name;
@@ -331,12 +341,15 @@ static int lv_unmap(struct backend *b, const struct backend_region *r, const str
                 return -EINVAL;
         if (libvirt_pending_find(l, r->id, domain) >= 0)
                 return -EINPROGRESS;
-        /* Out of the doorbell group before the unplug: it can ring nobody even if it ignores the unplug. */
-        k = libvirt_bells_remove(l, r->id, domain);
-        if (k < 0)
-                log_error("libvirt: taking %s out of region %" PRIu64 "'s doorbells: %s", domain, r->id, strerror(-k));
 
         k = lookup_domain(l, domain, &d);
+        /* Out of the doorbell group before the unplug: brokerd's copies of its eventfds closed. */
+        if (k != -ENOTCONN && k != -EIO) {
+                int q = libvirt_bells_remove(l, r->id, domain, k >= 0 && domain_is_tcg(d));
+                if (q < 0)
+                        log_error("libvirt: taking %s out of region %" PRIu64 "'s doorbells: %s", domain, r->id,
+                                  strerror(-q));
+        }
         if (k == -ESRCH)
                 return 0; /* no domain, no device */
         if (k < 0) {
@@ -469,6 +482,7 @@ static void lv_free(struct backend *b) {
 
         /* Before the events: the servers report through the loop the events hold. */
         libvirt_bells_stop(l);
+        libvirt_stale_free(l);
         libvirt_events_stop(l);
         free(l->uri);
         free(l);

@@ -264,6 +264,26 @@ int ivshmem_server_ring(struct ivshmem_server *s, uint16_t id, unsigned vector) 
         return 0;
 }
 
+int ivshmem_server_peer_eventfds(struct ivshmem_server *s, uint16_t id, int *ret_fds, unsigned n) {
+        struct ivshmem_peer *p = ivshmem_peer_find(s, id);
+        unsigned v;
+
+        if (!p)
+                return -ENOENT;
+        if (n != s->vectors)
+                return -EINVAL;
+        for (v = 0; v < n; v++) {
+                ret_fds[v] = fcntl(p->eventfds[v], F_DUPFD_CLOEXEC, 3);
+                if (ret_fds[v] < 0) {
+                        int k = negative_errno();
+                        while (v > 0)
+                                close(ret_fds[--v]);
+                        return k;
+                }
+        }
+        return 0;
+}
+
 int ivshmem_server_peer_id(struct ivshmem_server *s, const char *domain, uint16_t *ret) {
         struct ivshmem_peer *p = ivshmem_peer_find_domain(s, domain);
 

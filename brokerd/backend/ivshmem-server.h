@@ -112,6 +112,8 @@ int ivshmem_server_remove_peer(struct ivshmem_server *s, uint16_t id, enum ivshm
 /* Rings vector of peer id from the host (writes its eventfd). */
 int ivshmem_server_ring(struct ivshmem_server *s, uint16_t id, unsigned vector);
 int ivshmem_server_peer_id(struct ivshmem_server *s, const char *domain, uint16_t *ret);
+/* Dups of peer id's own eventfds (n must be the server's vectors), the caller's to close. */
+int ivshmem_server_peer_eventfds(struct ivshmem_server *s, uint16_t id, int *ret_fds, unsigned n);
 /* Messages queued for peer id and not yet taken by the socket. */
 int ivshmem_server_peer_queued(struct ivshmem_server *s, uint16_t id, size_t *ret);
 uint32_t ivshmem_server_next_id(const struct ivshmem_server *s);

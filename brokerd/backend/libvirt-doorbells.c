@@ -210,6 +210,7 @@ struct call_args {
         int pidfd;
         uint16_t id;
         struct ivshmem_table table; /* snapshot */
+        int eventfds[IVSHMEM_VECTORS_MAX];
 };
 
 static int call_new(sd_event *e, void *userdata) {
@@ -244,6 +245,17 @@ static int call_peer_id(sd_event *e, void *userdata) {
         struct call_args *a = userdata;
         (void) e;
         return ivshmem_server_peer_id(a->b->server, a->domain, &a->id);
+}
+
+static int call_peer_eventfds(sd_event *e, void *userdata) {
+        struct call_args *a = userdata;
+        int k;
+
+        (void) e;
+        k = ivshmem_server_peer_id(a->b->server, a->domain, &a->id);
+        if (k < 0)
+                return k;
+        return ivshmem_server_peer_eventfds(a->b->server, a->id, a->eventfds, a->b->vectors);
 }
 
 static int call_remove(sd_event *e, void *userdata) {
@@ -547,13 +559,30 @@ int libvirt_bells_id(struct backend_libvirt *l, uint64_t id, const char *domain,
         return 0;
 }
 
-int libvirt_bells_remove(struct backend_libvirt *l, uint64_t id, const char *domain) {
+/* Before a TCG guest's unplug: which of its QEMU's fd numbers will hold stale handlers. */
+static void note_stale(struct backend_libvirt *l, struct call_args *a) {
+        int k = ivshmem_host_call(l->host, call_peer_eventfds, a);
+
+        if (k < 0)
+                return; /* no peer: its QEMU never got eventfds from this server */
+        k = libvirt_stale_note(l, a->b->id, a->domain, a->eventfds, a->b->vectors);
+        if (k < 0)
+                log_warning("libvirt: cannot note %s's doorbell fd numbers of region %" PRIu64
+                            " before its unplug (%s): its QEMU may spin after it",
+                            a->domain, a->b->id, strerror(-k));
+        for (unsigned v = 0; v < a->b->vectors; v++)
+                close(a->eventfds[v]);
+}
+
+int libvirt_bells_remove(struct backend_libvirt *l, uint64_t id, const char *domain, bool tcg) {
         struct call_args a = { .b = bells_find(l, id, NULL), .domain = domain };
         int k;
 
         if (!a.b)
                 return 0;
         (void) ivshmem_host_call(l->host, call_unexpect, &a);
+        if (tcg)
+                note_stale(l, &a);
         k = ivshmem_host_call(l->host, call_remove, &a);
         if (k == -ENOENT)
                 return 0;

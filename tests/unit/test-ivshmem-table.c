@@ -135,11 +135,10 @@ static void test_load_refuses_bad_files(void **state) {
 
 static void test_load_limits(void **state) {
         struct fixture *f = *state;
+        static char text[64 * 1024];
         struct ivshmem_table back = {};
-        char *text = malloc(64 * 1024), *p = text;
-        char longname[NAME_MAX_LEN + 2];
+        char longname[NAME_MAX_LEN + 2], *p = text;
 
-        assert_non_null(text);
         p += sprintf(p, "brokerd-ivshmem-peers 1\nnext 1000\n");
         for (unsigned i = 0; i < IVSHMEM_TABLE_MAX_PEERS; i++)
                 p += sprintf(p, "peer %u vm%u\n", i, i);
@@ -164,7 +163,6 @@ static void test_load_limits(void **state) {
         assert_int_equal(ivshmem_table_load(f->path, &back), 0);
         assert_string_equal(back.peers[0].domain, longname);
         free(back.peers);
-        free(text);
 }
 
 int main(void) {

@@ -1,0 +1,215 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * QEMU 7.2 under TCG leaves the fd handlers of an unplugged ivshmem-doorbell device's own
+ * vectors registered on the closed fd numbers (docs/guest-doorbells.md, "Unplug under TCG"):
+ * its main thread spins on POLLNVAL, and once another readable fd lands on such a number QEMU
+ * runs the handler on freed memory. So before the unplug brokerd notes which fd numbers of the
+ * domain's QEMU hold the departing device's own eventfds (kcmp against the server's copies),
+ * and after DEVICE_REMOVED it fills exactly those numbers with eventfds nobody else holds,
+ * passed with QMP getfd (QEMU takes the lowest free number for each), closing again the ones
+ * that landed elsewhere. They are never signalled, so the stale handlers never run, and no
+ * other fd can take their numbers. Under KVM (irqfds, no fd handlers) nothing is done.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <libvirt/libvirt-qemu.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "backend/ivshmem-server.h"
+#include "backend/libvirt-internal.h"
+#include "util/log.h"
+#include "util/macro.h"
+#include "util/names.h"
+#include "util/pidfd.h"
+
+#ifndef KCMP_FILE
+#define KCMP_FILE 0
+#endif
+/* Unplugs waiting for DEVICE_REMOVED with numbers to fill; more are not noted (logged). */
+#define LIBVIRT_MAX_STALE 1024
+/* getfd calls per fill: the noted numbers plus the free numbers below them, bounded. */
+#define FILL_ATTEMPTS_MAX 64
+
+struct lv_stale {
+        uint64_t region;
+        char domain[NAME_MAX_LEN + 1];
+        int pidfd;
+        int numbers[IVSHMEM_VECTORS_MAX];
+        unsigned n;
+};
+
+/* 1: the same open file; 0: not; -EPERM: not ours to look at (another user's, without CAP_SYS_PTRACE). */
+static int same_file(pid_t pid, int their_fd, int our_fd) {
+        long k = syscall(SYS_kcmp, getpid(), pid, KCMP_FILE, (unsigned long) our_fd, (unsigned long) their_fd);
+
+        if (k < 0)
+                return errno == EPERM || errno == EACCES ? -EPERM : 0;
+        return k == 0;
+}
+
+/* The fd number in pid that is our_fd's open file, or -ENOENT. */
+static int find_in_process(pid_t pid, int our_fd) {
+        char path[64];
+        struct dirent *de;
+        DIR *d;
+        int found = -ENOENT, k;
+
+        snprintf(path, sizeof(path), "/proc/%d/fd", (int) pid);
+        d = opendir(path);
+        if (!d)
+                return negative_errno();
+        while ((de = readdir(d))) {
+                char *end;
+                long n = strtol(de->d_name, &end, 10);
+
+                if (*end || end == de->d_name || n < 0 || n > INT32_MAX)
+                        continue;
+                k = same_file(pid, (int) n, our_fd);
+                if (k != 0) {
+                        found = k > 0 ? (int) n : k;
+                        break;
+                }
+        }
+        closedir(d);
+        return found;
+}
+
+int libvirt_stale_note(struct backend_libvirt *l, uint64_t region, const char *domain, const int *eventfds,
+                       unsigned n) {
+        _cleanup_(closep) int pidfd = -EBADF;
+        struct lv_stale *s, *grown;
+        pid_t pid;
+        int k;
+
+        if (n == 0 || n > IVSHMEM_VECTORS_MAX)
+                return -EINVAL;
+        if (l->n_stale >= LIBVIRT_MAX_STALE)
+                return -E2BIG;
+        k = libvirt_qemu_pidfd(domain, &pidfd);
+        if (k >= 0)
+                k = pidfd_pid(pidfd, &pid);
+        if (k < 0)
+                return k;
+        grown = reallocarray(l->stale, l->n_stale + 1, sizeof(*grown));
+        if (!grown)
+                return -ENOMEM;
+        l->stale = grown;
+        s = &l->stale[l->n_stale];
+        *s = (struct lv_stale) { .region = region, .pidfd = -EBADF };
+        snprintf(s->domain, sizeof(s->domain), "%s", domain);
+        for (unsigned v = 0; v < n; v++) {
+                k = find_in_process(pid, eventfds[v]);
+                if (k == -EPERM || k == -EACCES)
+                        return -EPERM; /* kcmp and /proc of QEMU's user: CAP_SYS_PTRACE (brokerd(8)) */
+                if (k >= 0)
+                        s->numbers[s->n++] = k;
+        }
+        if (s->n == 0)
+                return 0; /* QEMU holds none of them (never got them, or they are gone already) */
+        s->pidfd = TAKE_FD(pidfd);
+        l->n_stale++;
+        return 0;
+}
+
+static void stale_drop(struct backend_libvirt *l, size_t i) {
+        if (l->stale[i].pidfd >= 0)
+                close(l->stale[i].pidfd);
+        l->stale[i] = l->stale[--l->n_stale];
+}
+
+static int qmp(virDomainPtr d, const char *cmd, int fd) {
+        char *reply = NULL;
+        int k;
+
+        k = virDomainQemuMonitorCommandWithFiles(d, cmd, fd >= 0 ? 1 : 0, fd >= 0 ? &fd : NULL, NULL, NULL, &reply, 0);
+        if (k >= 0 && reply && strstr(reply, "\"error\""))
+                k = -1;
+        free(reply);
+        return k < 0 ? -EIO : 0;
+}
+
+/* Fills s's numbers in d's QEMU; 0 when every one holds a placeholder. */
+static int stale_fill(virDomainPtr d, const struct lv_stale *s, pid_t pid) {
+        bool filled[IVSHMEM_VECTORS_MAX] = {};
+        bool keep[FILL_ATTEMPTS_MAX] = {};
+        unsigned left = s->n, tries = 0;
+        char cmd[160];
+        int k = 0;
+
+        for (; left > 0 && tries < FILL_ATTEMPTS_MAX && k >= 0; tries++) {
+                _cleanup_(closep) int efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+                int at;
+
+                if (efd < 0)
+                        return negative_errno();
+                snprintf(cmd, sizeof(cmd),
+                         "{\"execute\":\"getfd\",\"arguments\":{\"fdname\":\"brokerd-stale-%" PRIu64 "-%u\"}}",
+                         s->region, tries);
+                k = qmp(d, cmd, efd);
+                at = k >= 0 ? find_in_process(pid, efd) : -ENOENT;
+                for (unsigned i = 0; i < s->n && at >= 0; i++)
+                        if (s->numbers[i] == at && !filled[i]) {
+                                filled[i] = keep[tries] = true;
+                                left--;
+                        }
+        }
+        /* The placeholders that landed below the noted numbers go again. */
+        for (unsigned t = 0; t < tries; t++)
+                if (!keep[t]) {
+                        snprintf(cmd, sizeof(cmd),
+                                 "{\"execute\":\"closefd\",\"arguments\":{\"fdname\":\"brokerd-stale-%" PRIu64 "-%u\"}}",
+                                 s->region, t);
+                        (void) qmp(d, cmd, -1);
+                }
+        return left == 0 ? 0 : k < 0 ? k : -EAGAIN;
+}
+
+void libvirt_stale_fill(struct backend_libvirt *l, uint64_t region, const char *domain) {
+        for (size_t i = 0; i < l->n_stale; i++) {
+                struct lv_stale *s = &l->stale[i];
+                virDomainPtr d;
+                pid_t pid;
+                int k;
+
+                if (s->region != region || strcmp(s->domain, domain) != 0)
+                        continue;
+                k = pidfd_pid(s->pidfd, &pid);
+                d = k >= 0 && l->conn ? virDomainLookupByName(l->conn, domain) : NULL;
+                k = d ? stale_fill(d, s, pid) : -ESRCH;
+                if (d)
+                        virDomainFree(d);
+                if (k == -ESRCH)
+                        ; /* its QEMU is gone: nothing left to protect */
+                else if (k < 0)
+                        log_error("libvirt: %s's QEMU keeps a stale doorbell handler of region %" PRIu64
+                                  " (fd numbers taken by something else, or QMP failed: %s); it may spin or "
+                                  "crash: restart the domain",
+                                  domain, region, strerror(-k));
+                else
+                        log_info("libvirt: %s: %u stale doorbell fd number(s) of region %" PRIu64 " filled",
+                                 domain, s->n, region);
+                stale_drop(l, i);
+                return;
+        }
+}
+
+void libvirt_stale_forget_domain(struct backend_libvirt *l, const char *domain) {
+        for (size_t i = 0; i < l->n_stale;)
+                if (strcmp(l->stale[i].domain, domain) == 0)
+                        stale_drop(l, i);
+                else
+                        i++;
+}
+
+void libvirt_stale_free(struct backend_libvirt *l) {
+        while (l->n_stale > 0)
+                stale_drop(l, l->n_stale - 1);
+        free(l->stale);
+        l->stale = NULL;
+}
