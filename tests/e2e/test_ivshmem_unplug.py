@@ -6,10 +6,13 @@
 QEMU 7.2 (and upstream since) leaves the fd handlers of the device's own vector eventfds
 registered after the unplug closed them: the main loop polls closed fds (POLLNVAL) and spins, and
 whatever fd next takes such a number wakes a handler whose device state was freed (a segfault).
-The mitigation brokerd applies: right after the unplug, QMP `getfd` hands QEMU as many
-never-signalled eventfds as it held for the device (its socket, the memfd, `vectors` eventfds per
-peer including itself); each takes the lowest free number, so together they take the numbers the
-unplug freed, the stale ones among them, without brokerd reading QEMU's /proc.
+The mitigation: right after the unplug, QMP `getfd` hands QEMU never-signalled eventfds that
+take the stale numbers. Even cycles fill exactly as brokerd's libvirt backend does
+(brokerd/backend/libvirt-stale.c: until each stale number holds one, the others closed again;
+that needs a look into QEMU's fds), odd ones by count, as brokerd could without that look: as
+many placeholders as QEMU held fds for the device (its socket, the memfd, `vectors` eventfds per
+peer including itself), all kept; each takes the lowest free number, so together they take the
+numbers the unplug freed, the stale ones among them.
 
 No libvirt: tests/e2e/ivshmem-server-harness serves the group, a bare stopped QEMU A is a peer
 that stays, a bare QEMU G boots the e2e guest (its driver binds the device and enables MSI-X), and
@@ -23,9 +26,9 @@ each of UNPLUG_CYCLES (default 4) cycles on G:
    cycles 1, 5, ... unload the guest's driver first (MSI-X off), cycles 2, 6, ... plugged with
    ioeventfd off: neither removes the spin (reported, not asserted);
 3. measures the QEMU's CPU over one second with the holes open (reported: the spin);
-4. fills the holes with that many placeholders: the stale numbers are among those they took
-   (checked here as root), the QEMU does not spin, its monitor and the guest answer, and it is
-   alive.
+4. fills the holes (exactly or by count): the stale numbers are among those the placeholders
+   took (checked here as root), the QEMU does not spin, its monitor and the guest answer, and it
+   is alive.
 After the cycles, eight chardev sockets that become readable take the next fd numbers: the QEMU
 stays alive (without the placeholders one of them lands on a stale number: SIGSEGV).
 Last, reported and not asserted: a QEMU that processed a peer-gone dies (SIGABRT or SIGSEGV) when
@@ -72,6 +75,30 @@ def qmp_with_fd(qemu, execute, fd, **arguments):
             return reply["return"]
         if "error" in reply:
             raise QmpError(reply["error"].get("desc", ""))
+
+
+def fill_exactly(qemu, stale, tag):
+    """What brokerd does where it may look into QEMU's fds (root or CAP_SYS_PTRACE:
+    libvirt-stale.c): getfd of fresh eventfds until each stale number holds one, the others
+    closed again. Returns the numbers kept."""
+    placed = []
+    for k in range(64):
+        if all(os.path.exists(f"/proc/{qemu.pid}/fd/{n}") for n in stale):
+            break
+        before = fd_numbers(qemu)
+        efd = os.eventfd(0, os.EFD_CLOEXEC)
+        try:
+            qmp_with_fd(qemu, "getfd", efd, fdname=f"hole-{tag}-{k}")
+        finally:
+            os.close(efd)
+        placed.append((f"hole-{tag}-{k}", fd_numbers(qemu) - before))
+    kept = set()
+    for name, numbers in placed:
+        if numbers & set(stale):
+            kept |= numbers
+        else:
+            qemu.qmp("closefd", fdname=name)
+    return sorted(kept)
 
 
 def fill_holes(qemu, count, tag):
@@ -232,12 +259,17 @@ def run(rundir, binary):
             stale, variant = cycle(harness, g, path, n)
             spun = cpu_ticks_in(g, 1.0)
             spins.append(spun)
-            # G's QEMU held for the device: its socket, the memfd, its own and A's vectors.
-            taken = fill_holes(g, 2 + 2 * VECTORS, n)
+            if n % 2 == 0:
+                fill = "exact"
+                taken = fill_exactly(g, stale, n)
+            else:
+                # G's QEMU held for the device: its socket, the memfd, its own and A's vectors.
+                fill = "by count"
+                taken = fill_holes(g, 2 + 2 * VECTORS, n)
             assert set(stale) <= set(taken), f"placeholders at {taken} missed stale fds {stale}"
             quiet = cpu_ticks_in(g, 1.0)
             log(f"cycle {n} ({variant}): stale fds {stale}; CPU in 1 s: {spun}/{HZ} ticks with the holes open, "
-                f"{quiet}/{HZ} with placeholders at {taken}")
+                f"{quiet}/{HZ} with placeholders ({fill}) at {taken}")
             assert quiet < HZ // 2, f"{quiet} ticks of CPU in 1 s with the placeholders: still spinning"
             assert g.qmp("query-status", timeout=5)["status"] == "running"
             assert g.run("echo alive") == "alive"
