@@ -77,21 +77,27 @@ def qmp_with_fd(qemu, execute, fd, **arguments):
             raise QmpError(reply["error"].get("desc", ""))
 
 
+def placeholder(qemu, name):
+    """getfd of a fresh eventfd that nobody keeps a copy of (never signalled); the numbers it took
+    (read here as root, for the checks)."""
+    before = fd_numbers(qemu)
+    efd = os.eventfd(0, os.EFD_CLOEXEC)
+    try:
+        qmp_with_fd(qemu, "getfd", efd, fdname=name)
+    finally:
+        os.close(efd)
+    return fd_numbers(qemu) - before
+
+
 def fill_exactly(qemu, stale, tag):
     """What brokerd does where it may look into QEMU's fds (root or CAP_SYS_PTRACE:
-    libvirt-stale.c): getfd of fresh eventfds until each stale number holds one, the others
-    closed again. Returns the numbers kept."""
+    libvirt-stale.c): placeholders until each stale number holds one, the others closed again.
+    Returns the numbers kept."""
     placed = []
     for k in range(64):
         if all(os.path.exists(f"/proc/{qemu.pid}/fd/{n}") for n in stale):
             break
-        before = fd_numbers(qemu)
-        efd = os.eventfd(0, os.EFD_CLOEXEC)
-        try:
-            qmp_with_fd(qemu, "getfd", efd, fdname=f"hole-{tag}-{k}")
-        finally:
-            os.close(efd)
-        placed.append((f"hole-{tag}-{k}", fd_numbers(qemu) - before))
+        placed.append((f"hole-{tag}-{k}", placeholder(qemu, f"hole-{tag}-{k}")))
     kept = set()
     for name, numbers in placed:
         if numbers & set(stale):
@@ -101,20 +107,13 @@ def fill_exactly(qemu, stale, tag):
     return sorted(kept)
 
 
-def fill_holes(qemu, count, tag):
-    """What brokerd can do without reading QEMU's /proc: QMP getfd of `count` fresh eventfds
-    (nobody keeps a copy: never signalled), all kept. Each takes the lowest free number, so they
-    take the numbers the unplug freed when count is what QEMU held for the device. Returns the
-    numbers they took (read here as root, for the report)."""
+def fill_by_count(qemu, count, tag):
+    """What brokerd could do without looking into QEMU's fds: `count` placeholders, all kept. Each
+    takes the lowest free number, so they take the numbers the unplug freed when count is what
+    QEMU held for the device. Returns the numbers they took."""
     taken = set()
     for k in range(count):
-        before = fd_numbers(qemu)
-        efd = os.eventfd(0, os.EFD_CLOEXEC)
-        try:
-            qmp_with_fd(qemu, "getfd", efd, fdname=f"hole-{tag}-{k}")
-        finally:
-            os.close(efd)
-        taken |= fd_numbers(qemu) - before
+        taken |= placeholder(qemu, f"hole-{tag}-{k}")
     return sorted(taken)
 
 
@@ -265,7 +264,7 @@ def run(rundir, binary):
             else:
                 # G's QEMU held for the device: its socket, the memfd, its own and A's vectors.
                 fill = "by count"
-                taken = fill_holes(g, 2 + 2 * VECTORS, n)
+                taken = fill_by_count(g, 2 + 2 * VECTORS, n)
             assert set(stale) <= set(taken), f"placeholders at {taken} missed stale fds {stale}"
             quiet = cpu_ticks_in(g, 1.0)
             log(f"cycle {n} ({variant}): stale fds {stale}; CPU in 1 s: {spun}/{HZ} ticks with the holes open, "
