@@ -86,7 +86,7 @@ struct ivshmem_server_config {
          * Departures are not announced: the others keep the departed peer's eventfds, which reach
          * nobody once the server's and the departed QEMU's copies are closed. For QEMUs whose
          * devices are unplugged later: QEMU 7.2 frees a peer's eventfd array on peer-gone and again
-         * when the device is unplugged (docs/guest-doorbells.md, "Unplug").
+         * when the device is unplugged (docs/guest-doorbells.md, "Unplug under TCG").
          */
         bool quiet_departures;
         struct ivshmem_server_callbacks callbacks;
