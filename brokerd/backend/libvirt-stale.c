@@ -139,22 +139,32 @@ static int qmp(virDomainPtr d, const char *cmd, int fd) {
         return k < 0 ? -EIO : 0;
 }
 
+/* A new eventfd handed to d's QEMU as "brokerd-stale-<region>-<index>"; ours (to close) in *ret. */
+static int give_placeholder(virDomainPtr d, uint64_t region, size_t index, int *ret) {
+        _cleanup_(closep) int efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+        char cmd[160];
+        int k;
+
+        if (efd < 0)
+                return negative_errno();
+        snprintf(cmd, sizeof(cmd),
+                 "{\"execute\":\"getfd\",\"arguments\":{\"fdname\":\"brokerd-stale-%" PRIu64 "-%zu\"}}", region,
+                 index);
+        k = qmp(d, cmd, efd);
+        if (k < 0)
+                return k;
+        *ret = TAKE_FD(efd);
+        return 0;
+}
+
 /* Hands d's QEMU n placeholders, all kept: the lowest free numbers, those the unplug freed. */
 static int stale_fill_by_count(virDomainPtr d, const struct lv_stale *s, size_t n) {
-        char cmd[160];
-
         for (size_t t = 0; t < n; t++) {
-                _cleanup_(closep) int efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-                int k;
+                int efd, k = give_placeholder(d, s->region, t, &efd);
 
-                if (efd < 0)
-                        return negative_errno();
-                snprintf(cmd, sizeof(cmd),
-                         "{\"execute\":\"getfd\",\"arguments\":{\"fdname\":\"brokerd-stale-%" PRIu64 "-%zu\"}}",
-                         s->region, t);
-                k = qmp(d, cmd, efd);
                 if (k < 0)
                         return k;
+                close(efd); /* nobody else holds it: never signalled */
         }
         return 0;
 }
@@ -168,16 +178,12 @@ static int stale_fill(virDomainPtr d, const struct lv_stale *s, pid_t pid) {
         int k = 0;
 
         for (; left > 0 && tries < FILL_ATTEMPTS_MAX && k >= 0; tries++) {
-                _cleanup_(closep) int efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-                int at;
+                int efd = -EBADF, at;
 
-                if (efd < 0)
-                        return negative_errno();
-                snprintf(cmd, sizeof(cmd),
-                         "{\"execute\":\"getfd\",\"arguments\":{\"fdname\":\"brokerd-stale-%" PRIu64 "-%u\"}}",
-                         s->region, tries);
-                k = qmp(d, cmd, efd);
+                k = give_placeholder(d, s->region, tries, &efd);
                 at = k >= 0 ? find_in_process(pid, efd) : -ENOENT;
+                if (efd >= 0)
+                        close(efd);
                 for (unsigned i = 0; i < s->n && at >= 0; i++)
                         if (s->numbers[i] == at && !filled[i]) {
                                 filled[i] = keep[tries] = true;
