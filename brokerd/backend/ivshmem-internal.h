@@ -23,6 +23,7 @@ struct ivshmem_conn {
         struct ivshmem_peer *peer; /* NULL: held (refused, or its peer was removed) */
         struct ivshmem_msg *queue; /* ring buffer */
         size_t head, n_queue, n_allocated;
+        size_t fds_sent; /* fds the client received on this connection */
 };
 
 struct ivshmem_peer {

@@ -284,6 +284,15 @@ int ivshmem_server_peer_eventfds(struct ivshmem_server *s, uint16_t id, int *ret
         return 0;
 }
 
+int ivshmem_server_peer_fds_sent(struct ivshmem_server *s, uint16_t id, size_t *ret) {
+        struct ivshmem_peer *p = ivshmem_peer_find(s, id);
+
+        if (!p || !p->conn)
+                return -ENOENT;
+        *ret = p->conn->fds_sent;
+        return 0;
+}
+
 int ivshmem_server_peer_id(struct ivshmem_server *s, const char *domain, uint16_t *ret) {
         struct ivshmem_peer *p = ivshmem_peer_find_domain(s, domain);
 

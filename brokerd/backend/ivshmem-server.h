@@ -86,7 +86,7 @@ struct ivshmem_server_config {
          * Departures are not announced: the others keep the departed peer's eventfds, which reach
          * nobody once the server's and the departed QEMU's copies are closed. For QEMUs whose
          * devices are unplugged later: QEMU 7.2 frees a peer's eventfd array on peer-gone and again
-         * when the device is unplugged (docs/guest-doorbells.md, "Unplug").
+         * when the device is unplugged (docs/guest-doorbells.md, "Unplug under TCG").
          */
         bool quiet_departures;
         struct ivshmem_server_callbacks callbacks;
@@ -112,6 +112,11 @@ int ivshmem_server_remove_peer(struct ivshmem_server *s, uint16_t id, enum ivshm
 /* Rings vector of peer id from the host (writes its eventfd). */
 int ivshmem_server_ring(struct ivshmem_server *s, uint16_t id, unsigned vector);
 int ivshmem_server_peer_id(struct ivshmem_server *s, const char *domain, uint16_t *ret);
+/*
+ * The fds peer id's client has received on its connection (the memory, eventfds); a restored
+ * connection counts from the restore on.
+ */
+int ivshmem_server_peer_fds_sent(struct ivshmem_server *s, uint16_t id, size_t *ret);
 /* Dups of peer id's own eventfds (n must be the server's vectors), the caller's to close. */
 int ivshmem_server_peer_eventfds(struct ivshmem_server *s, uint16_t id, int *ret_fds, unsigned n);
 /* Messages queued for peer id and not yet taken by the socket. */

@@ -70,6 +70,7 @@ static int conn_flush(struct ivshmem_conn *c) {
                         break;
                 if (k < 0)
                         return k;
+                c->fds_sent += conn_msg(c, 0)->fd >= 0;
                 conn_pop(c);
         }
         return sd_event_source_set_io_events(c->io, EPOLLIN | EPOLLRDHUP | (c->n_queue > 0 ? EPOLLOUT : 0));

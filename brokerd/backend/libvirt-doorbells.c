@@ -211,6 +211,7 @@ struct call_args {
         uint16_t id;
         struct ivshmem_table table; /* snapshot */
         int eventfds[IVSHMEM_VECTORS_MAX];
+        size_t fds_sent;
 };
 
 static int call_new(sd_event *e, void *userdata) {
@@ -253,8 +254,13 @@ static int call_peer_eventfds(sd_event *e, void *userdata) {
 
         (void) e;
         k = ivshmem_server_peer_id(a->b->server, a->domain, &a->id);
+        if (k >= 0)
+                k = ivshmem_server_peer_fds_sent(a->b->server, a->id, &a->fds_sent);
         if (k < 0)
                 return k;
+        /* A connection restored after a restart counts from then: at least the memory and every peer's vectors. */
+        if (a->fds_sent < 1 + (size_t) a->b->vectors * ivshmem_server_n_peers(a->b->server))
+                a->fds_sent = 1 + (size_t) a->b->vectors * ivshmem_server_n_peers(a->b->server);
         return ivshmem_server_peer_eventfds(a->b->server, a->id, a->eventfds, a->b->vectors);
 }
 
@@ -565,7 +571,8 @@ static void note_stale(struct backend_libvirt *l, struct call_args *a) {
 
         if (k < 0)
                 return; /* no peer: its QEMU never got eventfds from this server */
-        k = libvirt_stale_note(l, a->b->id, a->domain, a->eventfds, a->b->vectors);
+        /* The chardev's own socket is one more fd the device held in QEMU. */
+        k = libvirt_stale_note(l, a->b->id, a->domain, a->eventfds, a->b->vectors, a->fds_sent + 1);
         if (k < 0)
                 log_warning("libvirt: cannot note %s's doorbell fd numbers of region %" PRIu64
                             " before its unplug (%s): its QEMU may spin after it",

@@ -100,7 +100,7 @@ int libvirt_qemu_pidfd(const char *domain, int *ret);
  * closed); restore: the one of before a restart, from the fd store and the peer table (a no-op
  * when it runs already). expect before the attach call, attached after it (ok: the call
  * succeeded; the peer's fds are then kept and the table saved). remove: the domain leaves the
- * group (peer-gone both ways) before its device is unplugged; 0 when it was no peer. close: the
+ * group before its device is unplugged (see libvirt_bells_remove()); 0 when it was no peer. close: the
  * region is destroyed. stop: the backend goes away; the servers are abandoned (socket files and
  * tables stay for the next start). Each returns 0 or -errno.
  */
@@ -110,7 +110,11 @@ int libvirt_bells_restore(struct backend_libvirt *l, const struct backend_region
 bool libvirt_bells_has(struct backend_libvirt *l, uint64_t id);
 int libvirt_bells_expect(struct backend_libvirt *l, uint64_t id, const char *domain);
 int libvirt_bells_attached(struct backend_libvirt *l, uint64_t id, const char *domain, bool ok);
-/* tcg: the domain runs under TCG, whose QEMU keeps stale handlers on the device's own fd numbers. */
+/*
+ * The domain's device leaves the group (brokerd's copies of its eventfds closed, nobody told: see
+ * quiet_departures). tcg: the domain runs under TCG, whose QEMU keeps stale handlers on the
+ * device's own fd numbers (libvirt-stale.c).
+ */
 int libvirt_bells_remove(struct backend_libvirt *l, uint64_t id, const char *domain, bool tcg);
 /* The id domain's QEMU has in region id's group; -ENOENT when it is not a peer. */
 int libvirt_bells_id(struct backend_libvirt *l, uint64_t id, const char *domain, uint32_t *ret);
@@ -119,11 +123,12 @@ void libvirt_bells_stop(struct backend_libvirt *l);
 
 /*
  * libvirt-stale.c: note, before the unplug, which fd numbers of domain's QEMU hold eventfds (the
- * device's own, as dups); fill them after DEVICE_REMOVED (logged when it cannot); forget them
- * when the domain stops.
+ * device's own, as dups), or, where brokerd may not look into QEMU's fds, how many fds the device
+ * held (device_fds); fill them after DEVICE_REMOVED (logged when it cannot); forget them when the
+ * domain stops.
  */
 int libvirt_stale_note(struct backend_libvirt *l, uint64_t region, const char *domain, const int *eventfds,
-                       unsigned n);
+                       unsigned n, size_t device_fds);
 void libvirt_stale_fill(struct backend_libvirt *l, uint64_t region, const char *domain);
 void libvirt_stale_forget_domain(struct backend_libvirt *l, const char *domain);
 void libvirt_stale_free(struct backend_libvirt *l);

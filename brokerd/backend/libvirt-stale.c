@@ -8,7 +8,10 @@
  * and after DEVICE_REMOVED it fills exactly those numbers with eventfds nobody else holds,
  * passed with QMP getfd (QEMU takes the lowest free number for each), closing again the ones
  * that landed elsewhere. They are never signalled, so the stale handlers never run, and no
- * other fd can take their numbers. Under KVM (irqfds, no fd handlers) nothing is done.
+ * other fd can take their numbers. Where brokerd may not look into QEMU's fds (kcmp of another
+ * user's process is CAP_SYS_PTRACE), it fills by count instead: as many placeholders as the
+ * device held fds, all kept, which take the numbers the unplug freed (the device's fds took the
+ * lowest free numbers when it was plugged). Under KVM (irqfds, no fd handlers) nothing is done.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -42,6 +45,7 @@ struct lv_stale {
         int pidfd;
         int numbers[IVSHMEM_VECTORS_MAX];
         unsigned n;
+        size_t by_count; /* 0: fill numbers[]; else fill this many, blindly */
 };
 
 /* 1: the same open file; 0: not; -EPERM: not ours to look at (another user's, without CAP_SYS_PTRACE). */
@@ -81,7 +85,7 @@ static int find_in_process(pid_t pid, int our_fd) {
 }
 
 int libvirt_stale_note(struct backend_libvirt *l, uint64_t region, const char *domain, const int *eventfds,
-                       unsigned n) {
+                       unsigned n, size_t device_fds) {
         _cleanup_(closep) int pidfd = -EBADF;
         struct lv_stale *s, *grown;
         pid_t pid;
@@ -103,14 +107,15 @@ int libvirt_stale_note(struct backend_libvirt *l, uint64_t region, const char *d
         s = &l->stale[l->n_stale];
         *s = (struct lv_stale) { .region = region, .pidfd = -EBADF };
         snprintf(s->domain, sizeof(s->domain), "%s", domain);
-        for (unsigned v = 0; v < n; v++) {
+        for (unsigned v = 0; v < n && !s->by_count; v++) {
                 k = find_in_process(pid, eventfds[v]);
+                /* Not ours to look at (kcmp and /proc of QEMU's user are CAP_SYS_PTRACE): by count. */
                 if (k == -EPERM || k == -EACCES)
-                        return -EPERM; /* kcmp and /proc of QEMU's user: CAP_SYS_PTRACE (brokerd(8)) */
-                if (k >= 0)
+                        s->by_count = device_fds < FILL_ATTEMPTS_MAX ? device_fds : FILL_ATTEMPTS_MAX;
+                else if (k >= 0)
                         s->numbers[s->n++] = k;
         }
-        if (s->n == 0)
+        if (s->n == 0 && !s->by_count)
                 return 0; /* QEMU holds none of them (never got them, or they are gone already) */
         s->pidfd = TAKE_FD(pidfd);
         l->n_stale++;
@@ -134,6 +139,36 @@ static int qmp(virDomainPtr d, const char *cmd, int fd) {
         return k < 0 ? -EIO : 0;
 }
 
+/* A new eventfd handed to d's QEMU as "brokerd-stale-<region>-<index>"; ours (to close) in *ret. */
+static int give_placeholder(virDomainPtr d, uint64_t region, size_t index, int *ret) {
+        _cleanup_(closep) int efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+        char cmd[160];
+        int k;
+
+        if (efd < 0)
+                return negative_errno();
+        snprintf(cmd, sizeof(cmd),
+                 "{\"execute\":\"getfd\",\"arguments\":{\"fdname\":\"brokerd-stale-%" PRIu64 "-%zu\"}}", region,
+                 index);
+        k = qmp(d, cmd, efd);
+        if (k < 0)
+                return k;
+        *ret = TAKE_FD(efd);
+        return 0;
+}
+
+/* Hands d's QEMU n placeholders, all kept: the lowest free numbers, those the unplug freed. */
+static int stale_fill_by_count(virDomainPtr d, const struct lv_stale *s, size_t n) {
+        for (size_t t = 0; t < n; t++) {
+                int efd, k = give_placeholder(d, s->region, t, &efd);
+
+                if (k < 0)
+                        return k;
+                close(efd); /* nobody else holds it: never signalled */
+        }
+        return 0;
+}
+
 /* Fills s's numbers in d's QEMU; 0 when every one holds a placeholder. */
 static int stale_fill(virDomainPtr d, const struct lv_stale *s, pid_t pid) {
         bool filled[IVSHMEM_VECTORS_MAX] = {};
@@ -143,16 +178,12 @@ static int stale_fill(virDomainPtr d, const struct lv_stale *s, pid_t pid) {
         int k = 0;
 
         for (; left > 0 && tries < FILL_ATTEMPTS_MAX && k >= 0; tries++) {
-                _cleanup_(closep) int efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-                int at;
+                int efd = -EBADF, at;
 
-                if (efd < 0)
-                        return negative_errno();
-                snprintf(cmd, sizeof(cmd),
-                         "{\"execute\":\"getfd\",\"arguments\":{\"fdname\":\"brokerd-stale-%" PRIu64 "-%u\"}}",
-                         s->region, tries);
-                k = qmp(d, cmd, efd);
+                k = give_placeholder(d, s->region, tries, &efd);
                 at = k >= 0 ? find_in_process(pid, efd) : -ENOENT;
+                if (efd >= 0)
+                        close(efd);
                 for (unsigned i = 0; i < s->n && at >= 0; i++)
                         if (s->numbers[i] == at && !filled[i]) {
                                 filled[i] = keep[tries] = true;
@@ -181,7 +212,7 @@ void libvirt_stale_fill(struct backend_libvirt *l, uint64_t region, const char *
                         continue;
                 k = pidfd_pid(s->pidfd, &pid);
                 d = k >= 0 && l->conn ? virDomainLookupByName(l->conn, domain) : NULL;
-                k = d ? stale_fill(d, s, pid) : -ESRCH;
+                k = !d ? -ESRCH : s->by_count ? stale_fill_by_count(d, s, s->by_count) : stale_fill(d, s, pid);
                 if (d)
                         virDomainFree(d);
                 if (k == -ESRCH)
@@ -191,6 +222,9 @@ void libvirt_stale_fill(struct backend_libvirt *l, uint64_t region, const char *
                                   " (fd numbers taken by something else, or QMP failed: %s); it may spin or "
                                   "crash: restart the domain",
                                   domain, region, strerror(-k));
+                else if (s->by_count)
+                        log_info("libvirt: %s: %zu placeholder fds given for region %" PRIu64 "'s stale doorbell "
+                                 "fd numbers (by count)", domain, s->by_count, region);
                 else
                         log_info("libvirt: %s: %u stale doorbell fd number(s) of region %" PRIu64 " filled",
                                  domain, s->n, region);

@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * chantool: runs inside the e2e guests. libbrokerd-channel, unchanged, over the BAR2 of an
- * ivshmem-doorbell device, woken by its interrupts through ivshmem_doorbell.ko's fds
- * (ivshmem_doorbell.h): ring ends are (PEER, vector 0 "data" / 1 "space"), wait ends our vectors.
+ * chantool: runs inside a guest (the e2e guests; README.md here). libbrokerd-channel, unchanged,
+ * over the BAR2 of an ivshmem-doorbell device, woken by its interrupts through
+ * ivshmem_doorbell.ko's fds (ivshmem_doorbell.h): ring ends are (PEER, vector 0 "data" / 1
+ * "space"), wait ends our vectors.
  *   chantool info                    print "ID <own id> VECTORS <n> SIZE <bytes>"
  *   chantool create PEER [--poll]    write the channel header at BAR2 offset 0, answer every
  *                                    message with the same bytes until the peer closes; then clear
@@ -19,7 +20,7 @@
  * comes: each ping wakes the peer by interrupt, and the answer wakes the pinger. Round trips are printed as "RTT <kind> n=.. avg_us=.. p50_us=.. p99_us=.. max_us=..".
  * $CHANTOOL_DEVICE: the device to use instead of /dev/ivshmem-doorbell0.
  * Exit status 0 on success; 1 with a message on stderr otherwise.
- * Build: cc -static -D_GNU_SOURCE -I channel -o chantool chantool.c channel/ *.c
+ * Build: make chantool (Makefile; CHANNEL= the channel library's sources, default ../../channel)
  */
 #include <errno.h>
 #include <fcntl.h>
