@@ -306,7 +306,12 @@ static int lv_map(struct backend *b, const struct backend_region *r, const char 
         }
         alias_of(r->id, alias, sizeof(alias));
         k = domain_has_region(d, r);
-        if (k == 0) {
+        if (k == 0)
+                k = libvirt_stale_settle(l, d, domain);
+        if (k == -EBUSY)
+                log_warning("libvirt: not attaching %s to %s yet: a doorbell device of %s is still being unplugged",
+                            alias, domain, domain);
+        else if (k == 0) {
                 k = device_xml(l, r, alias, &xml);
                 /* Its QEMU is let in before the call: QEMU reads the setup while realizing the device. */
                 if (k >= 0 && r->doorbells > 0)
@@ -368,7 +373,12 @@ static int lv_unmap(struct backend *b, const struct backend_region *r, const str
                 libvirt_pending_remove(l, (size_t) libvirt_pending_find(l, r->id, domain));
                 virDomainFree(d);
                 /* Not there (never attached, or removed already), or the domain is not running. */
-                if (code == VIR_ERR_DEVICE_MISSING || code == VIR_ERR_OPERATION_INVALID || code == VIR_ERR_NO_DOMAIN)
+                if (code == VIR_ERR_DEVICE_MISSING) {
+                        /* Removed while brokerd was not looking: its stale fd numbers, if any, now. */
+                        libvirt_stale_fill(l, r->id, domain);
+                        return 0;
+                }
+                if (code == VIR_ERR_OPERATION_INVALID || code == VIR_ERR_NO_DOMAIN)
                         return 0;
                 log_error("libvirt: detaching %s from %s: %s", alias, domain, libvirt_last_error());
                 return -EIO;
@@ -555,6 +565,7 @@ int backend_libvirt_new_with(const struct backend_libvirt_options *o, struct bac
                 lv_free(&l->backend);
                 return k;
         }
+        libvirt_stale_load(l);
         *ret = &l->backend;
         return 0;
 }

@@ -130,5 +130,13 @@ void libvirt_bells_stop(struct backend_libvirt *l);
 int libvirt_stale_note(struct backend_libvirt *l, uint64_t region, const char *domain, const int *eventfds,
                        unsigned n, size_t device_fds);
 void libvirt_stale_fill(struct backend_libvirt *l, uint64_t region, const char *domain);
+/*
+ * Before anything is plugged into domain d: its notes whose devices are gone are filled now;
+ * -EBUSY while one of them is still being unplugged (a new device's fds would take the numbers
+ * the unplug is about to free, and their stale handlers would run on them).
+ */
+int libvirt_stale_settle(struct backend_libvirt *l, virDomainPtr d, const char *domain);
+/* At start: the notes of before (their files), for the QEMUs that still run; settled at once. */
+void libvirt_stale_load(struct backend_libvirt *l);
 void libvirt_stale_forget_domain(struct backend_libvirt *l, const char *domain);
 void libvirt_stale_free(struct backend_libvirt *l);

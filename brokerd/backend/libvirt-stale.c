@@ -15,6 +15,8 @@
  */
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
 #include <inttypes.h>
 #include <libvirt/libvirt-qemu.h>
 #include <stdio.h>
@@ -26,6 +28,7 @@
 
 #include "backend/ivshmem-server.h"
 #include "backend/libvirt-internal.h"
+#include "backend/libvirt-xml.h"
 #include "util/log.h"
 #include "util/macro.h"
 #include "util/names.h"
@@ -47,6 +50,53 @@ struct lv_stale {
         unsigned n;
         size_t by_count; /* 0: fill numbers[]; else fill this many, blindly */
 };
+
+/*
+ * A note is also a file, "<ivshmem dir>/stale-<region>-<domain>", so that a restart between the
+ * unplug request and the fill still fills: "brokerd-stale 1", "pid <QEMU's pid>", then
+ * "count <n>" or "numbers <n>...". Written by rename; read back at start for the QEMUs that
+ * still run under the same pid (any other note is void and removed).
+ */
+#define NOTE_MAGIC "brokerd-stale 1"
+
+static int note_path(struct backend_libvirt *l, uint64_t region, const char *domain, char *buf, size_t n) {
+        int k = snprintf(buf, n, "%s/stale-%" PRIu64 "-%s", l->ivshmem_dir, region, domain);
+        return k < 0 || (size_t) k >= n ? -ENAMETOOLONG : 0;
+}
+
+static int note_save(struct backend_libvirt *l, const struct lv_stale *s, pid_t pid) {
+        char path[PATH_MAX], tmp[PATH_MAX + 8];
+        _cleanup_(fclosep) FILE *f = NULL;
+        int fd, k;
+
+        k = note_path(l, s->region, s->domain, path, sizeof(path));
+        if (k < 0)
+                return k;
+        snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+        fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+        if (fd < 0)
+                return negative_errno();
+        f = fdopen(fd, "w");
+        if (!f) {
+                close(fd);
+                return -ENOMEM;
+        }
+        fprintf(f, NOTE_MAGIC "\npid %d\n", (int) pid);
+        if (s->by_count)
+                fprintf(f, "count %zu\n", s->by_count);
+        else {
+                fprintf(f, "numbers");
+                for (unsigned i = 0; i < s->n; i++)
+                        fprintf(f, " %d", s->numbers[i]);
+                fprintf(f, "\n");
+        }
+        k = fflush(f) == 0 && !ferror(f) ? 0 : -EIO;
+        if (k >= 0 && rename(tmp, path) < 0)
+                k = negative_errno();
+        if (k < 0)
+                (void) unlink(tmp);
+        return k;
+}
 
 /* 1: the same open file; 0: not; -EPERM: not ours to look at (another user's, without CAP_SYS_PTRACE). */
 static int same_file(pid_t pid, int their_fd, int our_fd) {
@@ -117,12 +167,21 @@ int libvirt_stale_note(struct backend_libvirt *l, uint64_t region, const char *d
         }
         if (s->n == 0 && !s->by_count)
                 return 0; /* QEMU holds none of them (never got them, or they are gone already) */
+        k = note_save(l, s, pid);
+        if (k < 0)
+                log_warning("libvirt: cannot record %s's stale doorbell fds of region %" PRIu64
+                            " (%s): a restart before its unplug completes forgets them",
+                            domain, region, strerror(-k));
         s->pidfd = TAKE_FD(pidfd);
         l->n_stale++;
         return 0;
 }
 
 static void stale_drop(struct backend_libvirt *l, size_t i) {
+        char path[PATH_MAX];
+
+        if (note_path(l, l->stale[i].region, l->stale[i].domain, path, sizeof(path)) >= 0)
+                (void) unlink(path);
         if (l->stale[i].pidfd >= 0)
                 close(l->stale[i].pidfd);
         l->stale[i] = l->stale[--l->n_stale];
@@ -241,9 +300,145 @@ void libvirt_stale_forget_domain(struct backend_libvirt *l, const char *domain) 
                         i++;
 }
 
+/* brokerd goes away: the notes stay on disk for the next start. */
 void libvirt_stale_free(struct backend_libvirt *l) {
-        while (l->n_stale > 0)
-                stale_drop(l, l->n_stale - 1);
+        for (size_t i = 0; i < l->n_stale; i++)
+                if (l->stale[i].pidfd >= 0)
+                        close(l->stale[i].pidfd);
         free(l->stale);
         l->stale = NULL;
+        l->n_stale = 0;
+}
+
+struct region_seen {
+        uint64_t region;
+        bool seen;
+};
+
+static int region_seen(void *userdata, uint64_t region, const char *name) {
+        struct region_seen *w = userdata;
+
+        (void) name;
+        if (region == w->region)
+                w->seen = true;
+        return 0;
+}
+
+int libvirt_stale_settle(struct backend_libvirt *l, virDomainPtr d, const char *domain) {
+        uint64_t due[LIBVIRT_MAX_STALE];
+        size_t n_due = 0;
+        bool busy = false;
+        char *xml = NULL;
+
+        for (size_t i = 0; i < l->n_stale; i++) {
+                struct region_seen w = { .region = l->stale[i].region };
+
+                if (strcmp(l->stale[i].domain, domain) != 0)
+                        continue;
+                if (!xml) {
+                        xml = virDomainGetXMLDesc(d, 0);
+                        if (!xml)
+                                return -EIO;
+                }
+                (void) libvirt_xml_foreach_region(xml, region_seen, &w);
+                if (w.seen)
+                        busy = true; /* its unplug is still on its way: its fds are not freed yet */
+                else
+                        due[n_due++] = w.region;
+        }
+        free(xml);
+        /* Gone already (the event is late, or came while brokerd was down): fill now. */
+        for (size_t i = 0; i < n_due; i++)
+                libvirt_stale_fill(l, due[i], domain);
+        return busy ? -EBUSY : 0;
+}
+
+/* One note file back into memory, for a QEMU that still runs under the pid it names. */
+static int note_load(struct backend_libvirt *l, const char *file) {
+        _cleanup_(closep) int pidfd = -EBADF;
+        _cleanup_(fclosep) FILE *f = NULL;
+        struct lv_stale s = { .pidfd = -EBADF };
+        char path[PATH_MAX], line[256], *end;
+        const char *p;
+        int pid = 0, k;
+        pid_t now;
+
+        s.region = strtoull(file + strlen("stale-"), &end, 10);
+        if (*end != '-' || !name_is_valid(end + 1) || strlen(end + 1) > NAME_MAX_LEN)
+                return -EBADMSG;
+        snprintf(s.domain, sizeof(s.domain), "%s", end + 1);
+        snprintf(path, sizeof(path), "%s/%s", l->ivshmem_dir, file);
+        f = fopen(path, "re");
+        if (!f)
+                return negative_errno();
+        if (!fgets(line, sizeof(line), f) || strcmp(line, NOTE_MAGIC "\n") != 0 || !fgets(line, sizeof(line), f) ||
+            sscanf(line, "pid %d", &pid) != 1 || !fgets(line, sizeof(line), f))
+                return -EBADMSG;
+        if (sscanf(line, "count %zu", &s.by_count) == 1) {
+                if (s.by_count == 0 || s.by_count > FILL_ATTEMPTS_MAX)
+                        return -EBADMSG;
+        } else if (strncmp(line, "numbers", 7) == 0) {
+                for (p = line + 7; s.n < IVSHMEM_VECTORS_MAX; s.n++) {
+                        long v = strtol(p, &end, 10);
+                        if (end == p)
+                                break;
+                        if (v < 0 || v > INT32_MAX)
+                                return -EBADMSG;
+                        s.numbers[s.n] = (int) v;
+                        p = end;
+                }
+                if (s.n == 0)
+                        return -EBADMSG;
+        } else
+                return -EBADMSG;
+        /* The domain's QEMU of then, or nothing to protect (a new QEMU has none of those handlers). */
+        k = libvirt_qemu_pidfd(s.domain, &pidfd);
+        if (k < 0 || pidfd_pid(pidfd, &now) < 0 || now != pid)
+                return -ESRCH;
+        if (l->n_stale >= LIBVIRT_MAX_STALE)
+                return -E2BIG;
+        struct lv_stale *grown = reallocarray(l->stale, l->n_stale + 1, sizeof(*grown));
+        if (!grown)
+                return -ENOMEM;
+        l->stale = grown;
+        s.pidfd = TAKE_FD(pidfd);
+        l->stale[l->n_stale++] = s;
+        return 0;
+}
+
+void libvirt_stale_load(struct backend_libvirt *l) {
+        char domains[LIBVIRT_MAX_STALE][NAME_MAX_LEN + 1];
+        size_t n_domains = 0;
+        struct dirent *de;
+        DIR *dir = opendir(l->ivshmem_dir);
+
+        if (!dir)
+                return;
+        while ((de = readdir(dir))) {
+                char path[PATH_MAX];
+                int k;
+
+                if (strncmp(de->d_name, "stale-", 6) != 0 || strstr(de->d_name, ".tmp"))
+                        continue;
+                k = note_load(l, de->d_name);
+                if (k >= 0) {
+                        if (n_domains < LIBVIRT_MAX_STALE)
+                                snprintf(domains[n_domains++], sizeof(domains[0]), "%s", l->stale[l->n_stale - 1].domain);
+                        continue;
+                }
+                if (k != -ESRCH)
+                        log_warning("libvirt: ignoring %s/%s: %s", l->ivshmem_dir, de->d_name, strerror(-k));
+                snprintf(path, sizeof(path), "%s/%s", l->ivshmem_dir, de->d_name);
+                (void) unlink(path);
+        }
+        closedir(dir);
+        /* Unplugs that completed while brokerd was down are filled now; the others on their event. */
+        for (size_t i = 0; i < n_domains && l->conn; i++) {
+                virDomainPtr d = virDomainLookupByName(l->conn, domains[i]);
+
+                if (d) {
+                        (void) libvirt_stale_settle(l, d, domains[i]);
+                        virDomainFree(d);
+                }
+        }
 }
