@@ -910,9 +910,22 @@ class Run(churn.Run):
         if self.check_libvirt("backend_failed answers") or self.outage_epoch == self.epoch:
             self.counts["backend_failed:libvirtd-away"] += len(items)
             return
+        # brokerd refuses to plug into a domain while one of its doorbell devices is still being
+        # unplugged (QEMU 7.2's stale handlers, docs/guest-doorbells.md): each such refusal is in its log.
+        try:
+            with open(self.daemon.d.log, errors="replace") as f:
+                text = f.read()
+        except OSError:
+            text = ""
+        busy = {}
         for domain, what in items:
             if domain == self.stopped:
                 self.counts["backend_failed:domain-stopped"] += 1
+                continue
+            busy[domain] = busy.get(domain, 0) + 1
+            logged = len(re.findall(r"not attaching \S+ to %s yet: a doorbell device" % re.escape(domain), text))
+            if busy[domain] <= logged:
+                self.counts["backend_failed:doorbell-unplug-in-flight"] += 1
             else:
                 self.bad("unexpected", "%s (libvirtd was up, %s running)" % (what, domain))
 
