@@ -167,11 +167,33 @@ static int lv_restore(struct backend *b, const struct backend_region *r) {
         return k;
 }
 
+/*
+ * A crash inside create() can leave the file still ours (not yet handed to QEMU's user) and not
+ * yet sized: nobody ever mapped it, so taking it down must not stall on it. Anything else that
+ * is not exactly ours is refused as by restore().
+ */
+static bool file_is_half_made(struct backend_libvirt *l, int fd, uint64_t size) {
+        struct stat st;
+
+        return fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_uid == geteuid() && st.st_uid != l->qemu_uid &&
+               !(st.st_mode & 0077) && (uint64_t) st.st_size <= size;
+}
+
 static int lv_scrub(struct backend *b, const struct backend_region *r) {
+        struct backend_libvirt *l = to_lv(b);
         _cleanup_(closep) int fd = -EBADF;
+        char path[PATH_MAX];
         int k;
 
-        k = libvirt_region_file_open(to_lv(b), r, &fd);
+        k = libvirt_region_file_open(l, r, &fd);
+        if (k == -EBADFD || k == -EINVAL) {
+                if (shm_path(r, path, sizeof(path)) < 0 || region_file_open(path, &fd) < 0 ||
+                    !file_is_half_made(l, fd, r->size))
+                        return k;
+                log_info("libvirt: region %" PRIu64 ": its file was left half-made by a crash; scrubbing it anyway",
+                         r->id);
+                k = 0;
+        }
         if (k < 0)
                 return k;
         return region_file_punch_out(fd, r->size);
