@@ -39,8 +39,11 @@
 #endif
 /* Unplugs waiting for DEVICE_REMOVED with numbers to fill; more are not noted (logged). */
 #define LIBVIRT_MAX_STALE 1024
-/* getfd calls per fill: the noted numbers plus the free numbers below them, bounded. */
-#define FILL_ATTEMPTS_MAX 64
+/*
+ * getfd calls per fill: the noted numbers plus every free number below them (earlier unplugs
+ * leave holes: a device's other fds), bounded by QEMU's usual fd limit.
+ */
+#define FILL_ATTEMPTS_MAX 1024
 
 struct lv_stale {
         uint64_t region;
@@ -231,11 +234,13 @@ static int stale_fill_by_count(virDomainPtr d, const struct lv_stale *s, size_t 
 /* Fills s's numbers in d's QEMU; 0 when every one holds a placeholder. */
 static int stale_fill(virDomainPtr d, const struct lv_stale *s, pid_t pid) {
         bool filled[IVSHMEM_VECTORS_MAX] = {};
-        bool keep[FILL_ATTEMPTS_MAX] = {};
+        _cleanup_(xfreep) bool *keep = calloc(FILL_ATTEMPTS_MAX, sizeof(*keep));
         unsigned left = s->n, tries = 0;
         char cmd[160];
         int k = 0;
 
+        if (!keep)
+                return -ENOMEM;
         for (; left > 0 && tries < FILL_ATTEMPTS_MAX && k >= 0; tries++) {
                 int efd = -EBADF, at;
 
