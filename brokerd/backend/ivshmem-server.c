@@ -284,6 +284,18 @@ int ivshmem_server_peer_eventfds(struct ivshmem_server *s, uint16_t id, int *ret
         return 0;
 }
 
+int ivshmem_server_pause_domain(struct ivshmem_server *s, const char *domain, bool pause) {
+        struct ivshmem_peer *p = ivshmem_peer_find_domain(s, domain);
+
+        if (!p || !p->conn)
+                return -ENOENT;
+        if (pause)
+                p->conn->paused = true;
+        else if (p->conn->paused)
+                return ivshmem_conn_resume(p->conn);
+        return 0;
+}
+
 int ivshmem_server_peer_fds_sent(struct ivshmem_server *s, uint16_t id, size_t *ret) {
         struct ivshmem_peer *p = ivshmem_peer_find(s, id);
 

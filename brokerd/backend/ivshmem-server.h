@@ -113,6 +113,11 @@ int ivshmem_server_remove_peer(struct ivshmem_server *s, uint16_t id, enum ivshm
 int ivshmem_server_ring(struct ivshmem_server *s, uint16_t id, unsigned vector);
 int ivshmem_server_peer_id(struct ivshmem_server *s, const char *domain, uint16_t *ret);
 /*
+ * Messages for domain's peer are queued, not sent, while paused (its QEMU must not open new fds
+ * then: libvirt-stale.c); resuming sends them. -ENOENT when domain is no peer.
+ */
+int ivshmem_server_pause_domain(struct ivshmem_server *s, const char *domain, bool pause);
+/*
  * The fds peer id's client has received on its connection (the memory, eventfds); a restored
  * connection counts from the restore on.
  */

@@ -212,6 +212,7 @@ struct call_args {
         struct ivshmem_table table; /* snapshot */
         int eventfds[IVSHMEM_VECTORS_MAX];
         size_t fds_sent;
+        bool pause;
 };
 
 static int call_new(sd_event *e, void *userdata) {
@@ -262,6 +263,15 @@ static int call_peer_eventfds(sd_event *e, void *userdata) {
         if (a->fds_sent < 1 + (size_t) a->b->vectors * ivshmem_server_n_peers(a->b->server))
                 a->fds_sent = 1 + (size_t) a->b->vectors * ivshmem_server_n_peers(a->b->server);
         return ivshmem_server_peer_eventfds(a->b->server, a->id, a->eventfds, a->b->vectors);
+}
+
+static int call_pause(sd_event *e, void *userdata) {
+        struct call_args *a = userdata;
+        int k;
+
+        (void) e;
+        k = ivshmem_server_pause_domain(a->b->server, a->domain, a->pause);
+        return k == -ENOENT ? 0 : k;
 }
 
 static int call_remove(sd_event *e, void *userdata) {
@@ -511,6 +521,8 @@ int libvirt_bells_restore(struct backend_libvirt *l, const struct backend_region
                 return k;
         }
         log_info("ivshmem: region %" PRIu64 ": serving its doorbells again (%zu peers recorded)", r->id, t.n);
+        /* Domains whose stale fd numbers still wait to be filled get nothing meanwhile. */
+        libvirt_stale_pause_all(l);
         return 0;
 }
 
@@ -579,6 +591,17 @@ static void note_stale(struct backend_libvirt *l, struct call_args *a) {
                             a->domain, a->b->id, strerror(-k));
         for (unsigned v = 0; v < a->b->vectors; v++)
                 close(a->eventfds[v]);
+}
+
+void libvirt_bells_pause_domain(struct backend_libvirt *l, const char *domain, bool pause) {
+        for (size_t i = 0; i < l->n_bells; i++) {
+                struct call_args a = { .b = l->bells[i], .domain = domain, .pause = pause };
+                int k = ivshmem_host_call(l->host, call_pause, &a);
+
+                if (k < 0)
+                        log_warning("ivshmem: region %" PRIu64 ": cannot %s %s's connection: %s", l->bells[i]->id,
+                                    pause ? "pause" : "resume", domain, strerror(-k));
+        }
 }
 
 int libvirt_bells_remove(struct backend_libvirt *l, uint64_t id, const char *domain, bool tcg) {

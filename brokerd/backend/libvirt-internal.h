@@ -116,6 +116,8 @@ int libvirt_bells_attached(struct backend_libvirt *l, uint64_t id, const char *d
  * device's own fd numbers (libvirt-stale.c).
  */
 int libvirt_bells_remove(struct backend_libvirt *l, uint64_t id, const char *domain, bool tcg);
+/* domain's connections on every server queue rather than send while paused (libvirt-stale.c). */
+void libvirt_bells_pause_domain(struct backend_libvirt *l, const char *domain, bool pause);
 /* The id domain's QEMU has in region id's group; -ENOENT when it is not a peer. */
 int libvirt_bells_id(struct backend_libvirt *l, uint64_t id, const char *domain, uint32_t *ret);
 void libvirt_bells_close(struct backend_libvirt *l, uint64_t id);
@@ -138,5 +140,7 @@ void libvirt_stale_fill(struct backend_libvirt *l, uint64_t region, const char *
 int libvirt_stale_settle(struct backend_libvirt *l, virDomainPtr d, const char *domain);
 /* At start: the notes of before (their files), for the QEMUs that still run; settled at once. */
 void libvirt_stale_load(struct backend_libvirt *l);
+/* Every domain with a note gets its connections paused (after a server was restored). */
+void libvirt_stale_pause_all(struct backend_libvirt *l);
 void libvirt_stale_forget_domain(struct backend_libvirt *l, const char *domain);
 void libvirt_stale_free(struct backend_libvirt *l);

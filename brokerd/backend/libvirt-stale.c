@@ -11,7 +11,10 @@
  * other fd can take their numbers. Where brokerd may not look into QEMU's fds (kcmp of another
  * user's process is CAP_SYS_PTRACE), it fills by count instead: as many placeholders as the
  * device held fds, all kept, which take the numbers the unplug freed (the device's fds took the
- * lowest free numbers when it was plugged). Under KVM (irqfds, no fd handlers) nothing is done.
+ * lowest free numbers when it was plugged). Until the fill, brokerd's servers send that QEMU
+ * nothing (every region's connection of the domain paused: new peers' eventfds would take the
+ * freed numbers, and be rung), and nothing is plugged into the domain (libvirt_stale_settle()).
+ * Under KVM (irqfds, no fd handlers) nothing is done.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -177,17 +180,33 @@ int libvirt_stale_note(struct backend_libvirt *l, uint64_t region, const char *d
                             domain, region, strerror(-k));
         s->pidfd = TAKE_FD(pidfd);
         l->n_stale++;
+        libvirt_bells_pause_domain(l, domain, true);
         return 0;
 }
 
+static bool domain_has_notes(struct backend_libvirt *l, const char *domain) {
+        for (size_t i = 0; i < l->n_stale; i++)
+                if (strcmp(l->stale[i].domain, domain) == 0)
+                        return true;
+        return false;
+}
+
 static void stale_drop(struct backend_libvirt *l, size_t i) {
-        char path[PATH_MAX];
+        char path[PATH_MAX], domain[NAME_MAX_LEN + 1];
 
         if (note_path(l, l->stale[i].region, l->stale[i].domain, path, sizeof(path)) >= 0)
                 (void) unlink(path);
         if (l->stale[i].pidfd >= 0)
                 close(l->stale[i].pidfd);
+        memcpy(domain, l->stale[i].domain, sizeof(domain));
         l->stale[i] = l->stale[--l->n_stale];
+        if (!domain_has_notes(l, domain))
+                libvirt_bells_pause_domain(l, domain, false);
+}
+
+void libvirt_stale_pause_all(struct backend_libvirt *l) {
+        for (size_t i = 0; i < l->n_stale; i++)
+                libvirt_bells_pause_domain(l, l->stale[i].domain, true);
 }
 
 static int qmp(virDomainPtr d, const char *cmd, int fd) {

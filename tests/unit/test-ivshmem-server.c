@@ -484,6 +484,39 @@ static void test_remove_peer(void **state) {
         pair_close(&p);
 }
 
+/* A paused domain's connection queues what it is sent (a newcomer's vectors) until resumed. */
+static void test_pause_domain(void **state) {
+        struct fixture *f = *state;
+        struct ivshmem_server_config c = config_of(f, VECTORS);
+        int own[VECTORS], from_c[VECTORS], cc;
+        struct pair p;
+        size_t queued = 0;
+
+        server_start(f, &c);
+        pair_admit(f, &p);
+        assert_int_equal(ivshmem_server_pause_domain(f->server, "dom-a", true), 0);
+        assert_int_equal(ivshmem_server_pause_domain(f->server, "dom-x", true), -ENOENT);
+        assert_int_equal(ivshmem_server_expect(f->server, "dom-c", getpid(), -1), 0);
+        cc = client_connect(f);
+        client_read_setup(f, cc, 2, VECTORS, (const int64_t[]) { 0, 1 }, 2, own);
+        /* B hears of C at once; A does not while paused. */
+        for (unsigned v = 0; v < VECTORS; v++) {
+                int fd = -1;
+                assert_int_equal(client_read(f, p.b, &fd), 2);
+                close(fd);
+        }
+        client_expect_quiet(f, p.a);
+        assert_int_equal(ivshmem_server_peer_queued(f->server, 0, &queued), 0);
+        assert_int_equal(queued, VECTORS);
+        assert_int_equal(ivshmem_server_pause_domain(f->server, "dom-a", false), 0);
+        for (unsigned v = 0; v < VECTORS; v++)
+                assert_int_equal(client_read(f, p.a, &from_c[v]), 2);
+        close_all(from_c, VECTORS);
+        close_all(own, VECTORS);
+        close(cc);
+        pair_close(&p);
+}
+
 /* quiet_departures: nobody hears of a departure, but the server's copies go all the same. */
 static void test_quiet_departure(void **state) {
         struct fixture *f = *state;
@@ -832,6 +865,7 @@ int main(void) {
                 cmocka_unit_test_setup_teardown(test_ids_exhausted, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_remove_peer, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_quiet_departure, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_pause_domain, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_bad_config, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_socket_file, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_stuck_client, setup, teardown),
