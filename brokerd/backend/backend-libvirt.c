@@ -230,14 +230,33 @@ static int lookup_domain(struct backend_libvirt *l, const char *domain, virDomai
         return 0;
 }
 
-/* Whether d runs under TCG (<domain type='qemu'>), where QEMU 7.2 keeps stale doorbell handlers. */
-static bool domain_is_tcg(virDomainPtr d) {
+struct alias_seen {
+        uint64_t id;
+        bool seen;
+};
+
+static int alias_seen(void *userdata, uint64_t region, const char *name) {
+        struct alias_seen *w = userdata;
+
+        (void) name;
+        w->seen |= region == w->id;
+        return 0;
+}
+
+/*
+ * Whether d runs under TCG (<domain type='qemu'>) and holds region id's device: QEMU 7.2 keeps
+ * stale fd handlers after that device's unplug (libvirt-stale.c).
+ */
+static bool tcg_device_present(virDomainPtr d, uint64_t id) {
         char *xml = virDomainGetXMLDesc(d, 0);
         const char *tag = xml ? strstr(xml, "<domain") : NULL;
+        struct alias_seen w = { .id = id };
         bool tcg = tag && (strncmp(tag, "<domain type='qemu'", 19) == 0 || strncmp(tag, "<domain type=\"qemu\"", 19) == 0);
 
+        if (tcg)
+                (void) libvirt_xml_foreach_region(xml, alias_seen, &w);
         free(xml);
-        return tcg;
+        return tcg && w.seen;
 }
 
 struct region_match {
@@ -372,7 +391,7 @@ static int lv_unmap(struct backend *b, const struct backend_region *r, const str
         k = lookup_domain(l, domain, &d);
         /* Out of the doorbell group before the unplug: brokerd's copies of its eventfds closed. */
         if (k != -ENOTCONN && k != -EIO) {
-                int q = libvirt_bells_remove(l, r->id, domain, k >= 0 && domain_is_tcg(d));
+                int q = libvirt_bells_remove(l, r->id, domain, k >= 0 && tcg_device_present(d, r->id));
                 if (q < 0)
                         log_error("libvirt: taking %s out of region %" PRIu64 "'s doorbells: %s", domain, r->id,
                                   strerror(-q));

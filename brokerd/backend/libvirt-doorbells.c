@@ -581,16 +581,23 @@ int libvirt_bells_id(struct backend_libvirt *l, uint64_t id, const char *domain,
 static void note_stale(struct backend_libvirt *l, struct call_args *a) {
         int k = ivshmem_host_call(l->host, call_peer_eventfds, a);
 
-        if (k < 0)
-                return; /* no peer: its QEMU never got eventfds from this server */
-        /* The chardev's own socket is one more fd the device held in QEMU. */
-        k = libvirt_stale_note(l, a->b->id, a->domain, a->eventfds, a->b->vectors, a->fds_sent + 1);
+        if (k == -ENOENT)
+                /*
+                 * Its device is there but this server does not know it: admitted just before a
+                 * crash of brokerd, its connection lost. Its QEMU got its socket, the memory and
+                 * its own eventfds first: those fd numbers, by count.
+                 */
+                k = libvirt_stale_note(l, a->b->id, a->domain, NULL, 0, 2 + (size_t) a->b->vectors);
+        else if (k >= 0) {
+                /* The chardev's own socket is one more fd the device held in QEMU. */
+                k = libvirt_stale_note(l, a->b->id, a->domain, a->eventfds, a->b->vectors, a->fds_sent + 1);
+                for (unsigned v = 0; v < a->b->vectors; v++)
+                        close(a->eventfds[v]);
+        }
         if (k < 0)
                 log_warning("libvirt: cannot note %s's doorbell fd numbers of region %" PRIu64
                             " before its unplug (%s): its QEMU may spin after it",
                             a->domain, a->b->id, strerror(-k));
-        for (unsigned v = 0; v < a->b->vectors; v++)
-                close(a->eventfds[v]);
 }
 
 void libvirt_bells_pause_domain(struct backend_libvirt *l, const char *domain, bool pause) {

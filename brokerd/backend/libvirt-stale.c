@@ -147,7 +147,7 @@ int libvirt_stale_note(struct backend_libvirt *l, uint64_t region, const char *d
         pid_t pid;
         int k;
 
-        if (n == 0 || n > IVSHMEM_VECTORS_MAX)
+        if (n > IVSHMEM_VECTORS_MAX || (n == 0 && device_fds == 0))
                 return -EINVAL;
         if (l->n_stale >= LIBVIRT_MAX_STALE)
                 return -E2BIG;
@@ -163,6 +163,9 @@ int libvirt_stale_note(struct backend_libvirt *l, uint64_t region, const char *d
         s = &l->stale[l->n_stale];
         *s = (struct lv_stale) { .region = region, .pidfd = -EBADF };
         snprintf(s->domain, sizeof(s->domain), "%s", domain);
+        /* No eventfds to look for: by count from the start. */
+        if (n == 0)
+                s->by_count = device_fds < FILL_ATTEMPTS_MAX ? device_fds : FILL_ATTEMPTS_MAX;
         for (unsigned v = 0; v < n && !s->by_count; v++) {
                 k = find_in_process(pid, eventfds[v]);
                 /* Not ours to look at (kcmp and /proc of QEMU's user are CAP_SYS_PTRACE): by count. */
