@@ -26,6 +26,7 @@
 /* libvirt's ivshmem-plain files live here, whatever else the pool says. */
 #define LIBVIRT_SHM_DIR "/dev/shm"
 #define LIBVIRT_MIN_SIZE 4096
+#define LIBVIRT_IVSHMEM_DIR_MAX 72
 #define ALIAS_PREFIX LIBVIRT_ALIAS_PREFIX
 
 /* ---- files ---- */
@@ -128,11 +129,17 @@ static int lv_create(struct backend *b, const struct backend_region *r) {
                 (void) unlink(path);
                 return k;
         }
+        if (r->doorbells > 0) {
+                k = libvirt_bells_create(l, r);
+                if (k < 0) {
+                        (void) unlink(path);
+                        return k;
+                }
+        }
         return 0;
 }
 
-/* The region's file, opened and checked to be ours (owner, mode, size). */
-static int open_own_region_file(struct backend_libvirt *l, const struct backend_region *r, int *ret) {
+int libvirt_region_file_open(struct backend_libvirt *l, const struct backend_region *r, int *ret) {
         _cleanup_(closep) int fd = -EBADF;
         char path[PATH_MAX];
         int k;
@@ -152,15 +159,19 @@ static int open_own_region_file(struct backend_libvirt *l, const struct backend_
 
 static int lv_restore(struct backend *b, const struct backend_region *r) {
         _cleanup_(closep) int fd = -EBADF;
+        int k;
 
-        return open_own_region_file(to_lv(b), r, &fd);
+        k = libvirt_region_file_open(to_lv(b), r, &fd);
+        if (k >= 0 && r->doorbells > 0)
+                k = libvirt_bells_restore(to_lv(b), r);
+        return k;
 }
 
 static int lv_scrub(struct backend *b, const struct backend_region *r) {
         _cleanup_(closep) int fd = -EBADF;
         int k;
 
-        k = open_own_region_file(to_lv(b), r, &fd);
+        k = libvirt_region_file_open(to_lv(b), r, &fd);
         if (k < 0)
                 return k;
         return region_file_punch_out(fd, r->size);
@@ -170,10 +181,10 @@ static int lv_destroy(struct backend *b, const struct backend_region *r) {
         char path[PATH_MAX];
         int k;
 
-        (void) b;
         k = shm_path(r, path, sizeof(path));
         if (k < 0)
                 return k;
+        libvirt_bells_close(to_lv(b), r->id);
         if (unlink(path) < 0 && errno != ENOENT)
                 return negative_errno();
         return 0;
@@ -236,10 +247,34 @@ static int shm_name_pool(const char *name, uint64_t id, char *pool, size_t n) {
         return name_is_valid(pool) ? 0 : -EINVAL;
 }
 
+/* ivshmem-plain maps the file by name; ivshmem-doorbell gets it (as an fd) from brokerd's server. */
+static int device_xml(struct backend_libvirt *l, const struct backend_region *r, const char *alias, char **ret) {
+        char name[NAME_MAX_LEN + 64], sock[PATH_MAX];
+        int k;
+
+        shm_name(r, name, sizeof(name));
+        if (r->doorbells == 0)
+                k = asprintf(ret,
+                             "<shmem name='%s'><model type='ivshmem-plain'/><size unit='B'>%" PRIu64
+                             "</size><alias name='%s'/></shmem>",
+                             name, r->size, alias);
+        else {
+                k = libvirt_bells_socket(l, r->id, sock, sizeof(sock));
+                if (k < 0)
+                        return k;
+                /* No <size>: QEMU takes it from the memory fd the server sends. */
+                k = asprintf(ret,
+                             "<shmem name='%s'><model type='ivshmem-doorbell'/><server path='%s'/>"
+                             "<msi vectors='%u' ioeventfd='on'/><alias name='%s'/></shmem>",
+                             name, sock, r->doorbells, alias);
+        }
+        return k < 0 ? -ENOMEM : 0;
+}
+
 static int lv_map(struct backend *b, const struct backend_region *r, const char *domain, enum access_mode access,
                   struct backend_mapping *ret) {
         struct backend_libvirt *l = to_lv(b);
-        char alias[64], name[NAME_MAX_LEN + 64], *xml = NULL;
+        char alias[64], *xml = NULL;
         virDomainPtr d = NULL;
         int k;
 
@@ -262,19 +297,19 @@ static int lv_map(struct backend *b, const struct backend_region *r, const char 
         alias_of(r->id, alias, sizeof(alias));
         k = domain_has_region(d, r);
         if (k == 0) {
-                shm_name(r, name, sizeof(name));
-                if (asprintf(&xml,
-                             "<shmem name='%s'><model type='ivshmem-plain'/><size unit='B'>%" PRIu64
-                             "</size><alias name='%s'/></shmem>",
-                             name, r->size, alias) < 0)
-                        k = -ENOMEM;
-                else if (virDomainAttachDeviceFlags(d, xml, VIR_DOMAIN_AFFECT_LIVE) < 0) {
+                k = device_xml(l, r, alias, &xml);
+                /* Its QEMU is let in before the call: QEMU reads the setup while realizing the device. */
+                if (k >= 0 && r->doorbells > 0)
+                        k = libvirt_bells_expect(l, r->id, domain);
+                if (k >= 0 && virDomainAttachDeviceFlags(d, xml, VIR_DOMAIN_AFFECT_LIVE) < 0) {
                         log_error("libvirt: attaching %s to %s: %s", alias, domain, libvirt_last_error());
                         k = -EIO;
-                }
+                        (void) libvirt_bells_attached(l, r->id, domain, false);
+                } else if (k >= 0 && r->doorbells > 0)
+                        k = libvirt_bells_attached(l, r->id, domain, true);
                 free(xml);
         } else if (k > 0)
-                k = 0; /* attached before a crash: the same mapping */
+                k = 0; /* attached before a crash: the same mapping (its doorbells as the restore left them) */
         else
                 log_error("libvirt: reading %s's definition: %s", domain, libvirt_last_error());
         virDomainFree(d);
@@ -296,6 +331,10 @@ static int lv_unmap(struct backend *b, const struct backend_region *r, const str
                 return -EINVAL;
         if (libvirt_pending_find(l, r->id, domain) >= 0)
                 return -EINPROGRESS;
+        /* Out of the doorbell group before the unplug: it can ring nobody even if it ignores the unplug. */
+        k = libvirt_bells_remove(l, r->id, domain);
+        if (k < 0)
+                log_error("libvirt: taking %s out of region %" PRIu64 "'s doorbells: %s", domain, r->id, strerror(-k));
 
         k = lookup_domain(l, domain, &d);
         if (k == -ESRCH)
@@ -422,6 +461,8 @@ static int lv_escalate(struct backend *b, const struct backend_region *r, const 
 static void lv_free(struct backend *b) {
         struct backend_libvirt *l = to_lv(b);
 
+        /* Before the events: the servers report through the loop the events hold. */
+        libvirt_bells_stop(l);
         libvirt_events_stop(l);
         free(l->uri);
         free(l);
@@ -429,6 +470,7 @@ static void lv_free(struct backend *b) {
 
 static const struct backend_ops libvirt_ops = {
         .name = "libvirt",
+        .guest_doorbells = true,
         .attach_event = libvirt_events_attach,
         .check = lv_check,
         .create = lv_create,
@@ -443,6 +485,12 @@ static const struct backend_ops libvirt_ops = {
 };
 
 int backend_libvirt_new(const char *uri, const char *qemu_user, struct backend **ret) {
+        return backend_libvirt_new_with(&(const struct backend_libvirt_options) { .uri = uri, .qemu_user = qemu_user },
+                                        ret);
+}
+
+int backend_libvirt_new_with(const struct backend_libvirt_options *o, struct backend **ret) {
+        const char *uri = o->uri, *qemu_user = o->qemu_user;
         struct backend_libvirt *l;
         struct passwd *pw;
         int k;
@@ -451,6 +499,12 @@ int backend_libvirt_new(const char *uri, const char *qemu_user, struct backend *
         if (k < 0)
                 return k;
 
+        /* A socket's path must fit sockaddr_un: "<dir>/region-<id>.sock", id up to 20 digits. */
+        if (o->ivshmem_dir && (o->ivshmem_dir[0] != '/' || strlen(o->ivshmem_dir) > LIBVIRT_IVSHMEM_DIR_MAX)) {
+                log_error("libvirt: the ivshmem directory must be an absolute path of at most %d characters",
+                          LIBVIRT_IVSHMEM_DIR_MAX);
+                return -ENAMETOOLONG;
+        }
         qemu_user = qemu_user ?: BACKEND_LIBVIRT_DEFAULT_QEMU_USER;
         pw = getpwnam(qemu_user);
         if (!pw) {
@@ -466,7 +520,12 @@ int backend_libvirt_new(const char *uri, const char *qemu_user, struct backend *
         l->qemu_uid = pw->pw_uid;
         l->qemu_gid = pw->pw_gid;
         l->uri = strdup(uri ?: LIBVIRT_DEFAULT_URI);
-        if (!l->uri) {
+        l->ivshmem_dir = strdup(o->ivshmem_dir ?: BACKEND_LIBVIRT_DEFAULT_IVSHMEM_DIR);
+        if (o->fd_store)
+                l->fd_store = *o->fd_store;
+        if (!l->uri || !l->ivshmem_dir) {
+                free(l->ivshmem_dir);
+                free(l->uri);
                 free(l);
                 return -ENOMEM;
         }

@@ -47,11 +47,21 @@
 #include "backend/backend.h"
 
 #define BACKEND_LIBVIRT_DEFAULT_QEMU_USER "libvirt-qemu"
+#define BACKEND_LIBVIRT_DEFAULT_IVSHMEM_DIR "/run/brokerd/ivshmem"
 
 /*
  * uri NULL: "qemu:///system"; qemu_user NULL: BACKEND_LIBVIRT_DEFAULT_QEMU_USER, the owner of
  * region files. Connects at once; fails if libvirtd cannot be reached.
  */
 int backend_libvirt_new(const char *uri, const char *qemu_user, struct backend **ret);
+
+struct backend_libvirt_options {
+        const char *uri;         /* NULL: qemu:///system */
+        const char *qemu_user;   /* NULL: BACKEND_LIBVIRT_DEFAULT_QEMU_USER */
+        const char *ivshmem_dir; /* doorbell regions' sockets and peer tables; NULL: the default */
+        /* Where doorbell regions' connections outlive brokerd (backend.h); NULL: they die with it. */
+        const struct backend_fd_store *fd_store;
+};
+int backend_libvirt_new_with(const struct backend_libvirt_options *o, struct backend **ret);
 
 bool backend_libvirt_connected(struct backend *b);

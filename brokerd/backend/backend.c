@@ -44,6 +44,10 @@ bool backend_hands_fds(const struct backend *b) {
         return b->ops->hands_fds;
 }
 
+bool backend_guest_doorbells(const struct backend *b) {
+        return b->ops->guest_doorbells;
+}
+
 int backend_survey(struct backend *b, struct backend_survey *ret) {
         return b->ops->survey ? b->ops->survey(b, ret) : -EOPNOTSUPP;
 }
@@ -81,4 +85,9 @@ void backend_domain_gone(struct backend *b, const char *domain) {
 void backend_reconnected(struct backend *b) {
         if (b->callbacks.reconnected)
                 b->callbacks.reconnected(b->callbacks.userdata);
+}
+
+void backend_refused(struct backend *b, uint64_t region_id, const char *who, const char *why) {
+        if (b->callbacks.refused)
+                b->callbacks.refused(b->callbacks.userdata, region_id, who, why);
 }

@@ -30,6 +30,8 @@ struct backend_region {
         uint64_t id;
         uint64_t base, size;
         const struct platform_pool *pool;
+        /* Doorbell vectors the backend gives the domains (backend_ops.guest_doorbells); 0: none. */
+        unsigned doorbells;
 };
 
 /*
@@ -60,6 +62,12 @@ struct backend_ops {
          * processes: only then can the core hand them doorbells (eventfds) along with them.
          */
         bool hands_fds;
+        /*
+         * map gives each domain a device with r->doorbells interrupt vectors, rung between the
+         * domains without the core (the libvirt backend's ivshmem-doorbell devices, served by
+         * brokerd's own ivshmem server): the core makes no eventfds for such regions.
+         */
+        bool guest_doorbells;
         /*
          * Optional: deliver the backend's own events (the callbacks below) on e's thread. Called
          * once, before the first map; -EBUSY when attached already. NULL: the backend has no
@@ -106,12 +114,15 @@ struct backend_ops {
  * be NULL. unmap_done: an unmap that returned -EINPROGRESS finished (result < 0: the removal
  * failed and the mapping is still there). domain_gone: a domain stopped, crashed or was
  * undefined, so every mapping it had is gone. reconnected: the backend lost its hypervisor and
- * is back; events were lost meanwhile, so the user reconciles.
+ * is back; events were lost meanwhile, so the user reconciles. refused: something that is not a
+ * domain the backend is mapping region into (who: "pid N uid U") tried to reach the region's
+ * doorbells and was turned away (why: a short reason), for the audit trail.
  */
 struct backend_callbacks {
         backend_unmap_done_t unmap_done;
         void (*domain_gone)(void *userdata, const char *domain);
         void (*reconnected)(void *userdata);
+        void (*refused)(void *userdata, uint64_t region_id, const char *who, const char *why);
         void *userdata;
 };
 
@@ -162,6 +173,8 @@ int backend_unmap(struct backend *b, const struct backend_region *r, const struc
 bool backend_can_survey(const struct backend *b);
 /* Whether map hands the holders fds of their own (backend_ops.hands_fds). */
 bool backend_hands_fds(const struct backend *b);
+/* Whether map gives the domains doorbell devices of their own (backend_ops.guest_doorbells). */
+bool backend_guest_doorbells(const struct backend *b);
 int backend_survey(struct backend *b, struct backend_survey *ret);
 int backend_escalate(struct backend *b, const struct backend_region *r, const struct backend_holder *h,
                      enum unplug_escalation action);
@@ -174,3 +187,4 @@ DEFINE_CLEANUP(struct backend, backend_free);
 void backend_unmap_done(struct backend *b, uint64_t region_id, const char *domain, int result);
 void backend_domain_gone(struct backend *b, const char *domain);
 void backend_reconnected(struct backend *b);
+void backend_refused(struct backend *b, uint64_t region_id, const char *who, const char *why);

@@ -75,6 +75,14 @@ void ivshmem_peer_depart(struct ivshmem_server *s, struct ivshmem_peer *p, enum 
         if (p->conn) {
                 /* What was queued for it (other peers' eventfds among them) never reaches it. */
                 ivshmem_conn_clear(p->conn);
+                /*
+                 * Removed by brokerd: its QEMU is told every other peer is gone, so it closes its
+                 * copies of their eventfds and cannot ring them, even while its guest ignores the
+                 * unplug that follows. (QEMU logs "invalid peer" for those it never heard of.)
+                 */
+                if (why == IVSHMEM_GONE_REMOVED)
+                        for (size_t i = 0; i < s->n_peers; i++)
+                                (void) ivshmem_conn_send(p->conn, s->peers[i]->id, -1);
                 p->conn->peer = NULL;
                 if (ivshmem_conn_hold(p->conn) < 0) {
                         conn_unlink(s, p->conn);

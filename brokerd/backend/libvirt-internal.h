@@ -5,6 +5,8 @@
  * ops: region files, devices, survey, escalation. libvirt-events.c has the connection to
  * libvirtd (with its reconnects), the thread that runs libvirt's events and their delivery
  * on the sd-event loop, and the removals the guests have not confirmed yet (pending).
+ * libvirt-doorbells.c has the doorbell regions' ivshmem servers (on the ivshmem host thread) and
+ * libvirt-qemu.c finds the QEMU process of a domain.
  * Everything here but the queue runs on the loop's thread.
  */
 #include <pthread.h>
@@ -18,6 +20,9 @@
 
 struct lv_event;
 struct lv_pending;
+struct lv_bells;
+struct ivshmem_host;
+struct hashmap;
 
 struct backend_libvirt {
         struct backend backend; /* first, so a struct backend * is a struct backend_libvirt * */
@@ -43,6 +48,14 @@ struct backend_libvirt {
         uint64_t reconnect_delay;
         struct lv_pending *pending;
         size_t n_pending, n_pending_allocated;
+
+        /* Doorbell regions (libvirt-doorbells.c), main thread only. */
+        char *ivshmem_dir;
+        struct backend_fd_store fd_store; /* all NULL: no store */
+        struct ivshmem_host *host;        /* made with the first doorbell region */
+        struct lv_bells **bells;
+        size_t n_bells, n_bells_allocated;
+        struct hashmap *bell_fds_kept;    /* names this backend keeps in the fd store */
 };
 
 static inline struct backend_libvirt *to_lv(struct backend *b) {
@@ -68,3 +81,32 @@ int libvirt_events_attach(struct backend *b, sd_event *e);
 ssize_t libvirt_pending_find(struct backend_libvirt *l, uint64_t id, const char *domain);
 int libvirt_pending_add(struct backend_libvirt *l, uint64_t id, const char *domain);
 void libvirt_pending_remove(struct backend_libvirt *l, size_t i);
+
+/* The region's file, opened and checked to be ours (owner, mode, size). */
+int libvirt_region_file_open(struct backend_libvirt *l, const struct backend_region *r, int *ret);
+
+/*
+ * libvirt-qemu.c: a pidfd for the QEMU process libvirt runs domain in (its pid file under
+ * /run/libvirt/qemu, checked against the process's command line). -ESRCH when none runs.
+ */
+int libvirt_qemu_pidfd(const char *domain, int *ret);
+
+/*
+ * libvirt-doorbells.c: a doorbell region's server. create: a new one (any old one of the region
+ * closed); restore: the one of before a restart, from the fd store and the peer table (a no-op
+ * when it runs already). expect before the attach call, attached after it (ok: the call
+ * succeeded; the peer's fds are then kept and the table saved). remove: the domain leaves the
+ * group (peer-gone both ways) before its device is unplugged; 0 when it was no peer. close: the
+ * region is destroyed. stop: the backend goes away; the servers are abandoned (socket files and
+ * tables stay for the next start). Each returns 0 or -errno.
+ */
+int libvirt_bells_socket(struct backend_libvirt *l, uint64_t id, char *buf, size_t n);
+int libvirt_bells_create(struct backend_libvirt *l, const struct backend_region *r);
+int libvirt_bells_restore(struct backend_libvirt *l, const struct backend_region *r);
+bool libvirt_bells_has(struct backend_libvirt *l, uint64_t id);
+int libvirt_bells_expect(struct backend_libvirt *l, uint64_t id, const char *domain);
+int libvirt_bells_attached(struct backend_libvirt *l, uint64_t id, const char *domain, bool ok);
+int libvirt_bells_remove(struct backend_libvirt *l, uint64_t id, const char *domain);
+void libvirt_bells_close(struct backend_libvirt *l, uint64_t id);
+void libvirt_bells_stop(struct backend_libvirt *l);
+

@@ -16,7 +16,10 @@ static int memfd_new(const struct backend_options *o, struct backend **ret) {
 
 #ifdef HAVE_LIBVIRT
 static int libvirt_new(const struct backend_options *o, struct backend **ret) {
-        return backend_libvirt_new(o->libvirt_uri, o->qemu_user, ret);
+        return backend_libvirt_new_with(&(const struct backend_libvirt_options) {
+                .uri = o->libvirt_uri, .qemu_user = o->qemu_user, .ivshmem_dir = o->ivshmem_dir,
+                .fd_store = o->fd_store,
+        }, ret);
 }
 #else
 #define libvirt_new NULL

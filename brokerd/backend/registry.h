@@ -15,7 +15,11 @@
 struct backend_options {
         const char *libvirt_uri; /* libvirt: the connection; NULL for qemu:///system */
         const char *qemu_user;   /* libvirt: the user QEMU runs as, owner of region files; NULL for libvirt-qemu */
-        /* memfd: where memfd regions' fds outlive the daemon (backend.h); NULL: they die with it. */
+        const char *ivshmem_dir; /* libvirt: doorbell regions' sockets; NULL for /run/brokerd/ivshmem */
+        /*
+         * memfd: where memfd regions' fds outlive the daemon; libvirt: doorbell regions' connections
+         * (backend.h); NULL: they die with it.
+         */
         const struct backend_fd_store *fd_store;
 };
 

@@ -42,6 +42,11 @@ struct region_bells {
         bool *party;
         int *fd;
         bool owner_gone;     /* the owner's process exited: it is no party any more */
+        /*
+         * The backend rings them in the guests' devices (backend_guest_doorbells()): the core keeps
+         * only who is a party (for region.joined/left); fd[] stays all -1.
+         */
+        bool in_guests;
 };
 
 /*
@@ -213,7 +218,7 @@ struct backend_holder backend_holder_of(const struct region *r, const holder_t *
 /* doorbell.c (docs/protocol.md "Doorbells"). */
 #define BROKER_REASON_RECLAIMED "region reclaimed"
 /* r gets vectors (0: none) of doorbells; holder 0 (the owner) is a party unless vectors is 0. */
-int bells_init(struct region *r, unsigned vectors, uint64_t generation);
+int bells_init(struct region *r, unsigned vectors, uint64_t generation, bool in_guests);
 /* Closes the broker's copies (the fd store keeps them: the broker stops) and frees. */
 void bells_free(struct region *r);
 /* Holder k becomes a party: pairs with every party, kept in the fd store. Nothing announced yet. */
@@ -258,6 +263,7 @@ void region_info_after(struct broker *b, uint64_t id, struct broker_region_info 
 void broker_on_unmap_done(void *userdata, uint64_t id, const char *domain, int result);
 void broker_on_domain_gone(void *userdata, const char *domain);
 void broker_on_reconnected(void *userdata);
+void broker_on_refused(void *userdata, uint64_t region_id, const char *who, const char *why);
 
 /* resume.c */
 int broker_load(struct broker *b);

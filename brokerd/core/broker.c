@@ -153,7 +153,7 @@ int broker_new(struct broker_config *cfg, struct broker **ret, struct broker_err
         /* Before the first map: whatever the backend reports from now on reaches the broker. */
         backend_set_callbacks(b->backend, &(struct backend_callbacks) {
                 .unmap_done = broker_on_unmap_done, .domain_gone = broker_on_domain_gone,
-                .reconnected = broker_on_reconnected, .userdata = b,
+                .reconnected = broker_on_reconnected, .refused = broker_on_refused, .userdata = b,
         });
 
         q = broker_load(b);

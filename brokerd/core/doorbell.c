@@ -28,7 +28,7 @@ static void bell_store_name(const struct region *r, size_t from, size_t to, unsi
         snprintf(buf, BACKEND_FD_NAME_MAX + 1, "bell-%" PRIu64 "-%zu-%zu-%u", r->id, from, to, v);
 }
 
-int bells_init(struct region *r, unsigned vectors, uint64_t generation) {
+int bells_init(struct region *r, unsigned vectors, uint64_t generation, bool in_guests) {
         size_t n = r->n_peers + 1;
         bool *party;
         int *fd;
@@ -51,7 +51,7 @@ int bells_init(struct region *r, unsigned vectors, uint64_t generation) {
         /* The owner is a party from its share on. */
         party[0] = true;
         r->bells = (struct region_bells) { .vectors = vectors, .generation = generation, .n = n, .party = party,
-                                           .fd = fd };
+                                           .fd = fd, .in_guests = in_guests };
         return 0;
 }
 
@@ -114,6 +114,8 @@ static int bell_make(struct broker *b, struct region *r, size_t from, size_t to,
 static int bells_connect(struct broker *b, struct region *r, size_t k, bool take) {
         int made = 0;
 
+        if (r->bells.in_guests)
+                return 0;
         for (size_t j = 0; j < r->bells.n; j++) {
                 if (j == k || !r->bells.party[j])
                         continue;
@@ -155,6 +157,8 @@ void bells_unjoin(struct broker *b, struct region *r, size_t k) {
 size_t bells_join_fds(const struct region *r) {
         size_t n = 0;
 
+        if (r->bells.in_guests)
+                return 0;
         for (size_t j = 0; j < r->bells.n; j++)
                 n += r->bells.party[j];
         return 2 * r->bells.vectors * n;
@@ -273,7 +277,7 @@ static int dup_fd(int fd) {
 int bells_get(const struct region *r, size_t k, struct broker_doorbells *ret) {
         struct broker_doorbells d = { .region = r->id, .vectors = r->bells.vectors, .generation = r->bells.generation };
 
-        for (size_t j = 0; j < r->bells.n; j++) {
+        for (size_t j = 0; j < r->bells.n && !r->bells.in_guests; j++) {
                 if (j == k || !r->bells.party[j])
                         continue;
                 for (unsigned v = 0; v < r->bells.vectors; v++) {

@@ -282,3 +282,20 @@ void broker_on_reconnected(void *userdata) {
                 log_error("reconciling after the %s backend came back: %s", backend_name(b->backend), strerror(-q));
         broker_emit(b, &(struct broker_event) { .type = BROKER_EVENT_RECONCILED, .reason = "the backend reconnected" });
 }
+
+/* Someone the backend was not mapping the region for knocked at its doorbells: audited, nothing else. */
+void broker_on_refused(void *userdata, uint64_t region_id, const char *who, const char *why) {
+        struct broker *b = userdata;
+        struct region *r = hashmap_get(b->regions, &region_id);
+        char actor[BROKER_ACTOR_MAX], reason[256];
+        struct store_audit a;
+
+        snprintf(actor, sizeof(actor), "backend:%s", backend_name(b->backend));
+        snprintf(reason, sizeof(reason), "%s: %s", who ?: "unknown", why ?: "refused");
+        a = audit_row(actor, r, NULL, "doorbell-refused", NULL, NULL, reason, broker_now(b));
+        a.region = region_id;
+        if (audit_only(b, &a) < 0)
+                log_region(LOG_ERR, region_id, NULL, actor, "cannot audit a refused doorbell connection (%s)", reason);
+        log_region(LOG_WARNING, region_id, NULL, actor, "doorbell connection refused: %s", reason);
+}
+

@@ -127,7 +127,9 @@ void region_info(const struct region *r, struct broker_region_info *ret) {
 }
 
 struct backend_region backend_region_of(const struct region *r) {
-        return (struct backend_region) { .id = r->id, .base = r->base, .size = r->size, .pool = r->pool };
+        return (struct backend_region) {
+                .id = r->id, .base = r->base, .size = r->size, .pool = r->pool, .doorbells = r->bells.vectors,
+        };
 }
 
 void revoking_list_add(struct broker *b, struct region *r) {

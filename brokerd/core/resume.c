@@ -191,7 +191,8 @@ int broker_resume(struct broker *b) {
                         return q;
                 /* Before any resumed unmap: a forced one waits for the holders it now knows again. */
                 region_take_holders(b, list[k]);
-                q = bells_init(list[k], list[k]->bells.vectors, list[k]->bells.generation);
+                q = bells_init(list[k], list[k]->bells.vectors, list[k]->bells.generation,
+                               backend_guest_doorbells(b->backend));
                 if (q < 0)
                         return q;
                 q = bells_resume(b, list[k]);

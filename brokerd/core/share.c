@@ -68,9 +68,10 @@ static int share_validate(const struct broker *b, const struct broker_share_requ
                 return broker_error_set(err, BROKER_E_INVALID, "size must be greater than zero");
         if (req->has_doorbells && req->doorbells > BROKER_MAX_DOORBELL_VECTORS)
                 return broker_error_set(err, BROKER_E_INVALID, "doorbells must be 0..%d", BROKER_MAX_DOORBELL_VECTORS);
-        if (req->has_doorbells && req->doorbells > 0 && !backend_hands_fds(b->backend))
+        if (req->has_doorbells && req->doorbells > 0 && !backend_hands_fds(b->backend) &&
+            !backend_guest_doorbells(b->backend))
                 return broker_error_set(err, BROKER_E_INVALID,
-                                        "the %s backend hands the parties no fds: doorbells must be 0",
+                                        "the %s backend has no doorbells to give: doorbells must be 0",
                                         backend_name(b->backend));
 
         dev = platform_find_device(b->platform, req->device);
@@ -171,7 +172,7 @@ static int share_region_new(const struct broker *b, const struct broker_share_re
                                req->has_doorbells           ? req->doorbells
                                : backend_hands_fds(b->backend) ? BROKER_DEFAULT_DOORBELL_VECTORS
                                                                : 0,
-                               1);
+                               1, backend_guest_doorbells(b->backend));
         if (q < 0)
                 return broker_error_set(err, BROKER_E_STORE, "out of memory");
         r->pool = pr->pool;

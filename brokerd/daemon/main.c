@@ -26,7 +26,7 @@ enum {
         ARG_PLATFORM = 0x100, ARG_POLICY, ARG_DB, ARG_AGENT_SOCKET, ARG_ADMIN_SOCKET, ARG_AGENT_GROUP,
         ARG_REVOKE_TIMEOUT, ARG_MAX_MESSAGE, ARG_MAX_DEPTH, ARG_MAX_BATCH, ARG_MAX_CONN_PER_UID, ARG_MAX_CONN,
         ARG_MAX_CONN_UNKNOWN_UID, ARG_MAX_PENDING, ARG_RETAIN_AGE, ARG_RETAIN_REGIONS, ARG_RETAIN_AUDIT,
-        ARG_LOG_TARGET, ARG_BACKEND, ARG_LIBVIRT_URI, ARG_QEMU_USER, ARG_UNPLUG_ESCALATION, ARG_UNPLUG_GRACE,
+        ARG_LOG_TARGET, ARG_BACKEND, ARG_LIBVIRT_URI, ARG_QEMU_USER, ARG_IVSHMEM_DIR, ARG_UNPLUG_ESCALATION, ARG_UNPLUG_GRACE,
         ARG_VERSION,
 };
 
@@ -52,6 +52,7 @@ static const struct option options[] = {
         { "backend", required_argument, NULL, ARG_BACKEND },
         { "libvirt-uri", required_argument, NULL, ARG_LIBVIRT_URI },
         { "qemu-user", required_argument, NULL, ARG_QEMU_USER },
+        { "ivshmem-dir", required_argument, NULL, ARG_IVSHMEM_DIR },
         { "unplug-escalation", required_argument, NULL, ARG_UNPLUG_ESCALATION },
         { "unplug-grace", required_argument, NULL, ARG_UNPLUG_GRACE },
         { "help", no_argument, NULL, 'h' },
@@ -97,6 +98,7 @@ static void help(void) {
                "  --backend NAME               how regions are mapped (" BACKEND_DRIVER_DEFAULT "; see below)\n"
                "  --libvirt-uri URI            libvirt connection of the libvirt backend (qemu:///system)\n"
                "  --qemu-user USER             user QEMU runs as, owner of region files (libvirt-qemu)\n"
+               "  --ivshmem-dir DIR            libvirt backend: doorbell regions' ivshmem sockets (/run/brokerd/ivshmem)\n"
                "  --revoke-timeout DURATION    deadline of revokes brokerd starts itself (10s)\n"
                "  --unplug-escalation report|pause|stop|destroy|kill\n"
                "                               against a domain or process keeping a revoked mapping\n"
@@ -193,6 +195,8 @@ static const char **string_option(int id, struct manager_config *cfg) {
                 return &cfg->backend_options.libvirt_uri;
         case ARG_QEMU_USER:
                 return &cfg->backend_options.qemu_user;
+        case ARG_IVSHMEM_DIR:
+                return &cfg->backend_options.ivshmem_dir;
         default:
                 return NULL;
         }
@@ -253,6 +257,8 @@ static int parse_option(int id, const char *s, struct manager_config *cfg) {
         if (field) {
                 if (id == ARG_QEMU_USER && !*s)
                         return fprintf(stderr, "brokerd: --qemu-user takes a user name\n"), -EINVAL;
+                if (id == ARG_IVSHMEM_DIR && s[0] != '/')
+                        return fprintf(stderr, "brokerd: --ivshmem-dir takes an absolute path\n"), -EINVAL;
                 *field = s;
                 return 0;
         }
