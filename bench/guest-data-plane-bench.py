@@ -15,6 +15,7 @@ Prints each round's figures, and the channel's against that round's TCP. Asserts
 time. Destroys the domains it created (by name) and stops what it started (by pid).
 """
 import argparse
+import json
 import os
 import re
 import shutil
@@ -122,6 +123,51 @@ class HarnessServer:
         self.proc.stop()
 
 
+class BrokerdServer:
+    """The doorbell region brokered: brokerd --backend libvirt shares it from A (its device nic0)
+    with B, doorbells=2; brokerd hot-plugs the ivshmem-doorbell devices and serves them itself."""
+
+    def __init__(self, binary, rundir, size, guests):
+        os.environ["BROKERD_BIN"] = binary
+        sys.path.insert(0, os.path.join(E2E, "..", "integration"))
+        import harness  # noqa: E402 (it reads BROKERD_BIN)
+        a, b = guests
+        self.pool = "gbench" + str(os.getpid())
+        policy = {"agents": [{"uid": 0, "domains": [a.name, b.name]}],
+                  "shares": [{"sharer": a.name, "device": "nic0", "peers": [b.name], "access": "rw"}]}
+        self.d = harness.Daemon(policy=policy, extra_args=[
+            "--backend", "libvirt", "--libvirt-uri", e2e.URI, "--ivshmem-dir", os.path.join(rundir, "ivshmem")])
+        platform = {
+            "memory": [{"name": "bank0", "base": 0, "size": "4GiB", "numa_node": 0}],
+            "pools": [{"name": self.pool, "base": "1GiB", "size": str(2 * size), "numa_node": 0,
+                       "granule": "4KiB", "backing": {"kind": "shm", "path": e2e.SHM_DIR}}],
+            "devices": [{"name": "nic0", "owner": a.name, "dma_mask_bits": 64}],
+        }
+        with open(self.d.platform_path, "w") as f:
+            json.dump(platform, f)
+        self.d.start()
+        try:
+            owner, peer = self.d.agent(), self.d.agent()
+            r = owner.call("region.share", {"owner": a.name, "device": "nic0", "size": size, "doorbells": 2,
+                                            "peers": [{"domain": b.name, "access": "rw"}]})
+            peer.call("region.attach", {"domain": b.name, "token": r["tokens"][0]["token"]})
+            version = owner.call("broker.info")["version"]
+        except BaseException:
+            self.stop()
+            raise
+        self.describe = (f"brokerd {version} --backend libvirt: {a.name} shares region {r['region']} of {size} bytes "
+                         f"(pool {self.pool}, /dev/shm) with {b.name}, who attaches; doorbells 2")
+
+    def stop(self):
+        rc = self.d.stop()
+        if rc != 0:
+            print(self.d.read_log()[-3000:], file=sys.stderr)
+        self.d.cleanup()
+        for f in os.listdir(e2e.SHM_DIR):
+            if f.startswith(f"brokerd-{self.pool}-"):
+                os.unlink(os.path.join(e2e.SHM_DIR, f))
+
+
 def parse_cases(out):
     """guestbench's CASE lines: {key: {field: int}}."""
     cases = {}
@@ -214,7 +260,10 @@ def run(opts, rundir):
         for g in (a, b):
             g.wait_ready()
         log("both guests at their command loop")
-        server = HarnessServer(opts.harness, rundir, opts.region_size, (a, b))
+        if opts.brokerd:
+            server = BrokerdServer(opts.brokerd, rundir, opts.region_size, (a, b))
+        else:
+            server = HarnessServer(opts.harness, rundir, opts.region_size, (a, b))
         ids = {}
         for g in (a, b):
             e2e.wait_for(f"{g.name}'s doorbell device",
@@ -250,7 +299,8 @@ def run(opts, rundir):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--harness", required=True, help="tests/e2e/ivshmem-server-harness")
+    p.add_argument("--brokerd", help="brokerd's binary: it serves the doorbell region (libvirt backend)")
+    p.add_argument("--harness", help="tests/e2e/ivshmem-server-harness: it serves the region instead of brokerd")
     p.add_argument("--prefix", default="gb-bench", help="the domains' names: PREFIX-a, PREFIX-b")
     p.add_argument("--kvm", dest="domain_type", action="store_const", const="kvm", default="qemu",
                    help="<domain type='kvm'> instead of 'qemu' (TCG)")
@@ -262,6 +312,8 @@ def main():
     p.add_argument("--udp-port", type=int, default=45110)
     p.add_argument("--cpus", default="0,1", help="A,B: host CPUs of each guest's QEMU, or 'none'")
     opts = p.parse_args()
+    if bool(opts.brokerd) == bool(opts.harness):
+        p.error("one of --brokerd and --harness")
     opts.cases = opts.cases.split(",")
     opts.transports = opts.transports.split(",")
     if not set(opts.cases) <= set(CASES) or not set(opts.transports) <= set(TRANSPORTS):
