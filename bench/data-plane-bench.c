@@ -35,16 +35,6 @@
 
 #define DEFAULT_RING_SIZE (8u << 20)
 
-static const struct dp_transport transports[] = {
-        { "tcp", "tcp loopback (TCP_NODELAY)", DP_TCP },
-        { "unix", "unix stream socket", DP_UNIX },
-        { "copy", "channel copy, blocking", DP_CHANNEL, false, BROKERD_CHANNEL_BLOCKING },
-        { "zc", "channel zero-copy, blocking", DP_CHANNEL, true, BROKERD_CHANNEL_BLOCKING },
-        { "copy-nospin", "channel copy, blocking, spin 0", DP_CHANNEL, false, BROKERD_CHANNEL_BLOCKING, true },
-        { "copy-poll", "channel copy, busy-poll", DP_CHANNEL, false, BROKERD_CHANNEL_BUSY_POLL },
-        { "zc-poll", "channel zero-copy, busy-poll", DP_CHANNEL, true, BROKERD_CHANNEL_BUSY_POLL },
-};
-#define N_TRANSPORTS (sizeof(transports) / sizeof(transports[0]))
 
 #define N_CASES DP_N_CASES
 
@@ -52,7 +42,7 @@ struct options {
         struct dp_region_config region;
         int cpu[_DP_SIDE_MAX];
         unsigned divide; /* --quick: every count divided by this */
-        bool transport_selected[N_TRANSPORTS]; /* none: all */
+        bool transport_selected[DP_N_TRANSPORTS]; /* none: all */
         bool case_selected[N_CASES];           /* none: all */
 };
 
@@ -202,7 +192,7 @@ static void help(void) {
 }
 
 static const char *transport_key(size_t i) {
-        return transports[i].key;
+        return dp_transports[i].key;
 }
 
 static int parse_cpus(const char *s, int cpu[_DP_SIDE_MAX]) {
@@ -280,7 +270,7 @@ static int parse_options(int argc, char *argv[], struct options *o) {
                         r = parse_cpus(optarg, o->cpu);
                         break;
                 case ARG_TRANSPORTS:
-                        r = dp_parse_keys(optarg, "--transports", transport_key, N_TRANSPORTS, o->transport_selected);
+                        r = dp_parse_keys(optarg, "--transports", transport_key, DP_N_TRANSPORTS, o->transport_selected);
                         break;
                 case ARG_CASES:
                         r = dp_parse_keys(optarg, "--cases", dp_case_key, N_CASES, o->case_selected);
@@ -350,7 +340,7 @@ int main(int argc, char *argv[]) {
         bench_program = "data-plane-bench";
         if (parse_options(argc, argv, &o) < 0)
                 return 2;
-        all = dp_none_selected(o.transport_selected, N_TRANSPORTS);
+        all = dp_none_selected(o.transport_selected, DP_N_TRANSPORTS);
         n_cases = dp_select_cases(o.case_selected, o.divide, cases);
         if (o.cpu[DP_SIDE_A] < 0 && (r = default_cpus(o.cpu)) < 0) {
                 fprintf(stderr, "%s: cannot read the CPUs allowed: %s\n", bench_program, strerror(-r));
@@ -362,7 +352,7 @@ int main(int argc, char *argv[]) {
         fflush(stdout);
 
         /* Shared with the sides, which write their figures into it. */
-        runs = mmap(NULL, N_TRANSPORTS * sizeof(*runs), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+        runs = mmap(NULL, DP_N_TRANSPORTS * sizeof(*runs), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
         if (runs == MAP_FAILED) {
                 fprintf(stderr, "%s: cannot map the results: %m\n", bench_program);
                 return 1;
@@ -370,19 +360,19 @@ int main(int argc, char *argv[]) {
         sigemptyset(&chld);
         sigaddset(&chld, SIGCHLD);
         sigprocmask(SIG_BLOCK, &chld, NULL);
-        for (size_t i = 0; i < N_TRANSPORTS; i++) {
-                runs[i].t = &transports[i];
+        for (size_t i = 0; i < DP_N_TRANSPORTS; i++) {
+                runs[i].t = &dp_transports[i];
                 if (!all && !o.transport_selected[i])
                         continue;
-                fprintf(stderr, "%s: %s...\n", bench_program, transports[i].label);
+                fprintf(stderr, "%s: %s...\n", bench_program, dp_transports[i].label);
                 runs[i].probe_ns = dp_probe_ns(o.cpu);
                 if (run_transport(&o, cases, n_cases, &runs[i]) < 0) {
-                        fprintf(stderr, "%s: %s failed\n", bench_program, transports[i].label);
+                        fprintf(stderr, "%s: %s failed\n", bench_program, dp_transports[i].label);
                         failed++;
                 }
         }
-        dp_report(cases, n_cases, runs, N_TRANSPORTS);
-        munmap(runs, N_TRANSPORTS * sizeof(*runs));
+        dp_report(cases, n_cases, runs, DP_N_TRANSPORTS);
+        munmap(runs, DP_N_TRANSPORTS * sizeof(*runs));
         if (fflush(stdout) != 0)
                 return 1;
         return failed ? 1 : 0;

@@ -20,6 +20,16 @@
 #define FILL_READY 0xa5
 #define FILL_ACK 0x5a
 
+const struct dp_transport dp_transports[DP_N_TRANSPORTS] = {
+        { "tcp", "tcp loopback (TCP_NODELAY)", DP_TCP },
+        { "unix", "unix stream socket", DP_UNIX },
+        { "copy", "channel copy, blocking", DP_CHANNEL, false, BROKERD_CHANNEL_BLOCKING },
+        { "zc", "channel zero-copy, blocking", DP_CHANNEL, true, BROKERD_CHANNEL_BLOCKING },
+        { "copy-nospin", "channel copy, blocking, spin 0", DP_CHANNEL, false, BROKERD_CHANNEL_BLOCKING, true },
+        { "copy-poll", "channel copy, busy-poll", DP_CHANNEL, false, BROKERD_CHANNEL_BUSY_POLL },
+        { "zc-poll", "channel zero-copy, busy-poll", DP_CHANNEL, true, BROKERD_CHANNEL_BUSY_POLL },
+};
+
 /* Iterations per size: the slowest transport (TCP here) spends one to two seconds on each case. */
 const struct dp_case dp_default_cases[DP_N_CASES] = {
         { "pp-14", DP_PINGPONG, 14, 50000, 5000 },

@@ -67,6 +67,10 @@ struct dp_case {
 /* The largest message of any case. */
 #define DP_MAX_MESSAGE (1u << 20)
 
+/* Every transport, in the order data-plane-bench runs them (data-plane-cases.c). */
+#define DP_N_TRANSPORTS 7
+extern const struct dp_transport dp_transports[DP_N_TRANSPORTS];
+
 /* Every case, in the order they run, with the counts of a full run (data-plane-cases.c). */
 #define DP_N_CASES 8
 _Static_assert(DP_N_CASES <= DP_MAX_CASES, "DP_MAX_CASES too small");

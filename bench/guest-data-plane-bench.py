@@ -19,6 +19,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -319,6 +320,9 @@ def main():
     if not set(opts.cases) <= set(CASES) or not set(opts.transports) <= set(TRANSPORTS):
         p.error(f"cases are some of {CASES}, transports some of {TRANSPORTS}")
     opts.cpus = None if opts.cpus == "none" else [int(c) for c in opts.cpus.split(",")]
+    # A SIGTERM or hangup unwinds through the finally clauses: the domains and daemons are stopped.
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, lambda signum, frame: sys.exit(128 + signum))
     daemons = e2e.started_daemons()
     rundir = tempfile.mkdtemp(prefix=opts.prefix + "-", dir="/var/tmp")
     os.chmod(rundir, 0o755)  # libvirt-qemu reaches the FIFOs, the console files and the socket
