@@ -306,7 +306,7 @@ def main():
     p.add_argument("--kvm", dest="domain_type", action="store_const", const="kvm", default="qemu",
                    help="<domain type='kvm'> instead of 'qemu' (TCG)")
     p.add_argument("--rounds", type=int, default=2)
-    p.add_argument("--divide", type=int, default=100, help="data-plane-bench's counts divided by this")
+    p.add_argument("--divide", type=int, default=10, help="data-plane-bench's counts divided by this")
     p.add_argument("--cases", default=",".join(CASES))
     p.add_argument("--transports", default=",".join(TRANSPORTS))
     p.add_argument("--region-size", type=int, default=32 << 20)
