@@ -12,8 +12,8 @@
  *              ring ends (--peer ID, vector 0 "data" / 1 "space"), wait ends our vectors
  * Usage: guestbench a|b TRANSPORT [--peer-ip IP] [--port N] [--peer ID] [--device PATH]
  *                   [--cases LIST] [--divide N]
- * TRANSPORT: tcp copy zc copy-nospin copy-poll zc-poll (data-plane-bench's transports, dp_transports[],
- * but its Unix socket; in messages "tcp" keeps data-plane-bench's label "loopback"). The side that must
+ * TRANSPORT: tcp copy zc copy-nospin copy-poll zc-poll: data-plane-bench's transports (dp_transports[],
+ * whose labels its error messages use) but the Unix socket. The side that must
  * be there first (B for tcp: it listens; A for the channel: it writes the header) prints "READY".
  * Every case prints a line "CASE side=.. key=.. n=.. size=.. elapsed_ns=.. cpu_ns=.. sys_ns=.."
  * plus, on A for ping-pong, " p50_ns=.. p99_ns=.. mean_ns=.. max_ns=..". B, once A has closed the
