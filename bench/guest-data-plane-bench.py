@@ -96,29 +96,34 @@ def plug_doorbell(guest, socket_path, rundir):
     e2e.virsh("attach-device", guest.name, path, "--live")
 
 
+class SizedHarness(test_ivshmem_server.Harness):
+    """test_ivshmem_server's harness process, with a region of size bytes and a socket for group gid."""
+
+    def __init__(self, binary, path, size, gid):
+        self.proc = subprocess.Popen([binary, path, str(size), "2", str(gid)], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True, bufsize=1)
+        self.pid = self.proc.pid
+        self.buf = ""
+        self.expect_line("ready")
+
+
 class HarnessServer:
     """The doorbell region's server: tests/e2e/ivshmem-server-harness, admitting the two guests."""
 
     def __init__(self, binary, rundir, size, guests):
-        self.path = os.path.join(rundir, "doorbell.sock")
+        path = os.path.join(rundir, "doorbell.sock")
         # The socket's group is the QEMUs' (libvirt runs them as its own user).
-        self.proc = self._start(binary, size, guests[0].qemu_gid())
-        for i, g in enumerate(guests):
-            self.proc.command(f"expect dom-{g.name} {g.pid}")
-            plug_doorbell(g, self.path, rundir)
-            self.proc.expect_line(f"joined {i} dom-{g.name}")
+        self.proc = SizedHarness(binary, path, size, guests[0].qemu_gid())
+        try:
+            for i, g in enumerate(guests):
+                self.proc.command(f"expect dom-{g.name} {g.pid}")
+                plug_doorbell(g, path, rundir)
+                self.proc.expect_line(f"joined {i} dom-{g.name}")
+        except BaseException:
+            self.stop()
+            raise
         self.describe = (f"tests/e2e/ivshmem-server-harness (brokerd's ivshmem server as a process, not the "
                          f"daemon): a memfd of {size} bytes, 2 vectors")
-
-    def _start(self, binary, size, gid):
-        # test_ivshmem_server.Harness's protocol; started here with our size and group.
-        h = test_ivshmem_server.Harness.__new__(test_ivshmem_server.Harness)
-        h.proc = subprocess.Popen([binary, self.path, str(size), "2", str(gid)], stdin=subprocess.PIPE,
-                                  stdout=subprocess.PIPE, text=True, bufsize=1)
-        h.pid = h.proc.pid
-        h.buf = ""
-        h.expect_line("ready")
-        return h
 
     def stop(self):
         self.proc.stop()
