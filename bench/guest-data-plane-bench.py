@@ -39,7 +39,6 @@ LABELS = {"tcp": "tcp over virtio-net (TCP_NODELAY)", "copy": "channel copy, blo
 NET = "10.211.0."
 MAC = "52:54:00:b7:00:0"
 DOORBELL_ALIAS = "ua-gbench-dbell"
-RUN_TIMEOUT = 1800
 
 
 def log(msg):
@@ -185,24 +184,45 @@ def parse_cases(out):
     return cases
 
 
+class Stalled(Exception):
+    pass
+
+
 def run_transport(a, b, ids, transport, opts):
-    """Both sides of one transport; returns (A's cases, B's cases)."""
+    """Both sides of one transport, in the background in their guests; returns (A's cases, B's
+    cases). Raises Stalled (both sides stopped, A's cases so far kept in .cases) when no case ends
+    for --stall-timeout seconds."""
     common = f"--cases {','.join(opts.cases)} --divide {opts.divide}"
     if transport == "tcp":
-        first, first_cmd = b, f"guestbench b tcp {common}"
-        second, second_cmd = a, f"guestbench a tcp --peer-ip {b.ip} {common}"
+        order = ((b, f"guestbench b tcp {common}"), (a, f"guestbench a tcp --peer-ip {b.ip} {common}"))
     else:
-        first, first_cmd = a, f"guestbench a {transport} --peer {ids[b.name]} {common}"
-        second, second_cmd = b, f"guestbench b {transport} --peer {ids[a.name]} {common}"
-    first.sh(f"({first_cmd}; echo EXIT $?) >/tmp/bench.log 2>&1 &")
-    e2e.wait_for(f"{first.name}'s {transport} side to be ready",
-                 lambda: re.search(r"^(READY|EXIT)", first.sh("cat /tmp/bench.log"), re.M), 60)
-    out2 = second.sh(second_cmd, timeout=RUN_TIMEOUT)
-    out1 = e2e.wait_for(f"{first.name}'s {transport} side to end",
-                        lambda: (lambda o: o if "EXIT" in o else None)(first.sh("cat /tmp/bench.log")), 120)
-    if "EXIT 0" not in out1:
-        raise AssertionError(f"{first.name}: {first_cmd}: {out1}")
-    outs = {first.name: out1, second.name: out2}
+        order = ((a, f"guestbench a {transport} --peer {ids[b.name]} {common}"),
+                 (b, f"guestbench b {transport} --peer {ids[a.name]} {common}"))
+    for i, (g, cmd) in enumerate(order):
+        g.sh(f"({cmd}; echo EXIT $?) >/tmp/bench.log 2>&1 &")
+        if i == 0:  # the side that must be there first
+            e2e.wait_for(f"{g.name}'s {transport} side to be ready",
+                         lambda: re.search(r"^(READY|EXIT)", g.sh("cat /tmp/bench.log"), re.M), 60)
+    outs, last, progress = {}, None, time.monotonic()
+    while True:
+        outs = {g.name: g.sh("cat /tmp/bench.log") for g in (a, b)}
+        if all("EXIT" in o for o in outs.values()):
+            break
+        now = (outs[a.name].count("\n"), outs[b.name].count("\n"))
+        if now != last:
+            last, progress = now, time.monotonic()
+        elif time.monotonic() - progress > opts.stall_timeout:
+            irqs = {g.name: g.sh("grep ivshmem-doorbell /proc/interrupts || true").split("\n") for g in (a, b)}
+            for g in (a, b):
+                g.sh("kill $(pidof guestbench) 2>/dev/null; true")
+            e = Stalled(f"{LABELS[transport]}: no case ended for {opts.stall_timeout}s; stopped. "
+                        f"Output: {outs}; doorbell interrupts: {irqs}")
+            e.cases = (parse_cases(outs[a.name]), parse_cases(outs[b.name]))
+            raise e
+        time.sleep(5)  # a `cat` in each guest every 5 s: a small disturbance, the same for every transport
+    for g, cmd in order:
+        if "EXIT 0" not in outs[g.name]:
+            raise AssertionError(f"{g.name}: {cmd}: {outs[g.name]}")
     return parse_cases(outs[a.name]), parse_cases(outs[b.name])
 
 
@@ -213,7 +233,9 @@ def fmt_ratio(x, ref):
 def report(rounds, opts):
     """A table per case: a row per transport and round, the channel against its round's TCP."""
     for key in opts.cases:
-        size = next(int(r[t][0][key]["size"]) for r in rounds for t in r if key in r[t][0])
+        size = next((int(r[t][0][key]["size"]) for r in rounds for t in r if key in r[t][0]), None)
+        if size is None:
+            continue
         label = f"{size} B" if size < 1024 else f"{size >> 10} KiB" if size < 1 << 20 else f"{size >> 20} MiB"
         if key.startswith("pp-"):
             print(f"\n== ping-pong round trip, {label} each way (us; CPU: both guests, per round trip) ==")
@@ -285,16 +307,23 @@ def run(opts, rundir):
         print(f"doorbell region: {server.describe}")
         print(f"cases: {' '.join(opts.cases)}, counts of data-plane-bench divided by {opts.divide}")
         sys.stdout.flush()
-        rounds = []
+        rounds, stalls = [], []
         for i in range(opts.rounds):
             r = {}
+            rounds.append(r)
             for t in opts.transports:
                 log(f"round {i + 1}: {LABELS[t]}...")
                 t0 = time.monotonic()
-                r[t] = run_transport(a, b, ids, t, opts)
+                try:
+                    r[t] = run_transport(a, b, ids, t, opts)
+                except Stalled as e:
+                    r[t] = e.cases
+                    stalls.append(f"round {i + 1}: {e}")
+                    log(f"round {i + 1}: STALLED: {e}")
                 log(f"round {i + 1}: {LABELS[t]}: {time.monotonic() - t0:.0f}s")
-            rounds.append(r)
         report(rounds, opts)
+        for line in stalls:
+            print(f"\nSTALLED (the rows of this transport and round stop where it stopped): {line}")
     finally:
         if server:
             server.stop()
@@ -315,6 +344,8 @@ def main():
     p.add_argument("--cases", default=",".join(CASES))
     p.add_argument("--transports", default=",".join(TRANSPORTS))
     p.add_argument("--region-size", type=int, default=32 << 20)
+    p.add_argument("--stall-timeout", type=int, default=300,
+                   help="seconds without a case ending after which both sides are stopped and reported")
     p.add_argument("--udp-port", type=int, default=45110)
     p.add_argument("--cpus", default="0,1", help="A,B: host CPUs of each guest's QEMU, or 'none'")
     opts = p.parse_args()

@@ -15,7 +15,7 @@
  * TRANSPORT: tcp copy zc copy-nospin copy-poll zc-poll: data-plane-bench's transports (dp_transports[],
  * whose labels its error messages use) but the Unix socket. The side that must
  * be there first (B for tcp: it listens; A for the channel: it writes the header) prints "READY".
- * Every case prints a line "CASE side=.. key=.. n=.. size=.. elapsed_ns=.. cpu_ns=.. sys_ns=.."
+ * Every case, once done, prints a line "CASE side=.. key=.. n=.. size=.. elapsed_ns=.. cpu_ns=.. sys_ns=.."
  * plus, on A for ping-pong, " p50_ns=.. p99_ns=.. mean_ns=.. max_ns=..". B, once A has closed the
  * channel, clears its header so that the next A starts from scratch. Exit 0, or 1 with a message.
  */
@@ -147,24 +147,18 @@ static size_t ring_size_for(uint64_t size) {
         return 0;
 }
 
-static void print_cases(const struct options *o, const struct dp_case *cases, size_t n, const struct dp_result *res) {
-        for (size_t i = 0; i < n; i++) {
-                const struct dp_result *x = &res[i];
-
-                if (!x->done[o->side])
-                        continue;
-                printf("CASE side=%c key=%s n=%u size=%zu elapsed_ns=%llu cpu_ns=%llu sys_ns=%llu", 'A' + o->side,
-                       cases[i].key, cases[i].n, cases[i].size, (unsigned long long) x->elapsed_ns,
-                       (unsigned long long) x->cpu_ns[o->side], (unsigned long long) x->sys_ns[o->side]);
-                if (o->side == DP_SIDE_A && cases[i].pattern == DP_PINGPONG)
-                        printf(" p50_ns=%llu p99_ns=%llu mean_ns=%.0Lf max_ns=%llu", (unsigned long long) x->rtt.p50,
-                               (unsigned long long) x->rtt.p99, x->rtt.sum / cases[i].n,
-                               (unsigned long long) x->rtt.max);
-                printf("\n");
-        }
+static void print_case(const struct options *o, const struct dp_case *c, const struct dp_result *x) {
+        printf("CASE side=%c key=%s n=%u size=%zu elapsed_ns=%llu cpu_ns=%llu sys_ns=%llu", 'A' + o->side, c->key, c->n,
+               c->size, (unsigned long long) x->elapsed_ns, (unsigned long long) x->cpu_ns[o->side],
+               (unsigned long long) x->sys_ns[o->side]);
+        if (o->side == DP_SIDE_A && c->pattern == DP_PINGPONG)
+                printf(" p50_ns=%llu p99_ns=%llu mean_ns=%.0Lf max_ns=%llu", (unsigned long long) x->rtt.p50,
+                       (unsigned long long) x->rtt.p99, x->rtt.sum / c->n, (unsigned long long) x->rtt.max);
+        printf("\n");
 }
 
-static int run(const struct options *o, const struct dp_case *cases, size_t n_cases, struct dp_result *res) {
+/* Each case's line as soon as it is done: the driver sees progress, and where a run stopped. */
+static int run(const struct options *o, const struct dp_case *cases, size_t n_cases) {
         struct dp_end e = { .t = o->t, .fd = -1, .cap = DP_MAX_MESSAGE };
         struct dp_region reg = {};
         int r;
@@ -182,8 +176,13 @@ static int run(const struct options *o, const struct dp_case *cases, size_t n_ca
                 if (r >= 0 && o->side == DP_SIDE_A)
                         printf("READY\n");
         }
-        if (r >= 0)
-                r = dp_run_cases(&e, o->side, cases, n_cases, res);
+        for (size_t i = 0; r >= 0 && i < n_cases; i++) {
+                struct dp_result res = {};
+
+                r = dp_run_cases(&e, o->side, &cases[i], 1, &res);
+                if (r >= 0)
+                        print_case(o, &cases[i], &res);
+        }
         if (r >= 0 && e.ch && o->side == DP_SIDE_B) {
                 r = dp_channel_wait_closed(&e);
                 /* A has let go: the next A writes a fresh header, and no B joins this one. */
@@ -243,7 +242,6 @@ static int parse_options(int argc, char *argv[], struct options *o) {
 int main(int argc, char *argv[]) {
         struct options o = { .port = 5201, .peer = -1, .device = "/dev/ivshmem-doorbell0", .divide = 1 };
         struct dp_case cases[DP_N_CASES];
-        struct dp_result res[DP_N_CASES] = {};
         size_t n;
 
         bench_program = "guestbench";
@@ -254,8 +252,5 @@ int main(int argc, char *argv[]) {
                 return 2;
         }
         n = dp_select_cases(o.case_selected, o.divide, cases);
-        if (run(&o, cases, n, res) < 0)
-                return 1;
-        print_cases(&o, cases, n, res);
-        return 0;
+        return run(&o, cases, n) < 0 ? 1 : 0;
 }
