@@ -344,7 +344,7 @@ def main():
     p.add_argument("--cases", default=",".join(CASES))
     p.add_argument("--transports", default=",".join(TRANSPORTS))
     p.add_argument("--region-size", type=int, default=32 << 20)
-    p.add_argument("--stall-timeout", type=int, default=300,
+    p.add_argument("--stall-timeout", type=int, default=180,
                    help="seconds without a case ending after which both sides are stopped and reported")
     p.add_argument("--udp-port", type=int, default=45110)
     p.add_argument("--cpus", default="0,1", help="A,B: host CPUs of each guest's QEMU, or 'none'")
