@@ -26,7 +26,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -35,15 +34,12 @@
 
 #define DEFAULT_RING_SIZE (8u << 20)
 
-
-#define N_CASES DP_N_CASES
-
 struct options {
         struct dp_region_config region;
         int cpu[_DP_SIDE_MAX];
         unsigned divide; /* --quick: every count divided by this */
         bool transport_selected[DP_N_TRANSPORTS]; /* none: all */
-        bool case_selected[N_CASES];           /* none: all */
+        bool case_selected[DP_N_CASES];           /* none: all */
 };
 
 /* The connection the coordinator makes for one transport before it forks. */
@@ -273,7 +269,7 @@ static int parse_options(int argc, char *argv[], struct options *o) {
                         r = dp_parse_keys(optarg, "--transports", transport_key, DP_N_TRANSPORTS, o->transport_selected);
                         break;
                 case ARG_CASES:
-                        r = dp_parse_keys(optarg, "--cases", dp_case_key, N_CASES, o->case_selected);
+                        r = dp_parse_keys(optarg, "--cases", dp_case_key, DP_N_CASES, o->case_selected);
                         break;
                 case ARG_QUICK:
                         o->divide = 100;
@@ -330,7 +326,7 @@ int main(int argc, char *argv[]) {
                 .cpu = { -1, -1 },
                 .divide = 1,
         };
-        struct dp_case cases[N_CASES];
+        struct dp_case cases[DP_N_CASES];
         struct dp_run *runs;
         sigset_t chld;
         size_t n_cases;
