@@ -6,13 +6,16 @@ two guests"). bench/run-guest-data-plane-bench.sh builds what it needs and runs 
 
 Two transient domains (PREFIX-a, PREFIX-b; tests/e2e/domain.xml: machine pc, 1 vCPU, the e2e
 guest of tests/e2e/build-guest.sh) are linked by a pair of <interface type='udp'> virtio NICs
-(10.211.0.1 and .2, no bridge). The doorbell region (2 vectors) is plugged into both by its
-server: tests/e2e/ivshmem-server-harness, which admits exactly the two guests' QEMUs (by pid) and
-serves a memfd of --region-size bytes. In every round each transport runs once, in the order of
---transports (TCP first, then the channel's modes), so that TCP and the channel alternate; in
-each guest tests/e2e/guest/guestbench runs data-plane-bench's cases (bench/data-plane-cases.c).
-Prints each round's figures, and the channel's against that round's TCP. Asserts nothing about
-time. Destroys the domains it created (by name) and stops what it started (by pid).
+(10.211.0.1 and .2, no bridge). The doorbell region (--region-size bytes, 2 vectors) comes from
+--brokerd: brokerd --backend libvirt, A's domain shares it with B's (doorbells=2), brokerd plugs
+an ivshmem-doorbell device into each and serves them; or from --harness:
+tests/e2e/ivshmem-server-harness admits exactly the two QEMUs (by pid) and this script plugs the
+devices. In every round each transport runs once, in the order of --transports (TCP first, then
+the channel's modes), so that TCP and the channel alternate; in each guest tests/e2e/guest/guestbench
+runs data-plane-bench's cases (bench/data-plane-cases.c), both sides in the background, watched
+for progress (--stall-timeout). Prints each round's figures, and the channel's against that
+round's TCP. Asserts nothing about time. Destroys the domains it created (by name) and stops
+what it started (by pid).
 """
 import argparse
 import json
