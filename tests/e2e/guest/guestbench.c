@@ -39,7 +39,6 @@
 
 #define CONNECT_TRIES 100 /* 100 ms apart */
 
-
 struct options {
         enum dp_side side;
         const struct dp_transport *t;
