@@ -191,10 +191,11 @@ class Stalled(Exception):
     pass
 
 
-def run_transport(a, b, ids, transport, opts):
+def run_transport(a, b, ids, transport, opts, notes, tag):
     """Both sides of one transport, in the background in their guests; returns (A's cases, B's
-    cases). Raises Stalled (both sides stopped, A's cases so far kept in .cases) when no case ends
-    for --stall-timeout seconds."""
+    cases). When no case ends for --stall-timeout seconds, each guest rings the other once (a
+    run that then goes on lost a wake-up: noted in notes, after tag); if that does not help
+    within 30 s, raises Stalled (both sides stopped, the cases so far in .cases)."""
     common = f"--cases {','.join(opts.cases)} --divide {opts.divide}"
     if transport == "tcp":
         order = ((b, f"guestbench b tcp {common}"), (a, f"guestbench a tcp --peer-ip {b.ip} {common}"))
@@ -206,7 +207,7 @@ def run_transport(a, b, ids, transport, opts):
         if i == 0:  # the side that must be there first
             e2e.wait_for(f"{g.name}'s {transport} side to be ready",
                          lambda: re.search(r"^(READY|EXIT)", g.sh("cat /tmp/bench.log"), re.M), 60)
-    outs, last, progress = {}, None, time.monotonic()
+    outs, last, progress, probed = {}, None, time.monotonic(), False
     while True:
         outs = {g.name: g.sh("cat /tmp/bench.log") for g in (a, b)}
         if all("EXIT" in o for o in outs.values()):
@@ -214,18 +215,29 @@ def run_transport(a, b, ids, transport, opts):
         now = (outs[a.name].count("\n"), outs[b.name].count("\n"))
         if now != last:
             last, progress = now, time.monotonic()
-        elif time.monotonic() - progress > opts.stall_timeout:
+        elif time.monotonic() - progress > opts.stall_timeout and transport != "tcp" and not probed:
+            # A lost wake-up, or sides waiting for each other? Each guest rings the other once.
             irqs = {g.name: g.sh("grep ivshmem-doorbell /proc/interrupts || true").split("\n") for g in (a, b)}
+            for g, peer in ((a, b), (b, a)):
+                g.sh(f"guestbench ring --peer {ids[peer.name]}")
+            probed, progress = True, time.monotonic() - opts.stall_timeout + 30
+            log(f"{LABELS[transport]}: no case ended for {opts.stall_timeout}s; each guest rang the other "
+                f"(doorbell interrupts so far: {irqs})")
+        elif time.monotonic() - progress > opts.stall_timeout:
             for g in (a, b):
                 g.sh("kill $(pidof guestbench) 2>/dev/null; true")
-            e = Stalled(f"{LABELS[transport]}: no case ended for {opts.stall_timeout}s; stopped. "
-                        f"Output: {outs}; doorbell interrupts: {irqs}")
+            e = Stalled(f"{LABELS[transport]}: no case ended for {opts.stall_timeout}s"
+                        f"{' nor 30s after a ring each way' if probed else ''}; stopped (its rows stop where "
+                        f"it stopped). Output: {outs}")
             e.cases = (parse_cases(outs[a.name]), parse_cases(outs[b.name]))
             raise e
         time.sleep(5)  # a `cat` in each guest every 5 s: a small disturbance, the same for every transport
     for g, cmd in order:
         if "EXIT 0" not in outs[g.name]:
             raise AssertionError(f"{g.name}: {cmd}: {outs[g.name]}")
+    if probed:
+        notes.append(f"{tag}: {LABELS[transport]}: no case ended for {opts.stall_timeout}s, then the run went on "
+                     f"after each guest rang the other once (a lost wake-up)")
     return parse_cases(outs[a.name]), parse_cases(outs[b.name])
 
 
@@ -318,7 +330,7 @@ def run(opts, rundir):
                 log(f"round {i + 1}: {LABELS[t]}...")
                 t0 = time.monotonic()
                 try:
-                    r[t] = run_transport(a, b, ids, t, opts)
+                    r[t] = run_transport(a, b, ids, t, opts, stalls, f"round {i + 1}")
                 except Stalled as e:
                     r[t] = e.cases
                     stalls.append(f"round {i + 1}: {e}")
@@ -326,7 +338,7 @@ def run(opts, rundir):
                 log(f"round {i + 1}: {LABELS[t]}: {time.monotonic() - t0:.0f}s")
         report(rounds, opts)
         for line in stalls:
-            print(f"\nSTALLED (the rows of this transport and round stop where it stopped): {line}")
+            print(f"\nSTALLED: {line}")
     finally:
         if server:
             server.stop()

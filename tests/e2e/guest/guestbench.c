@@ -12,6 +12,7 @@
  *              ring ends (--peer ID, vector 0 "data" / 1 "space"), wait ends our vectors
  * Usage: guestbench a|b TRANSPORT [--peer-ip IP] [--port N] [--peer ID] [--device PATH]
  *                   [--cases LIST] [--divide N]
+ *        guestbench ring --peer ID [--device PATH]   ring the peer's vectors 0 and 1 once
  * TRANSPORT: tcp copy zc copy-nospin copy-poll zc-poll: data-plane-bench's transports (dp_transports[],
  * whose labels its error messages use) but the Unix socket. The side that must
  * be there first (B for tcp: it listens; A for the channel: it writes the header) prints "READY".
@@ -48,6 +49,7 @@ struct options {
         const char *device;
         unsigned divide;
         bool case_selected[DP_N_CASES]; /* none: all */
+        bool ring;                      /* "ring": ring the peer's two vectors once and exit */
 };
 
 static int fail(const char *what, int err) {
@@ -228,6 +230,10 @@ static int parse_options(int argc, char *argv[], struct options *o) {
                 } else
                         return -EINVAL;
         }
+        if (argc - optind == 1 && strcmp(argv[optind], "ring") == 0) {
+                o->ring = true;
+                return 0;
+        }
         if (argc - optind != 2 || (strcmp(argv[optind], "a") != 0 && strcmp(argv[optind], "b") != 0))
                 return -EINVAL;
         o->side = argv[optind][0] == 'a' ? DP_SIDE_A : DP_SIDE_B;
@@ -236,6 +242,23 @@ static int parse_options(int argc, char *argv[], struct options *o) {
                 if (dp_transports[i].kind != DP_UNIX && strcmp(dp_transports[i].key, argv[optind + 1]) == 0)
                         o->t = &dp_transports[i];
         return o->t ? 0 : fail(argv[optind + 1], EINVAL);
+}
+
+/*
+ * Rings --peer's vectors 0 and 1 once: the driver's probe of a stalled run (a wake-up that was
+ * lost, or sides that wait for each other's data?). Coalesces with any ring pending there.
+ */
+static int ring_peer(const struct options *o) {
+        struct dp_region reg;
+        const uint64_t one = 1;
+        int r = region_open(o, &reg);
+
+        if (r < 0)
+                return r;
+        if (write(reg.db.ring_data, &one, sizeof(one)) != sizeof(one) ||
+            write(reg.db.ring_space, &one, sizeof(one)) != sizeof(one))
+                return fail("ring", errno);
+        return 0;
 }
 
 int main(int argc, char *argv[]) {
@@ -247,9 +270,11 @@ int main(int argc, char *argv[]) {
         setvbuf(stdout, NULL, _IOLBF, 0);
         if (parse_options(argc, argv, &o) < 0) {
                 fprintf(stderr, "usage: guestbench a|b TRANSPORT [--peer-ip IP] [--port N] [--peer ID] "
-                                "[--device PATH] [--cases LIST] [--divide N]\n");
+                                "[--device PATH] [--cases LIST] [--divide N] | guestbench ring --peer ID\n");
                 return 2;
         }
+        if (o.ring)
+                return ring_peer(&o) < 0 ? 1 : 0;
         n = dp_select_cases(o.case_selected, o.divide, cases);
         return run(&o, cases, n) < 0 ? 1 : 0;
 }
