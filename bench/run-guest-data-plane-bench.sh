@@ -9,7 +9,8 @@
 # the region with tests/e2e/ivshmem-server-harness (brokerd's ivshmem server alone) instead.
 # Needs root. Arguments go to guest-data-plane-bench.py: --kvm (type='kvm' instead of TCG),
 # --rounds N, --divide N (data-plane-bench's counts divided by N, default 10), --cases LIST,
-# --transports LIST, --cpus A,B|none (host CPUs of the two QEMUs), --prefix NAME (the domains).
+# --transports LIST, --cpus A,B|none (host CPUs of the two QEMUs), --prefix NAME (the domains),
+# --stall-timeout S (a channel run without progress is probed by a ring each way, then stopped).
 # BUILD_DIR overrides the build directory (default: build-bench in the repository root).
 set -eu
 
