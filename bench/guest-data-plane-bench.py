@@ -32,7 +32,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 E2E = os.path.join(HERE, "..", "tests", "e2e")
 sys.path.insert(0, E2E)
 import test_ivshmem_server  # noqa: E402
-import test_libvirt_e2e as e2e  # noqa: E402
+import e2e_guests as e2e  # noqa: E402
 
 CASES = ["pp-14", "pp-64", "pp-1k", "pp-64k", "pp-1m", "st-1k", "st-64k", "st-1m"]
 TRANSPORTS = ["tcp", "copy", "zc", "copy-nospin", "copy-poll", "zc-poll"]
@@ -70,14 +70,7 @@ class BenchGuest(e2e.Guest):
 
     def start(self):
         super().start()
-        with open(f"/run/libvirt/qemu/{self.name}.pid") as f:
-            self.pid = int(f.read().strip())
-
-    def sh(self, cmd, timeout=60):
-        status, out = self.run(cmd, timeout)
-        if status != 0:
-            raise AssertionError(f"{self.name}: `{cmd}` failed ({status}): {out}")
-        return out
+        self.pid = self.qemu_pid()
 
     def qemu_gid(self):
         with open(f"/proc/{self.pid}/status") as f:
@@ -203,13 +196,13 @@ def run_transport(a, b, ids, transport, opts, notes, tag):
         order = ((a, f"guestbench a {transport} --peer {ids[b.name]} {common}"),
                  (b, f"guestbench b {transport} --peer {ids[a.name]} {common}"))
     for i, (g, cmd) in enumerate(order):
-        g.sh(f"({cmd}; echo EXIT $?) >/tmp/bench.log 2>&1 &")
+        g.check(f"({cmd}; echo EXIT $?) >/tmp/bench.log 2>&1 &")
         if i == 0:  # the side that must be there first
             e2e.wait_for(f"{g.name}'s {transport} side to be ready",
-                         lambda: re.search(r"^(READY|EXIT)", g.sh("cat /tmp/bench.log"), re.M), 60)
+                         lambda: re.search(r"^(READY|EXIT)", g.check("cat /tmp/bench.log"), re.M), 60)
     outs, last, progress, probed = {}, None, time.monotonic(), False
     while True:
-        outs = {g.name: g.sh("cat /tmp/bench.log") for g in (a, b)}
+        outs = {g.name: g.check("cat /tmp/bench.log") for g in (a, b)}
         if all("EXIT" in o for o in outs.values()):
             break
         now = (outs[a.name].count("\n"), outs[b.name].count("\n"))
@@ -217,15 +210,15 @@ def run_transport(a, b, ids, transport, opts, notes, tag):
             last, progress = now, time.monotonic()
         elif time.monotonic() - progress > opts.stall_timeout and transport != "tcp" and not probed:
             # A lost wake-up, or sides waiting for each other? Each guest rings the other once.
-            irqs = {g.name: g.sh("grep ivshmem-doorbell /proc/interrupts || true").split("\n") for g in (a, b)}
+            irqs = {g.name: g.check("grep ivshmem-doorbell /proc/interrupts || true").split("\n") for g in (a, b)}
             for g, peer in ((a, b), (b, a)):
-                g.sh(f"guestbench ring --peer {ids[peer.name]}")
+                g.check(f"guestbench ring --peer {ids[peer.name]}")
             probed, progress = True, time.monotonic() - opts.stall_timeout + 30
             log(f"{LABELS[transport]}: no case ended for {opts.stall_timeout}s; each guest rang the other "
                 f"(doorbell interrupts so far: {irqs})")
         elif time.monotonic() - progress > opts.stall_timeout:
             for g in (a, b):
-                g.sh("kill $(pidof guestbench) 2>/dev/null; true")
+                g.check("kill $(pidof guestbench) 2>/dev/null; true")
             e = Stalled(f"{LABELS[transport]}: no case ended for {opts.stall_timeout}s"
                         f"{' nor 30s after a ring each way' if probed else ''}; stopped (its rows stop where "
                         f"it stopped). Output: {outs}")
@@ -311,8 +304,8 @@ def run(opts, rundir):
         for g in (a, b):
             e2e.wait_for(f"{g.name}'s doorbell device",
                          lambda: g.run("test -e /dev/ivshmem-doorbell0")[0] == 0, 60)
-            ids[g.name] = int(re.search(r"ID (\d+)", g.sh("chantool info")).group(1))
-        b.sh(f"ping -c 1 -W 10 {a.ip} >/dev/null")
+            ids[g.name] = int(re.search(r"ID (\d+)", g.check("chantool info")).group(1))
+        b.check(f"ping -c 1 -W 10 {a.ip} >/dev/null")
         log(f"doorbell ids {ids}; {a.ip} and {b.ip} reach each other")
         print(f"guests: {a.name} (A: sends pings and streams) {a.ip}, {b.name} (B: answers, receives) {b.ip}; "
               f"domain type '{opts.domain_type}', machine pc, 1 vCPU, 256 MiB each")

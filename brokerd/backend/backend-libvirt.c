@@ -167,11 +167,33 @@ static int lv_restore(struct backend *b, const struct backend_region *r) {
         return k;
 }
 
+/*
+ * A crash inside create() can leave the file still ours (not yet handed to QEMU's user) and not
+ * yet sized: nobody ever mapped it, so taking it down must not stall on it. Anything else that
+ * is not exactly ours is refused as by restore().
+ */
+static bool file_is_half_made(struct backend_libvirt *l, int fd, uint64_t size) {
+        struct stat st;
+
+        return fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_uid == geteuid() && st.st_uid != l->qemu_uid &&
+               !(st.st_mode & 0077) && (uint64_t) st.st_size <= size;
+}
+
 static int lv_scrub(struct backend *b, const struct backend_region *r) {
+        struct backend_libvirt *l = to_lv(b);
         _cleanup_(closep) int fd = -EBADF;
+        char path[PATH_MAX];
         int k;
 
-        k = libvirt_region_file_open(to_lv(b), r, &fd);
+        k = libvirt_region_file_open(l, r, &fd);
+        if (k == -EBADFD || k == -EINVAL) {
+                if (shm_path(r, path, sizeof(path)) < 0 || region_file_open(path, &fd) < 0 ||
+                    !file_is_half_made(l, fd, r->size))
+                        return k;
+                log_info("libvirt: region %" PRIu64 ": its file was left half-made by a crash; scrubbing it anyway",
+                         r->id);
+                k = 0;
+        }
         if (k < 0)
                 return k;
         return region_file_punch_out(fd, r->size);
@@ -206,6 +228,16 @@ static int lookup_domain(struct backend_libvirt *l, const char *domain, virDomai
                 return virGetLastErrorCode() == VIR_ERR_NO_DOMAIN ? -ESRCH : -EIO;
         *ret = d;
         return 0;
+}
+
+/* Whether d runs under TCG (<domain type='qemu'>), where QEMU 7.2 keeps stale doorbell handlers. */
+static bool domain_is_tcg(virDomainPtr d) {
+        char *xml = virDomainGetXMLDesc(d, 0);
+        const char *tag = xml ? strstr(xml, "<domain") : NULL;
+        bool tcg = tag && (strncmp(tag, "<domain type='qemu'", 19) == 0 || strncmp(tag, "<domain type=\"qemu\"", 19) == 0);
+
+        free(xml);
+        return tcg;
 }
 
 struct region_match {
@@ -296,7 +328,12 @@ static int lv_map(struct backend *b, const struct backend_region *r, const char 
         }
         alias_of(r->id, alias, sizeof(alias));
         k = domain_has_region(d, r);
-        if (k == 0) {
+        if (k == 0)
+                k = libvirt_stale_settle(l, d, domain);
+        if (k == -EBUSY)
+                log_warning("libvirt: not attaching %s to %s yet: a doorbell device of %s is still being unplugged",
+                            alias, domain, domain);
+        else if (k == 0) {
                 k = device_xml(l, r, alias, &xml);
                 /* Its QEMU is let in before the call: QEMU reads the setup while realizing the device. */
                 if (k >= 0 && r->doorbells > 0)
@@ -331,12 +368,15 @@ static int lv_unmap(struct backend *b, const struct backend_region *r, const str
                 return -EINVAL;
         if (libvirt_pending_find(l, r->id, domain) >= 0)
                 return -EINPROGRESS;
-        /* Out of the doorbell group before the unplug: it can ring nobody even if it ignores the unplug. */
-        k = libvirt_bells_remove(l, r->id, domain);
-        if (k < 0)
-                log_error("libvirt: taking %s out of region %" PRIu64 "'s doorbells: %s", domain, r->id, strerror(-k));
 
         k = lookup_domain(l, domain, &d);
+        /* Out of the doorbell group before the unplug: brokerd's copies of its eventfds closed. */
+        if (k != -ENOTCONN && k != -EIO) {
+                int q = libvirt_bells_remove(l, r->id, domain, k >= 0 && domain_is_tcg(d));
+                if (q < 0)
+                        log_error("libvirt: taking %s out of region %" PRIu64 "'s doorbells: %s", domain, r->id,
+                                  strerror(-q));
+        }
         if (k == -ESRCH)
                 return 0; /* no domain, no device */
         if (k < 0) {
@@ -355,7 +395,12 @@ static int lv_unmap(struct backend *b, const struct backend_region *r, const str
                 libvirt_pending_remove(l, (size_t) libvirt_pending_find(l, r->id, domain));
                 virDomainFree(d);
                 /* Not there (never attached, or removed already), or the domain is not running. */
-                if (code == VIR_ERR_DEVICE_MISSING || code == VIR_ERR_OPERATION_INVALID || code == VIR_ERR_NO_DOMAIN)
+                if (code == VIR_ERR_DEVICE_MISSING) {
+                        /* Removed while brokerd was not looking: its stale fd numbers, if any, now. */
+                        libvirt_stale_fill(l, r->id, domain);
+                        return 0;
+                }
+                if (code == VIR_ERR_OPERATION_INVALID || code == VIR_ERR_NO_DOMAIN)
                         return 0;
                 log_error("libvirt: detaching %s from %s: %s", alias, domain, libvirt_last_error());
                 return -EIO;
@@ -458,11 +503,18 @@ static int lv_escalate(struct backend *b, const struct backend_region *r, const 
         return k;
 }
 
+static int lv_doorbell_id(struct backend *b, const struct backend_region *r, const char *domain, uint32_t *ret) {
+        if (!r || !name_is_valid(domain) || !ret)
+                return -EINVAL;
+        return libvirt_bells_id(to_lv(b), r->id, domain, ret);
+}
+
 static void lv_free(struct backend *b) {
         struct backend_libvirt *l = to_lv(b);
 
         /* Before the events: the servers report through the loop the events hold. */
         libvirt_bells_stop(l);
+        libvirt_stale_free(l);
         libvirt_events_stop(l);
         free(l->uri);
         free(l);
@@ -479,6 +531,7 @@ static const struct backend_ops libvirt_ops = {
         .unmap = lv_unmap,
         .survey = lv_survey,
         .escalate = lv_escalate,
+        .doorbell_id = lv_doorbell_id,
         .scrub = lv_scrub,
         .destroy = lv_destroy,
         .free = lv_free,
@@ -534,6 +587,7 @@ int backend_libvirt_new_with(const struct backend_libvirt_options *o, struct bac
                 lv_free(&l->backend);
                 return k;
         }
+        libvirt_stale_load(l);
         *ret = &l->backend;
         return 0;
 }

@@ -91,3 +91,9 @@ void backend_refused(struct backend *b, uint64_t region_id, const char *who, con
         if (b->callbacks.refused)
                 b->callbacks.refused(b->callbacks.userdata, region_id, who, why);
 }
+
+int backend_doorbell_id(struct backend *b, const struct backend_region *r, const char *domain, uint32_t *ret) {
+        if (!b->ops->doorbell_id)
+                return -EOPNOTSUPP;
+        return b->ops->doorbell_id(b, r, domain, ret);
+}

@@ -102,6 +102,11 @@ struct backend_ops {
          */
         int (*escalate)(struct backend *b, const struct backend_region *r, const struct backend_holder *h,
                         enum unplug_escalation action);
+        /*
+         * Optional, for guest_doorbells: the id domain's device has in r's doorbell group (what the
+         * other guests write to ring it); -ENOENT when its device has not joined.
+         */
+        int (*doorbell_id)(struct backend *b, const struct backend_region *r, const char *domain, uint32_t *ret);
         /* Zero the memory so nothing of it reaches whoever holds it next (or still holds it). */
         int (*scrub)(struct backend *b, const struct backend_region *r);
         /* Free the memory after reclaim. */
@@ -178,6 +183,8 @@ bool backend_guest_doorbells(const struct backend *b);
 int backend_survey(struct backend *b, struct backend_survey *ret);
 int backend_escalate(struct backend *b, const struct backend_region *r, const struct backend_holder *h,
                      enum unplug_escalation action);
+/* -EOPNOTSUPP when the op is missing. */
+int backend_doorbell_id(struct backend *b, const struct backend_region *r, const char *domain, uint32_t *ret);
 int backend_scrub(struct backend *b, const struct backend_region *r);
 int backend_destroy(struct backend *b, const struct backend_region *r);
 void backend_free(struct backend *b);

@@ -23,6 +23,8 @@ struct ivshmem_conn {
         struct ivshmem_peer *peer; /* NULL: held (refused, or its peer was removed) */
         struct ivshmem_msg *queue; /* ring buffer */
         size_t head, n_queue, n_allocated;
+        size_t fds_sent; /* fds the client received on this connection */
+        bool paused;     /* queue, do not send (ivshmem_server_pause_domain()) */
 };
 
 struct ivshmem_peer {
@@ -49,6 +51,7 @@ struct ivshmem_server {
         unsigned vectors, max_connections, max_queue;
         uint64_t hold_timeout_usec;
         uint32_t next_id;
+        bool quiet_departures;
         struct ivshmem_server_callbacks cb;
         struct ivshmem_conn **conns; /* every open connection, admitted and held */
         size_t n_conns;
@@ -70,6 +73,8 @@ void ivshmem_conn_free(struct ivshmem_conn *c);
 int ivshmem_conn_send(struct ivshmem_conn *c, int64_t value, int fd);
 /* Drops every queued message (closing their fds). */
 void ivshmem_conn_clear(struct ivshmem_conn *c);
+/* Sends what was queued while the connection was paused. */
+int ivshmem_conn_resume(struct ivshmem_conn *c);
 /* Keeps the connection open, as a non-peer, until the client closes it or the hold times out. */
 int ivshmem_conn_hold(struct ivshmem_conn *c);
 

@@ -75,21 +75,13 @@ void ivshmem_peer_depart(struct ivshmem_server *s, struct ivshmem_peer *p, enum 
         if (p->conn) {
                 /* What was queued for it (other peers' eventfds among them) never reaches it. */
                 ivshmem_conn_clear(p->conn);
-                /*
-                 * Removed by brokerd: its QEMU is told every other peer is gone, so it closes its
-                 * copies of their eventfds and cannot ring them, even while its guest ignores the
-                 * unplug that follows. (QEMU logs "invalid peer" for those it never heard of.)
-                 */
-                if (why == IVSHMEM_GONE_REMOVED)
-                        for (size_t i = 0; i < s->n_peers; i++)
-                                (void) ivshmem_conn_send(p->conn, s->peers[i]->id, -1);
                 p->conn->peer = NULL;
                 if (ivshmem_conn_hold(p->conn) < 0) {
                         conn_unlink(s, p->conn);
                         ivshmem_conn_free(p->conn);
                 }
         }
-        for (size_t i = 0; i < s->n_peers; i++)
+        for (size_t i = 0; i < s->n_peers && !s->quiet_departures; i++)
                 if (ivshmem_conn_send(s->peers[i]->conn, id, -1) < 0)
                         s->peers[i]->overflowed = true;
         memcpy(domain, p->domain, sizeof(domain));

@@ -155,7 +155,7 @@ int ivshmem_server_restore(sd_event *e, const struct ivshmem_server_config *c,
         /* A peer that did not come back is gone for the others, whose QEMUs still hold its eventfds. */
         for (size_t i = 0; i < n_lost; i++) {
                 const struct ivshmem_peer_record *r = &peers[lost[i]];
-                for (size_t j = 0; j < s->n_peers; j++)
+                for (size_t j = 0; j < s->n_peers && !s->quiet_departures; j++)
                         (void) ivshmem_conn_send(s->peers[j]->conn, r->id, -1);
                 if (s->cb.gone)
                         s->cb.gone(s->cb.userdata, r->id, r->domain, IVSHMEM_GONE_CLOSED);

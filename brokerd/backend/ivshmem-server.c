@@ -125,6 +125,7 @@ int ivshmem_server_alloc(sd_event *e, const struct ivshmem_server_config *c, str
         snprintf(s->name, sizeof(s->name), "%s", c->name);
         s->vectors = c->vectors;
         s->next_id = c->next_id;
+        s->quiet_departures = c->quiet_departures;
         s->hold_timeout_usec = c->hold_timeout_usec ? c->hold_timeout_usec : IVSHMEM_HOLD_TIMEOUT_USEC_DEFAULT;
         s->max_connections = c->max_connections ? c->max_connections : IVSHMEM_MAX_CONNECTIONS_DEFAULT;
         s->max_queue = c->max_queue ? c->max_queue : IVSHMEM_MAX_QUEUE_DEFAULT;
@@ -260,6 +261,47 @@ int ivshmem_server_ring(struct ivshmem_server *s, uint16_t id, unsigned vector) 
         /* EAGAIN: the counter is saturated, so the guest has a wake-up pending anyway. */
         if (write(p->eventfds[vector], &one, sizeof(one)) < 0 && errno != EAGAIN)
                 return negative_errno();
+        return 0;
+}
+
+int ivshmem_server_peer_eventfds(struct ivshmem_server *s, uint16_t id, int *ret_fds, unsigned n) {
+        struct ivshmem_peer *p = ivshmem_peer_find(s, id);
+        unsigned v;
+
+        if (!p)
+                return -ENOENT;
+        if (n != s->vectors)
+                return -EINVAL;
+        for (v = 0; v < n; v++) {
+                ret_fds[v] = fcntl(p->eventfds[v], F_DUPFD_CLOEXEC, 3);
+                if (ret_fds[v] < 0) {
+                        int k = negative_errno();
+                        while (v > 0)
+                                close(ret_fds[--v]);
+                        return k;
+                }
+        }
+        return 0;
+}
+
+int ivshmem_server_pause_domain(struct ivshmem_server *s, const char *domain, bool pause) {
+        struct ivshmem_peer *p = ivshmem_peer_find_domain(s, domain);
+
+        if (!p || !p->conn)
+                return -ENOENT;
+        if (pause)
+                p->conn->paused = true;
+        else if (p->conn->paused)
+                return ivshmem_conn_resume(p->conn);
+        return 0;
+}
+
+int ivshmem_server_peer_fds_sent(struct ivshmem_server *s, uint16_t id, size_t *ret) {
+        struct ivshmem_peer *p = ivshmem_peer_find(s, id);
+
+        if (!p || !p->conn)
+                return -ENOENT;
+        *ret = p->conn->fds_sent;
         return 0;
 }
 

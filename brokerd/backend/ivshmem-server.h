@@ -16,7 +16,8 @@
  * - Ids are 16 bit, issued upwards from config.next_id, never twice in a server's life;
  *   ivshmem_server_next_id() is the high-water mark to persist and give back after a restart.
  * - A peer leaves by ivshmem_server_remove_peer() or by closing its connection: the others get
- *   peer-gone (its id without fd) and the server closes its copies of the peer's eventfds;
+ *   peer-gone (its id without fd; not with config.quiet_departures) and the server closes its
+ *   copies of the peer's eventfds;
  *   the connection of a removed peer is then held like a refused one (QEMU closes it on unplug).
  * - Restarts: every fd is exported by name for the fd store, and a server is restored from them
  *   and the persisted peer table, serving the same connections (QEMU never reconnects).
@@ -81,6 +82,13 @@ struct ivshmem_server_config {
         uint64_t hold_timeout_usec;  /* 0: IVSHMEM_HOLD_TIMEOUT_USEC_DEFAULT */
         unsigned max_connections;    /* held ones included; 0: default */
         unsigned max_queue;          /* messages per connection; 0: default */
+        /*
+         * Departures are not announced: the others keep the departed peer's eventfds, which reach
+         * nobody once the server's and the departed QEMU's copies are closed. For QEMUs whose
+         * devices are unplugged later: QEMU 7.2 frees a peer's eventfd array on peer-gone and again
+         * when the device is unplugged (docs/guest-doorbells.md, "Unplug under TCG").
+         */
+        bool quiet_departures;
         struct ivshmem_server_callbacks callbacks;
 };
 
@@ -104,6 +112,18 @@ int ivshmem_server_remove_peer(struct ivshmem_server *s, uint16_t id, enum ivshm
 /* Rings vector of peer id from the host (writes its eventfd). */
 int ivshmem_server_ring(struct ivshmem_server *s, uint16_t id, unsigned vector);
 int ivshmem_server_peer_id(struct ivshmem_server *s, const char *domain, uint16_t *ret);
+/*
+ * Messages for domain's peer are queued, not sent, while paused (its QEMU must not open new fds
+ * then: libvirt-stale.c); resuming sends them. -ENOENT when domain is no peer.
+ */
+int ivshmem_server_pause_domain(struct ivshmem_server *s, const char *domain, bool pause);
+/*
+ * The fds peer id's client has received on its connection (the memory, eventfds); a restored
+ * connection counts from the restore on.
+ */
+int ivshmem_server_peer_fds_sent(struct ivshmem_server *s, uint16_t id, size_t *ret);
+/* Dups of peer id's own eventfds (n must be the server's vectors), the caller's to close. */
+int ivshmem_server_peer_eventfds(struct ivshmem_server *s, uint16_t id, int *ret_fds, unsigned n);
 /* Messages queued for peer id and not yet taken by the socket. */
 int ivshmem_server_peer_queued(struct ivshmem_server *s, uint16_t id, size_t *ret);
 uint32_t ivshmem_server_next_id(const struct ivshmem_server *s);

@@ -64,15 +64,17 @@ static int send_one(int sock, const struct ivshmem_msg *m) {
 static int conn_flush(struct ivshmem_conn *c) {
         int k;
 
-        while (c->n_queue > 0) {
+        while (c->n_queue > 0 && !c->paused) {
                 k = send_one(c->fd, conn_msg(c, 0));
                 if (k == -EAGAIN)
                         break;
                 if (k < 0)
                         return k;
+                c->fds_sent += conn_msg(c, 0)->fd >= 0;
                 conn_pop(c);
         }
-        return sd_event_source_set_io_events(c->io, EPOLLIN | EPOLLRDHUP | (c->n_queue > 0 ? EPOLLOUT : 0));
+        return sd_event_source_set_io_events(c->io,
+                                             EPOLLIN | EPOLLRDHUP | (c->n_queue > 0 && !c->paused ? EPOLLOUT : 0));
 }
 
 static int conn_lost(struct ivshmem_conn *c, enum ivshmem_departure why) {
@@ -183,4 +185,9 @@ int ivshmem_conn_hold(struct ivshmem_conn *c) {
                 return k;
         return sd_event_add_time(s->event, &c->hold, CLOCK_MONOTONIC, now + s->hold_timeout_usec, 0,
                                  on_hold_timeout, c);
+}
+
+int ivshmem_conn_resume(struct ivshmem_conn *c) {
+        c->paused = false;
+        return conn_flush(c);
 }

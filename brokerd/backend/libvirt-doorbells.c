@@ -20,6 +20,7 @@
 
 #include "backend/ivshmem-host.h"
 #include "backend/ivshmem-server.h"
+#include "backend/ivshmem-table.h"
 #include "backend/libvirt-internal.h"
 #include "util/hashmap.h"
 #include "util/log.h"
@@ -28,8 +29,6 @@
 
 /* Doorbell regions one brokerd serves; each holds a socket, and fds per peer and vector. */
 #define LIBVIRT_MAX_DOORBELL_REGIONS 4096
-#define TABLE_MAGIC "brokerd-ivshmem-peers 1"
-_Static_assert(NAME_MAX_LEN == 128, "table_load()'s %129s reads NAME_MAX_LEN + 1 characters");
 
 struct lv_bells {
         struct backend_libvirt *l; /* read on the host thread too: never changes */
@@ -64,10 +63,29 @@ static int table_path(struct backend_libvirt *l, uint64_t id, const char *suffix
         return k < 0 || (size_t) k >= n ? -ENAMETOOLONG : 0;
 }
 
+/* The parents of path that are missing, 0755: QEMU must be able to pass through them. */
+static int mkdir_parents(const char *path) {
+        char buf[PATH_MAX];
+
+        if (snprintf(buf, sizeof(buf), "%s", path) >= (int) sizeof(buf))
+                return -ENAMETOOLONG;
+        for (char *p = strchr(buf + 1, '/'); p; p = strchr(p + 1, '/')) {
+                *p = 0;
+                if (mkdir(buf, 0755) < 0 && errno != EEXIST)
+                        return negative_errno();
+                *p = '/';
+        }
+        return 0;
+}
+
 /* The directory QEMU reaches the sockets through: ours, its group QEMU's, nobody else's. */
 static int dir_prepare(struct backend_libvirt *l) {
         struct stat st;
+        int k;
 
+        k = mkdir_parents(l->ivshmem_dir);
+        if (k < 0)
+                return k;
         if (mkdir(l->ivshmem_dir, 0750) < 0 && errno != EEXIST)
                 return negative_errno();
         if (lstat(l->ivshmem_dir, &st) < 0)
@@ -114,10 +132,11 @@ static int store_mark(struct backend_libvirt *l, const char *name) {
         return k;
 }
 
+/* name may be the set's own copy: it is freed last. */
 static void store_drop(struct backend_libvirt *l, const char *name) {
-        free(l->bell_fds_kept ? hashmap_remove(l->bell_fds_kept, name) : NULL);
         if (l->fd_store.drop)
                 (void) l->fd_store.drop(l->fd_store.userdata, name);
+        free(l->bell_fds_kept ? hashmap_remove(l->bell_fds_kept, name) : NULL);
 }
 
 /* export_fds callback, on the host thread while the loop thread waits: keeps what is new. */
@@ -176,7 +195,7 @@ static void store_drop_all(struct backend_libvirt *l, const struct lv_bells *b) 
                 if (strncmp(v, prefix, plen) == 0)
                         names[n++] = v;
         for (i = 0; i < n; i++)
-                store_drop(l, names[i]); /* frees names[i] */
+                store_drop(l, names[i]); /* frees names[i], last */
         free(names);
 }
 
@@ -190,11 +209,10 @@ struct call_args {
         const char *domain;
         int pidfd;
         uint16_t id;
-        /* table snapshot */
-        uint32_t next_id;
-        char (*domains)[NAME_MAX_LEN + 1];
-        uint16_t *ids;
-        size_t n;
+        struct ivshmem_table table; /* snapshot */
+        int eventfds[IVSHMEM_VECTORS_MAX];
+        size_t fds_sent;
+        bool pause;
 };
 
 static int call_new(sd_event *e, void *userdata) {
@@ -231,6 +249,31 @@ static int call_peer_id(sd_event *e, void *userdata) {
         return ivshmem_server_peer_id(a->b->server, a->domain, &a->id);
 }
 
+static int call_peer_eventfds(sd_event *e, void *userdata) {
+        struct call_args *a = userdata;
+        int k;
+
+        (void) e;
+        k = ivshmem_server_peer_id(a->b->server, a->domain, &a->id);
+        if (k >= 0)
+                k = ivshmem_server_peer_fds_sent(a->b->server, a->id, &a->fds_sent);
+        if (k < 0)
+                return k;
+        /* A connection restored after a restart counts from then: at least the memory and every peer's vectors. */
+        if (a->fds_sent < 1 + (size_t) a->b->vectors * ivshmem_server_n_peers(a->b->server))
+                a->fds_sent = 1 + (size_t) a->b->vectors * ivshmem_server_n_peers(a->b->server);
+        return ivshmem_server_peer_eventfds(a->b->server, a->id, a->eventfds, a->b->vectors);
+}
+
+static int call_pause(sd_event *e, void *userdata) {
+        struct call_args *a = userdata;
+        int k;
+
+        (void) e;
+        k = ivshmem_server_pause_domain(a->b->server, a->domain, a->pause);
+        return k == -ENOENT ? 0 : k;
+}
+
 static int call_remove(sd_event *e, void *userdata) {
         struct call_args *a = userdata;
         int k;
@@ -243,21 +286,21 @@ static int call_remove(sd_event *e, void *userdata) {
 }
 
 static int call_snapshot(sd_event *e, void *userdata) {
-        struct call_args *a = userdata;
-        size_t n = ivshmem_server_n_peers(a->b->server);
+        struct ivshmem_table *t = &((struct call_args *) userdata)->table;
+        struct ivshmem_server *server = ((struct call_args *) userdata)->b->server;
+        size_t n = ivshmem_server_n_peers(server);
         const char *domain;
 
         (void) e;
-        a->domains = calloc(n + 1, sizeof(*a->domains));
-        a->ids = calloc(n + 1, sizeof(*a->ids));
-        if (!a->domains || !a->ids)
+        t->peers = calloc(n + 1, sizeof(*t->peers));
+        if (!t->peers)
                 return -ENOMEM;
-        for (a->n = 0; a->n < n; a->n++) {
-                if (ivshmem_server_peer_at(a->b->server, a->n, &a->ids[a->n], &domain) < 0)
+        for (t->n = 0; t->n < n; t->n++) {
+                if (ivshmem_server_peer_at(server, t->n, &t->peers[t->n].id, &domain) < 0)
                         break;
-                snprintf(a->domains[a->n], sizeof(a->domains[a->n]), "%s", domain);
+                snprintf(t->peers[t->n].domain, sizeof(t->peers[t->n].domain), "%s", domain);
         }
-        a->next_id = ivshmem_server_next_id(a->b->server);
+        t->next_id = ivshmem_server_next_id(server);
         return 0;
 }
 
@@ -281,82 +324,18 @@ static int call_abandon(sd_event *e, void *userdata) {
 
 static int table_save(struct backend_libvirt *l, struct lv_bells *b) {
         struct call_args a = { .b = b };
-        char path[PATH_MAX], tmp[PATH_MAX];
-        _cleanup_(fclosep) FILE *f = NULL;
-        int k, fd;
+        char path[PATH_MAX];
+        int k;
 
         k = ivshmem_host_call(l->host, call_snapshot, &a);
         if (k >= 0)
                 k = table_path(l, b->id, "", path, sizeof(path));
         if (k >= 0)
-                k = table_path(l, b->id, ".tmp", tmp, sizeof(tmp));
-        if (k >= 0) {
-                fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
-                f = fd >= 0 ? fdopen(fd, "w") : NULL;
-                if (!f) {
-                        k = negative_errno();
-                        if (fd >= 0)
-                                close(fd);
-                }
-        }
-        if (k >= 0) {
-                fprintf(f, TABLE_MAGIC "\nnext %" PRIu32 "\n", a.next_id);
-                for (size_t i = 0; i < a.n; i++)
-                        fprintf(f, "peer %u %s\n", a.ids[i], a.domains[i]);
-                k = fflush(f) == 0 && !ferror(f) ? 0 : -EIO;
-                /* The runtime directory is tmpfs: what a crash of brokerd must not lose is in the page cache. */
-                if (k >= 0 && rename(tmp, path) < 0)
-                        k = negative_errno();
-                if (k < 0)
-                        (void) unlink(tmp);
-        }
-        free(a.domains);
-        free(a.ids);
+                k = ivshmem_table_save(path, &a.table);
+        free(a.table.peers);
         if (k < 0)
                 log_error("ivshmem: cannot save the peer table of region %" PRIu64 ": %s", b->id, strerror(-k));
         return k;
-}
-
-struct table {
-        uint32_t next_id;
-        struct ivshmem_peer_record peers[IVSHMEM_MAX_CONNECTIONS_DEFAULT];
-        char domains[IVSHMEM_MAX_CONNECTIONS_DEFAULT][NAME_MAX_LEN + 1];
-        size_t n;
-};
-
-/* A missing table is an empty one; a bad one is refused whole (-EBADMSG). */
-static int table_load(struct backend_libvirt *l, uint64_t id, struct table *t) {
-        _cleanup_(fclosep) FILE *f = NULL;
-        char path[PATH_MAX], line[NAME_MAX_LEN + 64], domain[NAME_MAX_LEN + 2];
-        unsigned long pid_long;
-        uint32_t next;
-        int k;
-
-        *t = (struct table) {};
-        k = table_path(l, id, "", path, sizeof(path));
-        if (k < 0)
-                return k;
-        f = fopen(path, "re");
-        if (!f)
-                return errno == ENOENT ? 0 : negative_errno();
-        if (!fgets(line, sizeof(line), f) || strcmp(line, TABLE_MAGIC "\n") != 0)
-                return -EBADMSG;
-        if (!fgets(line, sizeof(line), f) || sscanf(line, "next %" SCNu32, &next) != 1 || next > IVSHMEM_ID_LIMIT)
-                return -EBADMSG;
-        while (fgets(line, sizeof(line), f)) {
-                if (t->n == ELEMENTSOF(t->peers))
-                        return -EBADMSG;
-                /* NAME_MAX_LEN + 1 characters at most: a longer name fails name_is_valid(). */
-                if (sscanf(line, "peer %lu %129s", &pid_long, domain) != 2 ||
-                    pid_long >= next || !name_is_valid(domain) ||
-                    (t->n > 0 && pid_long <= t->peers[t->n - 1].id))
-                        return -EBADMSG;
-                memcpy(t->domains[t->n], domain, sizeof(t->domains[t->n]));
-                t->peers[t->n] = (struct ivshmem_peer_record) { .id = (uint16_t) pid_long, .domain = t->domains[t->n] };
-                t->n++;
-        }
-        t->next_id = next;
-        return 0;
 }
 
 /* ---- reports from the host thread ---- */
@@ -462,7 +441,8 @@ static int bells_new(struct backend_libvirt *l, const struct backend_region *r, 
 
 /* Starts a server for b (restoring it when peers is not NULL), lists b, keeps its fds, saves its table. */
 static int bells_start(struct backend_libvirt *l, const struct backend_region *r, struct lv_bells *b,
-                       const struct table *t) {
+                       const struct ivshmem_table *t) {
+        _cleanup_(xfreep) struct ivshmem_peer_record *records = NULL;
         _cleanup_(closep) int memfd = -EBADF;
         char path[PATH_MAX];
         struct call_args a = { .b = b };
@@ -476,12 +456,19 @@ static int bells_start(struct backend_libvirt *l, const struct backend_region *r
         a.config = (struct ivshmem_server_config) {
                 .name = b->name, .socket_path = path, .socket_gid = l->qemu_gid, .memfd = memfd,
                 .vectors = b->vectors,
+                /* QEMU 7.2 would free the departed peer's eventfds twice at its own unplug. */
+                .quiet_departures = true,
                 /* One more than recorded: the attach under way when brokerd died may have taken it. */
                 .next_id = t ? (t->next_id < IVSHMEM_ID_LIMIT ? t->next_id + 1 : IVSHMEM_ID_LIMIT) : 0,
                 .callbacks = { .refused = cb_refused, .joined = cb_joined, .gone = cb_gone, .userdata = b },
         };
         if (t) {
-                a.peers = t->peers;
+                records = calloc(t->n + 1, sizeof(*records));
+                if (!records)
+                        return -ENOMEM;
+                for (size_t i = 0; i < t->n; i++)
+                        records[i] = (struct ivshmem_peer_record) { .id = t->peers[i].id, .domain = t->peers[i].domain };
+                a.peers = records;
                 a.n_peers = t->n;
         }
         k = ivshmem_host_call(l->host, t ? call_restore : call_new, &a);
@@ -510,31 +497,32 @@ int libvirt_bells_create(struct backend_libvirt *l, const struct backend_region 
 }
 
 int libvirt_bells_restore(struct backend_libvirt *l, const struct backend_region *r) {
-        _cleanup_(xfreep) struct table *t = NULL;
+        struct ivshmem_table t = {};
         struct lv_bells *b = NULL;
+        char path[PATH_MAX];
         int k;
 
         if (bells_find(l, r->id, NULL))
                 return 0;
-        t = malloc(sizeof(*t));
-        if (!t)
-                return -ENOMEM;
         k = bells_new(l, r, &b);
+        if (k >= 0)
+                k = table_path(l, r->id, "", path, sizeof(path));
         if (k >= 0) {
-                k = table_load(l, r->id, t);
+                k = ivshmem_table_load(path, &t);
                 if (k < 0)
-                        log_error("ivshmem: region %" PRIu64 ": unreadable peer table (%s): its guests' doorbells "
-                                  "start anew", r->id, strerror(-k));
-                if (k < 0)
-                        *t = (struct table) {};
-                k = bells_start(l, r, b, t);
+                        log_error("ivshmem: region %" PRIu64 ": unreadable peer table %s (%s): its guests' doorbells "
+                                  "start anew", r->id, path, strerror(-k));
+                k = bells_start(l, r, b, &t);
         }
+        free(t.peers);
         if (k < 0) {
                 free(b);
                 log_error("ivshmem: cannot serve the doorbells of region %" PRIu64 " again: %s", r->id, strerror(-k));
                 return k;
         }
-        log_info("ivshmem: region %" PRIu64 ": serving its doorbells again (%zu peers recorded)", r->id, t->n);
+        log_info("ivshmem: region %" PRIu64 ": serving its doorbells again (%zu peers recorded)", r->id, t.n);
+        /* Domains whose stale fd numbers still wait to be filled get nothing meanwhile. */
+        libvirt_stale_pause_all(l);
         return 0;
 }
 
@@ -576,13 +564,55 @@ int libvirt_bells_attached(struct backend_libvirt *l, uint64_t id, const char *d
         return 0;
 }
 
-int libvirt_bells_remove(struct backend_libvirt *l, uint64_t id, const char *domain) {
+int libvirt_bells_id(struct backend_libvirt *l, uint64_t id, const char *domain, uint32_t *ret) {
+        struct call_args a = { .b = bells_find(l, id, NULL), .domain = domain };
+        int k;
+
+        if (!a.b)
+                return -ENOENT;
+        k = ivshmem_host_call(l->host, call_peer_id, &a);
+        if (k < 0)
+                return k;
+        *ret = a.id;
+        return 0;
+}
+
+/* Before a TCG guest's unplug: which of its QEMU's fd numbers will hold stale handlers. */
+static void note_stale(struct backend_libvirt *l, struct call_args *a) {
+        int k = ivshmem_host_call(l->host, call_peer_eventfds, a);
+
+        if (k < 0)
+                return; /* no peer: its QEMU never got eventfds from this server */
+        /* The chardev's own socket is one more fd the device held in QEMU. */
+        k = libvirt_stale_note(l, a->b->id, a->domain, a->eventfds, a->b->vectors, a->fds_sent + 1);
+        if (k < 0)
+                log_warning("libvirt: cannot note %s's doorbell fd numbers of region %" PRIu64
+                            " before its unplug (%s): its QEMU may spin after it",
+                            a->domain, a->b->id, strerror(-k));
+        for (unsigned v = 0; v < a->b->vectors; v++)
+                close(a->eventfds[v]);
+}
+
+void libvirt_bells_pause_domain(struct backend_libvirt *l, const char *domain, bool pause) {
+        for (size_t i = 0; i < l->n_bells; i++) {
+                struct call_args a = { .b = l->bells[i], .domain = domain, .pause = pause };
+                int k = ivshmem_host_call(l->host, call_pause, &a);
+
+                if (k < 0)
+                        log_warning("ivshmem: region %" PRIu64 ": cannot %s %s's connection: %s", l->bells[i]->id,
+                                    pause ? "pause" : "resume", domain, strerror(-k));
+        }
+}
+
+int libvirt_bells_remove(struct backend_libvirt *l, uint64_t id, const char *domain, bool tcg) {
         struct call_args a = { .b = bells_find(l, id, NULL), .domain = domain };
         int k;
 
         if (!a.b)
                 return 0;
         (void) ivshmem_host_call(l->host, call_unexpect, &a);
+        if (tcg)
+                note_stale(l, &a);
         k = ivshmem_host_call(l->host, call_remove, &a);
         if (k == -ENOENT)
                 return 0;

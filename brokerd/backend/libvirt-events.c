@@ -187,11 +187,14 @@ static void handle_event(struct backend_libvirt *l, const struct lv_event *ev) {
                         libvirt_pending_remove(l, (size_t) i);
                 log_info("libvirt: %s" ALIAS_PREFIX "%" PRIu64 " removed from %s", i >= 0 ? "" : "unrequested: ",
                          ev->id, ev->domain);
+                /* Before anything else can open an fd in that QEMU (libvirt_stale_fill()). */
+                libvirt_stale_fill(l, ev->id, ev->domain);
                 /* Also when nobody asked: a device that left on its own is unmapped all the same. */
                 backend_unmap_done(&l->backend, ev->id, ev->domain, 0);
                 return;
         }
 
+        libvirt_stale_forget_domain(l, ev->domain);
         /* A stopped domain holds no devices: its outstanding removals are complete. */
         for (size_t k = 0; k < l->n_pending;) {
                 if (strcmp(l->pending[k].domain, ev->domain) == 0) {

@@ -5,8 +5,9 @@
  * ops: region files, devices, survey, escalation. libvirt-events.c has the connection to
  * libvirtd (with its reconnects), the thread that runs libvirt's events and their delivery
  * on the sd-event loop, and the removals the guests have not confirmed yet (pending).
- * libvirt-doorbells.c has the doorbell regions' ivshmem servers (on the ivshmem host thread) and
- * libvirt-qemu.c finds the QEMU process of a domain.
+ * libvirt-doorbells.c has the doorbell regions' ivshmem servers (on the ivshmem host thread),
+ * libvirt-qemu.c finds the QEMU process of a domain, libvirt-stale.c works around QEMU 7.2's
+ * stale fd handlers after a doorbell device's unplug under TCG.
  * Everything here but the queue runs on the loop's thread.
  */
 #include <pthread.h>
@@ -21,6 +22,7 @@
 struct lv_event;
 struct lv_pending;
 struct lv_bells;
+struct lv_stale;
 struct ivshmem_host;
 struct hashmap;
 
@@ -56,6 +58,8 @@ struct backend_libvirt {
         struct lv_bells **bells;
         size_t n_bells, n_bells_allocated;
         struct hashmap *bell_fds_kept;    /* names this backend keeps in the fd store */
+        struct lv_stale *stale;           /* unplugs whose stale fd numbers wait to be filled */
+        size_t n_stale;
 };
 
 static inline struct backend_libvirt *to_lv(struct backend *b) {
@@ -96,7 +100,7 @@ int libvirt_qemu_pidfd(const char *domain, int *ret);
  * closed); restore: the one of before a restart, from the fd store and the peer table (a no-op
  * when it runs already). expect before the attach call, attached after it (ok: the call
  * succeeded; the peer's fds are then kept and the table saved). remove: the domain leaves the
- * group (peer-gone both ways) before its device is unplugged; 0 when it was no peer. close: the
+ * group before its device is unplugged (see libvirt_bells_remove()); 0 when it was no peer. close: the
  * region is destroyed. stop: the backend goes away; the servers are abandoned (socket files and
  * tables stay for the next start). Each returns 0 or -errno.
  */
@@ -106,7 +110,37 @@ int libvirt_bells_restore(struct backend_libvirt *l, const struct backend_region
 bool libvirt_bells_has(struct backend_libvirt *l, uint64_t id);
 int libvirt_bells_expect(struct backend_libvirt *l, uint64_t id, const char *domain);
 int libvirt_bells_attached(struct backend_libvirt *l, uint64_t id, const char *domain, bool ok);
-int libvirt_bells_remove(struct backend_libvirt *l, uint64_t id, const char *domain);
+/*
+ * The domain's device leaves the group (brokerd's copies of its eventfds closed, nobody told: see
+ * quiet_departures). tcg: the domain runs under TCG, whose QEMU keeps stale handlers on the
+ * device's own fd numbers (libvirt-stale.c).
+ */
+int libvirt_bells_remove(struct backend_libvirt *l, uint64_t id, const char *domain, bool tcg);
+/* domain's connections on every server queue rather than send while paused (libvirt-stale.c). */
+void libvirt_bells_pause_domain(struct backend_libvirt *l, const char *domain, bool pause);
+/* The id domain's QEMU has in region id's group; -ENOENT when it is not a peer. */
+int libvirt_bells_id(struct backend_libvirt *l, uint64_t id, const char *domain, uint32_t *ret);
 void libvirt_bells_close(struct backend_libvirt *l, uint64_t id);
 void libvirt_bells_stop(struct backend_libvirt *l);
 
+/*
+ * libvirt-stale.c: note, before the unplug, which fd numbers of domain's QEMU hold eventfds (the
+ * device's own, as dups), or, where brokerd may not look into QEMU's fds, how many fds the device
+ * held (device_fds); fill them after DEVICE_REMOVED (logged when it cannot); forget them when the
+ * domain stops.
+ */
+int libvirt_stale_note(struct backend_libvirt *l, uint64_t region, const char *domain, const int *eventfds,
+                       unsigned n, size_t device_fds);
+void libvirt_stale_fill(struct backend_libvirt *l, uint64_t region, const char *domain);
+/*
+ * Before anything is plugged into domain d: its notes whose devices are gone are filled now;
+ * -EBUSY while one of them is still being unplugged (a new device's fds would take the numbers
+ * the unplug is about to free, and their stale handlers would run on them).
+ */
+int libvirt_stale_settle(struct backend_libvirt *l, virDomainPtr d, const char *domain);
+/* At start: the notes of before (their files), for the QEMUs that still run; settled at once. */
+void libvirt_stale_load(struct backend_libvirt *l);
+/* Every domain with a note gets its connections paused (after a server was restored). */
+void libvirt_stale_pause_all(struct backend_libvirt *l);
+void libvirt_stale_forget_domain(struct backend_libvirt *l, const char *domain);
+void libvirt_stale_free(struct backend_libvirt *l);

@@ -1,9 +1,11 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * Which process is a domain's QEMU: libvirt (qemu:///system) writes its pid to
- * /run/libvirt/qemu/<domain>.pid, and starts it with "-name guest=<domain>,...". Both are
- * checked, then the pid is pinned by a pidfd and checked again, so a pid reused in between
- * is not taken for the domain's QEMU.
+ * /run/libvirt/qemu/<domain>.pid (root's, in root's directory), and starts it with
+ * "-name guest=<domain>,...". The pid is pinned by a pidfd, its command line checked, and the
+ * pidfd checked again, so a pid reused in between is not taken for the domain's QEMU. Under
+ * ProtectProc=invisible (brokerd.service) another user's process is not in /proc at all: then
+ * the pid file, which only root writes, is all there is, and the command line is not checked.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -100,10 +102,11 @@ int libvirt_qemu_pidfd(const char *domain, int *ret) {
                 return -ENOMEM;
         snprintf(path, sizeof(path), "/proc/%d/cmdline", (int) pid);
         k = read_small_file(path, cmd, CMDLINE_MAX, &len);
-        if (k < 0)
-                return k == -ENOENT ? -ESRCH : k;
-        if (!cmdline_names(cmd, len, domain))
+        if (k < 0 && k != -ENOENT && k != -EACCES)
+                return k;
+        if (k >= 0 && !cmdline_names(cmd, len, domain))
                 return -ESRCH; /* the pid file outlived its QEMU, and the pid went to someone else */
+        /* Not in /proc although the pidfd says it runs: hidden from us (ProtectProc=invisible). */
         /* The command line was read from the process the pidfd pins, not from a successor. */
         k = pidfd_pid(pidfd, &now);
         if (k < 0 || now != pid)

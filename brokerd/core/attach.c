@@ -85,7 +85,7 @@ int broker_attach(struct broker *b, const struct broker_caller *caller, const ch
         /* The doorbells first: a failure to make them (out of fds) changes nothing. */
         q = bells_join(b, r, i + 1);
         if (q >= 0)
-                q = bells_get(r, i + 1, &bells);
+                q = bells_get(b, r, i + 1, &bells);
         if (q < 0) {
                 bells_unjoin(b, r, i + 1);
                 return broker_error_set(err, q == -EMFILE || q == -ENFILE ? BROKER_E_LIMIT : BROKER_E_STORE,
@@ -122,6 +122,9 @@ int broker_attach(struct broker *b, const struct broker_caller *caller, const ch
         }
 
         crashpoint("attach-mapped");
+        /* In guests the new party's id exists only now that its device joined. */
+        if (r->bells.in_guests)
+                (void) bells_get(b, r, i + 1, &bells);
         if (map.fd >= 0)
                 holder_track(b, r, h, caller);
         *ret = (struct broker_attach_result) {

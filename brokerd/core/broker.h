@@ -180,13 +180,26 @@ struct broker_doorbell {
         int recv_fd;        /* readable when peer rings (the caller's dup) */
 };
 
-/* A party's doorbells with every other party holding the region, owner first, then peers in share order. */
+/* A party's doorbell id in its guest's device (regions whose doorbells are in the guests). */
+struct broker_guest_bell {
+        const char *domain; /* valid until the next call that changes the broker */
+        uint32_t id;        /* what the guest writes to ring it: (id << 16) | vector */
+};
+
+/*
+ * A party's doorbells with every other party holding the region, owner first, then peers in share
+ * order. Where the doorbells are in the guests (no eventfds: n is 0), guests lists the id of every
+ * party whose device has joined, the caller's own among them, in the same order.
+ */
 struct broker_doorbells {
         uint64_t region;
         unsigned vectors;
         uint64_t generation; /* changes when a start had to make the eventfds anew */
         size_t n;
         struct broker_doorbell bells[BROKER_MAX_DOORBELLS];
+        bool in_guests;
+        size_t n_guests;
+        struct broker_guest_bell guests[BROKER_MAX_PEERS + 1];
 };
 
 /* Closes every fd of d (n becomes 0). */
@@ -330,7 +343,7 @@ int broker_share(struct broker *b, const struct broker_caller *caller, const str
                  struct broker_share_result *ret, struct broker_error *err);
 int broker_attach(struct broker *b, const struct broker_caller *caller, const char *domain, const char *token,
                   struct broker_attach_result *ret, struct broker_error *err);
-/* How many fds an attach with token would hand now (its mapping's and its doorbells'); 0: unknown token. */
+/* How many fds an attach with token would hand now (its mapping's and its doorbells'); 0: unknown token, or none. */
 size_t broker_attach_fds(const struct broker *b, const char *token);
 /*
  * region.doorbells: domain's doorbells in region, as dups the caller closes (the same eventfds

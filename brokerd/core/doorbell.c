@@ -274,10 +274,29 @@ static int dup_fd(int fd) {
         return q < 0 ? negative_errno() : q;
 }
 
-int bells_get(const struct region *r, size_t k, struct broker_doorbells *ret) {
+/* Every party's id in its guest's device, for regions whose doorbells are in the guests. */
+static void bells_get_guests(struct broker *b, const struct region *r, struct broker_doorbells *d) {
+        struct backend_region br = backend_region_of(r);
+
+        d->in_guests = true;
+        for (size_t j = 0; j < r->bells.n; j++) {
+                uint32_t id;
+
+                if (r->bells.party[j] && backend_doorbell_id(b->backend, &br, r->holders[j].domain, &id) >= 0)
+                        d->guests[d->n_guests++] = (struct broker_guest_bell) { .domain = r->holders[j].domain, .id = id };
+        }
+}
+
+int bells_get(struct broker *b, const struct region *r, size_t k, struct broker_doorbells *ret) {
         struct broker_doorbells d = { .region = r->id, .vectors = r->bells.vectors, .generation = r->bells.generation };
 
-        for (size_t j = 0; j < r->bells.n && !r->bells.in_guests; j++) {
+        if (r->bells.in_guests) {
+                bells_get_guests(b, r, &d);
+                *ret = d;
+                return 0;
+        }
+
+        for (size_t j = 0; j < r->bells.n; j++) {
                 if (j == k || !r->bells.party[j])
                         continue;
                 for (unsigned v = 0; v < r->bells.vectors; v++) {
@@ -302,7 +321,7 @@ size_t broker_attach_fds(const struct broker *b, const char *token) {
 
         if (!te)
                 return 0;
-        return 1 + bells_join_fds(te->region);
+        return (backend_hands_fds(b->backend) ? 1 : 0) + bells_join_fds(te->region);
 }
 
 int broker_region_doorbells(struct broker *b, const struct broker_caller *caller, const char *domain, uint64_t id,
@@ -322,7 +341,7 @@ int broker_region_doorbells(struct broker *b, const struct broker_caller *caller
         if (!h || (r->bells.vectors == 0 ? !holder_entitled(r, h) : !r->bells.party[h - r->holders]))
                 return broker_error_set(err, BROKER_E_NO_SUCH_REGION, "%s holds no doorbells of region %" PRIu64,
                                         domain, id);
-        q = bells_get(r, (size_t) (h - r->holders), ret);
+        q = bells_get(b, r, (size_t) (h - r->holders), ret);
         if (q < 0)
                 return broker_error_set(err, q == -EMFILE || q == -ENFILE ? BROKER_E_LIMIT : BROKER_E_STORE,
                                         "cannot hand the doorbells of region %" PRIu64 ": %s", id, strerror(-q));

@@ -49,6 +49,18 @@ int result_add_doorbells(struct json_object *o, struct rpc_reply_fds *fds, struc
         }
         broker_doorbells_close(d); /* what was not handed over */
         obj_add(o, "doorbells", arr, ok);
+        if (d->in_guests) {
+                struct json_object *guests = json_object_new_array();
+
+                for (size_t i = 0; i < d->n_guests; i++) {
+                        struct json_object *g = json_object_new_object();
+
+                        obj_add_str(g, "domain", d->guests[i].domain, ok);
+                        obj_add_u64(g, "id", d->guests[i].id, ok);
+                        arr_add(guests, g, ok);
+                }
+                obj_add(o, "guests", guests, ok);
+        }
         return q < 0 ? q : *ok ? 0 : -ENOMEM;
 }
 

@@ -15,9 +15,12 @@ libvirtd and the convergence check (divergence()) from tests/e2e/test_libvirt_e2
 Set-up: three transient domains (machine pc, 256 MiB, disk-less: tests/e2e/build-guest.sh): A
 owns nic0 (the HW domain) and shares it with B and C (rw, one rule each and a multi_peer rule to
 both). One shm pool in /dev/shm (pool clv<pid>); region sizes are powers of two from 4KiB to
-1MiB; A's quota is 8 regions (machine pc has a limited number of PCI hotplug slots). brokerd
-runs with --backend libvirt --unplug-grace 1s --revoke-timeout 1s (tests/integration/harness.py's
-Daemon: temp sockets, temp database). virtlogd and libvirtd are started in the foreground if no
+1MiB; A's quota is 8 regions (machine pc has a limited number of PCI hotplug slots). --doorbells
+(0.4) of the shares are doorbell regions (1, 2 or 4 vectors: ivshmem-doorbell devices served by
+brokerd on <daemon dir>/ivshmem/region-<id>.sock). brokerd runs with --backend libvirt
+--unplug-grace 1s --revoke-timeout 1s --ivshmem-dir (tests/integration/harness.py's Daemon: temp
+sockets, temp database) under systemd's fd store (tests/integration/fdstore.py plays it), as
+systemd runs it, so that the doorbells' connections survive the kills. virtlogd and libvirtd are started in the foreground if no
 libvirtd answers, and stopped by pid at the end.
 
 Each kill is one of
@@ -47,11 +50,17 @@ regions not reclaimed (mode 0600, the QEMU user's, the region's size, the signat
 wrote at offset 0 still there); the daemon holds no fd on a reclaimed or deleted region file;
 routes, quota usage and pool usage are as the database says; fds the driver holds on reclaimed
 regions' files read zeros; reconciliation never met a device brokerd did not know
-(detach-unknown in the audit trail). What does not converge in time is a finding; a removal
+(detach-unknown in the audit trail). Doorbell regions are reconciled like plain ones: their
+devices are ivshmem-doorbell with the region's socket and vectors (plain regions' ivshmem-plain);
+a socket file, a listening server in brokerd and fds in the fd store exist exactly for the doorbell
+regions brokerd lists, and no socket, server, connection or stored fd for a region that is gone.
+What does not converge in time is a finding; a removal
 awaiting DEVICE_REMOVED, a revoke awaiting its deadline or a deferred removal (2 s) is waited out.
 
 At the end: --final-seconds of churn without kills, a forced admin.revoke of everything, every
-device gone from every guest, no backing file, no region fd, SIGTERM exiting 0.
+device gone from every guest, no backing file, no region fd, no doorbell socket, connection,
+pidfd or eventfd (but the ivshmem host thread's), an empty ivshmem directory and fd store,
+SIGTERM exiting 0.
 
 If libvirtd (or virtlogd) dies during the run it is a finding (with the daemon's log tail); it is
 restarted and, with --keep-going, the run goes on.
@@ -93,6 +102,7 @@ def load_module(name, path):
 
 # The guests, virsh, libvirtd and divergence(): standard library only, so loaded at once.
 e2e = load_module("test_libvirt_e2e", os.path.join(HERE, "..", "e2e", "test_libvirt_e2e.py"))
+import e2e_guests  # noqa: E402 (on the path once test_libvirt_e2e is loaded)
 # churn.py's database view, oracle, agent and RPC client (with the harness, as churn.py uses it).
 churn = load_module("churn", os.path.join(HERE, "churn.py"))
 harness = churn.harness
@@ -102,15 +112,23 @@ LIVE, FINAL_PEER = churn.LIVE, churn.FINAL_PEER
 DEADLINES_MS = [0, 0, 50, 200, 800, 2000]
 SIZES = [4 * KiB, 16 * KiB, 64 * KiB, 256 * KiB, 1 * MiB]
 SIG_MAGIC = b"CHLV"
+BELL_VECTORS = [1, 2, 4]  # a doorbell region's vectors (region.share's doorbells)
+# brokerd's ivshmem host thread (brokerd/backend/ivshmem-host.h), made with the first doorbell region
+# and kept: its two eventfds and its loop's fds.
+IVSHMEM_HOST_EVENTFDS, IVSHMEM_HOST_FDS = 2, 4
+EVENTFD = "anon_inode:[eventfd]"
 DEVICE = "nic0"
 STUCK_SLACK_USEC = 20 * 1000000  # a revoke this far past its deadline is stuck (busy machines: generous)
 SHMEM_RE = re.compile(r"<shmem\b([^>]*)>(.*?)</shmem>", re.S)
 UNITS = {"b": 1, "bytes": 1, "k": KiB, "kib": KiB, "m": MiB, "mib": MiB, "g": 1024 * MiB, "gib": 1024 * MiB}
 
 
+Device = collections.namedtuple("Device", "name size model server vectors")
+
+
 def guest_devices(name):
-    """brokerd's shmem devices in a domain's live XML: {region: (shmem name, size in bytes)};
-    None when the domain is not there."""
+    """brokerd's shmem devices in a domain's live XML: {region: Device(shmem name, size in bytes or
+    None, model, server socket path or None, msi vectors or None)}; None when the domain is not there."""
     p = e2e.virsh("dumpxml", name, check=False)
     if p.returncode != 0:
         return None
@@ -123,7 +141,11 @@ def guest_devices(name):
         n = re.search(r"\bname='([^']*)'", attrs)
         s = re.search(r"<size unit='(\w+)'>(\d+)</size>", body)
         size = int(s.group(2)) * UNITS.get(s.group(1).lower(), 0) if s else None
-        out[int(a.group(1))] = (n.group(1) if n else None, size)
+        model = re.search(r"<model type='([^']*)'/>", body)
+        server = re.search(r"<server path='([^']*)'/>", body)
+        msi = re.search(r"<msi vectors='(\d+)'", body)
+        out[int(a.group(1))] = Device(n.group(1) if n else None, size, model.group(1) if model else None,
+                                      server.group(1) if server else None, int(msi.group(1)) if msi else None)
     return out
 
 
@@ -144,16 +166,12 @@ class Topology:
 
     def __init__(self):
         pid = os.getpid()
-        prefix = "brokerd-clv-%d" % pid
+        prefix = e2e_guests.domain_prefix("brokerd-clv")
         self.a, self.b, self.c = prefix + "-a", prefix + "-b", prefix + "-c"
         self.peers = (self.b, self.c)
         self.pool = "clv%d" % pid
-        self.platform = {
-            "memory": [{"name": "bank0", "base": 0, "size": "4GiB", "numa_node": 0}],
-            "pools": [{"name": self.pool, "base": "1GiB", "size": "64MiB", "numa_node": 0,
-                       "granule": "4KiB", "backing": {"kind": "shm", "path": e2e.SHM_DIR}}],
-            "devices": [{"name": DEVICE, "owner": self.a, "dma_mask_bits": 64}],
-        }
+        self.ivshmem_dir = None  # set with the daemon's files (make_brokerd)
+        self.platform = e2e_guests.shm_platform(self.pool, self.a)
         p0 = {
             "agents": [{"uid": 0, "domains": [self.a, self.b, self.c]}],
             "shares": [{"sharer": self.a, "device": DEVICE, "peers": [self.b], "access": "rw"},
@@ -188,6 +206,7 @@ class World(churn.World):
         self.attachments = {}  # (region, domain) -> dict(size)
         self.sigs = {}         # region -> the signature written at offset 0 of its backing file
         self.held = {}         # region -> (fd, size): the driver's fd on the backing file
+        self.bells = {}        # region -> vectors, for the doorbell regions acknowledged
         self.bases = collections.deque(maxlen=32)
         self.policy_lock = threading.Lock()
         self.good_policy = "p0"
@@ -212,9 +231,12 @@ def make_brokerd(topo):
 
     class Brokerd(churn.Brokerd):
         def __init__(self):
-            super().__init__(daemon=harness.Daemon(policy=topo.policies["p0"], extra_args=[
+            # Under the fd store, as systemd runs it: the doorbells' connections survive the kills.
+            super().__init__(with_store=True, daemon=harness.Daemon(policy=topo.policies["p0"], extra_args=[
                 "--backend", "libvirt", "--libvirt-uri", e2e.URI, "--unplug-grace", "1s",
                 "--revoke-timeout", "1s", "--max-connections-per-uid", "64"]))
+            topo.ivshmem_dir = os.path.join(self.d.dir, "ivshmem")
+            self.d.extra_args += ["--ivshmem-dir", topo.ivshmem_dir]
             with open(self.d.platform_path, "w") as f:
                 json.dump(topo.platform, f)
 
@@ -296,10 +318,13 @@ class Agent(churn.Agent):
             return self.op_revoke(fallback=False)  # at the quota: fewer refused shares, more hot-plug
         peers = rng.choices([[t.b], [t.c], [t.b, t.c]], [40, 30, 30])[0]
         size = rng.choice(SIZES)
+        bells = rng.choice(BELL_VECTORS) if rng.random() < self.run_.args.doorbells else 0
         self.seq += 1
         label = "chlv:%d:%d:%d" % (self.epoch, self.idx, self.seq)
         params = {"owner": t.a, "device": DEVICE, "size": size,
                   "peers": [{"domain": d, "access": "rw"} for d in peers], "label": label}
+        if bells:
+            params["doorbells"] = bells
         place = None
         if rng.random() < 0.1:
             with w.lock:
@@ -311,8 +336,9 @@ class Agent(churn.Agent):
         self.doubt("share", label)
         res, err = self.call(self.conn, "region.share", params)
         self.inflight = None
-        short = "share %s %d peers=%s%s" % (label, size, ",".join(p[-1] for p in peers),
-                                            " base=%s" % params["base"] if place else "")
+        short = "share %s %d peers=%s%s%s" % (label, size, ",".join(p[-1] for p in peers),
+                                              " base=%s" % params["base"] if place else "",
+                                              " doorbells=%d" % bells if bells else "")
         if err:
             self.log("%s -> %s" % (short, err))
             self.run_.count("share:" + err)
@@ -339,7 +365,8 @@ class Agent(churn.Agent):
                                            peers={d: ("rw", tokens.get(d)) for d in peers})
         self.log("%s -> region %d %#x+%d" % (short, rid, base, res["size"]))
         self.run_.count("share:ok")
-        if res["pool"] != t.pool or res["size"] != size or set(tokens) != set(peers) or "fd" in res:
+        if res["pool"] != t.pool or res["size"] != size or set(tokens) != set(peers) or "fd" in res or \
+                res.get("vectors", 0) != bells:
             self.bad("reply", "share %s: reply %s" % (params, res))
         if place and base != place[0]:
             self.bad("reply", "share in place mode at %#x placed at %#x" % (place[0], base))
@@ -361,6 +388,8 @@ class Agent(churn.Agent):
             w.sigs[rid] = sig
             w.held[rid] = (fd, res["size"])
             w.owned[rid] = dict(size=res["size"], revoked=False)
+            if bells:
+                w.bells[rid] = bells
             w.bases.append((base, res["size"]))
             for d in peers:
                 w.grants[(rid, d)] = dict(token=tokens[d], size=res["size"])
@@ -438,6 +467,7 @@ class Run(churn.Run):
         self.libvirt_outages = 0
         self.outage_epoch = -1
         self.stopped = None  # the guest stopped by the last epoch (--domain-stops), until it is back
+        self.baseline_eventfds = 0  # brokerd's eventfds at its first start (libvirt's own among them)
         self.rundir = None
         self.qemu_uid = pwd.getpwnam("libvirt-qemu").pw_uid
         # unmap-requested and unmap-confirmed included: only this backend reaches them.
@@ -512,7 +542,7 @@ class Run(churn.Run):
         return True
 
     def start_guests(self):
-        self.rundir = tempfile.mkdtemp(prefix="brokerd-clv-")
+        self.rundir = tempfile.mkdtemp(prefix=self.topo.a[:-1])
         os.chmod(self.rundir, 0o755)  # libvirt-qemu reaches the FIFOs and the console file
         self.guests = [Guest(n, self.rundir) for n in (self.topo.a, self.topo.b, self.topo.c)]
         for g in self.guests:
@@ -577,7 +607,8 @@ class Run(churn.Run):
             devs = guest_devices(g.name)
             if devs is None:
                 if g.name != self.stopped:
-                    self.bad("guest", "virsh dumpxml %s failed while brokerd was down" % g.name)
+                    self.bad("guest", "virsh dumpxml %s failed while brokerd was down (libvirt's log: %s)"
+                             % (g.name, g.qemu_log_tail()))
                 continue
             for rid in sorted(devs):
                 r = v.regions.get(rid)
@@ -627,6 +658,7 @@ class Run(churn.Run):
             self.db_check(soft)
             listed = self.memory_check(soft)
             self.xml_check(listed, soft)
+            self.doorbell_check(listed, soft)
             self.fd_check(soft, conns)
             self.held_check(soft)
         while True:
@@ -660,7 +692,8 @@ class Run(churn.Run):
     def guest_check(self):
         for g in self.guests:
             if g.name != self.stopped and not g.running():
-                self.bad("guest", "domain %s is no longer running (console: %s)" % (g.name, g.console_tail()[-300:]))
+                self.bad("guest", "domain %s is no longer running (libvirt's log: %s; console: %s)"
+                         % (g.name, g.qemu_log_tail(), g.console_tail()[-300:]))
                 self.settle_violations("a guest died")
                 raise churn.Fatal("guest %s died" % g.name)
 
@@ -719,11 +752,21 @@ class Run(churn.Run):
         if problems:
             soft.append(("converge", problems))
         for name, d in devs.items():
-            for rid, (shm_name, size) in d.items():
+            for rid, dev in d.items():
+                shm_name, size = dev.name, dev.size
                 if v.regions.get(rid, {}).get("state") == "reclaimed":
                     soft.append(("reachable", "reclaimed region %d is still plugged into %s" % (rid, name)))
                 if shm_name != "brokerd-%s-%d" % (t.pool, rid):
                     self.bad("xml", "%s: device ua-brokerd-%d has name %r" % (name, rid, shm_name))
+                if rid in listed:
+                    bells = self.vectors(listed[rid])
+                    want_dev = ("ivshmem-doorbell", os.path.join(t.ivshmem_dir, "region-%d.sock" % rid), bells) \
+                        if bells else ("ivshmem-plain", None, None)
+                    if (dev.model, dev.server, dev.vectors) != want_dev:
+                        self.bad("xml", "%s: device ua-brokerd-%d is %s, region %d wants %s"
+                                 % (name, rid, (dev.model, dev.server, dev.vectors), rid, want_dev))
+                    if bells:
+                        continue  # no <size>: QEMU takes the memory from the server
                 want = v.regions.get(rid, {}).get("size")
                 # libvirt writes the size in whole MiB: a smaller region shows as 0, and as 4 MiB
                 # (its default) once a restarted libvirtd has read that back. QEMU got the bytes.
@@ -752,6 +795,63 @@ class Run(churn.Run):
                 soft.append(("data", "region %d (%s) lost its contents across restarts: %r, not %r"
                              % (rid, r["state"], head, sig)))
 
+    @staticmethod
+    def vectors(region):
+        """A region.list entry's doorbell vectors (0: an ivshmem-plain region)."""
+        return (region.get("doorbells") or {}).get("vectors", 0)
+
+    def ivshmem_sockets(self):
+        """brokerd's unix sockets on its ivshmem directory: {"socket:[inode]": (region, listening)}."""
+        out = {}
+        for link, (path, listening) in e2e_guests.unix_sockets(self.daemon.pid, self.topo.ivshmem_dir).items():
+            m = re.fullmatch(r"region-(\d+)\.sock", os.path.basename(path))
+            if m:
+                out[link] = (int(m.group(1)), listening)
+        return out
+
+    def doorbell_check(self, listed, soft):
+        """Doorbell regions reconciled like plain ones: a socket file, a listening server and fds in
+        the fd store ("ivs-<id>-...") exactly for the doorbell regions brokerd lists; none, and no
+        connection either, for a region that is gone or has no doorbells."""
+        want = {rid for rid, r in listed.items() if self.vectors(r)}
+        files = {}
+        for f in os.listdir(self.topo.ivshmem_dir) if os.path.isdir(self.topo.ivshmem_dir) else ():
+            m = re.fullmatch(r"region-(\d+)\.(sock|peers)", f)
+            if not m:
+                soft.append(("doorbell", "%s has %s" % (self.topo.ivshmem_dir, f)))
+                continue
+            files.setdefault(m.group(2), set()).add(int(m.group(1)))
+        if files.get("sock", set()) != want:
+            soft.append(("doorbell", "sockets of regions %s; the doorbell regions are %s"
+                         % (sorted(files.get("sock", ())), sorted(want))))
+        if not files.get("peers", set()) <= want:
+            soft.append(("doorbell", "peer tables of regions %s; the doorbell regions are %s"
+                         % (sorted(files["peers"]), sorted(want))))
+        served, conns = set(), set()
+        for rid, listening in self.ivshmem_sockets().values():
+            (served if listening else conns).add(rid)
+        if served != want or not conns <= want:
+            soft.append(("doorbell", "brokerd serves regions %s and holds connections of %s; the doorbell "
+                         "regions are %s" % (sorted(served), sorted(conns), sorted(want))))
+        self.eventfd_check(listed, soft)
+        stored = {int(n.split("-")[1]) for n in self.daemon.store.names() if re.match(r"ivs-\d+-", n)}
+        if not stored <= want:
+            soft.append(("fdstore", "the fd store holds doorbell fds of regions %s; the doorbell regions are %s"
+                         % (sorted(stored), sorted(want))))
+        self.checks["doorbell_check"] += 1
+
+    def eventfd_check(self, listed, soft):
+        """brokerd's eventfds: those it had at its first start, the ivshmem host thread's, and at
+        most one per vector of every party of a doorbell region it lists (from the baseline on)."""
+        if self.baseline is None:
+            return
+        bound = self.baseline_eventfds + IVSHMEM_HOST_EVENTFDS + sum(
+            self.vectors(r) * (1 + len(r["peers"])) for r in listed.values())
+        n = list(self.daemon.fds().values()).count(EVENTFD)
+        if n > bound:
+            soft.append(("leak", "the daemon holds %d eventfds; at most %d for the doorbell regions it lists"
+                         % (n, bound)))
+
     def fd_check(self, soft, conns):
         """The daemon's /proc/PID/fd: no fd on a reclaimed or deleted region file; no fd growth."""
         v = self.view
@@ -761,7 +861,7 @@ class Run(churn.Run):
         for fd, link in fds.items():
             m = re.fullmatch(prefix + r"(\d+)( \(deleted\))?", link)
             if not m:
-                other += 1
+                other += not self.is_region_fd(link)  # doorbells' fds: doorbell_check()
                 continue
             rid = int(m.group(1))
             st = v.regions.get(rid, {}).get("state")
@@ -810,14 +910,31 @@ class Run(churn.Run):
         if self.check_libvirt("backend_failed answers") or self.outage_epoch == self.epoch:
             self.counts["backend_failed:libvirtd-away"] += len(items)
             return
+        # brokerd refuses to plug into a domain while one of its doorbell devices is still being
+        # unplugged (QEMU 7.2's stale handlers, docs/guest-doorbells.md): each such refusal is in its log.
+        try:
+            with open(self.daemon.d.log, errors="replace") as f:
+                text = f.read()
+        except OSError:
+            text = ""
+        busy = {}
         for domain, what in items:
             if domain == self.stopped:
                 self.counts["backend_failed:domain-stopped"] += 1
+                continue
+            busy[domain] = busy.get(domain, 0) + 1
+            logged = len(re.findall(r"not attaching \S+ to %s yet: a doorbell device" % re.escape(domain), text))
+            if busy[domain] <= logged:
+                self.counts["backend_failed:doorbell-unplug-in-flight"] += 1
             else:
                 self.bad("unexpected", "%s (libvirtd was up, %s running)" % (what, domain))
 
     def is_region_fd(self, link):
-        return link.startswith(e2e.backing_file(self.topo.pool, ""))
+        """A region's file, or what serves a doorbell region: its sockets, its peers' eventfds and
+        pidfds (eventfds are counted apart: eventfd_check())."""
+        if link.startswith("socket:["):
+            return link in self.ivshmem_sockets()
+        return link.startswith(e2e.backing_file(self.topo.pool, "")) or link in (EVENTFD, "anon_inode:[pidfd]")
 
     # -- main loop
 
@@ -839,7 +956,8 @@ class Run(churn.Run):
                     raise churn.Fatal("brokerd did not start:\n" + self.daemon.log_tail())
                 self.live_check()
                 # The fd baseline, once the checks have used every kind of request once.
-                self.baseline, _ = self.settled_fds()
+                self.baseline, fds = self.settled_fds()
+                self.baseline_eventfds = list(fds.values()).count(EVENTFD)
                 self.daemon.proc.send_signal(signal.SIGTERM)
                 if self.daemon.wait() != 0:
                     self.bad("crash", "brokerd exited %s on SIGTERM" % self.daemon.proc.returncode)
@@ -904,6 +1022,8 @@ class Run(churn.Run):
                 e2e.stop_proc(self.daemons[name])
         if self.oplog:
             self.oplog.close()
+        if self.daemon and self.daemon.store:
+            self.daemon.store.close()
         if self.daemon and self.daemon.logf:
             self.daemon.logf.close()
 
@@ -965,8 +1085,32 @@ class Run(churn.Run):
         if left:
             self.bad("leak", "backing files left in %s: %s" % (e2e.SHM_DIR, sorted(left)))
 
+    def final_fd_check(self):
+        """Nothing left: no region file, no doorbell socket or connection, no pidfd, no eventfd but
+        the ivshmem host thread's; other fds back at the baseline (the host thread's loop aside)."""
+        self.final_file_check()
+        other, fds = self.settled_fds()
+        links = list(fds.values())
+        socks = self.ivshmem_sockets()
+        left = [link for link in links if link in socks or link == "anon_inode:[pidfd]"
+                or link.startswith(e2e.backing_file(self.topo.pool, ""))]
+        eventfds = links.count(EVENTFD) - self.baseline_eventfds
+        if left or eventfds > IVSHMEM_HOST_EVENTFDS:
+            self.bad("leak", "the daemon still holds %s and %d eventfds" % (left, eventfds))
+        host = IVSHMEM_HOST_FDS if eventfds else 0
+        if self.baseline is not None and other > self.baseline + 1 + host:
+            self.bad("leak", "the daemon has %d fds, %d at its first start: %s" % (other, self.baseline, sorted(links)))
+        self.final_fds = (other, self.baseline)
+
     def final_file_check(self):
-        pass  # await_nothing_left() checked the backing files
+        """await_nothing_left() checked the backing files; no socket or peer table left, nothing in
+        the fd store."""
+        left = os.listdir(self.topo.ivshmem_dir) if os.path.isdir(self.topo.ivshmem_dir) else []
+        if left:
+            self.bad("leak", "left in %s: %s" % (self.topo.ivshmem_dir, left))
+        self.daemon.store.settle()
+        if self.daemon.store.names():
+            self.bad("leak", "the fd store still holds %s after everything was reclaimed" % self.daemon.store.names())
 
     def summary(self, elapsed, failed):
         ops = self.counts.get("ops", 0)
@@ -1010,6 +1154,9 @@ def main():
     p.add_argument("--domain-stops", type=float, default=0.03,
                    help="share of epochs (besides those of the unmap-recorded crashpoint) that destroy a guest "
                         "during the churn; it boots again after the next restart")
+    p.add_argument("--doorbells", type=float, default=0.4,
+                   help="share of shares that are doorbell regions (doorbells 1, 2 or 4: ivshmem-doorbell devices "
+                        "served by brokerd)")
     p.add_argument("--xml-sample", type=float, default=0.1,
                    help="share of shares and attaches whose device is looked up in the live XML at once")
     p.add_argument("--ci", action="store_true",

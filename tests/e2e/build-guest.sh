@@ -4,8 +4,8 @@
 #   vmlinuz          Debian's cloud kernel (its ACPI PCI hotplug takes ivshmem-plain on machine pc)
 #   vmlinuz.package  "PACKAGE VERSION" of that kernel: the headers below must match it exactly
 #   initrd.gz        busybox-static, tests/e2e/guest/init as PID 1, shmtool, chantool, guestbench,
-#                    /lib/modules/ivshmem_doorbell.ko (tests/e2e/guest, docs/guest-doorbells.md) and
-#                    virtio_net with what it needs (/lib/modules/net, loaded in net.order)
+#                    /lib/modules/ivshmem_doorbell.ko (examples/guest-doorbells, docs/guest-doorbells.md)
+#                    and virtio_net with what it needs (/lib/modules/net, loaded in net.order)
 #   kernel-headers/  the kernel's linux-headers, -common and linux-kbuild, extracted (cache)
 #   net-modules/     virtio_net, virtio_pci and their dependencies from the kernel's package (cache)
 # Installs qemu-system-x86, libvirt-daemon-system, busybox-static and the build tools if missing.
@@ -13,6 +13,7 @@
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 SRC=$(cd "$HERE/../.." && pwd)
+DOORBELLS=$SRC/examples/guest-doorbells
 OUT=${1:-/e2e-guest}
 CC=${CC:-cc}
 
@@ -74,8 +75,8 @@ fi
 # The doorbell driver, against exactly that kernel (Debian builds it with gcc-12).
 mod=$work/mod
 mkdir -p "$mod"
-cp "$HERE/guest/ivshmem_doorbell.c" "$HERE/guest/ivshmem_doorbell.h" "$HERE/guest/Kbuild" "$mod/"
-make -s -C "$OUT/kernel-headers/usr/src/linux-headers-${kpkg#linux-image-}" M="$mod" CC=gcc-12 modules >"$work/kbuild.log" 2>&1 \
+cp "$DOORBELLS"/{ivshmem_doorbell.c,ivshmem_doorbell.h,Kbuild,Makefile,chantool.c} "$mod/"
+make -s -C "$mod" KDIR="$OUT/kernel-headers/usr/src/linux-headers-${kpkg#linux-image-}" KERNEL_CC=gcc-12 module >"$work/kbuild.log" 2>&1 \
         || { cat "$work/kbuild.log" >&2; echo "build-guest.sh: ivshmem_doorbell.ko did not build" >&2; exit 1; }
 if grep -q 'warning:' "$work/kbuild.log"; then
         cat "$work/kbuild.log" >&2
@@ -121,11 +122,11 @@ cp /bin/busybox "$root/bin/busybox"
 ln -s busybox "$root/bin/sh"
 $CC -static -O2 -Wall -Wextra -o "$root/bin/shmtool" "$HERE/guest/shmtool.c"
 # chantool: libbrokerd-channel's own sources, unchanged, linked statically (it needs only libc).
-$CC -static -O2 -Wall -Wextra -Werror -std=gnu11 -D_GNU_SOURCE -I "$SRC/channel" -I "$HERE/guest" -o "$root/bin/chantool" \
-        "$HERE/guest/chantool.c" "$SRC"/channel/*.c
+make -s -C "$mod" CC="$CC" CHANNEL="$SRC/channel" chantool
+install -m 755 "$mod/chantool" "$root/bin/chantool"
 # guestbench: data-plane-bench's cases (bench/data-plane-cases.c, data-plane-transport.c) in a guest.
 $CC -static -O2 -Wall -Wextra -Wno-missing-field-initializers -Werror -std=gnu11 -D_GNU_SOURCE \
-        -I "$SRC/channel" -I "$SRC/client" -I "$SRC/bench" -I /usr/include/json-c -I "$HERE/guest" -o "$root/bin/guestbench" \
+        -I "$SRC/channel" -I "$SRC/client" -I "$SRC/bench" -I "$DOORBELLS" -o "$root/bin/guestbench" \
         "$HERE/guest/guestbench.c" "$SRC/bench/bench-io.c" "$SRC/bench/data-plane-cases.c" \
         "$SRC/bench/data-plane-transport.c" "$SRC"/channel/*.c
 install -m 644 "$mod/ivshmem_doorbell.ko" "$root/lib/modules/"

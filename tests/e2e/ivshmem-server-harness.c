@@ -6,18 +6,25 @@
  *   expect DOMAIN PID     -> "ok" or "error <errno name>"
  *   remove ID             -> "ok" or "error ..."
  *   ring ID VECTOR        -> "ok" or "error ..."
+ *   fds ID PID            -> "fds N0 N1 ..." then "ok": the fd numbers in process PID that are
+ *                            peer ID's vector eventfds (the same open files as the server's
+ *                            copies, by kcmp), -1 where it has none; the numbers an unplug of
+ *                            that peer's device leaves behind in its QEMU (guest-doorbells.md)
  *   quit (or EOF)
  * It reports on stdout, one line each: "ready", "joined ID DOMAIN", "gone ID DOMAIN REASON",
  * "refused PID UID REASON".
  * Usage: ivshmem-server-harness SOCKET SIZE VECTORS GID
  */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/kcmp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 #include <systemd/sd-event.h>
 
@@ -29,6 +36,72 @@ struct harness {
         char line[256];
         size_t n_line;
 };
+
+/* The server's copies of one peer's vector eventfds, collected from ivshmem_server_export_fds(). */
+struct peer_fds {
+        char prefix[32]; /* "harness-p<id>-v" */
+        int fds[IVSHMEM_VECTORS_MAX];
+        unsigned n;
+};
+
+static int collect_vector_fd(void *userdata, const char *name, int fd) {
+        struct peer_fds *p = userdata;
+        size_t len = strlen(p->prefix);
+        unsigned long v;
+        char *end;
+
+        if (strncmp(name, p->prefix, len) != 0)
+                return 0;
+        v = strtoul(name + len, &end, 10);
+        if (*end || v >= IVSHMEM_VECTORS_MAX)
+                return -EINVAL;
+        p->fds[v] = fd;
+        if (v + 1 > p->n)
+                p->n = (unsigned) v + 1;
+        return 0;
+}
+
+/* The number under which process pid holds the same open file as our fd, or -1. */
+static int fd_in_process(pid_t pid, int fd) {
+        char dir[64];
+        DIR *d;
+        int found = -1;
+
+        snprintf(dir, sizeof(dir), "/proc/%d/fd", (int) pid);
+        d = opendir(dir);
+        if (!d)
+                return -1;
+        for (struct dirent *e; found < 0 && (e = readdir(d));) {
+                char *end;
+                long n = strtol(e->d_name, &end, 10);
+
+                if (*end || end == e->d_name)
+                        continue;
+                if (syscall(SYS_kcmp, (pid_t) pid, getpid(), KCMP_FILE, (unsigned long) n, (unsigned long) fd) == 0)
+                        found = (int) n;
+        }
+        closedir(d);
+        return found;
+}
+
+static int print_peer_fds(struct harness *h, long id, long pid) {
+        struct peer_fds p = { .n = 0 };
+        char out[16 * IVSHMEM_VECTORS_MAX + 8] = "fds";
+        int k;
+
+        if (id < 0 || id > 65535 || pid <= 0)
+                return -EINVAL;
+        snprintf(p.prefix, sizeof(p.prefix), "harness-p%ld-v", id);
+        k = ivshmem_server_export_fds(h->server, collect_vector_fd, &p);
+        if (k < 0)
+                return k;
+        if (p.n == 0)
+                return -ENOENT;
+        for (unsigned v = 0; v < p.n; v++)
+                snprintf(out + strlen(out), sizeof(out) - strlen(out), " %d", fd_in_process((pid_t) pid, p.fds[v]));
+        printf("%s\n", out);
+        return 0;
+}
 
 static void on_refused(void *userdata, pid_t pid, uid_t uid, enum ivshmem_refusal reason) {
         (void) userdata;
@@ -62,6 +135,8 @@ static void run_command(struct harness *h, char *cmd) {
                 reply(a < 0 || a > 65535 ? -EINVAL : ivshmem_server_remove_peer(h->server, (uint16_t) a, IVSHMEM_GONE_REMOVED));
         else if (sscanf(cmd, "ring %ld %ld", &a, &b) == 2)
                 reply(a < 0 || a > 65535 || b < 0 ? -EINVAL : ivshmem_server_ring(h->server, (uint16_t) a, (unsigned) b));
+        else if (sscanf(cmd, "fds %ld %ld", &a, &b) == 2)
+                reply(print_peer_fds(h, a, b));
         else if (strcmp(cmd, "quit") == 0)
                 (void) sd_event_exit(h->event, 0);
         else

@@ -31,7 +31,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import test_ivshmem_server  # noqa: E402
 from test_libvirt_e2e import GUEST_DIR, Guest, log, wait_for  # noqa: E402
-from test_ivshmem_server import Harness, Qemu, QmpError  # noqa: E402
+from test_ivshmem_server import Harness, Qemu  # noqa: E402
 
 PINGS = int(os.environ.get("GUEST_CHANNEL_PINGS", "1000"))
 MESSAGE = 64
@@ -98,10 +98,14 @@ def exchange(a, b, peer_a, peer_b, poll):
     return rtts
 
 
-def run(rundir, binary):
-    # Cached: the kernel and its headers are kept, the module and initramfs rebuilt (seconds).
+def build_guest():
+    """Cached: the kernel and its headers are kept, the module and initramfs rebuilt (seconds)."""
     subprocess.run([os.path.join(os.path.dirname(os.path.abspath(__file__)), "build-guest.sh"), GUEST_DIR],
                    check=True, timeout=900, stdout=subprocess.DEVNULL)
+
+
+def run(rundir, binary):
+    build_guest()
     path = os.path.join(rundir, "group.sock")
     harness = Harness(binary, path)
     started = [harness]
@@ -154,14 +158,7 @@ def run(rundir, binary):
         held = b.run("cat /tmp/hold.log").splitlines()[-1]
         assert held == "GONE ring=ENODEV wait=ENODEV map=SIGBUS", held
         assert b.run("ls /dev/ivshmem-doorbell0 2>/dev/null || echo none") == "none"
-
-        def chardev_removed():
-            try:
-                b.qmp("chardev-remove", id="charua-dbell")
-                return True
-            except QmpError:
-                return False
-        wait_for("B's chardev to be free", chardev_removed, 30)
+        wait_for("B's chardev to be free", b.chardev_free, 30)
         gone = harness.read_line().split()
         assert gone[:3] == ["gone", "1", "dom-guest-b"], gone
         log(f"B unplugged under a holder: {held}")

@@ -29,7 +29,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from test_libvirt_e2e import log, wait_for  # noqa: E402
+from e2e_guests import log, wait_for  # noqa: E402
 
 QEMU = "qemu-system-x86_64"
 REGION_SIZE = 1 << 20
@@ -48,9 +48,9 @@ class Qemu:
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=open(os.path.join(rundir, name + ".log"), "w"))
         self.pid = self.proc.pid
         try:
-            wait_for(f"{name}'s QMP socket", lambda: os.path.exists(self.qmp_path), 10)
-            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            self.sock.connect(self.qmp_path)
+            # The socket file exists from bind(), before QEMU listens: retry a refused connect.
+            self.sock = None
+            wait_for(f"{name}'s QMP socket", self._connect_qmp, 10)
             self.file = self.sock.makefile("rwb", buffering=0)
             self.sock.settimeout(30)
             json.loads(self.file.readline())  # the greeting
@@ -58,6 +58,16 @@ class Qemu:
         except BaseException:
             self.stop()
             raise
+
+    def _connect_qmp(self):
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.connect(self.qmp_path)
+        except (FileNotFoundError, ConnectionRefusedError):
+            sock.close()
+            return False
+        self.sock = sock
+        return True
 
     def qmp(self, execute, timeout=30, **arguments):
         """The command's return value; raises QmpError with QEMU's message on error."""
@@ -73,13 +83,21 @@ class Qemu:
             if "error" in reply:
                 raise QmpError(reply["error"].get("desc", ""))
 
-    def attach_doorbell(self, path, gap=0.0):
+    def attach_doorbell(self, path, gap=0.0, ioeventfd=True):
         """What libvirt sends for <shmem><model type='ivshmem-doorbell'/>: two monitor commands."""
         self.qmp("chardev-add", id="charua-dbell",
                  backend={"type": "socket", "data": {"addr": {"type": "unix", "data": {"path": path}}, "server": False}})
         time.sleep(gap)
         self.qmp("device_add", driver="ivshmem-doorbell", id="ua-dbell", chardev="charua-dbell",
-                 vectors=VECTORS, ioeventfd=True)
+                 vectors=VECTORS, ioeventfd=ioeventfd)
+
+    def chardev_free(self, chardev="charua-dbell"):
+        """chardev-remove: True once the chardev is gone (its device released it), else False."""
+        try:
+            self.qmp("chardev-remove", id=chardev)
+            return True
+        except QmpError:
+            return False
 
     def fd_targets(self):
         out = []

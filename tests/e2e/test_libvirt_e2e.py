@@ -28,12 +28,8 @@ answers, and stops only what it started, by pid. BROKERD_E2E_GUEST: the guest ca
 """
 import json
 import os
-import re
 import secrets
-import select
 import signal
-import string
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -42,153 +38,13 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "integration"))
 
-URI = "qemu:///system"
-GUEST_DIR = os.environ.get("BROKERD_E2E_GUEST", "/e2e-guest")
-SHM_DIR = "/dev/shm"  # where libvirt puts ivshmem-plain memory
-QEMU_LOG_DIR = "/var/log/libvirt/qemu"  # libvirt's log of each domain, named after it
+# The guests, virsh and libvirtd are shared with the other e2e tests and tests/crash/churn-libvirt.py
+# (which reaches them through this module).
+sys.path.insert(0, HERE)
+from e2e_guests import (GUEST_DIR, SHM_DIR, URI, Guest, domain_prefix, libvirt_up, log, shm_platform,  # noqa: E402,F401
+                        started_daemons, stop_proc, tear_down, virsh, wait_for)
+
 REGION_SIZE = 1 << 20
-T0 = time.monotonic()
-
-
-def log(msg):
-    print(f"[{time.monotonic() - T0:7.2f}s] {msg}", flush=True)
-
-
-def virsh(*args, check=True):
-    p = subprocess.run(["virsh", "-q", "-c", URI, *args], capture_output=True, text=True, timeout=60)
-    if check and p.returncode != 0:
-        raise AssertionError(f"virsh {' '.join(args)}: {p.stderr.strip()}")
-    return p
-
-
-def libvirt_up():
-    try:
-        return virsh("uri", check=False).returncode == 0
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-
-
-def wait_for(what, pred, timeout):
-    deadline = time.monotonic() + timeout
-    while True:
-        v = pred()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.1)
-
-
-class Guest:
-    """A transient libvirt domain with a shell on its second serial port (two FIFOs)."""
-
-    def __init__(self, name, rundir):
-        self.name = name
-        self.fifo = os.path.join(rundir, name + ".cmd")
-        self.console = os.path.join(rundir, name + ".console")
-        self.win = self.rout = None
-        self.buf = b""
-
-    def xml(self):
-        # domain.xml is the guests' shape, shared with bench/run-mapping-bench.sh.
-        with open(os.path.join(HERE, "domain.xml")) as f:
-            template = string.Template(f.read())
-        return template.substitute(name=self.name, guest=GUEST_DIR, cmdline="console=ttyS0 no_timer_check panic=-1",
-                                   console=self.console, fifo=self.fifo)
-
-    def start(self):
-        for suffix in (".in", ".out"):
-            os.mkfifo(self.fifo + suffix, 0o600)
-        path = self.fifo + ".xml"
-        with open(path, "w") as f:
-            f.write(self.xml())
-        virsh("create", path)
-        # QEMU holds both FIFOs open, so neither open blocks.
-        self.win = os.open(self.fifo + ".in", os.O_WRONLY | os.O_CLOEXEC)
-        self.rout = os.open(self.fifo + ".out", os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-
-    def read_line(self, deadline):
-        while b"\n" not in self.buf:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise AssertionError(f"{self.name}: no answer in time (console: {self.console_tail()})")
-            r, _, _ = select.select([self.rout], [], [], left)
-            if r:
-                self.buf += os.read(self.rout, 4096)
-        line, self.buf = self.buf.split(b"\n", 1)
-        return line.decode(errors="replace").rstrip("\r")
-
-    def wait_ready(self, timeout=180):
-        deadline = time.monotonic() + timeout
-        while self.read_line(deadline) != "@@READY":
-            pass
-
-    def run(self, cmd, timeout=60):
-        """Runs cmd in the guest; returns (status, output)."""
-        os.write(self.win, (cmd + "\n").encode())
-        deadline = time.monotonic() + timeout
-        out = []
-        while True:
-            line = self.read_line(deadline)
-            if line.startswith("@@RC "):
-                return int(line[5:]), "\n".join(out)
-            out.append(line)
-
-    def console_tail(self):
-        try:
-            with open(self.console, errors="replace") as f:
-                return f.read()[-800:]
-        except OSError:
-            return "?"
-
-    def has_alias(self, alias):
-        return f"<alias name='{alias}'/>" in virsh("dumpxml", self.name).stdout
-
-    def regions(self):
-        """Region ids of brokerd's shmem devices in the live XML (none when not running)."""
-        p = virsh("dumpxml", self.name, check=False)
-        if p.returncode != 0:
-            return set()
-        return {int(m) for m in re.findall(r"<shmem\b.*?<alias name='ua-brokerd-(\d+)'/>.*?</shmem>", p.stdout, re.S)}
-
-    def running(self):
-        p = virsh("domstate", self.name, check=False)
-        return p.returncode == 0 and p.stdout.strip() in ("running", "paused")
-
-    def remove_log(self):
-        """libvirt's log of this domain (QEMU's command line and stderr), kept only on failure."""
-        try:
-            os.unlink(os.path.join(QEMU_LOG_DIR, self.name + ".log"))
-        except FileNotFoundError:
-            pass
-
-    def stop(self):
-        for fd in (self.win, self.rout):
-            if fd is not None:
-                os.close(fd)
-        self.win = self.rout = None
-        virsh("destroy", self.name, check=False)
-
-
-def started_daemons():
-    """Starts virtlogd and libvirtd in the foreground if no libvirtd answers; returns their Popens."""
-    procs = {}
-    if libvirt_up():
-        return procs
-    log("no libvirtd answering: starting virtlogd and libvirtd")
-    for exe in ("virtlogd", "libvirtd"):
-        procs[exe] = subprocess.Popen([exe], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    wait_for("libvirtd", libvirt_up, 30)
-    return procs
-
-
-def stop_proc(p):
-    p.terminate()
-    try:
-        p.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        p.kill()
-        p.wait()
 
 
 def backing_file(pool, region):
@@ -535,7 +391,7 @@ def main():
     daemons = started_daemons()
     rundir = tempfile.mkdtemp(prefix="brokerd-e2e-")
     os.chmod(rundir, 0o755)  # libvirt-qemu reaches the FIFOs and the console file
-    prefix = f"brokerd-e2e-{os.getpid()}"
+    prefix = domain_prefix("brokerd-e2e")
     pool = f"e2e{os.getpid()}"
     a, b = Guest(prefix + "-a", rundir), Guest(prefix + "-b", rundir)
     d = None
@@ -548,12 +404,6 @@ def main():
         b.wait_ready()
         log("both guests at their command loop")
 
-        platform = {
-            "memory": [{"name": "bank0", "base": 0, "size": "4GiB", "numa_node": 0}],
-            "pools": [{"name": pool, "base": "1GiB", "size": "64MiB", "numa_node": 0,
-                       "granule": "4KiB", "backing": {"kind": "shm", "path": SHM_DIR}}],
-            "devices": [{"name": "nic0", "owner": a.name, "dma_mask_bits": 64}],
-        }
         policy = {
             "agents": [{"uid": 0, "domains": [a.name, b.name]}],
             "shares": [{"sharer": a.name, "device": "nic0", "peers": [b.name], "access": "rw"}],
@@ -561,7 +411,7 @@ def main():
         d = harness.Daemon(policy=policy, extra_args=["--backend", "libvirt", "--libvirt-uri", URI,
                                                       "--unplug-grace", "1s"])
         with open(d.platform_path, "w") as f:
-            json.dump(platform, f)
+            json.dump(shm_platform(pool, a.name), f)
         t = E2E(harness, a, b, d, pool)
         t.start()
         assert t.owner.call("broker.info")["backend"] == "libvirt"
@@ -577,29 +427,7 @@ def main():
         t.paused_owner_destroyed()
         failed = False
     finally:
-        if d:
-            rc = d.stop()
-            logtext = d.read_log()
-            if failed or rc != 0:
-                print(logtext)
-            if rc != 0:
-                print(f"brokerd exited {rc}")
-                failed = True
-            d.cleanup()
-        for g in (a, b):
-            if failed and g.win is not None:
-                print(f"--- {g.name} console ---\n{g.console_tail()}")
-            g.stop()
-            if not failed:
-                g.remove_log()
-        for f in os.listdir(SHM_DIR):
-            if f.startswith(f"brokerd-{pool}-"):
-                os.unlink(os.path.join(SHM_DIR, f))
-        shutil.rmtree(rundir, ignore_errors=True)
-        for name in ("libvirtd", "virtlogd"):
-            if name in daemons:
-                stop_proc(daemons[name])
-    log("PASS" if not failed else "FAIL")
+        failed = tear_down(d, (a, b), pool, rundir, daemons, failed)
     return 1 if failed else 0
 
 

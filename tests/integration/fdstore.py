@@ -154,6 +154,10 @@ class FdStore:
     # -- what the tests look at and change
 
     def names(self):
+        """What the store holds once it handled every notification sent so far (the daemon sends
+        FDSTORE=1 before it answers, but this thread may not have read it yet)."""
+        if not self.stopping:
+            self.settle()
         with self.lock:
             return sorted(e[0] for e in self.entries)
 

@@ -213,11 +213,7 @@ class Daemon:
             if os.path.exists(s):
                 os.unlink(s)
         self.logf = open(self.log, "a")
-        self.proc = subprocess.Popen(
-            [BROKERD, "--platform", self.platform_path, "--policy", self.policy_path, "--db", self.db,
-             "--agent-socket", self.agent_socket, "--admin-socket", self.admin_socket,
-             "--agent-group", "nogroup", "--log-target", "stderr", *self.extra_args],
-            stdout=self.logf, stderr=self.logf, env={**os.environ, **(env or {})})
+        self.proc = self.launch(env)
         deadline = time.monotonic() + 20
         while not (os.path.exists(self.agent_socket) and os.path.exists(self.admin_socket)):
             if self.proc.poll() is not None:
@@ -226,6 +222,15 @@ class Daemon:
                 raise RuntimeError("brokerd did not create its sockets:\n" + self.read_log())
             time.sleep(0.02)
         return self
+
+    def launch(self, env):
+        """The brokerd process, its output to the log (a subclass may run it otherwise: under an fd
+        store, tests/e2e/e2e_guests.py)."""
+        return subprocess.Popen(
+            [BROKERD, "--platform", self.platform_path, "--policy", self.policy_path, "--db", self.db,
+             "--agent-socket", self.agent_socket, "--admin-socket", self.admin_socket,
+             "--agent-group", "nogroup", "--log-target", "stderr", *self.extra_args],
+            stdout=self.logf, stderr=self.logf, env={**os.environ, **(env or {})})
 
     def read_log(self):
         with open(self.log) as f:

@@ -142,6 +142,16 @@ static void test_file_lifecycle(void **state) {
         assert_int_equal(errno, ENOENT);
         assert_int_equal(f->b->ops->destroy(f->b, &r), 0);
         assert_int_equal(f->b->ops->restore(f->b, &r), -ENOENT);
+
+        /* Left half-made by a crash inside create() (still ours, not yet sized): restore refuses
+         * it, but taking the region down does not stall on it. */
+        fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+        assert_true(fd >= 0);
+        close(fd);
+        assert_int_equal(f->b->ops->restore(f->b, &r), -EBADFD);
+        assert_int_equal(f->b->ops->scrub(f->b, &r), 0);
+        assert_int_equal(f->b->ops->destroy(f->b, &r), 0);
+        assert_int_equal(stat(path, &st), -1);
 }
 
 static void test_map_refusals(void **state) {

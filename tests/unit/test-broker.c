@@ -67,6 +67,7 @@ struct fixture {
         char backing[160];
         bool shm;           /* pool p0 backed by files (durable) instead of memfds */
         bool async_unmap;   /* wrap the backend so unmaps complete later */
+        bool guest_bells;   /* wrap the backend as one whose doorbells are in the guests */
         int64_t now;
         struct broker *b;
         struct backend *async; /* the wrapper, when async_unmap */
@@ -144,6 +145,39 @@ static void async_free(struct backend *b) {
 static const struct backend_ops async_ops = {
         .name = "async-test", .check = async_check, .create = async_create, .restore = async_restore, .map = async_map,
         .unmap = async_unmap, .scrub = async_scrub, .destroy = async_destroy, .free = async_free,
+};
+
+/* As the libvirt backend: no fds for the holders, doorbells in the guests' devices. */
+static unsigned guest_bells_seen;
+static int guest_create(struct backend *b, const struct backend_region *r) {
+        guest_bells_seen = r->doorbells;
+        return async_create(b, r);
+}
+static int guest_map(struct backend *b, const struct backend_region *r, const char *domain, enum access_mode access,
+                     struct backend_mapping *ret) {
+        int q = async_map(b, r, domain, access, ret);
+        if (q >= 0) {
+                close(ret->fd);
+                ret->fd = -1;
+                guest_bells_seen = r->doorbells;
+        }
+        return q;
+}
+static int guest_unmap(struct backend *b, const struct backend_region *r, const struct backend_holder *h) {
+        return ((struct async_backend *) b)->inner->ops->unmap(((struct async_backend *) b)->inner, r, h);
+}
+/* hw0's device joined as 0, vm1's as 5; nobody else's. */
+static int guest_doorbell_id(struct backend *b, const struct backend_region *r, const char *domain, uint32_t *ret) {
+        (void) b, (void) r;
+        if (strcmp(domain, "hw0") != 0 && strcmp(domain, "vm1") != 0)
+                return -ENOENT;
+        *ret = strcmp(domain, "hw0") == 0 ? 0 : 5;
+        return 0;
+}
+static const struct backend_ops guest_ops = {
+        .name = "guest-test", .guest_doorbells = true, .check = async_check, .create = guest_create,
+        .restore = async_restore, .map = guest_map, .unmap = guest_unmap, .doorbell_id = guest_doorbell_id,
+        .scrub = async_scrub, .destroy = async_destroy, .free = async_free,
 };
 
 /* ---- fixture ---- */
@@ -293,10 +327,10 @@ static int broker_open(struct fixture *f, const char *policy, struct broker_erro
 
         store.userdata = f;
         assert_int_equal(backend_memfd_new(&memfd), 0);
-        if (f->async_unmap) {
+        if (f->async_unmap || f->guest_bells) {
                 struct async_backend *a = calloc(1, sizeof(*a));
                 assert_non_null(a);
-                a->backend.ops = &async_ops;
+                a->backend.ops = f->guest_bells ? &guest_ops : &async_ops;
                 a->inner = memfd;
                 cfg.backend = &a->backend;
                 f->async = &a->backend;
@@ -1679,6 +1713,60 @@ static void close_all(struct broker_attach_result *a) {
         close(a->fd);
 }
 
+/* A backend with doorbells in the guests: vectors recorded and passed on, no eventfds anywhere. */
+static void test_doorbells_in_guests(void **state) {
+        struct fixture *f = *state;
+        struct broker_share_result s;
+        struct broker_attach_result a;
+        struct broker_doorbells d;
+        struct broker_error err = {};
+        int q;
+
+        f->guest_bells = f->with_store = true;
+        broker_restart(f);
+        /* Without asking, a region has none there. */
+        s = share_two(f, -1, &err, &q);
+        assert_int_equal(q, 0);
+        assert_int_equal(s.vectors, 0);
+        s = share_two(f, BROKER_MAX_DOORBELL_VECTORS + 1, &err, &q);
+        assert_int_equal(q, -EINVAL);
+        s = share_two(f, 3, &err, &q);
+        assert_int_equal(q, 0);
+        assert_int_equal(s.vectors, 3);
+        assert_int_equal(guest_bells_seen, 3); /* the backend made it with its vectors */
+        guest_bells_seen = 0;
+        assert_int_equal(broker_attach_fds(f->b, s.tokens[0].token), 0);
+        a = attach_ok(f, &VM1, "vm1", s.tokens[0].token);
+        assert_int_equal(guest_bells_seen, 3);
+        assert_int_equal(a.fd, -1);
+        assert_int_equal(a.doorbells.vectors, 3);
+        assert_int_equal(a.doorbells.n, 0);
+        /* Each party's id in the guests' group, its own among them, owner first. */
+        assert_true(a.doorbells.in_guests);
+        assert_int_equal(a.doorbells.n_guests, 2);
+        assert_string_equal(a.doorbells.guests[0].domain, "hw0");
+        assert_int_equal(a.doorbells.guests[0].id, 0);
+        assert_string_equal(a.doorbells.guests[1].domain, "vm1");
+        assert_int_equal(a.doorbells.guests[1].id, 5);
+        d = bells_of(f, &VM1, "vm1", s.region);
+        assert_int_equal(d.vectors, 3);
+        assert_int_equal(d.n, 0);
+        assert_int_equal(d.n_guests, 2);
+        assert_int_equal(f->n_joined, 1); /* the other parties still hear of it */
+        assert_int_equal(kept_bells(f), 0);
+
+        /* A restart makes nothing anew: no eventfds, no new generation. */
+        broker_restart(f);
+        d = bells_of(f, &VM1, "vm1", s.region);
+        assert_int_equal(d.generation, 1);
+        assert_int_equal(d.n, 0);
+        assert_int_equal(audit_rows(f, "doorbells"), 0);
+
+        /* What the backend turned away is audited against the region. */
+        backend_refused(f->async, s.region, "pid 4242 uid 64055", "unexpected");
+        assert_int_equal(audit_rows(f, "doorbell-refused"), 1);
+}
+
 /* Pairs are made with every party when a peer attaches, kept in the store, and cut on release and undo. */
 static void test_doorbells_join_and_cut(void **state) {
         struct fixture *f = *state;
@@ -1989,6 +2077,7 @@ int main(void) {
                 cmocka_unit_test_setup_teardown(test_backend_reports_domain_gone, setup_async, teardown),
                 cmocka_unit_test_setup_teardown(test_holder_pidfds_survive_a_restart, setup_shm, teardown),
                 cmocka_unit_test_setup_teardown(test_doorbells_join_and_cut, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_doorbells_in_guests, setup_shm, teardown),
                 cmocka_unit_test_setup_teardown(test_doorbells_cut_by_revoke, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_doorbells_owner_gone, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_doorbells_restart, setup_shm, teardown),

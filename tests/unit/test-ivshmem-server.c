@@ -469,8 +469,6 @@ static void test_remove_peer(void **state) {
         client_expect_quiet(f, p.a);
         /* The server's copies of B's eventfds and B's pidfd are closed; B's connection is held. */
         assert_int_equal(count_fds(), before - VECTORS - 1);
-        /* B is told A is gone: its QEMU closes its copies of A's eventfds and can ring nobody. */
-        client_expect(f, p.b, 0, false);
         client_expect_quiet(f, p.b);
         assert_int_equal(f->gone, 1);
         assert_int_equal(f->last_departure, IVSHMEM_GONE_REMOVED);
@@ -483,6 +481,64 @@ static void test_remove_peer(void **state) {
         assert_int_equal(f->gone, 1);
         /* The server's end of it, and ours. */
         assert_int_equal(count_fds(), before - VECTORS - 3);
+        pair_close(&p);
+}
+
+/* A paused domain's connection queues what it is sent (a newcomer's vectors) until resumed. */
+static void test_pause_domain(void **state) {
+        struct fixture *f = *state;
+        struct ivshmem_server_config c = config_of(f, VECTORS);
+        int own[VECTORS], from_c[VECTORS], cc;
+        struct pair p;
+        size_t queued = 0;
+
+        server_start(f, &c);
+        pair_admit(f, &p);
+        assert_int_equal(ivshmem_server_pause_domain(f->server, "dom-a", true), 0);
+        assert_int_equal(ivshmem_server_pause_domain(f->server, "dom-x", true), -ENOENT);
+        assert_int_equal(ivshmem_server_expect(f->server, "dom-c", getpid(), -1), 0);
+        cc = client_connect(f);
+        client_read_setup(f, cc, 2, VECTORS, (const int64_t[]) { 0, 1 }, 2, own);
+        /* B hears of C at once; A does not while paused. */
+        for (unsigned v = 0; v < VECTORS; v++) {
+                int fd = -1;
+                assert_int_equal(client_read(f, p.b, &fd), 2);
+                close(fd);
+        }
+        client_expect_quiet(f, p.a);
+        assert_int_equal(ivshmem_server_peer_queued(f->server, 0, &queued), 0);
+        assert_int_equal(queued, VECTORS);
+        assert_int_equal(ivshmem_server_pause_domain(f->server, "dom-a", false), 0);
+        for (unsigned v = 0; v < VECTORS; v++)
+                assert_int_equal(client_read(f, p.a, &from_c[v]), 2);
+        close_all(from_c, VECTORS);
+        close_all(own, VECTORS);
+        close(cc);
+        pair_close(&p);
+}
+
+/* quiet_departures: nobody hears of a departure, but the server's copies go all the same. */
+static void test_quiet_departure(void **state) {
+        struct fixture *f = *state;
+        struct ivshmem_server_config c = config_of(f, VECTORS);
+        struct pair p;
+        unsigned before;
+
+        c.quiet_departures = true;
+        server_start(f, &c);
+        pair_admit(f, &p);
+        before = count_fds();
+        assert_int_equal(ivshmem_server_remove_peer(f->server, 1, IVSHMEM_GONE_REMOVED), 0);
+        client_expect_quiet(f, p.a);
+        client_expect_quiet(f, p.b);
+        assert_int_equal(count_fds(), before - VECTORS - 1);
+        assert_int_equal(f->gone, 1);
+        /* A leaving by closing its connection is as quiet. */
+        close(TAKE_FD(p.a));
+        for (int i = 0; i < 5; i++)
+                spin(f);
+        assert_int_equal(f->gone, 2);
+        assert_int_equal(ivshmem_server_n_peers(f->server), 0);
         pair_close(&p);
 }
 
@@ -808,6 +864,8 @@ int main(void) {
                 cmocka_unit_test_setup_teardown(test_ids_not_reissued, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_ids_exhausted, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_remove_peer, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_quiet_departure, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_pause_domain, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_bad_config, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_socket_file, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_stuck_client, setup, teardown),

@@ -1,14 +1,17 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * chantool: runs inside the e2e guests. libbrokerd-channel, unchanged, over the BAR2 of an
- * ivshmem-doorbell device, woken by its interrupts through ivshmem_doorbell.ko's fds
- * (ivshmem_doorbell.h): ring ends are (PEER, vector 0 "data" / 1 "space"), wait ends our vectors.
+ * chantool: runs inside a guest (the e2e guests; README.md here). libbrokerd-channel, unchanged,
+ * over the BAR2 of an ivshmem-doorbell device, woken by its interrupts through
+ * ivshmem_doorbell.ko's fds (ivshmem_doorbell.h): ring ends are (PEER, vector 0 "data" / 1
+ * "space"), wait ends our vectors.
  *   chantool info                    print "ID <own id> VECTORS <n> SIZE <bytes>"
  *   chantool create PEER [--poll]    write the channel header at BAR2 offset 0, answer every
  *                                    message with the same bytes until the peer closes; then clear
  *                                    the header so that the next create starts from scratch
  *   chantool join PEER N SIZE        N copied and N zero-copy pings of SIZE bytes, each answer checked
  *   chantool ping-poll PEER N SIZE   N copied pings with both sides busy-polling (create --poll)
+ *   chantool ring PEER VECTOR        ring that vector of that peer once through the driver's ring fd
+ *                                    (no channel): "RANG" once the write went through
  *   chantool hold                    hold BAR2 and doorbell fds, print "HOLDING", wait until the
  *                                    device is removed, then print what the fds and the mapping do:
  *                                    "GONE ring=<errno> wait=<errno> map=<SIGBUS|readable>"
@@ -17,7 +20,7 @@
  * comes: each ping wakes the peer by interrupt, and the answer wakes the pinger. Round trips are printed as "RTT <kind> n=.. avg_us=.. p50_us=.. p99_us=.. max_us=..".
  * $CHANTOOL_DEVICE: the device to use instead of /dev/ivshmem-doorbell0.
  * Exit status 0 on success; 1 with a message on stderr otherwise.
- * Build: cc -static -D_GNU_SOURCE -I channel -o chantool chantool.c channel/ *.c
+ * Build: make chantool (Makefile; CHANNEL= the channel library's sources, default ../../channel)
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -298,6 +301,29 @@ static int hold(void) {
         return 0;
 }
 
+/* One doorbell, no channel: what a revoked peer's id gets (the e2e test counts the interrupts). */
+static int ring_once(long peer, long vector) {
+        struct ivdb_ring ring = { .peer = (uint16_t) peer, .vector = (uint16_t) vector };
+        uint64_t v = 1;
+        int fd, rfd, k = 0;
+
+        if (peer < 0 || peer > 65535 || vector < 0 || vector > 65535)
+                return fail("PEER and VECTOR", EINVAL);
+        fd = open(device_path(), O_RDWR | O_CLOEXEC);
+        if (fd < 0)
+                return fail(device_path(), errno);
+        rfd = ioctl(fd, IVDB_RING_FD, &ring);
+        if (rfd < 0 || write(rfd, &v, sizeof(v)) != (ssize_t) sizeof(v))
+                k = errno;
+        if (rfd >= 0)
+                close(rfd);
+        close(fd);
+        if (k)
+                return fail("ring", k);
+        printf("RANG\n");
+        return 0;
+}
+
 int main(int argc, char **argv) {
         setvbuf(stdout, NULL, _IOLBF, 0);
         if (argc == 2 && strcmp(argv[1], "info") == 0) {
@@ -312,12 +338,14 @@ int main(int argc, char **argv) {
         }
         if (argc == 2 && strcmp(argv[1], "hold") == 0)
                 return hold();
+        if (argc == 4 && strcmp(argv[1], "ring") == 0)
+                return ring_once(strtol(argv[2], NULL, 10), strtol(argv[3], NULL, 10));
         if ((argc == 3 || (argc == 4 && strcmp(argv[3], "--poll") == 0)) && strcmp(argv[1], "create") == 0)
                 return serve(strtol(argv[2], NULL, 10), argc == 4);
         if (argc == 5 && strcmp(argv[1], "join") == 0)
                 return ping(strtol(argv[2], NULL, 10), strtol(argv[3], NULL, 10), strtol(argv[4], NULL, 10), 0);
         if (argc == 5 && strcmp(argv[1], "ping-poll") == 0)
                 return ping(strtol(argv[2], NULL, 10), strtol(argv[3], NULL, 10), strtol(argv[4], NULL, 10), 1);
-        fprintf(stderr, "usage: chantool info | hold | create PEER [--poll] | join PEER N SIZE | ping-poll PEER N SIZE\n");
+        fprintf(stderr, "usage: chantool info | hold | ring PEER VECTOR | create PEER [--poll] | join PEER N SIZE | ping-poll PEER N SIZE\n");
         return 2;
 }
