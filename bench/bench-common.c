@@ -3,37 +3,8 @@
 #include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <time.h>
 
 #include "bench-common.h"
-
-const char *bench_program = "bench";
-
-uint64_t bench_now_nsec(void) {
-        struct timespec ts;
-
-        /* CLOCK_MONOTONIC cannot fail with a valid pointer. */
-        (void) clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (uint64_t) ts.tv_sec * UINT64_C(1000000000) + (uint64_t) ts.tv_nsec;
-}
-
-int bench_send_all(int fd, const void *data, size_t len) {
-        const char *p = data;
-
-        while (len > 0) {
-                ssize_t n = send(fd, p, len, MSG_NOSIGNAL);
-
-                if (n < 0) {
-                        if (errno == EINTR)
-                                continue;
-                        return -errno;
-                }
-                p += n;
-                len -= (size_t) n;
-        }
-        return 0;
-}
 
 int bench_parse_u64(const char *s, const char *what, uint64_t min, uint64_t max, uint64_t *ret) {
         uint64_t v;

@@ -26,7 +26,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -34,43 +33,13 @@
 #include "data-plane.h"
 
 #define DEFAULT_RING_SIZE (8u << 20)
-#define MAX_MESSAGE (1u << 20)
-#define JOIN_TIMEOUT_MS 10000
-/* One-byte control messages: B is ready (ping-pong), B got the whole stream. */
-#define FILL_READY 0xa5
-#define FILL_ACK 0x5a
-
-static const struct dp_transport transports[] = {
-        { "tcp", "tcp loopback (TCP_NODELAY)", DP_TCP },
-        { "unix", "unix stream socket", DP_UNIX },
-        { "copy", "channel copy, blocking", DP_CHANNEL, false, BROKERD_CHANNEL_BLOCKING },
-        { "zc", "channel zero-copy, blocking", DP_CHANNEL, true, BROKERD_CHANNEL_BLOCKING },
-        { "copy-nospin", "channel copy, blocking, spin 0", DP_CHANNEL, false, BROKERD_CHANNEL_BLOCKING, true },
-        { "copy-poll", "channel copy, busy-poll", DP_CHANNEL, false, BROKERD_CHANNEL_BUSY_POLL },
-        { "zc-poll", "channel zero-copy, busy-poll", DP_CHANNEL, true, BROKERD_CHANNEL_BUSY_POLL },
-};
-#define N_TRANSPORTS (sizeof(transports) / sizeof(transports[0]))
-
-/* Iterations per size: the slowest transport (TCP here) spends one to two seconds on each case. */
-static const struct dp_case default_cases[] = {
-        { "pp-14", DP_PINGPONG, 14, 50000, 5000 },
-        { "pp-64", DP_PINGPONG, 64, 50000, 5000 },
-        { "pp-1k", DP_PINGPONG, 1024, 50000, 5000 },
-        { "pp-64k", DP_PINGPONG, 64u << 10, 10000, 1000 },
-        { "pp-1m", DP_PINGPONG, 1u << 20, 1000, 100 },
-        { "st-1k", DP_STREAM, 1024, 500000, 50000 },
-        { "st-64k", DP_STREAM, 64u << 10, 100000, 10000 },
-        { "st-1m", DP_STREAM, 1u << 20, 5000, 500 },
-};
-#define N_CASES (sizeof(default_cases) / sizeof(default_cases[0]))
-_Static_assert(N_CASES <= DP_MAX_CASES, "DP_MAX_CASES too small");
 
 struct options {
         struct dp_region_config region;
         int cpu[_DP_SIDE_MAX];
         unsigned divide; /* --quick: every count divided by this */
-        bool transport_selected[N_TRANSPORTS]; /* none: all */
-        bool case_selected[N_CASES];           /* none: all */
+        bool transport_selected[DP_N_TRANSPORTS]; /* none: all */
+        bool case_selected[DP_N_CASES];           /* none: all */
 };
 
 /* The connection the coordinator makes for one transport before it forks. */
@@ -80,180 +49,10 @@ struct connection {
         bool has_region;
 };
 
-static uint8_t fill_of(unsigned i) {
-        return (uint8_t) (1 + i % 251);
-}
-
-static void cpu_used(uint64_t *total, uint64_t *sys) {
-        struct rusage ru;
-
-        (void) getrusage(RUSAGE_SELF, &ru);
-        *sys = (uint64_t) ru.ru_stime.tv_sec * 1000000000u + (uint64_t) ru.ru_stime.tv_usec * 1000u;
-        *total = *sys + (uint64_t) ru.ru_utime.tv_sec * 1000000000u + (uint64_t) ru.ru_utime.tv_usec * 1000u;
-}
-
-/* The timed phase's start (begin) or end for side: CPU time, and A's wall time. */
-static void mark(struct dp_result *res, enum dp_side side, bool begin) {
-        uint64_t total, sys, now = bench_now_nsec();
-
-        cpu_used(&total, &sys);
-        if (begin) {
-                res->cpu_ns[side] = total;
-                res->sys_ns[side] = sys;
-                if (side == DP_SIDE_A)
-                        res->elapsed_ns = now;
-                return;
-        }
-        res->cpu_ns[side] = total - res->cpu_ns[side];
-        res->sys_ns[side] = sys - res->sys_ns[side];
-        if (side == DP_SIDE_A)
-                res->elapsed_ns = now - res->elapsed_ns;
-        res->cpu[side] = sched_getcpu();
-        res->done[side] = true;
-}
-
-static int pingpong_a(struct dp_end *e, const struct dp_case *c, uint64_t *samples, struct dp_result *res) {
-        int r;
-
-        for (unsigned i = 0; i < c->warmup; i++)
-                if ((r = dp_send(e, c->size, fill_of(i))) < 0 || (r = dp_recv(e, c->size, fill_of(i))) < 0)
-                        return r;
-        if ((r = dp_recv(e, 1, FILL_READY)) < 0)
-                return r;
-        mark(res, DP_SIDE_A, true);
-        for (unsigned i = 0; i < c->n; i++) {
-                uint64_t t0 = bench_now_nsec();
-
-                if ((r = dp_send(e, c->size, fill_of(i))) < 0 || (r = dp_recv(e, c->size, fill_of(i))) < 0)
-                        return r;
-                samples[i] = bench_now_nsec() - t0;
-        }
-        mark(res, DP_SIDE_A, false);
-        bench_summarize(samples, c->n, &res->rtt);
-        return 0;
-}
-
-static int pingpong_b(struct dp_end *e, const struct dp_case *c, struct dp_result *res) {
-        int r;
-
-        for (unsigned i = 0; i < c->warmup; i++)
-                if ((r = dp_recv(e, c->size, fill_of(i))) < 0 || (r = dp_send(e, c->size, fill_of(i))) < 0)
-                        return r;
-        mark(res, DP_SIDE_B, true);
-        if ((r = dp_send(e, 1, FILL_READY)) < 0)
-                return r;
-        for (unsigned i = 0; i < c->n; i++)
-                if ((r = dp_recv(e, c->size, fill_of(i))) < 0 || (r = dp_send(e, c->size, fill_of(i))) < 0)
-                        return r;
-        mark(res, DP_SIDE_B, false);
-        return 0;
-}
-
-static int stream_a(struct dp_end *e, const struct dp_case *c, struct dp_result *res) {
-        int r;
-
-        for (unsigned i = 0; i < c->warmup; i++)
-                if ((r = dp_send(e, c->size, fill_of(i))) < 0)
-                        return r;
-        if ((r = dp_recv(e, 1, FILL_ACK)) < 0)
-                return r;
-        mark(res, DP_SIDE_A, true);
-        for (unsigned i = 0; i < c->n; i++)
-                if ((r = dp_send(e, c->size, fill_of(i))) < 0)
-                        return r;
-        if ((r = dp_recv(e, 1, FILL_ACK)) < 0)
-                return r;
-        mark(res, DP_SIDE_A, false);
-        return 0;
-}
-
-static int stream_b(struct dp_end *e, const struct dp_case *c, struct dp_result *res) {
-        int r;
-
-        for (unsigned i = 0; i < c->warmup; i++)
-                if ((r = dp_recv(e, c->size, fill_of(i))) < 0)
-                        return r;
-        mark(res, DP_SIDE_B, true);
-        if ((r = dp_send(e, 1, FILL_ACK)) < 0)
-                return r;
-        for (unsigned i = 0; i < c->n; i++)
-                if ((r = dp_recv(e, c->size, fill_of(i))) < 0)
-                        return r;
-        if ((r = dp_send(e, 1, FILL_ACK)) < 0)
-                return r;
-        mark(res, DP_SIDE_B, false);
-        return 0;
-}
-
-static int run_cases(struct dp_end *e, enum dp_side side, const struct dp_case *cases, size_t n_cases,
-                     struct dp_result *res) {
-        uint64_t *samples = NULL;
-        int r = 0;
-
-        if (side == DP_SIDE_A) {
-                unsigned most = 1;
-
-                for (size_t i = 0; i < n_cases; i++)
-                        most = cases[i].n > most ? cases[i].n : most;
-                samples = calloc(most, sizeof(*samples));
-                if (!samples)
-                        return -ENOMEM;
-        }
-        for (size_t i = 0; r >= 0 && i < n_cases; i++) {
-                const struct dp_case *c = &cases[i];
-
-                if (c->pattern == DP_PINGPONG)
-                        r = side == DP_SIDE_A ? pingpong_a(e, c, samples, &res[i]) : pingpong_b(e, c, &res[i]);
-                else
-                        r = side == DP_SIDE_A ? stream_a(e, c, &res[i]) : stream_b(e, c, &res[i]);
-                if (r < 0)
-                        fprintf(stderr, "%s: %s, side %c, %s of %zu bytes: %s\n", bench_program, e->t->label,
-                                'A' + side, c->pattern == DP_PINGPONG ? "ping-pong" : "stream", c->size, strerror(-r));
-        }
-        free(samples);
-        return r;
-}
-
-/* A creates the channel over the whole region, B joins it; both set the transport's mode. */
-static int channel_open(struct dp_end *e, const struct options *o, struct dp_region *reg, enum dp_side side) {
-        const struct brokerd_channel_params p = { .ring_size = o->region.ring_size };
-        int r;
-
-        if (side == DP_SIDE_A)
-                r = brokerd_channel_create(reg->mem, reg->size, &p, &reg->db, &e->ch);
-        else
-                r = brokerd_channel_join(reg->mem, reg->size, &reg->db, JOIN_TIMEOUT_MS, &e->ch);
-        if (r < 0) {
-                fprintf(stderr, "%s: brokerd_channel_%s: %s\n", bench_program, side == DP_SIDE_A ? "create" : "join",
-                        strerror(-r));
-                return r;
-        }
-        r = brokerd_channel_set_mode(e->ch, e->t->mode);
-        if (r >= 0 && e->t->spin_zero)
-                r = brokerd_channel_set_spin(e->ch, 0);
-        if (r >= 0 && brokerd_channel_max_message(e->ch) < MAX_MESSAGE)
-                r = -EMSGSIZE;
-        return r;
-}
-
-/*
- * B waits for A to free its end (recv answers -EPIPE) before it lets the region go: B's release
- * reclaims the region, and brokerd scrubs it, under A if A were still reading its last answer.
- */
-static int channel_wait_closed(struct dp_end *e) {
-        ssize_t n = brokerd_channel_recv(e->ch, e->buf, e->cap, JOIN_TIMEOUT_MS);
-
-        if (n == -EPIPE)
-                return 0;
-        fprintf(stderr, "%s: %s: side A did not close its end: %s\n", bench_program, e->t->label,
-                n < 0 ? strerror((int) -n) : "a message came instead");
-        return n < 0 ? (int) n : -EBADMSG;
-}
-
 /* One side's process (pinned already): connected, every case, then the region let go. */
 static int side_main(const struct options *o, const struct dp_transport *t, enum dp_side side,
                      struct connection *conn, const struct dp_case *cases, size_t n_cases, struct dp_result *res) {
-        struct dp_end e = { .t = t, .fd = conn->fd[side], .cap = MAX_MESSAGE };
+        struct dp_end e = { .t = t, .fd = conn->fd[side], .cap = DP_MAX_MESSAGE };
         struct dp_region reg = {};
         int r;
 
@@ -265,13 +64,13 @@ static int side_main(const struct options *o, const struct dp_transport *t, enum
         if (t->kind == DP_CHANNEL) {
                 r = dp_region_open(&conn->region, side, &reg);
                 if (r >= 0)
-                        r = channel_open(&e, o, &reg, side);
+                        r = dp_channel_open(&e, o->region.ring_size, &reg, side);
         } else
                 r = 0;
         if (r >= 0)
-                r = run_cases(&e, side, cases, n_cases, res);
+                r = dp_run_cases(&e, side, cases, n_cases, res);
         if (r >= 0 && e.ch && side == DP_SIDE_B)
-                r = channel_wait_closed(&e);
+                r = dp_channel_wait_closed(&e);
         brokerd_channel_free(e.ch);
         if (t->kind == DP_CHANNEL)
                 dp_region_close(&reg, &conn->region, side);
@@ -389,33 +188,7 @@ static void help(void) {
 }
 
 static const char *transport_key(size_t i) {
-        return transports[i].key;
-}
-
-static const char *case_key(size_t i) {
-        return default_cases[i].key;
-}
-
-/* A comma-separated list of keys (key_of(0 .. n-1)) into selected[]; what names the option. */
-static int parse_keys(const char *list, const char *what, const char *(*key_of)(size_t i), size_t n, bool *selected) {
-        bool sel[DP_MAX_CASES > N_TRANSPORTS ? DP_MAX_CASES : N_TRANSPORTS] = {};
-        const char *p = list;
-
-        while (*p) {
-                size_t len = strcspn(p, ","), i;
-
-                for (i = 0; i < n; i++)
-                        if (strlen(key_of(i)) == len && strncmp(key_of(i), p, len) == 0)
-                                break;
-                if (i == n) {
-                        fprintf(stderr, "%s: %s has no '%.*s' (--help)\n", bench_program, what, (int) len, p);
-                        return -EINVAL;
-                }
-                sel[i] = true;
-                p += len + (p[len] == ',');
-        }
-        memcpy(selected, sel, n * sizeof(*selected));
-        return 0;
+        return dp_transports[i].key;
 }
 
 static int parse_cpus(const char *s, int cpu[_DP_SIDE_MAX]) {
@@ -493,10 +266,10 @@ static int parse_options(int argc, char *argv[], struct options *o) {
                         r = parse_cpus(optarg, o->cpu);
                         break;
                 case ARG_TRANSPORTS:
-                        r = parse_keys(optarg, "--transports", transport_key, N_TRANSPORTS, o->transport_selected);
+                        r = dp_parse_keys(optarg, "--transports", transport_key, DP_N_TRANSPORTS, o->transport_selected);
                         break;
                 case ARG_CASES:
-                        r = parse_keys(optarg, "--cases", case_key, N_CASES, o->case_selected);
+                        r = dp_parse_keys(optarg, "--cases", dp_case_key, DP_N_CASES, o->case_selected);
                         break;
                 case ARG_QUICK:
                         o->divide = 100;
@@ -547,36 +320,13 @@ static int print_setup(const struct options *o) {
         return 0;
 }
 
-static bool none_selected(const bool *selected, size_t n) {
-        for (size_t i = 0; i < n; i++)
-                if (selected[i])
-                        return false;
-        return true;
-}
-
-/* The cases --cases selected (all without it), their counts divided for --quick; returns how many. */
-static size_t select_cases(const struct options *o, struct dp_case cases[N_CASES]) {
-        bool all = none_selected(o->case_selected, N_CASES);
-        size_t n = 0;
-
-        for (size_t i = 0; i < N_CASES; i++) {
-                if (!all && !o->case_selected[i])
-                        continue;
-                cases[n] = default_cases[i];
-                cases[n].n = cases[n].n / o->divide ?: 1;
-                cases[n].warmup /= o->divide;
-                n++;
-        }
-        return n;
-}
-
 int main(int argc, char *argv[]) {
         struct options o = {
                 .region = { .owner = "hw0", .peer = "vm1", .device = "nic0", .ring_size = DEFAULT_RING_SIZE },
                 .cpu = { -1, -1 },
                 .divide = 1,
         };
-        struct dp_case cases[N_CASES];
+        struct dp_case cases[DP_N_CASES];
         struct dp_run *runs;
         sigset_t chld;
         size_t n_cases;
@@ -586,8 +336,8 @@ int main(int argc, char *argv[]) {
         bench_program = "data-plane-bench";
         if (parse_options(argc, argv, &o) < 0)
                 return 2;
-        all = none_selected(o.transport_selected, N_TRANSPORTS);
-        n_cases = select_cases(&o, cases);
+        all = dp_none_selected(o.transport_selected, DP_N_TRANSPORTS);
+        n_cases = dp_select_cases(o.case_selected, o.divide, cases);
         if (o.cpu[DP_SIDE_A] < 0 && (r = default_cpus(o.cpu)) < 0) {
                 fprintf(stderr, "%s: cannot read the CPUs allowed: %s\n", bench_program, strerror(-r));
                 return 1;
@@ -598,7 +348,7 @@ int main(int argc, char *argv[]) {
         fflush(stdout);
 
         /* Shared with the sides, which write their figures into it. */
-        runs = mmap(NULL, N_TRANSPORTS * sizeof(*runs), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+        runs = mmap(NULL, DP_N_TRANSPORTS * sizeof(*runs), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
         if (runs == MAP_FAILED) {
                 fprintf(stderr, "%s: cannot map the results: %m\n", bench_program);
                 return 1;
@@ -606,19 +356,19 @@ int main(int argc, char *argv[]) {
         sigemptyset(&chld);
         sigaddset(&chld, SIGCHLD);
         sigprocmask(SIG_BLOCK, &chld, NULL);
-        for (size_t i = 0; i < N_TRANSPORTS; i++) {
-                runs[i].t = &transports[i];
+        for (size_t i = 0; i < DP_N_TRANSPORTS; i++) {
+                runs[i].t = &dp_transports[i];
                 if (!all && !o.transport_selected[i])
                         continue;
-                fprintf(stderr, "%s: %s...\n", bench_program, transports[i].label);
+                fprintf(stderr, "%s: %s...\n", bench_program, dp_transports[i].label);
                 runs[i].probe_ns = dp_probe_ns(o.cpu);
                 if (run_transport(&o, cases, n_cases, &runs[i]) < 0) {
-                        fprintf(stderr, "%s: %s failed\n", bench_program, transports[i].label);
+                        fprintf(stderr, "%s: %s failed\n", bench_program, dp_transports[i].label);
                         failed++;
                 }
         }
-        dp_report(cases, n_cases, runs, N_TRANSPORTS);
-        munmap(runs, N_TRANSPORTS * sizeof(*runs));
+        dp_report(cases, n_cases, runs, DP_N_TRANSPORTS);
+        munmap(runs, DP_N_TRANSPORTS * sizeof(*runs));
         if (fflush(stdout) != 0)
                 return 1;
         return failed ? 1 : 0;

@@ -64,6 +64,17 @@ struct dp_case {
 };
 
 #define DP_MAX_CASES 8
+/* The largest message of any case. */
+#define DP_MAX_MESSAGE (1u << 20)
+
+/* Every transport, in the order data-plane-bench runs them (data-plane-cases.c). */
+#define DP_N_TRANSPORTS 7
+extern const struct dp_transport dp_transports[DP_N_TRANSPORTS];
+
+/* Every case, in the order they run, with the counts of a full run (data-plane-cases.c). */
+#define DP_N_CASES 8
+_Static_assert(DP_N_CASES <= DP_MAX_CASES, "DP_MAX_CASES too small");
+extern const struct dp_case dp_default_cases[DP_N_CASES];
 
 /* One case on one transport, written by the two sides into memory the coordinator shares. */
 struct dp_result {
@@ -98,6 +109,40 @@ uint64_t dp_probe_ns(const int cpu[_DP_SIDE_MAX]);
 
 /* The tables (one per case, a row per transport) and the goals' ratios, on stdout. */
 void dp_report(const struct dp_case *cases, size_t n_cases, const struct dp_run *runs, size_t n_runs);
+
+/*
+ * side's part of every case on e, in order, into res[i] (ping-pong: A's round trips; stream: A's
+ * wall time; both: each side's CPU time). Before each timed phase B tells A it is ready. Failures
+ * are reported on stderr.
+ */
+int dp_run_cases(struct dp_end *e, enum dp_side side, const struct dp_case *cases, size_t n_cases,
+                 struct dp_result *res);
+
+/* Options that select some of a list by key. */
+#define DP_MAX_KEYS 16
+/* dp_default_cases[i]'s key, as key_of for dp_parse_keys(). */
+const char *dp_case_key(size_t i);
+bool dp_none_selected(const bool *selected, size_t n);
+/*
+ * A comma-separated list of keys (key_of(0 .. n-1), n <= DP_MAX_KEYS) into selected[]; an unknown
+ * key is reported (what names the option) and -EINVAL.
+ */
+int dp_parse_keys(const char *list, const char *what, const char *(*key_of)(size_t i), size_t n, bool *selected);
+/* The selected cases (all if none is), their counts divided by divide (n at least 1); returns how many. */
+size_t dp_select_cases(const bool selected[DP_N_CASES], unsigned divide, struct dp_case ret[DP_N_CASES]);
+
+struct dp_region; /* below */
+
+/* Over reg (mapped, with its doorbells): A creates the channel with rings of ring_size bytes, B
+ * joins it (waiting up to 10 s for A); both set e->t's mode and spin. */
+int dp_channel_open(struct dp_end *e, size_t ring_size, struct dp_region *reg, enum dp_side side);
+
+/*
+ * B, once done: waits for A to free its end (recv answers -EPIPE) before the region may go (a
+ * brokered region is scrubbed when B releases it, under A if A were still reading).
+ */
+int dp_channel_wait_closed(struct dp_end *e);
+
 
 /* Sends a message of len bytes, every one of them fill. */
 int dp_send(struct dp_end *e, size_t len, uint8_t fill);

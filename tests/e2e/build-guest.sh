@@ -3,9 +3,11 @@
 # Builds the disk-less guest of the end-to-end tests into a cache directory:
 #   vmlinuz          Debian's cloud kernel (its ACPI PCI hotplug takes ivshmem-plain on machine pc)
 #   vmlinuz.package  "PACKAGE VERSION" of that kernel: the headers below must match it exactly
-#   initrd.gz        busybox-static, tests/e2e/guest/init as PID 1, shmtool, chantool and
+#   initrd.gz        busybox-static, tests/e2e/guest/init as PID 1, shmtool, chantool, guestbench,
 #                    /lib/modules/ivshmem_doorbell.ko (examples/guest-doorbells, docs/guest-doorbells.md)
+#                    and virtio_net with what it needs (/lib/modules/net, loaded in net.order)
 #   kernel-headers/  the kernel's linux-headers, -common and linux-kbuild, extracted (cache)
+#   net-modules/     virtio_net, virtio_pci and their dependencies from the kernel's package (cache)
 # Installs qemu-system-x86, libvirt-daemon-system, busybox-static and the build tools if missing.
 # Usage: build-guest.sh [DIR]   (default /e2e-guest; the kernel and headers are kept between runs)
 set -euo pipefail
@@ -82,6 +84,34 @@ if grep -q 'warning:' "$work/kbuild.log"; then
         exit 1
 fi
 
+# virtio_net for the guests' network link (bench/run-guest-data-plane-bench.sh): the cloud kernel
+# builds it, virtio_pci and their dependencies as modules. Taken from the image package, in the
+# order modules.dep gives (dependencies first), and kept with the kernel.
+net=$OUT/net-modules
+if [ ! -f "$net/${kpkg}_$kver.done" ]; then
+        krel=${kpkg#linux-image-}
+        ls "$work"/debs/"$kpkg"_*.deb >/dev/null 2>&1 || { mkdir -p "$work/debs"; (cd "$work/debs" && apt-get download -qq "$kpkg=$kver" 2>/dev/null); }
+        rm -rf "$net" "$work/x"
+        dpkg-deb -x "$work"/debs/"$kpkg"_*.deb "$work/x"
+        mkdir -p "$net"
+        kdir=$work/x/lib/modules/$krel/kernel
+        # Dependencies first: each module's .modinfo names them (depends=a,b; no depmod here).
+        add_module() { # NAME
+                local ko dep
+                grep -qx "$1.ko" "$net/net.order" 2>/dev/null && return 0
+                ko=$(find "$kdir" -name "$1.ko" | head -n 1)
+                [ -n "$ko" ] || { echo "build-guest.sh: no $1.ko in $kpkg" >&2; exit 1; }
+                for dep in $(tr '\0' '\n' <"$ko" | sed -n 's/^depends=//p' | tr ',' ' '); do
+                        add_module "$dep"
+                done
+                cp "$ko" "$net/"
+                echo "$1.ko" >> "$net/net.order"
+        }
+        add_module virtio_pci
+        add_module virtio_net
+        touch "$net/${kpkg}_$kver.done"
+fi
+
 if ldd /bin/busybox >/dev/null 2>&1; then
         echo "build-guest.sh: /bin/busybox is dynamically linked; busybox-static is needed" >&2
         exit 1
@@ -94,7 +124,14 @@ $CC -static -O2 -Wall -Wextra -o "$root/bin/shmtool" "$HERE/guest/shmtool.c"
 # chantool: libbrokerd-channel's own sources, unchanged, linked statically (it needs only libc).
 make -s -C "$mod" CC="$CC" CHANNEL="$SRC/channel" chantool
 install -m 755 "$mod/chantool" "$root/bin/chantool"
+# guestbench: data-plane-bench's cases (bench/data-plane-cases.c, data-plane-transport.c) in a guest.
+$CC -static -O2 -Wall -Wextra -Wno-missing-field-initializers -Werror -std=gnu11 -D_GNU_SOURCE \
+        -I "$SRC/channel" -I "$SRC/client" -I "$SRC/bench" -I "$DOORBELLS" -o "$root/bin/guestbench" \
+        "$HERE/guest/guestbench.c" "$SRC/bench/bench-io.c" "$SRC/bench/data-plane-cases.c" \
+        "$SRC/bench/data-plane-transport.c" "$SRC"/channel/*.c
 install -m 644 "$mod/ivshmem_doorbell.ko" "$root/lib/modules/"
+mkdir -p "$root/lib/modules/net"
+install -m 644 "$net"/*.ko "$net/net.order" "$root/lib/modules/net/"
 install -m 755 "$HERE/guest/init" "$root/init"
 (cd "$root" && find . | /bin/busybox cpio -o -H newc -R 0:0 2>/dev/null | gzip -1 > "$OUT/initrd.gz.new")
 mv "$OUT/initrd.gz.new" "$OUT/initrd.gz"
