@@ -322,12 +322,13 @@ static int call_abandon(sd_event *e, void *userdata) {
 
 /* ---- the peer table ---- */
 
-static int table_save(struct backend_libvirt *l, struct lv_bells *b) {
+/* on_host: called on the host thread itself (the server is at hand), else through a call. */
+static int table_save_on(struct backend_libvirt *l, struct lv_bells *b, bool on_host) {
         struct call_args a = { .b = b };
         char path[PATH_MAX];
         int k;
 
-        k = ivshmem_host_call(l->host, call_snapshot, &a);
+        k = on_host ? call_snapshot(NULL, &a) : ivshmem_host_call(l->host, call_snapshot, &a);
         if (k >= 0)
                 k = table_path(l, b->id, "", path, sizeof(path));
         if (k >= 0)
@@ -336,6 +337,10 @@ static int table_save(struct backend_libvirt *l, struct lv_bells *b) {
         if (k < 0)
                 log_error("ivshmem: cannot save the peer table of region %" PRIu64 ": %s", b->id, strerror(-k));
         return k;
+}
+
+static int table_save(struct backend_libvirt *l, struct lv_bells *b) {
+        return table_save_on(l, b, false);
 }
 
 /* ---- reports from the host thread ---- */
@@ -378,6 +383,20 @@ static void cb_refused(void *userdata, pid_t pid, uid_t uid, enum ivshmem_refusa
 
 static void cb_joined(void *userdata, uint16_t id, const char *domain) {
         struct bell_report r = { .kind = REPORT_JOINED, .id = id };
+        struct lv_bells *b = userdata;
+
+        /*
+         * Kept at once, not after the attach call returns: QEMU reads its setup in a device_add that
+         * follows the chardev-add that connected, and a connection closed in between (brokerd
+         * killed) wedges QEMU with its monitor dead. Kept in the fd store it stays open, and the
+         * table lets a restart serve it on. Admissions happen only while the loop thread waits in
+         * that attach call (expectations live only then), so the loop thread's fd store and table
+         * are not in use meanwhile.
+         */
+        if (b->server) {
+                (void) ivshmem_server_export_fds(b->server, store_keep_new, b->l);
+                (void) table_save_on(b->l, b, true);
+        }
 
         snprintf(r.domain, sizeof(r.domain), "%s", domain);
         report(userdata, &r);
