@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "backend/ivshmem-server.h"
+#include "util/atomic-file.h"
 #include "util/macro.h"
 #include "util/num.h"
 
@@ -30,38 +31,19 @@ static bool table_is_valid(const struct ivshmem_table *t) {
         return true;
 }
 
-int ivshmem_table_save(const char *path, const struct ivshmem_table *t) {
-        _cleanup_(fclosep) FILE *f = NULL;
-        char tmp[PATH_MAX];
-        int fd, k;
+static int table_fill(FILE *f, const void *userdata) {
+        const struct ivshmem_table *t = userdata;
 
-        if (!path || !t || !table_is_valid(t))
-                return -EINVAL;
-        if ((size_t) snprintf(tmp, sizeof(tmp), "%s.tmp", path) >= sizeof(tmp))
-                return -ENAMETOOLONG;
-        fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
-        if (fd < 0)
-                return negative_errno();
-        f = fdopen(fd, "w");
-        if (!f) {
-                k = negative_errno();
-                close(fd);
-                (void) unlink(tmp);
-                return k;
-        }
         fprintf(f, TABLE_MAGIC "\nnext %" PRIu32 "\n", t->next_id);
         for (size_t i = 0; i < t->n; i++)
                 fprintf(f, "peer %u %s\n", t->peers[i].id, t->peers[i].domain);
-        /*
-         * No fsync: the table lives in the runtime directory (tmpfs) and matters only while the
-         * QEMUs it names run; a crash of brokerd does not lose the page cache.
-         */
-        k = fflush(f) == 0 && !ferror(f) ? 0 : -EIO;
-        if (k >= 0 && rename(tmp, path) < 0)
-                k = negative_errno();
-        if (k < 0)
-                (void) unlink(tmp);
-        return k;
+        return 0;
+}
+
+int ivshmem_table_save(const char *path, const struct ivshmem_table *t) {
+        if (!path || !t || !table_is_valid(t))
+                return -EINVAL;
+        return atomic_file_write(path, 0600, table_fill, t);
 }
 
 /* One line without its newline; -EBADMSG when it is too long or unterminated. */

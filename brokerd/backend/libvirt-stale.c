@@ -32,6 +32,7 @@
 #include "backend/ivshmem-server.h"
 #include "backend/libvirt-internal.h"
 #include "backend/libvirt-xml.h"
+#include "util/atomic-file.h"
 #include "util/log.h"
 #include "util/macro.h"
 #include "util/names.h"
@@ -70,38 +71,34 @@ static int note_path(struct backend_libvirt *l, uint64_t region, const char *dom
         return k < 0 || (size_t) k >= n ? -ENAMETOOLONG : 0;
 }
 
+struct note_text {
+        const struct lv_stale *s;
+        pid_t pid;
+};
+
+static int note_fill(FILE *f, const void *userdata) {
+        const struct note_text *w = userdata;
+
+        fprintf(f, NOTE_MAGIC "\npid %d\n", (int) w->pid);
+        if (w->s->by_count)
+                fprintf(f, "count %zu\n", w->s->by_count);
+        else {
+                fprintf(f, "numbers");
+                for (unsigned i = 0; i < w->s->n; i++)
+                        fprintf(f, " %d", w->s->numbers[i]);
+                fprintf(f, "\n");
+        }
+        return 0;
+}
+
 static int note_save(struct backend_libvirt *l, const struct lv_stale *s, pid_t pid) {
-        char path[PATH_MAX], tmp[PATH_MAX + 8];
-        _cleanup_(fclosep) FILE *f = NULL;
-        int fd, k;
+        char path[PATH_MAX];
+        int k;
 
         k = note_path(l, s->region, s->domain, path, sizeof(path));
         if (k < 0)
                 return k;
-        snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-        fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
-        if (fd < 0)
-                return negative_errno();
-        f = fdopen(fd, "w");
-        if (!f) {
-                close(fd);
-                return -ENOMEM;
-        }
-        fprintf(f, NOTE_MAGIC "\npid %d\n", (int) pid);
-        if (s->by_count)
-                fprintf(f, "count %zu\n", s->by_count);
-        else {
-                fprintf(f, "numbers");
-                for (unsigned i = 0; i < s->n; i++)
-                        fprintf(f, " %d", s->numbers[i]);
-                fprintf(f, "\n");
-        }
-        k = fflush(f) == 0 && !ferror(f) ? 0 : -EIO;
-        if (k >= 0 && rename(tmp, path) < 0)
-                k = negative_errno();
-        if (k < 0)
-                (void) unlink(tmp);
-        return k;
+        return atomic_file_write(path, 0600, note_fill, &(struct note_text) { .s = s, .pid = pid });
 }
 
 /* 1: the same open file; 0: not; -EPERM: not ours to look at (another user's, without CAP_SYS_PTRACE). */
