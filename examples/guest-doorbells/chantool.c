@@ -19,6 +19,8 @@
  * pauses PAUSE_USEC between pings (outside the timing) so that the peer is asleep when a ping
  * comes: each ping wakes the peer by interrupt, and the answer wakes the pinger. Round trips are printed as "RTT <kind> n=.. avg_us=.. p50_us=.. p99_us=.. max_us=..".
  * $CHANTOOL_DEVICE: the device to use instead of /dev/ivshmem-doorbell0.
+ * Waits are cut into slices (WAIT_SLICE_MS); join, ping-poll and create end with
+ * "SLICES_EXPIRED <n>": slices that ended without the peer's ring (see WAIT_SLICE_MS).
  * Exit status 0 on success; 1 with a message on stderr otherwise.
  * Build: make chantool (Makefile; CHANNEL= the channel library's sources, default ../../channel)
  */
@@ -50,11 +52,52 @@ static const char *device_path(void) {
 #define SERVE_TIMEOUT_MS 120000
 #define PAUSE_USEC 300
 
+/*
+ * QEMU 7.2 under TCG emits a one-vCPU guest's memory barriers as nothing, so the channel's
+ * need-wakeup handshake between two such guests can lose a wake-up (docs/guest-doorbells.md):
+ * every wait is cut into slices of WAIT_SLICE_MS, and a slice that ends without the peer's ring
+ * is counted and the channel looked at again. Printed as "SLICES_EXPIRED <n>" at the end.
+ */
+#define WAIT_SLICE_MS 2000
+static unsigned long slices_expired;
+
 struct region {
         struct ivdb_info info;
         void *mem;
         struct brokerd_channel_doorbells db;
 };
+
+static int send_p(struct brokerd_channel *ch, const void *buf, size_t len, int total_ms) {
+        int k = -ETIMEDOUT;
+
+        for (int t = 0; t < total_ms && k == -ETIMEDOUT; t += WAIT_SLICE_MS, slices_expired += k == -ETIMEDOUT)
+                k = brokerd_channel_send(ch, buf, len, WAIT_SLICE_MS);
+        return k;
+}
+
+static ssize_t recv_p(struct brokerd_channel *ch, void *buf, size_t cap, int total_ms) {
+        ssize_t n = -ETIMEDOUT;
+
+        for (int t = 0; t < total_ms && n == -ETIMEDOUT; t += WAIT_SLICE_MS, slices_expired += n == -ETIMEDOUT)
+                n = brokerd_channel_recv(ch, buf, cap, WAIT_SLICE_MS);
+        return n;
+}
+
+static int reserve_p(struct brokerd_channel *ch, size_t len, void **out, int total_ms) {
+        int k = -ETIMEDOUT;
+
+        for (int t = 0; t < total_ms && k == -ETIMEDOUT; t += WAIT_SLICE_MS, slices_expired += k == -ETIMEDOUT)
+                k = brokerd_channel_reserve(ch, len, out, WAIT_SLICE_MS);
+        return k;
+}
+
+static int peek_p(struct brokerd_channel *ch, const void **in, size_t *len, int total_ms) {
+        int k = -ETIMEDOUT;
+
+        for (int t = 0; t < total_ms && k == -ETIMEDOUT; t += WAIT_SLICE_MS, slices_expired += k == -ETIMEDOUT)
+                k = brokerd_channel_peek(ch, in, len, WAIT_SLICE_MS);
+        return k;
+}
 
 static int fail(const char *what, int err) {
         fprintf(stderr, "chantool: %s: %s\n", what, strerror(err < 0 ? -err : err));
@@ -155,10 +198,10 @@ static int serve(long peer, int poll_mode) {
                 void *out;
                 size_t len;
 
-                k = brokerd_channel_peek(ch, &in, &len, SERVE_TIMEOUT_MS);
+                k = peek_p(ch, &in, &len, SERVE_TIMEOUT_MS);
                 if (k < 0)
                         break;
-                k = brokerd_channel_reserve(ch, len, &out, OP_TIMEOUT_MS);
+                k = reserve_p(ch, len, &out, OP_TIMEOUT_MS);
                 if (k == 0) {
                         memcpy(out, in, len);
                         k = brokerd_channel_commit(ch, len);
@@ -171,7 +214,7 @@ static int serve(long peer, int poll_mode) {
         __atomic_store_n((uint64_t *) r.mem, 0, __ATOMIC_SEQ_CST);
         if (k != -EPIPE)
                 return fail("serve", k);
-        printf("SERVED %lu\n", served);
+        printf("SERVED %lu\nSLICES_EXPIRED %lu\n", served, slices_expired);
         return 0;
 }
 
@@ -180,10 +223,10 @@ static int ping_copy(struct brokerd_channel *ch, size_t size, uint64_t seq, uint
         int k;
 
         fill(out, size, seq);
-        k = brokerd_channel_send(ch, out, size, OP_TIMEOUT_MS);
+        k = send_p(ch, out, size, OP_TIMEOUT_MS);
         if (k < 0)
                 return k;
-        n = brokerd_channel_recv(ch, in, size, OP_TIMEOUT_MS);
+        n = recv_p(ch, in, size, OP_TIMEOUT_MS);
         if (n < 0)
                 return (int) n;
         return (size_t) n == size && memcmp(in, out, size) == 0 ? 0 : -EBADMSG;
@@ -196,14 +239,14 @@ static int ping_zero_copy(struct brokerd_channel *ch, size_t size, uint64_t seq,
         int k;
 
         fill(expect, size, seq);
-        k = brokerd_channel_reserve(ch, size, &out, OP_TIMEOUT_MS);
+        k = reserve_p(ch, size, &out, OP_TIMEOUT_MS);
         if (k < 0)
                 return k;
         memcpy(out, expect, size);
         k = brokerd_channel_commit(ch, size);
         if (k < 0)
                 return k;
-        k = brokerd_channel_peek(ch, &in, &len, OP_TIMEOUT_MS);
+        k = peek_p(ch, &in, &len, OP_TIMEOUT_MS);
         if (k < 0)
                 return k;
         k = len == size && memcmp(in, expect, size) == 0 ? 0 : -EBADMSG;
@@ -259,6 +302,7 @@ static int ping(long peer, long n, long size, int poll_mode) {
                 return fail("zero-copy ping", k);
         if (!poll_mode)
                 print_rtt("irq-zero-copy", rtt, (size_t) n);
+        printf("SLICES_EXPIRED %lu\n", slices_expired);
         brokerd_channel_free(ch);
         free(out), free(in), free(rtt);
         return 0;
