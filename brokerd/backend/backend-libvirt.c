@@ -390,7 +390,8 @@ static int lv_unmap(struct backend *b, const struct backend_region *r, const str
 
         k = lookup_domain(l, domain, &d);
         /* Out of the doorbell group before the unplug: brokerd's copies of its eventfds closed. */
-        if (k != -ENOTCONN && k != -EIO) {
+        /* Only a doorbell region's unplug costs the extra look at the live XML. */
+        if (k != -ENOTCONN && k != -EIO && libvirt_bells_has(l, r->id)) {
                 int q = libvirt_bells_remove(l, r->id, domain, k >= 0 && tcg_device_present(d, r->id));
                 if (q < 0)
                         log_error("libvirt: taking %s out of region %" PRIu64 "'s doorbells: %s", domain, r->id,
