@@ -26,13 +26,16 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/random.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "backend/ivshmem-server.h"
 #include "backend/libvirt-internal.h"
 #include "backend/libvirt-xml.h"
 #include "util/atomic-file.h"
+#include "util/crashpoint.h"
 #include "util/log.h"
 #include "util/macro.h"
 #include "util/names.h"
@@ -65,6 +68,8 @@ struct lv_stale {
  * still run under the same pid (any other note is void and removed).
  */
 #define NOTE_MAGIC "brokerd-stale 1"
+/* A placeholder's name in QEMU's monitor: region, fill, index. */
+#define PLACEHOLDER_NAME "brokerd-stale-%" PRIu64 "-%016" PRIx64 "-%u"
 
 static int note_path(struct backend_libvirt *l, uint64_t region, const char *domain, char *buf, size_t n) {
         int k = snprintf(buf, n, "%s/stale-%" PRIu64 "-%s", l->ivshmem_dir, region, domain);
@@ -146,6 +151,13 @@ int libvirt_stale_note(struct backend_libvirt *l, uint64_t region, const char *d
 
         if (n > IVSHMEM_VECTORS_MAX || (n == 0 && device_fds == 0))
                 return -EINVAL;
+        /*
+         * Noted already: an unplug asked again (a restart's reconciliation after a kill). The
+         * note of the first request holds the numbers; a second one would fill them twice.
+         */
+        for (size_t i = 0; i < l->n_stale; i++)
+                if (l->stale[i].region == region && strcmp(l->stale[i].domain, domain) == 0)
+                        return 0;
         if (l->n_stale >= LIBVIRT_MAX_STALE)
                 return -E2BIG;
         k = libvirt_qemu_pidfd(domain, &pidfd);
@@ -220,28 +232,43 @@ static int qmp(virDomainPtr d, const char *cmd, int fd) {
         return k < 0 ? -EIO : 0;
 }
 
-/* A new eventfd handed to d's QEMU as "brokerd-stale-<region>-<index>"; ours (to close) in *ret. */
-static int give_placeholder(virDomainPtr d, uint64_t region, size_t index, int *ret) {
+/*
+ * A new eventfd handed to d's QEMU under a name no other fill uses: QEMU's getfd replaces (and
+ * closes) an fd of the same name, and the names of a fill cut short by a kill live on in
+ * libvirt's monitor. Ours (to close) in *ret.
+ */
+static int give_placeholder(virDomainPtr d, uint64_t region, uint64_t fill, unsigned index, int *ret) {
         _cleanup_(closep) int efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-        char cmd[160];
+        char cmd[192];
         int k;
 
         if (efd < 0)
                 return negative_errno();
         snprintf(cmd, sizeof(cmd),
-                 "{\"execute\":\"getfd\",\"arguments\":{\"fdname\":\"brokerd-stale-%" PRIu64 "-%zu\"}}", region,
-                 index);
+                 "{\"execute\":\"getfd\",\"arguments\":{\"fdname\":\"" PLACEHOLDER_NAME "\"}}", region,
+                 fill, index);
         k = qmp(d, cmd, efd);
         if (k < 0)
                 return k;
+        crashpoint("stale-filling");
         *ret = TAKE_FD(efd);
         return 0;
 }
 
+static uint64_t fill_nonce(void) {
+        uint64_t v = 0;
+
+        if (getrandom(&v, sizeof(v), GRND_NONBLOCK) != sizeof(v))
+                v = (uint64_t) time(NULL) << 20 ^ (uint64_t) getpid();
+        return v;
+}
+
 /* Hands d's QEMU n placeholders, all kept: the lowest free numbers, those the unplug freed. */
 static int stale_fill_by_count(virDomainPtr d, const struct lv_stale *s, size_t n) {
-        for (size_t t = 0; t < n; t++) {
-                int efd, k = give_placeholder(d, s->region, t, &efd);
+        uint64_t fill = fill_nonce();
+
+        for (unsigned t = 0; t < n; t++) {
+                int efd, k = give_placeholder(d, s->region, fill, t, &efd);
 
                 if (k < 0)
                         return k;
@@ -250,35 +277,83 @@ static int stale_fill_by_count(virDomainPtr d, const struct lv_stale *s, size_t 
         return 0;
 }
 
-/* Fills s's numbers in d's QEMU; 0 when every one holds a placeholder. */
+/* What QEMU's fd number n is ("anon_inode:[eventfd]", "socket:[...]"), or -ENOENT when free. */
+static int fd_holder(pid_t pid, int n, char *buf, size_t size) {
+        char path[64];
+        ssize_t len;
+
+        snprintf(path, sizeof(path), "/proc/%d/fd/%d", (int) pid, n);
+        len = readlink(path, buf, size - 1);
+        if (len < 0)
+                return negative_errno();
+        buf[len] = 0;
+        return 0;
+}
+
+/*
+ * The noted numbers still free, to fill; the others are held already. An eventfd there is a
+ * placeholder of a fill that a kill cut short (or, rarely, an eventfd QEMU opened since, which
+ * nobody signals through the stale handler's device); anything else is logged: its handler may run.
+ */
+static unsigned free_numbers(const struct lv_stale *s, pid_t pid, bool *filled) {
+        unsigned left = 0;
+
+        for (unsigned i = 0; i < s->n; i++) {
+                char holder[128];
+                int k = fd_holder(pid, s->numbers[i], holder, sizeof(holder));
+
+                if (k == -ENOENT) {
+                        left++;
+                        continue;
+                }
+                filled[i] = true;
+                if (k >= 0 && strcmp(holder, "anon_inode:[eventfd]") != 0)
+                        log_error("libvirt: fd %d of %s's QEMU, a stale doorbell fd number of region %" PRIu64
+                                  ", holds %s already: its stale handler may run on it: restart the domain",
+                                  s->numbers[i], s->domain, s->region, holder);
+        }
+        return left;
+}
+
+/* Fills s's free noted numbers in d's QEMU; 0 when every one holds a placeholder or was held. */
 static int stale_fill(virDomainPtr d, const struct lv_stale *s, pid_t pid) {
         bool filled[IVSHMEM_VECTORS_MAX] = {};
         _cleanup_(xfreep) bool *keep = calloc(FILL_ATTEMPTS_MAX, sizeof(*keep));
-        unsigned left = s->n, tries = 0;
-        char cmd[160];
+        uint64_t fill = fill_nonce();
+        unsigned left, tries = 0;
+        char cmd[192];
         int k = 0;
 
         if (!keep)
                 return -ENOMEM;
+        left = free_numbers(s, pid, filled);
         for (; left > 0 && tries < FILL_ATTEMPTS_MAX && k >= 0; tries++) {
-                int efd = -EBADF, at;
+                int efd = -EBADF, at, highest = -1;
 
-                k = give_placeholder(d, s->region, tries, &efd);
+                k = give_placeholder(d, s->region, fill, tries, &efd);
                 at = k >= 0 ? find_in_process(pid, efd) : -ENOENT;
                 if (efd >= 0)
                         close(efd);
-                for (unsigned i = 0; i < s->n && at >= 0; i++)
+                for (unsigned i = 0; i < s->n && at >= 0; i++) {
                         if (s->numbers[i] == at && !filled[i]) {
                                 filled[i] = keep[tries] = true;
                                 left--;
                         }
+                        if (!filled[i] && s->numbers[i] > highest)
+                                highest = s->numbers[i];
+                }
+                /* QEMU takes the lowest free number: above them all, they were taken meanwhile. */
+                if (at > highest && left > 0) {
+                        tries++;
+                        break;
+                }
         }
         /* The placeholders that landed below the noted numbers go again. */
         for (unsigned t = 0; t < tries; t++)
                 if (!keep[t]) {
                         snprintf(cmd, sizeof(cmd),
-                                 "{\"execute\":\"closefd\",\"arguments\":{\"fdname\":\"brokerd-stale-%" PRIu64 "-%u\"}}",
-                                 s->region, t);
+                                 "{\"execute\":\"closefd\",\"arguments\":{\"fdname\":\"" PLACEHOLDER_NAME "\"}}",
+                                 s->region, fill, t);
                         (void) qmp(d, cmd, -1);
                 }
         return left == 0 ? 0 : k < 0 ? k : -EAGAIN;

@@ -466,6 +466,7 @@ class Run(churn.Run):
         self.daemons = {}
         self.libvirt_outages = 0
         self.outage_epoch = -1
+        self.stale_log_pos = 0
         self.stopped = None  # the guest stopped by the last epoch (--domain-stops), until it is back
         self.baseline_eventfds = 0  # brokerd's eventfds at its first start (libvirt's own among them)
         self.rundir = None
@@ -1059,6 +1060,23 @@ class Run(churn.Run):
 
     def after_churn(self):
         self.judge_backend_failures()
+        self.judge_stale_fills()
+
+    def judge_stale_fills(self):
+        """Every TCG doorbell unplug's stale fd numbers filled (brokerd/backend/libvirt-stale.c): a
+        fill that failed leaves a handler on a number the next fd takes (QEMU crashes later)."""
+        try:
+            with open(self.daemon.d.log, errors="replace") as f:
+                f.seek(self.stale_log_pos)
+                text = f.read()
+                self.stale_log_pos = f.tell()
+        except (OSError, AttributeError):
+            return
+        self.counts["stale:filled"] += len(re.findall(r"stale doorbell fd number\(s\) of region \d+ filled", text))
+        self.counts["stale:by-count"] += len(re.findall(r"placeholder fds given for region", text))
+        for line in text.splitlines():
+            if "keeps a stale doorbell handler" in line or "its stale handler may run" in line:
+                self.bad("stale", line.strip())
 
     def final_live_check(self, what, final=True):
         if not self.live_check(final=final, what=what):
@@ -1088,6 +1106,7 @@ class Run(churn.Run):
     def final_fd_check(self):
         """Nothing left: no region file, no doorbell socket or connection, no pidfd, no eventfd but
         the ivshmem host thread's; other fds back at the baseline (the host thread's loop aside)."""
+        self.judge_stale_fills()
         self.final_file_check()
         other, fds = self.settled_fds()
         links = list(fds.values())

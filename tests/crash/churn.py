@@ -58,11 +58,12 @@ import fdstore  # noqa: E402
 import harness  # noqa: E402
 
 # Every crashpoint, in lifecycle order (brokerd/core/broker.c). The memfd backend unmaps at
-# once, so the two points of an asynchronous unmap (libvirt) cannot be reached here.
+# once, so the two points of an asynchronous unmap (libvirt) cannot be reached here, nor the
+# libvirt backend's fill of a TCG guest's stale doorbell fd numbers (brokerd/backend/libvirt-stale.c).
 CRASHPOINTS = ["share-recorded", "share-created", "share-mapped", "attach-recorded", "attach-mapped",
                "release-recorded", "revoke-recorded", "revoke-forced", "unmap-requested", "unmap-recorded",
-               "unmap-confirmed", "reclaim-scrubbed", "reclaim-destroyed", "reclaimed"]
-ASYNC_UNMAP_ONLY = {"unmap-requested", "unmap-confirmed"}
+               "stale-filling", "unmap-confirmed", "reclaim-scrubbed", "reclaim-destroyed", "reclaimed"]
+ASYNC_UNMAP_ONLY = {"unmap-requested", "unmap-confirmed", "stale-filling"}
 
 SHM_POOL, MEMFD_POOL = "net0", "gpu1"
 KiB, MiB = 1024, 1024 * 1024
