@@ -81,8 +81,10 @@ static int check_region_file(struct backend_libvirt *l, int fd, uint64_t size) {
         return 0;
 }
 
-static int lv_check(struct backend *b, const struct platform_pool *pool, uint64_t size, char *why, size_t why_len) {
-        (void) b;
+static int lv_check(struct backend *b, const struct backend_region *r, char *why, size_t why_len) {
+        const struct platform_pool *pool = r->pool;
+        uint64_t size = r->size;
+
         if (!pool || pool->backing != BACKING_SHM || !pool_dir_is_libvirts(pool->backing_path)) {
                 snprintf(why, why_len,
                          "the libvirt backend needs an shm pool backed by " LIBVIRT_SHM_DIR
@@ -93,6 +95,10 @@ static int lv_check(struct backend *b, const struct platform_pool *pool, uint64_
                 snprintf(why, why_len, "QEMU's ivshmem needs a power-of-two size of at least 4KiB, not %" PRIu64,
                          size);
                 return -EINVAL;
+        }
+        if (r->doorbells > 0 && !libvirt_bells_room(to_lv(b))) {
+                snprintf(why, why_len, "it serves at most %u doorbell regions at once", to_lv(b)->max_bells);
+                return -E2BIG;
         }
         return 0;
 }
@@ -596,6 +602,7 @@ int backend_libvirt_new_with(const struct backend_libvirt_options *o, struct bac
         l->ivshmem_dir = strdup(o->ivshmem_dir ?: BACKEND_LIBVIRT_DEFAULT_IVSHMEM_DIR);
         if (o->fd_store)
                 l->fd_store = *o->fd_store;
+        l->max_bells = o->max_doorbell_regions ?: BACKEND_LIBVIRT_MAX_DOORBELL_REGIONS;
         if (!l->uri || !l->ivshmem_dir) {
                 free(l->ivshmem_dir);
                 free(l->uri);

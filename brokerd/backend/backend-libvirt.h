@@ -48,6 +48,7 @@
 
 #define BACKEND_LIBVIRT_DEFAULT_QEMU_USER "libvirt-qemu"
 #define BACKEND_LIBVIRT_DEFAULT_IVSHMEM_DIR "/run/brokerd/ivshmem"
+#define BACKEND_LIBVIRT_MAX_DOORBELL_REGIONS 4096
 
 /*
  * uri NULL: "qemu:///system"; qemu_user NULL: BACKEND_LIBVIRT_DEFAULT_QEMU_USER, the owner of
@@ -61,6 +62,8 @@ struct backend_libvirt_options {
         const char *ivshmem_dir; /* doorbell regions' sockets and peer tables; NULL: the default */
         /* Where doorbell regions' connections outlive brokerd (backend.h); NULL: they die with it. */
         const struct backend_fd_store *fd_store;
+        /* Doorbell regions served at once (a server, a socket and their fds each); 0: the default. */
+        unsigned max_doorbell_regions;
 };
 int backend_libvirt_new_with(const struct backend_libvirt_options *o, struct backend **ret);
 

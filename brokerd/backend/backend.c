@@ -15,8 +15,8 @@ int backend_attach_event(struct backend *b, sd_event *e) {
         return b->ops->attach_event ? b->ops->attach_event(b, e) : 0;
 }
 
-int backend_check(struct backend *b, const struct platform_pool *pool, uint64_t size, char *why, size_t why_len) {
-        return b->ops->check ? b->ops->check(b, pool, size, why, why_len) : 0;
+int backend_check(struct backend *b, const struct backend_region *r, char *why, size_t why_len) {
+        return b->ops->check ? b->ops->check(b, r, why, why_len) : 0;
 }
 
 int backend_create(struct backend *b, const struct backend_region *r) {

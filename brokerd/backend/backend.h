@@ -75,11 +75,12 @@ struct backend_ops {
          */
         int (*attach_event)(struct backend *b, sd_event *e);
         /*
-         * Optional: can this backend map a region of size bytes from pool? Called at share time,
-         * before anything is recorded; -EINVAL (with why filled) refuses the share with
-         * size_unsupported. NULL means every size the placer produces is fine.
+         * Optional: can this backend make and map region r (pool, size, doorbells; no id yet)?
+         * Called at share time, before anything is recorded; with why filled, -EINVAL refuses the
+         * share with size_unsupported, -E2BIG with limit_exceeded (a backend's own limit, e.g.
+         * doorbell servers). NULL means every region the placer produces is fine.
          */
-        int (*check)(struct backend *b, const struct platform_pool *pool, uint64_t size, char *why, size_t why_len);
+        int (*check)(struct backend *b, const struct backend_region *r, char *why, size_t why_len);
         /* Make the region's memory exist, zero-filled. */
         int (*create)(struct backend *b, const struct backend_region *r);
         /* After a restart: find the memory again. -ENOENT if it did not survive. */
@@ -169,7 +170,7 @@ const char *backend_name(const struct backend *b);
  * ESCALATION_REPORT, -EOPNOTSUPP when the op is missing.
  */
 int backend_attach_event(struct backend *b, sd_event *e);
-int backend_check(struct backend *b, const struct platform_pool *pool, uint64_t size, char *why, size_t why_len);
+int backend_check(struct backend *b, const struct backend_region *r, char *why, size_t why_len);
 int backend_create(struct backend *b, const struct backend_region *r);
 int backend_restore(struct backend *b, const struct backend_region *r);
 int backend_map(struct backend *b, const struct backend_region *r, const char *domain, enum access_mode access,

@@ -27,9 +27,6 @@
 #include "util/macro.h"
 #include "util/names.h"
 
-/* Doorbell regions one brokerd serves; each holds a socket, and fds per peer and vector. */
-#define LIBVIRT_MAX_DOORBELL_REGIONS 4096
-
 struct lv_bells {
         struct backend_libvirt *l; /* read on the host thread too: never changes */
         uint64_t id;
@@ -105,6 +102,11 @@ static struct lv_bells *bells_find(struct backend_libvirt *l, uint64_t id, size_
                         return l->bells[i];
                 }
         return NULL;
+}
+
+/* Doorbell regions one brokerd serves are bounded: each holds a socket, and fds per peer and vector. */
+bool libvirt_bells_room(const struct backend_libvirt *l) {
+        return l->n_bells < l->max_bells;
 }
 
 bool libvirt_bells_has(struct backend_libvirt *l, uint64_t id) {
@@ -433,7 +435,7 @@ static int bells_new(struct backend_libvirt *l, const struct backend_region *r, 
 
         if (r->doorbells == 0 || r->doorbells > IVSHMEM_VECTORS_MAX)
                 return -EINVAL;
-        if (l->n_bells >= LIBVIRT_MAX_DOORBELL_REGIONS)
+        if (!libvirt_bells_room(l))
                 return -E2BIG;
         k = host_ensure(l);
         if (k >= 0)

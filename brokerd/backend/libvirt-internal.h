@@ -57,6 +57,7 @@ struct backend_libvirt {
         struct ivshmem_host *host;        /* made with the first doorbell region */
         struct lv_bells **bells;
         size_t n_bells, n_bells_allocated;
+        unsigned max_bells; /* backend_libvirt_options.max_doorbell_regions */
         struct hashmap *bell_fds_kept;    /* names this backend keeps in the fd store */
         struct lv_stale *stale;           /* unplugs whose stale fd numbers wait to be filled */
         size_t n_stale;
@@ -108,6 +109,8 @@ int libvirt_bells_socket(struct backend_libvirt *l, uint64_t id, char *buf, size
 int libvirt_bells_create(struct backend_libvirt *l, const struct backend_region *r);
 int libvirt_bells_restore(struct backend_libvirt *l, const struct backend_region *r);
 bool libvirt_bells_has(struct backend_libvirt *l, uint64_t id);
+/* Whether one more doorbell region may be served (max_bells). */
+bool libvirt_bells_room(const struct backend_libvirt *l);
 int libvirt_bells_expect(struct backend_libvirt *l, uint64_t id, const char *domain);
 int libvirt_bells_attached(struct backend_libvirt *l, uint64_t id, const char *domain, bool ok);
 /*

@@ -159,6 +159,13 @@ static int share_bounce(struct broker *b, const char *actor, const struct broker
         return 0;
 }
 
+/* The doorbell vectors of a new region: as asked, else the default where the backend hands fds. */
+static unsigned share_vectors(const struct broker *b, const struct broker_share_request *req) {
+        if (req->has_doorbells)
+                return req->doorbells;
+        return backend_hands_fds(b->backend) ? BROKER_DEFAULT_DOORBELL_VECTORS : 0;
+}
+
 /* The region in memory, not indexed yet: placed, with a fresh token per peer. */
 static int share_region_new(const struct broker *b, const struct broker_share_request *req,
                             const struct placement_result *pr, int64_t now, struct region **ret,
@@ -168,11 +175,7 @@ static int share_region_new(const struct broker *b, const struct broker_share_re
 
         q = region_alloc(req->owner, req->device, req->label, req->n_peers, &r);
         if (q >= 0)
-                q = bells_init(r,
-                               req->has_doorbells           ? req->doorbells
-                               : backend_hands_fds(b->backend) ? BROKER_DEFAULT_DOORBELL_VECTORS
-                                                               : 0,
-                               1, backend_guest_doorbells(b->backend));
+                q = bells_init(r, share_vectors(b, req), 1, backend_guest_doorbells(b->backend));
         if (q < 0)
                 return broker_error_set(err, BROKER_E_STORE, "out of memory");
         r->pool = pr->pool;
@@ -334,7 +337,13 @@ int broker_share(struct broker *b, const struct broker_caller *caller, const str
                 return q;
         if (pr.bounce)
                 return share_bounce(b, actor, req, &pr, ret, err);
-        q = backend_check(b->backend, pr.pool, pr.size, unsupported, sizeof(unsupported));
+        q = backend_check(b->backend,
+                          &(struct backend_region) { .pool = pr.pool, .base = pr.base, .size = pr.size,
+                                                     .doorbells = share_vectors(b, req) },
+                          unsupported, sizeof(unsupported));
+        if (q == -E2BIG)
+                return broker_error_set(err, BROKER_E_LIMIT, "the %s backend cannot take the region: %s",
+                                        backend_name(b->backend), unsupported[0] ? unsupported : strerror(-q));
         if (q < 0)
                 return broker_error_set(err, BROKER_E_SIZE_UNSUPPORTED, "the %s backend cannot map %s: %s",
                                         backend_name(b->backend), num_format_size(pr.size, (char[NUM_FMT_MAX]) {}),

@@ -67,28 +67,32 @@ static void region_path(const struct fixture *f, uint64_t id, char *buf, size_t 
         snprintf(buf, n, "/dev/shm/brokerd-%s-%" PRIu64, f->pool_name, id);
 }
 
+static int check(struct fixture *f, const struct platform_pool *pool, uint64_t size, char *why, size_t n) {
+        return backend_check(f->b, &(struct backend_region) { .pool = pool, .size = size }, why, n);
+}
+
 static void test_check(void **state) {
         struct fixture *f = *state;
         struct platform_pool other = f->pool, memfd = f->pool;
         char why[256] = "";
 
-        assert_int_equal(f->b->ops->check(f->b, &f->pool, MIB, why, sizeof(why)), 0);
-        assert_int_equal(f->b->ops->check(f->b, &f->pool, 4096, why, sizeof(why)), 0);
+        assert_int_equal(check(f, &f->pool, MIB, why, sizeof(why)), 0);
+        assert_int_equal(check(f, &f->pool, 4096, why, sizeof(why)), 0);
 
-        assert_int_equal(f->b->ops->check(f->b, &f->pool, 3 * MIB, why, sizeof(why)), -EINVAL);
+        assert_int_equal(check(f, &f->pool, 3 * MIB, why, sizeof(why)), -EINVAL);
         assert_non_null(strstr(why, "QEMU's ivshmem needs a power-of-two size"));
-        assert_int_equal(f->b->ops->check(f->b, &f->pool, 2048, why, sizeof(why)), -EINVAL);
+        assert_int_equal(check(f, &f->pool, 2048, why, sizeof(why)), -EINVAL);
 
         /* libvirt only ever opens /dev/shm/<name>: any other directory would not be ours. */
         other.backing_path = (char *) "/dev/shm/brokerd";
         why[0] = 0;
-        assert_int_equal(f->b->ops->check(f->b, &other, MIB, why, sizeof(why)), -EINVAL);
+        assert_int_equal(check(f, &other, MIB, why, sizeof(why)), -EINVAL);
         assert_non_null(strstr(why, "/dev/shm"));
         other.backing_path = (char *) "/dev/shm//";
-        assert_int_equal(f->b->ops->check(f->b, &other, MIB, why, sizeof(why)), 0);
+        assert_int_equal(check(f, &other, MIB, why, sizeof(why)), 0);
         memfd.backing = BACKING_MEMFD;
         memfd.backing_path = NULL;
-        assert_int_equal(f->b->ops->check(f->b, &memfd, MIB, why, sizeof(why)), -EINVAL);
+        assert_int_equal(check(f, &memfd, MIB, why, sizeof(why)), -EINVAL);
 }
 
 static void test_file_lifecycle(void **state) {

@@ -95,11 +95,15 @@ struct async_backend {
         char pending_domain[64];
         unsigned n_pending;
         bool fail_map, fail_create;
+        bool bells_full; /* as a backend at its limit of doorbell regions */
 };
 
-static int async_check(struct backend *b, const struct platform_pool *pool, uint64_t size, char *why, size_t len) {
-        (void) b, (void) pool;
-        if (size & (size - 1)) {
+static int async_check(struct backend *b, const struct backend_region *r, char *why, size_t len) {
+        if (r->doorbells > 0 && ((struct async_backend *) b)->bells_full) {
+                snprintf(why, len, "no room for another doorbell region");
+                return -E2BIG;
+        }
+        if (r->size & (r->size - 1)) {
                 snprintf(why, len, "sizes must be a power of two");
                 return -EINVAL;
         }
@@ -1765,6 +1769,19 @@ static void test_doorbells_in_guests(void **state) {
         /* What the backend turned away is audited against the region. */
         backend_refused(f->async, s.region, "pid 4242 uid 64055", "unexpected");
         assert_int_equal(audit_rows(f, "doorbell-refused"), 1);
+
+        /* A backend at its limit of doorbell servers: limit_exceeded, and nothing recorded. */
+        ((struct async_backend *) f->async)->bells_full = true;
+        unsigned shares = audit_rows(f, "share");
+        s = share_two(f, 2, &err, &q);
+        assert_int_equal(q, -broker_code_errno(BROKER_E_LIMIT));
+        assert_int_equal(err.code, BROKER_E_LIMIT);
+        assert_non_null(strstr(err.message, "no room for another doorbell region"));
+        assert_int_equal(audit_rows(f, "share"), shares);
+        assert_int_equal(audit_rows(f, "revoke"), 0);
+        /* Regions without doorbells still go. */
+        s = share_two(f, -1, &err, &q);
+        assert_int_equal(q, 0);
 }
 
 /* Pairs are made with every party when a peer attaches, kept in the store, and cut on release and undo. */

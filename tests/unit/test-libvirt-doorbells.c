@@ -48,6 +48,7 @@ struct fixture {
         struct store store;
         struct backend_fd_store ops;
         gid_t qemu_gid;
+        unsigned max_bells; /* 0: the backend's default */
         unsigned refused;
         char last_who[64], last_why[64];
 };
@@ -106,7 +107,7 @@ static void on_refused(void *userdata, uint64_t region, const char *who, const c
 
 static int backend_start(struct fixture *f) {
         int k = backend_libvirt_new_with(&(struct backend_libvirt_options) {
-                .uri = URI, .ivshmem_dir = f->dir, .fd_store = &f->ops,
+                .uri = URI, .ivshmem_dir = f->dir, .fd_store = &f->ops, .max_doorbell_regions = f->max_bells,
         }, &f->b);
         if (k < 0)
                 return k;
@@ -258,6 +259,49 @@ static void test_restart_from_the_fd_store(void **state) {
         assert_int_equal(backend_destroy(f->b, &r), 0);
 }
 
+static bool exists_in_dir(struct fixture *f, const char *file) {
+        char path[128];
+
+        path_in_dir(f, file, path, sizeof(path));
+        return access(path, F_OK) == 0;
+}
+
+/* Past its limit of doorbell regions the backend refuses at share time, and makes nothing. */
+static void test_doorbell_region_limit(void **state) {
+        struct fixture *f = *state;
+        struct backend_region r1 = region_of(f, 1), r2 = region_of(f, 4), r3 = region_of(f, 2), plain = region_of(f, 0);
+        char why[128] = "";
+
+        backend_free(f->b);
+        f->max_bells = 2;
+        assert_int_equal(backend_start(f), 0);
+        r2.id = 2, r3.id = 3, plain.id = 4;
+        r2.base += MIB, r3.base += 2 * MIB, plain.base += 3 * MIB;
+
+        assert_int_equal(backend_check(f->b, &r1, why, sizeof(why)), 0);
+        assert_int_equal(backend_create(f->b, &r1), 0);
+        assert_int_equal(backend_create(f->b, &r2), 0);
+        assert_int_equal(backend_check(f->b, &r3, why, sizeof(why)), -E2BIG);
+        assert_non_null(strstr(why, "at most 2 doorbell regions"));
+        /* Made anyway (a restart's remake): refused, and neither socket nor memory is left. */
+        assert_int_equal(backend_create(f->b, &r3), -E2BIG);
+        assert_false(exists_in_dir(f, "region-3.sock"));
+        assert_false(exists_in_dir(f, "region-3.peers"));
+        snprintf(why, sizeof(why), "/dev/shm/brokerd-%s-3", f->pool_name);
+        assert_int_equal(access(why, F_OK), -1);
+        /* Plain regions hold no server: not counted. */
+        why[0] = 0;
+        assert_int_equal(backend_check(f->b, &plain, why, sizeof(why)), 0);
+        /* One gone, room for one more. */
+        assert_int_equal(backend_destroy(f->b, &r1), 0);
+        assert_int_equal(backend_check(f->b, &r3, why, sizeof(why)), 0);
+        assert_int_equal(backend_create(f->b, &r3), 0);
+        assert_true(exists_in_dir(f, "region-3.sock"));
+        assert_int_equal(backend_destroy(f->b, &r2), 0);
+        assert_int_equal(backend_destroy(f->b, &r3), 0);
+        assert_int_equal(f->store.n, 0);
+}
+
 static void test_bad_dir(void **state) {
         struct backend *b = NULL;
 
@@ -275,6 +319,7 @@ int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test_setup_teardown(test_region_lifecycle, fixture_setup, fixture_teardown),
                 cmocka_unit_test_setup_teardown(test_restart_from_the_fd_store, fixture_setup, fixture_teardown),
+                cmocka_unit_test_setup_teardown(test_doorbell_region_limit, fixture_setup, fixture_teardown),
                 cmocka_unit_test(test_bad_dir),
         };
 
