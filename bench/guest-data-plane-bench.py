@@ -4,17 +4,20 @@
 against TCP over a virtio-net link, the same cases, in one run (docs/bench-data-plane.md, "Between
 two guests"). bench/run-guest-data-plane-bench.sh builds what it needs and runs this.
 
-Two transient domains (PREFIX-a, PREFIX-b; tests/e2e/domain.xml: machine pc, 1 vCPU, the e2e
-guest of tests/e2e/build-guest.sh) are linked by a pair of <interface type='udp'> virtio NICs
-(10.211.0.1 and .2, no bridge). The doorbell region (--region-size bytes, 2 vectors) comes from
+Two transient domains (PREFIX-a, PREFIX-b; tests/e2e/domain.xml: machine pc, 1 vCPU online of a
+maximum of 2, or each of --vcpus in turn, a fresh pair for each; the e2e guest of
+tests/e2e/build-guest.sh) are linked by a pair of <interface type='udp'> virtio NICs (10.211.0.1
+and .2, no bridge). The doorbell region (--region-size bytes, 2 vectors) comes from
 --brokerd: brokerd --backend libvirt, A's domain shares it with B's (doorbells=2), brokerd plugs
 an ivshmem-doorbell device into each and serves them; or from --harness:
 tests/e2e/ivshmem-server-harness admits exactly the two QEMUs (by pid) and this script plugs the
 devices. In every round each transport runs once, in the order of --transports (TCP first, then
-the channel's modes), so that TCP and the channel alternate; in each guest tests/e2e/guest/guestbench
+the channel's modes), so that TCP and the channel alternate (and with several --vcpus, each
+configuration runs every transport in each round); in each guest tests/e2e/guest/guestbench
 runs data-plane-bench's cases (bench/data-plane-cases.c), both sides in the background, watched
-for progress (--stall-timeout). Prints each round's figures, and the channel's against that
-round's TCP. Asserts nothing about time. Destroys the domains it created (by name) and stops
+for progress (--stall-timeout), every lost doorbell wake-up counted against the sleeps. Prints
+each round's figures, the channel's against that round's TCP, and the wake-ups per vCPU
+configuration. Asserts nothing about time. Destroys the domains it created (by name) and stops
 what it started (by pid).
 """
 import argparse
