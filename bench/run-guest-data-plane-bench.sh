@@ -10,7 +10,9 @@
 # Needs root. Arguments go to guest-data-plane-bench.py: --kvm (type='kvm' instead of TCG),
 # --rounds N, --divide N (data-plane-bench's counts divided by N, default 10), --cases LIST,
 # --transports LIST, --cpus A,B|none (host CPUs of the two QEMUs), --prefix NAME (the domains),
-# --stall-timeout S (a channel run without progress is probed by a ring each way, then stopped).
+# --stall-timeout S (a channel run without progress, both sides asleep, is probed by a ring each
+# way: a run that goes on lost a wake-up, counted; one that does not is stopped), --vcpus LIST
+# (vCPU configurations N or N/M, N online of a maximum of M, a pair booted for each in turn).
 # BUILD_DIR overrides the build directory (default: build-bench in the repository root).
 set -eu
 
