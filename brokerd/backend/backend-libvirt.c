@@ -253,11 +253,16 @@ static int alias_seen(void *userdata, uint64_t region, const char *name) {
  * Whether d runs under TCG (<domain type='qemu'>) and holds region id's device: QEMU 7.2 keeps
  * stale fd handlers after that device's unplug (libvirt-stale.c).
  */
+static bool xml_is_tcg(const char *xml) {
+        const char *tag = xml ? strstr(xml, "<domain") : NULL;
+
+        return tag && (strncmp(tag, "<domain type='qemu'", 19) == 0 || strncmp(tag, "<domain type=\"qemu\"", 19) == 0);
+}
+
 static bool tcg_device_present(virDomainPtr d, uint64_t id) {
         char *xml = virDomainGetXMLDesc(d, 0);
-        const char *tag = xml ? strstr(xml, "<domain") : NULL;
         struct alias_seen w = { .id = id };
-        bool tcg = tag && (strncmp(tag, "<domain type='qemu'", 19) == 0 || strncmp(tag, "<domain type=\"qemu\"", 19) == 0);
+        bool tcg = xml_is_tcg(xml);
 
         if (tcg)
                 (void) libvirt_xml_foreach_region(xml, alias_seen, &w);
@@ -328,6 +333,24 @@ static int device_xml(struct backend_libvirt *l, const struct backend_region *r,
         return k < 0 ? -ENOMEM : 0;
 }
 
+/*
+ * QEMU 7.2's TCG emits a guest's memory barriers only when the machine may have more than one
+ * vCPU: a doorbell's need-wakeup handshake then loses wake-ups (docs/guest-doorbells.md, "Memory
+ * barriers under TCG"). Told at every doorbell plug, for the admin who can raise the maximum.
+ */
+static void warn_tcg_one_vcpu(virDomainPtr d, const char *domain) {
+        char *xml;
+
+        if (virDomainGetMaxVcpus(d) != 1)
+                return;
+        xml = virDomainGetXMLDesc(d, 0);
+        if (xml_is_tcg(xml))
+                log_warning("libvirt: %s is a TCG guest with at most one vCPU: QEMU omits its memory barriers and "
+                            "its doorbell wake-ups can be lost; define it with <vcpu current='1'>2</vcpu>",
+                            domain);
+        free(xml);
+}
+
 static int lv_map(struct backend *b, const struct backend_region *r, const char *domain, enum access_mode access,
                   struct backend_mapping *ret) {
         struct backend_libvirt *l = to_lv(b);
@@ -367,8 +390,10 @@ static int lv_map(struct backend *b, const struct backend_region *r, const char 
                         log_error("libvirt: attaching %s to %s: %s", alias, domain, libvirt_last_error());
                         k = -EIO;
                         (void) libvirt_bells_attached(l, r->id, domain, false);
-                } else if (k >= 0 && r->doorbells > 0)
+                } else if (k >= 0 && r->doorbells > 0) {
                         k = libvirt_bells_attached(l, r->id, domain, true);
+                        warn_tcg_one_vcpu(d, domain);
+                }
                 free(xml);
         } else if (k > 0)
                 k = 0; /* attached before a crash: the same mapping (its doorbells as the restore left them) */

@@ -68,8 +68,9 @@ def wait_for(what, pred, timeout):
 class Guest:
     """A transient libvirt domain with a shell on its second serial port (two FIFOs)."""
 
-    def __init__(self, name, rundir):
+    def __init__(self, name, rundir, max_vcpus=None):
         self.name = name
+        self.max_vcpus = max_vcpus  # None: domain.xml's
         self.fifo = os.path.join(rundir, name + ".cmd")
         self.console = os.path.join(rundir, name + ".console")
         self.win = self.rout = None
@@ -79,8 +80,11 @@ class Guest:
         # domain.xml is the guests' shape, shared with bench/run-mapping-bench.sh.
         with open(os.path.join(HERE, "domain.xml")) as f:
             template = string.Template(f.read())
-        return template.substitute(name=self.name, guest=GUEST_DIR, cmdline="console=ttyS0 no_timer_check panic=-1",
-                                   console=self.console, fifo=self.fifo)
+        xml = template.substitute(name=self.name, guest=GUEST_DIR, cmdline="console=ttyS0 no_timer_check panic=-1",
+                                  console=self.console, fifo=self.fifo)
+        if self.max_vcpus:
+            xml = re.sub(r"<vcpu\b[^>]*>\d+</vcpu>", f"<vcpu>{self.max_vcpus}</vcpu>", xml)
+        return xml
 
     def start(self):
         for suffix in (".in", ".out"):

@@ -27,8 +27,12 @@ doorbell interrupts (/proc/interrupts) and what chantool does inside them.
    "Unplug under TCG"); no eventfd of that region is in both A's and B's QEMUs any more (kcmp:
    before, each held the other's vectors), and a ring from A to B's old id raises none of B's
    interrupts (a ring on the first region right after it does).
+   Then C redeems its grant: C, defined with a maximum of one vCPU (A and B have two, so that TCG
+   emits their memory barriers: docs/guest-doorbells.md), gets the device, and brokerd's log warns
+   of C and of no other guest.
 5. The admin revokes the first region for everyone: the device leaves both guests, the region is
-   reclaimed, its socket removed. The owner revokes the second: the device leaves A. Nothing is
+   reclaimed, its socket removed. The owner revokes the second with a 1 s deadline that C's agent
+   lets pass: the device leaves A and C. Nothing is
    left: no region, nothing in the fd store, nothing in the ivshmem directory.
 
 QEMU 7.2 under TCG keeps stale fd handlers after a doorbell unplug (docs/guest-doorbells.md, "Unplug
@@ -69,6 +73,7 @@ class Doorbells:
         self.h, self.a, self.b, self.c, self.d = harness, a, b, c, d
         self.ivshmem_dir = ivshmem_dir
         self.owner = self.peer = self.admin = None
+        self.c_token = None
 
     def start(self):
         self.d.start()
@@ -245,6 +250,7 @@ class Doorbells:
         # C's grant is never redeemed: it keeps the region live once B leaves it (phase 4).
         r = self.share(SIZES[1], peers=(self.c.name,))
         region = r["region"]
+        self.c_token = r["tokens"][1]["token"]
         att = self.attach(r)
         devs = self.plugged(region, SIZES[1])
         assert self.guest_ids(att) == {n: i for n, (_, i) in devs.items()}, (att, devs)
@@ -299,6 +305,17 @@ class Doorbells:
     def b_interrupts(self):
         return sum(doorbell_interrupts(self.b, n) for n in doorbell_devices(self.b))
 
+    # ---- 4b: C redeems its grant: a TCG guest with a maximum of one vCPU, which brokerd warns of
+
+    def one_vcpu_guest(self, region, devs):
+        self.peer.call("region.attach", {"domain": self.c.name, "token": self.c_token})
+        devs[self.c.name] = self.device(self.c, SIZES[1])
+        text = self.d.read_log()
+        assert f"{self.c.name} is a TCG guest with at most one vCPU" in text, "no warning for C's one vCPU"
+        for g in (self.a, self.b):
+            assert f"{g.name} is a TCG guest" not in text, f"a warning for {g.name}, which has a maximum of two"
+        log(f"C (a maximum of one vCPU) attached region {region}: brokerd warned that its barriers are missing")
+
     # ---- 5: the admin revokes the first region for everyone, the owner the second
 
     def revoked(self, region, devs, guests, how):
@@ -314,9 +331,11 @@ class Doorbells:
         self.revoked(region1, devs1, (self.a, self.b),
                      lambda: self.admin.call("admin.revoke", {"region": region1, "force": True}))
         log(f"the admin revoked region {region1}: the device left both guests, its socket was removed")
-        self.revoked(region2, devs2, (self.a,), lambda: self.owner.call(
-            "region.revoke", {"owner": self.a.name, "region": region2, "deadline_ms": 60000}))
-        log(f"the owner revoked region {region2}: the device left A, its socket was removed")
+        # C holds it and nobody answers C's recall: brokerd takes it back at the deadline.
+        self.revoked(region2, devs2, (self.a, self.c), lambda: self.owner.call(
+            "region.revoke", {"owner": self.a.name, "region": region2, "deadline_ms": 1000}))
+        log(f"the owner revoked region {region2}: C ignored the recall, the device left A and C at the deadline, "
+            "its socket was removed")
         assert not self.admin.call("region.list", {})["regions"]
         self.d.store.settle()
         assert not self.d.store.names(), f"the fd store still holds {self.d.store.names()}"
@@ -341,7 +360,9 @@ def main():
     os.chmod(rundir, 0o755)  # libvirt-qemu reaches the FIFOs, the console file and the sockets
     ivshmem_dir = os.path.join(rundir, "ivshmem")
     pool = "db%d" % os.getpid()
-    guests = [Guest(f"{prefix}-{n}", rundir) for n in "abc"]
+    # A and B exchange messages: a maximum of two vCPUs each (tests/e2e/domain.xml) so that TCG emits
+    # their barriers; C gets one, which brokerd warns of (phase 4b).
+    guests = [Guest(f"{prefix}-{n}", rundir, max_vcpus=1 if n == "c" else None) for n in "abc"]
     a, b, c = guests
     d = None
     failed = True
@@ -368,6 +389,7 @@ def main():
         t.crash_during_exchange(region1, devs1)
         region2, devs2 = t.granted_after_restart(devs1)
         t.peer_leaves(region2, devs2, devs1)
+        t.one_vcpu_guest(region2, devs2)
         t.revokes(region1, devs1, region2, devs2)
         failed = False
     finally:
