@@ -68,6 +68,7 @@ struct region {
         char **domains;                   /* the peers' names; peers[i].domain points to domains[i] */
         struct token_entry *tokens;       /* parallel to peers */
         struct range_node range;
+        struct range_node by_id;          /* in broker.ids: [id, id + 1) */
         /* A take-down that failed (store error, scrub failure) is tried again at retry_at. */
         int64_t retry_at;
         uint64_t retry_backoff;
@@ -123,6 +124,7 @@ struct broker {
         struct backend_fd_store fd_store; /* .keep NULL: none */
 
         struct hashmap *regions; /* id -> region */
+        struct range_tree ids;   /* the same regions in id order, for paging (region.list) */
         struct hashmap *tokens;  /* token -> token_entry */
         struct hashmap *routes;  /* "device/domain" -> route */
         struct hashmap *usage;   /* owner domain -> usage */
@@ -149,6 +151,9 @@ int check_admin(const struct broker_caller *caller, struct broker_error *err);
 bool region_visible(const struct broker *b, const struct broker_caller *caller, const struct region *r);
 
 /* region.c */
+/* r joins (leaves) the index of regions, by id and in id order: regions_add() is -EEXIST or -ENOMEM. */
+int regions_add(struct broker *b, struct region *r);
+void regions_remove(struct broker *b, struct region *r);
 int region_alloc(const char *owner, const char *device, const char *label, size_t n_peers, struct region **ret);
 void region_free(struct region *r);
 DEFINE_CLEANUP(struct region, region_free);

@@ -108,6 +108,7 @@ static int broker_alloc(const struct broker_config *cfg, struct broker **ret, st
         b->revoke_timeout_usec = cfg->revoke_timeout_usec ?: BROKER_DEFAULT_REVOKE_TIMEOUT_USEC;
         b->escalation = cfg->escalation;
         b->unplug_grace_usec = cfg->unplug_grace_usec ?: BROKER_DEFAULT_UNPLUG_GRACE_USEC;
+        range_tree_init(&b->ids);
         b->clock = cfg->clock;
         b->clock_userdata = cfg->clock_userdata;
         b->on_event = cfg->on_event;

@@ -409,14 +409,18 @@ int64_t broker_next_deadline(struct broker *b);
  * changes the broker.
  * broker_region_get: no_such_region (-ENOENT) when there is no live region id, forbidden
  * (-EPERM) when the caller acts for none of its domains.
- * broker_region_foreach: the live regions the caller may see, in no particular order; fn
- * returning non-zero stops the walk with that value.
+ * broker_region_foreach: the live regions the caller may see, by increasing id; fn returning
+ * non-zero stops the walk with that value. broker_region_foreach_after: those with an id above
+ * after only (a page's start, region.list): O(log n) expected to find the first, then one step
+ * per region walked, visible or not (the broker keeps its live ids in a balanced tree).
  * broker_route_lookup: the caller must act for domain.
  */
 int broker_region_get(struct broker *b, const struct broker_caller *caller, uint64_t id,
                       struct broker_region_info *ret, struct broker_error *err);
 int broker_region_foreach(struct broker *b, const struct broker_caller *caller,
                           int (*fn)(void *userdata, const struct broker_region_info *r), void *userdata);
+int broker_region_foreach_after(struct broker *b, const struct broker_caller *caller, uint64_t after,
+                                int (*fn)(void *userdata, const struct broker_region_info *r), void *userdata);
 int broker_route_lookup(struct broker *b, const struct broker_caller *caller, const char *device, const char *domain,
                         struct broker_route_info *ret, struct broker_error *err);
 /* What domain shares now, against its quota. */

@@ -5,6 +5,7 @@
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -23,22 +24,37 @@ int broker_region_get(struct broker *b, const struct broker_caller *caller, uint
         return 0;
 }
 
+struct region_walk {
+        const struct broker *b;
+        const struct broker_caller *caller;
+        int (*fn)(void *userdata, const struct broker_region_info *r);
+        void *userdata;
+};
+
+static int region_walk_one(struct range_node *n, void *userdata) {
+        const struct region_walk *w = userdata;
+        const struct region *r = (const struct region *) ((const char *) n - offsetof(struct region, by_id));
+        struct broker_region_info info;
+
+        if (!region_visible(w->b, w->caller, r))
+                return 0;
+        region_info(r, &info);
+        return w->fn(w->userdata, &info);
+}
+
+/* An in-order walk of the id tree from after + 1: O(log n) expected to start, one step per region. */
+int broker_region_foreach_after(struct broker *b, const struct broker_caller *caller, uint64_t after,
+                                int (*fn)(void *userdata, const struct broker_region_info *r), void *userdata) {
+        struct region_walk w = { .b = b, .caller = caller, .fn = fn, .userdata = userdata };
+
+        if (after == UINT64_MAX)
+                return 0;
+        return range_tree_foreach_from(&b->ids, after + 1, region_walk_one, &w);
+}
+
 int broker_region_foreach(struct broker *b, const struct broker_caller *caller,
                           int (*fn)(void *userdata, const struct broker_region_info *r), void *userdata) {
-        size_t it = 0;
-        void *v;
-
-        while (hashmap_iterate(b->regions, &it, &v)) {
-                struct broker_region_info info;
-
-                if (!region_visible(b, caller, v))
-                        continue;
-                region_info(v, &info);
-                int q = fn(userdata, &info);
-                if (q != 0)
-                        return q;
-        }
-        return 0;
+        return broker_region_foreach_after(b, caller, 0, fn, userdata);
 }
 
 int broker_route_lookup(struct broker *b, const struct broker_caller *caller, const char *device, const char *domain,

@@ -24,6 +24,23 @@ void region_free(struct region *r) {
         free(r);
 }
 
+/* Ids come from sqlite (at most INT64_MAX), so id + 1 never wraps. */
+int regions_add(struct broker *b, struct region *r) {
+        int q = hashmap_put(b->regions, &r->id, r);
+
+        if (q < 0)
+                return q;
+        q = range_tree_insert(&b->ids, &r->by_id, r->id, r->id + 1);
+        if (q < 0)
+                hashmap_remove(b->regions, &r->id);
+        return q;
+}
+
+void regions_remove(struct broker *b, struct region *r) {
+        if (hashmap_remove(b->regions, &r->id) == r)
+                range_tree_remove(&b->ids, r->id);
+}
+
 int region_alloc(const char *owner, const char *device, const char *label, size_t n_peers, struct region **ret) {
         _cleanup_(region_freep) struct region *r = calloc(1, sizeof(*r));
 

@@ -35,7 +35,7 @@ static int load_region(void *userdata, const struct store_region *sr) {
                 log_region(LOG_ERR, r->id, NULL, NULL, "overlaps another live region in the database");
                 return -EUCLEAN;
         }
-        q = hashmap_put(b->regions, &r->id, r);
+        q = regions_add(b, r);
         if (q < 0) {
                 placer_release(b->placer, &r->range);
                 return q;

@@ -225,7 +225,7 @@ static int share_write(struct store *s, void *userdata) {
                 return q;
         w->audit->region = r->id;
         /* Indexed before the commit so a failed commit can still be undone in memory. */
-        q = hashmap_put(w->b->regions, &r->id, r);
+        q = regions_add(w->b, r);
         if (q < 0)
                 return q;
         w->indexed = true;
@@ -275,7 +275,7 @@ static int share_record(struct broker *b, const char *actor, struct region *r, s
         if (q < 0) {
                 share_unroute(b, r, routed);
                 if (w.indexed)
-                        hashmap_remove(b->regions, &r->id);
+                        regions_remove(b, r);
                 placer_release(b->placer, &r->range);
                 return store_failed(q, err, "the share");
         }

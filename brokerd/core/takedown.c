@@ -87,7 +87,7 @@ static void region_forget(struct broker *b, struct region *r) {
         bells_owner_gone(b, r, BROKER_REASON_RECLAIMED);
         region_untrack(b, r);
         placer_release(b->placer, &r->range);
-        hashmap_remove(b->regions, &r->id);
+        regions_remove(b, r);
         usage_adjust(b, r->owner, -(int64_t) r->size, -1);
         region_free(r);
 }

@@ -213,10 +213,17 @@ int method_region_get(const struct method_call *call, const void *args, struct j
         return result_finish(o, o != NULL, ret, err);
 }
 
-struct list_walk {
+/* As the server writes replies (rpc/server-internal.h), so that a region is measured as it is sent. */
+#define LIST_JSON_FLAGS (JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE)
+
+/* One page of region.list being built. */
+struct list_page {
         const struct list_args *filter;
         struct json_object *regions;
-        bool ok;
+        size_t n;
+        size_t room;   /* bytes the page's regions may still take */
+        uint64_t last; /* the id of the page's last region */
+        bool more;     /* a matching region follows the page */
 };
 
 static bool list_matches(const struct list_args *f, const struct broker_region_info *r) {
@@ -236,27 +243,55 @@ static bool list_matches(const struct list_args *f, const struct broker_region_i
         return match;
 }
 
+/*
+ * Adds r, or stops the walk (1) at the first match that does not fit: limit reached, or its
+ * text (measured as the reply will carry it, without "\/" escapes, plus a comma) over the
+ * room left. A page's first region always goes in, so that paging moves on.
+ */
 static int list_one(void *userdata, const struct broker_region_info *r) {
-        struct list_walk *w = userdata;
+        struct list_page *p = userdata;
+        struct json_object *o;
+        size_t len = 0;
 
-        if (!list_matches(w->filter, r))
+        if (!list_matches(p->filter, r))
                 return 0;
-        arr_add(w->regions, region_to_json(r), &w->ok);
-        return w->ok ? 0 : -ENOMEM;
+        if (p->n == p->filter->limit) {
+                p->more = true;
+                return 1;
+        }
+        o = region_to_json(r);
+        if (!o || !json_object_to_json_string_length(o, LIST_JSON_FLAGS, &len)) {
+                json_object_put(o);
+                return -ENOMEM;
+        }
+        len += p->n > 0;
+        if (p->n > 0 && len > p->room) {
+                json_object_put(o);
+                p->more = true;
+                return 1;
+        }
+        p->room = len < p->room ? p->room - len : 0;
+        if (walk_add(p->regions, o, true) < 0)
+                return -ENOMEM;
+        p->n++;
+        p->last = r->id;
+        return 0;
 }
 
-static int cmp_region_json(const void *a, const void *b) {
-        struct json_object *const *x = a, *const *y = b;
-        uint64_t ix = json_object_get_uint64(member_get(*x, "region"));
-        uint64_t iy = json_object_get_uint64(member_get(*y, "region"));
-
-        return ix < iy ? -1 : ix > iy;
-}
-
+/*
+ * A page: the visible regions with ids above after that match the filters, by increasing id,
+ * walked in the broker's id tree. Cost: O(log n) expected to find the start, then one step per
+ * region walked (the page's, those the filters or visibility skip, and the one that shows that
+ * another follows), each page's regions turned into JSON once and measured once.
+ */
 int method_region_list(const struct method_call *call, const void *args, struct json_object **ret,
                        struct rpc_error *err) {
         const struct list_args *a = args;
-        struct list_walk w = { .filter = a, .ok = true };
+        const struct rpc_server_limits defaults = RPC_SERVER_LIMITS_DEFAULT;
+        size_t max = (call->m->server ? rpc_server_limits(call->m->server) : &defaults)->max_message;
+        struct list_page p = {
+                .filter = a, .room = max > METHODS_LIST_REPLY_RESERVE ? max - METHODS_LIST_REPLY_RESERVE : 0,
+        };
         struct broker_caller bc = caller_of(call->caller);
         struct json_object *o;
         bool ok = true;
@@ -268,18 +303,19 @@ int method_region_list(const struct method_call *call, const void *args, struct 
                 if (q < 0)
                         return q;
         }
-        w.regions = json_object_new_array();
-        if (!w.regions)
+        p.regions = json_object_new_array();
+        if (!p.regions)
                 return internal_error(err, -ENOMEM);
         /* The core walks only what the caller may see. */
-        q = broker_region_foreach(call->m->broker, &bc, list_one, &w);
-        if (q < 0 || !w.ok) {
-                json_object_put(w.regions);
-                return internal_error(err, q < 0 ? q : -ENOMEM);
+        q = broker_region_foreach_after(call->m->broker, &bc, a->after, list_one, &p);
+        if (q < 0) {
+                json_object_put(p.regions);
+                return internal_error(err, q);
         }
-        json_object_array_sort(w.regions, cmp_region_json);
         o = json_object_new_object();
-        obj_add(o, "regions", w.regions, &ok);
+        obj_add(o, "regions", p.regions, &ok);
+        if (p.more)
+                obj_add_u64(o, "next", p.last, &ok);
         return result_finish(o, ok, ret, err);
 }
 

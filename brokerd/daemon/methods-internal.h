@@ -24,6 +24,14 @@
 #define METHODS_MAX_AUDIT_LIMIT 1000
 #define METHODS_DEFAULT_AUDIT_LIMIT 100
 #define METHODS_MAX_AUDIT_NEWEST 10000
+/*
+ * region.list pages (docs/protocol.md "Paging"): at most limit regions (default and max below),
+ * and a page also ends before the region that would take its result past the message limit
+ * less METHODS_LIST_REPLY_RESERVE, left for the reply's envelope (an id up to 400 bytes).
+ */
+#define METHODS_DEFAULT_LIST_LIMIT 256
+#define METHODS_MAX_LIST_LIMIT 4096
+#define METHODS_LIST_REPLY_RESERVE 512
 
 typedef int (*methods_notify_t)(void *userdata, uint64_t connection, const char *method, struct json_object *params);
 
@@ -141,6 +149,7 @@ struct region_args {
 struct list_args {
         const char *domain, *device, *pool;
         enum region_state state; /* _REGION_STATE_MAX: any */
+        uint64_t after, limit;   /* the page: ids above after, at most limit of them */
 };
 
 struct route_args {

@@ -97,6 +97,8 @@ static const struct param list_params[] = {
                "\"offered\", \"active\", \"revoking\" or \"reclaimed\"", _REGION_STATE_MAX),
         P_NAME(struct list_args, device, false),
         P_NAME(struct list_args, pool, false),
+        P_U64(struct list_args, after, false, 0, UINT64_MAX, 0),
+        P_U64(struct list_args, limit, false, 1, METHODS_MAX_LIST_LIMIT, METHODS_DEFAULT_LIST_LIMIT),
         {}
 };
 

@@ -302,3 +302,25 @@ static int foreach_rec(struct range_node *n, int (*fn)(struct range_node *n, voi
 int range_tree_foreach(const struct range_tree *t, int (*fn)(struct range_node *n, void *userdata), void *userdata) {
         return foreach_rec(t->root, fn, userdata);
 }
+
+/* Below lo nothing of n's left subtree counts either: only its right side is looked at. */
+static int foreach_from_rec(struct range_node *n, uint64_t lo, int (*fn)(struct range_node *n, void *userdata),
+                            void *userdata) {
+        int r;
+
+        while (n && n->base < lo)
+                n = n->right;
+        if (!n)
+                return 0;
+        r = foreach_from_rec(n->left, lo, fn, userdata);
+        if (r == 0)
+                r = fn(n, userdata);
+        if (r == 0)
+                r = foreach_rec(n->right, fn, userdata);
+        return r;
+}
+
+int range_tree_foreach_from(const struct range_tree *t, uint64_t lo, int (*fn)(struct range_node *n, void *userdata),
+                            void *userdata) {
+        return foreach_from_rec(t->root, lo, fn, userdata);
+}

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #pragma once
 /*
- * The set of address ranges in use (live or not yet reclaimed regions): an intrusive,
+ * A set of non-overlapping ranges: the address ranges in use (live or not yet reclaimed
+ * regions), and the broker's live region ids as unit ranges [id, id + 1). An intrusive,
  * randomized balanced search tree (treap) keyed by base, augmented per subtree with the
  * lowest base, highest end, total bytes, and the largest gap between neighbouring ranges.
  * Ranges never overlap. Insert, remove, overlap query and first fit are O(log n)
@@ -46,3 +47,6 @@ int range_tree_first_fit(const struct range_tree *t, uint64_t lo, uint64_t hi, u
 uint64_t range_tree_used(const struct range_tree *t, uint64_t lo, uint64_t hi);
 /* In-order walk; stops and returns the callback's value when it is non-zero. */
 int range_tree_foreach(const struct range_tree *t, int (*fn)(struct range_node *n, void *userdata), void *userdata);
+/* The same from the first range whose base is lo or above: O(log n) expected to reach it, then one step a range. */
+int range_tree_foreach_from(const struct range_tree *t, uint64_t lo, int (*fn)(struct range_node *n, void *userdata),
+                            void *userdata);
