@@ -570,6 +570,58 @@ static void test_foreach(void **state) {
         assert_int_equal(seen[3], 0x4000);
 }
 
+static int cmp_u64(const void *a, const void *b) {
+        uint64_t x = *(const uint64_t *) a, y = *(const uint64_t *) b;
+        return x < y ? -1 : x > y;
+}
+
+/* v[0]: bases recorded (from v[2] on); the walk stops (7) once v[0] reaches v[1]. */
+static int collect_from(struct range_node *n, void *userdata) {
+        uint64_t *v = userdata;
+
+        v[2 + v[0]++] = n->base;
+        return v[0] == v[1] ? 7 : 0;
+}
+
+/*
+ * As region.list pages the broker's ids: unit ranges [id, id + 1) of random ids, walked from
+ * every lo (below, at, between, above them) with and without an early stop, against a sorted copy.
+ */
+static void test_foreach_from(void **state) {
+        enum { N = 500 };
+        static struct range_node nodes[N];
+        static uint64_t ids[N], seen[2 + N];
+        struct range_tree t;
+        uint64_t x = 0x9e3779b97f4a7c15;
+        size_t n = 0;
+
+        (void) state;
+        range_tree_init(&t);
+        assert_int_equal(range_tree_foreach_from(&t, 0, collect_from, seen), 0);
+        while (n < N) {
+                x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+                uint64_t id = 1 + x % 4000;
+                if (range_tree_insert(&t, &nodes[n], id, id + 1) == 0)
+                        ids[n++] = id;
+        }
+        qsort(ids, N, sizeof(ids[0]), cmp_u64);
+        for (uint64_t lo = 0; lo <= 4002; lo += 3)
+                for (uint64_t budget = 1; budget <= N + 1; budget += N / 2) {
+                        size_t first = 0, want;
+
+                        while (first < N && ids[first] < lo)
+                                first++;
+                        want = N - first < budget ? N - first : budget;
+                        memset(seen, 0, sizeof(seen));
+                        seen[1] = budget;
+                        assert_int_equal(range_tree_foreach_from(&t, lo, collect_from, seen),
+                                         want == budget ? 7 : 0);
+                        assert_int_equal(seen[0], want);
+                        assert_memory_equal(seen + 2, ids + first, want * sizeof(ids[0]));
+                }
+        check_tree(&t);
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_insert_adjacent),
@@ -582,6 +634,7 @@ int main(void) {
                 cmocka_unit_test(test_first_fit_size_vs_window),
                 cmocka_unit_test(test_used_clips),
                 cmocka_unit_test(test_foreach),
+                cmocka_unit_test(test_foreach_from),
                 cmocka_unit_test(test_random_low),
                 cmocka_unit_test(test_random_mid),
                 cmocka_unit_test(test_random_top),
