@@ -51,6 +51,13 @@ int verb_status(struct bdc *c, const struct args *a) {
         return table_print(t, false, stdout);
 }
 
+/*
+ * region.list page by page (docs/protocol.md "Paging"), each printed as it arrives, so that only
+ * one page is ever held: a table per page (the legend once; a column widens only when a later
+ * page needs it), or one JSON document {"regions": [...]} whose elements are written as they
+ * come. A failure after the first page leaves that document unfinished, so that nobody takes it
+ * for the whole list.
+ */
 int verb_list(struct bdc *c, const struct args *a) {
         static const struct column cols[] = {
                 { "ID", "region", KIND_PLAIN },    { "STATE", "state", KIND_PLAIN },
@@ -59,26 +66,36 @@ int verb_list(struct bdc *c, const struct args *a) {
                 { "SIZE", "size", KIND_BYTES },    { "PEERS", "peers", KIND_PEERS },
                 { "LABEL", "label", KIND_PLAIN },
         };
-        _cleanup_(json_putp) struct json_object *params = json_object_new_object(), *result = NULL;
-        const struct {
-                const char *key, *value;
-        } filters[] = {
-                { "domain", a->domain }, { "state", a->state }, { "pool", a->pool }, { "device", a->device },
+        const struct bdc_list_query q = {
+                .domain = a->domain, .state = a->state, .pool = a->pool, .device = a->device,
+                .limit = (unsigned) a->page_size,
         };
+        size_t widths[ELEMENTSOF(cols)] = {}, n = 0, pages = 0;
+        uint64_t after = 0;
         int r;
 
-        if (!params)
-                return oom();
-        for (size_t i = 0; i < ELEMENTSOF(filters); i++)
-                if (filters[i].value && add_member(params, filters[i].key, json_object_new_string(filters[i].value)) < 0)
-                        return oom();
-
-        r = call(c, "region.list", params, &result);
-        if (r < 0)
-                return r;
         if (a->json)
-                return print_json(result);
-        return print_array(result, "regions", cols, ELEMENTSOF(cols), a->legend);
+                fputs("{\n  \"regions\": [\n", stdout);
+        do {
+                _cleanup_(bdc_error_clear) struct bdc_error err = BDC_ERROR_INIT;
+                _cleanup_(json_putp) struct json_object *regions = NULL;
+                bool first = pages++ == 0;
+
+                r = bdc_list_page(c, &q, after, &regions, &after, &err);
+                if (r < 0)
+                        return print_error(&err, r);
+                for (size_t i = 0; a->json && r >= 0 && i < json_object_array_length(regions); i++)
+                        r = print_json_element(json_object_array_get_idx(regions, i), n++, 2);
+                if (!a->json && (first || json_object_array_length(regions) > 0))
+                        r = print_rows(regions, cols, ELEMENTSOF(cols), a->legend && first, widths);
+                if (r < 0)
+                        return r;
+                /* A reader on a pipe sees each page as it comes. */
+                fflush(stdout);
+        } while (after != 0);
+        if (a->json)
+                fputs(n > 0 ? "\n  ]\n}\n" : "  ]\n}\n", stdout);
+        return 0;
 }
 
 int verb_show(struct bdc *c, const struct args *a) {

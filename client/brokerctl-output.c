@@ -279,17 +279,44 @@ int print_kv(struct json_object *o, const char *const *order, size_t n_order) {
         return table_print(t, false, stdout);
 }
 
+/* Pretty JSON text has no newline inside a string: each line is one line of the structure. */
+int print_json_element(struct json_object *v, size_t n, unsigned depth) {
+        const char *s = json_object_to_json_string_ext(
+                v, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_SPACED | JSON_C_TO_STRING_NOSLASHESCAPE);
+
+        if (!s)
+                return oom();
+        if (n > 0)
+                fputs(",\n", stdout);
+        while (*s) {
+                size_t len = strcspn(s, "\n");
+
+                printf("%*s%.*s", (int) (2 * depth), "", (int) len, s);
+                s += len;
+                if (*s) {
+                        putchar('\n');
+                        s++;
+                }
+        }
+        return 0;
+}
+
 int print_array(struct json_object *result, const char *member, const struct column *cols, size_t n_cols,
                        bool legend) {
-        _cleanup_(table_freep) struct table *t = NULL;
-        const char *headers[16];
         struct json_object *a;
-        size_t n;
 
         if (!json_object_object_get_ex(result, member, &a) || !json_object_is_type(a, json_type_array)) {
                 fprintf(stderr, "brokerctl: protocol_error: the reply has no \"%s\" array\n", member);
                 return -EBADMSG;
         }
+        return print_rows(a, cols, n_cols, legend, NULL);
+}
+
+int print_rows(struct json_object *a, const struct column *cols, size_t n_cols, bool legend, size_t *widths) {
+        _cleanup_(table_freep) struct table *t = NULL;
+        const char *headers[16];
+        size_t n;
+
         for (size_t i = 0; i < n_cols && i < ELEMENTSOF(headers); i++)
                 headers[i] = cols[i].header;
         if (table_new(headers, n_cols, &t) < 0)
@@ -306,7 +333,7 @@ int print_array(struct json_object *result, const char *member, const struct col
                                 return oom();
                 }
         }
-        return table_print(t, legend, stdout);
+        return widths ? table_print_widths(t, legend, widths, stdout) : table_print(t, legend, stdout);
 }
 
 int print_event(const struct bdc_event *ev, bool json) {

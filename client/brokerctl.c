@@ -29,7 +29,7 @@ static const struct {
         { OPT_DEVICE, "--device" }, { OPT_DEADLINE, "--deadline" }, { OPT_FORCE, "--force" },
         { OPT_SINCE, "--since" }, { OPT_AFTER, "--after" }, { OPT_LIMIT, "--limit" },
         { OPT_PLATFORM, "--platform" }, { OPT_OUTPUT, "--output" }, { OPT_SYSFS, "--sysfs" },
-        { OPT_LINES, "-n" }, { OPT_ALL, "--all" },
+        { OPT_LINES, "-n" }, { OPT_ALL, "--all" }, { OPT_PAGE_SIZE, "--page-size" },
 };
 
 static void bdc_closep(struct bdc **c) {
@@ -44,8 +44,9 @@ static void usage(FILE *f) {
               "\n"
               "Verbs:\n"
               "  status                               daemon information and counters\n"
-              "  list [--domain D] [--state S] [--pool P] [--device X]\n"
-              "                                       the regions\n"
+              "  list [--domain D] [--state S] [--pool P] [--device X] [--page-size N]\n"
+              "                                       the regions, fetched and printed N at a time\n"
+              "                                       (default: the daemon's page size)\n"
               "  show ID                              one region\n"
               "  revoke ID [--deadline TIME] [--force]\n"
               "                                       recall a region (TIME: 500ms, 5s, 2m; plain: seconds)\n"
@@ -89,7 +90,7 @@ static int usage_error(const char *fmt, ...) {
 
 static const struct verb verbs[] = {
         { "status", 0, 0, 0, false, false, verb_status },
-        { "list", 0, 0, OPT_DOMAIN | OPT_STATE | OPT_POOL | OPT_DEVICE, false, false, verb_list },
+        { "list", 0, 0, OPT_DOMAIN | OPT_STATE | OPT_POOL | OPT_DEVICE | OPT_PAGE_SIZE, false, false, verb_list },
         { "show", 1, 1, 0, true, false, verb_show },
         { "revoke", 1, 1, OPT_DEADLINE | OPT_FORCE, true, false, verb_revoke },
         { "domains", 0, 0, 0, false, false, verb_domains },
@@ -121,6 +122,7 @@ enum {
         ARG_OUTPUT,
         ARG_SYSFS,
         ARG_ALL,
+        ARG_PAGE_SIZE,
 };
 
 static uint64_t now_realtime_usec(void) {
@@ -151,6 +153,12 @@ static int parse_valued_option(int c, const char *arg, const char *given, struct
                 if (num_parse_decimal(arg, &a->limit) < 0)
                         return usage_error("invalid --limit '%s'", arg);
                 a->seen |= OPT_LIMIT;
+                return 1;
+        case ARG_PAGE_SIZE:
+                /* The daemon says what it takes (1..4096); here only what fits the call. */
+                if (num_parse_decimal(arg, &a->page_size) < 0 || a->page_size == 0 || a->page_size > UINT32_MAX)
+                        return usage_error("invalid --page-size '%s' (a count of regions, 1 or more)", arg);
+                a->seen |= OPT_PAGE_SIZE;
                 return 1;
         case 'n':
                 if (num_parse_decimal(arg, &a->lines) < 0 || a->lines == 0)
@@ -272,6 +280,7 @@ static int parse_args(int argc, char **argv, struct args *a, const struct verb *
                 { "limit", required_argument, NULL, ARG_LIMIT },
                 { "lines", required_argument, NULL, 'n' },
                 { "all", no_argument, NULL, ARG_ALL },
+                { "page-size", required_argument, NULL, ARG_PAGE_SIZE },
                 { "platform", required_argument, NULL, ARG_PLATFORM },
                 { "output", required_argument, NULL, ARG_OUTPUT },
                 { "sysfs", required_argument, NULL, ARG_SYSFS },

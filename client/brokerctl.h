@@ -35,6 +35,7 @@ enum {
         OPT_SYSFS = 1 << 11,
         OPT_LINES = 1 << 12,
         OPT_ALL = 1 << 13,
+        OPT_PAGE_SIZE = 1 << 14,
 };
 
 struct args {
@@ -43,7 +44,7 @@ struct args {
         bool legend;
         unsigned seen;
         const char *domain, *state, *pool, *device, *platform, *output, *sysfs;
-        uint64_t deadline_ms, since_usec, after, limit, lines;
+        uint64_t deadline_ms, since_usec, after, limit, lines, page_size;
         uint64_t id;        /* show, revoke */
         char **pos; /* the verb's positional arguments */
         int n_pos;
@@ -93,6 +94,10 @@ int kv_add_object(struct table *t, struct json_object *o, const char *const *ord
 int print_kv(struct json_object *o, const char *const *order, size_t n_order);
 int print_array(struct json_object *result, const char *member, const struct column *cols, size_t n_cols,
                 bool legend);
+/* The rows of an array of objects as a table; widths (n_cols, may be NULL) as table_print_widths() takes them. */
+int print_rows(struct json_object *a, const struct column *cols, size_t n_cols, bool legend, size_t *widths);
+/* A JSON value as the n-th element of an array printed as print_json() would print it at depth. */
+int print_json_element(struct json_object *v, size_t n, unsigned depth);
 int print_event(const struct bdc_event *ev, bool json);
 
 /* brokerctl-admin.c */

@@ -228,6 +228,21 @@ int bdc_release(struct bdc *c, const char *domain, uint64_t region, struct bdc_e
 int bdc_revoke(struct bdc *c, const char *owner, uint64_t region, int64_t deadline_ms, bool force,
                struct bdc_error *err);
 
+/* region.list in pages (docs/protocol.md "Paging"). */
+struct bdc_list_query {
+        const char *domain, *state, *device, *pool; /* filters; NULL: any */
+        unsigned limit;                             /* most regions a page; 0: the daemon's default (256) */
+};
+
+/*
+ * One page: the matching regions with an id above after (0: from the first), by increasing id.
+ * *ret_regions is the page's array of region objects (owned); *ret_next is the after of the next
+ * page, or 0 when this page is the last (ids start at 1). Paging from 0 until *ret_next is 0 lists
+ * every region once, holding one page at a time. q may be NULL (no filter, the default limit).
+ */
+int bdc_list_page(struct bdc *c, const struct bdc_list_query *q, uint64_t after, struct json_object **ret_regions,
+                  uint64_t *ret_next, struct bdc_error *err);
+
 /*
  * A 64-bit quantity as the protocol spells it: decimal, "0x" hex, or a number with a binary
  * suffix ("4KiB", "2MiB", "1GiB", "1TiB", "1PiB", "1EiB"). -EINVAL or -ERANGE otherwise.

@@ -128,8 +128,15 @@ int table_print(const struct table *t, bool legend, FILE *f) {
 
         if (!widths)
                 return -ENOMEM;
-        for (size_t i = 0; i < t->n_columns; i++)
-                widths[i] = legend ? cell_width(t->headers[i]) : 1; /* 1: a padding "-" */
+        return table_print_widths(t, legend, widths, f);
+}
+
+int table_print_widths(const struct table *t, bool legend, size_t *widths, FILE *f) {
+        for (size_t i = 0; i < t->n_columns; i++) {
+                size_t w = legend ? cell_width(t->headers[i]) : 1; /* 1: a padding "-" */
+                if (w > widths[i])
+                        widths[i] = w;
+        }
         for (size_t i = 0; i < t->n_cells; i++) {
                 size_t w = cell_width(t->cells[i]);
                 if (w > widths[i % t->n_columns])

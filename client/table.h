@@ -28,3 +28,8 @@ int table_add_cellf(struct table *t, const char *fmt, ...) _printf_(2, 3);
 size_t table_rows(const struct table *t);
 /* Prints the legend (when asked) and every row; a partial last row is padded with "-". */
 int table_print(const struct table *t, bool legend, FILE *f);
+/*
+ * The same, each column at least widths[i] wide (n_columns entries), which become the widths
+ * printed: a table printed in parts (pages) stays aligned unless a later part is wider.
+ */
+int table_print_widths(const struct table *t, bool legend, size_t *widths, FILE *f);
