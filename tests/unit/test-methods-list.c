@@ -11,8 +11,6 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
-#include <ftw.h>
-#include <sys/stat.h>
 #include <inttypes.h>
 #include <json-c/json.h>
 #include <stdio.h>
@@ -25,6 +23,8 @@
 #include "daemon/methods.h"
 #include "rpc/server.h"
 #include "util/macro.h"
+
+#include "tmpdir.h"
 
 #define MAX_REGIONS 320
 #define E(n) (RPC_BROKER_CODE_BASE + (n))
@@ -88,11 +88,7 @@ static int setup(void **state) {
         return 0;
 }
 
-static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
-        (void) st, (void) flag, (void) ftw;
-        return remove(path);
-}
-
+/* The broker goes first: it holds the database in the directory. */
 static int teardown(void **state) {
         struct fixture *f = *state;
 
@@ -100,7 +96,7 @@ static int teardown(void **state) {
         methods_free(f->m);
         rpc_server_free(f->server);
         sd_event_unref(f->event);
-        assert_int_equal(nftw(f->dir, rm_entry, 8, FTW_DEPTH | FTW_PHYS), 0);
+        assert_int_equal(tmpdir_remove(f->dir), 0);
         free(f);
         return 0;
 }
