@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * region.list in pages (docs/protocol.md "Paging") against a real broker (sqlite in a temporary
- * directory, the memfd backend) and a real RPC server's limits (never listening): the cursor
+ * region.list in pages (docs/protocol.md "Paging") against a real broker (the docs' example
+ * platform, sqlite in a temporary directory, the memfd backend) and a real RPC server's limits
+ * (never listening): the cursor
  * covers every region exactly once, by increasing id, with and without filters and while
  * regions come and go; limit and the message budget end pages; bad paging params change nothing.
  */
@@ -35,16 +36,6 @@ static const struct rpc_caller HW0 = { .connection = 1, .uid = 0 };
 static const struct rpc_caller VM2 = { .connection = 2, .uid = 1001 };
 static const struct rpc_caller ADMIN = { .connection = 3, .uid = 0, .admin = true };
 
-static const char *platform_text =
-        "{\"memory\": [{\"name\": \"bank0\", \"base\": 0, \"size\": \"8GiB\", \"numa_node\": 0},"
-        "              {\"name\": \"bank1\", \"base\": \"8GiB\", \"size\": \"8GiB\", \"numa_node\": 1}],"
-        " \"pools\": [{\"name\": \"p0\", \"base\": \"1GiB\", \"size\": \"64MiB\", \"numa_node\": 0,"
-        "              \"granule\": \"4KiB\", \"backing\": {\"kind\": \"memfd\"}},"
-        "            {\"name\": \"p1\", \"base\": \"8GiB\", \"size\": \"64MiB\", \"numa_node\": 1,"
-        "              \"granule\": \"4KiB\", \"backing\": {\"kind\": \"memfd\"}}],"
-        " \"devices\": [{\"name\": \"nic0\", \"owner\": \"hw0\", \"dma_mask_bits\": 32},"
-        "             {\"name\": \"gpu0\", \"owner\": \"hw0\", \"dma_mask_bits\": 64}]}";
-
 /* uid 1001 sees vm2's regions only; hw0 may hold MAX_REGIONS. */
 static const char *policy_text =
         "{\"agents\": [{\"uid\": 0, \"domains\": [\"hw0\", \"vm1\"]}, {\"uid\": 1001, \"domains\": [\"vm2\"]}],"
@@ -68,7 +59,8 @@ static int setup(void **state) {
         struct diag_list diags = DIAG_LIST_INIT;
         struct broker_error err = {};
         struct broker_config cfg = {};
-        char db[128];
+        const char *examples = getenv("BROKERD_EXAMPLES");
+        char db[128], path[4096];
 
         assert_non_null(f);
         snprintf(f->dir, sizeof(f->dir), "/tmp/brokerd-list-XXXXXX");
@@ -78,7 +70,11 @@ static int setup(void **state) {
         assert_int_equal(sd_event_new(&f->event), 0);
         cfg = (struct broker_config) { .db_path = db, .on_event = methods_on_event, .event_userdata = f->m };
         assert_int_equal(backend_memfd_new(&cfg.backend), 0);
-        assert_int_equal(platform_load_string(platform_text, &cfg.platform, &diags), 0);
+        /* The platform of the docs: pools net0 (2MiB granules), small0 (4KiB) and gpu1, devices nic0 and gpu0. */
+        if (!examples)
+                fail_msg("BROKERD_EXAMPLES is not set (run through meson test)");
+        snprintf(path, sizeof(path), "%s/platform.json", examples);
+        assert_int_equal(platform_load_file(path, &cfg.platform, &diags), 0);
         assert_int_equal(policy_load_string(policy_text, &cfg.policy, &diags), 0);
         diag_list_clear(&diags);
         if (broker_new(&cfg, &f->b, &err) < 0)
@@ -278,7 +274,7 @@ static void test_every_region_once(void **state) {
 /* Every filter, with paging, lists exactly the regions region.get says match, by increasing id. */
 static void test_filters_page(void **state) {
         static const char *const filters[] = {
-                "\"device\": \"gpu0\"", "\"domain\": \"vm2\"", "\"pool\": \"p1\"", "\"state\": \"offered\"",
+                "\"device\": \"gpu0\"", "\"domain\": \"vm2\"", "\"pool\": \"net0\"", "\"state\": \"offered\"",
                 "\"domain\": \"vm1\", \"device\": \"nic0\"", "\"state\": \"active\"",
         };
         struct fixture *f = *state;
@@ -293,7 +289,7 @@ static void test_filters_page(void **state) {
                         region_member(f, f->ids[k], "device", device, sizeof(device));
                         region_member(f, f->ids[k], "pool", pool, sizeof(pool));
                         bool gpu = strcmp(device, "gpu0") == 0;
-                        bool match[] = { gpu, gpu, strcmp(pool, "p1") == 0, true, !gpu, false };
+                        bool match[] = { gpu, gpu, strcmp(pool, "net0") == 0, true, !gpu, false };
                         if (match[i])
                                 want[n_want++] = f->ids[k];
                 }
@@ -397,13 +393,13 @@ static void test_bad_params(void **state) {
         json_object_put(o);
 }
 
+/* Each test on a broker of its own. */
+#define TEST(t) cmocka_unit_test_setup_teardown(t, setup, teardown)
+
 int main(void) {
         const struct CMUnitTest tests[] = {
-                cmocka_unit_test_setup_teardown(test_every_region_once, setup, teardown),
-                cmocka_unit_test_setup_teardown(test_filters_page, setup, teardown),
-                cmocka_unit_test_setup_teardown(test_pages_while_regions_change, setup, teardown),
-                cmocka_unit_test_setup_teardown(test_budget, setup, teardown),
-                cmocka_unit_test_setup_teardown(test_bad_params, setup, teardown),
+                TEST(test_every_region_once), TEST(test_filters_page), TEST(test_pages_while_regions_change),
+                TEST(test_budget),            TEST(test_bad_params),
         };
-        return cmocka_run_group_tests(tests, NULL, NULL);
+        return cmocka_run_group_tests_name("region.list pages", tests, NULL, NULL);
 }
