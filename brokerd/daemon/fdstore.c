@@ -22,6 +22,7 @@ struct fdstore {
         struct hashmap *passed; /* name -> struct passed_fd; NULL once flushed */
         struct hashmap *kept;   /* name -> the same strdup()ed name: what the store holds now */
         uint64_t max;           /* $FDSTORE; 0: no bound known */
+        size_t name_bytes;      /* of the kept names, each with its separator: FDSTORE_NAMES_MAX */
         bool enabled;           /* $NOTIFY_SOCKET is set */
         bool full_logged;
         struct backend_fd_store ops;
@@ -55,11 +56,51 @@ static int store_notify(const char *what, const char *name, int fd) {
         return r == 0 ? -EOPNOTSUPP : r < 0 ? r : 0;
 }
 
+/* name joins the kept names (the hashmap owns copy from now on). */
+static int kept_add(struct fdstore *s, char *copy) {
+        int r = hashmap_put(s->kept, copy, copy);
+
+        if (r >= 0)
+                s->name_bytes += strlen(copy) + 1;
+        return r;
+}
+
+static void kept_remove(struct fdstore *s, const char *name) {
+        char *copy = hashmap_remove(s->kept, name);
+
+        if (copy)
+                s->name_bytes -= strlen(copy) + 1;
+        free(copy);
+}
+
 /* The store forgets name, and so do we: a passed fd of that name is closed, never taken. */
 static int store_remove(struct fdstore *s, const char *name) {
         passed_fd_free(s->passed ? hashmap_remove(s->passed, name) : NULL);
-        free(hashmap_remove(s->kept, name));
+        kept_remove(s, name);
         return store_notify("FDSTOREREMOVE", name, -EBADF);
+}
+
+/* Room for one more name: within FileDescriptorStoreMax= and within $LISTEN_FDNAMES's bound. */
+static bool store_has_room(struct fdstore *s, const char *name) {
+        if (hashmap_get(s->kept, name))
+                return true; /* a replacement */
+        if (s->max > 0 && hashmap_size(s->kept) >= s->max) {
+                if (!s->full_logged)
+                        log_warning("the fd store is full (FileDescriptorStoreMax=%llu): %s and what comes "
+                                    "after it will not survive a restart",
+                                    (unsigned long long) s->max, name);
+                s->full_logged = true;
+                return false;
+        }
+        if (s->name_bytes + strlen(name) + 1 > FDSTORE_NAMES_MAX) {
+                if (!s->full_logged)
+                        log_warning("the fd store's names reach %zu bytes, what $LISTEN_FDNAMES can carry at the "
+                                    "next start: %s and what comes after it will not survive a restart",
+                                    s->name_bytes, name);
+                s->full_logged = true;
+                return false;
+        }
+        return true;
 }
 
 static int fdstore_keep(void *userdata, const char *name, int fd) {
@@ -69,14 +110,8 @@ static int fdstore_keep(void *userdata, const char *name, int fd) {
 
         if (!store_name_is_valid(name) || fd < 0)
                 return -EINVAL;
-        if (s->max > 0 && hashmap_size(s->kept) >= s->max && !hashmap_get(s->kept, name)) {
-                if (!s->full_logged)
-                        log_warning("the fd store is full (FileDescriptorStoreMax=%llu): %s and what comes "
-                                    "after it will not survive a restart",
-                                    (unsigned long long) s->max, name);
-                s->full_logged = true;
+        if (!store_has_room(s, name))
                 return -EXFULL;
-        }
         /* systemd keeps every fd sent under a name: replacing one means removing it first. */
         if (hashmap_get(s->kept, name) || (s->passed && hashmap_get(s->passed, name)))
                 (void) store_remove(s, name);
@@ -85,7 +120,7 @@ static int fdstore_keep(void *userdata, const char *name, int fd) {
                 return -ENOMEM;
         r = store_notify("FDSTORE", name, fd);
         if (r >= 0)
-                r = hashmap_put(s->kept, copy, copy);
+                r = kept_add(s, copy);
         if (r < 0) {
                 free(copy);
                 log_warning("cannot keep %s in the fd store (%s): it will not survive a restart", name,
@@ -121,7 +156,7 @@ static int fdstore_take(void *userdata, const char *name, int *ret_fd) {
                 return -EBADFD;
         }
         copy = strdup(name);
-        if (!copy || hashmap_put(s->kept, copy, copy) < 0) {
+        if (!copy || kept_add(s, copy) < 0) {
                 free(copy);
                 (void) hashmap_put(s->passed, p->name, p); /* cannot fail: the slot was just freed */
                 return -ENOMEM;

@@ -11,11 +11,19 @@
  * from the store. Without $NOTIFY_SOCKET there is no store: fdstore_backend() is NULL and
  * every passed fd is closed unclaimed. $FDSTORE (systemd >= 254: FileDescriptorStoreMax=)
  * bounds what is kept; beyond it a region's memory is only as durable as without a store.
+ * So do the names: systemd passes them all in one environment string, $LISTEN_FDNAMES, which
+ * the kernel caps at 128 KiB (MAX_ARG_STRLEN): past FDSTORE_NAMES_MAX bytes of names the store
+ * refuses more (-EXFULL, logged), since a store whose names do not fit would make the next
+ * start's exec fail (E2BIG) and lose every fd in it.
  */
 #include <stdbool.h>
 
 #include "backend/backend.h"
 #include "util/macro.h"
+
+/* The bytes of kept names (each with its ':' separator) the store holds at most: 128 KiB less
+ * 4 KiB for "LISTEN_FDNAMES=" and the unit's socket names. */
+#define FDSTORE_NAMES_MAX (128 * 1024 - 4096)
 
 struct fdstore;
 

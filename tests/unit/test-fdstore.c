@@ -174,6 +174,53 @@ static void test_cap(void **state) {
         close(fd);
 }
 
+/* Names past what $LISTEN_FDNAMES can carry are refused, so the next start's exec cannot fail. */
+static void test_names_bound(void **state) {
+        struct fixture *f = *state;
+        struct fdstore *s = NULL;
+        const struct backend_fd_store *b;
+        int fd = memfd_create("x", MFD_CLOEXEC);
+        char name[201], text[256];
+        size_t bytes = 0, kept = 0;
+
+        assert_int_equal(fdstore_new(&s), 0);
+        b = fdstore_backend(s);
+        memset(name, 'n', sizeof(name) - 1);
+        name[sizeof(name) - 1] = 0;
+        for (;; kept++) {
+                int n = snprintf(name, sizeof(name), "region-%zu", kept);
+                name[n] = '-'; /* the rest stays 'n': every name is 200 characters */
+                if (bytes + sizeof(name) > FDSTORE_NAMES_MAX)
+                        break;
+                assert_int_equal(b->keep(b->userdata, name, fd), 0);
+                snprintf(text, sizeof(text), "FDSTORE=1\nFDNAME=%s", name);
+                expect_message(f, text, true);
+                bytes += sizeof(name);
+        }
+        assert_true(kept > 600);
+        assert_int_equal(fdstore_size(s), kept);
+        /* One more would not fit: refused, nothing sent. */
+        assert_int_equal(b->keep(b->userdata, name, fd), -EXFULL);
+        expect_none(f);
+        /* A replacement needs no room. */
+        memset(name, 'n', sizeof(name) - 1);
+        snprintf(name, sizeof(name), "region-0");
+        name[8] = '-';
+        assert_int_equal(b->keep(b->userdata, name, fd), 0);
+        snprintf(text, sizeof(text), "FDSTOREREMOVE=1\nFDNAME=%s", name);
+        expect_message(f, text, false);
+        snprintf(text, sizeof(text), "FDSTORE=1\nFDNAME=%s", name);
+        expect_message(f, text, true);
+        /* A drop makes room again. */
+        assert_int_equal(b->drop(b->userdata, name), 0);
+        snprintf(text, sizeof(text), "FDSTOREREMOVE=1\nFDNAME=%s", name);
+        expect_message(f, text, false);
+        assert_int_equal(b->keep(b->userdata, "region-new-a", fd), 0);
+        expect_message(f, "FDSTORE=1\nFDNAME=region-new-a", true);
+        fdstore_free(s);
+        close(fd);
+}
+
 static void test_without_service_manager(void **state) {
         struct fixture *f = *state;
         struct fdstore *s = NULL;
@@ -196,6 +243,7 @@ int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test_setup_teardown(test_take_keep_drop, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_cap, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_names_bound, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_without_service_manager, setup, teardown),
         };
 
