@@ -1,0 +1,66 @@
+#!/bin/sh
+# Builds brokerd and brokerctl in release mode and runs bench/scale-bench.py in a fresh temp
+# directory: two daemons side by side (the memfd backend), one with N live regions of 4 KiB
+# and one with 10, each under an fd store the bench plays (docs/bench-scale.md). It prints
+# what creating the N regions took, RSS per region, region.share latency at N against 10,
+# paging through all N (region.list, brokerctl list), the fds held, and a restart on the same
+# database. Run as root: the bench raises RLIMIT_NOFILE to twice N plus some.
+#
+#   --regions N     live regions of the big daemon (default 100000)
+#   --backing shm   the pool file-backed in the temp directory instead of memfd: regions
+#                   survive a restart without an fd store
+#   --no-fdstore    no $NOTIFY_SOCKET (memfd regions then die with each daemon)
+#
+# Other arguments go to scale-bench.py (--rounds, --samples, --window, --small).
+# BUILD_DIR overrides the build directory (default: build-scale in the repository root);
+# DB_DIR is where the temp directory goes (default /dev/shm: tmpfs).
+set -eu
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+name=run-scale-bench
+# shellcheck source=bench/lib.sh source-path=SCRIPTDIR/..
+. "$root/bench/lib.sh"
+db_dir=${DB_DIR:-/dev/shm}
+
+bench_require_root "the bench raises its fd limit above the hard limit for N regions"
+build=${BUILD_DIR:-"$root/build-scale"}
+bench_build "$build" brokerd/daemon/brokerd client/brokerctl
+
+dir=
+bench=
+# The bench kills its daemons itself; these are for when it cannot (killed, or a crash).
+# shellcheck disable=SC2317 # called by the trap
+cleanup() {
+        bench_kill_quiet "$bench"
+        if [ -n "$dir" ]; then
+                if [ -f "$dir/pids" ]; then
+                        while read -r p; do
+                                kill -9 "$p" 2>/dev/null || true
+                        done < "$dir/pids"
+                fi
+                rm -rf "$dir"
+        fi
+        dir=
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM HUP PIPE
+
+dir=$(mktemp -d "$db_dir/brokerd-scale.XXXXXX")
+fs=$(bench_fstype "$dir")
+bench_machine
+echo "$(date -u '+%Y-%m-%d %H:%M UTC'); load average $(cut -d' ' -f1-3 /proc/loadavg); databases in $dir (${fs:-$(stat -f -c %T "$dir")})"
+
+status=0
+python3 "$root/bench/scale-bench.py" --brokerd "$build/brokerd/daemon/brokerd" \
+        --brokerctl "$build/client/brokerctl" --dir "$dir" "$@" &
+bench=$!
+wait "$bench" || status=$?
+bench=
+if [ "$status" -ne 0 ]; then
+        for l in "$dir"/*/brokerd.log; do
+                [ -f "$l" ] && bench_fail_log "$l" "scale-bench failed (status $status); $l ends with:"
+        done
+        exit 1
+fi
+echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
+exit 0
