@@ -289,14 +289,16 @@ def create(d, n, window):
     return took
 
 
-def share_samples(c, k):
-    """k region.share round trips, each region revoked (forced, untimed) before the next."""
+def share_samples(c, k, states):
+    """k region.share round trips, each region revoked (forced, untimed) before the next;
+    states counts what the revokes answered."""
     out = []
     for _ in range(k):
         t0 = time.perf_counter()
         region = share_region(c)
         out.append((time.perf_counter() - t0) * 1e6)
-        c.call("region.revoke", {"owner": "hw0", "region": region, "force": True})
+        state = c.call("region.revoke", {"owner": "hw0", "region": region, "force": True})["state"]
+        states[state] = states.get(state, 0) + 1
     return out
 
 
@@ -390,10 +392,11 @@ def run(args, sm, big):
 
     # Share latency: the same samples on both, alternating which goes first each round.
     lat = {"small": [], "big": []}
+    states = {}
     conns = {d.name: Conn(d.agent) for d in (sm, big)}
     for i in range(args.rounds):
         for d in ((sm, big) if i % 2 == 0 else (big, sm)):
-            lat[d.name] += share_samples(conns[d.name], args.samples)
+            lat[d.name] += share_samples(conns[d.name], args.samples, states)
     for c in conns.values():
         c.close()
     print()
@@ -407,6 +410,8 @@ def run(args, sm, big):
         print("  %-22s %10.1f %10.1f %10.1f" % ("%d (%s)" % (small if d is sm else n, d.name), *stats[d.name]))
     print("  %-22s %9.2fx %9.2fx %9.2fx   (goal: p50 <= 1.2x)" % (
         "big / small", *(b / s for b, s in zip(stats["big"], stats["small"]))))
+    print("  the forced revokes answered: %s; regions left on small: %d" % (
+        ", ".join("%s %d" % kv for kv in sorted(states.items())), page_all(sm, 0)[2]))
 
     print()
     print("paging through every region on the admin socket (big):")

@@ -35,8 +35,17 @@ def nofile(pid):
 class FdLimit(harness.unittest.TestCase):
     def start(self, limits):
         self.d = LimitedDaemon(limits).start()
-        self.addCleanup(self.d.cleanup)
+        self.addCleanup(self.stop_cleanly)
         return self.d
+
+    def stop_cleanly(self):
+        """As harness.DaemonTest: a clean stop, and no sanitizer reports."""
+        rc = self.d.stop()
+        log = self.d.read_log()
+        self.d.cleanup()
+        self.assertEqual(rc, 0, log)
+        self.assertNotIn("ERROR: AddressSanitizer", log)
+        self.assertNotIn("runtime error:", log)
 
     def share(self, c):
         return c.call("region.share", {"owner": "hw0", "device": "gpu0", "size": 4096,
