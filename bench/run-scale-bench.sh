@@ -4,14 +4,16 @@
 # and one with 10, each under an fd store the bench plays (docs/bench-scale.md). It prints
 # what creating the N regions took, RSS per region, region.share latency at N against 10,
 # paging through all N (region.list, brokerctl list), the fds held, and a restart on the same
-# database. Run as root: the bench raises RLIMIT_NOFILE to twice N plus some.
+# database. brokerd and the store each hold two fds per region (the memfd and the owner's
+# pidfd), so the hard RLIMIT_NOFILE must allow 2 x N + 1024: the bench raises its soft limit
+# and says so when the hard one is too low (raising that takes CAP_SYS_RESOURCE).
 #
 #   --regions N     live regions of the big daemon (default 100000)
 #   --backing shm   the pool file-backed in the temp directory instead of memfd: regions
 #                   survive a restart without an fd store
 #   --no-fdstore    no $NOTIFY_SOCKET (memfd regions then die with each daemon)
 #
-# Other arguments go to scale-bench.py (--rounds, --samples, --window, --small).
+# Other arguments go to scale-bench.py (--rounds, --samples, --window, --small, --perf-restart).
 # BUILD_DIR overrides the build directory (default: build-scale in the repository root);
 # DB_DIR is where the temp directory goes (default /dev/shm: tmpfs).
 set -eu
@@ -22,7 +24,6 @@ name=run-scale-bench
 . "$root/bench/lib.sh"
 db_dir=${DB_DIR:-/dev/shm}
 
-bench_require_root "the bench raises its fd limit above the hard limit for N regions"
 build=${BUILD_DIR:-"$root/build-scale"}
 bench_build "$build" brokerd/daemon/brokerd client/brokerctl
 

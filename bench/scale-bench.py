@@ -41,12 +41,10 @@ def take_fds(anc):
 
 class FdStore:
     """systemd's fd store for one unit (tests/integration/fdstore.py, without its checks and
-    its linear same-file scan). Stored fds move to numbers at or above base, so that a start
-    can dup2 them to 3.. without one landing on another."""
+    its linear same-file scan)."""
 
-    def __init__(self, path, base):
+    def __init__(self, path):
         self.path = path
-        self.base = base
         self.fds = {}
         self.lock = threading.Lock()
         self.ready = threading.Event()
@@ -57,7 +55,6 @@ class FdStore:
         threading.Thread(target=self._serve, daemon=True).start()
 
     def _serve(self):
-        import fcntl
         while True:
             try:
                 msg, anc, _, _ = self.sock.recvmsg(4096, ANCILLARY)
@@ -75,28 +72,37 @@ class FdStore:
                 if fields.get("FDSTORE") == "1" and len(fds) == 1:
                     if name in self.fds:
                         os.close(self.fds.pop(name))
-                    self.fds[name] = fcntl.fcntl(fds[0], fcntl.F_DUPFD_CLOEXEC, self.base)
-                    os.close(fds[0])
+                    os.set_inheritable(fds[0], False)
+                    self.fds[name] = fds[0]
                 else:
                     for fd in fds:
                         os.close(fd)
 
     def spawn(self, argv, stderr_fd):
-        """argv as the unit's main process with the stored fds; (pid, monotonic time of the exec)."""
+        """argv as the unit's main process with the stored fds as 3..; (pid, monotonic time of
+        the spawn). Sorted by number, each fd is at or above its place, so dup2() in that order
+        never lands on one still to be moved; one already in place is made inheritable here."""
         with self.lock:
-            entries = list(self.fds.items())
+            entries = sorted(self.fds.items(), key=lambda e: e[1])
             self.ready.clear()
             self.ready_at = None
         env = {k: v for k, v in os.environ.items() if k not in ("LISTEN_FDS", "LISTEN_FDNAMES", "LISTEN_PID")}
         env["NOTIFY_SOCKET"] = self.path
         actions = [(os.POSIX_SPAWN_DUP2, stderr_fd, 2)]
+        in_place = [fd for i, (_, fd) in enumerate(entries) if fd == 3 + i]
         if entries:
             env["LISTEN_FDS"] = str(len(entries))
             env["LISTEN_FDNAMES"] = ":".join(name for name, _ in entries)
-            actions += [(os.POSIX_SPAWN_DUP2, fd, 3 + i) for i, (_, fd) in enumerate(entries)]
+            actions += [(os.POSIX_SPAWN_DUP2, fd, 3 + i) for i, (_, fd) in enumerate(entries) if fd != 3 + i]
         cmd = ["/bin/sh", "-c", 'LISTEN_PID=$$ exec "$0" "$@"', *argv]
-        t0 = time.monotonic()
-        return os.posix_spawn("/bin/sh", cmd, env, file_actions=actions), t0
+        for fd in in_place:
+            os.set_inheritable(fd, True)
+        try:
+            t0 = time.monotonic()
+            return os.posix_spawn("/bin/sh", cmd, env, file_actions=actions), t0
+        finally:
+            for fd in in_place:
+                os.set_inheritable(fd, False)
 
     def close(self):
         self.sock.close()
@@ -199,7 +205,7 @@ class Daemon:
         for what, obj in (("platform", platform), ("policy", policy)):
             with open(os.path.join(self.dir, what + ".json"), "w") as f:
                 json.dump(obj, f)
-        self.store = FdStore(os.path.join(self.dir, "notify.sock"), args.fd_base) if args.fdstore else None
+        self.store = FdStore(os.path.join(self.dir, "notify.sock")) if args.fdstore else None
 
     def argv(self):
         return [self.args.brokerd, "--platform", os.path.join(self.dir, "platform.json"),
@@ -344,21 +350,24 @@ def main():
     p.add_argument("--window", type=int, default=32, help="region.share requests in flight while creating")
     p.add_argument("--rounds", type=int, default=10)
     p.add_argument("--samples", type=int, default=200, help="region.share samples per round and daemon")
+    p.add_argument("--perf-restart", metavar="FILE",
+                   help="record the big daemon's restart with perf (system-wide, cpu-clock, call graphs) into FILE")
     args = p.parse_args()
     n, small = args.regions, args.small
     if n <= small:
         p.error("--regions must be above --small")
 
     # brokerd holds two fds per region here (the memfd and the owner's pidfd: this process maps
-    # them all), and so does its store, in this process: root may raise the cap that far.
-    args.fd_base = 2 * n + 4096
-    want = 4 * n + 16384
+    # them all), and so does its store, which is this process: both need twice N and some.
+    want = 2 * n + 1024
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < want:
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (max(want, soft), max(want, hard)))
-        except (ValueError, OSError) as e:
-            sys.exit("scale-bench: need RLIMIT_NOFILE >= %d for %d regions (%s); run as root" % (want, n, e))
+    try:
+        if soft < want:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, max(want, hard)))
+    except (ValueError, OSError) as e:
+        sys.exit("scale-bench: %d regions need RLIMIT_NOFILE >= %d, and the hard limit is %d (%s): at most "
+                 "%d regions here; raising the hard limit takes CAP_SYS_RESOURCE" % (
+                     n, want, hard, e.strerror if isinstance(e, OSError) else e, (hard - 1024) // 2))
     pool_size = (n + 2048) * 4096
 
     daemons = [Daemon(args, "small", pool_size), Daemon(args, "big", pool_size)]
@@ -438,6 +447,11 @@ def run(args, sm, big):
     starts = {}
     for d in (sm, big):
         stop = d.stop()
+        perf = None
+        if args.perf_restart and d is big:
+            perf = subprocess.Popen(["perf", "record", "-q", "-a", "-g", "-e", "cpu-clock", "-o", args.perf_restart],
+                                    stdout=subprocess.DEVNULL)
+            time.sleep(1)
         try:
             starts[d.name] = d.start()
         except OSError as e:
@@ -447,10 +461,15 @@ def run(args, sm, big):
                 print("         (LISTEN_FDNAMES would be %d bytes; the kernel takes at most 131072 in one"
                       " environment string, MAX_ARG_STRLEN)" % names)
             continue
+        finally:
+            if perf:
+                perf.send_signal(signal.SIGINT)
+                perf.wait()
         print("  %-6s stopped in %.3f s; exec -> READY=1 %.3f s, -> first broker.info answered %.3f s" % (
             d.name, stop, *starts[d.name]))
     if "big" in starts and "small" in starts:
-        print("  big / small: %.2fx to READY=1 (goal: big <= 2 s)" % (starts["big"][0] / starts["small"][0]))
+        print("  big / small: %.2fx to READY=1 (goal: big <= 2 s); fds held after it: big %d, small %d" % (
+            starts["big"][0] / starts["small"][0], big.fds(), sm.fds()))
 
     print()
     print("RSS (/proc/PID/status), per region beyond the baseline (goal: <= 2048 bytes):")
