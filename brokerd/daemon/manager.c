@@ -291,11 +291,11 @@ static void raise_fd_limit(void) {
                 }
         }
         if (rl.rlim_cur == was)
-                log_info("fd limit (RLIMIT_NOFILE): %llu, the hard limit; each live memfd region takes one, "
-                         "and one more while its owner or a peer maps it", (unsigned long long) was);
+                log_info("fd limit (RLIMIT_NOFILE): %llu, the hard limit; a live memfd region takes one, "
+                         "and one for each process that maps it", (unsigned long long) was);
         else
-                log_info("fd limit (RLIMIT_NOFILE): raised from %llu to the hard limit, %llu; each live memfd "
-                         "region takes one, and one more while its owner or a peer maps it",
+                log_info("fd limit (RLIMIT_NOFILE): raised from %llu to the hard limit, %llu; a live memfd "
+                         "region takes one, and one for each process that maps it",
                          (unsigned long long) was, (unsigned long long) rl.rlim_cur);
 }
 
