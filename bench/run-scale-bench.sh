@@ -15,6 +15,8 @@
 #
 # Other arguments go to scale-bench.py (--rounds, --samples, --window, --small, --perf-restart).
 # BUILD_DIR overrides the build directory (default: build-scale in the repository root);
+# BROKERD_BIN and BROKERCTL_BIN, both set, use those binaries and build nothing (meson test
+# scale-quick, suite bench: 200 regions, figures not to be read);
 # DB_DIR is where the temp directory goes (default /dev/shm: tmpfs).
 set -eu
 
@@ -24,8 +26,15 @@ name=run-scale-bench
 . "$root/bench/lib.sh"
 db_dir=${DB_DIR:-/dev/shm}
 
-build=${BUILD_DIR:-"$root/build-scale"}
-bench_build "$build" brokerd/daemon/brokerd client/brokerctl
+if [ -n "${BROKERD_BIN:-}" ] && [ -n "${BROKERCTL_BIN:-}" ]; then
+        brokerd=$BROKERD_BIN
+        brokerctl=$BROKERCTL_BIN
+else
+        build=${BUILD_DIR:-"$root/build-scale"}
+        bench_build "$build" brokerd/daemon/brokerd client/brokerctl
+        brokerd=$build/brokerd/daemon/brokerd
+        brokerctl=$build/client/brokerctl
+fi
 
 dir=
 bench=
@@ -52,8 +61,7 @@ bench_machine
 echo "$(date -u '+%Y-%m-%d %H:%M UTC'); load average $(cut -d' ' -f1-3 /proc/loadavg); databases in $dir (${fs:-$(stat -f -c %T "$dir")})"
 
 status=0
-python3 "$root/bench/scale-bench.py" --brokerd "$build/brokerd/daemon/brokerd" \
-        --brokerctl "$build/client/brokerctl" --dir "$dir" "$@" &
+python3 "$root/bench/scale-bench.py" --brokerd "$brokerd" --brokerctl "$brokerctl" --dir "$dir" "$@" &
 bench=$!
 wait "$bench" || status=$?
 bench=
