@@ -7,6 +7,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <systemd/sd-daemon.h>
 #include <systemd/sd-event.h>
@@ -266,6 +267,38 @@ static int setup_sockets(struct manager *m) {
         return 0;
 }
 
+/*
+ * The memfd backend holds an fd per live region and one per holder's process, so the fd limit
+ * bounds the live regions: the soft limit goes up to the hard one (the unit's LimitNOFILE=), as
+ * systemd's own daemons do. Safe here: sd-event and the RPC server use epoll, never select(),
+ * and brokerd starts no programs that would inherit the raised limit.
+ */
+static void raise_fd_limit(void) {
+        struct rlimit rl;
+        rlim_t was;
+
+        if (getrlimit(RLIMIT_NOFILE, &rl) < 0) {
+                log_warning("cannot read the fd limit (RLIMIT_NOFILE): %s", strerror(errno));
+                return;
+        }
+        was = rl.rlim_cur;
+        if (rl.rlim_cur < rl.rlim_max) {
+                rl.rlim_cur = rl.rlim_max;
+                if (setrlimit(RLIMIT_NOFILE, &rl) < 0) {
+                        log_warning("cannot raise the fd limit from %llu to %llu: %s", (unsigned long long) was,
+                                    (unsigned long long) rl.rlim_max, strerror(errno));
+                        rl.rlim_cur = was;
+                }
+        }
+        if (rl.rlim_cur == was)
+                log_info("fd limit (RLIMIT_NOFILE): %llu, the hard limit; a live memfd region takes one, "
+                         "and one for each process that maps it", (unsigned long long) was);
+        else
+                log_info("fd limit (RLIMIT_NOFILE): raised from %llu to the hard limit, %llu; a live memfd "
+                         "region takes one, and one for each process that maps it",
+                         (unsigned long long) was, (unsigned long long) rl.rlim_cur);
+}
+
 int manager_new(const struct manager_config *cfg, struct manager **ret) {
         _cleanup_(manager_freep) struct manager *m = calloc(1, sizeof(*m));
         sigset_t mask;
@@ -275,6 +308,7 @@ int manager_new(const struct manager_config *cfg, struct manager **ret) {
                 return -ENOMEM;
         m->cfg = *cfg;
         m->agent_fd = m->admin_fd = -1;
+        raise_fd_limit();
 
         r = sd_event_default(&m->event);
         if (r < 0)
