@@ -236,38 +236,16 @@ static int lookup_domain(struct backend_libvirt *l, const char *domain, virDomai
         return 0;
 }
 
-struct alias_seen {
-        uint64_t id;
-        bool seen;
-};
-
-static int alias_seen(void *userdata, uint64_t region, const char *name) {
-        struct alias_seen *w = userdata;
-
-        (void) name;
-        w->seen |= region == w->id;
-        return 0;
-}
-
 /*
  * Whether d runs under TCG (<domain type='qemu'>) and holds region id's device: QEMU 7.2 keeps
  * stale fd handlers after that device's unplug (libvirt-stale.c).
  */
-static bool xml_is_tcg(const char *xml) {
-        const char *tag = xml ? strstr(xml, "<domain") : NULL;
-
-        return tag && (strncmp(tag, "<domain type='qemu'", 19) == 0 || strncmp(tag, "<domain type=\"qemu\"", 19) == 0);
-}
-
 static bool tcg_device_present(virDomainPtr d, uint64_t id) {
         char *xml = virDomainGetXMLDesc(d, 0);
-        struct alias_seen w = { .id = id };
-        bool tcg = xml_is_tcg(xml);
+        bool present = libvirt_xml_is_tcg(xml) && libvirt_xml_has_region(xml, id);
 
-        if (tcg)
-                (void) libvirt_xml_foreach_region(xml, alias_seen, &w);
         free(xml);
-        return tcg && w.seen;
+        return present;
 }
 
 struct region_match {
@@ -344,7 +322,7 @@ static void warn_tcg_one_vcpu(virDomainPtr d, const char *domain) {
         if (virDomainGetMaxVcpus(d) != 1)
                 return;
         xml = virDomainGetXMLDesc(d, 0);
-        if (xml_is_tcg(xml))
+        if (libvirt_xml_is_tcg(xml))
                 log_warning("libvirt: %s is a TCG guest with at most one vCPU: QEMU omits its memory barriers and "
                             "its doorbell wake-ups can be lost; define it with <vcpu current='1'>2</vcpu>",
                             domain);

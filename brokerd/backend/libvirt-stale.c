@@ -409,20 +409,6 @@ void libvirt_stale_free(struct backend_libvirt *l) {
         l->n_stale = 0;
 }
 
-struct region_seen {
-        uint64_t region;
-        bool seen;
-};
-
-static int region_seen(void *userdata, uint64_t region, const char *name) {
-        struct region_seen *w = userdata;
-
-        (void) name;
-        if (region == w->region)
-                w->seen = true;
-        return 0;
-}
-
 int libvirt_stale_settle(struct backend_libvirt *l, virDomainPtr d, const char *domain) {
         uint64_t due[LIBVIRT_MAX_STALE];
         size_t n_due = 0;
@@ -430,8 +416,6 @@ int libvirt_stale_settle(struct backend_libvirt *l, virDomainPtr d, const char *
         char *xml = NULL;
 
         for (size_t i = 0; i < l->n_stale; i++) {
-                struct region_seen w = { .region = l->stale[i].region };
-
                 if (strcmp(l->stale[i].domain, domain) != 0)
                         continue;
                 if (!xml) {
@@ -439,11 +423,10 @@ int libvirt_stale_settle(struct backend_libvirt *l, virDomainPtr d, const char *
                         if (!xml)
                                 return -EIO;
                 }
-                (void) libvirt_xml_foreach_region(xml, region_seen, &w);
-                if (w.seen)
+                if (libvirt_xml_has_region(xml, l->stale[i].region))
                         busy = true; /* its unplug is still on its way: its fds are not freed yet */
                 else
-                        due[n_due++] = w.region;
+                        due[n_due++] = l->stale[i].region;
         }
         free(xml);
         /* Gone already (the event is late, or came while brokerd was down): fill now. */

@@ -87,3 +87,18 @@ int libvirt_xml_foreach_region(const char *xml, int (*fn)(void *userdata, uint64
         }
         return 0;
 }
+
+static int region_is_id(void *userdata, uint64_t region, const char *name) {
+        (void) name;
+        return region == *(const uint64_t *) userdata;
+}
+
+bool libvirt_xml_has_region(const char *xml, uint64_t id) {
+        return libvirt_xml_foreach_region(xml, region_is_id, &id) > 0;
+}
+
+bool libvirt_xml_is_tcg(const char *xml) {
+        const char *tag = xml ? strstr(xml, "<domain") : NULL;
+
+        return tag && (strncmp(tag, "<domain type='qemu'", 19) == 0 || strncmp(tag, "<domain type=\"qemu\"", 19) == 0);
+}

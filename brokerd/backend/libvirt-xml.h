@@ -6,6 +6,7 @@
  * aliases inside a <shmem> element count, so the same text elsewhere (a description,
  * another device's alias) is never taken for a mapping. Pure string work: unit-tested.
  */
+#include <stdbool.h>
 #include <stdint.h>
 
 #define LIBVIRT_ALIAS_PREFIX "ua-brokerd-"
@@ -20,6 +21,10 @@
  */
 int libvirt_xml_foreach_region(const char *xml, int (*fn)(void *userdata, uint64_t region, const char *name),
                                void *userdata);
+/* Whether xml holds brokerd's device of region id (alias ua-brokerd-<id>). */
+bool libvirt_xml_has_region(const char *xml, uint64_t id);
+/* Whether xml is a TCG domain's (<domain type='qemu'>). */
+bool libvirt_xml_is_tcg(const char *xml);
 
 /* "ua-brokerd-<id>" -> id; -EINVAL for any other alias. */
 int libvirt_alias_parse(const char *alias, uint64_t *ret);

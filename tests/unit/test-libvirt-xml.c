@@ -80,6 +80,16 @@ static void test_live_xml(void **state) {
         assert_string_equal(f.names[0], "brokerd-pool0-5");
         assert_int_equal(f.ids[1], 12);
         assert_string_equal(f.names[1], "brokerd-pool0-12");
+        /* Only brokerd's shmem devices count, not aliases in text or in other devices. */
+        assert_true(libvirt_xml_has_region(xml, 5));
+        assert_true(libvirt_xml_has_region(xml, 12));
+        assert_false(libvirt_xml_has_region(xml, 99));
+        assert_false(libvirt_xml_has_region(xml, 98));
+        assert_false(libvirt_xml_has_region(xml, 97));
+        assert_true(libvirt_xml_is_tcg(xml));
+        assert_false(libvirt_xml_is_tcg("<domain type='kvm' id='3'><name>x</name></domain>"));
+        assert_true(libvirt_xml_is_tcg("<domain type=\"qemu\">"));
+        assert_false(libvirt_xml_is_tcg(NULL));
 }
 
 static int stop_at_first(void *userdata, uint64_t region, const char *name) {
