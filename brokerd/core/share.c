@@ -165,6 +165,15 @@ static unsigned share_vectors(const struct broker *b, const struct broker_share_
                 return req->doorbells;
         return backend_hands_fds(b->backend) ? BROKER_DEFAULT_DOORBELL_VECTORS : 0;
 }
+/* Whether token is held by a live region, or by one of r's first n peers. */
+static bool token_taken(const struct broker *b, const struct region *r, size_t n, const char *token) {
+        if (hashmap_get(b->tokens, token))
+                return true;
+        for (size_t i = 0; i < n; i++)
+                if (strcmp(r->tokens[i].token, token) == 0)
+                        return true;
+        return false;
+}
 
 /* The region in memory, not indexed yet: placed, with a fresh token per peer. */
 static int share_region_new(const struct broker *b, const struct broker_share_request *req,
@@ -186,7 +195,11 @@ static int share_region_new(const struct broker *b, const struct broker_share_re
         r->created = now;
         for (size_t i = 0; i < req->n_peers; i++) {
                 char token[STORE_TOKEN_LEN + 1];
-                q = token_generate(token);
+                /* 128 random bits never repeat in practice; a repeat is refused all the same (the
+                 * database keeps no index of tokens). */
+                do
+                        q = token_generate(token);
+                while (q >= 0 && token_taken(b, r, i, token));
                 if (q < 0)
                         return broker_error_set(err, BROKER_E_STORE, "getrandom failed: %s", strerror(-q));
                 q = region_set_peer(r, i, req->peers[i].domain, req->peers[i].access, PEER_GRANTED, token, false);
@@ -219,7 +232,7 @@ static int share_write(struct store *s, void *userdata) {
         for (size_t i = 0; q >= 0 && i < r->n_peers; i++)
                 q = store_peer_insert(s, &(struct store_peer) {
                         .region = r->id, .domain = r->peers[i].domain, .access = r->peers[i].access,
-                        .state = PEER_GRANTED, .token = r->tokens[i].token,
+                        .state = PEER_GRANTED, .token = r->tokens[i].token, .index = (unsigned) i,
                 });
         if (q < 0)
                 return q;

@@ -102,7 +102,8 @@ int store_peer_insert(struct store *s, const struct store_peer *p) {
             (rc = bind_text(st, 3, access_to_string(p->access))) != SQLITE_OK ||
             (rc = bind_text(st, 4, peer_state_to_string(p->state))) != SQLITE_OK ||
             (rc = bind_text(st, 5, p->token)) != SQLITE_OK ||
-            (rc = sqlite3_bind_int(st, 6, p->mapped)) != SQLITE_OK)
+            (rc = sqlite3_bind_int(st, 6, p->mapped)) != SQLITE_OK ||
+            (rc = sqlite3_bind_int64(st, 7, p->index)) != SQLITE_OK)
                 return store_fail(s, rc);
 
         return stmt_run(s, st);

@@ -64,6 +64,40 @@ static const char *const migrations[] = {
         "ALTER TABLE regions ADD COLUMN bell_vectors INTEGER NOT NULL DEFAULT 0"
         "        CHECK (bell_vectors BETWEEN 0 AND 4);"
         "ALTER TABLE regions ADD COLUMN bell_generation INTEGER NOT NULL DEFAULT 0;",
+        /* 3 -> 4: fewer b-trees written per commit (docs/bench-control-plane.md "Where a grant
+         * step's time goes"): peers and routes keyed by their primary key alone (WITHOUT ROWID:
+         * one b-tree each instead of a table and its key's index), the share order of peers in
+         * a column of its own (it was the rowid), no index on regions.state (the start reads every
+         * live region anyway; retention has its partial index), and no index on tokens (128 random
+         * bits; the broker refuses a token it already holds). */
+        "CREATE TABLE peers_v4 ("
+        "        region INTEGER NOT NULL REFERENCES regions(id) ON DELETE CASCADE,"
+        "        domain TEXT NOT NULL,"
+        "        ord INTEGER NOT NULL,"
+        "        access TEXT NOT NULL CHECK (access IN ('ro', 'rw')),"
+        "        state TEXT NOT NULL CHECK (state IN ('granted', 'attached', 'released', 'revoked')),"
+        "        token TEXT CHECK (token IS NULL OR length(token) = 32),"
+        "        mapped INTEGER NOT NULL DEFAULT 0 CHECK (mapped IN (0, 1)),"
+        "        PRIMARY KEY (region, domain)"
+        ") STRICT, WITHOUT ROWID;"
+        "INSERT INTO peers_v4 (region, domain, ord, access, state, token, mapped)"
+        "        SELECT region, domain, row_number() OVER (PARTITION BY region ORDER BY rowid) - 1,"
+        "               access, state, token, mapped FROM peers;"
+        "DROP TABLE peers;"
+        "ALTER TABLE peers_v4 RENAME TO peers;"
+        "CREATE TABLE routes_v4 ("
+        "        device TEXT NOT NULL,"
+        "        domain TEXT NOT NULL,"
+        "        kind TEXT NOT NULL CHECK (kind IN ('region', 'bounce')),"
+        "        region INTEGER REFERENCES regions(id),"
+        "        reason TEXT,"
+        "        updated INTEGER NOT NULL,"
+        "        PRIMARY KEY (device, domain)"
+        ") STRICT, WITHOUT ROWID;"
+        "INSERT INTO routes_v4 SELECT device, domain, kind, region, reason, updated FROM routes;"
+        "DROP TABLE routes;"
+        "ALTER TABLE routes_v4 RENAME TO routes;"
+        "DROP INDEX regions_state;",
 };
 _Static_assert(ELEMENTSOF(migrations) == STORE_SCHEMA_VERSION, "one migration per version");
 
@@ -80,8 +114,8 @@ const char *const store_statement_sql[_STMT_MAX] = {
                 "UPDATE regions SET state = ?2, deadline = ?3, owner_mapped = ?4, updated = ?5 WHERE id = ?1",
         [STMT_REGION_BELLS] = "UPDATE regions SET bell_generation = ?2, updated = ?3 WHERE id = ?1",
         [STMT_PEER_INSERT] =
-                "INSERT INTO peers (region, domain, access, state, token, mapped)"
-                " VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                "INSERT INTO peers (region, domain, access, state, token, mapped, ord)"
+                " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         [STMT_PEER_UPDATE] =
                 "UPDATE peers SET state = ?3, token = CASE WHEN ?4 THEN NULL ELSE token END, mapped = ?5"
                 " WHERE region = ?1 AND domain = ?2",
@@ -102,7 +136,7 @@ const char *const store_statement_sql[_STMT_MAX] = {
         [STMT_LOAD_PEERS] =
                 "SELECT p.region, p.domain, p.access, p.state, p.token, p.mapped"
                 " FROM peers AS p JOIN regions AS r ON r.id = p.region"
-                " WHERE r.state != 'reclaimed' ORDER BY p.region, p.rowid", /* share order */
+                " WHERE r.state != 'reclaimed' ORDER BY p.region, p.ord", /* share order */
         [STMT_LOAD_ROUTES] =
                 "SELECT device, domain, kind, region, reason, updated FROM routes ORDER BY device, domain",
         [STMT_AUDIT_LIST] =
@@ -137,8 +171,9 @@ const char *const store_statement_sql[_STMT_MAX] = {
                 "DELETE FROM audit WHERE seq IN ("
                 "  SELECT seq FROM audit WHERE seq <= (SELECT max(seq) FROM audit) - ?1 ORDER BY seq LIMIT ?2)",
         /*
-         * What decides whether a pass is due: O(log n) each (rowid and index ends). The planner
-         * prefers regions_state, which makes a query O(reclaimed rows): hence INDEXED BY.
+         * What decides whether a pass is due: O(log n) each (rowid and index ends). INDEXED BY:
+         * a planner that preferred another index (schema 2 and 3 had one on regions.state) made a
+         * query O(reclaimed rows).
          */
         [STMT_PRUNE_DUE_AUDIT] = "SELECT (SELECT max(seq) FROM audit) - (SELECT min(seq) FROM audit) + 1,"
                                  " (SELECT min(time) FROM audit)",

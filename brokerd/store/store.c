@@ -251,6 +251,17 @@ int store_open(const char *path, struct store **ret) {
         if (version > STORE_SCHEMA_VERSION || version < 0)
                 return -EPROTONOSUPPORT;
 
+        /*
+         * Held exclusively from the first transaction on, until closed: no lock is taken or
+         * dropped per commit (they were 6-8 fcntl() calls of each, docs/bench-control-plane.md),
+         * the WAL index lives in our heap rather than a shared -shm file, and no other process
+         * can block our writes, or read a state we are about to change. Set before WAL is.
+         */
+        if (!memory) {
+                r = store_query_text_is(s, "PRAGMA locking_mode = EXCLUSIVE", "exclusive");
+                if (r < 0)
+                        return r;
+        }
         r = store_query_text_is(s, "PRAGMA journal_mode = WAL", memory ? "memory" : "wal");
         if (r < 0)
                 return r;
@@ -270,6 +281,12 @@ int store_open(const char *path, struct store **ret) {
         r = store_migrate(s);
         if (r < 0)
                 return r;
+        /* Taken now rather than at the first write: from here on the file is ours alone. */
+        if (!memory) {
+                r = store_exec(s, "BEGIN EXCLUSIVE; COMMIT");
+                if (r < 0)
+                        return r;
+        }
 
         for (size_t i = 0; i < _STMT_MAX; i++) {
                 rc = sqlite3_prepare_v3(s->db, store_statement_sql[i], -1, SQLITE_PREPARE_PERSISTENT, &s->stmt[i],

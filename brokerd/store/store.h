@@ -19,7 +19,7 @@
 #include "util/model.h"
 
 #define STORE_TOKEN_LEN 32 /* hex characters of a 128-bit token */
-#define STORE_SCHEMA_VERSION 3
+#define STORE_SCHEMA_VERSION 4
 
 struct store;
 
@@ -42,6 +42,7 @@ struct store_peer {
         enum peer_state state;
         const char *token;   /* NULL once redeemed or voided */
         bool mapped;         /* the backend mapping exists (or its removal is unconfirmed) */
+        unsigned index;      /* its place in the share's list of peers (store_load delivers them so) */
 };
 
 enum route_kind {

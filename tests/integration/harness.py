@@ -10,6 +10,7 @@ import os
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -292,6 +293,30 @@ class Daemon:
     def spawn_agent(self, *args):
         return subprocess.Popen([AGENT, "--socket", self.agent_socket, *args], stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True)
+
+
+def db_snapshot(db):
+    """A connection to a copy of brokerd's database and its WAL, taken now. brokerd holds its
+    file exclusively (sqlite's exclusive locking, docs/store.md), so nobody else can open it while
+    it runs; a copy taken while it is idle holds what a crash at that moment would leave. The
+    copy goes with the connection's close()."""
+    snap = tempfile.mkdtemp(prefix="brokerd-db-snap.")
+    path = os.path.join(snap, "brokerd.db")
+    # Callers take it while brokerd is idle; the WAL first, so that a commit landing in between
+    # only adds frames the copied file does not need.
+    for ext in ("-wal", ""):
+        if os.path.exists(db + ext):
+            shutil.copyfile(db + ext, path + ext)
+    con = sqlite3.connect(path, isolation_level=None)
+
+    class Snapshot:
+        def __getattr__(self, name):
+            return getattr(con, name)
+
+        def close(self):
+            con.close()
+            shutil.rmtree(snap, ignore_errors=True)
+    return Snapshot()
 
 
 def as_user(uid, gid, fn):

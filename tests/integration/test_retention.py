@@ -3,10 +3,9 @@
 audit rows (docs/store.md), `brokerctl audit` showing the newest entries by default, and
 `brokerctl domain-gone`."""
 import json
-import sqlite3
 import unittest
 
-from harness import Daemon, DaemonTest, RpcError, main
+from harness import Daemon, DaemonTest, RpcError, db_snapshot, main
 
 
 def reclaim_some(test, n):
@@ -115,7 +114,7 @@ class Retention(unittest.TestCase):
             test.share = lambda c, **kw: DaemonTest.share(test, c, **kw)
             reclaim_some(test, 150)
             live = test.share(d.agent())
-            db = sqlite3.connect(f"file:{d.db}?mode=ro", uri=True)
+            db = db_snapshot(d.db)
             regions = db.execute("SELECT count(*) FROM regions WHERE state = 'reclaimed'").fetchone()[0]
             audit = db.execute("SELECT count(*) FROM audit").fetchone()[0]
             alive = db.execute("SELECT count(*) FROM regions WHERE id = ?", (live["region"],)).fetchone()[0]

@@ -101,30 +101,73 @@ static void raw_exec(const char *path, const char *sql) {
         assert_int_equal(sqlite3_close(db), SQLITE_OK);
 }
 
-static int64_t raw_int(const char *path, const char *sql) {
+/*
+ * A copy of the database and its WAL, opened apart: the store holds its file exclusively (no
+ * other connection may read it while it is open), and a copy taken between transitions is
+ * what a crash at that moment would leave.
+ */
+static sqlite3 *raw_snapshot(const char *path) {
+        char snap[PATH_MAX], from[PATH_MAX], to[PATH_MAX], buf[65536];
         sqlite3 *db = NULL;
+
+        snprintf(snap, sizeof(snap), "%s.snap", path);
+        for (size_t i = 0; i < 3; i++) {
+                const char *ext = (const char *[]) { "", "-wal", "-shm" }[i];
+                FILE *in, *out;
+                size_t n;
+
+                snprintf(from, sizeof(from), "%s%s", path, ext);
+                snprintf(to, sizeof(to), "%s%s", snap, ext);
+                (void) unlink(to);
+                in = fopen(from, "rb");
+                if (!in || i == 2) {
+                        if (in)
+                                fclose(in);
+                        continue;
+                }
+                out = fopen(to, "wb");
+                assert_non_null(out);
+                while ((n = fread(buf, 1, sizeof(buf), in)) > 0)
+                        assert_int_equal(fwrite(buf, 1, n, out), n);
+                fclose(in);
+                assert_int_equal(fclose(out), 0);
+        }
+        assert_int_equal(sqlite3_open(snap, &db), SQLITE_OK);
+        return db;
+}
+
+static void raw_snapshot_close(sqlite3 *db, const char *path) {
+        char snap[PATH_MAX];
+
+        assert_int_equal(sqlite3_close(db), SQLITE_OK);
+        for (size_t i = 0; i < 3; i++) {
+                snprintf(snap, sizeof(snap), "%s.snap%s", path, (const char *[]) { "", "-wal", "-shm" }[i]);
+                (void) unlink(snap);
+        }
+}
+
+static int64_t raw_int(const char *path, const char *sql) {
+        sqlite3 *db = raw_snapshot(path);
         sqlite3_stmt *st = NULL;
         int64_t v;
 
-        assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
         assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK);
         assert_int_equal(sqlite3_step(st), SQLITE_ROW);
         v = sqlite3_column_int64(st, 0);
         sqlite3_finalize(st);
-        assert_int_equal(sqlite3_close(db), SQLITE_OK);
+        raw_snapshot_close(db, path);
         return v;
 }
 
 static void raw_text(const char *path, const char *sql, char *buf, size_t n) {
-        sqlite3 *db = NULL;
+        sqlite3 *db = raw_snapshot(path);
         sqlite3_stmt *st = NULL;
 
-        assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
         assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK);
         assert_int_equal(sqlite3_step(st), SQLITE_ROW);
         snprintf(buf, n, "%s", (const char *) sqlite3_column_text(st, 0) ?: "(null)");
         sqlite3_finalize(st);
-        assert_int_equal(sqlite3_close(db), SQLITE_OK);
+        raw_snapshot_close(db, path);
 }
 
 static size_t read_file(const char *path, char *buf, size_t n) {
@@ -263,6 +306,9 @@ static uint64_t insert_region_raw(struct store *s, enum region_state state) {
 }
 
 static void insert_peer_raw(struct store *s, uint64_t region, const char *domain, const char *token) {
+        /* In the order of the calls, like a share's list of peers. */
+        static uint64_t last_region;
+        static unsigned next;
         struct store_peer p = {
                 .region = region,
                 .domain = domain,
@@ -270,6 +316,11 @@ static void insert_peer_raw(struct store *s, uint64_t region, const char *domain
                 .state = PEER_GRANTED,
                 .token = token,
         };
+
+        if (region != last_region)
+                next = 0;
+        last_region = region;
+        p.index = next++;
         assert_int_equal(store_peer_insert(s, &p), 0);
 }
 
@@ -294,7 +345,17 @@ static void test_open_fresh(void **state) {
         /* The state and sqlite's side files are root's alone, whatever the umask. */
         assert_int_equal(file_mode(f->path), 0600);
         assert_int_equal(file_mode(side_path(f, "-wal", buf, sizeof(buf))), 0600);
-        assert_int_equal(file_mode(side_path(f, "-shm", buf, sizeof(buf))), 0600);
+        /* Exclusive locking: the WAL index is in the store's heap, never in a shared -shm file. */
+        assert_int_equal(access(side_path(f, "-shm", buf, sizeof(buf)), F_OK), -1);
+        assert_int_equal(errno, ENOENT);
+        /* And no other connection can read the file, let alone lock it, while the store is open. */
+        {
+                sqlite3 *other = NULL;
+                assert_int_equal(sqlite3_open(f->path, &other), SQLITE_OK);
+                assert_int_equal(sqlite3_exec(other, "SELECT count(*) FROM regions", NULL, NULL, NULL), SQLITE_BUSY);
+                assert_int_equal(sqlite3_exec(other, "BEGIN EXCLUSIVE", NULL, NULL, NULL), SQLITE_BUSY);
+                assert_int_equal(sqlite3_close(other), SQLITE_OK);
+        }
 
         raw_text(f->path, "PRAGMA journal_mode", mode, sizeof(mode));
         assert_string_equal(mode, "wal");
@@ -303,8 +364,14 @@ static void test_open_fresh(void **state) {
                                           "name IN ('regions', 'peers', 'routes', 'audit')"),
                          4);
         assert_int_equal(raw_int(f->path, "SELECT count(*) FROM sqlite_master WHERE type = 'index' AND "
-                                          "name IN ('regions_state', 'audit_time', 'regions_reclaimed')"),
-                         3);
+                                          "name IN ('audit_time', 'regions_reclaimed')"),
+                         2);
+        /* Schema 4: peers and routes are their primary key's b-tree alone; regions.state unindexed. */
+        assert_int_equal(raw_int(f->path, "SELECT count(*) FROM sqlite_master WHERE type = 'index'"), 2);
+        assert_int_equal(raw_int(f->path, "SELECT count(*) FROM pragma_index_list('peers') WHERE origin = 'pk'"),
+                         1);
+        assert_int_equal(raw_int(f->path, "SELECT count(*) FROM pragma_index_list('routes') WHERE origin = 'pk'"),
+                         1);
         store_close(s);
 
         /* An in-memory store works (no WAL there). */
@@ -507,10 +574,9 @@ static void test_peers(void **state) {
         id = insert_region(s, REGION_OFFERED);
         insert_peer(s, id, "vm-a", TOKEN_A);
 
-        /* Failing: same token, same (region, domain), missing region, bad token, bad enums. */
+        /* Failing: same (region, domain), missing region, bad token, bad enums. (Tokens are not
+         * indexed since schema 4: the broker refuses one it holds already, test-broker.) */
         p.region = id;
-        p.token = TOKEN_A;
-        assert_int_equal(TX(s, store_peer_insert(s, &p)), -EEXIST);
         p.domain = "vm-a";
         p.token = TOKEN_B;
         assert_int_equal(TX(s, store_peer_insert(s, &p)), -EEXIST);
@@ -1021,19 +1087,43 @@ static void test_audit_tail(void **state) {
         store_close(s);
 }
 
+/* Schema 1, as migration 0 -> 1 made it (store-schema.c). */
+#define V1_SCHEMA \
+        "CREATE TABLE regions (id INTEGER PRIMARY KEY AUTOINCREMENT, owner TEXT NOT NULL, device TEXT NOT NULL," \
+        " pool TEXT NOT NULL, label TEXT, base INTEGER NOT NULL, size INTEGER NOT NULL," \
+        " state TEXT NOT NULL CHECK (state IN ('offered', 'active', 'revoking', 'reclaimed'))," \
+        " deadline INTEGER NOT NULL DEFAULT 0, owner_mapped INTEGER NOT NULL DEFAULT 0 CHECK (owner_mapped IN (0, 1))," \
+        " created INTEGER NOT NULL, updated INTEGER NOT NULL) STRICT;" \
+        "CREATE INDEX regions_state ON regions(state);" \
+        "CREATE TABLE peers (region INTEGER NOT NULL REFERENCES regions(id) ON DELETE CASCADE," \
+        " domain TEXT NOT NULL, access TEXT NOT NULL CHECK (access IN ('ro', 'rw'))," \
+        " state TEXT NOT NULL CHECK (state IN ('granted', 'attached', 'released', 'revoked'))," \
+        " token TEXT UNIQUE CHECK (token IS NULL OR length(token) = 32)," \
+        " mapped INTEGER NOT NULL DEFAULT 0 CHECK (mapped IN (0, 1)), PRIMARY KEY (region, domain)) STRICT;" \
+        "CREATE TABLE routes (device TEXT NOT NULL, domain TEXT NOT NULL," \
+        " kind TEXT NOT NULL CHECK (kind IN ('region', 'bounce')), region INTEGER REFERENCES regions(id)," \
+        " reason TEXT, updated INTEGER NOT NULL, PRIMARY KEY (device, domain)) STRICT;" \
+        "CREATE TABLE audit (seq INTEGER PRIMARY KEY AUTOINCREMENT, time INTEGER NOT NULL, actor TEXT NOT NULL," \
+        " region INTEGER, domain TEXT, action TEXT NOT NULL, from_state TEXT, to_state TEXT, reason TEXT) STRICT;" \
+        "CREATE INDEX audit_time ON audit(time);"
+
 static void test_migrate_from_version_1(void **state) {
         struct fixture *f = *state;
         struct store *s = NULL;
         struct seen seen = {};
         uint64_t id;
 
-        /* A version-1 database is today's minus what migration 1 -> 2 adds. */
-        assert_int_equal(store_open(f->path, &s), 0);
-        id = insert_region(s, REGION_ACTIVE);
-        insert_peer(s, id, "vm-b", TOKEN_A);
-        store_close(s);
-        raw_exec(f->path, "DROP INDEX regions_reclaimed; ALTER TABLE regions DROP COLUMN bell_vectors;"
-                          " ALTER TABLE regions DROP COLUMN bell_generation; PRAGMA user_version = 1;");
+        /* A version-1 database as schema 1 made it, with two peers in share order z, b. */
+        (void) s;
+        (void) id;
+        raw_exec(f->path, V1_SCHEMA
+                 "INSERT INTO regions (owner, device, pool, base, size, state, created, updated)"
+                 "  VALUES ('vm-a', 'nic0', 'net0', 0, 4096, 'active', 1, 1);"
+                 "INSERT INTO peers (region, domain, access, state, token) VALUES (1, 'vm-z', 'rw', 'granted', '"
+                 TOKEN_A "');"
+                 "INSERT INTO peers (region, domain, access, state, token) VALUES (1, 'vm-b', 'ro', 'attached', NULL);"
+                 "INSERT INTO routes (device, domain, kind, region, updated) VALUES ('nic0', 'vm-z', 'region', 1, 1);"
+                 "PRAGMA user_version = 1;");
         assert_int_equal(raw_int(f->path, "SELECT count(*) FROM sqlite_master WHERE type = 'index' AND "
                                           "name = 'regions_reclaimed'"),
                          0);
@@ -1045,10 +1135,15 @@ static void test_migrate_from_version_1(void **state) {
                          1);
         /* The deletes retention runs use the new index. */
         assert_int_equal(raw_int(f->path, "SELECT count(*) FROM pragma_index_info('regions_reclaimed')"), 1);
+        /* Schema 4 kept every row, the share order and the routes. */
+        assert_int_equal(raw_int(f->path, "SELECT count(*) FROM sqlite_master WHERE name = 'regions_state'"), 0);
         assert_int_equal(load(s, &seen), 0);
         assert_int_equal(seen.n_regions, 1);
-        assert_int_equal(seen.n_peers, 1);
+        assert_int_equal(seen.n_peers, 2);
+        assert_string_equal(seen.peers[0].domain, "vm-z");
         assert_string_equal(seen.peers[0].token, TOKEN_A);
+        assert_string_equal(seen.peers[1].domain, "vm-b");
+        assert_int_equal(seen.n_routes, 1);
         store_close(s);
 }
 
@@ -1094,10 +1189,13 @@ static void test_region_bells(void **state) {
         store_close(s);
 
         /* A version-2 database: its regions migrate without doorbells. */
-        raw_exec(f->path, "ALTER TABLE regions DROP COLUMN bell_vectors;"
-                          " ALTER TABLE regions DROP COLUMN bell_generation; PRAGMA user_version = 2;");
+        assert_int_equal(unlink(f->path), 0);
+        raw_exec(f->path, V1_SCHEMA "CREATE INDEX regions_reclaimed ON regions(updated) WHERE state = 'reclaimed';"
+                 "INSERT INTO regions (owner, device, pool, base, size, state, created, updated)"
+                 "  VALUES ('vm-a', 'nic0', 'net0', 0, 4096, 'offered', 1, 1);"
+                 "PRAGMA user_version = 2;");
         assert_int_equal(store_open(f->path, &s), 0);
-        assert_int_equal(raw_int(f->path, "PRAGMA user_version"), 3);
+        assert_int_equal(raw_int(f->path, "PRAGMA user_version"), STORE_SCHEMA_VERSION);
         memset(&seen, 0, sizeof(seen));
         assert_int_equal(load(s, &seen), 0);
         assert_int_equal(seen.n_regions, 1);
@@ -1313,6 +1411,15 @@ static int64_t page_count(const char *path) {
  * limits are reached. Here 200,000 reclaimed regions, peers and audit rows, 20,000 a cycle,
  * through a store that keeps 2,000 regions and 5,000 audit rows.
  */
+/* Closed (which folds the WAL into the file) and opened again with the same retention. */
+static void reopen_folded(struct fixture *f, struct store **s) {
+        store_close(*s);
+        *s = NULL;
+        assert_int_equal(store_open(f->path, s), 0);
+        assert_int_equal(store_set_retention(*s, &(struct store_retention) { .max_regions = 2000, .max_audit = 5000 }),
+                         0);
+}
+
 static void test_prune_bounds_the_file(void **state) {
         struct fixture *f = *state;
         struct store *s = NULL;
@@ -1328,13 +1435,13 @@ static void test_prune_bounds_the_file(void **state) {
                 fill(s, 20000, 1000000 * (int64_t) cycle, REGION_RECLAIMED);
                 fill(s, 1, 1000000 * (int64_t) cycle, REGION_ACTIVE);
                 /* The WAL folded into the file, so page_count is the file's. */
-                raw_exec(f->path, "PRAGMA wal_checkpoint(TRUNCATE)");
+                reopen_folded(f, &s);
                 if (cycle == 0)
                         one_fill = page_count(f->path);
                 prune_all(s, 0, &total);
                 assert_int_equal(count(f->path, "regions"), 2000 + cycle + 1);
                 assert_int_equal(count(f->path, "audit"), 5000);
-                raw_exec(f->path, "PRAGMA wal_checkpoint(TRUNCATE)");
+                reopen_folded(f, &s);
                 pages = page_count(f->path);
                 print_message("cycle %u: %" PRId64 " pages, %" PRId64 " regions, %" PRId64 " audit rows\n", cycle,
                               pages, count(f->path, "regions"), count(f->path, "audit"));
