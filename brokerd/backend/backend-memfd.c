@@ -37,6 +37,10 @@ struct memfd_region {
         enum backing_kind kind;
         int fd;     /* the master fd: read-write, never handed out itself */
         char *path; /* file kinds only */
+        /* A memfd zero-filled by create, no fd of it handed out since: a scrub has nothing to do
+         * (a share's create-then-scrub costs no second pass over fresh memory). Never a file:
+         * whoever may open its path could have written it. */
+        bool fresh;
         struct memfd_mapping *mappings;
         size_t n_mappings, n_allocated;
 };
@@ -276,6 +280,7 @@ static int memfd_create_region(struct backend *b, const struct backend_region *r
         k = e->path ? create_file(e->path, r->size, &e->fd) : create_memfd(r, &e->fd);
         if (k < 0)
                 return k;
+        e->fresh = !e->path;
         if (!e->path && m->has_store) {
                 char name[BACKEND_FD_NAME_MAX + 1];
 
@@ -471,6 +476,7 @@ static int memfd_map(struct backend *b, const struct backend_region *r, const ch
         k = open_mapping_fd(e, access, &fd);
         if (k < 0)
                 return k;
+        e->fresh = false;
         if (!mp) {
                 k = mapping_add(e, domain, access);
                 if (k < 0) {
@@ -580,6 +586,8 @@ static int memfd_scrub(struct backend *b, const struct backend_region *r) {
         e = region_get(to_memfd(b), r);
         if (!e)
                 return -ENOENT;
+        if (e->fresh)
+                return 0;
         return region_file_punch_out(e->fd, e->size);
 }
 

@@ -55,6 +55,7 @@ struct broker_caller {
         uid_t uid;
         bool admin;
         int pidfd;
+        pid_t pid;   /* pidfd's process in our pid namespace; 0 when unknown */
 };
 
 enum broker_event_type {

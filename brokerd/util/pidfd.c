@@ -95,13 +95,14 @@ int pidfd_pid(int pidfd, pid_t *ret) {
         return 0;
 }
 
-int pidfd_reopen(int pidfd, int *ret) {
-        pid_t pid;
+int pidfd_reopen(int pidfd, pid_t pid, int *ret) {
         int fd, k;
 
-        k = pidfd_pid(pidfd, &pid);
-        if (k < 0)
-                return k;
+        if (pid <= 0) {
+                k = pidfd_pid(pidfd, &pid);
+                if (k < 0)
+                        return k;
+        }
         fd = (int) syscall(SYS_pidfd_open, pid, 0);
         if (fd < 0)
                 return negative_errno();

@@ -23,8 +23,11 @@ int pidfd_of_peer(int sock, pid_t fallback_pid, int *ret);
 /*
  * A new pidfd for pidfd's process, on an open file description of its own (a dup shares one;
  * systemd's fd store keeps only one fd per open file description). -ESRCH once it exited.
+ * pid: pidfd's own pid in our namespace when the caller knows it for sure (SO_PEERCRED's pid
+ * of the socket SO_PEERPIDFD gave pidfd for: saves reading fdinfo), else 0. Either way pidfd
+ * must still be running after the open, so that the pid was not reused in between.
  */
-int pidfd_reopen(int pidfd, int *ret);
+int pidfd_reopen(int pidfd, pid_t pid, int *ret);
 /* The pid behind pidfd now (from fdinfo), or -ESRCH once it exited. */
 int pidfd_pid(int pidfd, pid_t *ret);
 /* 1 when the process has exited, 0 while it runs (or is stopped). */
