@@ -156,6 +156,8 @@ int peer_release(struct broker *b, const char *actor, struct region *r, size_t i
         holder_t *h = &r->peers[i];
         enum peer_state from = h->state;
         struct store_audit a;
+        uint64_t id;
+        bool outer;
         int q;
 
         if (peer_final(from))
@@ -178,10 +180,13 @@ int peer_release(struct broker *b, const char *actor, struct region *r, size_t i
         });
         bells_sync(b, r, reason ?: "released");
 
+        id = r->id;
+        outer = gone_batch_begin(b);
         (void) holder_unmap(b, r, h);
         /* Nobody can use it any more: take it down rather than keep it forever (retried on failure;
          * the release itself is recorded). */
         (void) region_settle(b, r, region_live(r) ? "broker" : actor, "every peer released the region");
+        (void) gone_batch_end(b, id, outer);
         return 0;
 }
 

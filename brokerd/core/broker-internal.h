@@ -113,6 +113,8 @@ struct broker {
          */
         bool defer_unmaps;
         bool has_deferred;
+        /* Inside a take-down: mappings that go at once are recorded with its commit (takedown.c). */
+        bool gone_batch;
         bool has_retry;
         int64_t (*clock)(void *userdata);
         void *clock_userdata;
@@ -245,6 +247,14 @@ int bells_resume(struct broker *b, struct region *r);
 
 /* takedown.c */
 int mapping_record_gone(struct broker *b, struct region *r, holder_t *h);
+/*
+ * A batch of take-down work: until its end, mappings whose removal completes at once are let go
+ * in memory only (holder_t.gone_unrecorded), and the reclaim's commit, or else one commit at the
+ * end, writes them. begin returns whether this is the outermost batch; end takes it and the
+ * region's id (the region may be gone by then: reclaimed, everything written).
+ */
+bool gone_batch_begin(struct broker *b);
+int gone_batch_end(struct broker *b, uint64_t region_id, bool outer);
 int holder_unmap(struct broker *b, struct region *r, holder_t *h);
 int region_finish(struct broker *b, struct region *r, const char *actor);
 void region_retry_later(struct broker *b, struct region *r, int error);

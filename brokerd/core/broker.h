@@ -239,6 +239,9 @@ struct broker_peer_info {
         /* The broker's own, not part of the view: the process that received the fd (-1: none). */
         int pidfd;
         void *watch;
+        /* Gone (mapped is false) while its row still says mapped: the take-down's next commit
+         * writes it (docs/bench-control-plane.md: one commit where there were four). */
+        bool gone_unrecorded;
 };
 
 struct broker_region_info {

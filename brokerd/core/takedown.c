@@ -27,6 +27,12 @@ static int holder_write_gone(struct store *s, void *userdata) {
         return store_peer_update(s, w->r->id, w->h->domain, w->h->state, false, false);
 }
 
+static void holder_forget_mapping(struct broker *b, struct region *r, holder_t *h) {
+        h->mapped = false;
+        h->unplug = (struct broker_unplug) {};
+        holder_untrack(b, r, h);
+}
+
 /* Records that h's mapping of r is gone (the backend shows none): durably, then in memory. */
 int mapping_record_gone(struct broker *b, struct region *r, holder_t *h) {
         struct holder_write w = { .r = r, .h = h, .now = broker_now(b) };
@@ -37,10 +43,66 @@ int mapping_record_gone(struct broker *b, struct region *r, holder_t *h) {
         q = store_transition(b->store, holder_write_gone, &w, NULL, 0);
         if (q < 0)
                 return q;
-        h->mapped = false;
-        h->unplug = (struct broker_unplug) {};
-        holder_untrack(b, r, h);
+        holder_forget_mapping(b, r, h);
         return 0;
+}
+
+static int gone_write(struct store *s, void *userdata) {
+        const struct holder_write *w = userdata;
+        int q = 0;
+
+        for (size_t k = 0; q >= 0 && k <= w->r->n_peers; k++) {
+                const holder_t *h = region_holder_at((struct region *) w->r, k);
+                struct holder_write one = { .r = w->r, .h = h, .now = w->now };
+
+                if (h->gone_unrecorded)
+                        q = holder_write_gone(s, &one);
+        }
+        return q;
+}
+
+/*
+ * The mappings of r that a batch let go in memory only, written in one commit. If that fails
+ * they count as mapped again: their removal is asked again later (backends' unmaps are
+ * idempotent), and memory never claims less than the database.
+ */
+static int region_record_gone(struct broker *b, struct region *r) {
+        struct holder_write w = { .r = r, .now = broker_now(b) };
+        bool any = false;
+        int q;
+
+        for (size_t k = 0; k <= r->n_peers; k++)
+                any = any || region_holder_at(r, k)->gone_unrecorded;
+        if (!any)
+                return 0;
+        q = store_transition(b->store, gone_write, &w, NULL, 0);
+        for (size_t k = 0; k <= r->n_peers; k++) {
+                holder_t *h = region_holder_at(r, k);
+
+                if (h->gone_unrecorded && q < 0)
+                        h->mapped = true;
+                h->gone_unrecorded = false;
+        }
+        if (q >= 0)
+                crashpoint("unmap-recorded");
+        return q;
+}
+
+bool gone_batch_begin(struct broker *b) {
+        bool outer = !b->gone_batch;
+
+        b->gone_batch = true;
+        return outer;
+}
+
+int gone_batch_end(struct broker *b, uint64_t region_id, bool outer) {
+        struct region *r;
+
+        if (!outer)
+                return 0;
+        b->gone_batch = false;
+        r = hashmap_get(b->regions, &region_id);
+        return r ? region_record_gone(b, r) : 0;
 }
 
 /* Asks the backend to remove h's mapping of r; records it gone when that completes at once. */
@@ -72,6 +134,11 @@ int holder_unmap(struct broker *b, struct region *r, holder_t *h) {
         if (q < 0) {
                 log_region(LOG_ERR, r->id, h->domain, NULL, "unmap failed: %s; range stays quarantined", strerror(-q));
                 return q;
+        }
+        if (b->gone_batch) {
+                holder_forget_mapping(b, r, h);
+                h->gone_unrecorded = true;
+                return 0;
         }
         q = mapping_record_gone(b, r, h);
         if (q >= 0)
@@ -166,22 +233,33 @@ static int reclaim_write(struct store *s, void *userdata) {
 static int region_finish_once(struct broker *b, struct region *r, const char *actor) {
         struct holder_write w = { .r = r };
         struct store_audit a;
-        int q;
+        uint64_t id = r->id;
+        bool outer;
+        int q, k;
 
         if (r->state != REGION_REVOKING || region_any_attached(r))
                 return 0;
+        /* Mappings that go at once are written with the reclaim (it writes every holder unmapped),
+         * or together when the take-down stops short of it. */
+        outer = gone_batch_begin(b);
         q = region_unmap_all(b, r);
-        if (q <= 0)
-                return q;
-        q = region_free_memory(b, r, actor);
-        if (q < 0)
-                return q;
-
-        w.now = broker_now(b);
-        a = audit_row(actor, r, NULL, "reclaim", "revoking", "reclaimed", "scrubbed and freed", w.now);
-        q = store_transition(b->store, reclaim_write, &w, &a, 1);
-        if (q < 0)
-                return q;
+        if (q > 0)
+                q = region_free_memory(b, r, actor);
+        else if (q == 0)
+                q = -EINPROGRESS; /* removals pending: not an error */
+        if (q >= 0) {
+                w.now = broker_now(b);
+                a = audit_row(actor, r, NULL, "reclaim", "revoking", "reclaimed", "scrubbed and freed", w.now);
+                q = store_transition(b->store, reclaim_write, &w, &a, 1);
+        }
+        if (q < 0) {
+                k = gone_batch_end(b, id, outer);
+                return q == -EINPROGRESS ? k : q;
+        }
+        for (size_t j = 0; j <= r->n_peers; j++)
+                region_holder_at(r, j)->gone_unrecorded = false;
+        if (outer)
+                b->gone_batch = false;
         crashpoint("reclaimed");
 
         broker_emit(b, &(struct broker_event) {
