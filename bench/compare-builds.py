@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
 """Compares two builds of brokerd side by side on one machine, in turn, round after round.
 
-    bench/compare-builds.py OLD_BUILD NEW_BUILD [--rounds N] [--iterations N] [--callgrind]
+    bench/compare-builds.py OLD_BUILD NEW_BUILD [--rounds N] [--iterations N] [--db-dir DIR] [--callgrind]
 
 Each round starts OLD's brokerd, then NEW's (the order alternates every round), each with the
-example platform and policy and a fresh database on /dev/shm, and drives both with NEW's
+example platform and policy and a fresh database on /dev/shm (or in --db-dir, e.g. /var/tmp
+for a disk), and drives both with NEW's
 control-plane-bench; then runs each build's placement-bench. It prints, per figure, the median
 over rounds for each build and the median of the per-round ratios NEW/OLD, so that a machine
 that is busy during one round weighs on both builds alike. Run as root (the example policy lets
@@ -28,8 +29,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ROWS = ("noop_rpc", "grant_cycle", "share", "attach", "revoke", "release", "sqlite_commit")
 
 
-def control_plane(build, client, iterations, wrapper=()):
-    d = tempfile.mkdtemp(prefix="brokerd-compare.", dir="/dev/shm")
+def control_plane(build, client, iterations, wrapper=(), db_dir="/dev/shm"):
+    d = tempfile.mkdtemp(prefix="brokerd-compare.", dir=db_dir)
     log = open(os.path.join(d, "brokerd.log"), "w")
     daemon = subprocess.Popen([*wrapper, os.path.join(build, "brokerd/daemon/brokerd"),
                                "--platform", os.path.join(ROOT, "docs/examples/platform.json"),
@@ -87,6 +88,7 @@ def main():
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--iterations", type=int, default=1000)
     ap.add_argument("--no-placement", action="store_true")
+    ap.add_argument("--db-dir", default="/dev/shm", help="where the databases go (default /dev/shm)")
     ap.add_argument("--callgrind", action="store_true", help="also count the daemons' instructions (valgrind)")
     a = ap.parse_args()
     client = os.path.join(a.new, "bench/control-plane-bench")
@@ -96,7 +98,7 @@ def main():
         got = {}
         for which in order:
             build = getattr(a, which)
-            got[which] = control_plane(build, client, a.iterations)
+            got[which] = control_plane(build, client, a.iterations, db_dir=a.db_dir)
             if not a.no_placement:
                 got[which].update(placement(build))
         for which in order:

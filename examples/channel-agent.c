@@ -12,7 +12,10 @@
  * (region.doorbells) and creates a channel over the region; the peer joins it. The peer sends
  * "ping i" for i = 1..N and the owner answers "pong i", alternating copy and zero-copy in each
  * direction, both blocking on the doorbells and the broker's socket at once; then the peer says
- * "bye", frees the channel and releases the region, and the owner revokes it. With
+ * "bye", the owner answers "bye" (a close handshake: what the peer sent is read before it lets
+ * go, since its release makes brokerd tell the owner it left, and cutting a departed party off
+ * comes first), the peer frees the channel and releases the region, and brokerd takes the region
+ * down (its last peer released it) while the owner waits for region.reclaimed. With
  * --revoke-after K the owner revokes the region after the K-th ping instead of answering it: the
  * peer is recalled, releases and ends; the owner sees region.left, its channel says EPIPE.
  * Each step is a line on stdout. Exit status: 0 success, 1 failure, 2 usage.
@@ -328,16 +331,23 @@ struct owner_args {
         uint64_t revoke_after; /* 0: never */
 };
 
-/* Answers pings until bye, the partner's departure (EPIPE), or the K-th ping with --revoke-after. */
-static int owner_talk(struct agent *ag, const struct owner_args *o, bool *ret_revoked) {
+/*
+ * Answers pings until bye (answered with bye: *ret_closed), the partner's departure (EPIPE), or
+ * the K-th ping with --revoke-after (*ret_revoked).
+ */
+static int owner_talk(struct agent *ag, const struct owner_args *o, bool *ret_revoked, bool *ret_closed) {
         int r;
 
         for (uint64_t i = 1;; i++) {
                 struct message m;
 
                 r = hear(ag, i % 2 == 1, &m);
-                if (r >= 0 && strcmp(m.text, "bye") == 0)
-                        return 0;
+                if (r >= 0 && strcmp(m.text, "bye") == 0) {
+                        r = say(ag, false, "bye");
+                        *ret_closed = r >= 0;
+                        if (r >= 0)
+                                return 0;
+                }
                 if (r >= 0 && i == o->revoke_after) {
                         /* Mid-conversation: the peer is recalled, and its departure cuts the channel. */
                         r = owner_revoke(ag);
@@ -358,7 +368,7 @@ static int owner_talk(struct agent *ag, const struct owner_args *o, bool *ret_re
 }
 
 static int owner_run_channel(struct agent *ag, const struct owner_args *o) {
-        bool revoked = false;
+        bool revoked = false, closed = false;
         int r;
 
         while (!ag->ch && !ag->reclaimed) {
@@ -368,9 +378,10 @@ static int owner_run_channel(struct agent *ag, const struct owner_args *o) {
         }
         if (!ag->ch)
                 return fail("no_channel", "region %" PRIu64 " ended before %s joined", ag->region, ag->partner);
-        r = owner_talk(ag, o, &revoked);
-        /* A single-peer region whose peer's process died is over already. */
-        if (r >= 0 && !revoked && !ag->reclaimed)
+        r = owner_talk(ag, o, &revoked, &closed);
+        /* A single-peer region whose peer's process died is over already; after a bye, the peer's
+         * release ends it (a revoke now would race the peer reading our bye). */
+        if (r >= 0 && !revoked && !closed && !ag->reclaimed)
                 r = owner_revoke(ag);
         while (r >= 0 && !ag->reclaimed)
                 r = wait_event(ag);
@@ -477,6 +488,11 @@ static int peer_talk(struct agent *ag, uint64_t rounds) {
         }
         if (r >= 0)
                 r = say(ag, false, "bye");
+        if (r >= 0) {
+                struct message m;
+
+                r = hear(ag, false, &m); /* the owner's "bye": it read everything we sent */
+        }
         if (r == -ECANCELED) {
                 printf("recalled region=%" PRIu64 ": giving it back\n", ag->region);
                 return 0;

@@ -174,11 +174,13 @@ int peer_release(struct broker *b, const char *actor, struct region *r, size_t i
         /* A holder that gives its mapping up is believed: its process is no longer ours to watch. */
         holder_untrack(b, r, h);
         route_drop_peer(b, r, h->domain, "the peer released the region");
+        /* region.left before region.released: whoever reads both at once cuts the party off
+         * first, and never reads memory the take-down below may have scrubbed already. */
+        bells_sync(b, r, reason ?: "released");
         broker_emit(b, &(struct broker_event) {
                 .type = BROKER_EVENT_RELEASED, .region = r->id, .owner = r->owner, .device = r->device,
                 .domain = h->domain, .reason = reason,
         });
-        bells_sync(b, r, reason ?: "released");
 
         id = r->id;
         outer = gone_batch_begin(b);

@@ -115,6 +115,8 @@ struct broker {
         bool has_deferred;
         /* Inside a take-down: mappings that go at once are recorded with its commit (takedown.c). */
         bool gone_batch;
+        void (*flush_output)(void *userdata);
+        void *flush_userdata;
         bool has_retry;
         int64_t (*clock)(void *userdata);
         void *clock_userdata;

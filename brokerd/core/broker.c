@@ -114,6 +114,8 @@ static int broker_alloc(const struct broker_config *cfg, struct broker **ret, st
         b->on_event = cfg->on_event;
         b->event_userdata = cfg->event_userdata;
         b->watch_process = cfg->watch_process;
+        b->flush_output = cfg->flush_output;
+        b->flush_userdata = cfg->flush_userdata;
         b->unwatch_process = cfg->unwatch_process;
         b->watch_userdata = cfg->watch_userdata;
         if (cfg->fd_store)
@@ -206,4 +208,20 @@ void broker_free(struct broker *b) {
         policy_free(b->policy);
         platform_free(b->platform);
         free(b);
+}
+
+int broker_set_group_sync(struct broker *b, bool on) {
+        return store_set_group_sync(b->store, on);
+}
+
+uint64_t broker_unsynced(struct broker *b) {
+        return store_unsynced(b->store);
+}
+
+int broker_sync(struct broker *b) {
+        int q = store_sync(b->store);
+
+        if (q < 0)
+                log_error("flushing the database: %s (%s)", strerror(-q), store_last_error(b->store));
+        return q;
 }

@@ -133,6 +133,13 @@ struct broker_config {
          * restart forgets which processes hold the mappings.
          */
         const struct backend_fd_store *fd_store;
+        /*
+         * Optional, with group sync: make every commit durable and deliver the output held for
+         * it, now. Called before memory a holder may still read is scrubbed, so that its partners
+         * hear region.left (and stop reading) before it turns to zeros, as without group sync.
+         */
+        void (*flush_output)(void *userdata);
+        void *flush_userdata;
 };
 
 struct broker_share_peer {
@@ -402,6 +409,15 @@ int broker_reconcile(struct broker *b, struct broker_reconcile_result *ret);
  * 0 also when pidfd is no longer the broker's.
  */
 int broker_process_exited(struct broker *b, int pidfd);
+
+/*
+ * Group sync (store.h): the broker's commits become durable together at broker_sync(). The
+ * user must then hold every reply and notification while broker_unsynced() is not 0, and stop
+ * if broker_sync() fails (what reached the disk is unknown).
+ */
+int broker_set_group_sync(struct broker *b, bool on);
+uint64_t broker_unsynced(struct broker *b);
+int broker_sync(struct broker *b);
 
 /* Acts on every deadline that has passed: revokes, and escalations against unplugs. */
 int broker_process_deadlines(struct broker *b);

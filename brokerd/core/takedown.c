@@ -203,6 +203,8 @@ static int region_free_memory(struct broker *b, struct region *r, const char *ac
 
         if (!r->pool)
                 return 0;
+        if (b->flush_output)
+                b->flush_output(b->flush_userdata);
         q = backend_scrub(b->backend, &br);
         if (q < 0 && q != -ENOENT) {
                 log_region(LOG_ERR, r->id, NULL, actor, "scrub failed: %s; range stays quarantined", strerror(-q));

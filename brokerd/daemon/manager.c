@@ -19,12 +19,16 @@
 #include "daemon/log.h"
 #include "daemon/methods.h"
 #include "daemon/process-watch.h"
+#include "util/crashpoint.h"
 #include "util/log.h"
+
+/* Held output waits at most this many commits for the loop to run dry (a pipelining client). */
+#define MANAGER_SYNC_MAX_COMMITS 256
 
 struct manager {
         struct manager_config cfg;
         sd_event *event;
-        sd_event_source *sigterm, *sigint, *sighup, *deadline, *post;
+        sd_event_source *sigterm, *sigint, *sighup, *deadline, *post, *sync;
         struct methods *methods;
         struct broker *broker;
         struct rpc_server *server;
@@ -39,6 +43,53 @@ static void on_broker_event(void *userdata, const struct broker_event *ev) {
 
         log_broker_event(ev);
         methods_on_event(m->methods, ev);
+}
+
+/*
+ * Group sync: the commits of everything the loop handled since the last flush become durable
+ * with one flush of the WAL, and only then is anybody told of them. A flush that fails leaves
+ * unknown what reached the disk: like sqlite and PostgreSQL, brokerd stops without a word,
+ * and its next start believes only the disk (nothing it held back was acknowledged).
+ */
+static void sync_or_die(struct manager *m) {
+        if (broker_sync(m->broker) >= 0)
+                return;
+        log_error("cannot make the database durable: stopping; nothing held back was acknowledged");
+        _exit(EXIT_FAILURE);
+}
+
+/* At idle priority: after every request and event the loop has ready, so they share a flush. */
+static int on_sync(sd_event_source *s, void *userdata) {
+        struct manager *m = userdata;
+        (void) s;
+
+        crashpoint("sync-pending");
+        sync_or_die(m);
+        rpc_server_flush(m->server);
+        return 0;
+}
+
+/* The broker is about to scrub memory someone may still read: whoever waits to hear first hears now. */
+static void flush_output(void *userdata) {
+        struct manager *m = userdata;
+
+        if (!m->server || !rpc_server_has_output(m->server))
+                return;
+        sync_or_die(m);
+        rpc_server_flush(m->server);
+}
+
+static bool output_gate(void *userdata) {
+        struct manager *m = userdata;
+        uint64_t n = broker_unsynced(m->broker);
+
+        if (n == 0)
+                return true;
+        (void) sd_event_source_set_enabled(m->sync, SD_EVENT_ONESHOT);
+        if (n < MANAGER_SYNC_MAX_COMMITS)
+                return false;
+        sync_or_die(m);
+        return true;
 }
 
 static int notify_status(struct manager *m, const char *extra) {
@@ -145,6 +196,7 @@ static int load_broker(struct manager *m) {
                 .unplug_grace_usec = m->cfg.unplug_grace_usec, .retention = m->cfg.retention,
                 .watch_process = process_watch_add, .unwatch_process = process_watch_remove,
                 .watch_userdata = &m->watch, .fd_store = fdstore_backend(m->fdstore),
+                .flush_output = flush_output, .flush_userdata = m,
         };
         struct broker_error err = {};
         int r;
@@ -349,6 +401,19 @@ int manager_new(const struct manager_config *cfg, struct manager **ret) {
         methods_set_server(m->methods, m->server);
         rpc_server_set_undelivered(m->server, methods_undelivered);
         rpc_server_set_uid_known(m->server, methods_uid_known);
+        r = sd_event_add_defer(m->event, &m->sync, on_sync, m);
+        if (r < 0)
+                return r;
+        (void) sd_event_source_set_description(m->sync, "group-sync");
+        r = sd_event_source_set_priority(m->sync, SD_EVENT_PRIORITY_IDLE);
+        if (r < 0)
+                return r;
+        sd_event_source_set_enabled(m->sync, SD_EVENT_OFF);
+        /* From here on, what the start committed included, nobody hears of a commit before it is durable. */
+        r = broker_set_group_sync(m->broker, true);
+        if (r < 0)
+                return r;
+        rpc_server_set_output_gate(m->server, output_gate, m);
         r = setup_sockets(m);
         if (r < 0)
                 return r;
@@ -375,12 +440,16 @@ int manager_run(struct manager *m) {
         r = sd_event_loop(m->event);
         if (r < 0)
                 log_error("event loop failed: %s", strerror(-r));
+        /* Replies held for the last flush go before the sockets close, as far as they take them. */
+        sync_or_die(m);
+        rpc_server_flush(m->server);
         return r;
 }
 
 void manager_free(struct manager *m) {
         if (!m)
                 return;
+        sd_event_source_unref(m->sync);
         sd_event_source_unref(m->post);
         sd_event_source_unref(m->deadline);
         sd_event_source_unref(m->sigterm);

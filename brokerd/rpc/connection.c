@@ -27,6 +27,12 @@ void rpc_connection_undelivered(struct rpc_connection *c, struct rpc_delivery *d
         *tail = d;
 }
 
+static bool output_held(const struct rpc_connection *c) {
+        const struct rpc_server *s = c->server;
+
+        return s->output_gate && !s->output_gate(s->gate_userdata);
+}
+
 static void connection_update_events(struct rpc_connection *c) {
         uint32_t events = 0;
 
@@ -34,7 +40,8 @@ static void connection_update_events(struct rpc_connection *c) {
                 return;
         if (!c->eof && !c->closing)
                 events |= EPOLLIN;
-        if (c->out_head)
+        /* Held output waits for rpc_server_flush(), not for the socket. */
+        if (c->out_head && !output_held(c))
                 events |= EPOLLOUT;
         if (events == c->events)
                 return;
@@ -80,7 +87,7 @@ static int sendmsg_line(int fd, struct rpc_out_line *l) {
 static int connection_flush(struct rpc_connection *c) {
         struct rpc_out_line *l;
 
-        while ((l = c->out_head)) {
+        while (!output_held(c) && (l = c->out_head)) {
                 int n = sendmsg_line(c->fd, l);
 
                 if (n == -EINTR)
@@ -106,6 +113,26 @@ static int connection_flush(struct rpc_connection *c) {
         }
         connection_update_events(c);
         return 0;
+}
+
+void rpc_server_flush(struct rpc_server *s) {
+        struct rpc_connection *c, *next;
+
+        for (c = s->connections; c; c = next) {
+                next = c->next;
+                if (c->closed || !c->out_head || connection_flush(c) < 0 || c->closed)
+                        continue;
+                /* A peer that said all it had waited only for its replies. */
+                if ((c->eof || c->closing) && !c->out_head)
+                        rpc_connection_close(c, false);
+        }
+}
+
+bool rpc_server_has_output(const struct rpc_server *s) {
+        for (const struct rpc_connection *c = s->connections; c; c = c->next)
+                if (!c->closed && c->out_head)
+                        return true;
+        return false;
 }
 
 static struct rpc_out_line *out_line_new(struct json_object *msg) {

@@ -85,6 +85,9 @@ struct rpc_server {
         rpc_undelivered_t on_undelivered;
         rpc_uid_known_t uid_known;
         void *userdata;
+        /* Optional: whether output may go now (rpc_server_set_output_gate). */
+        bool (*output_gate)(void *userdata);
+        void *gate_userdata;
 
         struct json_tokener *tok;
         struct rpc_listener *listeners;

@@ -169,6 +169,11 @@ void rpc_server_set_uid_known(struct rpc_server *s, rpc_uid_known_t fn) {
         s->uid_known = fn;
 }
 
+void rpc_server_set_output_gate(struct rpc_server *s, bool (*gate)(void *userdata), void *userdata) {
+        s->output_gate = gate;
+        s->gate_userdata = userdata;
+}
+
 void rpc_server_get_stats(const struct rpc_server *s, struct rpc_server_stats *ret) {
         *ret = s->stats;
 }

@@ -69,6 +69,18 @@ int rpc_server_listen(struct rpc_server *s, const char *path, mode_t mode, gid_t
  * its pending-output limit and has been dropped. Never blocks. */
 int rpc_server_notify(struct rpc_server *s, uint64_t connection, const char *method, struct json_object *params);
 
+/*
+ * Optional: a gate on all output. While gate(userdata) says false, replies and notifications
+ * are queued but not written (the pending-output limit still counts them); the user then calls
+ * rpc_server_flush() once it says true again. brokerd holds output until its commits are
+ * durable (group sync).
+ */
+void rpc_server_set_output_gate(struct rpc_server *s, bool (*gate)(void *userdata), void *userdata);
+/* Writes what every connection has queued, as far as its socket takes it. */
+void rpc_server_flush(struct rpc_server *s);
+/* Whether any connection has output queued. */
+bool rpc_server_has_output(const struct rpc_server *s);
+
 /* Optional hooks (see rpc.h); both get the server's userdata. */
 void rpc_server_set_undelivered(struct rpc_server *s, rpc_undelivered_t fn);
 void rpc_server_set_uid_known(struct rpc_server *s, rpc_uid_known_t fn);

@@ -69,6 +69,9 @@ struct store {
          * rollback; so a pass counts them (O(n)) only after a rollback or on the first pass.
          */
         int64_t reclaimed;
+        /* Group sync (store-sync.c): on, and the commits since the last flush of the WAL. */
+        bool group_sync;
+        uint64_t unsynced;
 };
 
 /* Bit-for-bit, so addresses above 2^63 survive sqlite's signed INTEGER. */

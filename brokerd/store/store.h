@@ -73,8 +73,9 @@ DEFINE_CLEANUP(struct store, store_close);
 const char *store_last_error(struct store *s);
 
 /*
- * One state transition, durably: BEGIN IMMEDIATE, write(s, userdata) (the insert/update calls
- * below), then the n_audit audit rows, then COMMIT. On any error it rolls back, nothing has
+ * One state transition, durably (under group sync, below: at the next store_sync()): BEGIN
+ * IMMEDIATE, write(s, userdata) (the insert/update calls below), then the n_audit audit rows,
+ * then COMMIT. On any error it rolls back, nothing has
  * changed, and the error (-errno) is returned. write may be NULL (an audit-only transition).
  * -EALREADY when called inside a transition (no nesting). After the commit, the store may run
  * one bounded retention pass of its own; its failure does not touch the transition.
@@ -82,6 +83,17 @@ const char *store_last_error(struct store *s);
 typedef int (*store_write_t)(struct store *s, void *userdata);
 int store_transition(struct store *s, store_write_t write, void *userdata, const struct store_audit *audit,
                      size_t n_audit);
+
+/*
+ * Group sync (off by default): with it on, a transition's commit is atomic and visible at once
+ * but durable only after the next store_sync(), which flushes the WAL once for every commit
+ * since the last (store_unsynced() counts them). Whoever turns it on must tell nobody about a
+ * commit before it is synced. A failed store_sync() (-EIO) leaves it unknown what reached the
+ * disk: sqlite's own answer to that is to stop. On a ":memory:" store syncing does nothing.
+ */
+int store_set_group_sync(struct store *s, bool on);
+uint64_t store_unsynced(const struct store *s);
+int store_sync(struct store *s);
 
 /*
  * What the store keeps of the past: reclaimed regions (with their peers) and audit rows are

@@ -754,8 +754,11 @@ class Matrix(AttackTest):
 
 FAULT_SHIM = r"""
 /* LD_PRELOAD into brokerd: writes and syncs of files under $BROKERD_FAULT_PREFIX fail with EIO
- * while $BROKERD_FAULT_CTL exists. It holds "<generation> <n>": the first n syncs (that is, n
- * sqlite commits) of that generation still succeed. */
+ * while $BROKERD_FAULT_CTL exists. It holds "<generation> <n> [w]": the first n sqlite commits
+ * of that generation still succeed (counted by their WAL commit frames: a frame header whose
+ * "database size after commit" is not 0, then that frame's page); with "w" syncs never fail,
+ * only writes; with "s" writes never fail, only syncs. brokerd flushes the WAL once for a group
+ * of commits (group sync), so a sync is no longer one commit. */
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <errno.h>
@@ -767,12 +770,20 @@ FAULT_SHIM = r"""
 #include <sys/uio.h>
 #include <unistd.h>
 
-static long generation = -1, syncs;
+static long generation = -1, commits, commit_frame;
 
-static int faulty(int fd, int is_sync) {
+/* A sqlite WAL frame header (24 bytes) of a commit frame: big-endian db size at offset 4. */
+static int commit_header(const void *b, size_t n) {
+        const unsigned char *p = b;
+
+        return b && n == 24 && (p[4] | p[5] | p[6] | p[7]) != 0;
+}
+
+static int faulty(int fd, int is_sync, const void *data, size_t len) {
         const char *ctl = getenv("BROKERD_FAULT_CTL"), *prefix = getenv("BROKERD_FAULT_PREFIX");
         char link[64], path[4096], buf[64] = "", *end;
         long gen, allow;
+        int writes_only, syncs_only;
         ssize_t n;
         int cfd;
 
@@ -791,28 +802,41 @@ static int faulty(int fd, int is_sync) {
         n = read(cfd, buf, sizeof(buf) - 1);
         close(cfd);
         gen = strtol(buf, &end, 10);
-        allow = strtol(end, NULL, 10);
+        allow = strtol(end, &end, 10);
+        writes_only = strchr(end, 'w') != NULL;
+        syncs_only = strchr(end, 's') != NULL;
         if (gen != generation) {
                 generation = gen;
-                syncs = 0;
+                commits = commit_frame = 0;
         }
-        if (syncs < allow) {
-                syncs += is_sync;
+        if (commits < allow) {
+                if (!is_sync && commit_header(data, len))
+                        commit_frame = 1;
+                else if (!is_sync && commit_frame) {
+                        commit_frame = 0;
+                        commits++;
+                }
                 return 0;
         }
+        if ((is_sync && writes_only) || (!is_sync && syncs_only))
+                return 0;
         errno = EIO;
         return 1;
 }
 
 #define NEXT(f) ((__typeof__(&f)) dlsym(RTLD_NEXT, #f))
-ssize_t write(int fd, const void *b, size_t n) { return faulty(fd, 0) ? -1 : NEXT(write)(fd, b, n); }
-ssize_t pwrite(int fd, const void *b, size_t n, off_t o) { return faulty(fd, 0) ? -1 : NEXT(pwrite)(fd, b, n, o); }
-ssize_t pwrite64(int fd, const void *b, size_t n, off64_t o) {
-        return faulty(fd, 0) ? -1 : NEXT(pwrite64)(fd, b, n, o);
+ssize_t write(int fd, const void *b, size_t n) { return faulty(fd, 0, b, n) ? -1 : NEXT(write)(fd, b, n); }
+ssize_t pwrite(int fd, const void *b, size_t n, off_t o) {
+        return faulty(fd, 0, b, n) ? -1 : NEXT(pwrite)(fd, b, n, o);
 }
-ssize_t writev(int fd, const struct iovec *v, int n) { return faulty(fd, 0) ? -1 : NEXT(writev)(fd, v, n); }
-int fsync(int fd) { return faulty(fd, 1) ? -1 : NEXT(fsync)(fd); }
-int fdatasync(int fd) { return faulty(fd, 1) ? -1 : NEXT(fdatasync)(fd); }
+ssize_t pwrite64(int fd, const void *b, size_t n, off64_t o) {
+        return faulty(fd, 0, b, n) ? -1 : NEXT(pwrite64)(fd, b, n, o);
+}
+ssize_t writev(int fd, const struct iovec *v, int n) {
+        return faulty(fd, 0, NULL, 0) ? -1 : NEXT(writev)(fd, v, n);
+}
+int fsync(int fd) { return faulty(fd, 1, NULL, 0) ? -1 : NEXT(fsync)(fd); }
+int fdatasync(int fd) { return faulty(fd, 1, NULL, 0) ? -1 : NEXT(fdatasync)(fd); }
 """
 
 
@@ -1018,10 +1042,10 @@ class IoError(StoreFaultTest):
         return {"LD_PRELOAD": self.preload, "BROKERD_FAULT_CTL": self.ctl,
                 "BROKERD_FAULT_PREFIX": os.path.dirname(self.d.db) + "/"}
 
-    def fault(self, commits_allowed=0):
+    def fault(self, commits_allowed=0, writes_only=False, syncs_only=False):
         self.generation += 1
         with open(self.ctl, "w") as f:
-            f.write(f"{self.generation} {commits_allowed}")
+            f.write(f"{self.generation} {commits_allowed}{' w' if writes_only else ''}{' s' if syncs_only else ''}")
 
     def clear(self):
         os.unlink(self.ctl)
@@ -1039,7 +1063,9 @@ class IoError(StoreFaultTest):
     # half-done, and no second revoke is needed.
     def test_io_error_between_revoke_and_reclaim(self):
         r = self.share()
-        self.fault(commits_allowed=1)
+        # The revoke's commit goes through, the reclaim's write fails; the WAL's flush for the
+        # revoke works (a flush that fails stops brokerd: test_sync_error).
+        self.fault(commits_allowed=1, writes_only=True)
         got = self.agent.call("region.revoke", {"owner": "hw0", "region": r["region"], "deadline_ms": 0})
         self.assertEqual(got["state"], "revoking")
         self.clear()
@@ -1053,13 +1079,35 @@ class IoError(StoreFaultTest):
         self.assertEqual(state, "reclaimed")
         self.assert_memory_matches_db()
 
+    # Group sync (docs/store.md): a flush of the WAL that fails leaves unknown what reached the
+    # disk. brokerd stops at once, and the agent whose share it could not make durable never
+    # hears that it was made; the next start believes only the disk.
+    def test_sync_error(self):
+        self.share()
+        self.fault(syncs_only=True)
+        req = {"jsonrpc": "2.0", "id": 7, "method": "region.share",
+               "params": {"owner": "hw0", "device": "nic0", "size": 4096,
+                          "peers": [{"domain": "vm1", "access": "rw"}]}}
+        self.agent.send_raw((json.dumps(req) + "\n").encode())
+        with self.assertRaises(ConnectionResetError):
+            self.agent.read_reply()
+        self.assertEqual(self.d.proc.wait(timeout=20), 1)
+        self.assertIn("cannot make the database durable", self.d.read_log())
+        self.clear()
+        self.d.stop()
+        self.d.start(env=self.daemon_env())
+        self.agent, self.adm, self.bystander = self.d.agent(), self.d.admin(), self.d.agent()
+        self.assert_memory_matches_db()
+        self.assertEqual(self.share()["placement"], "region")
+        self.assert_memory_matches_db()
+
     # Found by this test (fixed): a release that commits while taking the now peer-less region down
     # fails used to answer error 1000 "ok". The release is recorded, so it is answered as done and
     # the take-down is retried.
     def test_io_error_after_release_commit(self):
         r = self.share()
         self.attach(r["tokens"][0]["token"])
-        self.fault(commits_allowed=1)
+        self.fault(commits_allowed=1, writes_only=True)
         req = {"jsonrpc": "2.0", "id": 99, "method": "region.release",
                "params": {"domain": "vm1", "region": r["region"]}}
         self.agent.send_raw((json.dumps(req) + "\n").encode())

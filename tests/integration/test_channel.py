@@ -104,7 +104,7 @@ class ChannelTest(DaemonTest):
             'sent "ping 2 from vm1" (zero-copy)', 'received "pong 2 to vm1" (zero-copy)',
             'sent "ping 3 from vm1" (copy)', 'received "pong 3 to vm1" (copy)',
             'sent "ping 4 from vm1" (zero-copy)', 'received "pong 4 to vm1" (zero-copy)',
-            'sent "bye" (copy)', f"released region={region}"])
+            'sent "bye" (copy)', 'received "bye" (copy)', f"released region={region}"])
         self.assertTrue(any(l.startswith("joined the channel of hw0: max_message=") for l in peer_lines), peer_lines)
         # Each side received in both modes what the other sent in both modes.
         self.assert_in_order(owner_lines, [
@@ -113,7 +113,7 @@ class ChannelTest(DaemonTest):
             'received "ping 2 from vm1" (copy)', 'sent "pong 2 to vm1" (copy)',
             'received "ping 3 from vm1" (zero-copy)', 'sent "pong 3 to vm1" (zero-copy)',
             'received "ping 4 from vm1" (copy)', 'sent "pong 4 to vm1" (copy)',
-            'received "bye" (zero-copy)', f"done: region={region} reclaimed"])
+            'received "bye" (zero-copy)', 'sent "bye" (copy)', f"done: region={region} reclaimed"])
         self.assertTrue(any(l.startswith("channel created with vm1: 2 doorbell vector(s)") for l in owner_lines))
         # The peer's release is a departure: the owner was told and cut it off.
         left = [l for l in owner_lines if l.startswith(f"event left region={region} domain=vm1")]
