@@ -194,6 +194,7 @@ struct bench {
         unsigned n_clients, n_requests;
         uint64_t seed;
         bool json, slow_clients;
+        bool grant_only; /* every request a grant cycle step: durable steps per second */
         uint64_t rss_peak_limit_kib, rss_after_limit_kib;
 
         uint64_t t0; /* CLOCK_MONOTONIC ns when the load started */
@@ -958,6 +959,12 @@ static int request_once(struct client *c, unsigned remaining, enum cls *cls) {
 
         if (left > 0 && remaining <= left)
                 return do_cycle_step(c, cls);
+        if (c->bench->grant_only) {
+                if (can_cycle)
+                        return do_cycle_step(c, cls);
+                *cls = C_INFO;
+                return do_info(c);
+        }
 
         r = (unsigned) (rnd(&c->rng) % 1000);
         if (r < MIX_PROVOKED) {
@@ -1475,6 +1482,8 @@ static void help(void) {
                "  --requests M           requests per client (default %u)\n"
                "  --seed S               of the request mix (default 1)\n"
                "  --no-slow-clients      no stuck subscriber, flooder or half-line client\n"
+               "  --grant-only           every request a grant cycle step (share, attach, revoke,\n"
+               "                         release): durable steps per second (group commit)\n"
                "  --rss-peak-limit MiB   fail if the daemon's RSS grows more than this during the run (%u)\n"
                "  --rss-after-limit MiB  fail if it stays more than this above the baseline after (%u)\n"
                "  --json                 print a JSON object instead of the table\n"
@@ -1546,7 +1555,7 @@ static void check(const struct bench *b, struct results *res) {
 int main(int argc, char *argv[]) {
         enum {
                 ARG_SOCKET = 0x100, ARG_ADMIN_SOCKET, ARG_PID, ARG_CLIENTS, ARG_REQUESTS, ARG_SEED, ARG_NO_SLOW,
-                ARG_RSS_PEAK, ARG_RSS_AFTER, ARG_JSON,
+                ARG_RSS_PEAK, ARG_RSS_AFTER, ARG_JSON, ARG_GRANT_ONLY,
         };
         static const struct option options[] = {
                 { "socket", required_argument, NULL, ARG_SOCKET },
@@ -1556,6 +1565,7 @@ int main(int argc, char *argv[]) {
                 { "requests", required_argument, NULL, ARG_REQUESTS },
                 { "seed", required_argument, NULL, ARG_SEED },
                 { "no-slow-clients", no_argument, NULL, ARG_NO_SLOW },
+                { "grant-only", no_argument, NULL, ARG_GRANT_ONLY },
                 { "rss-peak-limit", required_argument, NULL, ARG_RSS_PEAK },
                 { "rss-after-limit", required_argument, NULL, ARG_RSS_AFTER },
                 { "json", no_argument, NULL, ARG_JSON },
@@ -1607,6 +1617,9 @@ int main(int argc, char *argv[]) {
                 case ARG_SEED:
                         if (bench_parse_u64(optarg, "--seed", 0, UINT64_MAX, &b.seed) < 0)
                                 return 2;
+                        break;
+                case ARG_GRANT_ONLY:
+                        b.grant_only = true;
                         break;
                 case ARG_NO_SLOW:
                         b.slow_clients = false;
