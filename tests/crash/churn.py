@@ -57,12 +57,14 @@ sys.path.insert(0, os.path.join(HERE, "..", "integration"))
 import fdstore  # noqa: E402
 import harness  # noqa: E402
 
-# Every crashpoint, in lifecycle order (brokerd/core/broker.c). The memfd backend unmaps at
+# Every crashpoint, in lifecycle order (brokerd/core/broker.c), then the group sync's (committed,
+# not yet flushed nor told: brokerd/daemon/manager.c). The memfd backend unmaps at
 # once, so the two points of an asynchronous unmap (libvirt) cannot be reached here, nor the
 # libvirt backend's fill of a TCG guest's stale doorbell fd numbers (brokerd/backend/libvirt-stale.c).
 CRASHPOINTS = ["share-recorded", "share-created", "share-mapped", "attach-recorded", "attach-mapped",
                "release-recorded", "revoke-recorded", "revoke-forced", "unmap-requested", "unmap-recorded",
-               "stale-filling", "unmap-confirmed", "reclaim-scrubbed", "reclaim-destroyed", "reclaimed"]
+               "stale-filling", "unmap-confirmed", "reclaim-scrubbed", "reclaim-destroyed", "reclaimed",
+               "sync-pending"]
 ASYNC_UNMAP_ONLY = {"unmap-requested", "unmap-confirmed", "stale-filling"}
 
 SHM_POOL, MEMFD_POOL = "net0", "gpu1"

@@ -49,6 +49,8 @@ struct fx {
         size_t n_undelivered;
         bool uid_known; /* what the uid_known hook answers */
         unsigned uid_asked;
+        bool gate_open; /* what the output gate answers */
+        unsigned gate_asked;
 };
 
 struct client {
@@ -1129,6 +1131,76 @@ static void test_connections_per_uid(void **state) {
         client_close(&d);
 }
 
+static bool test_gate(void *userdata) {
+        struct fx *f = userdata;
+
+        f->gate_asked++;
+        return f->gate_open;
+}
+
+/* A closed gate holds replies and notifications, on every connection, until a flush after it
+ * opens; the input side goes on meanwhile, and a peer that hung up gets what it was owed. */
+static void test_output_gate(void **state) {
+        struct fx *f = *state;
+        struct client c, other;
+        _cleanup_(put_json) struct json_object *params = json_object_new_object();
+        char *line = NULL;
+
+        start(f, NULL);
+        rpc_server_set_output_gate(f->s, test_gate, f);
+        client_connect(f, &c, f->path);
+        client_connect(f, &other, f->path);
+        f->gate_open = false;
+        client_send(f, &c, "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"echo\",\"params\":{\"a\":1}}");
+        client_send(f, &other, "{\"jsonrpc\":\"2.0\",\"id\":2,\"method\":\"echo\",\"params\":{\"b\":2}}");
+        assert_no_reply(f, &c);
+        assert_no_reply(f, &other);
+        assert_int_equal(rpc_server_notify(f->s, 1, "tick", params), 0);
+        assert_no_reply(f, &c);
+        assert_true(f->gate_asked > 0);
+        assert_true(rpc_server_has_output(f->s));
+        /* A flush while it is still closed writes nothing either. */
+        rpc_server_flush(f->s);
+        assert_no_reply(f, &c);
+
+        f->gate_open = true;
+        rpc_server_flush(f->s);
+        assert_false(rpc_server_has_output(f->s));
+        {
+                _cleanup_(put_json) struct json_object *r = client_reply(f, &c);
+                assert_result(r, "1", "{\"a\":1}");
+        }
+        {
+                _cleanup_(put_json) struct json_object *n = client_reply(f, &c);
+                struct json_object *v;
+                assert_true(json_object_object_get_ex(n, "method", &v));
+                assert_string_equal(json_object_get_string(v), "tick");
+        }
+        {
+                _cleanup_(put_json) struct json_object *r = client_reply(f, &other);
+                assert_result(r, "2", "{\"b\":2}");
+        }
+
+        /* Held when the client shuts its side down: delivered at the flush, then closed. */
+        f->gate_open = false;
+        client_send(f, &other, "{\"jsonrpc\":\"2.0\",\"id\":3,\"method\":\"echo\",\"params\":{}}");
+        assert_int_equal(shutdown(other.fd, SHUT_WR), 0);
+        run_idle(f);
+        assert_int_equal(stats(f).connections, 2);
+        f->gate_open = true;
+        rpc_server_flush(f->s);
+        {
+                _cleanup_(put_json) struct json_object *r = client_reply(f, &other);
+                assert_result(r, "3", "{}");
+        }
+        assert_int_equal(client_read_line(f, &other, &line), 0);
+        run_idle(f);
+        assert_int_equal(stats(f).connections, 1);
+        assert_int_equal(f->n_undelivered, 0);
+        client_close(&other);
+        client_close(&c);
+}
+
 static void test_notify(void **state) {
         struct fx *f = *state;
         struct client c, other;
@@ -1703,6 +1775,7 @@ cmocka_unit_test_setup_teardown(test_line_timeout, setup, teardown),
         cmocka_unit_test_setup_teardown(test_fd_passing, setup, teardown),
         cmocka_unit_test_setup_teardown(test_peercred_and_admin, setup, teardown),
         cmocka_unit_test_setup_teardown(test_connections_per_uid, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_output_gate, setup, teardown),
         cmocka_unit_test_setup_teardown(test_notify, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stats, setup, teardown),
         cmocka_unit_test_setup_teardown(test_listen, setup, teardown),

@@ -1411,6 +1411,56 @@ static int64_t page_count(const char *path) {
  * limits are reached. Here 200,000 reclaimed regions, peers and audit rows, 20,000 a cycle,
  * through a store that keeps 2,000 regions and 5,000 audit rows.
  */
+/*
+ * Group sync counts the commits that reached the WAL since the last flush: not reads, not a
+ * transition that rolled back, nothing while it is off; a flush (or turning it off) clears
+ * the count. What was committed is visible at once and survives a close either way.
+ */
+static void test_group_sync(void **state) {
+        struct fixture *f = *state;
+        struct store *s = NULL;
+        struct seen seen = {};
+        struct store_peer dup = { .domain = "vm-b", .access = ACCESS_RW, .state = PEER_GRANTED };
+        uint64_t id;
+
+        assert_int_equal(store_open(f->path, &s), 0);
+        (void) insert_region(s, REGION_OFFERED);
+        assert_int_equal(store_unsynced(s), 0);
+
+        assert_int_equal(store_set_group_sync(s, true), 0);
+        id = insert_region(s, REGION_OFFERED);
+        insert_peer(s, id, "vm-b", TOKEN_A);
+        assert_int_equal(store_unsynced(s), 2);
+        assert_int_equal(load(s, &seen), 0);
+        assert_int_equal(seen.n_regions, 2);
+        dup.region = id;
+        assert_int_equal(TX(s, store_peer_insert(s, &dup)), -EEXIST);
+        assert_int_equal(store_unsynced(s), 2);
+        assert_int_equal(raw_int(f->path, "SELECT count(*) FROM peers"), 1);
+        assert_int_equal(store_sync(s), 0);
+        assert_int_equal(store_unsynced(s), 0);
+        assert_int_equal(store_sync(s), 0);
+
+        (void) insert_region(s, REGION_ACTIVE);
+        assert_int_equal(store_unsynced(s), 1);
+        assert_int_equal(store_set_group_sync(s, false), 0);
+        assert_int_equal(store_unsynced(s), 0);
+        (void) insert_region(s, REGION_ACTIVE);
+        assert_int_equal(store_unsynced(s), 0);
+        assert_int_equal(store_set_group_sync(s, true), 0);
+        (void) insert_region(s, REGION_ACTIVE);
+        store_close(s);
+        assert_int_equal(raw_int(f->path, "SELECT count(*) FROM regions"), 5);
+
+        /* In memory there is nothing to flush. */
+        assert_int_equal(store_open(":memory:", &s), 0);
+        assert_int_equal(store_set_group_sync(s, true), 0);
+        (void) insert_region(s, REGION_OFFERED);
+        assert_int_equal(store_sync(s), 0);
+        assert_int_equal(store_unsynced(s), 0);
+        store_close(s);
+}
+
 /* Closed (which folds the WAL into the file) and opened again with the same retention. */
 static void reopen_folded(struct fixture *f, struct store **s) {
         store_close(*s);
@@ -1460,6 +1510,7 @@ static void test_prune_bounds_the_file(void **state) {
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test_setup_teardown(test_open_fresh, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_group_sync, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_reopen, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_future_version, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_migration_failure, setup, teardown),
