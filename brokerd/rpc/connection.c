@@ -405,20 +405,29 @@ static void connection_read(struct rpc_connection *c) {
         connection_watch_partial(c);
 }
 
+static void connection_io_one(struct rpc_connection *c, uint32_t revents);
+
 static int connection_io(sd_event_source *source, int fd, uint32_t revents, void *userdata) {
         struct rpc_connection *c = userdata;
+        struct rpc_server *s = c->server;
 
         (void) source;
         (void) fd;
+        connection_io_one(c, revents);
+        if (s->input_done)
+                s->input_done(s->input_done_userdata);
+        return 0;
+}
 
+static void connection_io_one(struct rpc_connection *c, uint32_t revents) {
         if (revents & EPOLLERR) {
                 rpc_connection_close(c, false);
-                return 0;
+                return;
         }
         if ((revents & EPOLLOUT) && connection_flush(c) < 0)
-                return 0;
+                return;
         if (c->closed)
-                return 0;
+                return;
         /* On hang-up, read what the peer sent before it went (a last notification still
          * counts); EOF from read() then ends the connection below. */
         if ((revents & EPOLLIN) && !c->eof && !c->closing)
@@ -426,13 +435,12 @@ static int connection_io(sd_event_source *source, int fd, uint32_t revents, void
         else if (revents & EPOLLHUP)
                 rpc_connection_close(c, false);
         if (c->closed)
-                return 0;
+                return;
 
         if ((c->eof || c->closing) && !c->out_head)
                 rpc_connection_close(c, false);
         else
                 connection_update_events(c);
-        return 0;
 }
 
 int rpc_connection_add(struct rpc_server *s, int fd_in, const struct ucred *ucred, int pidfd_in, bool admin) {

@@ -85,9 +85,12 @@ struct rpc_server {
         rpc_undelivered_t on_undelivered;
         rpc_uid_known_t uid_known;
         void *userdata;
-        /* Optional: whether output may go now (rpc_server_set_output_gate). */
+        /* Optional: whether output may go now (rpc_server_set_output_gate), and what runs once a
+         * connection's input was handled. */
         bool (*output_gate)(void *userdata);
         void *gate_userdata;
+        void (*input_done)(void *userdata);
+        void *input_done_userdata;
 
         struct json_tokener *tok;
         struct rpc_listener *listeners;

@@ -174,6 +174,11 @@ void rpc_server_set_output_gate(struct rpc_server *s, bool (*gate)(void *userdat
         s->gate_userdata = userdata;
 }
 
+void rpc_server_set_input_done(struct rpc_server *s, void (*fn)(void *userdata), void *userdata) {
+        s->input_done = fn;
+        s->input_done_userdata = userdata;
+}
+
 void rpc_server_get_stats(const struct rpc_server *s, struct rpc_server_stats *ret) {
         *ret = s->stats;
 }
