@@ -98,6 +98,31 @@ static const char *const migrations[] = {
         "DROP TABLE routes;"
         "ALTER TABLE routes_v4 RENAME TO routes;"
         "DROP INDEX regions_state;",
+        /* 4 -> 5: an audit row is one b-tree page a commit, no longer three: no index on time
+         * (retention by age goes oldest first by seq, whose order is time's but for clock steps),
+         * and no AUTOINCREMENT (whose sqlite_sequence row every append rewrote): seq stays
+         * increasing because retention never deletes the newest row, and the numbering the old
+         * sequence reached is kept by a row of this migration when rows past the newest are gone. */
+        "CREATE TABLE audit_v5 ("
+        "        seq INTEGER PRIMARY KEY,"
+        "        time INTEGER NOT NULL,"
+        "        actor TEXT NOT NULL,"
+        "        region INTEGER,"
+        "        domain TEXT,"
+        "        action TEXT NOT NULL,"
+        "        from_state TEXT,"
+        "        to_state TEXT,"
+        "        reason TEXT"
+        ") STRICT;"
+        "INSERT INTO audit_v5 SELECT seq, time, actor, region, domain, action, from_state, to_state, reason FROM audit;"
+        "INSERT INTO audit_v5 (seq, time, actor, action, reason)"
+        "        SELECT q.seq, CAST((julianday('now') - 2440587.5) * 86400000000 AS INTEGER), 'broker', 'schema',"
+        "               'audit numbering kept across schema 5'"
+        "        FROM sqlite_sequence AS q WHERE q.name = 'audit'"
+        "        AND q.seq > (SELECT coalesce(max(seq), 0) FROM audit);"
+        "DROP TABLE audit;"
+        "DELETE FROM sqlite_sequence WHERE name = 'audit';"
+        "ALTER TABLE audit_v5 RENAME TO audit;",
 };
 _Static_assert(ELEMENTSOF(migrations) == STORE_SCHEMA_VERSION, "one migration per version");
 
@@ -163,20 +188,29 @@ const char *const store_statement_sql[_STMT_MAX] = {
                 "  SELECT id FROM regions INDEXED BY regions_reclaimed WHERE state = 'reclaimed' AND updated <= ?1"
                 "  AND id NOT IN (SELECT region FROM routes WHERE region IS NOT NULL)"
                 "  ORDER BY updated, id LIMIT ?2)",
+        /*
+         * Audit rows go oldest first by seq, as a prefix (the rows left are numbered without gaps),
+         * and never the newest (seq is the rowid: sqlite numbers a new row one past the largest).
+         * By age: the oldest rows up to the first of the oldest ?2 that is not older than ?1 (rows
+         * after one a clock step made young wait for it).
+         */
         [STMT_PRUNE_AUDIT_AGE] =
                 "DELETE FROM audit WHERE seq IN ("
-                "  SELECT seq FROM audit WHERE time < ?1 ORDER BY time LIMIT ?2)",
+                "  SELECT seq FROM audit WHERE seq < (SELECT max(seq) FROM audit)"
+                "  AND seq < coalesce((SELECT seq FROM (SELECT seq, time FROM audit ORDER BY seq LIMIT ?2)"
+                "                      WHERE time >= ?1 ORDER BY seq LIMIT 1), 9223372036854775807)"
+                "  ORDER BY seq LIMIT ?2)",
         /* seq has no gaps but those pruning made: the newest ?1 seqs are the newest ?1 rows. */
         [STMT_PRUNE_AUDIT_COUNT] =
                 "DELETE FROM audit WHERE seq IN ("
-                "  SELECT seq FROM audit WHERE seq <= (SELECT max(seq) FROM audit) - ?1 ORDER BY seq LIMIT ?2)",
+                "  SELECT seq FROM audit WHERE seq <= (SELECT max(seq) FROM audit) - max(?1, 1) ORDER BY seq LIMIT ?2)",
         /*
          * What decides whether a pass is due: O(log n) each (rowid and index ends). INDEXED BY:
          * a planner that preferred another index (schema 2 and 3 had one on regions.state) made a
          * query O(reclaimed rows).
          */
         [STMT_PRUNE_DUE_AUDIT] = "SELECT (SELECT max(seq) FROM audit) - (SELECT min(seq) FROM audit) + 1,"
-                                 " (SELECT min(time) FROM audit)",
+                                 " (SELECT time FROM audit ORDER BY seq LIMIT 1)",
         [STMT_PRUNE_DUE_REGIONS_AGE] =
                 "SELECT updated FROM regions INDEXED BY regions_reclaimed WHERE state = 'reclaimed' ORDER BY updated LIMIT 1",
 };

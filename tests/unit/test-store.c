@@ -364,10 +364,14 @@ static void test_open_fresh(void **state) {
                                           "name IN ('regions', 'peers', 'routes', 'audit')"),
                          4);
         assert_int_equal(raw_int(f->path, "SELECT count(*) FROM sqlite_master WHERE type = 'index' AND "
-                                          "name IN ('audit_time', 'regions_reclaimed')"),
-                         2);
-        /* Schema 4: peers and routes are their primary key's b-tree alone; regions.state unindexed. */
-        assert_int_equal(raw_int(f->path, "SELECT count(*) FROM sqlite_master WHERE type = 'index'"), 2);
+                                          "name IN ('regions_reclaimed')"),
+                         1);
+        /* Schema 4: peers and routes are their primary key's b-tree alone; regions.state unindexed.
+         * Schema 5: audit is one b-tree, numbered without sqlite_sequence. */
+        assert_int_equal(raw_int(f->path, "SELECT count(*) FROM sqlite_master WHERE type = 'index'"), 1);
+        assert_int_equal(raw_int(f->path, "SELECT count(*) FROM sqlite_master WHERE name = 'audit' AND "
+                                          "sql LIKE '%AUTOINCREMENT%'"),
+                         0);
         assert_int_equal(raw_int(f->path, "SELECT count(*) FROM pragma_index_list('peers') WHERE origin = 'pk'"),
                          1);
         assert_int_equal(raw_int(f->path, "SELECT count(*) FROM pragma_index_list('routes') WHERE origin = 'pk'"),
@@ -1123,6 +1127,9 @@ static void test_migrate_from_version_1(void **state) {
                  TOKEN_A "');"
                  "INSERT INTO peers (region, domain, access, state, token) VALUES (1, 'vm-b', 'ro', 'attached', NULL);"
                  "INSERT INTO routes (device, domain, kind, region, updated) VALUES ('nic0', 'vm-z', 'region', 1, 1);"
+                 "INSERT INTO audit (time, actor, action) VALUES (1, 'vm-a', 'share'), (2, 'vm-a', 'share'),"
+                 "  (3, 'vm-a', 'share');"
+                 "DELETE FROM audit WHERE seq = 3;" /* the numbering reached 3; the rows end at 2 */
                  "PRAGMA user_version = 1;");
         assert_int_equal(raw_int(f->path, "SELECT count(*) FROM sqlite_master WHERE type = 'index' AND "
                                           "name = 'regions_reclaimed'"),
@@ -1144,6 +1151,14 @@ static void test_migrate_from_version_1(void **state) {
         assert_string_equal(seen.peers[0].token, TOKEN_A);
         assert_string_equal(seen.peers[1].domain, "vm-b");
         assert_int_equal(seen.n_routes, 1);
+        /* Schema 5 kept the audit rows, and the numbering: a row at 3 says so, the next is 4. */
+        assert_int_equal(raw_int(f->path, "SELECT count(*) FROM audit WHERE seq <= 2 AND action = 'share'"), 2);
+        assert_int_equal(raw_int(f->path, "SELECT count(*) FROM audit WHERE seq = 3 AND action = 'schema'"), 1);
+        assert_int_equal(store_transition(s, NULL, NULL, &(struct store_audit) {
+                .time = 5, .actor = "vm-a", .action = "share",
+        }, 1), 0);
+        assert_int_equal(raw_int(f->path, "SELECT max(seq) FROM audit"), 4);
+        assert_int_equal(raw_int(f->path, "SELECT count(*) FROM sqlite_sequence WHERE name = 'audit'"), 0);
         store_close(s);
 }
 
@@ -1289,23 +1304,26 @@ static void test_prune_limits(void **state) {
         assert_int_equal(store_prune(s, 1000000, &res), 0);
         assert_int_equal(res.regions, 0);
 
-        /* By age: reclaimed before 1040 and audit rows before 1040 go; live regions stay. */
+        /* By age: reclaimed before 1040 go, live regions stay; audit rows go oldest first as a
+         * prefix, up to the first not old enough (1040): the three written after it at 1000-1002
+         * wait for it, and the newest row always stays (seq is numbered from it). */
         assert_int_equal(store_set_retention(s, &(struct store_retention) { .max_age_usec = 60 }), 0);
         assert_int_equal(store_prune(s, 1100, &res), 0);
         assert_int_equal(res.regions, 40);
-        assert_int_equal(res.audit, 40 + 3);
+        assert_int_equal(res.audit, 40);
         assert_false(res.more);
         assert_int_equal(count(f->path, "regions"), 10 + 3);
         assert_int_equal(count(f->path, "peers"), 10 + 3);
         assert_int_equal(raw_int(f->path, "SELECT min(updated) FROM regions WHERE state = 'reclaimed'"), 1040);
         assert_int_equal(raw_int(f->path, "SELECT count(*) FROM regions WHERE state = 'active'"), 3);
-        assert_int_equal(count(f->path, "audit"), 10);
+        assert_int_equal(count(f->path, "audit"), 13);
+        assert_int_equal(raw_int(f->path, "SELECT max(seq) - min(seq) + 1 FROM audit"), 13);
 
         /* By count: the newest 4 reclaimed regions and the newest 6 audit rows stay. */
         assert_int_equal(store_set_retention(s, &(struct store_retention) { .max_regions = 4, .max_audit = 6 }), 0);
         assert_int_equal(store_prune(s, 1100, &res), 0);
         assert_int_equal(res.regions, 6);
-        assert_int_equal(res.audit, 4);
+        assert_int_equal(res.audit, 7);
         assert_int_equal(raw_int(f->path, "SELECT min(updated) FROM regions WHERE state = 'reclaimed'"), 1046);
         assert_int_equal(raw_int(f->path, "SELECT count(*) FROM regions WHERE state = 'active'"), 3);
         assert_int_equal(raw_int(f->path, "SELECT min(seq) FROM audit"), raw_int(f->path, "SELECT max(seq) - 5 FROM audit"));
@@ -1389,15 +1407,21 @@ static void test_prune_by_itself_by_age(void **state) {
         now = (int64_t) ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
         assert_int_equal(store_open(f->path, &s), 0);
         assert_int_equal(store_set_retention(s, &(struct store_retention) { .max_age_usec = day }), 0);
+        /* Rows a day and an hour old, then new ones: the passes take the old, and only them. */
+        fill(s, 20, now - day - 3600 * INT64_C(1000000), REGION_RECLAIMED);
         fill(s, 50, now, REGION_RECLAIMED);
+        audit_transitions_at(s, 64, now);
+        assert_int_equal(count(f->path, "regions"), 50);
+        assert_int_equal(count(f->path, "audit"), 50 + 64);
         audit_transitions_at(s, 3 * 64, now);
         assert_int_equal(count(f->path, "regions"), 50);
-        assert_int_equal(count(f->path, "audit"), 50 + 3 * 64);
-        /* Rows a day and an hour old: the next pass takes them, and only them. */
+        assert_int_equal(count(f->path, "audit"), 50 + 4 * 64);
+        /* Old rows written after young ones (a clock stepped back) wait for those, as audit rows
+         * go oldest first by seq; old reclaimed regions go whenever (they have an index by age). */
         fill(s, 20, now - day - 3600 * INT64_C(1000000), REGION_RECLAIMED);
         audit_transitions_at(s, 64, now);
         assert_int_equal(count(f->path, "regions"), 50);
-        assert_int_equal(count(f->path, "audit"), 50 + 4 * 64);
+        assert_int_equal(count(f->path, "audit"), 50 + 20 + 5 * 64);
         store_close(s);
 }
 
