@@ -23,8 +23,10 @@
 #include "util/crashpoint.h"
 #include "util/log.h"
 
-/* Held output waits at most this many commits for the loop to run dry (a pipelining client). */
+/* Held output waits at most this many commits, or connections' inputs handled, for the loop to
+ * run dry: a pipelining client, or one flooding reads, cannot hold everyone's replies back. */
 #define MANAGER_SYNC_MAX_COMMITS 256
+#define MANAGER_SYNC_MAX_INPUTS 64
 
 struct manager {
         struct manager_config cfg;
@@ -37,6 +39,7 @@ struct manager {
         int agent_fd, admin_fd;                /* passed by socket activation, until served; -1: none */
         const char *agent_where, *admin_where; /* the paths, or "the activated socket" */
         struct process_watch watch;
+        unsigned inputs_held; /* connections' inputs handled since the first unflushed commit */
 };
 
 static void on_broker_event(void *userdata, const struct broker_event *ev) {
@@ -66,6 +69,7 @@ static int on_sync(sd_event_source *s, void *userdata) {
 
         crashpoint("sync-pending");
         sync_or_die(m);
+        m->inputs_held = 0;
         rpc_server_flush(m->server);
         return 0;
 }
@@ -90,8 +94,13 @@ static void input_done(void *userdata) {
         struct manager *m = userdata;
         struct pollfd p = { .fd = sd_event_get_fd(m->event), .events = POLLIN };
 
-        if (broker_unsynced(m->broker) == 0 || poll(&p, 1, 0) != 0)
+        if (broker_unsynced(m->broker) == 0) {
+                m->inputs_held = 0;
                 return;
+        }
+        if (++m->inputs_held < MANAGER_SYNC_MAX_INPUTS && poll(&p, 1, 0) != 0)
+                return;
+        m->inputs_held = 0;
         sync_or_die(m);
         (void) sd_event_source_set_enabled(m->sync, SD_EVENT_OFF);
         rpc_server_flush(m->server);
