@@ -59,14 +59,29 @@ static void out_line_close_fds(struct rpc_out_line *l) {
         l->n_fds = 0;
 }
 
-static int sendmsg_line(int fd, struct rpc_out_line *l) {
+/* Lines written by one sendmsg(): the first, with its fds, and the fd-less ones after it. */
+#define RPC_FLUSH_LINES_MAX 64
+
+/*
+ * The first line (from where it stopped) and as many lines after it as carry no fds, in one
+ * sendmsg(): held output (group sync) is often many notifications to one subscriber. A later
+ * line's fds must go with its own first byte, so a line with fds starts the next call.
+ */
+static int sendmsg_lines(int fd, struct rpc_out_line *l) {
         union {
                 struct cmsghdr align;
                 char buf[CMSG_SPACE(sizeof(int) * RPC_MAX_FDS_PER_LINE)];
         } control;
-        struct iovec iov = { .iov_base = l->data + l->written, .iov_len = l->size - l->written };
-        struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
+        struct iovec iov[RPC_FLUSH_LINES_MAX];
+        struct msghdr mh = { .msg_iov = iov, .msg_iovlen = 0 };
         ssize_t n;
+
+        for (const struct rpc_out_line *x = l; x && mh.msg_iovlen < RPC_FLUSH_LINES_MAX; x = x->next) {
+                if (x != l && x->n_fds > 0)
+                        break;
+                iov[mh.msg_iovlen++] = (struct iovec) { .iov_base = (char *) x->data + x->written,
+                                                        .iov_len = x->size - x->written };
+        }
 
         if (l->n_fds > 0) {
                 struct cmsghdr *cmsg;
@@ -88,7 +103,7 @@ static int connection_flush(struct rpc_connection *c) {
         struct rpc_out_line *l;
 
         while (!output_held(c) && (l = c->out_head)) {
-                int n = sendmsg_line(c->fd, l);
+                int n = sendmsg_lines(c->fd, l);
 
                 if (n == -EINTR)
                         continue;
@@ -100,9 +115,14 @@ static int connection_flush(struct rpc_connection *c) {
                 }
                 /* The fds went with the first byte: the peer has its own copies now. */
                 out_line_close_fds(l);
-                l->written += (size_t) n;
-                c->out_pending -= (size_t) n;
-                if (l->written == l->size) {
+                for (size_t left = (size_t) n; left > 0 && (l = c->out_head);) {
+                        size_t take = l->size - l->written < left ? l->size - l->written : left;
+
+                        l->written += take;
+                        c->out_pending -= take;
+                        left -= take;
+                        if (l->written < l->size)
+                                break;
                         c->out_head = l->next;
                         if (!c->out_head)
                                 c->out_tail = &c->out_head;

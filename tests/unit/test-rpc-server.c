@@ -1198,6 +1198,37 @@ static void test_output_gate(void **state) {
         assert_int_equal(stats(f).connections, 1);
         assert_int_equal(f->n_undelivered, 0);
         client_close(&other);
+
+        /* Many held lines go out together (one sendmsg() for fd-less runs), in order, and a
+         * line with an fd still brings it with its own first byte, read a few bytes at a time. */
+        f->gate_open = false;
+        for (int i = 0; i < 100; i++)
+                assert_int_equal(rpc_server_notify(f->s, 1, "tick", params), 0);
+        client_send(f, &c, "{\"jsonrpc\":\"2.0\",\"id\":4,\"method\":\"fd\"}");
+        run_idle(f);
+        assert_int_equal(rpc_server_notify(f->s, 1, "tock", params), 0);
+        f->gate_open = true;
+        rpc_server_flush(f->s);
+        assert_false(fd_is_open(f->last_fd));
+        c.chunk = 5;
+        for (int i = 0; i < 100; i++) {
+                _cleanup_(put_json) struct json_object *n = client_reply(f, &c);
+                struct json_object *v;
+                assert_true(json_object_object_get_ex(n, "method", &v));
+                assert_string_equal(json_object_get_string(v), "tick");
+        }
+        assert_int_equal(c.n_fds, 0);
+        {
+                _cleanup_(put_json) struct json_object *r = client_reply(f, &c);
+                assert_result(r, "4", "{\"fd\":0}");
+        }
+        assert_int_equal(c.n_fds, 1);
+        {
+                _cleanup_(put_json) struct json_object *n = client_reply(f, &c);
+                struct json_object *v;
+                assert_true(json_object_object_get_ex(n, "method", &v));
+                assert_string_equal(json_object_get_string(v), "tock");
+        }
         client_close(&c);
 }
 
