@@ -105,27 +105,26 @@ void region_retry_later(struct broker *b, struct region *r, int error) {
 }
 
 /*
- * Every mapping of r asked away: 1 once none is left, 0 while removals are pending. The peers
- * go first; a peer's removal already requested is awaited, not asked for again.
+ * Every mapping of r asked away: 1 once none is left, 0 while removals are pending. Every
+ * holder is asked at once (a guest's unplug takes tens of milliseconds: one after another,
+ * they would add up); a removal already requested is awaited, not asked for again.
  */
 static int region_unmap_all(struct broker *b, struct region *r) {
-        holder_t *owner = &r->holders[0];
+        bool pending = false;
         int q;
 
-        for (size_t i = 0; i < r->n_peers; i++) {
+        for (size_t k = 0; k <= r->n_peers; k++) {
+                holder_t *h = region_holder_at(r, k);
+
                 /* A removal that was never asked for, or whose record failed: ask (again) now. */
-                if (r->peers[i].mapped && !r->peers[i].unplug.requested) {
-                        q = holder_unmap(b, r, &r->peers[i]);
+                if (h->mapped && !h->unplug.requested) {
+                        q = holder_unmap(b, r, h);
                         if (q < 0)
                                 return q;
                 }
-                if (r->peers[i].mapped)
-                        return 0;
+                pending = pending || h->mapped;
         }
-        q = holder_unmap(b, r, owner);
-        if (q < 0)
-                return q;
-        return !owner->mapped;
+        return !pending;
 }
 
 /* Scrub and free the memory. Before the commit, so a crash in between repeats them (both are
