@@ -195,6 +195,7 @@ static void handle_event(struct backend_libvirt *l, const struct lv_event *ev) {
         }
 
         libvirt_stale_forget_domain(l, ev->domain);
+        libvirt_domain_forget(l, ev->domain);
         /* A stopped domain holds no devices: its outstanding removals are complete. */
         for (size_t k = 0; k < l->n_pending;) {
                 if (strcmp(l->pending[k].domain, ev->domain) == 0) {
@@ -260,6 +261,7 @@ static void conn_drop(struct backend_libvirt *l) {
         if (l->cb_lifecycle >= 0)
                 virConnectDomainEventDeregisterAny(l->conn, l->cb_lifecycle);
         l->cb_removed = l->cb_removal_failed = l->cb_lifecycle = -1;
+        libvirt_domains_forget_all(l);
         virConnectClose(l->conn);
         l->conn = NULL;
 }

@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "backend/backend-libvirt.h"
+#include "backend/libvirt-internal.h"
 #include "util/macro.h"
 
 #define URI "test:///default"
@@ -221,6 +222,104 @@ static void test_domain_gone_on_loop(void **state) {
         sd_event_unref(e);
 }
 
+static void on_gone_exit(void *ud, const char *domain) {
+        (void) domain;
+        sd_event_exit(ud, 0);
+}
+
+/* The domain's handle is kept between calls; a stop event makes the backend forget it. */
+static void test_domain_kept_until_stopped(void **state) {
+        struct fixture *f = *state;
+        struct backend_libvirt *l = to_lv(f->b);
+        sd_event *e = NULL;
+        virConnectPtr c;
+        virDomainPtr d, mine;
+        bool kept = true;
+
+        assert_int_equal(libvirt_domain_get(l, "test", &kept, &d), 0);
+        assert_false(kept);
+        virDomainFree(d);
+        assert_int_equal(libvirt_domain_get(l, "test", &kept, &d), 0);
+        assert_true(kept);
+        virDomainFree(d);
+        assert_int_equal(libvirt_domain_get(l, "no-such-domain", &kept, &d), -ESRCH);
+
+        assert_int_equal(sd_event_new(&e), 0);
+        assert_int_equal(backend_attach_event(f->b, e), 0);
+        backend_set_callbacks(f->b, &(struct backend_callbacks) { .domain_gone = on_gone_exit, .userdata = e });
+        c = virConnectOpen(URI);
+        assert_non_null(c);
+        mine = virDomainLookupByName(c, "test");
+        assert_non_null(mine);
+        assert_int_equal(virDomainDestroy(mine), 0);
+        assert_int_equal(sd_event_add_time_relative(e, NULL, CLOCK_MONOTONIC, 30 * 1000000, 0, NULL,
+                                                    (void *) (intptr_t) -ETIMEDOUT), 0);
+        assert_int_equal(sd_event_loop(e), 0);
+        assert_int_equal(virDomainCreate(mine), 0);
+        assert_int_equal(libvirt_domain_get(l, "test", &kept, &d), 0);
+        assert_false(kept);
+        virDomainFree(d);
+
+        virDomainFree(mine);
+        virConnectClose(c);
+        backend_free(f->b);
+        f->b = NULL;
+        sd_event_unref(e);
+}
+
+/*
+ * Another domain took the name before the backend heard that the first one went (no loop runs
+ * here): the kept handle names the old one (by UUID), and the map looks the name up again
+ * rather than take the domain for gone. A doorbell region's map reads the live XML first,
+ * which the test driver refuses for a gone domain (the attach it cannot do at all); the map
+ * then fails on the region having no doorbell server (-ENOENT), past the domain. Without the
+ * second lookup it would say -ESRCH.
+ */
+static void test_kept_domain_replaced(void **state) {
+        struct fixture *f = *state;
+        struct backend_libvirt *l = to_lv(f->b);
+        struct backend_region r = { .id = 9, .base = 0x40000000, .size = MIB, .pool = &f->pool, .doorbells = 1 };
+        struct backend_mapping m = { .fd = -1 };
+        virConnectPtr c = virConnectOpen(URI);
+        virDomainPtr d, old, fresh;
+        bool kept = false;
+        char *xml, *uuid, *end;
+
+        assert_non_null(c);
+        assert_int_equal(libvirt_domain_get(l, "test", &kept, &d), 0);
+        virDomainFree(d);
+        old = virDomainLookupByName(c, "test");
+        assert_non_null(old);
+        xml = virDomainGetXMLDesc(old, VIR_DOMAIN_XML_INACTIVE);
+        assert_non_null(xml);
+        /* The same definition under a new UUID. */
+        uuid = strstr(xml, "<uuid>");
+        assert_non_null(uuid);
+        end = strstr(uuid, "</uuid>");
+        assert_non_null(end);
+        memmove(uuid, end + strlen("</uuid>"), strlen(end + strlen("</uuid>")) + 1);
+        assert_int_equal(virDomainDestroy(old), 0);
+        assert_int_equal(virDomainUndefine(old), 0);
+        fresh = virDomainDefineXML(c, xml);
+        assert_non_null(fresh);
+        assert_int_equal(virDomainCreate(fresh), 0);
+
+        assert_int_equal(libvirt_domain_get(l, "test", &kept, &d), 0);
+        assert_true(kept); /* still the old one's */
+        virDomainFree(d);
+        assert_int_equal(f->b->ops->map(f->b, &r, "test", ACCESS_RW, &m), -ENOENT);
+        /* ... and the handle kept now is the new domain's. */
+        assert_int_equal(libvirt_domain_get(l, "test", &kept, &d), 0);
+        assert_true(kept);
+        assert_int_equal(virDomainIsActive(d), 1);
+        virDomainFree(d);
+
+        free(xml);
+        virDomainFree(fresh);
+        virDomainFree(old);
+        virConnectClose(c);
+}
+
 /* The test driver's one domain, "test", is running and has no shmem device. */
 static void test_survey(void **state) {
         struct fixture *f = *state;
@@ -296,6 +395,8 @@ int main(void) {
                 cmocka_unit_test_setup_teardown(test_file_lifecycle, fixture_setup, fixture_teardown),
                 cmocka_unit_test_setup_teardown(test_map_refusals, fixture_setup, fixture_teardown),
                 cmocka_unit_test_setup_teardown(test_domain_gone_on_loop, fixture_setup, fixture_teardown),
+                cmocka_unit_test_setup_teardown(test_domain_kept_until_stopped, fixture_setup, fixture_teardown),
+                cmocka_unit_test_setup_teardown(test_kept_domain_replaced, fixture_setup, fixture_teardown),
                 cmocka_unit_test_setup_teardown(test_survey, fixture_setup, fixture_teardown),
                 cmocka_unit_test_setup_teardown(test_escalate, fixture_setup, fixture_teardown),
                 cmocka_unit_test(test_qemu_user),
