@@ -435,7 +435,7 @@ static int lv_unmap(struct backend *b, const struct backend_region *r, const str
         const char *domain = h ? h->domain : NULL;
         virDomainPtr d = NULL;
         char alias[64];
-        int k, code;
+        int k;
 
         if (!r || !name_is_valid(domain))
                 return -EINVAL;
@@ -460,28 +460,19 @@ static int lv_unmap(struct backend *b, const struct backend_region *r, const str
         alias_of(r->id, alias, sizeof(alias));
         /* Registered before the call, so that a removal event cannot overtake it. */
         k = libvirt_pending_add(l, r->id, domain);
-        if (k < 0) {
-                virDomainFree(d);
-                return k;
-        }
-        if (virDomainDetachDeviceAlias(d, alias, VIR_DOMAIN_AFFECT_LIVE) < 0) {
-                code = virGetLastErrorCode();
-                libvirt_pending_remove(l, (size_t) libvirt_pending_find(l, r->id, domain));
-                virDomainFree(d);
-                /* Not there (never attached, or removed already), or the domain is not running. */
-                if (code == VIR_ERR_DEVICE_MISSING) {
-                        /* Removed while brokerd was not looking: its stale fd numbers, if any, now. */
-                        libvirt_stale_fill(l, r->id, domain);
-                        return 0;
-                }
-                if (code == VIR_ERR_OPERATION_INVALID || code == VIR_ERR_NO_DOMAIN)
-                        return 0;
-                log_error("libvirt: detaching %s from %s: %s", alias, domain, libvirt_last_error());
-                return -EIO;
+        if (k >= 0) {
+                /* On a thread: the holders' removals start together (libvirt-detach.c). Its
+                 * completion is the DEVICE_REMOVED event, or the call's failure, both on the loop. */
+                k = libvirt_detach_start(l, d, r->id, domain);
+                if (k < 0)
+                        libvirt_pending_remove(l, (size_t) libvirt_pending_find(l, r->id, domain));
         }
         virDomainFree(d);
+        if (k < 0) {
+                log_error("libvirt: cannot ask for the removal of %s from %s: %s", alias, domain, strerror(-k));
+                return k;
+        }
         log_info("libvirt: removal of %s from %s requested", alias, domain);
-        /* The call returns before the guest lets go: completion is the DEVICE_REMOVED event. */
         return -EINPROGRESS;
 }
 

@@ -8,8 +8,8 @@
  * libvirt-doorbells.c has the doorbell regions' ivshmem servers (on the ivshmem host thread),
  * libvirt-qemu.c finds the QEMU process of a domain, libvirt-stale.c works around QEMU 7.2's
  * stale fd handlers after a doorbell device's unplug under TCG, libvirt-domains.c keeps the
- * domains' handles between calls.
- * Everything here but the queue runs on the loop's thread.
+ * domains' handles between calls, libvirt-detach.c makes the detach calls on threads of their own.
+ * Everything here but the queue and the detach calls runs on the loop's thread.
  */
 #include <pthread.h>
 #include <stdatomic.h>
@@ -40,6 +40,8 @@ struct backend_libvirt {
         struct lv_event *queue;
         size_t n_queue, n_queue_allocated;
         int efd;
+        size_t n_detaching; /* detach calls still running (libvirt-detach.c) */
+        pthread_cond_t detached;
 
         pthread_t thread;
         bool thread_started;
@@ -100,6 +102,16 @@ int libvirt_domain_lookup(struct backend_libvirt *l, const char *domain, virDoma
 int libvirt_domain_get(struct backend_libvirt *l, const char *domain, bool *ret_kept, virDomainPtr *ret);
 void libvirt_domain_forget(struct backend_libvirt *l, const char *domain);
 void libvirt_domains_forget_all(struct backend_libvirt *l);
+
+/*
+ * libvirt-detach.c: the detach call of region id's device (its alias) from d, on a thread of its
+ * own; the removal must be pending already (libvirt_pending_add()). A call that fails reports
+ * through the event queue (libvirt_detach_failed(), any thread): the loop then ends the pending
+ * removal. wait: until no call runs (before the queue goes).
+ */
+int libvirt_detach_start(struct backend_libvirt *l, virDomainPtr d, uint64_t id, const char *domain);
+void libvirt_detach_wait(struct backend_libvirt *l);
+void libvirt_detach_failed(struct backend_libvirt *l, uint64_t id, const char *domain, int code);
 
 /* The region's file, opened and checked to be ours (owner, mode, size). */
 int libvirt_region_file_open(struct backend_libvirt *l, const struct backend_region *r, int *ret);

@@ -320,6 +320,53 @@ static void test_kept_domain_replaced(void **state) {
         virConnectClose(c);
 }
 
+static int unmap_results, unmap_result;
+static uint64_t unmap_region;
+
+static void on_unmap_done(void *ud, uint64_t id, const char *domain, int result) {
+        (void) domain;
+        unmap_results++;
+        unmap_region = id;
+        unmap_result = result;
+        sd_event_exit(ud, 0);
+}
+
+/*
+ * The detach call runs on a thread; the unmap returns in progress at once. The test driver
+ * cannot detach: the failure comes back on the loop as the removal's end (-EIO), and the
+ * removal is no longer pending (a map is not refused as "still on its way out").
+ */
+static void test_unmap_detach_fails_on_loop(void **state) {
+        struct fixture *f = *state;
+        struct backend_region r = { .id = 11, .base = 0x40000000, .size = MIB, .pool = &f->pool };
+        struct backend_mapping m = { .fd = -1 };
+        sd_event *e = NULL;
+
+        assert_int_equal(sd_event_new(&e), 0);
+        assert_int_equal(backend_attach_event(f->b, e), 0);
+        backend_set_callbacks(f->b, &(struct backend_callbacks) { .unmap_done = on_unmap_done, .userdata = e });
+        unmap_results = 0;
+        assert_int_equal(f->b->ops->unmap(f->b, &r, &(struct backend_holder) { .domain = "test", .pidfd = -1 }),
+                         -EINPROGRESS);
+        /* Pending: asked again, it is awaited, not asked twice; a map waits for it. */
+        assert_int_equal(f->b->ops->unmap(f->b, &r, &(struct backend_holder) { .domain = "test", .pidfd = -1 }),
+                         -EINPROGRESS);
+        assert_int_equal(f->b->ops->map(f->b, &r, "test", ACCESS_RW, &m), -EBUSY);
+
+        assert_int_equal(sd_event_add_time_relative(e, NULL, CLOCK_MONOTONIC, 30 * 1000000, 0, NULL,
+                                                    (void *) (intptr_t) -ETIMEDOUT), 0);
+        assert_int_equal(sd_event_loop(e), 0);
+        assert_int_equal(unmap_results, 1);
+        assert_int_equal(unmap_region, 11);
+        assert_int_equal(unmap_result, -EIO);
+        /* Over: the map is tried (and fails on the test driver's missing hot-plug). */
+        assert_int_equal(f->b->ops->map(f->b, &r, "test", ACCESS_RW, &m), -EIO);
+
+        backend_free(f->b);
+        f->b = NULL;
+        sd_event_unref(e);
+}
+
 /* The test driver's one domain, "test", is running and has no shmem device. */
 static void test_survey(void **state) {
         struct fixture *f = *state;
@@ -397,6 +444,7 @@ int main(void) {
                 cmocka_unit_test_setup_teardown(test_domain_gone_on_loop, fixture_setup, fixture_teardown),
                 cmocka_unit_test_setup_teardown(test_domain_kept_until_stopped, fixture_setup, fixture_teardown),
                 cmocka_unit_test_setup_teardown(test_kept_domain_replaced, fixture_setup, fixture_teardown),
+                cmocka_unit_test_setup_teardown(test_unmap_detach_fails_on_loop, fixture_setup, fixture_teardown),
                 cmocka_unit_test_setup_teardown(test_survey, fixture_setup, fixture_teardown),
                 cmocka_unit_test_setup_teardown(test_escalate, fixture_setup, fixture_teardown),
                 cmocka_unit_test(test_qemu_user),
