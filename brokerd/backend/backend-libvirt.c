@@ -434,6 +434,7 @@ static int lv_unmap(struct backend *b, const struct backend_region *r, const str
         struct backend_libvirt *l = to_lv(b);
         const char *domain = h ? h->domain : NULL;
         virDomainPtr d = NULL;
+        bool kept;
         char alias[64];
         int k;
 
@@ -442,7 +443,10 @@ static int lv_unmap(struct backend *b, const struct backend_region *r, const str
         if (libvirt_pending_find(l, r->id, domain) >= 0)
                 return -EINPROGRESS;
 
-        k = libvirt_domain_lookup(l, domain, &d);
+        /* A kept handle whose domain is gone needs no second look: that domain's devices went
+         * with it (VIR_ERR_NO_DOMAIN completes the removal), and a device of ours in a domain
+         * that took its name was plugged through a handle looked up again (lv_map()). */
+        k = libvirt_domain_get(l, domain, &kept, &d);
         /* Out of the doorbell group before the unplug: brokerd's copies of its eventfds closed. */
         /* Only a doorbell region's unplug costs the extra look at the live XML. */
         if (k != -ENOTCONN && k != -EIO && libvirt_bells_has(l, r->id)) {

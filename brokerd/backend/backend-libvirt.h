@@ -20,9 +20,9 @@
  * domain's handle is kept from earlier calls, and a plain region's live XML is read only when
  * the attach fails (a device already there, after a crash, is the same mapping). ivshmem has
  * no read-only mode, so map() refuses ACCESS_RO with -EOPNOTSUPP: policies must give libvirt
- * peers rw. unmap() asks for the device's removal and returns -EINPROGRESS (0 when the domain
- * does not exist); the detach call runs on a thread of its own, so that several removals
- * start together. The removal is complete only when libvirt reports
+ * peers rw. unmap() asks for the device's removal (through the kept handle too) and returns
+ * -EINPROGRESS (0 when the domain does not exist); the detach call runs on a thread of its
+ * own, so that several removals start together. The removal is complete only when libvirt reports
  * VIR_DOMAIN_EVENT_ID_DEVICE_REMOVED for the alias (the detach call returns before the guest
  * has let go), or when the detach call finds no device or no running domain; a detach call
  * that fails otherwise reports -EIO through backend_unmap_done(). A domain that stops
