@@ -59,9 +59,8 @@
 
 #define DEFAULT_ITERATIONS 20u
 #define DEFAULT_WARMUP 2u
-/* 300 ms was too short on a 2-CPU host: A's TCG guest was still taking in the share's device
- * when B's attach ran, which made brokerd's attach ~1 ms slower than the raw one for no fault
- * of brokerd's (docs/bench-mapping.md, "Where brokerd's attach time goes"). */
+/* 300 ms until issue 16: on a 2-CPU host A's TCG guest may still be taking in the share's
+ * device when B's attach runs (docs/bench-mapping.md, "Where the attach time goes now"). */
 #define DEFAULT_SETTLE_MS 1000u
 #define DEFAULT_TIMEOUT_MS 60000u
 #define DEFAULT_SIZE (UINT64_C(1) << 20)
