@@ -874,7 +874,7 @@ static void test_restart_records_completed_removal(void **state) {
         assert_int_equal(peer_of(f, s.region, "vm1").state, PEER_RELEASED);
         assert_false(peer_of(f, s.region, "vm1").mapped);
         assert_int_equal(peer_of(f, s.region, "vm1").unplug.requested, 0);
-        /* Next step: the owner's device. Quarantined until it is gone. */
+        /* The owner's removal, asked with the peer's, is still pending: quarantined until it is gone. */
         assert_int_equal(state_of(f, s.region), REGION_REVOKING);
         assert_true(sim_removing(f->m, s.region, "hw0"));
         assert_true(memory_exists(f, s.region));
