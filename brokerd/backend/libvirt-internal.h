@@ -24,6 +24,7 @@ struct lv_event;
 struct lv_pending;
 struct lv_bells;
 struct lv_stale;
+struct detach_call;
 struct ivshmem_host;
 struct hashmap;
 
@@ -40,7 +41,9 @@ struct backend_libvirt {
         struct lv_event *queue;
         size_t n_queue, n_queue_allocated;
         int efd;
-        size_t n_detaching; /* detach calls still running (libvirt-detach.c) */
+        struct detach_call *detach_head, *detach_tail; /* waiting for a thread (libvirt-detach.c) */
+        size_t n_detaching;      /* detach calls waiting or running */
+        size_t n_detach_threads; /* threads making them */
         pthread_cond_t detached;
 
         pthread_t thread;
@@ -104,10 +107,10 @@ void libvirt_domain_forget(struct backend_libvirt *l, const char *domain);
 void libvirt_domains_forget_all(struct backend_libvirt *l);
 
 /*
- * libvirt-detach.c: the detach call of region id's device (its alias) from d, on a thread of its
- * own; the removal must be pending already (libvirt_pending_add()). A call that fails reports
- * through the event queue (libvirt_detach_failed(), any thread): the loop then ends the pending
- * removal. wait: until no call runs (before the queue goes).
+ * libvirt-detach.c: the detach call of region id's device (its alias) from d, on a thread (a few
+ * at most, the rest queued); the removal must be pending already (libvirt_pending_add()). A call
+ * that fails reports through the event queue (libvirt_detach_failed(), any thread): the loop then
+ * ends the pending removal. wait: until no call waits or runs (before the queue goes).
  */
 int libvirt_detach_start(struct backend_libvirt *l, virDomainPtr d, uint64_t id, const char *domain);
 void libvirt_detach_wait(struct backend_libvirt *l);
