@@ -224,16 +224,9 @@ static void alias_of(uint64_t id, char *buf, size_t n) {
         snprintf(buf, n, ALIAS_PREFIX "%" PRIu64, id);
 }
 
-static int lookup_domain(struct backend_libvirt *l, const char *domain, virDomainPtr *ret) {
-        virDomainPtr d;
-
-        if (!l->conn)
-                return -ENOTCONN;
-        d = virDomainLookupByName(l->conn, domain);
-        if (!d)
-                return virGetLastErrorCode() == VIR_ERR_NO_DOMAIN ? -ESRCH : -EIO;
-        *ret = d;
-        return 0;
+/* A call on a domain failed: -ESTALE when the domain is gone (a kept handle: look it up again). */
+static int call_failed(void) {
+        return virGetLastErrorCode() == VIR_ERR_NO_DOMAIN ? -ESTALE : -EIO;
 }
 
 /*
@@ -265,7 +258,7 @@ static int domain_has_region(virDomainPtr d, const struct backend_region *r) {
         int found;
 
         if (!xml)
-                return -EIO;
+                return call_failed();
         shm_name(r, name, sizeof(name));
         found = libvirt_xml_foreach_region(xml, region_is, &(struct region_match) { .id = r->id, .name = name });
         free(xml);
@@ -329,11 +322,76 @@ static void warn_tcg_one_vcpu(virDomainPtr d, const char *domain) {
         free(xml);
 }
 
+/*
+ * The attach call failed. A plain region's device may be there already (a map repeated after a
+ * crash): libvirt refuses a second device with the same alias, and the live XML tells.
+ */
+static int attach_failed(virDomainPtr d, const struct backend_region *r, const char *alias, const char *domain) {
+        int code = virGetLastErrorCode();
+        _cleanup_(xfreep) char *msg = strdup(libvirt_last_error());
+
+        if (code == VIR_ERR_NO_DOMAIN)
+                return -ESTALE;
+        if (r->doorbells == 0 && domain_has_region(d, r) > 0)
+                return 0;
+        log_error("libvirt: attaching %s to %s: %s", alias, domain, msg ?: "out of memory");
+        return -EIO;
+}
+
+/*
+ * r's device into d: 0 once libvirt has it in the live definition. A doorbell region is looked
+ * for in the live XML first (a map repeated after a crash finds its doorbells as the restore
+ * left them); a plain one is attached at once, the XML read only when that fails. Nothing is
+ * plugged while one of d's doorbell devices is on its way out (libvirt_stale_settle()).
+ * -ESTALE: d is gone.
+ */
+static int device_plug(struct backend_libvirt *l, virDomainPtr d, const struct backend_region *r, const char *domain) {
+        _cleanup_(xfreep) char *xml = NULL;
+        char alias[64];
+        int k;
+
+        alias_of(r->id, alias, sizeof(alias));
+        if (r->doorbells > 0) {
+                k = domain_has_region(d, r);
+                if (k == -EIO)
+                        log_error("libvirt: reading %s's definition: %s", domain, libvirt_last_error());
+                if (k != 0)
+                        return k < 0 ? k : 0;
+        }
+        k = libvirt_stale_settle(l, d, domain);
+        if (k == -EBUSY && r->doorbells == 0 && domain_has_region(d, r) > 0)
+                return 0;
+        if (k == -EBUSY)
+                log_warning("libvirt: not attaching %s to %s yet: a doorbell device of %s is still being unplugged",
+                            alias, domain, domain);
+        else if (k < 0)
+                log_error("libvirt: reading %s's definition: %s", domain, libvirt_last_error());
+        if (k < 0)
+                return k;
+        k = device_xml(l, r, alias, &xml);
+        /* Its QEMU is let in before the call: QEMU reads the setup while realizing the device. */
+        if (k >= 0 && r->doorbells > 0)
+                k = libvirt_bells_expect(l, r->id, domain);
+        if (k < 0)
+                return k;
+        if (virDomainAttachDeviceFlags(d, xml, VIR_DOMAIN_AFFECT_LIVE) < 0) {
+                k = attach_failed(d, r, alias, domain);
+                if (r->doorbells > 0)
+                        (void) libvirt_bells_attached(l, r->id, domain, false);
+                return k;
+        }
+        if (r->doorbells == 0)
+                return 0;
+        k = libvirt_bells_attached(l, r->id, domain, true);
+        warn_tcg_one_vcpu(d, domain);
+        return k;
+}
+
 static int lv_map(struct backend *b, const struct backend_region *r, const char *domain, enum access_mode access,
                   struct backend_mapping *ret) {
         struct backend_libvirt *l = to_lv(b);
-        char alias[64], *xml = NULL;
         virDomainPtr d = NULL;
+        bool kept = false;
         int k;
 
         if (!ret || !name_is_valid(domain) || (access != ACCESS_RO && access != ACCESS_RW))
@@ -347,37 +405,24 @@ static int lv_map(struct backend *b, const struct backend_region *r, const char 
         if (libvirt_pending_find(l, r->id, domain) >= 0)
                 return -EBUSY; /* the previous mapping is still on its way out */
 
-        k = lookup_domain(l, domain, &d);
-        if (k < 0) {
-                log_error("libvirt: %s: %s", domain, k == -ENOTCONN ? "libvirtd is not connected" : libvirt_last_error());
-                return k;
+        k = libvirt_domain_get(l, domain, &kept, &d);
+        if (k >= 0) {
+                k = device_plug(l, d, r, domain);
+                virDomainFree(d);
         }
-        alias_of(r->id, alias, sizeof(alias));
-        k = domain_has_region(d, r);
-        if (k == 0)
-                k = libvirt_stale_settle(l, d, domain);
-        if (k == -EBUSY)
-                log_warning("libvirt: not attaching %s to %s yet: a doorbell device of %s is still being unplugged",
-                            alias, domain, domain);
-        else if (k == 0) {
-                k = device_xml(l, r, alias, &xml);
-                /* Its QEMU is let in before the call: QEMU reads the setup while realizing the device. */
-                if (k >= 0 && r->doorbells > 0)
-                        k = libvirt_bells_expect(l, r->id, domain);
-                if (k >= 0 && virDomainAttachDeviceFlags(d, xml, VIR_DOMAIN_AFFECT_LIVE) < 0) {
-                        log_error("libvirt: attaching %s to %s: %s", alias, domain, libvirt_last_error());
-                        k = -EIO;
-                        (void) libvirt_bells_attached(l, r->id, domain, false);
-                } else if (k >= 0 && r->doorbells > 0) {
-                        k = libvirt_bells_attached(l, r->id, domain, true);
-                        warn_tcg_one_vcpu(d, domain);
+        if (k == -ESTALE && kept) {
+                /* The handle kept outlived its domain (its stop event is still on its way): once more. */
+                libvirt_domain_forget(l, domain);
+                k = libvirt_domain_get(l, domain, &kept, &d);
+                if (k >= 0) {
+                        k = device_plug(l, d, r, domain);
+                        virDomainFree(d);
                 }
-                free(xml);
-        } else if (k > 0)
-                k = 0; /* attached before a crash: the same mapping (its doorbells as the restore left them) */
-        else
-                log_error("libvirt: reading %s's definition: %s", domain, libvirt_last_error());
-        virDomainFree(d);
+        }
+        if (k == -ESTALE)
+                k = -ESRCH; /* gone between the lookup and the call */
+        if (k == -ENOTCONN || k == -ESRCH)
+                log_error("libvirt: %s: %s", domain, k == -ENOTCONN ? "libvirtd is not connected" : "no such domain");
         if (k < 0)
                 return k;
         ret->fd = -1;
@@ -389,15 +434,19 @@ static int lv_unmap(struct backend *b, const struct backend_region *r, const str
         struct backend_libvirt *l = to_lv(b);
         const char *domain = h ? h->domain : NULL;
         virDomainPtr d = NULL;
+        bool kept;
         char alias[64];
-        int k, code;
+        int k;
 
         if (!r || !name_is_valid(domain))
                 return -EINVAL;
         if (libvirt_pending_find(l, r->id, domain) >= 0)
                 return -EINPROGRESS;
 
-        k = lookup_domain(l, domain, &d);
+        /* A kept handle whose domain is gone needs no second look: that domain's devices went
+         * with it (VIR_ERR_NO_DOMAIN completes the removal), and a device of ours in a domain
+         * that took its name was plugged through a handle looked up again (lv_map()). */
+        k = libvirt_domain_get(l, domain, &kept, &d);
         /* Out of the doorbell group before the unplug: brokerd's copies of its eventfds closed. */
         /* Only a doorbell region's unplug costs the extra look at the live XML. */
         if (k != -ENOTCONN && k != -EIO && libvirt_bells_has(l, r->id)) {
@@ -415,28 +464,19 @@ static int lv_unmap(struct backend *b, const struct backend_region *r, const str
         alias_of(r->id, alias, sizeof(alias));
         /* Registered before the call, so that a removal event cannot overtake it. */
         k = libvirt_pending_add(l, r->id, domain);
-        if (k < 0) {
-                virDomainFree(d);
-                return k;
-        }
-        if (virDomainDetachDeviceAlias(d, alias, VIR_DOMAIN_AFFECT_LIVE) < 0) {
-                code = virGetLastErrorCode();
-                libvirt_pending_remove(l, (size_t) libvirt_pending_find(l, r->id, domain));
-                virDomainFree(d);
-                /* Not there (never attached, or removed already), or the domain is not running. */
-                if (code == VIR_ERR_DEVICE_MISSING) {
-                        /* Removed while brokerd was not looking: its stale fd numbers, if any, now. */
-                        libvirt_stale_fill(l, r->id, domain);
-                        return 0;
-                }
-                if (code == VIR_ERR_OPERATION_INVALID || code == VIR_ERR_NO_DOMAIN)
-                        return 0;
-                log_error("libvirt: detaching %s from %s: %s", alias, domain, libvirt_last_error());
-                return -EIO;
+        if (k >= 0) {
+                /* On a thread: the holders' removals start together (libvirt-detach.c). Its
+                 * completion is the DEVICE_REMOVED event, or the call's failure, both on the loop. */
+                k = libvirt_detach_start(l, d, r->id, domain);
+                if (k < 0)
+                        libvirt_pending_remove(l, (size_t) libvirt_pending_find(l, r->id, domain));
         }
         virDomainFree(d);
+        if (k < 0) {
+                log_error("libvirt: cannot ask for the removal of %s from %s: %s", alias, domain, strerror(-k));
+                return k;
+        }
         log_info("libvirt: removal of %s from %s requested", alias, domain);
-        /* The call returns before the guest lets go: completion is the DEVICE_REMOVED event. */
         return -EINPROGRESS;
 }
 
@@ -510,7 +550,7 @@ static int lv_escalate(struct backend *b, const struct backend_region *r, const 
                 return 0;
         if (!name_is_valid(domain) || (action != ESCALATION_PAUSE && action != ESCALATION_DESTROY))
                 return -EINVAL;
-        k = lookup_domain(l, domain, &d);
+        k = libvirt_domain_lookup(l, domain, &d);
         if (k == -ESRCH)
                 return 0; /* gone already: its stop event completes the removal */
         if (k < 0)

@@ -16,13 +16,17 @@
  * could have planted it and kept it open): it is unlinked and made afresh. restore() reopens
  * the file and checks owner, mode and size. scrub() punches the range out; destroy() unlinks.
  *
- * map() hot-plugs the device (it returns no fd: ret->fd is -1). ivshmem has no read-only
- * mode, so map() refuses ACCESS_RO with -EOPNOTSUPP: policies must give libvirt peers rw.
- * unmap() asks for the device's removal and returns -EINPROGRESS; the removal is complete
- * only when libvirt reports VIR_DOMAIN_EVENT_ID_DEVICE_REMOVED for the alias (the detach
- * call returns before the guest has let go), or at once when the device or the running
- * domain is not there. A domain that stops completes its outstanding removals (then
- * backend_domain_gone() reports it); a guest that
+ * map() hot-plugs the device (it returns no fd: ret->fd is -1) with one libvirt call: the
+ * domain's handle is kept from earlier calls, and a plain region's live XML is read only when
+ * the attach fails (a device already there, after a crash, is the same mapping). ivshmem has
+ * no read-only mode, so map() refuses ACCESS_RO with -EOPNOTSUPP: policies must give libvirt
+ * peers rw. unmap() asks for the device's removal (through the kept handle too) and returns
+ * -EINPROGRESS (0 when the domain does not exist); the detach call runs on a thread of its
+ * own, so that several removals start together. The removal is complete only when libvirt reports
+ * VIR_DOMAIN_EVENT_ID_DEVICE_REMOVED for the alias (the detach call returns before the guest
+ * has let go), or when the detach call finds no device or no running domain; a detach call
+ * that fails otherwise reports -EIO through backend_unmap_done(). A domain that stops
+ * completes its outstanding removals (then backend_domain_gone() reports it); a guest that
  * refuses one (VIR_DOMAIN_EVENT_ID_DEVICE_REMOVAL_FAILED) reports -EBUSY through
  * backend_unmap_done(), leaving the device in place.
  *

@@ -23,13 +23,13 @@
 /* Events queued between the libvirt thread and the loop; past this they are dropped (logged). */
 #define LIBVIRT_MAX_QUEUED 65536
 
-enum lv_event_kind { LV_REMOVED, LV_REMOVAL_FAILED, LV_GONE, LV_DISCONNECTED };
+enum lv_event_kind { LV_REMOVED, LV_REMOVAL_FAILED, LV_GONE, LV_DISCONNECTED, LV_DETACH_FAILED };
 
 struct lv_event {
         enum lv_event_kind kind;
-        uint64_t id; /* LV_REMOVED, LV_REMOVAL_FAILED */
+        uint64_t id; /* LV_REMOVED, LV_REMOVAL_FAILED, LV_DETACH_FAILED */
         char domain[NAME_MAX_LEN + 1];
-        int reason;  /* LV_DISCONNECTED */
+        int reason;  /* LV_DISCONNECTED; LV_DETACH_FAILED: libvirt's error code */
 };
 
 struct lv_pending {
@@ -84,6 +84,10 @@ static void queue_push_alias(struct backend_libvirt *l, enum lv_event_kind kind,
         if (libvirt_alias_parse(alias, &id) < 0)
                 return;
         queue_push(l, kind, id, virDomainGetName(dom), 0);
+}
+
+void libvirt_detach_failed(struct backend_libvirt *l, uint64_t id, const char *domain, int code) {
+        queue_push(l, LV_DETACH_FAILED, id, domain, code);
 }
 
 static void on_device_removed(virConnectPtr conn, virDomainPtr dom, const char *alias, void *opaque) {
@@ -159,6 +163,23 @@ void libvirt_pending_remove(struct backend_libvirt *l, size_t i) {
 static void reconnect_schedule(struct backend_libvirt *l);
 static void conn_drop(struct backend_libvirt *l);
 
+/* A detach call failed (libvirt-detach.c): the removal it was to start is over. */
+static void handle_detach_failed(struct backend_libvirt *l, const struct lv_event *ev) {
+        ssize_t i = libvirt_pending_find(l, ev->id, ev->domain);
+
+        if (i < 0)
+                return; /* ended meanwhile: its event, the domain's stop, the connection lost */
+        libvirt_pending_remove(l, (size_t) i);
+        if (ev->reason == VIR_ERR_DEVICE_MISSING) {
+                /* Removed while brokerd was not looking: its stale fd numbers, if any, now. */
+                libvirt_stale_fill(l, ev->id, ev->domain);
+                backend_unmap_done(&l->backend, ev->id, ev->domain, 0);
+        } else if (ev->reason == VIR_ERR_OPERATION_INVALID || ev->reason == VIR_ERR_NO_DOMAIN)
+                backend_unmap_done(&l->backend, ev->id, ev->domain, 0); /* not running: it holds nothing */
+        else
+                backend_unmap_done(&l->backend, ev->id, ev->domain, -EIO); /* logged by the call's thread */
+}
+
 static void handle_event(struct backend_libvirt *l, const struct lv_event *ev) {
         ssize_t i;
 
@@ -171,6 +192,10 @@ static void handle_event(struct backend_libvirt *l, const struct lv_event *ev) {
                 /* Their completion events are lost with the connection: reconciliation redoes them. */
                 l->n_pending = 0;
                 reconnect_schedule(l);
+                return;
+        }
+        if (ev->kind == LV_DETACH_FAILED) {
+                handle_detach_failed(l, ev);
                 return;
         }
         if (ev->kind == LV_REMOVAL_FAILED) {
@@ -195,6 +220,7 @@ static void handle_event(struct backend_libvirt *l, const struct lv_event *ev) {
         }
 
         libvirt_stale_forget_domain(l, ev->domain);
+        libvirt_domain_forget(l, ev->domain);
         /* A stopped domain holds no devices: its outstanding removals are complete. */
         for (size_t k = 0; k < l->n_pending;) {
                 if (strcmp(l->pending[k].domain, ev->domain) == 0) {
@@ -260,6 +286,7 @@ static void conn_drop(struct backend_libvirt *l) {
         if (l->cb_lifecycle >= 0)
                 virConnectDomainEventDeregisterAny(l->conn, l->cb_lifecycle);
         l->cb_removed = l->cb_removal_failed = l->cb_lifecycle = -1;
+        libvirt_domains_forget_all(l);
         virConnectClose(l->conn);
         l->conn = NULL;
 }
@@ -341,6 +368,7 @@ int libvirt_events_start(struct backend_libvirt *l) {
 
         l->cb_removed = l->cb_removal_failed = l->cb_lifecycle = -1;
         pthread_mutex_init(&l->lock, NULL);
+        pthread_cond_init(&l->detached, NULL);
         l->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
         if (l->efd < 0)
                 return negative_errno();
@@ -358,6 +386,8 @@ int libvirt_events_start(struct backend_libvirt *l) {
 }
 
 void libvirt_events_stop(struct backend_libvirt *l) {
+        /* Their threads report into the queue and use the connection. */
+        libvirt_detach_wait(l);
         conn_drop(l);
         if (l->thread_started) {
                 atomic_store(&l->stop, true);
@@ -372,6 +402,7 @@ void libvirt_events_stop(struct backend_libvirt *l) {
         sd_event_unref(l->event);
         if (l->efd >= 0)
                 close(l->efd);
+        pthread_cond_destroy(&l->detached);
         pthread_mutex_destroy(&l->lock);
         free(l->queue);
         free(l->pending);

@@ -7,8 +7,9 @@
  * on the sd-event loop, and the removals the guests have not confirmed yet (pending).
  * libvirt-doorbells.c has the doorbell regions' ivshmem servers (on the ivshmem host thread),
  * libvirt-qemu.c finds the QEMU process of a domain, libvirt-stale.c works around QEMU 7.2's
- * stale fd handlers after a doorbell device's unplug under TCG.
- * Everything here but the queue runs on the loop's thread.
+ * stale fd handlers after a doorbell device's unplug under TCG, libvirt-domains.c keeps the
+ * domains' handles between calls, libvirt-detach.c makes the detach calls on threads of their own.
+ * Everything here but the queue and the detach calls runs on the loop's thread.
  */
 #include <pthread.h>
 #include <stdatomic.h>
@@ -23,6 +24,7 @@ struct lv_event;
 struct lv_pending;
 struct lv_bells;
 struct lv_stale;
+struct detach_call;
 struct ivshmem_host;
 struct hashmap;
 
@@ -39,6 +41,10 @@ struct backend_libvirt {
         struct lv_event *queue;
         size_t n_queue, n_queue_allocated;
         int efd;
+        struct detach_call *detach_head, *detach_tail; /* waiting for a thread (libvirt-detach.c) */
+        size_t n_detaching;      /* detach calls waiting or running */
+        size_t n_detach_threads; /* threads making them */
+        pthread_cond_t detached;
 
         pthread_t thread;
         bool thread_started;
@@ -50,6 +56,7 @@ struct backend_libvirt {
         uint64_t reconnect_delay;
         struct lv_pending *pending;
         size_t n_pending, n_pending_allocated;
+        struct hashmap *domains; /* name -> struct lv_domain: handles kept (libvirt-domains.c) */
 
         /* Doorbell regions (libvirt-doorbells.c), main thread only. */
         char *ivshmem_dir;
@@ -86,6 +93,28 @@ int libvirt_events_attach(struct backend *b, sd_event *e);
 ssize_t libvirt_pending_find(struct backend_libvirt *l, uint64_t id, const char *domain);
 int libvirt_pending_add(struct backend_libvirt *l, uint64_t id, const char *domain);
 void libvirt_pending_remove(struct backend_libvirt *l, size_t i);
+
+/*
+ * libvirt-domains.c: a domain by name. lookup asks libvirtd (-ESRCH: no such domain, -ENOTCONN,
+ * -EIO). get gives a handle kept from an earlier call when there is one (*ret_kept), else looks
+ * it up and keeps it; a caller that gets VIR_ERR_NO_DOMAIN on a kept handle forgets it and
+ * looks the name up again. Either way the caller frees *ret (virDomainFree). Handles are
+ * forgotten when their domain stops or is undefined, and all of them with the connection.
+ */
+int libvirt_domain_lookup(struct backend_libvirt *l, const char *domain, virDomainPtr *ret);
+int libvirt_domain_get(struct backend_libvirt *l, const char *domain, bool *ret_kept, virDomainPtr *ret);
+void libvirt_domain_forget(struct backend_libvirt *l, const char *domain);
+void libvirt_domains_forget_all(struct backend_libvirt *l);
+
+/*
+ * libvirt-detach.c: the detach call of region id's device (its alias) from d, on a thread (a few
+ * at most, the rest queued); the removal must be pending already (libvirt_pending_add()). A call
+ * that fails reports through the event queue (libvirt_detach_failed(), any thread): the loop then
+ * ends the pending removal. wait: until no call waits or runs (before the queue goes).
+ */
+int libvirt_detach_start(struct backend_libvirt *l, virDomainPtr d, uint64_t id, const char *domain);
+void libvirt_detach_wait(struct backend_libvirt *l);
+void libvirt_detach_failed(struct backend_libvirt *l, uint64_t id, const char *domain, int code);
 
 /* The region's file, opened and checked to be ours (owner, mode, size). */
 int libvirt_region_file_open(struct backend_libvirt *l, const struct backend_region *r, int *ret);

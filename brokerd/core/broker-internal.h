@@ -166,7 +166,7 @@ int region_set_peer(struct region *r, size_t i, const char *domain, enum access_
 int region_add_peer(struct region *r, const struct store_peer *sp);
 ssize_t region_find_peer(const struct region *r, const char *domain);
 holder_t *region_holder(struct region *r, const char *domain);
-/* The k-th holder for k in [0, n_peers]: the peers first, then the owner (who unmaps last). */
+/* The k-th holder for k in [0, n_peers]: the peers first, then the owner. */
 holder_t *region_holder_at(struct region *r, size_t k);
 bool holder_is_owner(const struct region *r, const holder_t *h);
 /* The owner while the region is live; a peer while attached. */

@@ -87,16 +87,17 @@ static int cmp_region_id(const void *a, const void *b) {
 
 /* A loaded region's tokens and routes indexed; removals in progress at the crash marked pending. */
 static int region_index(struct broker *b, struct region *r) {
-        bool all_done = true;
+        bool none_attached = true;
         int q;
 
         /* Removals that were in progress when we went down may still be pending. */
         for (size_t i = 0; i < r->n_peers; i++) {
                 if (peer_final(r->peers[i].state) && r->peers[i].mapped)
                         r->peers[i].unplug.requested = broker_now(b);
-                all_done = all_done && peer_final(r->peers[i].state) && !r->peers[i].mapped;
+                none_attached = none_attached && peer_final(r->peers[i].state);
         }
-        if (r->state == REGION_REVOKING && r->holders[0].mapped && all_done)
+        /* The owner's is asked together with the peers' once none is attached (takedown.c). */
+        if (r->state == REGION_REVOKING && r->holders[0].mapped && none_attached)
                 r->holders[0].unplug.requested = broker_now(b);
         for (size_t i = 0; i < r->n_peers; i++) {
                 /* Spent tokens stay indexed too, so reuse says token_used, as before the restart. */

@@ -172,27 +172,31 @@ void region_retry_later(struct broker *b, struct region *r, int error) {
 }
 
 /*
- * Every mapping of r asked away: 1 once none is left, 0 while removals are pending. The peers
- * go first; a peer's removal already requested is awaited, not asked for again.
+ * Every mapping of r asked away: 1 once none is left, 0 while removals are pending. Every
+ * holder is asked at once (a guest's unplug takes tens of milliseconds: one after another,
+ * they would add up), and one the backend failed to ask does not hold the others back; the
+ * range stays quarantined until each removal is confirmed. A removal already requested is
+ * awaited, not asked for again -- except while starting or reconciling (defer_unmaps), where
+ * holder_unmap() defers it: it may have been lost with the daemon or the connection.
  */
 static int region_unmap_all(struct broker *b, struct region *r) {
-        holder_t *owner = &r->holders[0];
-        int q;
+        bool pending = false;
+        int first_error = 0;
 
-        for (size_t i = 0; i < r->n_peers; i++) {
-                /* A removal that was never asked for, or whose record failed: ask (again) now. */
-                if (r->peers[i].mapped && !r->peers[i].unplug.requested) {
-                        q = holder_unmap(b, r, &r->peers[i]);
+        for (size_t k = 0; k <= r->n_peers; k++) {
+                holder_t *h = region_holder_at(r, k);
+
+                /* Never asked, or its request failed: ask (again) now. */
+                if (h->mapped && (!h->unplug.requested || b->defer_unmaps)) {
+                        int q = holder_unmap(b, r, h);
                         if (q < 0)
-                                return q;
+                                first_error = first_error ?: q;
                 }
-                if (r->peers[i].mapped)
-                        return 0;
+                pending = pending || h->mapped;
         }
-        q = holder_unmap(b, r, owner);
-        if (q < 0)
-                return q;
-        return !owner->mapped;
+        if (first_error < 0)
+                return first_error;
+        return !pending;
 }
 
 /* Scrub and free the memory. Before the commit, so a crash in between repeats them (both are

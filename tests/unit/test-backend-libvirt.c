@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "backend/backend-libvirt.h"
+#include "backend/libvirt-internal.h"
 #include "util/macro.h"
 
 #define URI "test:///default"
@@ -187,11 +188,22 @@ static void on_gone(void *ud, const char *domain) {
         sd_event_exit(e, 0);
 }
 
+/* A domain that stops reaches the user on the loop, and the backend forgets its kept handle. */
 static void test_domain_gone_on_loop(void **state) {
         struct fixture *f = *state;
         sd_event *e = NULL;
         virConnectPtr c;
         virDomainPtr d;
+        bool kept = true;
+
+        /* The domain's handle is kept between calls... */
+        assert_int_equal(libvirt_domain_get(to_lv(f->b), "test", &kept, &d), 0);
+        assert_false(kept);
+        virDomainFree(d);
+        assert_int_equal(libvirt_domain_get(to_lv(f->b), "test", &kept, &d), 0);
+        assert_true(kept);
+        virDomainFree(d);
+        assert_int_equal(libvirt_domain_get(to_lv(f->b), "no-such-domain", &kept, &d), -ESRCH);
 
         assert_int_equal(sd_event_new(&e), 0);
         assert_int_equal(backend_attach_event(f->b, e), 0);
@@ -214,8 +226,135 @@ static void test_domain_gone_on_loop(void **state) {
 
         assert_int_equal(virDomainCreate(d), 0);
         virDomainFree(d);
+        /* ... and forgotten with the domain's stop event. */
+        assert_int_equal(libvirt_domain_get(to_lv(f->b), "test", &kept, &d), 0);
+        assert_false(kept);
+        virDomainFree(d);
         virConnectClose(c);
         /* The backend's event source goes with the backend, before the loop. */
+        backend_free(f->b);
+        f->b = NULL;
+        sd_event_unref(e);
+}
+
+/*
+ * Another domain took the name before the backend heard that the first one went (no loop runs
+ * here): the kept handle names the old one (by UUID), and the map looks the name up again
+ * rather than take the domain for gone. A doorbell region's map reads the live XML first,
+ * which the test driver refuses for a gone domain (the attach it cannot do at all); the map
+ * then fails on the region having no doorbell server (-ENOENT), past the domain. Without the
+ * second lookup it would say -ESRCH.
+ */
+static void test_kept_domain_replaced(void **state) {
+        struct fixture *f = *state;
+        struct backend_libvirt *l = to_lv(f->b);
+        struct backend_region r = { .id = 9, .base = 0x40000000, .size = MIB, .pool = &f->pool, .doorbells = 1 };
+        struct backend_mapping m = { .fd = -1 };
+        virConnectPtr c = virConnectOpen(URI);
+        virDomainPtr d, old, fresh;
+        bool kept = false;
+        char *xml, *uuid, *end;
+
+        assert_non_null(c);
+        assert_int_equal(libvirt_domain_get(l, "test", &kept, &d), 0);
+        virDomainFree(d);
+        old = virDomainLookupByName(c, "test");
+        assert_non_null(old);
+        xml = virDomainGetXMLDesc(old, VIR_DOMAIN_XML_INACTIVE);
+        assert_non_null(xml);
+        /* The same definition under a new UUID. */
+        uuid = strstr(xml, "<uuid>");
+        assert_non_null(uuid);
+        end = strstr(uuid, "</uuid>");
+        assert_non_null(end);
+        memmove(uuid, end + strlen("</uuid>"), strlen(end + strlen("</uuid>")) + 1);
+        assert_int_equal(virDomainDestroy(old), 0);
+        assert_int_equal(virDomainUndefine(old), 0);
+        fresh = virDomainDefineXML(c, xml);
+        assert_non_null(fresh);
+        assert_int_equal(virDomainCreate(fresh), 0);
+
+        assert_int_equal(libvirt_domain_get(l, "test", &kept, &d), 0);
+        assert_true(kept); /* still the old one's */
+        virDomainFree(d);
+        assert_int_equal(f->b->ops->map(f->b, &r, "test", ACCESS_RW, &m), -ENOENT);
+        /* ... and the handle kept now is the new domain's. */
+        assert_int_equal(libvirt_domain_get(l, "test", &kept, &d), 0);
+        assert_true(kept);
+        assert_int_equal(virDomainIsActive(d), 1);
+        virDomainFree(d);
+
+        free(xml);
+        virDomainFree(fresh);
+        virDomainFree(old);
+        virConnectClose(c);
+}
+
+static int unmap_results, unmap_result, unmap_failed;
+static uint64_t unmap_region;
+
+static void on_unmap_done(void *ud, uint64_t id, const char *domain, int result) {
+        (void) domain;
+        unmap_results++;
+        unmap_region = id;
+        unmap_result = result;
+        unmap_failed += result == -EIO;
+        (void) ud;
+}
+
+/* Runs the loop until `wanted` removals came back; a lost one fails on the time limit. */
+static void run_until_unmapped(sd_event *e, int wanted) {
+        while (unmap_results < wanted) {
+                assert_true(sd_event_run(e, UINT64_MAX) >= 0);
+                assert_int_not_equal(sd_event_get_state(e), SD_EVENT_FINISHED);
+        }
+}
+
+/*
+ * The detach call runs on a thread; the unmap returns in progress at once. The test driver
+ * cannot detach: the failure comes back on the loop as the removal's end (-EIO), and the
+ * removal is no longer pending (a map is not refused as "still on its way out").
+ */
+static void test_unmap_detach_fails_on_loop(void **state) {
+        struct fixture *f = *state;
+        struct backend_region r = { .id = 11, .base = 0x40000000, .size = MIB, .pool = &f->pool };
+        struct backend_mapping m = { .fd = -1 };
+        sd_event *e = NULL;
+
+        assert_int_equal(sd_event_new(&e), 0);
+        assert_int_equal(backend_attach_event(f->b, e), 0);
+        backend_set_callbacks(f->b, &(struct backend_callbacks) { .unmap_done = on_unmap_done, .userdata = e });
+        unmap_results = unmap_failed = 0;
+        assert_int_equal(f->b->ops->unmap(f->b, &r, &(struct backend_holder) { .domain = "test", .pidfd = -1 }),
+                         -EINPROGRESS);
+        /* Pending: asked again, it is awaited, not asked twice; a map waits for it. */
+        assert_int_equal(f->b->ops->unmap(f->b, &r, &(struct backend_holder) { .domain = "test", .pidfd = -1 }),
+                         -EINPROGRESS);
+        assert_int_equal(f->b->ops->map(f->b, &r, "test", ACCESS_RW, &m), -EBUSY);
+
+        assert_int_equal(sd_event_add_time_relative(e, NULL, CLOCK_MONOTONIC, 30 * 1000000, 0, NULL,
+                                                    (void *) (intptr_t) -ETIMEDOUT), 0);
+        run_until_unmapped(e, 1);
+        assert_int_equal(unmap_results, 1);
+        assert_int_equal(unmap_region, 11);
+        assert_int_equal(unmap_result, -EIO);
+        /* Over: the map is tried (and fails on the test driver's missing hot-plug). */
+        assert_int_equal(f->b->ops->map(f->b, &r, "test", ACCESS_RW, &m), -EIO);
+
+        /* Many at once (a domain with many regions that went away): more than the threads that
+         * make the calls, so most wait in the queue; every one of them comes back. */
+        for (uint64_t id = 100; id < 140; id++) {
+                struct backend_region many = r;
+
+                many.id = id;
+                assert_int_equal(f->b->ops->unmap(f->b, &many, &(struct backend_holder) { .domain = "test", .pidfd = -1 }),
+                                 -EINPROGRESS);
+        }
+        unmap_results = unmap_failed = 0;
+        run_until_unmapped(e, 40);
+        assert_int_equal(unmap_results, 40);
+        assert_int_equal(unmap_failed, 40);
+
         backend_free(f->b);
         f->b = NULL;
         sd_event_unref(e);
@@ -296,6 +435,8 @@ int main(void) {
                 cmocka_unit_test_setup_teardown(test_file_lifecycle, fixture_setup, fixture_teardown),
                 cmocka_unit_test_setup_teardown(test_map_refusals, fixture_setup, fixture_teardown),
                 cmocka_unit_test_setup_teardown(test_domain_gone_on_loop, fixture_setup, fixture_teardown),
+                cmocka_unit_test_setup_teardown(test_kept_domain_replaced, fixture_setup, fixture_teardown),
+                cmocka_unit_test_setup_teardown(test_unmap_detach_fails_on_loop, fixture_setup, fixture_teardown),
                 cmocka_unit_test_setup_teardown(test_survey, fixture_setup, fixture_teardown),
                 cmocka_unit_test_setup_teardown(test_escalate, fixture_setup, fixture_teardown),
                 cmocka_unit_test(test_qemu_user),
