@@ -159,10 +159,15 @@ static int region_resume(struct broker *b, struct region *r) {
         if (q != 0)
                 return q < 0 ? q : 0;
 
-        /* Finish unmaps a crash interrupted. */
-        for (size_t i = 0; i < r->n_peers; i++)
-                if (peer_final(r->peers[i].state) && r->peers[i].mapped)
-                        (void) holder_unmap(b, r, &r->peers[i]);
+        /* Finish unmaps a crash interrupted (region_index() marked them): the peers', and the
+         * owner's once no peer is attached. A backend without events of its own would otherwise
+         * never be asked again for one marked requested. */
+        for (size_t k = 0; k <= r->n_peers; k++) {
+                holder_t *h = region_holder_at(r, k);
+
+                if (h->mapped && h->unplug.requested)
+                        (void) holder_unmap(b, r, h);
+        }
         if (region_live(r))
                 /* A crash between a release and the take-down it called for. */
                 return region_settle(b, r, "broker", "every peer released the region");
