@@ -666,9 +666,13 @@ static void test_shm_restore_checks(void **state) {
         assert_int_equal(write_file(path, 0600, REGION_SIZE, 0x3c), 0);
         assert_int_equal(be_restore(f->b, &r), 0);
         {
+                int rw = map_fd(f->b, &r, "writer", ACCESS_RW);
                 int fd = map_fd(f->b, &r, "owner", ACCESS_RO);
                 const uint8_t *p = mmap_ro(fd, REGION_SIZE);
 
+                /* Opened O_NONBLOCK (a planted FIFO must not hang us), handed out without it. */
+                assert_int_equal(fcntl(rw, F_GETFL) & (O_NONBLOCK | O_ACCMODE), O_RDWR);
+                close(rw);
                 assert_int_equal(p[0], 0x3c);
                 assert_int_equal(p[REGION_SIZE - 1], 0x3c);
                 munmap((void *) p, REGION_SIZE);
