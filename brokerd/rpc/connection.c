@@ -102,7 +102,8 @@ static int sendmsg_lines(int fd, struct rpc_out_line *l) {
 static int connection_flush(struct rpc_connection *c) {
         struct rpc_out_line *l;
 
-        while (!output_held(c) && (l = c->out_head)) {
+        /* Held stops it too: then the next line queued asks the gate again (it may open). */
+        while (!(c->held = output_held(c)) && (l = c->out_head)) {
                 int n = sendmsg_lines(c->fd, l);
 
                 if (n == -EINTR)
@@ -215,7 +216,8 @@ int rpc_connection_queue(struct rpc_connection *c, struct json_object *msg, int 
         c->out_tail = &l->next;
         c->out_pending += l->size;
 
-        if (was_empty && connection_flush(c) < 0)
+        /* Behind a full socket, the next EPOLLOUT writes it; behind the gate, try now. */
+        if ((was_empty || c->held) && connection_flush(c) < 0)
                 return -ECONNRESET;
         if (c->out_pending > s->limits.max_pending_bytes) {
                 rpc_connection_close(c, true);

@@ -75,6 +75,7 @@ struct rpc_connection {
         bool eof;     /* the peer shut down its writing side: answer what we have, then close */
         bool closing; /* broke a limit: no more input, close once the error is flushed */
         bool closed;  /* fd gone; waiting for the reaper to run the hooks and free it */
+        bool held;    /* its last flush stopped at the output gate, not at a full socket */
 };
 
 struct rpc_server {

@@ -11,6 +11,7 @@ import subprocess
 import time
 import unittest
 
+import harness
 from harness import DaemonTest, main
 
 STRACE = shutil.which("strace")
@@ -19,6 +20,8 @@ SHARE = {"owner": "hw0", "device": "nic0", "size": 4096, "peers": [{"domain": "v
 
 @unittest.skipUnless(STRACE, "strace is not installed (scripts/install-deps installs it)")
 class GroupSync(DaemonTest):
+    # Room for a long pipeline of shares: the test policy's with a larger quota.
+    policy = {**harness.POLICY, "quotas": [{"domain": "hw0", "max_bytes": "56MiB", "max_regions": 400}]}
     def trace(self):
         """strace on the running daemon: its flushes and what it sends, in order."""
         out = os.path.join(self.d.dir, "strace.out")
@@ -26,14 +29,17 @@ class GroupSync(DaemonTest):
         tracer = subprocess.Popen([STRACE, "-f", "-qq", "-s", "256", "-e", "trace=fdatasync,sendmsg",
                                    "-o", out, "-p", str(pid)], stderr=subprocess.DEVNULL)
         self.addCleanup(lambda: tracer.poll() is None and tracer.kill())
+        self.wait_traced(pid)
+        return tracer, out
+
+    def wait_traced(self, pid):
         deadline = time.monotonic() + 10
         while True:
             with open(f"/proc/{pid}/status") as f:
                 if any(line.startswith("TracerPid:") and line.split()[1] != "0" for line in f):
-                    break
+                    return
             self.assertLess(time.monotonic(), deadline, "strace did not attach")
             time.sleep(0.02)
-        return tracer, out
 
     @staticmethod
     def events(out):
@@ -80,6 +86,47 @@ class GroupSync(DaemonTest):
 
         self.assertEqual(self.events(out), ["sync"] + ["reply"] * 8 + ["reply"] * 3 + ["sync", "reply"])
 
+    def test_a_long_pipeline_is_answered_as_it_goes(self):
+        """300 shares pipelined on one connection (no take-down among them, whose scrub would
+        flush by itself): the gate flushes at 256 unflushed commits, so replies go out while the
+        rest of the pipeline is still being handled, rather than all held until the loop runs
+        dry (docs/store.md "Group sync", the bounds)."""
+        c = self.d.agent()
+        c.call("broker.info", {})
+        lines = [{"jsonrpc": "2.0", "id": i, "method": "region.share", "params": SHARE} for i in range(300)]
+        pid = self.d.proc.pid
+        out = os.path.join(self.d.dir, "strace-long.out")
+        tracer = subprocess.Popen([STRACE, "-f", "-qq", "-s", "64", "-e", "trace=fdatasync,sendmsg,pwrite64",
+                                   "-o", out, "-p", str(pid)], stderr=subprocess.DEVNULL)
+        self.addCleanup(lambda: tracer.poll() is None and tracer.kill())
+        self.wait_traced(pid)
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            c.send_raw("".join(json.dumps(x) + "\n" for x in lines).encode())
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        for i in range(300):
+            reply = c.read_reply()
+            self.assertEqual(reply["id"], i)
+            self.assertEqual(reply["result"]["placement"], "region")
+            os.close(c.take_fd())
+        tracer.terminate()
+        tracer.wait(timeout=10)
+
+        seen = []
+        with open(out) as f:
+            for line in f:
+                if "pwrite64(" in line:
+                    seen.append("write")
+                elif "fdatasync(" in line:
+                    seen.append("sync")
+                elif "sendmsg(" in line:
+                    seen.append("reply")
+        first_sync, first_reply = seen.index("sync"), seen.index("reply")
+        self.assertLess(first_sync, first_reply)
+        # Replies went out, then more commits were written: the pipeline was answered as it went.
+        self.assertIn("write", seen[first_reply:])
+        self.assertGreaterEqual(seen.count("sync"), 2)
 
 if __name__ == "__main__":
     main()
