@@ -262,10 +262,6 @@ static int region_finish_once(struct broker *b, struct region *r, const char *ac
                 k = gone_batch_end(b, id, outer);
                 return q == -EINPROGRESS ? k : q;
         }
-        for (size_t j = 0; j <= r->n_peers; j++)
-                region_holder_at(r, j)->gone_unrecorded = false;
-        if (outer)
-                b->gone_batch = false;
         crashpoint("reclaimed");
 
         broker_emit(b, &(struct broker_event) {
@@ -273,6 +269,8 @@ static int region_finish_once(struct broker *b, struct region *r, const char *ac
                 .n_peers = r->n_peers, .peers = r->peers,
         });
         region_forget(b, r);
+        /* The reclaim wrote every holder unmapped, and the region is gone: nothing left to write. */
+        (void) gone_batch_end(b, id, outer);
         return 0;
 }
 

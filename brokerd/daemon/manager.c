@@ -62,15 +62,19 @@ static void sync_or_die(struct manager *m) {
         _exit(EXIT_FAILURE);
 }
 
-/* At idle priority: after every request and event the loop has ready, so they share a flush. */
-static int on_sync(sd_event_source *s, void *userdata) {
-        struct manager *m = userdata;
-        (void) s;
-
-        crashpoint("sync-pending");
+/* Flushes now and delivers everything held: no idle-priority flush is due after it. */
+static void publish(struct manager *m) {
         sync_or_die(m);
         m->inputs_held = 0;
+        (void) sd_event_source_set_enabled(m->sync, SD_EVENT_OFF);
         rpc_server_flush(m->server);
+}
+
+/* At idle priority: after every request and event the loop has ready, so they share a flush. */
+static int on_sync(sd_event_source *s, void *userdata) {
+        (void) s;
+        crashpoint("sync-pending");
+        publish(userdata);
         return 0;
 }
 
@@ -78,10 +82,8 @@ static int on_sync(sd_event_source *s, void *userdata) {
 static void flush_output(void *userdata) {
         struct manager *m = userdata;
 
-        if (!m->server || !rpc_server_has_output(m->server))
-                return;
-        sync_or_die(m);
-        rpc_server_flush(m->server);
+        if (m->server && rpc_server_has_output(m->server))
+                publish(m);
 }
 
 /*
@@ -100,10 +102,7 @@ static void input_done(void *userdata) {
         }
         if (++m->inputs_held < MANAGER_SYNC_MAX_INPUTS && poll(&p, 1, 0) != 0)
                 return;
-        m->inputs_held = 0;
-        sync_or_die(m);
-        (void) sd_event_source_set_enabled(m->sync, SD_EVENT_OFF);
-        rpc_server_flush(m->server);
+        publish(m);
 }
 
 static bool output_gate(void *userdata) {

@@ -427,20 +427,6 @@ static void connection_read(struct rpc_connection *c) {
         connection_watch_partial(c);
 }
 
-static void connection_io_one(struct rpc_connection *c, uint32_t revents);
-
-static int connection_io(sd_event_source *source, int fd, uint32_t revents, void *userdata) {
-        struct rpc_connection *c = userdata;
-        struct rpc_server *s = c->server;
-
-        (void) source;
-        (void) fd;
-        connection_io_one(c, revents);
-        if (s->input_done)
-                s->input_done(s->input_done_userdata);
-        return 0;
-}
-
 static void connection_io_one(struct rpc_connection *c, uint32_t revents) {
         if (revents & EPOLLERR) {
                 rpc_connection_close(c, false);
@@ -463,6 +449,18 @@ static void connection_io_one(struct rpc_connection *c, uint32_t revents) {
                 rpc_connection_close(c, false);
         else
                 connection_update_events(c);
+}
+
+static int connection_io(sd_event_source *source, int fd, uint32_t revents, void *userdata) {
+        struct rpc_connection *c = userdata;
+        struct rpc_server *s = c->server;
+
+        (void) source;
+        (void) fd;
+        connection_io_one(c, revents);
+        if (s->input_done)
+                s->input_done(s->input_done_userdata);
+        return 0;
 }
 
 int rpc_connection_add(struct rpc_server *s, int fd_in, const struct ucred *ucred, int pidfd_in, bool admin) {
