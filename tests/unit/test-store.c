@@ -356,6 +356,9 @@ static void test_open_fresh(void **state) {
                 assert_int_equal(sqlite3_exec(other, "BEGIN EXCLUSIVE", NULL, NULL, NULL), SQLITE_BUSY);
                 assert_int_equal(sqlite3_close(other), SQLITE_OK);
         }
+        /* Nor can a second store (a second brokerd on the same file does not start). */
+        assert_int_equal(store_open(f->path, &ret), -EBUSY);
+        assert_ptr_equal(ret, SENTINEL);
 
         raw_text(f->path, "PRAGMA journal_mode", mode, sizeof(mode));
         assert_string_equal(mode, "wal");
