@@ -49,6 +49,13 @@ int store_begin(struct store *s);
 int store_commit(struct store *s);
 void store_rollback(struct store *s);
 
+/*
+ * store-vfs.c: the VFS every store opens its database with (registered once, never the
+ * default): sqlite's own, but a commit's WAL frames reach the file in one write.
+ */
+#define STORE_VFS_NAME "brokerd-wal"
+int store_vfs_init(void);
+
 /* store-schema.c: all the SQL the store runs. */
 extern const char *const store_statement_sql[_STMT_MAX];
 int store_migrate(struct store *s);

@@ -230,10 +230,13 @@ int store_open(const char *path, struct store **ret) {
                 return -ENOMEM;
         s->reclaimed = -1;
 
+        r = store_vfs_init();
+        if (r < 0)
+                return r;
         rc = sqlite3_open_v2(path, &s->db,
                              SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX |
                                      SQLITE_OPEN_EXRESCODE,
-                             NULL);
+                             STORE_VFS_NAME);
         if (rc != SQLITE_OK)
                 return s->db ? store_fail(s, rc) : -ENOMEM;
 

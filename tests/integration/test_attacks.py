@@ -756,9 +756,10 @@ FAULT_SHIM = r"""
 /* LD_PRELOAD into brokerd: writes and syncs of files under $BROKERD_FAULT_PREFIX fail with EIO
  * while $BROKERD_FAULT_CTL exists. It holds "<generation> <n> [w]": the first n sqlite commits
  * of that generation still succeed (counted by their WAL commit frames: a frame header whose
- * "database size after commit" is not 0, then that frame's page); with "w" syncs never fail,
- * only writes; with "s" writes never fail, only syncs. brokerd flushes the WAL once for a group
- * of commits (group sync), so a sync is no longer one commit. */
+ * "database size after commit" is not 0; brokerd's VFS writes a commit's frames with one
+ * pwrite, so a write is read frame by frame from its offset); with "w" syncs never fail, only
+ * writes; with "s" writes never fail, only syncs. brokerd flushes the WAL once for a group of
+ * commits (group sync), so a sync is no longer one commit. */
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <errno.h>
@@ -770,16 +771,32 @@ FAULT_SHIM = r"""
 #include <sys/uio.h>
 #include <unistd.h>
 
-static long generation = -1, commits, commit_frame;
+/* sqlite's WAL: a 32-byte header, then frames of a 24-byte header and a page (brokerd: 4 KiB). */
+#define WAL_HEADER 32
+#define FRAME_HEADER 24
+#define FRAME (FRAME_HEADER + 4096)
 
-/* A sqlite WAL frame header (24 bytes) of a commit frame: big-endian db size at offset 4. */
-static int commit_header(const void *b, size_t n) {
+static long generation = -1, commits;
+
+/* Commit frames whose header lies in this write to the WAL at offset o: big-endian db size at
+ * offset 4 of the frame header. */
+static long commit_frames(const void *b, size_t n, long long o) {
         const unsigned char *p = b;
+        long found = 0;
+        long long f;
 
-        return b && n == 24 && (p[4] | p[5] | p[6] | p[7]) != 0;
+        if (!b || o < 0)
+                return 0;
+        f = o <= WAL_HEADER ? WAL_HEADER : WAL_HEADER + (o - WAL_HEADER + FRAME - 1) / FRAME * FRAME;
+        for (; f + FRAME_HEADER <= o + (long long) n; f += FRAME) {
+                const unsigned char *h = p + (f - o);
+                if (h[4] | h[5] | h[6] | h[7])
+                        found++;
+        }
+        return found;
 }
 
-static int faulty(int fd, int is_sync, const void *data, size_t len) {
+static int faulty(int fd, int is_sync, const void *data, size_t len, long long offset) {
         const char *ctl = getenv("BROKERD_FAULT_CTL"), *prefix = getenv("BROKERD_FAULT_PREFIX");
         char link[64], path[4096], buf[64] = "", *end;
         long gen, allow;
@@ -807,15 +824,11 @@ static int faulty(int fd, int is_sync, const void *data, size_t len) {
         syncs_only = strchr(end, 's') != NULL;
         if (gen != generation) {
                 generation = gen;
-                commits = commit_frame = 0;
+                commits = 0;
         }
         if (commits < allow) {
-                if (!is_sync && commit_header(data, len))
-                        commit_frame = 1;
-                else if (!is_sync && commit_frame) {
-                        commit_frame = 0;
-                        commits++;
-                }
+                if (!is_sync && strlen(path) > 4 && strcmp(path + strlen(path) - 4, "-wal") == 0)
+                        commits += commit_frames(data, len, offset);
                 return 0;
         }
         if ((is_sync && writes_only) || (!is_sync && syncs_only))
@@ -825,18 +838,18 @@ static int faulty(int fd, int is_sync, const void *data, size_t len) {
 }
 
 #define NEXT(f) ((__typeof__(&f)) dlsym(RTLD_NEXT, #f))
-ssize_t write(int fd, const void *b, size_t n) { return faulty(fd, 0, b, n) ? -1 : NEXT(write)(fd, b, n); }
+ssize_t write(int fd, const void *b, size_t n) { return faulty(fd, 0, NULL, 0, -1) ? -1 : NEXT(write)(fd, b, n); }
 ssize_t pwrite(int fd, const void *b, size_t n, off_t o) {
-        return faulty(fd, 0, b, n) ? -1 : NEXT(pwrite)(fd, b, n, o);
+        return faulty(fd, 0, b, n, o) ? -1 : NEXT(pwrite)(fd, b, n, o);
 }
 ssize_t pwrite64(int fd, const void *b, size_t n, off64_t o) {
-        return faulty(fd, 0, b, n) ? -1 : NEXT(pwrite64)(fd, b, n, o);
+        return faulty(fd, 0, b, n, o) ? -1 : NEXT(pwrite64)(fd, b, n, o);
 }
 ssize_t writev(int fd, const struct iovec *v, int n) {
-        return faulty(fd, 0, NULL, 0) ? -1 : NEXT(writev)(fd, v, n);
+        return faulty(fd, 0, NULL, 0, -1) ? -1 : NEXT(writev)(fd, v, n);
 }
-int fsync(int fd) { return faulty(fd, 1, NULL, 0) ? -1 : NEXT(fsync)(fd); }
-int fdatasync(int fd) { return faulty(fd, 1, NULL, 0) ? -1 : NEXT(fdatasync)(fd); }
+int fsync(int fd) { return faulty(fd, 1, NULL, 0, -1) ? -1 : NEXT(fsync)(fd); }
+int fdatasync(int fd) { return faulty(fd, 1, NULL, 0, -1) ? -1 : NEXT(fdatasync)(fd); }
 """
 
 
