@@ -72,8 +72,11 @@ void holder_track(struct broker *b, const struct region *r, holder_t *h, const s
         if (!caller || caller->pidfd <= 0)
                 return;
         holder_close(b, h); /* the store's copy is replaced below */
-        /* An open file of its own: the fd store keeps one fd per open file, not per holder. */
-        q = pidfd_reopen(caller->pidfd, caller->pid, &fd);
+        /*
+         * Under an fd store, an open file of its own: the store keeps one fd per open file, not
+         * per holder. Without one, the connection's pidfd is as good and costs one call, not two.
+         */
+        q = b->fd_store.keep ? pidfd_reopen(caller->pidfd, caller->pid, &fd) : -EBADF;
         if (q < 0) /* exited already (its watch fires at once), or no /proc: a shared one then */
                 q = (fd = fcntl(caller->pidfd, F_DUPFD_CLOEXEC, 3)) < 0 ? negative_errno() : 0;
         if (q < 0) {

@@ -9,13 +9,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 #include <unistd.h>
 
 #include "core/broker-internal.h"
 #include "util/crashpoint.h"
 #include "util/log.h"
 #include "util/num.h"
+#include "util/random.h"
 
 static bool label_is_valid(const char *label) {
         size_t n = 0;
@@ -28,17 +28,15 @@ static bool label_is_valid(const char *label) {
 
 static int token_generate(char out[static STORE_TOKEN_LEN + 1]) {
         uint8_t raw[STORE_TOKEN_LEN / 2];
-        ssize_t n;
+        int q = random_bytes(raw, sizeof(raw));
 
-        do
-                n = getrandom(raw, sizeof(raw), 0);
-        while (n < 0 && errno == EINTR);
-        if (n != (ssize_t) sizeof(raw))
-                return n < 0 ? negative_errno() : -EIO;
+        if (q < 0)
+                return q;
         for (size_t i = 0; i < sizeof(raw); i++) {
                 out[2 * i] = "0123456789abcdef"[raw[i] >> 4];
                 out[2 * i + 1] = "0123456789abcdef"[raw[i] & 0xf];
         }
+        explicit_bzero(raw, sizeof(raw));
         out[STORE_TOKEN_LEN] = '\0';
         return 0;
 }
