@@ -67,6 +67,7 @@ struct region {
         struct broker_peer_info *peers;   /* holders + 1 */
         char **domains;                   /* the peers' names; peers[i].domain points to domains[i] */
         struct token_entry *tokens;       /* parallel to peers */
+        struct route_link *route_links;   /* parallel to peers */
         struct range_node range;
         struct range_node by_id;          /* in broker.ids: [id, id + 1) */
         /* A take-down that failed (store error, scrub failure) is tried again at retry_at. */
@@ -80,12 +81,22 @@ struct region {
 typedef struct broker_peer_info holder_t;
 
 
+/*
+ * A region's place among one peer's route's live regions (region.route_links, parallel to its
+ * peers): a list, so that a region leaves its routes in O(1) however many are live.
+ */
+struct route_link {
+        struct region *region;
+        struct route *route; /* NULL while on no route */
+        struct route_link *older, *newer;
+};
+
 /* Live regions reachable from (device, domain), newest last; plus a recorded bounce. */
 struct route {
         char *key; /* "device/domain": '/' never occurs in names */
         char *device, *domain;
-        struct region **live;
-        size_t n_live, cap_live;
+        struct route_link *oldest, *newest;
+        size_t n_live;
         char *bounce_reason; /* set when the last share for this route bounced */
         int64_t updated;
 };
@@ -197,8 +208,12 @@ int peer_record(struct broker *b, struct region *r, holder_t *h, const struct pe
 /* route.c */
 void route_free(struct route *rt);
 int route_get(struct broker *b, const char *device, const char *domain, bool create, struct route **ret);
+/* Makes region rt's newest live region (-ENOENT: none of its peers is rt's domain). */
 int route_add_live(struct route *rt, struct region *region);
-void route_remove_live(struct route *rt, const struct region *region);
+/* Takes region off rt, wherever it is among rt's live regions; nothing if it is not on rt. */
+void route_remove_live(struct route *rt, struct region *region);
+/* The region rt leads to now (its newest live one), NULL if none. */
+struct region *route_current(const struct route *rt);
 /* Inside a transition (s): what the durable routes table says for rt. */
 int route_persist(struct store *s, const struct route *rt, int64_t now);
 void emit_route_changed(struct broker *b, const char *device, const char *domain, uint64_t region,

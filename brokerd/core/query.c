@@ -72,7 +72,7 @@ int broker_route_lookup(struct broker *b, const struct broker_caller *caller, co
                 return 0;
         }
         if (rt->n_live > 0) {
-                const struct region *r = rt->live[rt->n_live - 1];
+                const struct region *r = route_current(rt);
                 ssize_t i = region_find_peer(r, domain);
                 *ret = (struct broker_route_info) {
                         .found = true, .kind = ROUTE_REGION, .region = r->id, .base = r->base, .size = r->size,

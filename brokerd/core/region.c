@@ -18,6 +18,7 @@ void region_free(struct region *r) {
         free(r->domains);
         free(r->holders);
         free(r->tokens);
+        free(r->route_links);
         free(r->owner);
         free(r->device);
         free(r->label);
@@ -53,7 +54,9 @@ int region_alloc(const char *owner, const char *device, const char *label, size_
         r->holders = calloc(n_peers + 1, sizeof(*r->holders));
         r->domains = calloc(n_peers + 1, sizeof(*r->domains));
         r->tokens = calloc(n_peers + 1, sizeof(*r->tokens));
-        if (!r->owner || !r->device || (label && !r->label) || !r->holders || !r->domains || !r->tokens)
+        r->route_links = calloc(n_peers + 1, sizeof(*r->route_links));
+        if (!r->owner || !r->device || (label && !r->label) || !r->holders || !r->domains || !r->tokens ||
+            !r->route_links)
                 return -ENOMEM;
         r->holders[0] = (holder_t) { .domain = r->owner, .access = ACCESS_RW, .state = PEER_ATTACHED, .pidfd = -1 };
         r->peers = r->holders + 1;
@@ -92,6 +95,12 @@ int region_add_peer(struct region *r, const struct store_peer *sp) {
         if (!tokens)
                 return -ENOMEM;
         r->tokens = tokens;
+        /* Loading comes before any route is built: no link points into the old array. */
+        struct route_link *links = reallocarray(r->route_links, n, sizeof(*links));
+        if (!links)
+                return -ENOMEM;
+        links[n - 1] = (struct route_link) {};
+        r->route_links = links;
         r->n_peers = n;
         return region_set_peer(r, n - 1, sp->domain, sp->access, sp->state, sp->token, sp->mapped);
 }

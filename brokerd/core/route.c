@@ -17,7 +17,6 @@ void route_free(struct route *rt) {
         free(rt->key);
         free(rt->device);
         free(rt->domain);
-        free(rt->live);
         free(rt->bounce_reason);
         free(rt);
 }
@@ -48,37 +47,61 @@ int route_get(struct broker *b, const char *device, const char *domain, bool cre
         return 0;
 }
 
+/* The link of region's peer whose route rt is; NULL if no peer of region is rt's domain. */
+static struct route_link *route_link_of(const struct route *rt, struct region *region) {
+        ssize_t i = strcmp(region->device, rt->device) == 0 ? region_find_peer(region, rt->domain) : -1;
+
+        return i >= 0 ? &region->route_links[i] : NULL;
+}
+
 int route_add_live(struct route *rt, struct region *region) {
-        if (rt->n_live == rt->cap_live) {
-                size_t cap = rt->cap_live ? rt->cap_live * 2 : 4;
-                struct region **live = reallocarray(rt->live, cap, sizeof(*live));
-                if (!live)
-                        return -ENOMEM;
-                rt->live = live;
-                rt->cap_live = cap;
-        }
-        rt->live[rt->n_live++] = region;
+        struct route_link *l = route_link_of(rt, region);
+
+        if (!l)
+                return -ENOENT;
+        if (l->route == rt)
+                return 0;
+        *l = (struct route_link) { .region = region, .route = rt, .older = rt->newest };
+        if (rt->newest)
+                rt->newest->newer = l;
+        else
+                rt->oldest = l;
+        rt->newest = l;
+        rt->n_live++;
         return 0;
 }
 
-void route_remove_live(struct route *rt, const struct region *region) {
-        for (size_t i = 0; i < rt->n_live; i++)
-                if (rt->live[i] == region) {
-                        memmove(rt->live + i, rt->live + i + 1, (rt->n_live - i - 1) * sizeof(*rt->live));
-                        rt->n_live--;
-                        return;
-                }
+void route_remove_live(struct route *rt, struct region *region) {
+        struct route_link *l = route_link_of(rt, region);
+
+        if (!l || l->route != rt)
+                return;
+        if (l->older)
+                l->older->newer = l->newer;
+        else
+                rt->oldest = l->newer;
+        if (l->newer)
+                l->newer->older = l->older;
+        else
+                rt->newest = l->older;
+        *l = (struct route_link) {};
+        rt->n_live--;
+}
+
+struct region *route_current(const struct route *rt) {
+        return rt->newest ? rt->newest->region : NULL;
 }
 
 /*
  * What the durable routes table should say for rt. A region row's reason carries a bounce
  * answered while the region still served the route: it is the answer once the region goes.
  */
-int route_persist(struct store *s, const struct route *rt, int64_t now) {
-        if (rt->n_live > 0)
+static int route_persist_leading_to(struct store *s, const struct route *rt, const struct region *current,
+                                    int64_t now) {
+        if (current)
                 return store_route_set(s, &(struct store_route) {
                         .device = rt->device, .domain = rt->domain, .kind = ROUTE_REGION,
-                        .region = rt->live[rt->n_live - 1]->id, .reason = rt->bounce_reason, .updated = now,
+                        .region = current->id, .reason = rt->bounce_reason, .updated = now,
                 });
         if (rt->bounce_reason)
                 return store_route_set(s, &(struct store_route) {
@@ -87,6 +110,10 @@ int route_persist(struct store *s, const struct route *rt, int64_t now) {
                 });
         int r = store_route_delete(s, rt->device, rt->domain);
         return r == -ENOENT ? 0 : r;
+}
+
+int route_persist(struct store *s, const struct route *rt, int64_t now) {
+        return route_persist_leading_to(s, rt, route_current(rt), now);
 }
 
 void emit_route_changed(struct broker *b, const char *device, const char *domain, uint64_t region,
@@ -106,15 +133,10 @@ void emit_route_changed(struct broker *b, const char *device, const char *domain
 int route_persist_without_peer(struct broker *b, struct store *s, struct region *region, const char *domain,
                                int64_t now) {
         struct route *rt;
-        int q;
 
-        if (route_get(b, region->device, domain, false, &rt) < 0 || rt->n_live == 0 ||
-            rt->live[rt->n_live - 1] != region)
+        if (route_get(b, region->device, domain, false, &rt) < 0 || route_current(rt) != region)
                 return 0;
-        rt->n_live--;
-        q = route_persist(s, rt, now);
-        rt->n_live++;
-        return q;
+        return route_persist_leading_to(s, rt, rt->newest->older ? rt->newest->older->region : NULL, now);
 }
 
 /* A region stops being usable for new traffic: the same, for every peer's route. */
@@ -141,19 +163,18 @@ void route_drop_peer(struct broker *b, struct region *region, const char *domain
 
         if (route_get(b, region->device, domain, false, &rt) < 0)
                 return;
-        was_current = rt->n_live > 0 && rt->live[rt->n_live - 1] == region;
+        was_current = route_current(rt) == region;
         route_remove_live(rt, region);
         if (was_current)
-                emit_route_changed(b, region->device, domain, rt->n_live > 0 ? rt->live[rt->n_live - 1]->id : 0,
-                                   reason);
+                emit_route_changed(b, region->device, domain, route_current(rt) ? route_current(rt)->id : 0, reason);
 }
 
 void routes_announce(struct broker *b, const struct region *region, const char *reason) {
         for (size_t i = 0; i < region->n_peers; i++) {
                 struct route *rt;
                 uint64_t id = 0;
-                if (route_get(b, region->device, region->peers[i].domain, false, &rt) >= 0 && rt->n_live > 0)
-                        id = rt->live[rt->n_live - 1]->id;
+                if (route_get(b, region->device, region->peers[i].domain, false, &rt) >= 0 && route_current(rt))
+                        id = route_current(rt)->id;
                 emit_route_changed(b, region->device, region->peers[i].domain, id, reason);
         }
 }

@@ -823,6 +823,57 @@ static void test_bounce_and_route_lookup(void **state) {
         assert_false(route.found);
 }
 
+static uint64_t route_region(struct fixture *f, const char *domain) {
+        struct broker_route_info route;
+
+        assert_int_equal(broker_route_lookup(f->b, &ADMIN, "nic0", domain, &route, NULL), 0);
+        if (!route.found)
+                return 0;
+        assert_int_equal(route.kind, ROUTE_REGION);
+        return route.region;
+}
+
+/*
+ * A route leads to its newest live region whichever of its regions go, in any order: from the
+ * middle, the newest, the oldest (a region leaves its routes through a list, not a scan), and
+ * the same after a restart, which rebuilds the routes from the database.
+ */
+static void test_route_after_takedowns_in_any_order(void **state) {
+        struct fixture *f = *state;
+        struct broker_share_result s[5];
+        struct broker_error err = {};
+
+        /* vm1: 0 1 3; vm2: 2 (the quota is 4 regions) */
+        for (size_t i = 0; i < 4; i++) {
+                s[i] = share_ok(f, "nic0", 4096, i == 2 ? "vm2" : "vm1", i == 2 ? ACCESS_RO : ACCESS_RW);
+                close(s[i].owner_fd);
+        }
+        assert_int_equal(route_region(f, "vm1"), s[3].region);
+        assert_int_equal(broker_revoke(f->b, &ADMIN, NULL, s[1].region, 0, true, NULL, &err), 0);
+        assert_int_equal(route_region(f, "vm1"), s[3].region);
+        s[4] = share_ok(f, "nic0", 4096, "vm1", ACCESS_RW);
+        close(s[4].owner_fd);
+        assert_int_equal(route_region(f, "vm1"), s[4].region);
+        assert_int_equal(broker_revoke(f->b, &ADMIN, NULL, s[4].region, 0, true, NULL, &err), 0);
+        assert_int_equal(route_region(f, "vm1"), s[3].region);
+        assert_int_equal(route_region(f, "vm2"), s[2].region);
+        broker_restart(f);
+        assert_int_equal(route_region(f, "vm1"), s[3].region);
+        assert_int_equal(broker_revoke(f->b, &ADMIN, NULL, s[0].region, 0, true, NULL, &err), 0);
+        assert_int_equal(route_region(f, "vm1"), s[3].region);
+        /* a new share is the newest again, ahead of what was loaded */
+        s[1] = share_ok(f, "nic0", 4096, "vm1", ACCESS_RW);
+        close(s[1].owner_fd);
+        assert_int_equal(route_region(f, "vm1"), s[1].region);
+        assert_int_equal(broker_revoke(f->b, &ADMIN, NULL, s[1].region, 0, true, NULL, &err), 0);
+        assert_int_equal(route_region(f, "vm1"), s[3].region);
+        assert_int_equal(broker_revoke(f->b, &ADMIN, NULL, s[3].region, 0, true, NULL, &err), 0);
+        assert_int_equal(route_region(f, "vm1"), 0);
+        broker_restart(f);
+        assert_int_equal(route_region(f, "vm1"), 0);
+        assert_int_equal(route_region(f, "vm2"), s[2].region);
+}
+
 /* A file-backed region whose file a crash left half-created is never handed out. */
 static void test_restart_half_created_file(void **state) {
         struct fixture *f = *state;
@@ -2082,6 +2133,7 @@ int main(void) {
                 cmocka_unit_test_setup_teardown(test_force_revoke, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_all_peers_released_reclaims, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_bounce_and_route_lookup, setup_shm, teardown),
+                cmocka_unit_test_setup_teardown(test_route_after_takedowns_in_any_order, setup_shm, teardown),
                 cmocka_unit_test_setup_teardown(test_restart_half_created_file, setup_shm, teardown),
                 cmocka_unit_test_setup_teardown(test_bounce_no_reachable_pool_on_node, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_place_mode_errors, setup, teardown),
