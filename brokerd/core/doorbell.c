@@ -204,7 +204,7 @@ void bells_sync(struct broker *b, struct region *r, const char *reason) {
         for (size_t k = 0; k < r->bells.n; k++)
                 if (left[k]) {
                         if (!streq_ptr(reason, BROKER_REASON_RECLAIMED))
-                                log_region(LOG_INFO, r->id, r->holders[k].domain, "broker", "doorbells cut: %s",
+                                log_region(LOG_DEBUG, r->id, r->holders[k].domain, "broker", "doorbells cut: %s",
                                            reason ?: "its hold ended");
                         bells_announce(b, r, k, BROKER_EVENT_LEFT, reason);
                 }

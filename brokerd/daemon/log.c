@@ -64,6 +64,21 @@ int log_target_from_string(const char *s, enum log_target *ret) {
         return -EINVAL;
 }
 
+/* syslog's names, as journalctl -p and systemd's LogLevel= spell them. */
+static const char *const log_level_names[] = {
+        [LOG_EMERG] = "emerg", [LOG_ALERT] = "alert", [LOG_CRIT] = "crit", [LOG_ERR] = "err",
+        [LOG_WARNING] = "warning", [LOG_NOTICE] = "notice", [LOG_INFO] = "info", [LOG_DEBUG] = "debug",
+};
+
+int log_level_from_string(const char *s, int *ret) {
+        for (size_t i = 0; i < ELEMENTSOF(log_level_names); i++)
+                if (strcmp(s, log_level_names[i]) == 0) {
+                        *ret = (int) i;
+                        return 0;
+                }
+        return -EINVAL;
+}
+
 void log_setup(enum log_target target) {
         if (target == LOG_TARGET_JOURNAL || (target == LOG_TARGET_AUTO && stderr_is_journal()))
                 log_set_sink(journal_sink);
@@ -74,7 +89,15 @@ void log_setup(enum log_target target) {
 void log_broker_event(const struct broker_event *ev) {
         const char *name = broker_event_type_to_string(ev->type);
         bool overdue = ev->type == BROKER_EVENT_UNPLUG_OVERDUE;
-        int priority = overdue ? LOG_WARNING : ev->type == BROKER_EVENT_REVOKED ? LOG_NOTICE : LOG_INFO;
+        /*
+         * A holder's doorbells follow its hold: joined and left restate the attach, release or
+         * revoke logged beside them, so they are details (one journal line for an attach, not two).
+         */
+        bool detail = ev->type == BROKER_EVENT_JOINED || ev->type == BROKER_EVENT_LEFT;
+        int priority = overdue                              ? LOG_WARNING
+                       : ev->type == BROKER_EVENT_REVOKED ? LOG_NOTICE
+                       : detail                           ? LOG_DEBUG
+                                                          : LOG_INFO;
 
         log_region(priority, ev->region, ev->domain, ev->owner, "%s%s%s%s%s%s%s", name ?: "unknown event",
                    ev->device ? " on " : "", ev->device ?: "", ev->reason ? ": " : "", ev->reason ?: "",

@@ -17,6 +17,8 @@ enum log_target {
 /* "auto", "journal" or "stderr"; -EINVAL otherwise, *ret untouched. */
 int log_target_from_string(const char *s, enum log_target *ret);
 void log_setup(enum log_target target);
+/* "emerg" ... "debug" to LOG_EMERG ... LOG_DEBUG; -EINVAL for anything else, *ret untouched. */
+int log_level_from_string(const char *s, int *ret);
 
 /* "attached", "unplug overdue", ...; NULL for a type the table does not know. */
 void log_broker_event(const struct broker_event *ev);

@@ -26,7 +26,7 @@ enum {
         ARG_PLATFORM = 0x100, ARG_POLICY, ARG_DB, ARG_AGENT_SOCKET, ARG_ADMIN_SOCKET, ARG_AGENT_GROUP,
         ARG_REVOKE_TIMEOUT, ARG_MAX_MESSAGE, ARG_MAX_DEPTH, ARG_MAX_BATCH, ARG_MAX_CONN_PER_UID, ARG_MAX_CONN,
         ARG_MAX_CONN_UNKNOWN_UID, ARG_MAX_PENDING, ARG_RETAIN_AGE, ARG_RETAIN_REGIONS, ARG_RETAIN_AUDIT,
-        ARG_LOG_TARGET, ARG_BACKEND, ARG_LIBVIRT_URI, ARG_QEMU_USER, ARG_IVSHMEM_DIR, ARG_UNPLUG_ESCALATION, ARG_UNPLUG_GRACE,
+        ARG_LOG_TARGET, ARG_LOG_LEVEL, ARG_BACKEND, ARG_LIBVIRT_URI, ARG_QEMU_USER, ARG_IVSHMEM_DIR, ARG_UNPLUG_ESCALATION, ARG_UNPLUG_GRACE,
         ARG_VERSION,
 };
 
@@ -49,6 +49,7 @@ static const struct option options[] = {
         { "retain-regions", required_argument, NULL, ARG_RETAIN_REGIONS },
         { "retain-audit", required_argument, NULL, ARG_RETAIN_AUDIT },
         { "log-target", required_argument, NULL, ARG_LOG_TARGET },
+        { "log-level", required_argument, NULL, ARG_LOG_LEVEL },
         { "backend", required_argument, NULL, ARG_BACKEND },
         { "libvirt-uri", required_argument, NULL, ARG_LIBVIRT_URI },
         { "qemu-user", required_argument, NULL, ARG_QEMU_USER },
@@ -116,6 +117,7 @@ static void help(void) {
                "  --retain-regions N           reclaimed regions kept (100000; 0: no limit)\n"
                "  --retain-audit N             audit rows kept (1000000; 0: no limit)\n"
                "  --log-target auto|journal|stderr\n"
+               "  --log-level LEVEL            the least urgent priority logged (info; debug adds details)\n"
                "  --help, --version\n\n"
                "Backends:\n");
         for (size_t i = 0; backend_driver_at(i); i++) {
@@ -270,7 +272,7 @@ static int parse_option(int id, const char *s, struct manager_config *cfg) {
 
 /* > 0: run with *cfg; 0: done (--help, --version); < 0: bad arguments, said on stderr. */
 static int parse_argv(int argc, char **argv, struct manager_config *cfg, enum log_target *target) {
-        int c, r;
+        int c, r, level;
 
         while ((c = getopt_long(argc, argv, "h", options, NULL)) >= 0)
                 switch (c) {
@@ -283,6 +285,13 @@ static int parse_argv(int argc, char **argv, struct manager_config *cfg, enum lo
                 case ARG_LOG_TARGET:
                         if (log_target_from_string(optarg, target) < 0)
                                 return fprintf(stderr, "brokerd: --log-target takes auto, journal or stderr\n"), -EINVAL;
+                        break;
+                case ARG_LOG_LEVEL:
+                        if (log_level_from_string(optarg, &level) < 0)
+                                return fprintf(stderr, "brokerd: --log-level takes emerg, alert, crit, err, warning, "
+                                                       "notice, info or debug\n"),
+                                       -EINVAL;
+                        log_set_max_level(level);
                         break;
                 default:
                         r = parse_option(c, optarg, cfg);

@@ -278,5 +278,44 @@ class Reload(DaemonTest):
         self.assertIn("shares[0].access", p.stdout + p.stderr)
 
 
+class LogLevels(DaemonTest):
+    """The default level logs each step; --log-level debug adds its details (a holder's
+    doorbells joining and leaving), which restate the attach and the release."""
+
+    def attach_and_release(self):
+        owner = self.d.agent()
+        r = self.share(owner)
+        os.close(owner.take_fd())
+        peer = self.d.agent()
+        peer.call("region.attach", {"domain": "vm1", "token": r["tokens"][0]["token"]})
+        os.close(peer.take_fd())
+        peer.call("region.release", {"domain": "vm1", "region": r["region"]})
+        peer.close()
+        owner.close()
+        return self.d.read_log()
+
+    def test_default_leaves_out_details(self):
+        log = self.attach_and_release()
+        self.assertIn("attached on nic0", log)
+        self.assertIn("released on nic0", log)
+        self.assertNotIn("joined on nic0", log)
+        self.assertNotIn("left on nic0", log)
+        self.assertNotIn("doorbells cut", log)
+
+    def test_debug_adds_details(self):
+        self.d.stop()
+        self.d.extra_args += ["--log-level", "debug"]
+        self.d.start()
+        log = self.attach_and_release()
+        self.assertIn("attached on nic0", log)
+        self.assertIn("joined on nic0", log)
+        self.assertIn("left on nic0: released", log)
+
+    def test_bad_level_refused(self):
+        p = subprocess.run([BROKERD, "--log-level", "loud"], capture_output=True, text=True, timeout=30)
+        self.assertEqual(p.returncode, 2)
+        self.assertIn("--log-level takes", p.stderr)
+
+
 if __name__ == "__main__":
     main()

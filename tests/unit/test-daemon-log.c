@@ -70,6 +70,41 @@ static void test_other_events_read_as_before(void **state) {
         log_set_sink(NULL);
 }
 
+/* Doorbell membership restates the attach or release logged beside it: a detail, not a line. */
+static void test_doorbell_membership_is_a_detail(void **state) {
+        (void) state;
+        log_set_sink(capture);
+        seen_priority = -1;
+        log_broker_event(&(struct broker_event) { .type = BROKER_EVENT_JOINED, .region = 7, .domain = "vm2",
+                                                  .device = "nic0" });
+        assert_int_equal(seen_priority, -1); /* not at the default level */
+        log_set_max_level(LOG_DEBUG);
+        log_broker_event(&(struct broker_event) { .type = BROKER_EVENT_LEFT, .region = 7, .domain = "vm2",
+                                                  .device = "nic0", .reason = "released" });
+        assert_int_equal(seen_priority, LOG_DEBUG);
+        assert_string_equal(seen_message, "left on nic0: released");
+        log_broker_event(&(struct broker_event) { .type = BROKER_EVENT_ATTACHED, .region = 7, .domain = "vm2",
+                                                  .device = "nic0" });
+        assert_int_equal(seen_priority, LOG_INFO);
+        log_set_max_level(LOG_INFO);
+        log_set_sink(NULL);
+}
+
+static void test_log_level_names(void **state) {
+        int level = -1;
+
+        (void) state;
+        assert_int_equal(log_level_from_string("debug", &level), 0);
+        assert_int_equal(level, LOG_DEBUG);
+        assert_int_equal(log_level_from_string("err", &level), 0);
+        assert_int_equal(level, LOG_ERR);
+        assert_int_equal(log_level_from_string("emerg", &level), 0);
+        assert_int_equal(level, LOG_EMERG);
+        assert_int_equal(log_level_from_string("verbose", &level), -EINVAL);
+        assert_int_equal(log_level_from_string("7", &level), -EINVAL);
+        assert_int_equal(level, LOG_EMERG);
+}
+
 static void test_log_target_names(void **state) {
         enum log_target t = LOG_TARGET_STDERR;
 
@@ -88,6 +123,8 @@ int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_every_event_type_has_a_name),
                 cmocka_unit_test(test_unplug_overdue_is_logged),
+                cmocka_unit_test(test_doorbell_membership_is_a_detail),
+                cmocka_unit_test(test_log_level_names),
                 cmocka_unit_test(test_other_events_read_as_before),
                 cmocka_unit_test(test_log_target_names),
         };
