@@ -296,16 +296,20 @@ def create(d, n, window):
 
 
 def share_samples(c, k, states):
-    """k region.share round trips, each region revoked (forced, untimed) before the next;
-    states counts what the revokes answered."""
-    out = []
+    """k region.share round trips, each region revoked (forced, timed too) before the next:
+    the newest region of a route with every other live region on it, which is where taking a
+    region off its route used to scan longest. states counts what the revokes answered.
+    Returns (share round trips, revoke round trips), us."""
+    shares, revokes = [], []
     for _ in range(k):
         t0 = time.perf_counter()
         region = share_region(c)
-        out.append((time.perf_counter() - t0) * 1e6)
+        t1 = time.perf_counter()
         state = c.call("region.revoke", {"owner": "hw0", "region": region, "force": True})["state"]
+        revokes.append((time.perf_counter() - t1) * 1e6)
+        shares.append((t1 - t0) * 1e6)
         states[state] = states.get(state, 0) + 1
-    return out
+    return shares, revokes
 
 
 def page_all(d, limit):
@@ -401,24 +405,29 @@ def run(args, sm, big):
 
     # Share latency: the same samples on both, alternating which goes first each round.
     lat = {"small": [], "big": []}
+    rev = {"small": [], "big": []}
     states = {}
     conns = {d.name: Conn(d.agent) for d in (sm, big)}
     for i in range(args.rounds):
         for d in ((sm, big) if i % 2 == 0 else (big, sm)):
-            lat[d.name] += share_samples(conns[d.name], args.samples, states)
+            shares, revokes = share_samples(conns[d.name], args.samples, states)
+            lat[d.name] += shares
+            rev[d.name] += revokes
     for c in conns.values():
         c.close()
-    print()
-    print("region.share round trip, us (%d rounds x %d samples each, alternating; each region revoked before the next)" % (
-        args.rounds, args.samples))
-    print("  %-22s %10s %10s %10s" % ("live regions", "p50", "p99", "mean"))
-    stats = {}
-    for d in (sm, big):
-        s = sorted(lat[d.name])
-        stats[d.name] = (pct(s, 50), pct(s, 99), sum(s) / len(s))
-        print("  %-22s %10.1f %10.1f %10.1f" % ("%d (%s)" % (small if d is sm else n, d.name), *stats[d.name]))
-    print("  %-22s %9.2fx %9.2fx %9.2fx   (goal: p50 <= 1.2x)" % (
-        "big / small", *(b / s for b, s in zip(stats["big"], stats["small"]))))
+    for what, samples, goal in (("region.share", lat, "   (goal: p50 <= 1.2x)"),
+                                ("region.revoke (forced, of the route's newest region)", rev, "")):
+        print()
+        print("%s round trip, us (%d rounds x %d samples each, alternating; each region revoked before the next)" % (
+            what, args.rounds, args.samples))
+        print("  %-22s %10s %10s %10s" % ("live regions", "p50", "p99", "mean"))
+        st = {}
+        for d in (sm, big):
+            s = sorted(samples[d.name])
+            st[d.name] = (pct(s, 50), pct(s, 99), sum(s) / len(s))
+            print("  %-22s %10.1f %10.1f %10.1f" % ("%d (%s)" % (small if d is sm else n, d.name), *st[d.name]))
+        print("  %-22s %9.2fx %9.2fx %9.2fx%s" % (
+            "big / small", *(b / s for b, s in zip(st["big"], st["small"])), goal))
     print("  the forced revokes answered: %s; regions left on small: %d" % (
         ", ".join("%s %d" % kv for kv in sorted(states.items())), page_all(sm, 0)[2]))
 
