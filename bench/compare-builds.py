@@ -8,7 +8,8 @@ example platform and policy and a fresh database on /dev/shm (or in --db-dir, e.
 for a disk), and drives both with NEW's
 control-plane-bench; then runs each build's placement-bench. It prints, per figure, the median
 over rounds for each build and the median of the per-round ratios NEW/OLD, so that a machine
-that is busy during one round weighs on both builds alike. Run as root (the example policy lets
+that is busy during one round weighs on both builds alike; then each grant step against its
+floor (the same round's no-op RPC plus bare commit), for both builds. Run as root (the example policy lets
 uid 0 act for hw0 and vm1). A figure, not a test: it asserts nothing.
 
 With --callgrind it also runs each daemon once under valgrind's callgrind for the same client
@@ -81,6 +82,24 @@ def placement(build):
     return {f"placement {n} (N={last[0]})": float(last[1 + 2 * i]) for i, n in enumerate(names)}
 
 
+GRANT_STEPS = ("share", "attach", "revoke", "release")
+
+
+def floor_ratios(figures):
+    """Each grant step against its floor, one no-op RPC plus one bare durable commit of the same
+    daemon's round (issue 16's yardstick): the median over rounds of step / floor, per build."""
+    print()
+    print("grant step / floor (no-op RPC + bare commit of the same round), median of rounds")
+    print(f"{'step':38} {'old':>10} {'new':>10}")
+    for step in GRANT_STEPS:
+        row = []
+        for which in ("old", "new"):
+            ratios = [f[step] / (f["noop_rpc"] + f["sqlite_commit"]) for f in figures[which]
+                      if step in f and f.get("noop_rpc", 0) + f.get("sqlite_commit", 0) > 0]
+            row.append(statistics.median(ratios) if ratios else float("nan"))
+        print(f"{step:38} {row[0]:10.2f} {row[1]:10.2f}")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("old")
@@ -113,6 +132,7 @@ def main():
         ratios = [n / o for n, o in zip(new, old) if o > 0]
         print(f"{key:38} {statistics.median(old):10.1f} {statistics.median(new):10.1f} "
               f"{statistics.median(ratios):8.2f}")
+    floor_ratios(figures)
     if a.callgrind:
         n = min(a.iterations, 300)
         old, new = instructions(a.old, client, n), instructions(a.new, client, n)
