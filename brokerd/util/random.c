@@ -23,6 +23,11 @@ static int refill(void) {
         return 0;
 }
 
+void random_reset(void) {
+        explicit_bzero(reserve, sizeof(reserve));
+        reserve_left = 0;
+}
+
 int random_bytes(void *out, size_t n) {
         unsigned char *p = out;
 

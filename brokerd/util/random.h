@@ -9,3 +9,6 @@
 #include <stddef.h>
 
 int random_bytes(void *out, size_t n);
+/* Forgets (and wipes) the reserve: the next random_bytes() reads the kernel. For the fuzzers,
+ * whose getrandom() is a counter they set. */
+void random_reset(void);

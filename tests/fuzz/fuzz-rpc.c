@@ -47,6 +47,7 @@
 #include "fuzz.h"
 #include "rpc/server.h"
 #include "util/log.h"
+#include "util/random.h"
 
 #define N_SLOTS 10
 #define SEC INT64_C(1000000)
@@ -128,14 +129,24 @@ static uint64_t random_counter;
 /* Deterministic: see the top. Linked into the executable, it takes the place of libc's for
  * everything in the process that calls it: the broker, the hash maps, json-c, libsystemd. */
 ssize_t getrandom(void *buf, size_t len, unsigned flags) {
-        uint64_t v = ++random_counter;
         uint8_t *p = buf;
 
         (void) flags;
         memset(buf, 0, len);
-        for (size_t i = 0; i < len && i < sizeof(v); i++)
-                p[i] = (uint8_t) (v >> (8 * i));
+        /* A counter value every 16 bytes: the broker draws its tokens' 16 bytes from a reserve
+         * (util/random.c), so token n is counter n whether drawn alone or in a batch. */
+        for (size_t chunk = 0; chunk < len; chunk += 16) {
+                uint64_t v = ++random_counter;
+                for (size_t i = 0; chunk + i < len && i < sizeof(v); i++)
+                        p[chunk + i] = (uint8_t) (v >> (8 * i));
+        }
         return (ssize_t) len;
+}
+
+/* The counter starts again at value: the broker's reserve of earlier draws is dropped. */
+static void random_restart(uint64_t value) {
+        random_counter = value;
+        random_reset();
 }
 
 static int64_t fuzz_clock(void *userdata) {
@@ -183,7 +194,7 @@ static void fixture_share(const char *device, uint64_t size, const struct broker
         struct broker_share_result res;
         struct broker_error err = {};
 
-        random_counter = random;
+        random_restart(random);
         if (broker_share(F.broker, &hw0, &req, &res, &err) < 0) {
                 fprintf(stderr, "fixture share on %s: %s\n", device, err.message);
                 fuzz_fail(__FILE__, __LINE__, "fixture share");
@@ -276,7 +287,7 @@ static void broker_reset(void) {
         broker_free(F.broker);
         F.broker = NULL;
         F.now = NOW_START;
-        random_counter = RANDOM_FIXTURE - 1000;
+        random_restart(RANDOM_FIXTURE - 1000);
 
         fuzz_assert(backend_memfd_new(&cfg.backend) == 0);
         if (platform_load_string(fuzz_example_platform, &cfg.platform, &diags) < 0 ||
@@ -515,7 +526,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
 
         /* Counted afresh each time: libFuzzer opens files of its own between inputs. */
         F.n_fds = count_fds();
-        random_counter = 0;
+        random_restart(0);
         F.now = NOW_START;
         F.current = 0;
         F.called_changing = false;
