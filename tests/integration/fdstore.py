@@ -19,6 +19,7 @@ import array
 import contextlib
 import ctypes
 import fcntl
+import json
 import os
 import platform
 import re
@@ -120,21 +121,31 @@ class FdStore:
 
     # -- parking (park=True)
 
+    # A parked message carries this many fds at most (the kernel's SCM_MAX_FD is 253). One
+    # message an fd would fill the socket's send buffer after about 278 fds, and the parking
+    # sendmsg, made with the lock held, would block: this thread would stop reading brokerd's
+    # notifications and brokerd would block sending them (a deadlock seen in the churn once
+    # the store held a few hundred fds).
+    PARK_BATCH = 200
+
     def _park_all(self):
         """Every fd of the store sent in flight and closed here (the lock held)."""
         if not self.parking or self.unparked_depth:
             return
-        for e in self.entries:
-            if e[1] is not None:
-                socket.send_fds(self.parking[0], [e[0].encode()], [e[1]])
+        todo = [e for e in self.entries if e[1] is not None]
+        for i in range(0, len(todo), self.PARK_BATCH):
+            batch = todo[i:i + self.PARK_BATCH]
+            socket.send_fds(self.parking[0], [json.dumps([e[0] for e in batch]).encode()], [e[1] for e in batch])
+            for e in batch:
                 os.close(e[1])
                 e[1] = None
 
     def _unpark_all(self):
         """Every parked fd received back into its entry (the lock held; FIFO, so by name)."""
-        for _ in range(sum(1 for e in self.entries if e[1] is None)):
-            msg, fds, _, _ = socket.recv_fds(self.parking[1], 512, 1)
-            next(e for e in self.entries if e[1] is None and e[0] == msg.decode())[1] = fds[0]
+        while any(e[1] is None for e in self.entries):
+            msg, fds, _, _ = socket.recv_fds(self.parking[1], 1 << 20, self.PARK_BATCH)
+            for name, fd in zip(json.loads(msg), fds):
+                next(e for e in self.entries if e[1] is None and e[0] == name)[1] = fd
 
     @contextlib.contextmanager
     def unparked(self):

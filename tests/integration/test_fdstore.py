@@ -12,6 +12,8 @@ import mmap
 import os
 import signal
 import socket
+import tempfile
+import threading
 import time
 import unittest
 
@@ -484,6 +486,42 @@ class Doorbells(StoreTest):
         self.assertEqual(daemon_eventfds_synced(self.d, self.proc.pid), 0)
         for p in (owner, vm1):
             p.close()
+
+
+class Parking(unittest.TestCase):
+    """The emulator itself: parking holds the lock its notification reader needs, so it must
+    never block. A thousand fds (more than one message an fd fits in a socket's send buffer,
+    about 278) park and come back, in order by name, within seconds."""
+
+    def test_many_fds_park_and_return(self):
+        d = tempfile.mkdtemp(prefix="brokerd-park.")
+        store = FdStore(d, park=True)
+        fds = [os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC) for _ in range(1000)]
+        want = [(i % 300, os.fstat(fd).st_ino) for i, fd in enumerate(fds)]
+        done = []
+
+        def park_and_return():
+            with store.lock:
+                store.entries = [["n%d" % (i % 300), fd] for i, fd in enumerate(fds)]
+                store._park_all()
+                done.append(all(e[1] is None for e in store.entries))
+            with store.unparked():
+                done.append([(int(e[0][1:]), os.fstat(e[1]).st_ino) for e in store.entries])
+
+        t = threading.Thread(target=park_and_return, daemon=True)
+        t.start()
+        t.join(timeout=30)
+        self.assertFalse(t.is_alive(), "parking blocked")
+        self.assertEqual(done[0], True)
+        self.assertEqual(done[1], want)
+        with store.unparked(), store.lock:
+            for e in store.entries:
+                os.close(e[1])
+            store.entries = []
+        store.stopping = True
+        store.sock.close()
+        os.unlink(store.path)
+        os.rmdir(d)
 
 
 if __name__ == "__main__":
