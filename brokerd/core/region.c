@@ -12,6 +12,11 @@
 void region_free(struct region *r) {
         if (!r)
                 return;
+        /* A region is taken off its routes before it goes; should one be left, no route keeps
+         * a link into freed memory. */
+        for (size_t i = 0; r->route_links && i < r->n_peers; i++)
+                if (r->route_links[i].route)
+                        route_remove_live(r->route_links[i].route, r);
         bells_free(r);
         for (size_t i = 0; r->domains && i < r->n_peers; i++)
                 free(r->domains[i]);
