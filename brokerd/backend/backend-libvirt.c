@@ -27,7 +27,6 @@
 #define LIBVIRT_SHM_DIR "/dev/shm"
 #define LIBVIRT_MIN_SIZE 4096
 #define LIBVIRT_IVSHMEM_DIR_MAX 72
-#define ALIAS_PREFIX LIBVIRT_ALIAS_PREFIX
 
 /* ---- files ---- */
 
@@ -220,10 +219,6 @@ static int lv_destroy(struct backend *b, const struct backend_region *r) {
 
 /* ---- devices ---- */
 
-static void alias_of(uint64_t id, char *buf, size_t n) {
-        snprintf(buf, n, ALIAS_PREFIX "%" PRIu64, id);
-}
-
 /* A call on a domain failed: -ESTALE when the domain is gone (a kept handle: look it up again). */
 static int call_failed(void) {
         return virGetLastErrorCode() == VIR_ERR_NO_DOMAIN ? -ESTALE : -EIO;
@@ -347,10 +342,10 @@ static int attach_failed(virDomainPtr d, const struct backend_region *r, const c
  */
 static int device_plug(struct backend_libvirt *l, virDomainPtr d, const struct backend_region *r, const char *domain) {
         _cleanup_(xfreep) char *xml = NULL;
-        char alias[64];
+        char alias[LIBVIRT_ALIAS_MAX];
         int k;
 
-        alias_of(r->id, alias, sizeof(alias));
+        libvirt_alias_format(r->id, alias);
         if (r->doorbells > 0) {
                 k = domain_has_region(d, r);
                 if (k == -EIO)
@@ -387,10 +382,22 @@ static int device_plug(struct backend_libvirt *l, virDomainPtr d, const struct b
         return k;
 }
 
+/* device_plug() into domain, through its kept handle (*ret_kept) or one looked up now. */
+static int plug_by_name(struct backend_libvirt *l, const struct backend_region *r, const char *domain,
+                        bool *ret_kept) {
+        virDomainPtr d;
+        int k = libvirt_domain_get(l, domain, ret_kept, &d);
+
+        if (k < 0)
+                return k;
+        k = device_plug(l, d, r, domain);
+        virDomainFree(d);
+        return k;
+}
+
 static int lv_map(struct backend *b, const struct backend_region *r, const char *domain, enum access_mode access,
                   struct backend_mapping *ret) {
         struct backend_libvirt *l = to_lv(b);
-        virDomainPtr d = NULL;
         bool kept = false;
         int k;
 
@@ -405,19 +412,11 @@ static int lv_map(struct backend *b, const struct backend_region *r, const char 
         if (libvirt_pending_find(l, r->id, domain) >= 0)
                 return -EBUSY; /* the previous mapping is still on its way out */
 
-        k = libvirt_domain_get(l, domain, &kept, &d);
-        if (k >= 0) {
-                k = device_plug(l, d, r, domain);
-                virDomainFree(d);
-        }
+        k = plug_by_name(l, r, domain, &kept);
         if (k == -ESTALE && kept) {
                 /* The handle kept outlived its domain (its stop event is still on its way): once more. */
                 libvirt_domain_forget(l, domain);
-                k = libvirt_domain_get(l, domain, &kept, &d);
-                if (k >= 0) {
-                        k = device_plug(l, d, r, domain);
-                        virDomainFree(d);
-                }
+                k = plug_by_name(l, r, domain, &kept);
         }
         if (k == -ESTALE)
                 k = -ESRCH; /* gone between the lookup and the call */
@@ -435,7 +434,7 @@ static int lv_unmap(struct backend *b, const struct backend_region *r, const str
         const char *domain = h ? h->domain : NULL;
         virDomainPtr d = NULL;
         bool kept;
-        char alias[64];
+        char alias[LIBVIRT_ALIAS_MAX];
         int k;
 
         if (!r || !name_is_valid(domain))
@@ -461,7 +460,7 @@ static int lv_unmap(struct backend *b, const struct backend_region *r, const str
                 log_error("libvirt: %s: %s", domain, k == -ENOTCONN ? "libvirtd is not connected" : libvirt_last_error());
                 return k;
         }
-        alias_of(r->id, alias, sizeof(alias));
+        libvirt_alias_format(r->id, alias);
         /* Registered before the call, so that a removal event cannot overtake it. */
         k = libvirt_pending_add(l, r->id, domain);
         if (k >= 0) {

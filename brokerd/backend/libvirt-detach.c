@@ -35,9 +35,9 @@ struct detach_call {
 };
 
 static void detach_one(struct backend_libvirt *l, struct detach_call *c) {
-        char alias[64];
+        char alias[LIBVIRT_ALIAS_MAX];
 
-        snprintf(alias, sizeof(alias), LIBVIRT_ALIAS_PREFIX "%" PRIu64, c->id);
+        libvirt_alias_format(c->id, alias);
         if (virDomainDetachDeviceAlias(c->d, alias, VIR_DOMAIN_AFFECT_LIVE) < 0) {
                 int code = virGetLastErrorCode();
 

@@ -2,6 +2,8 @@
 #include "backend/libvirt-xml.h"
 
 #include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "util/num.h"
@@ -19,6 +21,10 @@ int libvirt_alias_parse(const char *alias, uint64_t *ret) {
                 return -EINVAL;
         *ret = id;
         return 0;
+}
+
+void libvirt_alias_format(uint64_t id, char buf[static LIBVIRT_ALIAS_MAX]) {
+        snprintf(buf, LIBVIRT_ALIAS_MAX, LIBVIRT_ALIAS_PREFIX "%" PRIu64, id);
 }
 
 /* The quoted value after the first "tag" in [start, end), into buf; -ENOENT if none fits. */

@@ -28,3 +28,6 @@ bool libvirt_xml_is_tcg(const char *xml);
 
 /* "ua-brokerd-<id>" -> id; -EINVAL for any other alias. */
 int libvirt_alias_parse(const char *alias, uint64_t *ret);
+/* id -> "ua-brokerd-<id>", the alias of region id's device. */
+#define LIBVIRT_ALIAS_MAX 64
+void libvirt_alias_format(uint64_t id, char buf[static LIBVIRT_ALIAS_MAX]);

@@ -77,7 +77,8 @@ void holder_track(struct broker *b, const struct region *r, holder_t *h, const s
          * per holder. Without one, the connection's pidfd is as good and costs one call, not two.
          */
         q = b->fd_store.keep ? pidfd_reopen(caller->pidfd, caller->pid, &fd) : -EBADF;
-        if (q < 0) /* exited already (its watch fires at once), or no /proc: a shared one then */
+        /* No store; or the process exited already (its watch fires at once), or no /proc. */
+        if (q < 0)
                 q = (fd = fcntl(caller->pidfd, F_DUPFD_CLOEXEC, 3)) < 0 ? negative_errno() : 0;
         if (q < 0) {
                 log_region(LOG_WARNING, r->id, h->domain, NULL, "cannot keep the holder's pidfd: %s; its exit goes unseen",

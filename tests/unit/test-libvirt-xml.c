@@ -47,6 +47,14 @@ static void test_alias_parse(void **state) {
         assert_int_equal(libvirt_alias_parse("shmem0", &id), -EINVAL);
         assert_int_equal(libvirt_alias_parse(NULL, &id), -EINVAL);
         assert_int_equal(id, 7); /* untouched on failure */
+
+        /* What brokerd writes, it reads back, up to the largest id. */
+        char alias[LIBVIRT_ALIAS_MAX];
+        libvirt_alias_format(42, alias);
+        assert_string_equal(alias, "ua-brokerd-42");
+        libvirt_alias_format(UINT64_MAX, alias);
+        assert_int_equal(libvirt_alias_parse(alias, &id), 0);
+        assert_true(id == UINT64_MAX);
 }
 
 static void test_live_xml(void **state) {
