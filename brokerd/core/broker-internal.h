@@ -68,6 +68,7 @@ struct region {
         char **domains;                   /* the peers' names; peers[i].domain points to domains[i] */
         struct token_entry *tokens;       /* parallel to peers */
         struct route_link *route_links;   /* parallel to peers */
+        struct holder_link *holder_links; /* parallel to holders */
         struct range_node range;
         struct range_node by_id;          /* in broker.ids: [id, id + 1) */
         /* A take-down that failed (store error, scrub failure) is tried again at retry_at. */
@@ -89,6 +90,28 @@ struct route_link {
         struct region *region;
         struct route *route; /* NULL while on no route */
         struct route_link *older, *newer;
+};
+
+/*
+ * The process a holder's fd went to (holder-process.c): one pidfd of the broker's own and one
+ * watch, shared by every holder whose fd went to the same connection's process; under an fd
+ * store, one a holder (the store keeps one fd per open file, and each holder's is named).
+ */
+struct holder_process {
+        struct broker *broker;
+        unsigned n_ref;       /* linked holders, plus one while its connection's entry is there */
+        uint64_t fd_key;      /* pidfd: the key in broker.processes */
+        uint64_t connection;  /* the key in broker.connections while it is there, else 0 */
+        int pidfd;
+        void *watch;          /* NULL: its exit goes unseen */
+        struct holder_link *holders;
+};
+
+/* A holder's place in its process's list (region.holder_links, parallel to its holders). */
+struct holder_link {
+        struct region *region;
+        struct holder_process *process; /* NULL: no process known */
+        struct holder_link *prev, *next;
 };
 
 /* Live regions reachable from (device, domain), newest last; plus a recorded bounce. */
@@ -143,6 +166,8 @@ struct broker {
         struct hashmap *tokens;  /* token -> token_entry */
         struct hashmap *routes;  /* "device/domain" -> route */
         struct hashmap *usage;   /* owner domain -> usage */
+        struct hashmap *processes;   /* pidfd -> holder_process */
+        struct hashmap *connections; /* caller's connection -> its process's holder_process */
         struct region *revoking; /* list of regions in state revoking */
 };
 
@@ -227,13 +252,16 @@ void routes_announce(struct broker *b, const struct region *region, const char *
 
 /* holder-process.c: the process that received a holder's fd (see broker_caller.pidfd). */
 #define BROKER_REASON_HOLDER_EXITED "holder process exited"
-/* h now holds an fd handed to the caller's process: keep a dup of its pidfd and watch it. */
-void holder_track(struct broker *b, const struct region *r, holder_t *h, const struct broker_caller *caller);
+/* h now holds an fd handed to the caller's process: know that process (a pidfd) and watch it. */
+void holder_track(struct broker *b, struct region *r, holder_t *h, const struct broker_caller *caller);
 /* Forget h's process (its mapping is gone or was given up), in the fd store too. */
-void holder_untrack(struct broker *b, const struct region *r, holder_t *h);
+void holder_untrack(struct broker *b, struct region *r, holder_t *h);
 void region_untrack(struct broker *b, struct region *r);
-/* The broker stops: pidfds closed, but the fd store keeps them for the next start. */
-void region_close_holders(struct broker *b, struct region *r);
+/* The broker stops (or r is freed): its holders let go of their processes; the fd store keeps
+ * their pidfds for the next start. */
+void region_close_holders(struct region *r);
+/* The broker stops: the processes no holder uses any more, let go. */
+void processes_free(struct broker *b);
 /* At start: the pidfds the fd store kept for r's holders still mapped, taken back and watched. */
 void region_take_holders(struct broker *b, struct region *r);
 /* What the backend is told about h; forced unless h gave its mapping up (or owns the region). */

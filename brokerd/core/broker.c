@@ -122,7 +122,8 @@ static int broker_alloc(const struct broker_config *cfg, struct broker **ret, st
                 b->fd_store = *cfg->fd_store;
 
         if (hashmap_new(&hashmap_u64_ops, &b->regions) < 0 || hashmap_new(&hashmap_string_ops, &b->tokens) < 0 ||
-            hashmap_new(&hashmap_string_ops, &b->routes) < 0 || hashmap_new(&hashmap_string_ops, &b->usage) < 0)
+            hashmap_new(&hashmap_string_ops, &b->routes) < 0 || hashmap_new(&hashmap_string_ops, &b->usage) < 0 ||
+            hashmap_new(&hashmap_u64_ops, &b->processes) < 0 || hashmap_new(&hashmap_u64_ops, &b->connections) < 0)
                 return broker_error_set(err, BROKER_E_STORE, "out of memory");
         q = policy_check_platform(cfg->policy, cfg->platform, NULL);
         if (q < 0)
@@ -185,10 +186,9 @@ void broker_free(struct broker *b) {
                 return;
         if (b->backend)
                 backend_set_callbacks(b->backend, NULL);
-        while (hashmap_iterate(b->regions, &it, &v)) {
-                region_close_holders(b, v);
-                region_free(v);
-        }
+        while (hashmap_iterate(b->regions, &it, &v))
+                region_free(v); /* its holders let go of their processes; the fd store keeps them */
+        processes_free(b);
         it = 0;
         while (hashmap_iterate(b->routes, &it, &v))
                 route_free(v);
@@ -202,6 +202,8 @@ void broker_free(struct broker *b) {
         hashmap_free(b->tokens);
         hashmap_free(b->routes);
         hashmap_free(b->usage);
+        hashmap_free(b->processes);
+        hashmap_free(b->connections);
         placer_free(b->placer);
         store_close(b->store);
         backend_free(b->backend);

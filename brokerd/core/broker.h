@@ -50,12 +50,16 @@
  * pidfd: the process at the other end of the caller's connection (borrowed); a verb that hands
  * it an fd (share: the owner's, attach: a peer's) keeps its own dup to know who holds the
  * mapping. 0 or negative: unknown (so a zero-initialised caller has none).
+ * connection: the caller's connection, unique for the user's lifetime (0: none). Holders whose
+ * fds went to one connection share one dup of its pidfd and one watch, until
+ * broker_connection_closed().
  */
 struct broker_caller {
         uid_t uid;
         bool admin;
         int pidfd;
         pid_t pid;   /* pidfd's process in our pid namespace; 0 when unknown */
+        uint64_t connection;
 };
 
 enum broker_event_type {
@@ -243,9 +247,6 @@ struct broker_peer_info {
         enum peer_state state;
         bool mapped; /* the backend may still show the region to the domain */
         struct broker_unplug unplug;
-        /* The broker's own, not part of the view: the process that received the fd (-1: none). */
-        int pidfd;
-        void *watch;
         /* Gone (mapped is false) while its row still says mapped: the take-down's next commit
          * writes it (docs/bench-control-plane.md: one commit where there were four). */
         bool gone_unrecorded;
@@ -409,6 +410,8 @@ int broker_reconcile(struct broker *b, struct broker_reconcile_result *ret);
  * 0 also when pidfd is no longer the broker's.
  */
 int broker_process_exited(struct broker *b, int pidfd);
+/* connection (broker_caller.connection) closed: a later connection of its process is watched anew. */
+void broker_connection_closed(struct broker *b, uint64_t connection);
 
 /*
  * Group sync (store.h): the broker's commits become durable together at broker_sync(). The

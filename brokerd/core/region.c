@@ -17,6 +17,8 @@ void region_free(struct region *r) {
         for (size_t i = 0; r->route_links && i < r->n_peers; i++)
                 if (r->route_links[i].route)
                         route_remove_live(r->route_links[i].route, r);
+        if (r->holder_links)
+                region_close_holders(r);
         bells_free(r);
         for (size_t i = 0; r->domains && i < r->n_peers; i++)
                 free(r->domains[i]);
@@ -24,6 +26,7 @@ void region_free(struct region *r) {
         free(r->holders);
         free(r->tokens);
         free(r->route_links);
+        free(r->holder_links);
         free(r->owner);
         free(r->device);
         free(r->label);
@@ -60,10 +63,11 @@ int region_alloc(const char *owner, const char *device, const char *label, size_
         r->domains = calloc(n_peers + 1, sizeof(*r->domains));
         r->tokens = calloc(n_peers + 1, sizeof(*r->tokens));
         r->route_links = calloc(n_peers + 1, sizeof(*r->route_links));
+        r->holder_links = calloc(n_peers + 1, sizeof(*r->holder_links));
         if (!r->owner || !r->device || (label && !r->label) || !r->holders || !r->domains || !r->tokens ||
-            !r->route_links)
+            !r->route_links || !r->holder_links)
                 return -ENOMEM;
-        r->holders[0] = (holder_t) { .domain = r->owner, .access = ACCESS_RW, .state = PEER_ATTACHED, .pidfd = -1 };
+        r->holders[0] = (holder_t) { .domain = r->owner, .access = ACCESS_RW, .state = PEER_ATTACHED };
         r->peers = r->holders + 1;
         *ret = TAKE_PTR(r);
         return 0;
@@ -75,7 +79,7 @@ int region_set_peer(struct region *r, size_t i, const char *domain, enum access_
         if (!r->domains[i])
                 return -ENOMEM;
         r->peers[i] = (holder_t) {
-                .domain = r->domains[i], .access = access, .state = state, .mapped = mapped, .pidfd = -1,
+                .domain = r->domains[i], .access = access, .state = state, .mapped = mapped,
         };
         r->tokens[i].region = r;
         r->tokens[i].peer = i;
@@ -106,6 +110,12 @@ int region_add_peer(struct region *r, const struct store_peer *sp) {
                 return -ENOMEM;
         links[n - 1] = (struct route_link) {};
         r->route_links = links;
+        /* Nor to a holder's process: those are known again only after loading. */
+        struct holder_link *hl = reallocarray(r->holder_links, n + 1, sizeof(*hl));
+        if (!hl)
+                return -ENOMEM;
+        hl[n] = (struct holder_link) {};
+        r->holder_links = hl;
         r->n_peers = n;
         return region_set_peer(r, n - 1, sp->domain, sp->access, sp->state, sp->token, sp->mapped);
 }

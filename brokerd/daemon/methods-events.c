@@ -112,6 +112,8 @@ void methods_disconnect(void *userdata, uint64_t connection) {
         struct methods *m = userdata;
 
         subscription_free(hashmap_remove(m->subscriptions, &connection));
+        if (m->broker)
+                broker_connection_closed(m->broker, connection);
 }
 
 static bool subscription_wants(const struct methods *m, const struct subscription *s, const char *const *targets,

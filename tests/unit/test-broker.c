@@ -1664,6 +1664,86 @@ static void test_holder_process_exit(void **state) {
 }
 
 /*
+ * Holders whose fds went to one connection share one pidfd and one watch: one exit walks them
+ * all. A connection that closes keeps its holders watched; one whose process exited, or a new
+ * connection of the same process, gets a watch of its own.
+ */
+static void test_holder_process_per_connection(void **state) {
+        struct fixture *f = *state;
+        struct broker_caller owner = ROOT, peer = VM1;
+        struct broker_share_result s[3];
+        struct broker_attach_result a[3];
+        pid_t owner_pid, peer_pid;
+
+        skip_without_pidfds();
+        owner_pid = idle_child(&owner.pidfd);
+        peer_pid = idle_child(&peer.pidfd);
+        owner.connection = 7;
+        peer.connection = 8;
+
+        for (int i = 0; i < 3; i++)
+                assert_int_equal(share(f, &owner, "nic0", 4096, "vm1", ACCESS_RW, &s[i], NULL), 0);
+        a[0] = attach_ok(f, &peer, "vm1", s[0].tokens[0].token);
+        a[1] = attach_ok(f, &peer, "vm1", s[1].tokens[0].token);
+        assert_int_equal(f->n_watched, 2); /* one a connection, not one a holder */
+
+        /* The peer's connection closes: its holders stay, still watched through the same pidfd. */
+        broker_connection_closed(f->b, peer.connection);
+        broker_connection_closed(f->b, 12345); /* not known: nothing */
+        assert_int_equal(f->n_unwatched, 0);
+        /* The same process on a new connection: a watch of its own. */
+        peer.connection = 9;
+        a[2] = attach_ok(f, &peer, "vm1", s[2].tokens[0].token);
+        assert_int_equal(f->n_watched, 3);
+
+        /* The peer exits: the one exit releases both attachments made on the first connection. */
+        kill_child(peer_pid);
+        assert_int_equal(broker_process_exited(f->b, f->watched[1]), 0);
+        assert_int_equal(audit_rows_with(f, "release", "holder process exited"), 2);
+        assert_int_equal(state_of(f, s[0].region), REGION_RECLAIMED); /* their only peer gone */
+        assert_int_equal(state_of(f, s[1].region), REGION_RECLAIMED);
+        assert_int_equal(state_of(f, s[2].region), REGION_ACTIVE);
+        assert_int_equal(f->n_unwatched, 1);
+        assert_int_equal(broker_process_exited(f->b, f->watched[1]), 0); /* no longer the broker's */
+        assert_int_equal(audit_rows_with(f, "release", "holder process exited"), 2);
+        assert_int_equal(broker_process_exited(f->b, f->watched[2]), 0);
+        assert_int_equal(audit_rows_with(f, "release", "holder process exited"), 3);
+        assert_int_equal(state_of(f, s[2].region), REGION_RECLAIMED);
+        assert_int_equal(f->n_unwatched, 2);
+
+        /* The owner's connection still open: its process is still the one watched. */
+        for (int i = 0; i < 3; i++)
+                close(s[i].owner_fd);
+        assert_int_equal(share(f, &owner, "nic0", 4096, "vm1", ACCESS_RW, &s[0], NULL), 0);
+        assert_int_equal(share(f, &owner, "nic0", 4096, "vm1", ACCESS_RW, &s[1], NULL), 0);
+        assert_int_equal(f->n_watched, 3);
+        kill_child(owner_pid);
+        assert_int_equal(broker_process_exited(f->b, f->watched[0]), 0);
+        assert_int_equal(audit_rows_with(f, "revoke", "owner process exited"), 2);
+        assert_int_equal(state_of(f, s[0].region), REGION_RECLAIMED); /* nothing attached */
+        assert_int_equal(state_of(f, s[1].region), REGION_RECLAIMED);
+        assert_int_equal(f->n_unwatched, 3);
+
+        /* A request its connection still had in flight: a watch of its own, whose exit is seen. */
+        s[2].owner_fd = -1;
+        assert_int_equal(share(f, &owner, "nic0", 4096, "vm1", ACCESS_RW, &s[2], NULL), 0);
+        assert_int_equal(f->n_watched, 4);
+        assert_int_equal(broker_process_exited(f->b, f->watched[3]), 0);
+        assert_int_equal(state_of(f, s[2].region), REGION_RECLAIMED);
+        assert_int_equal(f->n_unwatched, 4);
+        broker_connection_closed(f->b, owner.connection);
+        assert_int_equal(f->n_unwatched, 4);
+
+        for (int i = 0; i < 3; i++) {
+                close(a[i].fd);
+                broker_doorbells_close(&a[i].doorbells);
+                close(s[i].owner_fd);
+        }
+        close(owner.pidfd);
+        close(peer.pidfd);
+}
+
+/*
  * With an fd store, each holder's pidfd is kept there (holder-<region>-<domain>), survives the
  * broker, is taken back and watched at the next start for holders still mapped, and is dropped
  * when the broker lets the holder go. A name no mapped holder has is not taken.
@@ -2147,6 +2227,7 @@ int main(void) {
                 cmocka_unit_test_setup_teardown(test_limits, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_revoke_deadline_forward_is_durable, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_holder_process_exit, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_holder_process_per_connection, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_verbs_return_state, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_share_undo, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_attach_undo, setup, teardown),
