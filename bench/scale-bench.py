@@ -361,9 +361,11 @@ def main():
     if n <= small:
         p.error("--regions must be above --small")
 
-    # brokerd holds two fds per region here (the memfd and the owner's pidfd: this process maps
-    # them all), and so does its store, which is this process: both need twice N and some.
-    want = 2 * n + 1024
+    # brokerd holds one fd per region (its memfd or file); the owners' processes are one pidfd
+    # a connection, but under the fd store one a region too (the store keeps one fd per open
+    # file), and the store is this process: then both need twice N and some.
+    per = 2 if args.fdstore else 1
+    want = per * n + 1024
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     try:
         if soft < want:
@@ -371,7 +373,7 @@ def main():
     except (ValueError, OSError) as e:
         sys.exit("scale-bench: %d regions need RLIMIT_NOFILE >= %d, and the hard limit is %d (%s): at most "
                  "%d regions here; raising the hard limit takes CAP_SYS_RESOURCE" % (
-                     n, want, hard, e.strerror if isinstance(e, OSError) else e, (hard - 1024) // 2))
+                     n, want, hard, e.strerror if isinstance(e, OSError) else e, (hard - 1024) // per))
     pool_size = (n + 2048) * 4096
 
     daemons = [Daemon(args, "small", pool_size), Daemon(args, "big", pool_size)]
