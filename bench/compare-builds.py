@@ -12,6 +12,11 @@ that is busy during one round weighs on both builds alike; then each grant step 
 floor (the same round's no-op RPC plus bare commit), for both builds. Run as root (the example policy lets
 uid 0 act for hw0 and vm1). A figure, not a test: it asserts nothing.
 
+--pin D,C runs each daemon on CPU D and the client on CPU C (taskset): on a 2-CPU VM a daemon
+that the scheduler happens to put on the client's CPU answers in a different time than one on
+the other CPU, and which it gets changes from one start to the next, so unpinned rounds of one
+build fall into two groups and single runs disagree by 30%.
+
 With --callgrind it also runs each daemon once under valgrind's callgrind for the same client
 workload and prints the instructions each executed: a count, not a time, so it does not move
 with the machine's load.
@@ -30,10 +35,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ROWS = ("noop_rpc", "grant_cycle", "share", "attach", "revoke", "release", "sqlite_commit")
 
 
-def control_plane(build, client, iterations, wrapper=(), db_dir="/dev/shm"):
+def control_plane(build, client, iterations, wrapper=(), db_dir="/dev/shm", pin=None):
     d = tempfile.mkdtemp(prefix="brokerd-compare.", dir=db_dir)
     log = open(os.path.join(d, "brokerd.log"), "w")
-    daemon = subprocess.Popen([*wrapper, os.path.join(build, "brokerd/daemon/brokerd"),
+    daemon_cpu, client_cpu = (["taskset", "-c", c] for c in pin) if pin else ([], [])
+    daemon = subprocess.Popen([*daemon_cpu, *wrapper, os.path.join(build, "brokerd/daemon/brokerd"),
                                "--platform", os.path.join(ROOT, "docs/examples/platform.json"),
                                "--policy", os.path.join(ROOT, "docs/examples/policy.json"),
                                "--db", os.path.join(d, "brokerd.db"),
@@ -46,7 +52,7 @@ def control_plane(build, client, iterations, wrapper=(), db_dir="/dev/shm"):
             if daemon.poll() is not None or time.monotonic() > deadline:
                 sys.exit(f"compare-builds: {build}'s brokerd did not start (log in {d})")
             time.sleep(0.05)
-        out = subprocess.run([client, "--socket", os.path.join(d, "agent.sock"), "--db-dir", d,
+        out = subprocess.run([*client_cpu, client, "--socket", os.path.join(d, "agent.sock"), "--db-dir", d,
                               "--iterations", str(iterations), "--warmup", str(iterations // 10), "--json"],
                              check=True, capture_output=True, text=True).stdout
         return {row: v["p50_us"] for row, v in json.loads(out)["results"].items()}
@@ -109,7 +115,11 @@ def main():
     ap.add_argument("--no-placement", action="store_true")
     ap.add_argument("--db-dir", default="/dev/shm", help="where the databases go (default /dev/shm)")
     ap.add_argument("--callgrind", action="store_true", help="also count the daemons' instructions (valgrind)")
+    ap.add_argument("--pin", metavar="D,C", help="daemon on CPU D, client on CPU C (e.g. 1,0)")
     a = ap.parse_args()
+    pin = a.pin.split(",") if a.pin else None
+    if pin and len(pin) != 2:
+        ap.error("--pin takes two CPUs: the daemon's and the client's")
     client = os.path.join(a.new, "bench/control-plane-bench")
     figures = {"old": [], "new": []}
     for r in range(a.rounds):
@@ -117,7 +127,7 @@ def main():
         got = {}
         for which in order:
             build = getattr(a, which)
-            got[which] = control_plane(build, client, a.iterations, db_dir=a.db_dir)
+            got[which] = control_plane(build, client, a.iterations, db_dir=a.db_dir, pin=pin)
             if not a.no_placement:
                 got[which].update(placement(build))
         for which in order:

@@ -370,10 +370,10 @@ static void raise_fd_limit(void) {
         }
         if (rl.rlim_cur == was)
                 log_info("fd limit (RLIMIT_NOFILE): %llu, the hard limit; a live memfd region takes one, "
-                         "and one for each process that maps it", (unsigned long long) was);
+                         "and a connection that received a region's fd one more", (unsigned long long) was);
         else
                 log_info("fd limit (RLIMIT_NOFILE): raised from %llu to the hard limit, %llu; a live memfd "
-                         "region takes one, and one for each process that maps it",
+                         "region takes one, and a connection that received a region's fd one more",
                          (unsigned long long) was, (unsigned long long) rl.rlim_cur);
 }
 
