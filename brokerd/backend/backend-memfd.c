@@ -435,10 +435,18 @@ static int mapping_add(struct memfd_region *e, const char *domain, enum access_m
         return 0;
 }
 
-static int open_mapping_fd(const struct memfd_region *e, enum access_mode access, int *ret) {
+static int open_mapping_fd(const struct memfd_region *e, enum access_mode access, bool lend, int *ret,
+                           bool *ret_lent) {
         char proc[sizeof("/proc/self/fd/") + 3 * sizeof(int)];
         int fd;
 
+        *ret_lent = false;
+        if (access == ACCESS_RW && lend) {
+                /* The same open file as a dup would be: sent, the peer gets its own fd of it. */
+                *ret = e->fd;
+                *ret_lent = true;
+                return 0;
+        }
         if (access == ACCESS_RW) {
                 fd = fcntl(e->fd, F_DUPFD_CLOEXEC, 3);
                 if (fd < 0)
@@ -465,6 +473,7 @@ static int memfd_map(struct backend *b, const struct backend_region *r, const ch
         struct backend_memfd *m = to_memfd(b);
         struct memfd_region *e;
         struct memfd_mapping *mp;
+        bool lent;
         int k, fd;
 
         if (!r || !ret || !name_is_valid(domain) || (access != ACCESS_RO && access != ACCESS_RW))
@@ -479,19 +488,21 @@ static int memfd_map(struct backend *b, const struct backend_region *r, const ch
         if (!mp && e->n_mappings >= MEMFD_MAX_MAPPINGS)
                 return -E2BIG;
 
-        k = open_mapping_fd(e, access, &fd);
+        k = open_mapping_fd(e, access, ret->lend, &fd, &lent);
         if (k < 0)
                 return k;
         e->fresh = false;
         if (!mp) {
                 k = mapping_add(e, domain, access);
                 if (k < 0) {
-                        close(fd);
+                        if (!lent)
+                                close(fd);
                         return k;
                 }
         }
 
         ret->fd = fd;
+        ret->lent = lent;
         ret->size = e->size;
         return 0;
 }

@@ -49,6 +49,12 @@ struct backend_holder {
 
 struct backend_mapping {
         int fd;        /* for fd-based backends, owned by the caller; -1 otherwise */
+        /*
+         * In: the caller sends fd before it calls the backend again (and dups it to keep it),
+         * so the backend may hand its own fd where a dup would do. Out: lent, fd is the
+         * backend's own (the caller must not close it).
+         */
+        bool lend, lent;
         uint64_t size;
 };
 

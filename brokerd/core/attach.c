@@ -60,7 +60,7 @@ static void attach_revert(struct broker *b, struct region *r, holder_t *h, enum 
 
 int broker_attach(struct broker *b, const struct broker_caller *caller, const char *domain, const char *token,
                   struct broker_attach_result *ret, struct broker_error *err) {
-        struct backend_mapping map = { .fd = -1 };
+        struct backend_mapping map = { .fd = -1, .lend = caller && caller->lend_fds };
         struct broker_doorbells bells;
         struct backend_region br;
         struct store_audit a;
@@ -85,7 +85,7 @@ int broker_attach(struct broker *b, const struct broker_caller *caller, const ch
         /* The doorbells first: a failure to make them (out of fds) changes nothing. */
         q = bells_join(b, r, i + 1);
         if (q >= 0)
-                q = bells_get(b, r, i + 1, &bells);
+                q = bells_get(b, r, i + 1, caller && caller->lend_fds, &bells);
         if (q < 0) {
                 bells_unjoin(b, r, i + 1);
                 return broker_error_set(err, q == -EMFILE || q == -ENFILE ? BROKER_E_LIMIT : BROKER_E_STORE,
@@ -124,11 +124,12 @@ int broker_attach(struct broker *b, const struct broker_caller *caller, const ch
         crashpoint("attach-mapped");
         /* In guests the new party's id exists only now that its device joined. */
         if (r->bells.in_guests)
-                (void) bells_get(b, r, i + 1, &bells);
+                (void) bells_get(b, r, i + 1, caller && caller->lend_fds, &bells);
         if (map.fd >= 0)
                 holder_track(b, r, h, caller);
         *ret = (struct broker_attach_result) {
-                .region = r->id, .base = r->base, .size = r->size, .access = h->access, .fd = map.fd, .doorbells = bells,
+                .region = r->id, .base = r->base, .size = r->size, .access = h->access, .fd = map.fd, .fd_lent = map.lent,
+                .doorbells = bells,
         };
         broker_emit(b, &(struct broker_event) {
                 .type = BROKER_EVENT_ATTACHED, .region = r->id, .owner = r->owner, .device = r->device, .domain = domain,

@@ -286,7 +286,8 @@ void bells_owner_gone(struct broker *b, struct region *r, const char *reason);
 /* fds a join of k would hand k now (2 per vector and other party). */
 size_t bells_join_fds(const struct region *r);
 /* Dups of party k's ends (broker_doorbells), owner first, then the peers in share order. */
-int bells_get(struct broker *b, const struct region *r, size_t k, struct broker_doorbells *ret);
+/* k's doorbells: dups, or with lend the broker's own (broker_caller.lend_fds). */
+int bells_get(struct broker *b, const struct region *r, size_t k, bool lend, struct broker_doorbells *ret);
 /* At start: parties from the record, their pairs taken back from the fd store or made anew. */
 int bells_resume(struct broker *b, struct region *r);
 

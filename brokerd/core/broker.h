@@ -53,6 +53,9 @@
  * connection: the caller's connection, unique for the user's lifetime (0: none). Holders whose
  * fds went to one connection share one dup of its pidfd and one watch, until
  * broker_connection_closed().
+ * lend_fds: the caller sends the doorbells a verb returns before it calls the broker again,
+ * and dups what it keeps longer: they are then the broker's own (broker_doorbells.lent), not
+ * dups for the caller to close.
  */
 struct broker_caller {
         uid_t uid;
@@ -60,6 +63,7 @@ struct broker_caller {
         int pidfd;
         pid_t pid;   /* pidfd's process in our pid namespace; 0 when unknown */
         uint64_t connection;
+        bool lend_fds;
 };
 
 enum broker_event_type {
@@ -180,7 +184,8 @@ struct broker_share_result {
         const char *pool; /* valid while the broker lives */
         size_t n_tokens;
         struct broker_token tokens[BROKER_MAX_PEERS];
-        int owner_fd; /* the owner's mapping for fd backends (caller closes), else -1 */
+        int owner_fd; /* the owner's mapping for fd backends (caller closes unless lent), else -1 */
+        bool owner_fd_lent; /* the broker's own (broker_caller.lend_fds) */
         unsigned vectors; /* doorbell vectors per ordered pair of parties */
 };
 
@@ -209,6 +214,7 @@ struct broker_doorbells {
         uint64_t generation; /* changes when a start had to make the eventfds anew */
         size_t n;
         struct broker_doorbell bells[BROKER_MAX_DOORBELLS];
+        bool lent; /* the fds are the broker's own, valid until the next call into it */
         bool in_guests;
         size_t n_guests;
         struct broker_guest_bell guests[BROKER_MAX_PEERS + 1];
@@ -221,7 +227,8 @@ struct broker_attach_result {
         uint64_t region;
         uint64_t base, size;
         enum access_mode access;
-        int fd; /* for fd backends (caller closes), else -1 */
+        int fd; /* for fd backends (caller closes unless lent), else -1 */
+        bool fd_lent; /* the broker's own (broker_caller.lend_fds) */
         struct broker_doorbells doorbells; /* the new peer's, with every other party (caller closes) */
 };
 

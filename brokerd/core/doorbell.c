@@ -260,7 +260,7 @@ int bells_resume(struct broker *b, struct region *r) {
 }
 
 void broker_doorbells_close(struct broker_doorbells *d) {
-        for (size_t i = 0; i < d->n; i++) {
+        for (size_t i = 0; i < d->n && !d->lent; i++) {
                 if (d->bells[i].send_fd >= 0)
                         close(d->bells[i].send_fd);
                 if (d->bells[i].recv_fd >= 0)
@@ -287,8 +287,10 @@ static void bells_get_guests(struct broker *b, const struct region *r, struct br
         }
 }
 
-int bells_get(struct broker *b, const struct region *r, size_t k, struct broker_doorbells *ret) {
-        struct broker_doorbells d = { .region = r->id, .vectors = r->bells.vectors, .generation = r->bells.generation };
+int bells_get(struct broker *b, const struct region *r, size_t k, bool lend, struct broker_doorbells *ret) {
+        struct broker_doorbells d = {
+                .region = r->id, .vectors = r->bells.vectors, .generation = r->bells.generation, .lent = lend,
+        };
 
         if (r->bells.in_guests) {
                 bells_get_guests(b, r, &d);
@@ -303,6 +305,11 @@ int bells_get(struct broker *b, const struct region *r, size_t k, struct broker_
                         struct broker_doorbell *e = &d.bells[d.n];
                         *e = (struct broker_doorbell) { .peer = r->holders[j].domain, .vector = v, .send_fd = -1 };
                         d.n++;
+                        if (lend) {
+                                e->send_fd = *bell_slot(r, k, j, v);
+                                e->recv_fd = *bell_slot(r, j, k, v);
+                                continue;
+                        }
                         e->send_fd = dup_fd(*bell_slot(r, k, j, v));
                         e->recv_fd = e->send_fd < 0 ? -1 : dup_fd(*bell_slot(r, j, k, v));
                         if (e->recv_fd < 0) {
@@ -341,7 +348,7 @@ int broker_region_doorbells(struct broker *b, const struct broker_caller *caller
         if (!h || (r->bells.vectors == 0 ? !holder_entitled(r, h) : !r->bells.party[h - r->holders]))
                 return broker_error_set(err, BROKER_E_NO_SUCH_REGION, "%s holds no doorbells of region %" PRIu64,
                                         domain, id);
-        q = bells_get(b, r, (size_t) (h - r->holders), ret);
+        q = bells_get(b, r, (size_t) (h - r->holders), caller->lend_fds, ret);
         if (q < 0)
                 return broker_error_set(err, q == -EMFILE || q == -ENFILE ? BROKER_E_LIMIT : BROKER_E_STORE,
                                         "cannot hand the doorbells of region %" PRIu64 ": %s", id, strerror(-q));

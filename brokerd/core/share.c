@@ -330,7 +330,7 @@ static int share_make_real(struct broker *b, struct region *r, const char *actor
 int broker_share(struct broker *b, const struct broker_caller *caller, const struct broker_share_request *req,
                  struct broker_share_result *ret, struct broker_error *err) {
         _cleanup_(region_freep) struct region *r = NULL;
-        struct backend_mapping owner_map = { .fd = -1 };
+        struct backend_mapping owner_map = { .fd = -1, .lend = caller && caller->lend_fds };
         struct placement_result pr;
         char actor[BROKER_ACTOR_MAX], unsupported[160] = "";
         struct region *region;
@@ -379,7 +379,7 @@ int broker_share(struct broker *b, const struct broker_caller *caller, const str
         *ret = (struct broker_share_result) {
                 .region = region->id, .base = region->base, .size = region->size, .alignment = pr.alignment,
                 .pool = region->pool->name, .n_tokens = region->n_peers, .owner_fd = owner_map.fd,
-                .vectors = region->bells.vectors,
+                .owner_fd_lent = owner_map.lent, .vectors = region->bells.vectors,
         };
         for (size_t i = 0; i < region->n_peers; i++) {
                 snprintf(ret->tokens[i].domain, sizeof(ret->tokens[i].domain), "%s", region->peers[i].domain);

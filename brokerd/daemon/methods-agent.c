@@ -113,7 +113,7 @@ int method_region_share(const struct method_call *call, const void *args, struct
         }
         o = share_to_json(&res, &ok);
         explicit_bzero(res.tokens, sizeof(res.tokens));
-        q = result_finish_fd(o, ok, call->fds, TAKE_FD(res.owner_fd), NULL, ret, err);
+        q = result_finish_fd(o, ok, call->fds, TAKE_FD(res.owner_fd), res.owner_fd_lent, NULL, ret, err);
         if (q < 0)
                 share_take_back(call->m, call->caller, res.region);
         return q;
@@ -163,7 +163,7 @@ int method_region_attach(const struct method_call *call, const void *args, struc
         obj_add_addr(o, "base", res.base, &ok);
         obj_add_u64(o, "size", res.size, &ok);
         obj_add_str(o, "access", access_to_string(res.access), &ok);
-        q = result_finish_fd(o, ok, call->fds, TAKE_FD(res.fd), &res.doorbells, ret, err);
+        q = result_finish_fd(o, ok, call->fds, TAKE_FD(res.fd), res.fd_lent, &res.doorbells, ret, err);
         if (q < 0)
                 attach_take_back(call->m, call->caller, a->domain, res.region);
         return q;

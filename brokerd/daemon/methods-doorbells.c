@@ -19,9 +19,10 @@ int reply_fds_room(const struct rpc_reply_fds *fds, size_t need, struct rpc_erro
         return 0;
 }
 
-/* Appends fd (taken) to the line as member key of o. */
-static int add_fd_member(struct json_object *o, const char *key, struct rpc_reply_fds *fds, int fd, bool *ok) {
-        int idx = rpc_reply_add_fd(fds, fd);
+/* Appends fd (taken, or lent: the broker's own) to the line as member key of o. */
+static int add_fd_member(struct json_object *o, const char *key, struct rpc_reply_fds *fds, int fd, bool lent,
+                         bool *ok) {
+        int idx = lent ? rpc_reply_lend_fd(fds, fd) : rpc_reply_add_fd(fds, fd);
 
         if (idx < 0)
                 return idx;
@@ -42,9 +43,9 @@ int result_add_doorbells(struct json_object *o, struct rpc_reply_fds *fds, struc
 
                 obj_add_str(b, "peer", e->peer, ok);
                 obj_add_u64(b, "vector", e->vector, ok);
-                q = add_fd_member(b, "send", fds, TAKE_FD(e->send_fd), ok);
+                q = add_fd_member(b, "send", fds, TAKE_FD(e->send_fd), d->lent, ok);
                 if (q >= 0)
-                        q = add_fd_member(b, "recv", fds, TAKE_FD(e->recv_fd), ok);
+                        q = add_fd_member(b, "recv", fds, TAKE_FD(e->recv_fd), d->lent, ok);
                 arr_add(arr, b, ok);
         }
         broker_doorbells_close(d); /* what was not handed over */

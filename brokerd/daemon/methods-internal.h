@@ -208,7 +208,8 @@ int region_state_result(uint64_t region, enum region_state state, struct json_ob
 /* result_finish() for a result that carries fd (taken) as "fd": <index> (none without an fd
  * table), and then doorbells d (may be NULL; taken, see result_add_doorbells()). On failure
  * nothing is handed over: the caller takes its call back. */
-int result_finish_fd(struct json_object *o, bool ok, struct rpc_reply_fds *fds, int fd, struct broker_doorbells *d,
+int result_finish_fd(struct json_object *o, bool ok, struct rpc_reply_fds *fds, int fd, bool fd_lent,
+                     struct broker_doorbells *d,
                      struct json_object **ret, struct rpc_error *err);
 
 /* ---- methods-doorbells.c ---- */

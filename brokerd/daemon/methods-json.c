@@ -190,37 +190,37 @@ struct json_object *region_to_json(const struct broker_region_info *r) {
         return o;
 }
 
-/* Attaches fd (taking it) as "fd": <index>; without an fd table the reply simply has none. */
-static int result_attach_fd(struct json_object *o, struct rpc_reply_fds *fds, int fd) {
+/* Attaches fd (taking it, or lent) as "fd": <index>; without an fd table the reply simply has none. */
+static int result_attach_fd(struct json_object *o, struct rpc_reply_fds *fds, int fd, bool lent) {
         bool ok = true;
         int idx;
 
         if (fd < 0)
                 return 0;
         if (!fds) {
-                close(fd);
+                if (!lent)
+                        close(fd);
                 return 0;
         }
-        idx = rpc_reply_add_fd(fds, fd);
+        idx = lent ? rpc_reply_lend_fd(fds, fd) : rpc_reply_add_fd(fds, fd);
         if (idx < 0)
                 return idx;
         obj_add(o, "fd", json_object_new_int(idx), &ok);
         if (!ok) {
-                /* The index is already claimed: close the fd and drop it from the line. */
-                fds->n--;
-                close(fds->fds[fds->n]);
+                /* The index is already claimed: drop it from the line (closed unless lent). */
+                rpc_reply_fds_drop_last(fds);
                 return -ENOMEM;
         }
         return 0;
 }
 
-int result_finish_fd(struct json_object *o, bool ok, struct rpc_reply_fds *fds, int fd, struct broker_doorbells *d,
-                     struct json_object **ret, struct rpc_error *err) {
+int result_finish_fd(struct json_object *o, bool ok, struct rpc_reply_fds *fds, int fd, bool fd_lent,
+                     struct broker_doorbells *d, struct json_object **ret, struct rpc_error *err) {
         int q = -ENOMEM;
 
         if (ok && o)
-                q = result_attach_fd(o, fds, fd);
-        else if (fd >= 0)
+                q = result_attach_fd(o, fds, fd, fd_lent);
+        else if (fd >= 0 && !fd_lent)
                 close(fd);
         if (q >= 0 && d)
                 q = result_add_doorbells(o, fds, d, &ok);

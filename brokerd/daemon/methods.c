@@ -78,7 +78,7 @@ int methods_reload(struct methods *m, struct diag_list *diags) {
 
 struct broker_caller caller_of(const struct rpc_caller *c) {
         return (struct broker_caller) { .uid = c->uid, .admin = c->admin, .pidfd = c->pidfd, .pid = c->pid,
-                                        .connection = c->connection };
+                                        .connection = c->connection, .lend_fds = true };
 }
 
 int methods_check_acts_for(const struct methods *m, const struct rpc_caller *c, const char *domain,

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* One connection: reading lines, the output queue, and closing. */
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,12 +13,6 @@
 #include "util/hashmap.h"
 
 #define INPUT_MIN_ALLOC 4096
-
-void rpc_fds_close(int *fds, size_t n) {
-        for (size_t i = 0; i < n; i++)
-                if (fds[i] >= 0)
-                        close(fds[i]);
-}
 
 void rpc_connection_undelivered(struct rpc_connection *c, struct rpc_delivery *d) {
         struct rpc_delivery **tail = &c->undelivered;
@@ -52,11 +47,72 @@ static void connection_update_events(struct rpc_connection *c) {
         c->events = events;
 }
 
-static void out_line_close_fds(struct rpc_out_line *l) {
-        rpc_fds_close(l->fds, l->n_fds);
+void rpc_reply_fds_truncate(struct rpc_reply_fds *r, size_t from) {
+        for (size_t i = from; i < r->n; i++) {
+                if (!r->lent[i] && r->fds[i] >= 0)
+                        close(r->fds[i]);
+                else if (r->lent[i])
+                        r->n_lent--;
+        }
+        if (r->n > from)
+                r->n = from;
+}
+
+static void out_line_close_fds(struct rpc_server *s, struct rpc_out_line *l) {
+        for (size_t i = 0; i < l->n_fds; i++)
+                if (!l->lent[i] && l->fds[i] >= 0)
+                        close(l->fds[i]);
+        if (l->n_lent > 0)
+                s->n_lent_lines--;
         free(l->fds);
         l->fds = NULL;
-        l->n_fds = 0;
+        l->lent = NULL;
+        l->n_fds = l->n_lent = 0;
+}
+
+/* A dup of each lent fd of fds[0..n) in its place; -errno (and the rest left lent) on failure. */
+static int fds_pin(int *fds, bool *lent, size_t n) {
+        for (size_t i = 0; i < n; i++) {
+                int fd;
+
+                if (!lent[i])
+                        continue;
+                fd = fcntl(fds[i], F_DUPFD_CLOEXEC, 3);
+                if (fd < 0)
+                        return negative_errno();
+                fds[i] = fd;
+                lent[i] = false;
+        }
+        return 0;
+}
+
+int rpc_server_pin_lent(struct rpc_server *s, struct rpc_connection *current_c, struct rpc_reply_fds *current) {
+        int q = 0;
+
+        if (current && current->n_lent > 0) {
+                q = rpc_reply_fds_pin(current);
+                if (q < 0)
+                        rpc_connection_close(current_c, false);
+        }
+        for (struct rpc_connection *c = s->connections, *next; c && s->n_lent_lines > 0; c = next) {
+                bool failed = false;
+
+                next = c->next;
+                for (struct rpc_out_line *l = c->out_head; l && !failed; l = l->next) {
+                        if (l->n_lent == 0)
+                                continue;
+                        if (fds_pin(l->fds, l->lent, l->n_fds) < 0) {
+                                failed = true;
+                                break;
+                        }
+                        l->n_lent = 0;
+                        s->n_lent_lines--;
+                }
+                /* Its reply cannot be sent whole: lost to the peer, like a write that fails. */
+                if (failed)
+                        rpc_connection_close(c, false);
+        }
+        return q;
 }
 
 /* Lines written by one sendmsg(): the first, with its fds, and the fd-less ones after it. */
@@ -115,7 +171,7 @@ static int connection_flush(struct rpc_connection *c) {
                         return n;
                 }
                 /* The fds went with the first byte: the peer has its own copies now. */
-                out_line_close_fds(l);
+                out_line_close_fds(c->server, l);
                 for (size_t left = (size_t) n; left > 0 && (l = c->out_head);) {
                         size_t take = l->size - l->written < left ? l->size - l->written : left;
 
@@ -173,41 +229,48 @@ static struct rpc_out_line *out_line_new(struct json_object *msg) {
         l->written = 0;
         l->next = NULL;
         l->fds = NULL;
-        l->n_fds = 0;
+        l->lent = NULL;
+        l->n_fds = l->n_lent = 0;
         l->deliveries = NULL;
         return l;
 }
 
-int rpc_connection_queue(struct rpc_connection *c, struct json_object *msg, int *fds, size_t n_fds,
+int rpc_connection_queue(struct rpc_connection *c, struct json_object *msg, struct rpc_reply_fds *fds,
                          struct rpc_delivery *deliveries) {
         struct rpc_server *s = c->server;
+        size_t n_fds = fds ? fds->n : 0;
         struct rpc_out_line *l;
         bool was_empty;
 
         if (c->closed) {
-                rpc_fds_close(fds, n_fds);
+                if (fds)
+                        rpc_reply_fds_truncate(fds, 0);
                 rpc_connection_undelivered(c, deliveries);
                 return -ECONNRESET;
         }
         l = out_line_new(msg);
+        if (l && n_fds > 0) {
+                l->fds = malloc(n_fds * (sizeof(int) + sizeof(bool)));
+                if (!l->fds) {
+                        free(l);
+                        l = NULL;
+                }
+        }
         if (!l) {
-                rpc_fds_close(fds, n_fds);
+                if (fds)
+                        rpc_reply_fds_truncate(fds, 0);
                 rpc_connection_undelivered(c, deliveries);
                 rpc_connection_close(c, false);
                 return -ENOMEM;
         }
         if (n_fds > 0) {
-                l->fds = malloc(n_fds * sizeof(int));
-                if (l->fds)
-                        memcpy(l->fds, fds, n_fds * sizeof(int));
-                else {
-                        free(l);
-                        rpc_fds_close(fds, n_fds);
-                        rpc_connection_undelivered(c, deliveries);
-                        rpc_connection_close(c, false);
-                        return -ENOMEM;
-                }
+                l->lent = (bool *) (l->fds + n_fds);
+                memcpy(l->fds, fds->fds, n_fds * sizeof(int));
+                memcpy(l->lent, fds->lent, n_fds * sizeof(bool));
                 l->n_fds = n_fds;
+                l->n_lent = fds->n_lent;
+                s->n_lent_lines += l->n_lent > 0;
+                fds->n = fds->n_lent = 0; /* the line's now */
         }
         l->deliveries = deliveries;
 
@@ -233,7 +296,7 @@ static void connection_drop_output(struct rpc_connection *c) {
 
         while ((l = c->out_head)) {
                 c->out_head = l->next;
-                out_line_close_fds(l);
+                out_line_close_fds(c->server, l);
                 rpc_connection_undelivered(c, l->deliveries);
                 free(l);
         }
@@ -291,7 +354,7 @@ void rpc_connection_fail(struct rpc_connection *c, struct json_object *err) {
         c->closing = true;
         c->server->stats.dropped++;
         if (e)
-                (void) rpc_connection_queue(c, e, NULL, 0, NULL);
+                (void) rpc_connection_queue(c, e, NULL, NULL);
         else
                 rpc_connection_close(c, false);
         connection_update_events(c);
@@ -460,6 +523,8 @@ static int connection_io(sd_event_source *source, int fd, uint32_t revents, void
         connection_io_one(c, revents);
         if (s->input_done)
                 s->input_done(s->input_done_userdata);
+        /* Back to the loop, where anything may close a handler's fds: what is still queued keeps its own. */
+        (void) rpc_server_pin_lent(s, NULL, NULL);
         return 0;
 }
 

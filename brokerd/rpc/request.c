@@ -6,14 +6,6 @@
 
 #include "rpc/server-internal.h"
 
-/* Drops the fds added after the first n (by a request whose result is not sent). */
-static void reply_fds_truncate(struct rpc_reply_fds *fds, size_t n) {
-        if (fds->n > n) {
-                rpc_fds_close(fds->fds + n, fds->n - n);
-                fds->n = n;
-        }
-}
-
 static bool is_json_ws(char ch) {
         return ch == ' ' || ch == '\t' || ch == '\r';
 }
@@ -47,9 +39,12 @@ static struct json_object *request_call(struct rpc_connection *c, struct json_ob
         int r;
 
         caller.notification = notification;
+        /* What earlier requests lent must outlive this one, which may close the lenders' fds. */
+        if (rpc_server_pin_lent(s, c, fds) < 0 || c->closed)
+                return NULL;
         r = s->handler(s->userdata, &caller, method, params, fds, &result, &err);
         if (r < 0 || !result || notification)
-                reply_fds_truncate(fds, n_fds);
+                rpc_reply_fds_truncate(fds, n_fds);
         if (notification) {
                 json_object_putp(&err.data);
                 return NULL;
@@ -158,7 +153,7 @@ static int line_parse(struct rpc_connection *c, const char *line, size_t len, st
                 s->stats.requests++;
                 e = rpc_error_responsef(s, NULL, RPC_PARSE_ERROR, NULL, "%s", why);
                 if (e)
-                        (void) rpc_connection_queue(c, e, NULL, 0, NULL);
+                        (void) rpc_connection_queue(c, e, NULL, NULL);
                 return -EBADMSG;
         }
 
@@ -186,7 +181,7 @@ static int line_parse(struct rpc_connection *c, const char *line, size_t len, st
                                 jerr != json_tokener_success ? json_tokener_error_desc(jerr)
                                                              : "unexpected data after the JSON value");
         if (e)
-                (void) rpc_connection_queue(c, e, NULL, 0, NULL);
+                (void) rpc_connection_queue(c, e, NULL, NULL);
         return -EBADMSG;
 }
 
@@ -209,7 +204,7 @@ void rpc_connection_handle_line(struct rpc_connection *c, const char *line, size
                 reply = request_handle(c, msg, &fds, &deliveries);
 
         if (!reply || c->closed) {
-                rpc_fds_close(fds.fds, fds.n);
+                rpc_reply_fds_truncate(&fds, 0);
                 if (deliveries) {
                         /* Results that no line will carry: the connection is lost to the peer. */
                         rpc_connection_undelivered(c, deliveries);
@@ -217,5 +212,5 @@ void rpc_connection_handle_line(struct rpc_connection *c, const char *line, size
                 }
                 return;
         }
-        (void) rpc_connection_queue(c, reply, fds.fds, fds.n, deliveries);
+        (void) rpc_connection_queue(c, reply, &fds, deliveries);
 }

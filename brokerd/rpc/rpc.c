@@ -2,12 +2,14 @@
 #include "rpc/rpc.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "util/error.h"
+#include "util/macro.h"
 
 int rpc_error_from_broker(struct rpc_error *err, int broker_code, const char *message) {
         const char *name = broker_code_name(broker_code);
@@ -42,5 +44,43 @@ int rpc_reply_add_fd(struct rpc_reply_fds *r, int fd) {
                 return -E2BIG;
         }
         r->fds[r->n] = fd;
+        r->lent[r->n] = false;
+        return (int) r->n++;
+}
+
+int rpc_reply_fds_pin(struct rpc_reply_fds *r) {
+        for (size_t i = 0; i < r->n && r->n_lent > 0; i++) {
+                int fd;
+
+                if (!r->lent[i])
+                        continue;
+                fd = fcntl(r->fds[i], F_DUPFD_CLOEXEC, 3);
+                if (fd < 0)
+                        return negative_errno();
+                r->fds[i] = fd;
+                r->lent[i] = false;
+                r->n_lent--;
+        }
+        return 0;
+}
+
+void rpc_reply_fds_drop_last(struct rpc_reply_fds *r) {
+        if (r->n == 0)
+                return;
+        r->n--;
+        if (r->lent[r->n])
+                r->n_lent--;
+        else
+                close(r->fds[r->n]);
+}
+
+int rpc_reply_lend_fd(struct rpc_reply_fds *r, int fd) {
+        if (fd < 0)
+                return -EBADF;
+        if (r->n >= RPC_MAX_FDS_PER_LINE)
+                return -E2BIG;
+        r->fds[r->n] = fd;
+        r->lent[r->n] = true;
+        r->n_lent++;
         return (int) r->n++;
 }

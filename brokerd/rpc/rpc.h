@@ -8,7 +8,8 @@
  * The server calls the handler once per request (each element of a batch, notifications
  * included: their result is simply not sent). A handler returns 0 with *ret_result set (an
  * owned json_object, never NULL), or a negative errno with err filled. It may attach fds
- * to the reply line with rpc_reply_add_fd(); "fd": <index> in its result names them.
+ * to the reply line with rpc_reply_add_fd() or lend them with rpc_reply_lend_fd(); "fd":
+ * <index> in its result names them.
  */
 #include <stdbool.h>
 #include <stddef.h>
@@ -58,11 +59,24 @@ int rpc_error_set(struct rpc_error *err, int code, const char *fmt, ...) __attri
 
 struct rpc_reply_fds {
         int fds[RPC_MAX_FDS_PER_LINE];
-        size_t n;
+        bool lent[RPC_MAX_FDS_PER_LINE]; /* the handler's own: never closed by the server */
+        size_t n, n_lent;
 };
 
 /* Takes ownership of fd (closes it on failure); returns its index in the line, or -E2BIG. */
 int rpc_reply_add_fd(struct rpc_reply_fds *r, int fd);
+/*
+ * Lends fd: it stays the handler's, who must keep it open until the server next calls a
+ * handler or returns to the event loop. Sent by then (a lone request's reply is, once its
+ * commit is durable), it cost nothing; still queued then, the server dups it first. Returns
+ * its index in the line, or -E2BIG (nothing to close).
+ */
+int rpc_reply_lend_fd(struct rpc_reply_fds *r, int fd);
+/* Every lent fd of r replaced by a dup of its own (a transport that keeps the fds past the
+ * lender's next call does this first); -errno when one cannot be (that one stays lent). */
+int rpc_reply_fds_pin(struct rpc_reply_fds *r);
+/* Takes the last fd added or lent off the line again (closing it unless it was lent). */
+void rpc_reply_fds_drop_last(struct rpc_reply_fds *r);
 
 typedef int (*rpc_handler_t)(void *userdata, const struct rpc_caller *caller, const char *method,
                              struct json_object *params, struct rpc_reply_fds *fds,

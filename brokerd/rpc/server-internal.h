@@ -48,7 +48,8 @@ struct rpc_out_line {
         size_t written;
         /* Sent with the first byte of the line, closed once sent; never set once written > 0. */
         int *fds; /* n_fds of them (malloc'ed: most lines carry none, a few up to RPC_MAX_FDS_PER_LINE) */
-        size_t n_fds;
+        bool *lent; /* n_fds of them, after fds in the same block: a handler's own, not closed */
+        size_t n_fds, n_lent;
         struct rpc_delivery *deliveries;
         char data[];
 };
@@ -105,6 +106,7 @@ struct rpc_server {
         sd_event_source *accept_timer;
 
         uint64_t last_id;
+        size_t n_lent_lines; /* queued lines that carry lent fds */
         struct rpc_server_stats stats;
 };
 
@@ -114,7 +116,15 @@ static inline void json_object_putp(struct json_object **o) {
         *o = NULL;
 }
 
-void rpc_fds_close(int *fds, size_t n);
+/* Closes r's own fds from index from on (a lent one stays its lender's) and drops them from r. */
+void rpc_reply_fds_truncate(struct rpc_reply_fds *r, size_t from);
+/*
+ * Every lent fd of the queued lines, and of current (the reply being built on current_c; may
+ * be NULL), made the line's own with a dup: before anything else can close the lenders' fds.
+ * A connection whose fd cannot be dup'ed loses its output (reported undelivered) and is
+ * closed; -errno when that happened to current_c.
+ */
+int rpc_server_pin_lent(struct rpc_server *s, struct rpc_connection *current_c, struct rpc_reply_fds *current);
 
 /* server.c */
 void rpc_server_wake_reaper(struct rpc_server *s);
@@ -132,7 +142,7 @@ int rpc_connection_add(struct rpc_server *s, int fd, const struct ucred *ucred, 
 /* Queues one message (serialized plus '\n') with its fds and deliveries (all taken, even on
  * failure) and writes what the socket takes right away. -ENOBUFS: the connection was over its
  * pending-output limit and has been dropped; -ECONNRESET: the peer is gone. */
-int rpc_connection_queue(struct rpc_connection *c, struct json_object *msg, int *fds, size_t n_fds,
+int rpc_connection_queue(struct rpc_connection *c, struct json_object *msg, struct rpc_reply_fds *fds,
                          struct rpc_delivery *deliveries);
 /* Results (taken) that will never reach the peer: the reaper reports them. */
 void rpc_connection_undelivered(struct rpc_connection *c, struct rpc_delivery *d);

@@ -158,7 +158,7 @@ int rpc_server_notify(struct rpc_server *s, uint64_t connection, const char *met
             rpc_json_add(msg, "method", json_object_new_string(method)) < 0 ||
             rpc_json_add(msg, "params", params ? json_object_get(params) : json_object_new_object()) < 0)
                 return -ENOMEM;
-        return rpc_connection_queue(c, msg, NULL, 0, NULL);
+        return rpc_connection_queue(c, msg, NULL, NULL);
 }
 
 void rpc_server_set_undelivered(struct rpc_server *s, rpc_undelivered_t fn) {

@@ -389,6 +389,53 @@ class Doorbells(DaemonTest):
         a = self.attach(self.party("vm2"), r)
         self.assertEqual(len(a["doorbells"]), 8)
 
+    def test_ends_handed_out_outlive_a_later_request_of_the_batch(self):
+        """brokerd hands its own eventfds and memfd to a reply that leaves at once, and dups them
+        for one still queued when a later request could close them. A batch [attach A, release A,
+        attach B] closes A's pairs in brokerd and makes B's (the numbers are free again) before
+        the line leaves: A's ends in the reply must still be A's, never B's."""
+        owner, vm1 = self.party("hw0"), self.party("vm1")
+        share = {"owner": "hw0", "device": "nic0", "size": 4096, "peers": [{"domain": "vm1", "access": "rw"}]}
+        ra = owner.c.call("region.share", share)
+        os.close(owner.c.take_fd())
+        rb = owner.c.call("region.share", share)
+        os.close(owner.c.take_fd())
+        token = {r["region"]: r["tokens"][0]["token"] for r in (ra, rb)}
+        batch = [{"jsonrpc": "2.0", "id": 1, "method": "region.attach",
+                  "params": {"domain": "vm1", "token": token[ra["region"]]}},
+                 {"jsonrpc": "2.0", "id": 2, "method": "region.release",
+                  "params": {"domain": "vm1", "region": ra["region"]}},
+                 {"jsonrpc": "2.0", "id": 3, "method": "region.attach",
+                  "params": {"domain": "vm1", "token": token[rb["region"]]}}]
+        n_fds = len(vm1.c.fds)
+        vm1.c.send_raw((json.dumps(batch) + "\n").encode())
+        reply = {x["id"]: x for x in vm1.c.read_reply()}
+        self.assertTrue(all("result" in reply[i] for i in (1, 2, 3)), reply)
+        fds = vm1.c.fds[n_fds:]
+        del vm1.c.fds[n_fds:]
+        try:
+            a, b = reply[1]["result"], reply[3]["result"]
+            for r, res in ((ra, a), (rb, b)):  # a memfd or a pool file, named by pool and region
+                self.assertRegex(os.readlink(f"/proc/self/fd/{fds[res['fd']]}"),
+                                 rf"brokerd[-:]{r['pool']}[-:]{r['region']}( \(deleted\))?$")
+            owner.fetch(rb["region"])
+            # B's ends connect vm1 and the owner, vector by vector.
+            for d in b["doorbells"]:
+                ring(fds[d["send"]])
+                self.assertTrue(drain(owner.bells[("vm1", d["vector"])][1]))
+                ring(owner.bells[("vm1", d["vector"])][0])
+                self.assertTrue(drain(fds[d["recv"]]))
+            # A's were cut: ringing them wakes nobody of B, and nothing rings them.
+            for d in a["doorbells"]:
+                self.assertEqual(os.readlink(f"/proc/self/fd/{fds[d['send']]}"), "anon_inode:[eventfd]")
+                ring(fds[d["send"]])
+            self.assert_silent([owner])
+            for d in a["doorbells"]:
+                self.assertFalse(readable(fds[d["recv"]]))
+        finally:
+            for fd in fds:
+                os.close(fd)
+
     def test_bad_input_changes_nothing(self):
         owner, vm1 = self.party("hw0"), self.party("vm1")
         r = self.shared(owner)

@@ -217,6 +217,34 @@ static void test_memfd_name(void **state) {
         close(fd);
 }
 
+/*
+ * Asked to lend, a rw mapping is the backend's own fd (the same open file a dup would be: the
+ * caller sends it before anything can close it); a ro one is a fresh read-only open file,
+ * the caller's to close, as without lending.
+ */
+static void test_memfd_map_lend(void **state) {
+        struct fixture *f = *state;
+        struct backend_region r = region(&f->memfd_pool, 3, REGION_SIZE);
+        struct backend_mapping a = { .fd = -1, .lend = true }, b = { .fd = -1, .lend = true };
+        int owner;
+
+        assert_int_equal(be_create(f->b, &r), 0);
+        owner = map_fd(f->b, &r, "owner", ACCESS_RW);
+        assert_int_equal(be_map(f->b, &r, "peer", ACCESS_RW, &a), 0);
+        assert_true(a.lent);
+        assert_int_equal(syscall(SYS_kcmp, getpid(), getpid(), 0 /* KCMP_FILE */, owner, a.fd), 0);
+        assert_int_equal(be_map(f->b, &r, "peer", ACCESS_RW, &a), 0); /* again: the same fd */
+        assert_true(a.lent);
+        assert_int_equal(be_map(f->b, &r, "reader", ACCESS_RO, &b), 0);
+        assert_false(b.lent);
+        assert_int_equal(fcntl(b.fd, F_GETFL) & O_ACCMODE, O_RDONLY);
+        close(b.fd);
+        close(owner);
+        /* The lent fd was the backend's: still open until the region is destroyed. */
+        assert_true(fcntl(a.fd, F_GETFD) >= 0);
+        assert_int_equal(be_destroy(f->b, &r), 0);
+}
+
 /* A ro peer can read, but the kernel refuses it any writable shared mapping. */
 static void test_memfd_map_ro(void **state) {
         struct fixture *f = *state;
@@ -1077,6 +1105,7 @@ int main(void) {
         const struct CMUnitTest tests[] = {
                 T(test_ops_table),
                 T(test_memfd_map_rw),
+                T(test_memfd_map_lend),
                 T(test_memfd_name),
                 T(test_memfd_map_ro),
                 T(test_memfd_sealed),

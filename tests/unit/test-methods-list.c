@@ -124,6 +124,7 @@ static int call(struct fixture *f, const struct rpc_caller *c, const char *metho
         *ret = NULL;
         q = methods_handle(f->m, c, method, params, &fds, ret, &err);
         json_object_put(params);
+        assert_int_equal(rpc_reply_fds_pin(&fds), 0); /* the broker's own, lent: dup'ed to close */
         for (size_t i = 0; i < fds.n; i++)
                 close(fds.fds[i]);
         if (q >= 0)

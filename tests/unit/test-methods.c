@@ -234,6 +234,8 @@ static struct reply call(struct fixture *f, const struct rpc_caller *c, const ch
         }
         r.q = methods_handle(f->m, c, method, params, &r.fds, &r.result, &r.err);
         json_object_put(params);
+        /* As a transport that keeps the fds does: what the broker lent, dup'ed. */
+        assert_int_equal(rpc_reply_fds_pin(&r.fds), 0);
         if (r.q >= 0)
                 assert_non_null(r.result);
         else

@@ -40,6 +40,7 @@ struct fx {
         size_t n_disconnected;
         unsigned calls;
         int last_fd; /* the memfd the "fd" methods made last */
+        int lent_fd; /* the handler's own memfd that "lend" lends ("lent" in it), -1: none */
         bool last_notification; /* caller->notification of the last call */
         struct {
                 uint64_t connection;
@@ -78,6 +79,16 @@ static void put_json(struct json_object **o) {
 
 /* ---- the handler under test's interface ---- */
 
+/* The lender closes its lent fd, and the number goes to another file ("other" in it). */
+static void lender_replace(struct fx *f) {
+        int other = memfd_create("rpc-other", MFD_CLOEXEC);
+
+        assert_true(other >= 0 && f->lent_fd >= 0);
+        assert_int_equal(write(other, "other", 5), 5);
+        assert_int_equal(dup2(other, f->lent_fd), f->lent_fd);
+        close(other);
+}
+
 static int test_handler(void *userdata, const struct rpc_caller *caller, const char *method, struct json_object *params,
                         struct rpc_reply_fds *fds, struct json_object **ret_result, struct rpc_error *err) {
         struct fx *f = userdata;
@@ -114,6 +125,25 @@ static int test_handler(void *userdata, const struct rpc_caller *caller, const c
                         return rpc_error_from_broker(err, BROKER_E_BACKEND, "mapping failed");
                 *ret_result = json_object_new_object();
                 json_object_object_add(*ret_result, "fd", json_object_new_int(idx));
+                return 0;
+        }
+        if (strcmp(method, "lend") == 0) {
+                int idx;
+
+                if (f->lent_fd < 0) {
+                        f->lent_fd = memfd_create("rpc-lent", MFD_CLOEXEC);
+                        assert_true(f->lent_fd >= 0);
+                        assert_int_equal(write(f->lent_fd, "lent", 4), 4);
+                }
+                idx = rpc_reply_lend_fd(fds, f->lent_fd);
+                assert_true(idx >= 0);
+                *ret_result = json_object_new_object();
+                json_object_object_add(*ret_result, "fd", json_object_new_int(idx));
+                return 0;
+        }
+        if (strcmp(method, "unlend") == 0) {
+                lender_replace(f);
+                *ret_result = json_object_new_object();
                 return 0;
         }
         if (strcmp(method, "whoami") == 0) {
@@ -200,6 +230,7 @@ static int setup(void **state) {
         snprintf(f->admin_path, sizeof(f->admin_path), "%s/admin.sock", f->dir);
         assert_int_equal(sd_event_new(&f->e), 0);
         f->last_fd = -1;
+        f->lent_fd = -1;
         *state = f;
         return 0;
 }
@@ -210,6 +241,8 @@ static int teardown(void **state) {
         DIR *d;
 
         rpc_server_free(f->s);
+        if (f->lent_fd >= 0)
+                close(f->lent_fd);
         /* on_disconnect exactly once per connection, also for those closed by the free. */
         for (size_t i = 0; i < f->n_disconnected; i++)
                 assert_int_equal(disconnect_count(f, f->disconnected[i]), 1);
@@ -1062,6 +1095,81 @@ static void test_fd_passing(void **state) {
         client_close(&c);
 }
 
+/* The received fd's content: "lent" when the line carried the lender's file as it was. */
+#define assert_fd_reads(fd, want)                                                                  \
+        do {                                                                                       \
+                char buf_[8] = {};                                                                 \
+                assert_int_equal(pread((fd), buf_, sizeof(buf_) - 1, 0), (ssize_t) strlen(want)); \
+                assert_string_equal(buf_, (want));                                                 \
+        } while (0)
+
+static bool test_gate(void *userdata);
+
+/*
+ * A lent fd stays the handler's: sent at once, it is never closed or copied by the server;
+ * still queued when the server calls a handler again or returns to the loop, the line holds
+ * a dup of its own, so that the lender closing its fd (and the number going to another file)
+ * changes nothing the peer receives.
+ */
+static void test_lent_fds(void **state) {
+        struct fx *f = *state;
+        struct client c;
+
+        start(f, NULL);
+        rpc_server_set_output_gate(f->s, test_gate, f);
+        f->gate_open = true;
+        client_connect(f, &c, f->path);
+
+        /* Sent at once: the lender's fd is untouched and still open. */
+        {
+                _cleanup_(put_json) struct json_object *r = call(f, &c, "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"lend\"}");
+                assert_result(r, "1", "{\"fd\":0}");
+        }
+        assert_true(fd_is_open(f->lent_fd));
+        assert_int_equal(c.n_fds, 1);
+        assert_fd_reads(c.fds[0], "lent");
+
+        /* A later request of the same batch replaces the lender's file: the line already has its own. */
+        {
+                _cleanup_(put_json) struct json_object *r = call(
+                        f, &c, "[{\"jsonrpc\":\"2.0\",\"id\":2,\"method\":\"lend\"},{\"jsonrpc\":\"2.0\",\"id\":3,\"method\":\"unlend\"}]");
+                assert_result(json_object_array_get_idx(r, 0), "2", "{\"fd\":0}");
+        }
+        assert_int_equal(c.n_fds, 2);
+        assert_fd_reads(c.fds[1], "lent");
+        assert_fd_reads(f->lent_fd, "other");
+        close(f->lent_fd);
+        f->lent_fd = -1;
+
+        /* Held by the gate past the loop's turn: pinned then, so the lender may let go. */
+        f->gate_open = false;
+        client_send(f, &c, "{\"jsonrpc\":\"2.0\",\"id\":4,\"method\":\"lend\"}");
+        run_idle(f);
+        assert_no_reply(f, &c);
+        lender_replace(f);
+        f->gate_open = true;
+        rpc_server_flush(f->s);
+        {
+                _cleanup_(put_json) struct json_object *r = client_reply(f, &c);
+                assert_result(r, "4", "{\"fd\":0}");
+        }
+        assert_int_equal(c.n_fds, 3);
+        assert_fd_reads(c.fds[2], "lent");
+        assert_fd_reads(f->lent_fd, "other");
+
+        /* A notification's lent fd is neither sent nor closed; a lone one's line is dropped with
+         * the connection without closing it either. */
+        client_send(f, &c, "{\"jsonrpc\":\"2.0\",\"method\":\"lend\"}");
+        assert_no_reply(f, &c);
+        assert_true(fd_is_open(f->lent_fd));
+        f->gate_open = false;
+        client_send(f, &c, "{\"jsonrpc\":\"2.0\",\"id\":5,\"method\":\"lend\"}");
+        client_close(&c);
+        run_idle(f);
+        assert_true(fd_is_open(f->lent_fd));
+        assert_fd_reads(f->lent_fd, "other");
+}
+
 static void test_peercred_and_admin(void **state) {
         struct fx *f = *state;
         struct client a, b;
@@ -1804,6 +1912,7 @@ cmocka_unit_test_setup_teardown(test_line_timeout, setup, teardown),
         cmocka_unit_test_setup_teardown(test_partial_writes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_half_close, setup, teardown),
         cmocka_unit_test_setup_teardown(test_fd_passing, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_lent_fds, setup, teardown),
         cmocka_unit_test_setup_teardown(test_peercred_and_admin, setup, teardown),
         cmocka_unit_test_setup_teardown(test_connections_per_uid, setup, teardown),
         cmocka_unit_test_setup_teardown(test_output_gate, setup, teardown),
