@@ -39,13 +39,12 @@ int bells_init(struct region *r, unsigned vectors, uint64_t generation, bool in_
                 r->bells = (struct region_bells) { .generation = generation };
                 return 0;
         }
-        party = calloc(n, sizeof(*party));
-        fd = calloc(n * n * vectors, sizeof(*fd));
-        if (!party || !fd) {
-                free(party);
-                free(fd);
+        /* One block: the fds, then who is a party (freed with the fds). */
+        fd = malloc(n * n * vectors * sizeof(*fd) + n * sizeof(*party));
+        if (!fd)
                 return -ENOMEM;
-        }
+        party = (bool *) (fd + n * n * vectors);
+        memset(party, 0, n * sizeof(*party));
         for (size_t i = 0; i < n * n * vectors; i++)
                 fd[i] = -1;
         /* The owner is a party from its share on. */
@@ -59,8 +58,7 @@ void bells_free(struct region *r) {
         for (size_t i = 0; r->bells.fd && i < r->bells.n * r->bells.n * r->bells.vectors; i++)
                 if (r->bells.fd[i] >= 0)
                         close(r->bells.fd[i]);
-        free(r->bells.fd);
-        free(r->bells.party);
+        free(r->bells.fd); /* and party, in the same block */
         r->bells = (struct region_bells) {};
 }
 

@@ -22,11 +22,7 @@ void region_free(struct region *r) {
         bells_free(r);
         for (size_t i = 0; r->domains && i < r->n_peers; i++)
                 free(r->domains[i]);
-        free(r->domains);
-        free(r->holders);
-        free(r->tokens);
-        free(r->route_links);
-        free(r->holder_links);
+        free(r->holders); /* and the other per-holder arrays: one block */
         free(r->owner);
         free(r->device);
         free(r->label);
@@ -50,6 +46,42 @@ void regions_remove(struct broker *b, struct region *r) {
                 range_tree_remove(&b->ids, r->id);
 }
 
+/*
+ * The per-holder arrays (holders, domains, tokens, route and holder links), in one block with
+ * room for 1 + n_peers, grown from 1 + old_peers (0: none yet); what was there is kept, the new
+ * entries are zero. Nothing may point into the arrays while they grow: regions grow only while
+ * loading, before any route, token index or holder process knows them.
+ */
+static int region_arrays_grow(struct region *r, size_t old_peers, size_t n_peers) {
+        const size_t size[] = { sizeof(holder_t), sizeof(char *), sizeof(struct token_entry),
+                                sizeof(struct route_link), sizeof(struct holder_link) };
+        size_t old_n = r->holders ? old_peers + 1 : 0, n = n_peers + 1, total = 0;
+        size_t old_at[ELEMENTSOF(size)], at[ELEMENTSOF(size)];
+        char *block;
+
+        for (size_t k = 0, o = 0; k < ELEMENTSOF(size); k++) {
+                old_at[k] = o;
+                at[k] = total;
+                o += old_n * size[k];
+                total += n * size[k];
+        }
+        block = realloc(r->holders, total);
+        if (!block)
+                return -ENOMEM;
+        /* The last array first: each moves up, onto where the next one was. */
+        for (size_t k = ELEMENTSOF(size); k-- > 0;) {
+                memmove(block + at[k], block + old_at[k], old_n * size[k]);
+                memset(block + at[k] + old_n * size[k], 0, (n - old_n) * size[k]);
+        }
+        r->holders = (holder_t *) (block + at[0]);
+        r->peers = r->holders + 1;
+        r->domains = (char **) (block + at[1]);
+        r->tokens = (struct token_entry *) (block + at[2]);
+        r->route_links = (struct route_link *) (block + at[3]);
+        r->holder_links = (struct holder_link *) (block + at[4]);
+        return 0;
+}
+
 int region_alloc(const char *owner, const char *device, const char *label, size_t n_peers, struct region **ret) {
         _cleanup_(region_freep) struct region *r = calloc(1, sizeof(*r));
 
@@ -59,16 +91,9 @@ int region_alloc(const char *owner, const char *device, const char *label, size_
         r->owner = strdup(owner);
         r->device = strdup(device);
         r->label = label ? strdup(label) : NULL;
-        r->holders = calloc(n_peers + 1, sizeof(*r->holders));
-        r->domains = calloc(n_peers + 1, sizeof(*r->domains));
-        r->tokens = calloc(n_peers + 1, sizeof(*r->tokens));
-        r->route_links = calloc(n_peers + 1, sizeof(*r->route_links));
-        r->holder_links = calloc(n_peers + 1, sizeof(*r->holder_links));
-        if (!r->owner || !r->device || (label && !r->label) || !r->holders || !r->domains || !r->tokens ||
-            !r->route_links || !r->holder_links)
+        if (!r->owner || !r->device || (label && !r->label) || region_arrays_grow(r, 0, n_peers) < 0)
                 return -ENOMEM;
         r->holders[0] = (holder_t) { .domain = r->owner, .access = ACCESS_RW, .state = PEER_ATTACHED };
-        r->peers = r->holders + 1;
         *ret = TAKE_PTR(r);
         return 0;
 }
@@ -90,32 +115,10 @@ int region_set_peer(struct region *r, size_t i, const char *domain, enum access_
 /* On load, peers arrive one by one after their region. */
 int region_add_peer(struct region *r, const struct store_peer *sp) {
         size_t n = r->n_peers + 1;
-        holder_t *holders = reallocarray(r->holders, n + 1, sizeof(*holders));
+        int q = region_arrays_grow(r, r->n_peers, n);
 
-        if (!holders)
-                return -ENOMEM;
-        r->holders = holders;
-        r->peers = holders + 1;
-        char **domains = reallocarray(r->domains, n, sizeof(*domains));
-        if (!domains)
-                return -ENOMEM;
-        r->domains = domains;
-        struct token_entry *tokens = reallocarray(r->tokens, n, sizeof(*tokens));
-        if (!tokens)
-                return -ENOMEM;
-        r->tokens = tokens;
-        /* Loading comes before any route is built: no link points into the old array. */
-        struct route_link *links = reallocarray(r->route_links, n, sizeof(*links));
-        if (!links)
-                return -ENOMEM;
-        links[n - 1] = (struct route_link) {};
-        r->route_links = links;
-        /* Nor to a holder's process: those are known again only after loading. */
-        struct holder_link *hl = reallocarray(r->holder_links, n + 1, sizeof(*hl));
-        if (!hl)
-                return -ENOMEM;
-        hl[n] = (struct holder_link) {};
-        r->holder_links = hl;
+        if (q < 0)
+                return q;
         r->n_peers = n;
         return region_set_peer(r, n - 1, sp->domain, sp->access, sp->state, sp->token, sp->mapped);
 }

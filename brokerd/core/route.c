@@ -22,21 +22,26 @@ void route_free(struct route *rt) {
 }
 
 int route_get(struct broker *b, const char *device, const char *domain, bool create, struct route **ret) {
-        _cleanup_(xfreep) char *key = NULL;
+        /* Names are at most NAME_MAX_LEN: the key fits on the stack (a share looks up several). */
+        char key[2 * NAME_MAX_LEN + 2];
+        size_t n_device = strlen(device), n_domain = strlen(domain);
         struct route *rt;
         int r;
 
-        if (asprintf(&key, "%s/%s", device, domain) < 0)
-                return -ENOMEM;
+        if (n_device > NAME_MAX_LEN || n_domain > NAME_MAX_LEN)
+                return -EINVAL;
+        memcpy(key, device, n_device);
+        key[n_device] = '/';
+        memcpy(key + n_device + 1, domain, n_domain + 1);
         rt = hashmap_get(b->routes, key);
         if (!rt && create) {
                 rt = calloc(1, sizeof(*rt));
                 if (!rt)
                         return -ENOMEM;
-                rt->key = TAKE_PTR(key);
+                rt->key = strdup(key);
                 rt->device = strdup(device);
                 rt->domain = strdup(domain);
-                if (!rt->device || !rt->domain || (r = hashmap_put(b->routes, rt->key, rt)) < 0) {
+                if (!rt->key || !rt->device || !rt->domain || (r = hashmap_put(b->routes, rt->key, rt)) < 0) {
                         route_free(rt);
                         return -ENOMEM;
                 }
