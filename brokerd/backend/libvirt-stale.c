@@ -22,6 +22,7 @@
 #include <limits.h>
 #include <inttypes.h>
 #include <libvirt/libvirt-qemu.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -359,6 +360,18 @@ static int stale_fill(virDomainPtr d, const struct lv_stale *s, pid_t pid) {
         return left == 0 ? 0 : k < 0 ? k : -EAGAIN;
 }
 
+/*
+ * A QMP command that failed while the guest was being destroyed: its monitor's socket closes
+ * (EIO) as QEMU exits, a moment before its pidfd turns readable. Waits that moment out (only
+ * on this error path) so that a QEMU that is going is not reported as one that keeps a stale
+ * handler.
+ */
+static bool qemu_exiting(int pidfd) {
+        struct pollfd p = { .fd = pidfd, .events = POLLIN };
+
+        return poll(&p, 1, 200) > 0;
+}
+
 void libvirt_stale_fill(struct backend_libvirt *l, uint64_t region, const char *domain) {
         for (size_t i = 0; i < l->n_stale; i++) {
                 struct lv_stale *s = &l->stale[i];
@@ -373,6 +386,8 @@ void libvirt_stale_fill(struct backend_libvirt *l, uint64_t region, const char *
                 k = !d ? -ESRCH : s->by_count ? stale_fill_by_count(d, s, s->by_count) : stale_fill(d, s, pid);
                 if (d)
                         virDomainFree(d);
+                if (k < 0 && k != -ESRCH && qemu_exiting(s->pidfd))
+                        k = -ESRCH;
                 if (k == -ESRCH)
                         ; /* its QEMU is gone: nothing left to protect */
                 else if (k < 0)
