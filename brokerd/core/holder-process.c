@@ -60,16 +60,6 @@ static struct holder_link *link_of(struct region *r, const holder_t *h) {
         return &r->holder_links[h - r->holders];
 }
 
-static void process_forget_connection(struct holder_process *p) {
-        struct broker *b = p->broker;
-
-        if (!p->connection)
-                return;
-        hashmap_remove(b->connections, &p->connection);
-        p->connection = 0;
-        p->n_ref--;
-}
-
 static void process_unref(struct holder_process *p) {
         struct broker *b = p->broker;
 
@@ -80,6 +70,16 @@ static void process_unref(struct holder_process *p) {
                 b->unwatch_process(b->watch_userdata, p->watch);
         close(p->pidfd);
         free(p);
+}
+
+/* Its connection's entry removed (a later fd to that connection gets a process of its own),
+ * and p freed if that was all that kept it. */
+static void process_drop_connection(struct holder_process *p) {
+        if (!p->connection)
+                return;
+        hashmap_remove(p->broker->connections, &p->connection);
+        p->connection = 0;
+        process_unref(p);
 }
 
 /*
@@ -206,13 +206,6 @@ void region_close_holders(struct region *r) {
                 link_detach(&r->holder_links[k]);
 }
 
-/* Its connection's entry removed, and p freed if that was all that kept it. */
-static void process_drop_connection(struct holder_process *p) {
-        p->n_ref++;
-        process_forget_connection(p);
-        process_unref(p);
-}
-
 void processes_free(struct broker *b) {
         size_t it = 0;
         void *v;
@@ -307,7 +300,7 @@ int broker_process_exited(struct broker *b, int pidfd) {
         /* Held across the walk: one holder's exit may let others of the same process go. */
         p->n_ref++;
         /* A later fd to its connection gets a process of its own, whose watch fires at once. */
-        process_forget_connection(p);
+        process_drop_connection(p);
         while ((l = p->holders)) {
                 struct region *r = l->region;
                 int k = holder_exited(b, r, &r->holders[l - r->holder_links]);

@@ -208,7 +208,7 @@ static int result_attach_fd(struct json_object *o, struct rpc_reply_fds *fds, in
         obj_add(o, "fd", json_object_new_int(idx), &ok);
         if (!ok) {
                 /* The index is already claimed: drop it from the line (closed unless lent). */
-                rpc_reply_fds_drop_last(fds);
+                rpc_reply_fds_truncate(fds, fds->n - 1);
                 return -ENOMEM;
         }
         return 0;

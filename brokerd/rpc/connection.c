@@ -1,7 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* One connection: reading lines, the output queue, and closing. */
 #include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
@@ -47,21 +46,8 @@ static void connection_update_events(struct rpc_connection *c) {
         c->events = events;
 }
 
-void rpc_reply_fds_truncate(struct rpc_reply_fds *r, size_t from) {
-        for (size_t i = from; i < r->n; i++) {
-                if (!r->lent[i] && r->fds[i] >= 0)
-                        close(r->fds[i]);
-                else if (r->lent[i])
-                        r->n_lent--;
-        }
-        if (r->n > from)
-                r->n = from;
-}
-
 static void out_line_close_fds(struct rpc_server *s, struct rpc_out_line *l) {
-        for (size_t i = 0; i < l->n_fds; i++)
-                if (!l->lent[i] && l->fds[i] >= 0)
-                        close(l->fds[i]);
+        (void) rpc_fds_close_owned(l->fds, l->lent, l->n_fds);
         if (l->n_lent > 0)
                 s->n_lent_lines--;
         free(l->fds);
@@ -70,30 +56,11 @@ static void out_line_close_fds(struct rpc_server *s, struct rpc_out_line *l) {
         l->n_fds = l->n_lent = 0;
 }
 
-/* A dup of each lent fd of fds[0..n) in its place; -errno (and the rest left lent) on failure. */
-static int fds_pin(int *fds, bool *lent, size_t n) {
-        for (size_t i = 0; i < n; i++) {
-                int fd;
-
-                if (!lent[i])
-                        continue;
-                fd = fcntl(fds[i], F_DUPFD_CLOEXEC, 3);
-                if (fd < 0)
-                        return negative_errno();
-                fds[i] = fd;
-                lent[i] = false;
-        }
-        return 0;
-}
-
 int rpc_server_pin_lent(struct rpc_server *s, struct rpc_connection *current_c, struct rpc_reply_fds *current) {
-        int q = 0;
+        int q = current ? rpc_reply_fds_pin(current) : 0;
 
-        if (current && current->n_lent > 0) {
-                q = rpc_reply_fds_pin(current);
-                if (q < 0)
-                        rpc_connection_close(current_c, false);
-        }
+        if (q < 0)
+                rpc_connection_close(current_c, false);
         for (struct rpc_connection *c = s->connections, *next; c && s->n_lent_lines > 0; c = next) {
                 bool failed = false;
 
@@ -101,12 +68,9 @@ int rpc_server_pin_lent(struct rpc_server *s, struct rpc_connection *current_c, 
                 for (struct rpc_out_line *l = c->out_head; l && !failed; l = l->next) {
                         if (l->n_lent == 0)
                                 continue;
-                        if (fds_pin(l->fds, l->lent, l->n_fds) < 0) {
-                                failed = true;
-                                break;
-                        }
-                        l->n_lent = 0;
-                        s->n_lent_lines--;
+                        failed = rpc_fds_pin(l->fds, l->lent, l->n_fds, &l->n_lent) < 0;
+                        if (l->n_lent == 0)
+                                s->n_lent_lines--;
                 }
                 /* Its reply cannot be sent whole: lost to the peer, like a write that fails. */
                 if (failed)

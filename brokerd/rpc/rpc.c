@@ -8,6 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "rpc/server-internal.h"
 #include "util/error.h"
 #include "util/macro.h"
 
@@ -48,30 +49,42 @@ int rpc_reply_add_fd(struct rpc_reply_fds *r, int fd) {
         return (int) r->n++;
 }
 
-int rpc_reply_fds_pin(struct rpc_reply_fds *r) {
-        for (size_t i = 0; i < r->n && r->n_lent > 0; i++) {
+size_t rpc_fds_close_owned(const int *fds, const bool *lent, size_t n) {
+        size_t n_lent = 0;
+
+        for (size_t i = 0; i < n; i++)
+                if (lent[i])
+                        n_lent++;
+                else if (fds[i] >= 0)
+                        close(fds[i]);
+        return n_lent;
+}
+
+int rpc_fds_pin(int *fds, bool *lent, size_t n, size_t *n_lent) {
+        for (size_t i = 0; i < n && *n_lent > 0; i++) {
                 int fd;
 
-                if (!r->lent[i])
+                if (!lent[i])
                         continue;
-                fd = fcntl(r->fds[i], F_DUPFD_CLOEXEC, 3);
+                fd = fcntl(fds[i], F_DUPFD_CLOEXEC, 3);
                 if (fd < 0)
                         return negative_errno();
-                r->fds[i] = fd;
-                r->lent[i] = false;
-                r->n_lent--;
+                fds[i] = fd;
+                lent[i] = false;
+                (*n_lent)--;
         }
         return 0;
 }
 
-void rpc_reply_fds_drop_last(struct rpc_reply_fds *r) {
-        if (r->n == 0)
+int rpc_reply_fds_pin(struct rpc_reply_fds *r) {
+        return rpc_fds_pin(r->fds, r->lent, r->n, &r->n_lent);
+}
+
+void rpc_reply_fds_truncate(struct rpc_reply_fds *r, size_t from) {
+        if (r->n <= from)
                 return;
-        r->n--;
-        if (r->lent[r->n])
-                r->n_lent--;
-        else
-                close(r->fds[r->n]);
+        r->n_lent -= rpc_fds_close_owned(r->fds + from, r->lent + from, r->n - from);
+        r->n = from;
 }
 
 int rpc_reply_lend_fd(struct rpc_reply_fds *r, int fd) {

@@ -75,8 +75,8 @@ int rpc_reply_lend_fd(struct rpc_reply_fds *r, int fd);
 /* Every lent fd of r replaced by a dup of its own (a transport that keeps the fds past the
  * lender's next call does this first); -errno when one cannot be (that one stays lent). */
 int rpc_reply_fds_pin(struct rpc_reply_fds *r);
-/* Takes the last fd added or lent off the line again (closing it unless it was lent). */
-void rpc_reply_fds_drop_last(struct rpc_reply_fds *r);
+/* Takes the fds from index from on off the line again (closing those not lent). */
+void rpc_reply_fds_truncate(struct rpc_reply_fds *r, size_t from);
 
 typedef int (*rpc_handler_t)(void *userdata, const struct rpc_caller *caller, const char *method,
                              struct json_object *params, struct rpc_reply_fds *fds,

@@ -116,8 +116,12 @@ static inline void json_object_putp(struct json_object **o) {
         *o = NULL;
 }
 
-/* Closes r's own fds from index from on (a lent one stays its lender's) and drops them from r. */
-void rpc_reply_fds_truncate(struct rpc_reply_fds *r, size_t from);
+/* rpc.c: fds[0..n) with lent[] flags (a lent fd is its lender's, never closed here). Closes
+ * the others; returns how many were lent. */
+size_t rpc_fds_close_owned(const int *fds, const bool *lent, size_t n);
+/* Each lent fd replaced by a dup of its own, counting *n_lent down; -errno on the first that
+ * cannot be (it and the rest stay lent). */
+int rpc_fds_pin(int *fds, bool *lent, size_t n, size_t *n_lent);
 /*
  * Every lent fd of the queued lines, and of current (the reply being built on current_c; may
  * be NULL), made the line's own with a dup: before anything else can close the lenders' fds.
