@@ -32,7 +32,7 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ROWS = ("noop_rpc", "grant_cycle", "share", "attach", "revoke", "release", "sqlite_commit")
+ROWS = ("noop_rpc", "grant_cycle", "share", "attach", "revoke", "release", "release_reclaimed", "sqlite_commit")
 
 
 def control_plane(build, client, iterations, wrapper=(), db_dir="/dev/shm", pin=None):
@@ -88,7 +88,7 @@ def placement(build):
     return {f"placement {n} (N={last[0]})": float(last[1 + 2 * i]) for i, n in enumerate(names)}
 
 
-GRANT_STEPS = ("share", "attach", "revoke", "release")
+GRANT_STEPS = ("share", "attach", "revoke", "release", "release_reclaimed")
 
 
 def floor_ratios(figures):
@@ -96,6 +96,8 @@ def floor_ratios(figures):
     daemon's round (issue 16's yardstick): the median over rounds of step / floor, per build."""
     print()
     print("grant step / floor (no-op RPC + bare commit of the same round), median of rounds")
+    print("(release_reclaimed: from the release until a subscriber hears region.reclaimed; it makes two")
+    print(" durable commits, the release and the reclaim, with the scrub between them)")
     print(f"{'step':38} {'old':>10} {'new':>10}")
     for step in GRANT_STEPS:
         row = []

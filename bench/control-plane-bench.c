@@ -52,6 +52,7 @@ enum {
         M_ATTACH,
         M_REVOKE,
         M_RELEASE,
+        M_RECLAIMED,
         M_COMMIT,
         _M_MAX,
 };
@@ -61,11 +62,12 @@ static const struct {
         const char *label; /* table */
 } measures[_M_MAX] = {
         [M_NOOP] = { "noop_rpc", "no-op RPC (broker.info)" },
-        [M_CYCLE] = { "grant_cycle", "grant cycle (4 RPCs)" },
+        [M_CYCLE] = { "grant_cycle", "grant cycle (4 RPCs, to reclaimed)" },
         [M_SHARE] = { "share", "  region.share" },
         [M_ATTACH] = { "attach", "  region.attach" },
         [M_REVOKE] = { "revoke", "  region.revoke (10s deadline)" },
-        [M_RELEASE] = { "release", "  region.release (+ reclaim)" },
+        [M_RELEASE] = { "release", "  region.release (its reply)" },
+        [M_RECLAIMED] = { "release_reclaimed", "  release -> region.reclaimed" },
         [M_COMMIT] = { "sqlite_commit", "sqlite BEGIN;INSERT;COMMIT" },
 };
 
@@ -114,12 +116,38 @@ static int bench_noop(struct bdc *c, unsigned warmup, unsigned n, uint64_t *samp
 
 /* ---- grant cycle ---- */
 
+/* Waits on watcher (subscribed to OWNER's events) for region.reclaimed of region. */
+static int wait_reclaimed(struct bdc *watcher, uint64_t region) {
+        for (;;) {
+                struct bdc_event ev = {};
+                struct json_object *id;
+                bool found;
+                int r = bdc_next_event(watcher, 10000, &ev);
+
+                if (r < 0) {
+                        fprintf(stderr, "control-plane-bench: no region.reclaimed for region %" PRIu64 ": %s\n", region,
+                                strerror(-r));
+                        return r;
+                }
+                found = strcmp(ev.method, "region.reclaimed") == 0 &&
+                        json_object_object_get_ex(ev.params, "region", &id) &&
+                        json_object_get_uint64(id) == region;
+                bdc_event_clear(&ev);
+                if (found)
+                        return 0;
+        }
+}
+
 /*
  * One share -> attach -> revoke -> release on two connections (the owner's agent and the
- * peer's), step times into t[M_SHARE..M_RELEASE] and the whole into t[M_CYCLE] (NULL: do
- * not record). The region must be gone afterwards: that check is not timed.
+ * peer's), step times into t[M_SHARE..M_RECLAIMED] and the whole into t[M_CYCLE] (NULL: do
+ * not record). release -> reclaimed ends when a third connection, subscribed to the owner's
+ * events as an owner's agent would be, hears region.reclaimed: the release's reply says it is
+ * durable, and brokerd may reclaim the region right after it (docs/store.md "Group sync"). The
+ * region must be gone afterwards: that check is not timed.
  */
-static int cycle_once(struct bdc *owner, struct bdc *peer, uint64_t *t, struct cycle_info *info) {
+static int cycle_once(struct bdc *owner, struct bdc *peer, struct bdc *watcher, uint64_t *t,
+                      struct cycle_info *info) {
         const struct bdc_peer p = { .domain = PEER, .access = BDC_ACCESS_RW };
         const struct bdc_share_request req = {
                 .owner = OWNER, .device = DEVICE, .size = SHARE_SIZE, .peers = &p, .n_peers = 1,
@@ -129,7 +157,7 @@ static int cycle_once(struct bdc *owner, struct bdc *peer, uint64_t *t, struct c
         struct bdc_error err = BDC_ERROR_INIT;
         struct json_object *params = NULL;
         char token[64];
-        uint64_t region, t0, t1, t2, t3, t4;
+        uint64_t region, t0, t1, t2, t3, t4, t5;
         int r;
 
         t0 = bench_now_nsec();
@@ -183,6 +211,10 @@ static int cycle_once(struct bdc *owner, struct bdc *peer, uint64_t *t, struct c
                 goto out;
         }
         t4 = bench_now_nsec();
+        r = wait_reclaimed(watcher, region);
+        if (r < 0)
+                goto out;
+        t5 = bench_now_nsec();
 
         /* Released by its only peer while revoking: it must have been reclaimed at once. */
         params = json_object_new_object();
@@ -204,7 +236,8 @@ static int cycle_once(struct bdc *owner, struct bdc *peer, uint64_t *t, struct c
                 t[M_ATTACH] = t2 - t1;
                 t[M_REVOKE] = t3 - t2;
                 t[M_RELEASE] = t4 - t3;
-                t[M_CYCLE] = t4 - t0;
+                t[M_RECLAIMED] = t5 - t3;
+                t[M_CYCLE] = t5 - t0;
         }
 out:
         json_object_put(params);
@@ -214,21 +247,21 @@ out:
         return r;
 }
 
-static int bench_cycle(struct bdc *owner, struct bdc *peer, unsigned warmup, unsigned n, uint64_t *samples[],
-                       struct cycle_info *info) {
+static int bench_cycle(struct bdc *owner, struct bdc *peer, struct bdc *watcher, unsigned warmup, unsigned n,
+                       uint64_t *samples[], struct cycle_info *info) {
         int r;
 
         for (unsigned i = 0; i < warmup; i++) {
-                r = cycle_once(owner, peer, NULL, info);
+                r = cycle_once(owner, peer, watcher, NULL, info);
                 if (r < 0)
                         return r;
         }
         for (unsigned i = 0; i < n; i++) {
                 uint64_t t[_M_MAX];
-                r = cycle_once(owner, peer, t, info);
+                r = cycle_once(owner, peer, watcher, t, info);
                 if (r < 0)
                         return r;
-                for (int m = M_CYCLE; m <= M_RELEASE; m++)
+                for (int m = M_CYCLE; m <= M_RECLAIMED; m++)
                         samples[m][i] = t[m];
         }
         return 0;
@@ -455,7 +488,7 @@ int main(int argc, char *argv[]) {
         uint64_t *samples[_M_MAX] = {};
         struct stats st[_M_MAX];
         struct cycle_info info = { .pool = "?" };
-        struct bdc *owner = NULL, *peer = NULL;
+        struct bdc *owner = NULL, *peer = NULL, *watcher = NULL;
         char version[64], backend[64];
         int c, r;
 
@@ -504,15 +537,26 @@ int main(int argc, char *argv[]) {
         r = bdc_connect(socket_path, &owner);
         if (r >= 0)
                 r = bdc_connect(socket_path, &peer);
+        if (r >= 0)
+                r = bdc_connect(socket_path, &watcher);
         if (r < 0) {
                 fprintf(stderr, "control-plane-bench: cannot connect to %s: %s\n", socket_path, strerror(-r));
                 goto out;
         }
         r = bench_daemon_info(owner, version, sizeof(version), backend, sizeof(backend), NULL);
+        if (r >= 0) {
+                const char *domains[] = { OWNER };
+                struct bdc_error err = BDC_ERROR_INIT;
+
+                r = bdc_subscribe(watcher, domains, 1, &err);
+                if (r < 0)
+                        bench_fail_rpc("events.subscribe", r, &err);
+                bdc_error_clear(&err);
+        }
         if (r >= 0)
                 r = bench_noop(owner, warmup, n, samples[M_NOOP]);
         if (r >= 0)
-                r = bench_cycle(owner, peer, warmup, n, samples, &info);
+                r = bench_cycle(owner, peer, watcher, warmup, n, samples, &info);
         if (r >= 0)
                 r = bench_commit(db_dir, warmup, n, samples[M_COMMIT]);
         if (r < 0)
@@ -532,6 +576,8 @@ out:
                 bdc_close(owner);
         if (peer)
                 bdc_close(peer);
+        if (watcher)
+                bdc_close(watcher);
         for (int m = 0; m < _M_MAX; m++)
                 free(samples[m]);
         return r < 0 ? 1 : 0;

@@ -76,6 +76,7 @@ struct region {
         uint64_t retry_backoff;
         struct region *revoking_prev, *revoking_next;
         bool on_revoking_list;
+        bool finish_queued; /* on broker.finish_queue */
         struct region_bells bells;
 };
 
@@ -149,8 +150,13 @@ struct broker {
         bool has_deferred;
         /* Inside a take-down: mappings that go at once are recorded with its commit (takedown.c). */
         bool gone_batch;
-        void (*flush_output)(void *userdata);
+        bool group_sync;
+        /* Take-downs whose scrub waits for the next flush (takedown.c), in the order queued. */
+        void (*request_flush)(void *userdata);
         void *flush_userdata;
+        struct finish_entry *finish_queue;
+        size_t n_finish_queued, finish_queue_size;
+        bool finishing_queued;
         bool has_retry;
         int64_t (*clock)(void *userdata);
         void *clock_userdata;
@@ -301,6 +307,7 @@ int mapping_record_gone(struct broker *b, struct region *r, holder_t *h);
  */
 bool gone_batch_begin(struct broker *b);
 int gone_batch_end(struct broker *b, uint64_t region_id, bool outer);
+void broker_finish_queue_free(struct broker *b);
 int holder_unmap(struct broker *b, struct region *r, holder_t *h);
 int region_finish(struct broker *b, struct region *r, const char *actor);
 void region_retry_later(struct broker *b, struct region *r, int error);

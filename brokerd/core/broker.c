@@ -114,7 +114,7 @@ static int broker_alloc(const struct broker_config *cfg, struct broker **ret, st
         b->on_event = cfg->on_event;
         b->event_userdata = cfg->event_userdata;
         b->watch_process = cfg->watch_process;
-        b->flush_output = cfg->flush_output;
+        b->request_flush = cfg->request_flush;
         b->flush_userdata = cfg->flush_userdata;
         b->unwatch_process = cfg->unwatch_process;
         b->watch_userdata = cfg->watch_userdata;
@@ -189,6 +189,7 @@ void broker_free(struct broker *b) {
         while (hashmap_iterate(b->regions, &it, &v))
                 region_free(v); /* its holders let go of their processes; the fd store keeps them */
         processes_free(b);
+        broker_finish_queue_free(b);
         it = 0;
         while (hashmap_iterate(b->routes, &it, &v))
                 route_free(v);
@@ -213,7 +214,11 @@ void broker_free(struct broker *b) {
 }
 
 int broker_set_group_sync(struct broker *b, bool on) {
-        return store_set_group_sync(b->store, on);
+        int q = store_set_group_sync(b->store, on);
+
+        if (q >= 0)
+                b->group_sync = on;
+        return q;
 }
 
 uint64_t broker_unsynced(struct broker *b) {

@@ -142,11 +142,13 @@ struct broker_config {
          */
         const struct backend_fd_store *fd_store;
         /*
-         * Optional, with group sync: make every commit durable and deliver the output held for
-         * it, now. Called before memory a holder may still read is scrubbed, so that its partners
-         * hear region.left (and stop reading) before it turns to zeros, as without group sync.
+         * Optional, with group sync: the broker queued take-downs to run after the next flush
+         * (broker_finish_queued()); flush soon. Memory a holder may still read is scrubbed only
+         * once its partners heard region.left (and stopped reading), and that may go only once
+         * the release is durable: so a take-down waits for the flush that every request of the
+         * loop's turn shares, instead of flushing on its own.
          */
-        void (*flush_output)(void *userdata);
+        void (*request_flush)(void *userdata);
         void *flush_userdata;
 };
 
@@ -428,6 +430,12 @@ void broker_connection_closed(struct broker *b, uint64_t connection);
 int broker_set_group_sync(struct broker *b, bool on);
 uint64_t broker_unsynced(struct broker *b);
 int broker_sync(struct broker *b);
+/*
+ * With group sync and request_flush: runs the take-downs queued until a flush (scrub, free,
+ * record reclaimed). Call right after broker_sync() and delivering what it held; their commits
+ * then wait for the next flush. Returns how many ran.
+ */
+size_t broker_finish_queued(struct broker *b);
 
 /* Acts on every deadline that has passed: revokes, and escalations against unplugs. */
 int broker_process_deadlines(struct broker *b);

@@ -40,6 +40,7 @@ struct manager {
         const char *agent_where, *admin_where; /* the paths, or "the activated socket" */
         struct process_watch watch;
         unsigned inputs_held; /* connections' inputs handled since the first unflushed commit */
+        bool running;         /* in sd_event_loop(): a flush left for later will come */
 };
 
 static void on_broker_event(void *userdata, const struct broker_event *ev) {
@@ -62,12 +63,33 @@ static void sync_or_die(struct manager *m) {
         _exit(EXIT_FAILURE);
 }
 
-/* Flushes now and delivers everything held: no idle-priority flush is due after it. */
+/* Whether the loop has something ready (its epoll fd is readable): a flush now could be shared. */
+static bool loop_has_ready(struct manager *m) {
+        struct pollfd p = { .fd = sd_event_get_fd(m->event), .events = POLLIN };
+
+        return poll(&p, 1, 0) != 0;
+}
+
+/*
+ * Flushes now and delivers everything held: no idle-priority flush is due after it. Then the
+ * take-downs that waited for it (their partners have now heard region.left) scrub and record
+ * their reclaims. Those are flushed at once if nothing else is ready; otherwise with what the
+ * loop handles next (the idle-priority flush), so that under load a turn costs one flush however
+ * many releases it had. Either way they are done before the loop reads another request.
+ */
 static void publish(struct manager *m) {
-        sync_or_die(m);
-        m->inputs_held = 0;
-        (void) sd_event_source_set_enabled(m->sync, SD_EVENT_OFF);
-        rpc_server_flush(m->server);
+        for (;;) {
+                sync_or_die(m);
+                m->inputs_held = 0;
+                (void) sd_event_source_set_enabled(m->sync, SD_EVENT_OFF);
+                rpc_server_flush(m->server);
+                if (broker_finish_queued(m->broker) == 0)
+                        return;
+                if (broker_unsynced(m->broker) > 0 && m->running && loop_has_ready(m)) {
+                        (void) sd_event_source_set_enabled(m->sync, SD_EVENT_ONESHOT);
+                        return;
+                }
+        }
 }
 
 /* At idle priority: after every request and event the loop has ready, so they share a flush. */
@@ -78,12 +100,11 @@ static int on_sync(sd_event_source *s, void *userdata) {
         return 0;
 }
 
-/* The broker is about to scrub memory someone may still read: whoever waits to hear first hears now. */
-static void flush_output(void *userdata) {
+/* The broker queued a take-down until the next flush: make sure one comes. */
+static void request_flush(void *userdata) {
         struct manager *m = userdata;
 
-        if (m->server && rpc_server_has_output(m->server))
-                publish(m);
+        (void) sd_event_source_set_enabled(m->sync, SD_EVENT_ONESHOT);
 }
 
 /*
@@ -94,13 +115,12 @@ static void flush_output(void *userdata) {
  */
 static void input_done(void *userdata) {
         struct manager *m = userdata;
-        struct pollfd p = { .fd = sd_event_get_fd(m->event), .events = POLLIN };
 
         if (broker_unsynced(m->broker) == 0) {
                 m->inputs_held = 0;
                 return;
         }
-        if (++m->inputs_held < MANAGER_SYNC_MAX_INPUTS && poll(&p, 1, 0) != 0)
+        if (++m->inputs_held < MANAGER_SYNC_MAX_INPUTS && loop_has_ready(m))
                 return;
         publish(m);
 }
@@ -222,7 +242,7 @@ static int load_broker(struct manager *m) {
                 .unplug_grace_usec = m->cfg.unplug_grace_usec, .retention = m->cfg.retention,
                 .watch_process = process_watch_add, .unwatch_process = process_watch_remove,
                 .watch_userdata = &m->watch, .fd_store = fdstore_backend(m->fdstore),
-                .flush_output = flush_output, .flush_userdata = m,
+                .request_flush = request_flush, .flush_userdata = m,
         };
         struct broker_error err = {};
         int r;
@@ -464,12 +484,13 @@ int manager_run(struct manager *m) {
         on_post(NULL, m);
         log_info("serving %s (agents) and %s (admin)", m->agent_where, m->admin_where);
         notify_status(m, "READY=1\n");
+        m->running = true;
         r = sd_event_loop(m->event);
+        m->running = false;
         if (r < 0)
                 log_error("event loop failed: %s", strerror(-r));
         /* Replies held for the last flush go before the sockets close, as far as they take them. */
-        sync_or_die(m);
-        rpc_server_flush(m->server);
+        publish(m);
         return r;
 }
 

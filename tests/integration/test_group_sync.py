@@ -79,12 +79,86 @@ class GroupSync(DaemonTest):
         # Nothing committed: nothing to flush, answered at once.
         for c in clients[:3]:
             c.call("broker.info", {})
-        # A write after a quiet spell: its own flush, before its reply.
-        clients[0].call("region.revoke", {"owner": "hw0", "region": 1, "deadline_ms": 0})
+        # A write after a quiet spell: its own flush, before its reply. It takes the region down
+        # (no peer attached): the reclaim follows the reply, with a flush of its own, before the
+        # connection's next request is read.
+        self.assertEqual(clients[0].call("region.revoke", {"owner": "hw0", "region": 1, "deadline_ms": 0})["state"],
+                         "revoking")
+        clients[0].call("broker.info", {})
         tracer.terminate()
         tracer.wait(timeout=10)
 
-        self.assertEqual(self.events(out), ["sync"] + ["reply"] * 8 + ["reply"] * 3 + ["sync", "reply"])
+        self.assertEqual(self.events(out),
+                         ["sync"] + ["reply"] * 8 + ["reply"] * 3 + ["sync", "reply", "sync", "reply"])
+
+    def test_take_downs_arriving_together_share_two_flushes(self):
+        """Eight last peers release at once. The releases share one flush, and only after it does
+        the owner's subscriber hear of them; only after that is any of the memory scrubbed (the
+        backend's fallocate), and the eight reclaims share a second flush, which region.reclaimed
+        follows. (A take-down that flushed by itself before its scrub made it nine flushes.)"""
+        sub = self.d.agent()
+        sub.call("events.subscribe", {"domains": ["hw0"]})
+        clients = [self.d.agent() for _ in range(8)]
+        for c in clients:
+            shared = c.call("region.share", SHARE)
+            os.close(c.take_fd())
+            c.region = shared["region"]
+            c.call("region.attach", {"domain": "vm1", "token": shared["tokens"][0]["token"]})
+            os.close(c.take_fd())
+        sub.call("broker.info", {})
+        sub.notifications.clear()
+        pid = self.d.proc.pid
+        out = os.path.join(self.d.dir, "strace-takedown.out")
+        tracer = subprocess.Popen([STRACE, "-f", "-qq", "-s", "512", "-e", "trace=fdatasync,sendmsg,fallocate",
+                                   "-o", out, "-p", str(pid)], stderr=subprocess.DEVNULL)
+        self.addCleanup(lambda: tracer.poll() is None and tracer.kill())
+        self.wait_traced(pid)
+
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            for i, c in enumerate(clients):
+                c.send_raw((json.dumps({"jsonrpc": "2.0", "id": 200 + i, "method": "region.release",
+                                        "params": {"domain": "vm1", "region": c.region}}) + "\n").encode())
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        for i, c in enumerate(clients):
+            reply = c.read_reply()
+            self.assertEqual(reply["id"], 200 + i)
+            self.assertEqual(reply["result"]["state"], "revoking")
+        for _ in clients:
+            sub.wait_notification("region.reclaimed")
+        sub.call("broker.info", {})  # read after the turn that took the regions down
+        tracer.terminate()
+        tracer.wait(timeout=10)
+
+        seen = []
+        with open(out) as f:
+            for line in f:
+                if "fdatasync(" in line and "= 0" in line:
+                    seen.append("sync")
+                elif "fallocate(" in line:
+                    seen.append("scrub")
+                elif "sendmsg(" in line:
+                    for kind in ("region.released", "region.reclaimed", '\\"result\\"'):
+                        if kind in line:
+                            seen.append(kind.strip('\\"'))
+        self.assertEqual(seen.count("sync"), 2, seen)
+        self.assertEqual(seen.count("scrub"), 8, seen)
+        first_sync, second_sync = [i for i, x in enumerate(seen) if x == "sync"]
+        scrubs = [i for i, x in enumerate(seen) if x == "scrub"]
+        released = [i for i, x in enumerate(seen) if x == "region.released"]
+        reclaimed = [i for i, x in enumerate(seen) if x == "region.reclaimed"]
+        replies = [i for i, x in enumerate(seen) if x == "result"]
+        self.assertTrue(released and reclaimed, seen)
+        # Told of the releases only once durable; memory scrubbed only once they were told.
+        self.assertLess(first_sync, min(released))
+        self.assertLess(max(released), min(scrubs))
+        self.assertLess(max(scrubs), second_sync)
+        self.assertLess(second_sync, min(reclaimed))
+        # The eight releases were answered by the first flush, the last reply (broker.info) after both.
+        self.assertEqual(len(replies), 9, seen)
+        self.assertTrue(all(first_sync < i < second_sync for i in replies[:8]), seen)
+        self.assertGreater(replies[8], second_sync)
 
     def test_a_long_pipeline_is_answered_as_it_goes(self):
         """300 shares pipelined on one connection (no take-down among them, whose scrub would

@@ -158,7 +158,10 @@ class Identity(DaemonTest):
         self.assertEqual(out["admin_socket"], "denied")
         # The refused share changed nothing; but the child that attached vm2 has exited, and a
         # mapping lives as long as the process that received it: released, so the region (its only
-        # peer gone) was taken down.
+        # peer gone) was taken down (its reclaim follows the release at the next flush).
+        deadline = time.monotonic() + 10
+        while c.call("region.list", {})["regions"] and time.monotonic() < deadline:
+            time.sleep(0.05)
         self.assertEqual(len(c.call("region.list", {})["regions"]), 0)
 
 

@@ -68,6 +68,8 @@ struct fixture {
         bool shm;           /* pool p0 backed by files (durable) instead of memfds */
         bool async_unmap;   /* wrap the backend so unmaps complete later */
         bool guest_bells;   /* wrap the backend as one whose doorbells are in the guests */
+        bool flush_hook;    /* give the broker request_flush, as the daemon does */
+        unsigned n_flush_requests;
         int64_t now;
         struct broker *b;
         struct backend *async; /* the wrapper, when async_unmap */
@@ -319,6 +321,11 @@ static int store_take(void *userdata, const char *name, int *ret_fd) {
 
 static const struct backend_fd_store fake_store_ops = { .keep = store_keep, .drop = store_drop, .take = store_take };
 
+static void on_request_flush(void *userdata) {
+        struct fixture *f = userdata;
+        f->n_flush_requests++;
+}
+
 static int broker_open(struct fixture *f, const char *policy, struct broker_error *err) {
         struct backend *memfd = NULL;
         struct backend_fd_store store = fake_store_ops;
@@ -330,6 +337,10 @@ static int broker_open(struct fixture *f, const char *policy, struct broker_erro
         int q;
 
         store.userdata = f;
+        if (f->flush_hook) {
+                cfg.request_flush = on_request_flush;
+                cfg.flush_userdata = f;
+        }
         assert_int_equal(backend_memfd_new(&memfd), 0);
         if (f->async_unmap || f->guest_bells) {
                 struct async_backend *a = calloc(1, sizeof(*a));
@@ -673,6 +684,58 @@ static void test_revoke_with_peer_release(void **state) {
         assert_int_equal(broker_next_deadline(f->b), INT64_MAX);
         close(a.fd);
         close(s.owner_fd);
+}
+
+/*
+ * With group sync (the daemon's), the last peer's release is recorded and told, but the memory
+ * is scrubbed only by broker_finish_queued(), which the daemon runs after the flush that
+ * delivers region.left: the partners hear of the departure before the memory turns to zeros.
+ */
+static void test_takedown_waits_for_flush(void **state) {
+        struct fixture *f = *state;
+        struct broker_share_result s, s2;
+        struct broker_attach_result a, a2;
+        struct broker_error err = {};
+        char c = 0;
+
+        f->flush_hook = true;
+        broker_restart(f);
+        assert_int_equal(broker_set_group_sync(f->b, true), 0);
+        s = share_ok(f, "nic0", 4096, "vm1", ACCESS_RW);
+        a = attach_ok(f, &VM1, "vm1", s.tokens[0].token);
+        assert_int_equal(pwrite(a.fd, "x", 1, 0), 1);
+        assert_int_equal(broker_revoke(f->b, &ADMIN, NULL, s.region, 5 * SEC, false, NULL, &err), 0);
+        assert_int_equal(broker_release(f->b, &VM1, "vm1", s.region, NULL, &err), 0);
+        /* Released and told; not yet scrubbed or reclaimed, and a flush was asked for. */
+        assert_int_equal(f->n_released, 1);
+        assert_int_equal(state_of(f, s.region), REGION_REVOKING);
+        assert_int_equal(f->n_reclaimed, 0);
+        assert_int_equal(f->n_flush_requests, 1);
+        assert_int_equal(pread(s.owner_fd, &c, 1, 0), 1);
+        assert_int_equal(c, 'x');
+        /* What the daemon runs once the flush delivered what it held: once. */
+        assert_int_equal(broker_finish_queued(f->b), 1);
+        assert_int_equal(state_of(f, s.region), REGION_RECLAIMED);
+        assert_int_equal(f->n_reclaimed, 1);
+        assert_int_equal(pread(s.owner_fd, &c, 1, 0), 1);
+        assert_int_equal(c, 0); /* scrubbed */
+        assert_int_equal(broker_finish_queued(f->b), 0);
+        assert_int_equal(broker_sync(f->b), 0);
+
+        /* A daemon that dies between the release and the queued take-down: the start finishes it. */
+        s2 = share_ok(f, "nic0", 4096, "vm1", ACCESS_RW);
+        a2 = attach_ok(f, &VM1, "vm1", s2.tokens[0].token);
+        assert_int_equal(broker_revoke(f->b, &ADMIN, NULL, s2.region, 5 * SEC, false, NULL, &err), 0);
+        assert_int_equal(broker_release(f->b, &VM1, "vm1", s2.region, NULL, &err), 0);
+        assert_int_equal(state_of(f, s2.region), REGION_REVOKING);
+        assert_int_equal(broker_sync(f->b), 0);
+        broker_restart(f);
+        assert_int_equal(state_of(f, s2.region), REGION_RECLAIMED);
+        assert_int_equal(broker_finish_queued(f->b), 0);
+        close(a.fd);
+        close(s.owner_fd);
+        close(a2.fd);
+        close(s2.owner_fd);
 }
 
 static void test_deadline_forces_revoke_and_scrubs(void **state) {
@@ -2243,6 +2306,7 @@ int main(void) {
                 cmocka_unit_test_setup_teardown(test_doorbells_restart, setup_shm, teardown),
                 cmocka_unit_test_setup_teardown(test_doorbells_limits, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_doorbells_need_fds, setup_async, teardown),
+                cmocka_unit_test_setup_teardown(test_takedown_waits_for_flush, setup, teardown),
                 cmocka_unit_test(test_event_names),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
