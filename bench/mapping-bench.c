@@ -286,6 +286,7 @@ struct bench {
         const char *socket_path, *uri, *owner, *peer, *device, *raw_prefix;
         uint64_t size;
         unsigned settle_ms, timeout_ms;
+        bool raw_shared; /* the raw half plugs its file into A first, as the share does */
 
         virConnectPtr conn;
         virDomainPtr dom_owner, dom_peer;
@@ -356,15 +357,16 @@ static int raw_file_create(struct bench *b, const char *path) {
  * alias, which brokerd's backend ignores in its DEVICE_REMOVED handler (not its prefix).
  */
 static int raw_once(struct bench *b, uint64_t *t) {
-        char name[PATH_MAX], path[PATH_MAX + 16], alias[64], *xml = NULL;
-        uint64_t t0, t1, t2, t3, t4, t5, removed[MAX_EXPECT] = {};
-        bool attached = false, gone = false;
+        char name[PATH_MAX], path[PATH_MAX + 16], alias[64], alias_a[64], *xml = NULL, *xml_a = NULL;
+        uint64_t t0, t1, t2, t3, t4, t5, removed[MAX_EXPECT] = {}, removed_a[MAX_EXPECT] = {};
+        bool attached = false, gone = false, in_a = false;
         virDomainPtr d;
         int k, r;
 
         snprintf(name, sizeof(name), "%s-%u", b->raw_prefix, b->seq);
         snprintf(path, sizeof(path), SHM_DIR "/%s", name);
         snprintf(alias, sizeof(alias), RAW_ALIAS_PREFIX "%u", b->seq);
+        snprintf(alias_a, sizeof(alias_a), RAW_ALIAS_PREFIX "a%u", b->seq);
         b->seq++;
         r = raw_file_create(b, path);
         if (r < 0)
@@ -376,6 +378,28 @@ static int raw_once(struct bench *b, uint64_t *t) {
                 xml = NULL;
                 r = -ENOMEM;
                 goto out;
+        }
+
+        /* --raw-shared: the file is in A already when B gets it, as after a region.share. */
+        if (b->raw_shared) {
+                if (asprintf(&xml_a,
+                             "<shmem name='%s'><model type='ivshmem-plain'/><size unit='B'>%" PRIu64
+                             "</size><alias name='%s'/></shmem>",
+                             name, b->size, alias_a) < 0) {
+                        xml_a = NULL;
+                        r = -ENOMEM;
+                        goto out;
+                }
+                if (virDomainAttachDeviceFlags(b->dom_owner, xml_a, VIR_DOMAIN_AFFECT_LIVE) < 0) {
+                        fprintf(stderr, "mapping-bench: attaching %s to %s: %s\n", alias_a, b->owner, lv_error());
+                        r = -EIO;
+                        goto out;
+                }
+                in_a = true;
+                r = expect_alias(b->dom_owner, alias_a, true);
+                if (r < 0)
+                        goto out;
+                sleep_msec(b->settle_ms);
         }
 
         /* What lv_map() does before it attaches: find the domain, read its live XML. */
@@ -423,6 +447,21 @@ static int raw_once(struct bench *b, uint64_t *t) {
         r = expect_alias(b->dom_peer, alias, false);
         if (r < 0)
                 goto out;
+        if (in_a) {
+                r = watch_arm(b->owner, alias_a);
+                if (r < 0)
+                        goto out;
+                if (virDomainDetachDeviceAlias(b->dom_owner, alias_a, VIR_DOMAIN_AFFECT_LIVE) < 0) {
+                        fprintf(stderr, "mapping-bench: detaching %s from %s: %s\n", alias_a, b->owner, lv_error());
+                        watch_reset();
+                        r = -EIO;
+                        goto out;
+                }
+                r = watch_wait(b->timeout_ms, removed_a);
+                if (r < 0)
+                        goto out;
+                in_a = false;
+        }
 
         if (t) {
                 t[M_RAW_LOOKUP] = t1 - t0;
@@ -434,9 +473,12 @@ out:
         /* Best effort, so that a failed run does not leave the device behind in B. */
         if (attached && !gone)
                 (void) virDomainDetachDeviceAlias(b->dom_peer, alias, VIR_DOMAIN_AFFECT_LIVE);
+        if (in_a)
+                (void) virDomainDetachDeviceAlias(b->dom_owner, alias_a, VIR_DOMAIN_AFFECT_LIVE);
         if (unlink(path) < 0 && errno != ENOENT)
                 fprintf(stderr, "mapping-bench: removing %s: %m\n", path);
         free(xml);
+        free(xml_a);
         return r;
 }
 
@@ -747,9 +789,9 @@ static void print_table(const struct bench *b, const struct stats *st, const str
         version_string(ri->libvirt_version, lv, sizeof(lv));
         version_string(ri->qemu_version, qemu, sizeof(qemu));
         printf("brokerd %s (%s backend), libvirt %s, QEMU %s; A=%s (owner) B=%s (peer), %" PRIu64
-               " bytes;\n%u iterations after %u warm-up, settle %ums, halves alternating\n\n",
+               " bytes;\n%u iterations after %u warm-up, settle %ums, halves alternating%s\n\n",
                ri->brokerd_version, ri->backend, lv, qemu, b->owner, b->peer, b->size, ri->n, ri->warmup,
-               b->settle_ms);
+               b->settle_ms, b->raw_shared ? "; the raw file is in A before B's attach (--raw-shared)" : "");
         printf("%-34s %10s %10s %10s %10s\n", "measurement", "p50 ms", "p90 ms", "max ms", "mean ms");
         for (int m = 0; m < _M_MAX; m++)
                 printf("%-34s %10.3f %10.3f %10.3f %10.3f\n", measures[m].label, st[m].p50_ms, st[m].p90_ms,
@@ -777,6 +819,7 @@ static int print_json(const struct bench *b, const struct stats *st, const struc
         bench_json_put(o, "iterations", json_object_new_int64(ri->n), &r);
         bench_json_put(o, "warmup", json_object_new_int64(ri->warmup), &r);
         bench_json_put(o, "settle_ms", json_object_new_int64(b->settle_ms), &r);
+        bench_json_put(o, "raw_shared", json_object_new_boolean(b->raw_shared), &r);
         bench_json_put(o, "size", json_object_new_uint64(b->size), &r);
         bench_json_put(o, "owner", json_object_new_string(b->owner), &r);
         bench_json_put(o, "peer", json_object_new_string(b->peer), &r);
@@ -938,6 +981,8 @@ static void help(void) {
                "  --iterations N      timed iterations (default %u)\n"
                "  --warmup N          untimed iterations first (default %u)\n"
                "  --settle-ms MS      wait after plugging, before unplugging (default %u)\n"
+               "  --raw-shared        the raw half plugs its file into the owner first (untimed),\n"
+               "                      as brokerd's share does before the peer's attach\n"
                "  --timeout-ms MS     longest wait for an event or notification (default %u)\n"
                "  --json              print a JSON object instead of the table\n"
                "  -h, --help          this text\n",
@@ -947,7 +992,7 @@ static void help(void) {
 int main(int argc, char *argv[]) {
         enum {
                 ARG_SOCKET = 0x100, ARG_OWNER, ARG_PEER, ARG_DEVICE, ARG_URI, ARG_SIZE, ARG_RAW_PREFIX,
-                ARG_ITERATIONS, ARG_WARMUP, ARG_SETTLE, ARG_TIMEOUT, ARG_JSON,
+                ARG_ITERATIONS, ARG_WARMUP, ARG_SETTLE, ARG_TIMEOUT, ARG_JSON, ARG_RAW_SHARED,
         };
         static const struct option options[] = {
                 { "socket", required_argument, NULL, ARG_SOCKET },
@@ -962,6 +1007,7 @@ int main(int argc, char *argv[]) {
                 { "settle-ms", required_argument, NULL, ARG_SETTLE },
                 { "timeout-ms", required_argument, NULL, ARG_TIMEOUT },
                 { "json", no_argument, NULL, ARG_JSON },
+                { "raw-shared", no_argument, NULL, ARG_RAW_SHARED },
                 { "help", no_argument, NULL, 'h' },
                 {},
         };
@@ -1031,6 +1077,9 @@ int main(int argc, char *argv[]) {
                         break;
                 case ARG_JSON:
                         json = true;
+                        break;
+                case ARG_RAW_SHARED:
+                        b.raw_shared = true;
                         break;
                 case 'h':
                         help();
