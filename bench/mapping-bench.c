@@ -352,6 +352,16 @@ static int raw_file_create(struct bench *b, const char *path) {
         return r;
 }
 
+/* The backend's XML for a region file, with our own alias; NULL when out of memory. */
+static char *shmem_xml(const char *name, uint64_t size, const char *alias) {
+        char *xml;
+
+        if (asprintf(&xml, "<shmem name='%s'><model type='ivshmem-plain'/><size unit='B'>%" PRIu64
+                           "</size><alias name='%s'/></shmem>", name, size, alias) < 0)
+                return NULL;
+        return xml;
+}
+
 /*
  * The raw half: t[M_RAW_*] (NULL: warm-up). The device gets the backend's XML with our own
  * alias, which brokerd's backend ignores in its DEVICE_REMOVED handler (not its prefix).
@@ -371,22 +381,16 @@ static int raw_once(struct bench *b, uint64_t *t) {
         r = raw_file_create(b, path);
         if (r < 0)
                 return r;
-        if (asprintf(&xml,
-                     "<shmem name='%s'><model type='ivshmem-plain'/><size unit='B'>%" PRIu64
-                     "</size><alias name='%s'/></shmem>",
-                     name, b->size, alias) < 0) {
-                xml = NULL;
+        xml = shmem_xml(name, b->size, alias);
+        if (!xml) {
                 r = -ENOMEM;
                 goto out;
         }
 
         /* --raw-shared: the file is in A already when B gets it, as after a region.share. */
         if (b->raw_shared) {
-                if (asprintf(&xml_a,
-                             "<shmem name='%s'><model type='ivshmem-plain'/><size unit='B'>%" PRIu64
-                             "</size><alias name='%s'/></shmem>",
-                             name, b->size, alias_a) < 0) {
-                        xml_a = NULL;
+                xml_a = shmem_xml(name, b->size, alias_a);
+                if (!xml_a) {
                         r = -ENOMEM;
                         goto out;
                 }

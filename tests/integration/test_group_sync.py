@@ -22,15 +22,25 @@ SHARE = {"owner": "hw0", "device": "nic0", "size": 4096, "peers": [{"domain": "v
 class GroupSync(DaemonTest):
     # Room for a long pipeline of shares: the test policy's with a larger quota.
     policy = {**harness.POLICY, "quotas": [{"domain": "hw0", "max_bytes": "56MiB", "max_regions": 400}]}
-    def trace(self):
-        """strace on the running daemon: its flushes and what it sends, in order."""
-        out = os.path.join(self.d.dir, "strace.out")
+    def trace(self, name="strace.out", calls="fdatasync,sendmsg", strsize=256):
+        """strace on the running daemon: those of its system calls, in order."""
+        out = os.path.join(self.d.dir, name)
         pid = self.d.proc.pid
-        tracer = subprocess.Popen([STRACE, "-f", "-qq", "-s", "256", "-e", "trace=fdatasync,sendmsg",
+        tracer = subprocess.Popen([STRACE, "-f", "-qq", "-s", str(strsize), "-e", "trace=" + calls,
                                    "-o", out, "-p", str(pid)], stderr=subprocess.DEVNULL)
         self.addCleanup(lambda: tracer.poll() is None and tracer.kill())
         self.wait_traced(pid)
         return tracer, out
+
+    def send_while_stopped(self, sends):
+        """Stopped, the daemon finds everything sent waiting when it resumes: one loop turn."""
+        pid = self.d.proc.pid
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            for c, data in sends:
+                c.send_raw(data)
+        finally:
+            os.kill(pid, signal.SIGCONT)
 
     def wait_traced(self, pid):
         deadline = time.monotonic() + 10
@@ -56,20 +66,15 @@ class GroupSync(DaemonTest):
         return seen
 
     def test_arrivals_share_one_flush(self):
-        pid = self.d.proc.pid
         clients = [self.d.agent() for _ in range(8)]
         for c in clients:
             c.call("broker.info", {})  # connected and served: the next request is read at once
         tracer, out = self.trace()
 
-        # Stopped, the daemon finds all eight requests waiting when it resumes: one loop turn.
-        os.kill(pid, signal.SIGSTOP)
-        try:
-            for i, c in enumerate(clients):
-                c.send_raw((json.dumps({"jsonrpc": "2.0", "id": 100 + i, "method": "region.share",
-                                        "params": SHARE}) + "\n").encode())
-        finally:
-            os.kill(pid, signal.SIGCONT)
+        self.send_while_stopped(
+            (c, (json.dumps({"jsonrpc": "2.0", "id": 100 + i, "method": "region.share", "params": SHARE})
+                 + "\n").encode())
+            for i, c in enumerate(clients))
         for i, c in enumerate(clients):
             reply = c.read_reply()
             self.assertEqual(reply["id"], 100 + i)
@@ -107,20 +112,12 @@ class GroupSync(DaemonTest):
             os.close(c.take_fd())
         sub.call("broker.info", {})
         sub.notifications.clear()
-        pid = self.d.proc.pid
-        out = os.path.join(self.d.dir, "strace-takedown.out")
-        tracer = subprocess.Popen([STRACE, "-f", "-qq", "-s", "512", "-e", "trace=fdatasync,sendmsg,fallocate",
-                                   "-o", out, "-p", str(pid)], stderr=subprocess.DEVNULL)
-        self.addCleanup(lambda: tracer.poll() is None and tracer.kill())
-        self.wait_traced(pid)
+        tracer, out = self.trace("strace-takedown.out", "fdatasync,sendmsg,fallocate", 512)
 
-        os.kill(pid, signal.SIGSTOP)
-        try:
-            for i, c in enumerate(clients):
-                c.send_raw((json.dumps({"jsonrpc": "2.0", "id": 200 + i, "method": "region.release",
-                                        "params": {"domain": "vm1", "region": c.region}}) + "\n").encode())
-        finally:
-            os.kill(pid, signal.SIGCONT)
+        self.send_while_stopped(
+            (c, (json.dumps({"jsonrpc": "2.0", "id": 200 + i, "method": "region.release",
+                             "params": {"domain": "vm1", "region": c.region}}) + "\n").encode())
+            for i, c in enumerate(clients))
         for i, c in enumerate(clients):
             reply = c.read_reply()
             self.assertEqual(reply["id"], 200 + i)
@@ -168,17 +165,8 @@ class GroupSync(DaemonTest):
         c = self.d.agent()
         c.call("broker.info", {})
         lines = [{"jsonrpc": "2.0", "id": i, "method": "region.share", "params": SHARE} for i in range(300)]
-        pid = self.d.proc.pid
-        out = os.path.join(self.d.dir, "strace-long.out")
-        tracer = subprocess.Popen([STRACE, "-f", "-qq", "-s", "64", "-e", "trace=fdatasync,sendmsg,pwrite64",
-                                   "-o", out, "-p", str(pid)], stderr=subprocess.DEVNULL)
-        self.addCleanup(lambda: tracer.poll() is None and tracer.kill())
-        self.wait_traced(pid)
-        os.kill(pid, signal.SIGSTOP)
-        try:
-            c.send_raw("".join(json.dumps(x) + "\n" for x in lines).encode())
-        finally:
-            os.kill(pid, signal.SIGCONT)
+        tracer, out = self.trace("strace-long.out", "fdatasync,sendmsg,pwrite64", 64)
+        self.send_while_stopped([(c, "".join(json.dumps(x) + "\n" for x in lines).encode())])
         for i in range(300):
             reply = c.read_reply()
             self.assertEqual(reply["id"], i)
