@@ -591,6 +591,7 @@ static void lv_free(struct backend *b) {
 static const struct backend_ops libvirt_ops = {
         .name = "libvirt",
         .guest_doorbells = true,
+        .slow_maps = true,
         .attach_event = libvirt_events_attach,
         .check = lv_check,
         .create = lv_create,

@@ -48,6 +48,10 @@ bool backend_guest_doorbells(const struct backend *b) {
         return b->ops->guest_doorbells;
 }
 
+bool backend_slow_maps(const struct backend *b) {
+        return b->ops->slow_maps;
+}
+
 int backend_survey(struct backend *b, struct backend_survey *ret) {
         return b->ops->survey ? b->ops->survey(b, ret) : -EOPNOTSUPP;
 }

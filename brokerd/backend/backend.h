@@ -75,6 +75,12 @@ struct backend_ops {
          */
         bool guest_doorbells;
         /*
+         * map waits for a hypervisor (tens of milliseconds): the core flushes the database on a
+         * thread of its own meanwhile (store_flush_start()), so that the reply need not wait for
+         * the flush after the map. map must not call back into the core.
+         */
+        bool slow_maps;
+        /*
          * Optional: deliver the backend's own events (the callbacks below) on e's thread. Called
          * once, before the first map; -EBUSY when attached already. NULL: the backend has no
          * events of its own (its unmaps complete at once and it never loses its hypervisor).
@@ -187,6 +193,8 @@ bool backend_can_survey(const struct backend *b);
 bool backend_hands_fds(const struct backend *b);
 /* Whether map gives the domains doorbell devices of their own (backend_ops.guest_doorbells). */
 bool backend_guest_doorbells(const struct backend *b);
+/* Whether map waits for a hypervisor (backend_ops.slow_maps). */
+bool backend_slow_maps(const struct backend *b);
 int backend_survey(struct backend *b, struct backend_survey *ret);
 int backend_escalate(struct backend *b, const struct backend_region *r, const struct backend_holder *h,
                      enum unplug_escalation action);

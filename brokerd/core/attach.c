@@ -112,7 +112,7 @@ int broker_attach(struct broker *b, const struct broker_caller *caller, const ch
         crashpoint("attach-recorded");
 
         br = backend_region_of(r);
-        q = backend_map(b->backend, &br, domain, h->access, &map);
+        q = map_flushing(b, &br, domain, h->access, &map);
         if (q < 0) {
                 attach_revert(b, r, h, from, q);
                 broker_doorbells_close(&bells);

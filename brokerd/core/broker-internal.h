@@ -179,6 +179,13 @@ struct broker {
 
 /* broker.c */
 int64_t broker_now(const struct broker *b);
+/*
+ * backend_map(); with a backend whose maps wait for a hypervisor, the commits made so far (the
+ * map's own record) are flushed on a thread meanwhile, so that the reply after the map finds
+ * them durable instead of flushing then.
+ */
+int map_flushing(struct broker *b, const struct backend_region *br, const char *domain, enum access_mode access,
+                 struct backend_mapping *ret);
 void broker_emit(struct broker *b, const struct broker_event *ev);
 /* An audit row of a transition. */
 struct store_audit audit_row(const char *actor, const struct region *r, const char *domain, const char *action,

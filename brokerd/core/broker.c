@@ -225,6 +225,17 @@ uint64_t broker_unsynced(struct broker *b) {
         return store_unsynced(b->store);
 }
 
+int map_flushing(struct broker *b, const struct backend_region *br, const char *domain, enum access_mode access,
+                 struct backend_mapping *ret) {
+        bool flushing = backend_slow_maps(b->backend) && store_flush_start(b->store) > 0;
+        int q = backend_map(b->backend, br, domain, access, ret);
+
+        /* A flush that failed is kept: the daemon's next broker_sync() fails and it stops. */
+        if (flushing && store_flush_join(b->store) < 0)
+                log_error("flushing the database: %s", store_last_error(b->store));
+        return q;
+}
+
 int broker_sync(struct broker *b) {
         int q = store_sync(b->store);
 

@@ -316,7 +316,7 @@ static int share_make_real(struct broker *b, struct region *r, const char *actor
                 q = backend_scrub(b->backend, &br);
         if (q >= 0) {
                 crashpoint("share-created");
-                q = backend_map(b->backend, &br, r->owner, ACCESS_RW, ret);
+                q = map_flushing(b, &br, r->owner, ACCESS_RW, ret);
         }
         if (q >= 0)
                 return 0;

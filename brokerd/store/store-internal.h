@@ -6,6 +6,7 @@
  * values and turn sqlite's codes into -errno (keeping sqlite's message for
  * store_last_error()). Every kept statement is reset by whoever used it (stmt_resetp).
  */
+#include <pthread.h>
 #include <sqlite3.h>
 
 #include "store.h"
@@ -79,6 +80,13 @@ struct store {
         /* Group sync (store-sync.c): on, and the commits since the last flush of the WAL. */
         bool group_sync;
         uint64_t unsynced;
+        /* A flush on a thread of its own (store_flush_start()): the commits it covers, its result. */
+        bool flushing;
+        pthread_t flush_thread;
+        sqlite3_file *flush_wal;
+        uint64_t flush_covered;
+        int flush_rc;
+        int sync_error; /* a failed flush: every later store_sync() fails with it */
 };
 
 /* Bit-for-bit, so addresses above 2^63 survive sqlite's signed INTEGER. */

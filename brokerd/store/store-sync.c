@@ -58,6 +58,10 @@ int store_sync(struct store *s) {
         sqlite3_file *wal = NULL;
         int rc;
 
+        if (s->flushing)
+                return store_failf(s, -EBUSY, "a flush is running on its own thread");
+        if (s->sync_error < 0)
+                return s->sync_error;
         if (s->unsynced == 0)
                 return 0;
         /* The WAL's own file handle, through sqlite's VFS: the same flush sqlite would do. */
@@ -70,5 +74,41 @@ int store_sync(struct store *s) {
                         return store_failf(s, -EIO, "flushing the WAL: %s", sqlite3_errstr(rc));
         }
         s->unsynced = 0;
+        return 0;
+}
+
+static void *flush_run(void *userdata) {
+        struct store *s = userdata;
+
+        s->flush_rc = s->flush_wal->pMethods->xSync(s->flush_wal, SQLITE_SYNC_NORMAL);
+        return NULL;
+}
+
+int store_flush_start(struct store *s) {
+        sqlite3_file *wal = NULL;
+
+        if (!s->group_sync || s->flushing || s->sync_error < 0 || s->unsynced == 0)
+                return 0;
+        if (sqlite3_file_control(s->db, "main", SQLITE_FCNTL_JOURNAL_POINTER, &wal) != SQLITE_OK || !wal ||
+            !wal->pMethods)
+                return 0; /* left to store_sync() */
+        s->flush_wal = wal;
+        s->flush_covered = s->unsynced;
+        if (pthread_create(&s->flush_thread, NULL, flush_run, s) != 0)
+                return 0;
+        s->flushing = true;
+        return 1;
+}
+
+int store_flush_join(struct store *s) {
+        if (!s->flushing)
+                return 0;
+        (void) pthread_join(s->flush_thread, NULL);
+        s->flushing = false;
+        if (s->flush_rc != SQLITE_OK) {
+                s->sync_error = store_failf(s, -EIO, "flushing the WAL: %s", sqlite3_errstr(s->flush_rc));
+                return s->sync_error;
+        }
+        s->unsynced -= s->flush_covered;
         return 0;
 }

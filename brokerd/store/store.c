@@ -305,6 +305,7 @@ int store_open(const char *path, struct store **ret) {
 void store_close(struct store *s) {
         if (!s)
                 return;
+        (void) store_flush_join(s);
         for (size_t i = 0; i < _STMT_MAX; i++)
                 sqlite3_finalize(s->stmt[i]);
         /* All statements are finalized, so this closes; an open transaction is rolled back. */
@@ -315,6 +316,8 @@ void store_close(struct store *s) {
 int store_begin(struct store *s) {
         int r;
 
+        if (s->flushing)
+                return store_failf(s, -EBUSY, "a flush is running on its own thread");
         if (s->in_transition && !sqlite3_get_autocommit(s->db))
                 return store_failf(s, -EALREADY, "a transition is already open");
         r = store_run(s, STMT_BEGIN);

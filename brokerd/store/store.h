@@ -94,6 +94,14 @@ int store_transition(struct store *s, store_write_t write, void *userdata, const
 int store_set_group_sync(struct store *s, bool on);
 uint64_t store_unsynced(const struct store *s);
 int store_sync(struct store *s);
+/*
+ * The same flush on a thread of its own, for a caller about to wait on something else (a
+ * hypervisor plugging a device): 1 when it started, 0 when nothing needed it (or it could not
+ * start: store_sync() flushes later). Nothing may use the store until store_flush_join(), which
+ * waits for it: 0, or -EIO, which every later store_sync() returns as well.
+ */
+int store_flush_start(struct store *s);
+int store_flush_join(struct store *s);
 
 /*
  * What the store keeps of the past: reclaimed regions (with their peers) and audit rows are

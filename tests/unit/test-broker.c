@@ -151,6 +151,7 @@ static void async_free(struct backend *b) {
 static const struct backend_ops async_ops = {
         .name = "async-test", .check = async_check, .create = async_create, .restore = async_restore, .map = async_map,
         .unmap = async_unmap, .scrub = async_scrub, .destroy = async_destroy, .free = async_free,
+        .slow_maps = true, /* as a hypervisor's */
 };
 
 /* As the libvirt backend: no fds for the holders, doorbells in the guests' devices. */
@@ -736,6 +737,31 @@ static void test_takedown_waits_for_flush(void **state) {
         close(s.owner_fd);
         close(a2.fd);
         close(s2.owner_fd);
+}
+
+/*
+ * With group sync and a backend whose maps wait for a hypervisor, the commit recorded before the
+ * map is flushed on a thread while the map runs: nothing is left for the flush after it.
+ */
+static void test_slow_map_flushes_meanwhile(void **state) {
+        struct fixture *f = *state;
+        struct broker_share_result s;
+        struct broker_attach_result a;
+
+        assert_int_equal(broker_set_group_sync(f->b, true), 0);
+        s = share_ok(f, "nic0", 4096, "vm1", ACCESS_RW);
+        assert_int_equal(broker_unsynced(f->b), 0);
+        a = attach_ok(f, &VM1, "vm1", s.tokens[0].token);
+        assert_int_equal(broker_unsynced(f->b), 0);
+        /* A commit with no map after it waits for the daemon's flush, as before. */
+        assert_int_equal(broker_revoke(f->b, &ADMIN, NULL, s.region, 5 * SEC, false, NULL, NULL), 0);
+        assert_int_equal(broker_unsynced(f->b), 1);
+        assert_int_equal(broker_sync(f->b), 0);
+        assert_int_equal(broker_unsynced(f->b), 0);
+        if (a.fd >= 0)
+                close(a.fd);
+        if (s.owner_fd >= 0)
+                close(s.owner_fd);
 }
 
 static void test_deadline_forces_revoke_and_scrubs(void **state) {
@@ -2307,6 +2333,7 @@ int main(void) {
                 cmocka_unit_test_setup_teardown(test_doorbells_limits, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_doorbells_need_fds, setup_async, teardown),
                 cmocka_unit_test_setup_teardown(test_takedown_waits_for_flush, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_slow_map_flushes_meanwhile, setup_async, teardown),
                 cmocka_unit_test(test_event_names),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1488,6 +1488,40 @@ static void test_group_sync(void **state) {
         store_close(s);
 }
 
+/*
+ * The flush on a thread of its own (while a hypervisor plugs a device): it covers the commits
+ * made before it started; the store refuses work until it is joined; nothing to flush, no thread.
+ */
+static void test_flush_on_a_thread(void **state) {
+        struct fixture *f = *state;
+        struct store *s = NULL;
+
+        assert_int_equal(store_open(f->path, &s), 0);
+        assert_int_equal(store_flush_start(s), 0); /* group sync off: every commit flushed itself */
+        assert_int_equal(store_set_group_sync(s, true), 0);
+        assert_int_equal(store_flush_start(s), 0); /* nothing to flush */
+        assert_int_equal(store_flush_join(s), 0);
+        (void) insert_region(s, REGION_OFFERED);
+        (void) insert_region(s, REGION_OFFERED);
+        assert_int_equal(store_unsynced(s), 2);
+
+        assert_int_equal(store_flush_start(s), 1);
+        assert_int_equal(store_flush_start(s), 0); /* one at a time */
+        assert_int_equal(store_begin(s), -EBUSY);
+        assert_int_equal(store_sync(s), -EBUSY);
+        assert_int_equal(store_flush_join(s), 0);
+        assert_int_equal(store_unsynced(s), 0);
+        assert_int_equal(store_flush_join(s), 0);
+        (void) insert_region(s, REGION_ACTIVE);
+        assert_int_equal(store_unsynced(s), 1);
+        assert_int_equal(store_sync(s), 0);
+        /* Closing joins a flush still running. */
+        (void) insert_region(s, REGION_ACTIVE);
+        assert_int_equal(store_flush_start(s), 1);
+        store_close(s);
+        assert_int_equal(raw_int(f->path, "SELECT count(*) FROM regions"), 4);
+}
+
 /* Closed (which folds the WAL into the file) and opened again with the same retention. */
 static void reopen_folded(struct fixture *f, struct store **s) {
         store_close(*s);
@@ -1538,6 +1572,7 @@ int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test_setup_teardown(test_open_fresh, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_group_sync, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_flush_on_a_thread, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_reopen, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_future_version, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_migration_failure, setup, teardown),
