@@ -150,7 +150,6 @@ struct broker {
         bool has_deferred;
         /* Inside a take-down: mappings that go at once are recorded with its commit (takedown.c). */
         bool gone_batch;
-        bool group_sync;
         /* Take-downs whose scrub waits for the next flush (takedown.c), in the order queued. */
         void (*request_flush)(void *userdata);
         void *flush_userdata;

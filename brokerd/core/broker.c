@@ -214,11 +214,7 @@ void broker_free(struct broker *b) {
 }
 
 int broker_set_group_sync(struct broker *b, bool on) {
-        int q = store_set_group_sync(b->store, on);
-
-        if (q >= 0)
-                b->group_sync = on;
-        return q;
+        return store_set_group_sync(b->store, on);
 }
 
 uint64_t broker_unsynced(struct broker *b) {

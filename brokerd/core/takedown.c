@@ -245,7 +245,7 @@ struct finish_entry {
  * instead cost one fdatasync per release under load.
  */
 static bool finish_waits_for_flush(const struct broker *b, const struct region *r) {
-        return b->group_sync && b->request_flush && !b->finishing_queued && r->pool;
+        return b->request_flush && !b->finishing_queued && r->pool && store_group_sync(b->store);
 }
 
 static int finish_queue(struct broker *b, struct region *r, const char *actor) {

@@ -80,11 +80,10 @@ struct store {
         /* Group sync (store-sync.c): on, and the commits since the last flush of the WAL. */
         bool group_sync;
         uint64_t unsynced;
-        /* A flush on a thread of its own (store_flush_start()): the commits it covers, its result. */
+        /* A flush on a thread of its own (store_flush_start()): the WAL it flushes, its result. */
         bool flushing;
         pthread_t flush_thread;
         sqlite3_file *flush_wal;
-        uint64_t flush_covered;
         int flush_rc;
         int sync_error; /* a failed flush: every later store_sync() fails with it */
 };

@@ -54,9 +54,24 @@ uint64_t store_unsynced(const struct store *s) {
         return s->unsynced;
 }
 
-int store_sync(struct store *s) {
+/* The WAL's own file handle, through sqlite's VFS (*ret NULL: none open): what sqlite flushes. */
+static int wal_file(struct store *s, sqlite3_file **ret) {
         sqlite3_file *wal = NULL;
-        int rc;
+        int rc = sqlite3_file_control(s->db, "main", SQLITE_FCNTL_JOURNAL_POINTER, &wal);
+
+        if (rc != SQLITE_OK)
+                return store_fail(s, rc);
+        *ret = wal && wal->pMethods ? wal : NULL;
+        return 0;
+}
+
+static int wal_sync_failed(struct store *s, int rc) {
+        return store_failf(s, -EIO, "flushing the WAL: %s", sqlite3_errstr(rc));
+}
+
+int store_sync(struct store *s) {
+        sqlite3_file *wal;
+        int r;
 
         if (s->flushing)
                 return store_failf(s, -EBUSY, "a flush is running on its own thread");
@@ -64,17 +79,20 @@ int store_sync(struct store *s) {
                 return s->sync_error;
         if (s->unsynced == 0)
                 return 0;
-        /* The WAL's own file handle, through sqlite's VFS: the same flush sqlite would do. */
-        rc = sqlite3_file_control(s->db, "main", SQLITE_FCNTL_JOURNAL_POINTER, &wal);
-        if (rc != SQLITE_OK)
-                return store_fail(s, rc);
-        if (wal && wal->pMethods) {
-                rc = wal->pMethods->xSync(wal, SQLITE_SYNC_NORMAL);
+        r = wal_file(s, &wal);
+        if (r < 0)
+                return r;
+        if (wal) {
+                int rc = wal->pMethods->xSync(wal, SQLITE_SYNC_NORMAL);
                 if (rc != SQLITE_OK)
-                        return store_failf(s, -EIO, "flushing the WAL: %s", sqlite3_errstr(rc));
+                        return wal_sync_failed(s, rc);
         }
         s->unsynced = 0;
         return 0;
+}
+
+bool store_group_sync(const struct store *s) {
+        return s->group_sync;
 }
 
 static void *flush_run(void *userdata) {
@@ -85,15 +103,13 @@ static void *flush_run(void *userdata) {
 }
 
 int store_flush_start(struct store *s) {
-        sqlite3_file *wal = NULL;
+        sqlite3_file *wal;
 
         if (!s->group_sync || s->flushing || s->sync_error < 0 || s->unsynced == 0)
                 return 0;
-        if (sqlite3_file_control(s->db, "main", SQLITE_FCNTL_JOURNAL_POINTER, &wal) != SQLITE_OK || !wal ||
-            !wal->pMethods)
+        if (wal_file(s, &wal) < 0 || !wal)
                 return 0; /* left to store_sync() */
         s->flush_wal = wal;
-        s->flush_covered = s->unsynced;
         if (pthread_create(&s->flush_thread, NULL, flush_run, s) != 0)
                 return 0;
         s->flushing = true;
@@ -105,10 +121,9 @@ int store_flush_join(struct store *s) {
                 return 0;
         (void) pthread_join(s->flush_thread, NULL);
         s->flushing = false;
-        if (s->flush_rc != SQLITE_OK) {
-                s->sync_error = store_failf(s, -EIO, "flushing the WAL: %s", sqlite3_errstr(s->flush_rc));
-                return s->sync_error;
-        }
-        s->unsynced -= s->flush_covered;
+        if (s->flush_rc != SQLITE_OK)
+                return s->sync_error = wal_sync_failed(s, s->flush_rc);
+        /* Nothing could commit meanwhile (store_begin() refuses): it covered every commit. */
+        s->unsynced = 0;
         return 0;
 }

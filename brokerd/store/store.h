@@ -92,6 +92,7 @@ int store_transition(struct store *s, store_write_t write, void *userdata, const
  * disk: sqlite's own answer to that is to stop. On a ":memory:" store syncing does nothing.
  */
 int store_set_group_sync(struct store *s, bool on);
+bool store_group_sync(const struct store *s);
 uint64_t store_unsynced(const struct store *s);
 int store_sync(struct store *s);
 /*
