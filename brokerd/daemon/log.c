@@ -92,8 +92,11 @@ void log_broker_event(const struct broker_event *ev) {
         /*
          * A holder's doorbells follow its hold: joined and left restate the attach, release or
          * revoke logged beside them, so they are details (one journal line for an attach, not two).
+         * So does a route: it changes only with a share, a take-down or a reconcile, logged
+         * beside it with the same reason.
          */
-        bool detail = ev->type == BROKER_EVENT_JOINED || ev->type == BROKER_EVENT_LEFT;
+        bool detail = ev->type == BROKER_EVENT_JOINED || ev->type == BROKER_EVENT_LEFT ||
+                      ev->type == BROKER_EVENT_ROUTE_CHANGED;
         int priority = overdue                              ? LOG_WARNING
                        : ev->type == BROKER_EVENT_REVOKED ? LOG_NOTICE
                        : detail                           ? LOG_DEBUG

@@ -108,19 +108,20 @@ static void request_flush(void *userdata) {
 }
 
 /*
- * A connection's requests were handled. If nothing else is ready in the loop (its epoll fd is
- * not readable), nobody could share the flush: flush now instead of a loop turn later (a single
- * agent's step then costs one poll() instead of two more turns of the loop). Otherwise the
- * idle-priority flush waits for what is ready.
+ * The requests of n connections ready together were handled. If nothing else is ready in the
+ * loop (its epoll fd is not readable), nobody could share the flush: flush now instead of a loop
+ * turn later (a single agent's step then costs one poll() instead of two more turns of the
+ * loop). Otherwise the idle-priority flush waits for what is ready.
  */
-static void input_done(void *userdata) {
+static void input_done(void *userdata, unsigned n) {
         struct manager *m = userdata;
 
         if (broker_unsynced(m->broker) == 0) {
                 m->inputs_held = 0;
                 return;
         }
-        if (++m->inputs_held < MANAGER_SYNC_MAX_INPUTS && loop_has_ready(m))
+        m->inputs_held += n;
+        if (m->inputs_held < MANAGER_SYNC_MAX_INPUTS && loop_has_ready(m))
                 return;
         publish(m);
 }

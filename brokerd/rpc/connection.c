@@ -39,7 +39,8 @@ static void connection_update_events(struct rpc_connection *c) {
                 events |= EPOLLOUT;
         if (events == c->events)
                 return;
-        if (sd_event_source_set_io_events(c->source, events) < 0) {
+        if (epoll_ctl(c->server->epoll_fd, EPOLL_CTL_MOD, c->fd,
+                      &(struct epoll_event) { .events = events, .data.ptr = c }) < 0) {
                 rpc_connection_close(c, false);
                 return;
         }
@@ -275,10 +276,12 @@ void rpc_connection_close(struct rpc_connection *c, bool dropped) {
                 return;
         c->closed = true;
 
-        c->source = sd_event_source_disable_unref(c->source);
         c->line_timer = sd_event_source_disable_unref(c->line_timer);
-        if (c->fd >= 0)
+        if (c->fd >= 0) {
+                /* A batch of events read before this may still name c: it stays allocated and closed. */
+                (void) epoll_ctl(s->epoll_fd, EPOLL_CTL_DEL, c->fd, NULL);
                 close(c->fd);
+        }
         c->fd = -EBADF;
         connection_drop_output(c);
 
@@ -478,15 +481,28 @@ static void connection_io_one(struct rpc_connection *c, uint32_t revents) {
                 connection_update_events(c);
 }
 
-static int connection_io(sd_event_source *source, int fd, uint32_t revents, void *userdata) {
-        struct rpc_connection *c = userdata;
-        struct rpc_server *s = c->server;
+/* Connections handled in one turn of the loop, at most: the rest are ready for the next turn. */
+#define RPC_IO_BATCH 64
 
-        (void) source;
-        (void) fd;
-        connection_io_one(c, revents);
-        if (s->input_done)
-                s->input_done(s->input_done_userdata);
+int rpc_connections_io(sd_event_source *source, int fd, uint32_t revents, void *userdata) {
+        struct rpc_server *s = userdata;
+        struct epoll_event ev[RPC_IO_BATCH];
+        unsigned handled = 0;
+        int n;
+
+        (void) source, (void) fd, (void) revents;
+        n = epoll_wait(s->epoll_fd, ev, RPC_IO_BATCH, 0);
+        /* Closed connections are freed by the reaper, never during a batch: a closed one is skipped. */
+        for (int i = 0; i < n; i++) {
+                struct rpc_connection *c = ev[i].data.ptr;
+
+                if (c->closed)
+                        continue;
+                connection_io_one(c, ev[i].events);
+                handled++;
+        }
+        if (handled > 0 && s->input_done)
+                s->input_done(s->input_done_userdata, handled);
         /* Back to the loop, where anything may close a handler's fds: what is still queued keeps its own. */
         (void) rpc_server_pin_lent(s, NULL, NULL);
         return 0;
@@ -511,23 +527,21 @@ int rpc_connection_add(struct rpc_server *s, int fd_in, const struct ucred *ucre
                 .admin = admin,
         };
 
-        r = sd_event_add_io(s->event, &c->source, fd, EPOLLIN, connection_io, c);
+        r = hashmap_put(s->by_id, &c->caller.connection, c);
         if (r < 0)
                 return r;
-        c->events = EPOLLIN;
-        (void) sd_event_source_set_description(c->source, admin ? "rpc-admin-connection" : "rpc-connection");
-
-        r = hashmap_put(s->by_id, &c->caller.connection, c);
-        if (r < 0) {
-                c->source = sd_event_source_disable_unref(c->source);
-                return r;
-        }
         r = rpc_uid_count_inc(s, ucred->uid, admin);
         if (r < 0) {
                 hashmap_remove(s->by_id, &c->caller.connection);
-                c->source = sd_event_source_disable_unref(c->source);
                 return r;
         }
+        if (epoll_ctl(s->epoll_fd, EPOLL_CTL_ADD, fd, &(struct epoll_event) { .events = EPOLLIN, .data.ptr = c }) < 0) {
+                r = negative_errno();
+                rpc_uid_count_dec(s, ucred->uid, admin);
+                hashmap_remove(s->by_id, &c->caller.connection);
+                return r;
+        }
+        c->events = EPOLLIN;
 
         c->fd = TAKE_FD(fd);
         c->caller.pidfd = pidfd >= 0 ? TAKE_FD(pidfd) : -1;

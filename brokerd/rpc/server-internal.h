@@ -60,8 +60,7 @@ struct rpc_connection {
         struct rpc_connection *prev, *next;
         struct rpc_caller caller; /* caller.connection is the by_id key */
         int fd;
-        sd_event_source *source;
-        uint32_t events;
+        uint32_t events; /* what the server's epoll watches it for */
         /* Armed while a partial line is buffered: a message must be complete in time. */
         sd_event_source *line_timer;
 
@@ -91,13 +90,20 @@ struct rpc_server {
          * connection's input was handled. */
         bool (*output_gate)(void *userdata);
         void *gate_userdata;
-        void (*input_done)(void *userdata);
+        void (*input_done)(void *userdata, unsigned n);
         void *input_done_userdata;
 
         struct json_tokener *tok;
         struct rpc_listener *listeners;
         struct rpc_connection *connections;
         struct rpc_connection *dead;
+        /*
+         * The connections' sockets are watched by an epoll of the server's own, one source of the
+         * loop: one turn of the loop handles every connection that is ready (sd-event dispatches
+         * one source a turn, and each turn costs an epoll_wait of its own).
+         */
+        int epoll_fd;
+        sd_event_source *connections_source;
         struct hashmap *by_id;
         struct hashmap *by_uid;
         /* The hooks run from here, never from inside rpc_server_notify() or a handler, so
@@ -115,6 +121,9 @@ static inline void json_object_putp(struct json_object **o) {
                 json_object_put(*o);
         *o = NULL;
 }
+
+/* connection.c: the connections_source's handler. */
+int rpc_connections_io(sd_event_source *source, int fd, uint32_t revents, void *userdata);
 
 /* rpc.c: fds[0..n) with lent[] flags (a lent fd is its lender's, never closed here). Closes
  * the others; returns how many were lent. */

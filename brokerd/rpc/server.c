@@ -5,6 +5,8 @@
 #include <errno.h>
 #include <limits.h>
 #include <stdlib.h>
+#include <sys/epoll.h>
+#include <unistd.h>
 
 #include "rpc/server-internal.h"
 #include "util/hashmap.h"
@@ -88,6 +90,7 @@ int rpc_server_new(sd_event *event, const struct rpc_server_limits *limits, rpc_
         s = calloc(1, sizeof(*s));
         if (!s)
                 return -ENOMEM;
+        s->epoll_fd = -EBADF;
         s->event = sd_event_ref(event);
         s->limits = lim;
         s->handler = handler;
@@ -105,6 +108,13 @@ int rpc_server_new(sd_event *event, const struct rpc_server_limits *limits, rpc_
         r = hashmap_new(&hashmap_u64_ops, &s->by_uid);
         if (r < 0)
                 return r;
+        s->epoll_fd = epoll_create1(EPOLL_CLOEXEC);
+        if (s->epoll_fd < 0)
+                return negative_errno();
+        r = sd_event_add_io(event, &s->connections_source, s->epoll_fd, EPOLLIN, rpc_connections_io, s);
+        if (r < 0)
+                return r;
+        (void) sd_event_source_set_description(s->connections_source, "rpc-connections");
         r = sd_event_add_defer(event, &s->reaper, reaper_dispatch, s);
         if (r < 0)
                 return r;
@@ -135,6 +145,9 @@ void rpc_server_free(struct rpc_server *s) {
 
         s->accept_timer = sd_event_source_disable_unref(s->accept_timer);
         s->reaper = sd_event_source_disable_unref(s->reaper);
+        s->connections_source = sd_event_source_disable_unref(s->connections_source);
+        if (s->epoll_fd >= 0)
+                close(s->epoll_fd);
         hashmap_free(s->by_uid);
         hashmap_free(s->by_id);
         if (s->tok)
@@ -174,7 +187,7 @@ void rpc_server_set_output_gate(struct rpc_server *s, bool (*gate)(void *userdat
         s->gate_userdata = userdata;
 }
 
-void rpc_server_set_input_done(struct rpc_server *s, void (*fn)(void *userdata), void *userdata) {
+void rpc_server_set_input_done(struct rpc_server *s, void (*fn)(void *userdata, unsigned n), void *userdata) {
         s->input_done = fn;
         s->input_done_userdata = userdata;
 }

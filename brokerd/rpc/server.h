@@ -77,11 +77,11 @@ int rpc_server_notify(struct rpc_server *s, uint64_t connection, const char *met
  */
 void rpc_server_set_output_gate(struct rpc_server *s, bool (*gate)(void *userdata), void *userdata);
 /*
- * Optional: fn(userdata) runs after a connection's input was handled (every whole request in
- * it answered or queued), from the loop: where the user may flush held output at once when
- * nothing else is ready, rather than one loop turn later.
+ * Optional: fn(userdata, n) runs after the input of n connections that were ready together was
+ * handled (every whole request in it answered or queued), from the loop: where the user may
+ * flush held output at once when nothing else is ready, rather than one loop turn later.
  */
-void rpc_server_set_input_done(struct rpc_server *s, void (*fn)(void *userdata), void *userdata);
+void rpc_server_set_input_done(struct rpc_server *s, void (*fn)(void *userdata, unsigned n), void *userdata);
 /* Writes what every connection has queued, as far as its socket takes it. */
 void rpc_server_flush(struct rpc_server *s);
 /* Whether any connection has output queued. */

@@ -64,9 +64,26 @@ static void test_other_events_read_as_before(void **state) {
                                                   .reason = "deadline passed" });
         assert_int_equal(seen_priority, LOG_NOTICE);
         assert_string_equal(seen_message, "revoked: deadline passed");
-        log_broker_event(&(struct broker_event) { .type = BROKER_EVENT_ROUTE_CHANGED, .device = "nic0" });
+        log_broker_event(&(struct broker_event) { .type = BROKER_EVENT_RECLAIMED, .region = 7, .device = "nic0" });
         assert_int_equal(seen_priority, LOG_INFO);
-        assert_string_equal(seen_message, "route changed on nic0");
+        assert_string_equal(seen_message, "reclaimed on nic0");
+        log_set_sink(NULL);
+}
+
+/* A route changes with a share, take-down or reconcile logged beside it: a detail too. */
+static void test_route_change_is_a_detail(void **state) {
+        (void) state;
+        log_set_sink(capture);
+        seen_priority = -1;
+        log_broker_event(&(struct broker_event) { .type = BROKER_EVENT_ROUTE_CHANGED, .device = "nic0",
+                                                  .domain = "vm1", .reason = "region shared" });
+        assert_int_equal(seen_priority, -1);
+        log_set_max_level(LOG_DEBUG);
+        log_broker_event(&(struct broker_event) { .type = BROKER_EVENT_ROUTE_CHANGED, .device = "nic0",
+                                                  .domain = "vm1", .reason = "revoked by owner" });
+        assert_int_equal(seen_priority, LOG_DEBUG);
+        assert_string_equal(seen_message, "route changed on nic0: revoked by owner");
+        log_set_max_level(LOG_INFO);
         log_set_sink(NULL);
 }
 
@@ -124,6 +141,7 @@ int main(void) {
                 cmocka_unit_test(test_every_event_type_has_a_name),
                 cmocka_unit_test(test_unplug_overdue_is_logged),
                 cmocka_unit_test(test_doorbell_membership_is_a_detail),
+                cmocka_unit_test(test_route_change_is_a_detail),
                 cmocka_unit_test(test_log_level_names),
                 cmocka_unit_test(test_other_events_read_as_before),
                 cmocka_unit_test(test_log_target_names),
