@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "util/hashmap.h"
+#include "util/lent-fd.h"
 #include "util/log.h"
 #include "util/macro.h"
 #include "util/names.h"
@@ -59,8 +60,7 @@ static struct backend_memfd *to_memfd(struct backend *b) {
 static void memfd_region_free(struct memfd_region *e) {
         if (!e)
                 return;
-        if (e->fd >= 0)
-                close(e->fd);
+        lent_fd_close(e->fd); /* a rw mapping's fd may be lent to a reply (open_mapping_fd()) */
         free(e->path);
         free(e->mappings);
         free(e);

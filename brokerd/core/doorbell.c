@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "core/broker-internal.h"
+#include "util/lent-fd.h"
 #include "util/log.h"
 
 static int *bell_slot(const struct region *r, size_t from, size_t to, unsigned v) {
@@ -56,8 +57,7 @@ int bells_init(struct region *r, unsigned vectors, uint64_t generation, bool in_
 
 void bells_free(struct region *r) {
         for (size_t i = 0; r->bells.fd && i < r->bells.n * r->bells.n * r->bells.vectors; i++)
-                if (r->bells.fd[i] >= 0)
-                        close(r->bells.fd[i]);
+                lent_fd_close(r->bells.fd[i]); /* perhaps lent to a reply (bells_get()) */
         free(r->bells.fd); /* and party, in the same block */
         r->bells = (struct region_bells) {};
 }
@@ -73,7 +73,7 @@ static void bells_cut_pair(struct broker *b, struct region *r, size_t x, size_t 
 
                         if (*slot < 0)
                                 continue;
-                        close(*slot);
+                        lent_fd_close(*slot);
                         *slot = -1;
                         if (b->fd_store.drop) {
                                 bell_store_name(r, from, to, v, name);

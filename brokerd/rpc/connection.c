@@ -2,6 +2,7 @@
 /* One connection: reading lines, the output queue, and closing. */
 #include <errno.h>
 #include <inttypes.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -57,11 +58,12 @@ static void out_line_close_fds(struct rpc_server *s, struct rpc_out_line *l) {
         l->n_fds = l->n_lent = 0;
 }
 
-int rpc_server_pin_lent(struct rpc_server *s, struct rpc_connection *current_c, struct rpc_reply_fds *current) {
-        int q = current ? rpc_reply_fds_pin(current) : 0;
+void rpc_server_keep_lent(struct lent_fd_borrower *b, int fd) {
+        struct rpc_server *s = (struct rpc_server *) ((char *) b - offsetof(struct rpc_server, borrower));
 
-        if (q < 0)
-                rpc_connection_close(current_c, false);
+        if (s->building && s->building->n_lent > 0 && !s->building_c->closed &&
+            rpc_fds_keep(s->building->fds, s->building->lent, s->building->n, &s->building->n_lent, fd) < 0)
+                rpc_connection_close(s->building_c, false);
         for (struct rpc_connection *c = s->connections, *next; c && s->n_lent_lines > 0; c = next) {
                 bool failed = false;
 
@@ -69,7 +71,7 @@ int rpc_server_pin_lent(struct rpc_server *s, struct rpc_connection *current_c, 
                 for (struct rpc_out_line *l = c->out_head; l && !failed; l = l->next) {
                         if (l->n_lent == 0)
                                 continue;
-                        failed = rpc_fds_pin(l->fds, l->lent, l->n_fds, &l->n_lent) < 0;
+                        failed = rpc_fds_keep(l->fds, l->lent, l->n_fds, &l->n_lent, fd) < 0;
                         if (l->n_lent == 0)
                                 s->n_lent_lines--;
                 }
@@ -77,7 +79,6 @@ int rpc_server_pin_lent(struct rpc_server *s, struct rpc_connection *current_c, 
                 if (failed)
                         rpc_connection_close(c, false);
         }
-        return q;
 }
 
 /* Lines written by one sendmsg(): the first, with its fds, and the fd-less ones after it. */
@@ -503,8 +504,6 @@ int rpc_connections_io(sd_event_source *source, int fd, uint32_t revents, void *
         }
         if (handled > 0 && s->input_done)
                 s->input_done(s->input_done_userdata, handled);
-        /* Back to the loop, where anything may close a handler's fds: what is still queued keeps its own. */
-        (void) rpc_server_pin_lent(s, NULL, NULL);
         return 0;
 }
 

@@ -39,9 +39,6 @@ static struct json_object *request_call(struct rpc_connection *c, struct json_ob
         int r;
 
         caller.notification = notification;
-        /* What earlier requests lent must outlive this one, which may close the lenders' fds. */
-        if (rpc_server_pin_lent(s, c, fds) < 0 || c->closed)
-                return NULL;
         r = s->handler(s->userdata, &caller, method, params, fds, &result, &err);
         if (r < 0 || !result || notification)
                 rpc_reply_fds_truncate(fds, n_fds);
@@ -198,10 +195,15 @@ void rpc_connection_handle_line(struct rpc_connection *c, const char *line, size
 
         if (line_parse(c, line, len, &msg) < 0)
                 return;
+        /* A later request of a batch may let go of what an earlier one lent (rpc_server_keep_lent()). */
+        c->server->building = &fds;
+        c->server->building_c = c;
         if (json_object_is_type(msg, json_type_array))
                 reply = batch_handle(c, msg, &fds, &deliveries);
         else
                 reply = request_handle(c, msg, &fds, &deliveries);
+        c->server->building = NULL;
+        c->server->building_c = NULL;
 
         if (!reply || c->closed) {
                 rpc_reply_fds_truncate(&fds, 0);

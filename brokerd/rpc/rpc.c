@@ -76,6 +76,22 @@ int rpc_fds_pin(int *fds, bool *lent, size_t n, size_t *n_lent) {
         return 0;
 }
 
+int rpc_fds_keep(int *fds, bool *lent, size_t n, size_t *n_lent, int fd) {
+        for (size_t i = 0; i < n && *n_lent > 0; i++) {
+                int own;
+
+                if (!lent[i] || fds[i] != fd)
+                        continue;
+                own = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+                if (own < 0)
+                        return negative_errno();
+                fds[i] = own;
+                lent[i] = false;
+                (*n_lent)--;
+        }
+        return 0;
+}
+
 int rpc_reply_fds_pin(struct rpc_reply_fds *r) {
         return rpc_fds_pin(r->fds, r->lent, r->n, &r->n_lent);
 }

@@ -66,10 +66,10 @@ struct rpc_reply_fds {
 /* Takes ownership of fd (closes it on failure); returns its index in the line, or -E2BIG. */
 int rpc_reply_add_fd(struct rpc_reply_fds *r, int fd);
 /*
- * Lends fd: it stays the handler's, who must keep it open until the server next calls a
- * handler or returns to the event loop. Sent by then (a lone request's reply is, once its
- * commit is durable), it cost nothing; still queued then, the server dups it first. Returns
- * its index in the line, or -E2BIG (nothing to close).
+ * Lends fd: it stays the handler's, who closes it only with lent_fd_close() (util/lent-fd.h):
+ * the server then dups it first if a line still holds it. A line that leaves before its
+ * lender lets go (every reply, unless a later request takes its region down before the
+ * turn's flush) cost no dup. Returns its index in the line, or -E2BIG (nothing to close).
  */
 int rpc_reply_lend_fd(struct rpc_reply_fds *r, int fd);
 /* Every lent fd of r replaced by a dup of its own (a transport that keeps the fds past the

@@ -20,6 +20,7 @@
 #include <sys/types.h>
 
 #include "rpc/server.h"
+#include "util/lent-fd.h"
 
 #define RPC_JSON_FLAGS (JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE)
 
@@ -113,6 +114,10 @@ struct rpc_server {
 
         uint64_t last_id;
         size_t n_lent_lines; /* queued lines that carry lent fds */
+        struct lent_fd_borrower borrower;
+        /* The reply of the line being handled (its requests may lend fds) and its connection. */
+        struct rpc_reply_fds *building;
+        struct rpc_connection *building_c;
         struct rpc_server_stats stats;
 };
 
@@ -131,13 +136,14 @@ size_t rpc_fds_close_owned(const int *fds, const bool *lent, size_t n);
 /* Each lent fd replaced by a dup of its own, counting *n_lent down; -errno on the first that
  * cannot be (it and the rest stay lent). */
 int rpc_fds_pin(int *fds, bool *lent, size_t n, size_t *n_lent);
+/* The same for the lent copies of fd only (its lender is about to close it). */
+int rpc_fds_keep(int *fds, bool *lent, size_t n, size_t *n_lent, int fd);
 /*
- * Every lent fd of the queued lines, and of current (the reply being built on current_c; may
- * be NULL), made the line's own with a dup: before anything else can close the lenders' fds.
- * A connection whose fd cannot be dup'ed loses its output (reported undelivered) and is
- * closed; -errno when that happened to current_c.
+ * The server's lent_fd_borrower: fd's lender closes it, so every queued line, and the reply
+ * being built, that holds it lent gets a dup of its own. A connection whose copy cannot be
+ * made loses its output (reported undelivered) and is closed.
  */
-int rpc_server_pin_lent(struct rpc_server *s, struct rpc_connection *current_c, struct rpc_reply_fds *current);
+void rpc_server_keep_lent(struct lent_fd_borrower *b, int fd);
 
 /* server.c */
 void rpc_server_wake_reaper(struct rpc_server *s);

@@ -125,6 +125,8 @@ int rpc_server_new(sd_event *event, const struct rpc_server_limits *limits, rpc_
         r = warm_monotonic_clock(event);
         if (r < 0)
                 return r;
+        s->borrower.keep = rpc_server_keep_lent;
+        lent_fd_borrower_add(&s->borrower);
 
         *ret = TAKE_PTR(s);
         return 0;
@@ -135,6 +137,8 @@ void rpc_server_free(struct rpc_server *s) {
 
         if (!s)
                 return;
+        if (s->borrower.keep)
+                lent_fd_borrower_remove(&s->borrower);
         while ((l = s->listeners)) {
                 s->listeners = l->next;
                 rpc_listener_free(l);

@@ -10,6 +10,7 @@ an eventfd makes it readable before write() returns, so nothing here waits on ti
 import json
 import os
 import select
+import signal
 import struct
 
 from harness import Client, DaemonTest, RpcError, main
@@ -435,6 +436,59 @@ class Doorbells(DaemonTest):
         finally:
             for fd in fds:
                 os.close(fd)
+
+    def test_ends_held_for_the_flush_outlive_a_release_on_another_connection(self):
+        """Under group sync an attach's reply waits in brokerd for the turn's flush, holding
+        brokerd's own eventfds (lent, no dup). In the same turn another connection's release
+        cuts those pairs (brokerd closes them) and a third connection's attach makes new
+        eventfds on the freed numbers: the held reply must still carry the first pairs' files
+        (dup'ed when they were closed, util/lent-fd.h), never the new ones."""
+        owner, vm1, vm2, other = self.party("hw0"), self.party("vm1"), self.party("vm2"), self.party("vm2")
+        r, s = self.shared(owner), self.shared(owner)
+        self.attach(vm2, r)
+        tokens = {(x["region"], t["domain"]): t["token"] for x in (r, s) for t in x["tokens"]}
+
+        def line(method, params):
+            return (json.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}) + "\n").encode()
+
+        pid = self.d.proc.pid
+        os.kill(pid, signal.SIGSTOP)  # stopped, brokerd finds all three waiting: one turn
+        try:
+            vm1.c.send_raw(line("region.attach", {"domain": "vm1", "token": tokens[(r["region"], "vm1")]}))
+            vm2.c.send_raw(line("region.release", {"domain": "vm2", "region": r["region"]}))
+            other.c.send_raw(line("region.attach", {"domain": "vm2", "token": tokens[(s["region"], "vm2")]}))
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        replies = {}
+        for p in (vm1, vm2, other):
+            first = len(p.c.fds)
+            replies[p] = p.c.read_reply()
+            self.assertIn("result", replies[p], replies[p])
+            p.c.set_apart_bells(replies[p], first)
+        os.close(vm1.c.take_fd())
+        os.close(other.c.take_fd())
+        vm1.take_bells(replies[vm1]["result"])
+        other.take_bells(replies[other]["result"])
+
+        def ids(fds):
+            out = set()
+            for fd in fds:
+                with open(f"/proc/self/fdinfo/{fd}") as f:
+                    out |= {ln.split()[1] for ln in f if ln.startswith("eventfd-id:")}
+            return out
+
+        held = [fd for (peer, _), ends in vm1.bells.items() if peer == "vm2" for fd in ends]
+        self.assertEqual(len(held), 4)  # two vectors, both directions
+        self.assertEqual(len(ids(held)), 4)
+        self.assertFalse(ids(held) & ids(other.all_fds()), "the held reply carried the new pairs' eventfds")
+        # The cut pairs reach nobody; vm1 and the owner still ring each other.
+        for (peer, _), (send, _) in list(vm1.bells.items()):
+            if peer == "vm2":
+                ring(send)
+        owner.fetch(s["region"])
+        self.assert_silent([other, owner])
+        owner.fetch(r["region"])
+        self.assert_connected(vm1, owner)
 
     def test_bad_input_changes_nothing(self):
         owner, vm1 = self.party("hw0"), self.party("vm1")

@@ -21,6 +21,7 @@
 #include "rpc/rpc.h"
 #include "rpc/server.h"
 #include "util/error.h"
+#include "util/lent-fd.h"
 
 /*
  * Real sockets in a temporary directory and a real sd_event loop, driven from the test:
@@ -85,8 +86,20 @@ static void lender_replace(struct fx *f) {
 
         assert_true(other >= 0 && f->lent_fd >= 0);
         assert_int_equal(write(other, "other", 5), 5);
+        lent_fd_close(f->lent_fd); /* the lenders' contract (util/lent-fd.h) */
         assert_int_equal(dup2(other, f->lent_fd), f->lent_fd);
         close(other);
+}
+
+static size_t open_fds(void) {
+        DIR *d = opendir("/proc/self/fd");
+        size_t n = 0;
+
+        assert_non_null(d);
+        while (readdir(d))
+                n++;
+        closedir(d);
+        return n;
 }
 
 static int test_handler(void *userdata, const struct rpc_caller *caller, const char *method, struct json_object *params,
@@ -1114,6 +1127,7 @@ static bool test_gate(void *userdata);
 static void test_lent_fds(void **state) {
         struct fx *f = *state;
         struct client c;
+        size_t n_open;
 
         start(f, NULL);
         rpc_server_set_output_gate(f->s, test_gate, f);
@@ -1141,12 +1155,16 @@ static void test_lent_fds(void **state) {
         close(f->lent_fd);
         f->lent_fd = -1;
 
-        /* Held by the gate past the loop's turn: pinned then, so the lender may let go. */
+        /* Held by the gate past the loop's turn: no dup is made while the lender keeps its fd
+         * (the held replies of a busy turn cost nothing); one is when the lender lets go. */
         f->gate_open = false;
+        n_open = open_fds();
         client_send(f, &c, "{\"jsonrpc\":\"2.0\",\"id\":4,\"method\":\"lend\"}");
         run_idle(f);
         assert_no_reply(f, &c);
+        assert_int_equal(open_fds(), n_open + 1); /* the lender's new file, and no copy */
         lender_replace(f);
+        assert_int_equal(open_fds(), n_open + 2); /* its number reused, and the line's copy */
         f->gate_open = true;
         rpc_server_flush(f->s);
         {
