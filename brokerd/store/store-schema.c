@@ -123,6 +123,53 @@ static const char *const migrations[] = {
         "DROP TABLE audit;"
         "DELETE FROM sqlite_sequence WHERE name = 'audit';"
         "ALTER TABLE audit_v5 RENAME TO audit;",
+        /* 5 -> 6: the same rules for regions.state and peers.state, written as comparisons joined
+         * by OR: sqlite checks `x IN (four constants)` against an ephemeral b-tree that it builds
+         * and frees again in every UPDATE that sets x (a pager opened and closed, with their
+         * allocations: about a tenth of the daemon's CPU under load, docs/bench-control-plane.md
+         * "Sixth pass"). The tables rebuilt as sqlite's ALTER TABLE documentation does it (the
+         * runner turns foreign keys off and checks them before the commit); regions keeps its
+         * AUTOINCREMENT numbering (its sqlite_sequence row carried over before any insert). */
+        "CREATE TABLE regions_v6 ("
+        "        id INTEGER PRIMARY KEY AUTOINCREMENT,"
+        "        owner TEXT NOT NULL,"
+        "        device TEXT NOT NULL,"
+        "        pool TEXT NOT NULL,"
+        "        label TEXT,"
+        "        base INTEGER NOT NULL,"
+        "        size INTEGER NOT NULL,"
+        "        state TEXT NOT NULL"
+        "                CHECK (state = 'offered' OR state = 'active' OR state = 'revoking' OR state = 'reclaimed'),"
+        "        deadline INTEGER NOT NULL DEFAULT 0,"
+        "        owner_mapped INTEGER NOT NULL DEFAULT 0 CHECK (owner_mapped IN (0, 1)),"
+        "        created INTEGER NOT NULL,"
+        "        updated INTEGER NOT NULL,"
+        "        bell_vectors INTEGER NOT NULL DEFAULT 0 CHECK (bell_vectors BETWEEN 0 AND 4),"
+        "        bell_generation INTEGER NOT NULL DEFAULT 0"
+        ") STRICT;"
+        "INSERT INTO sqlite_sequence (name, seq) SELECT 'regions_v6', seq FROM sqlite_sequence WHERE name = 'regions';"
+        "INSERT INTO regions_v6 (id, owner, device, pool, label, base, size, state, deadline, owner_mapped, created,"
+        "                        updated, bell_vectors, bell_generation)"
+        "        SELECT id, owner, device, pool, label, base, size, state, deadline, owner_mapped, created, updated,"
+        "               bell_vectors, bell_generation FROM regions;"
+        "DROP TABLE regions;"
+        "ALTER TABLE regions_v6 RENAME TO regions;"
+        "CREATE INDEX regions_reclaimed ON regions(updated) WHERE state = 'reclaimed';"
+        "CREATE TABLE peers_v6 ("
+        "        region INTEGER NOT NULL REFERENCES regions(id) ON DELETE CASCADE,"
+        "        domain TEXT NOT NULL,"
+        "        ord INTEGER NOT NULL,"
+        "        access TEXT NOT NULL CHECK (access IN ('ro', 'rw')),"
+        "        state TEXT NOT NULL"
+        "                CHECK (state = 'granted' OR state = 'attached' OR state = 'released' OR state = 'revoked'),"
+        "        token TEXT CHECK (token IS NULL OR length(token) = 32),"
+        "        mapped INTEGER NOT NULL DEFAULT 0 CHECK (mapped IN (0, 1)),"
+        "        PRIMARY KEY (region, domain)"
+        ") STRICT, WITHOUT ROWID;"
+        "INSERT INTO peers_v6 (region, domain, ord, access, state, token, mapped)"
+        "        SELECT region, domain, ord, access, state, token, mapped FROM peers;"
+        "DROP TABLE peers;"
+        "ALTER TABLE peers_v6 RENAME TO peers;",
 };
 _Static_assert(ELEMENTSOF(migrations) == STORE_SCHEMA_VERSION, "one migration per version");
 
@@ -219,7 +266,7 @@ _Static_assert(ELEMENTSOF(store_statement_sql) == _STMT_MAX, "one statement per 
 /* One step of the migration; the caller holds the write lock and ends the transaction. */
 static int store_migrate_one(struct store *s, bool *ret_done) {
         char bump[64];
-        int64_t version;
+        int64_t version, violations;
         int r;
 
         r = store_query_int(s, "PRAGMA user_version", &version);
@@ -236,6 +283,14 @@ static int store_migrate_one(struct store *s, bool *ret_done) {
         r = store_exec(s, migrations[version]);
         if (r < 0)
                 return r;
+        /* Run with foreign keys off (a table rebuilt under them would lose its children): what
+         * the step wrote must satisfy them all the same. */
+        r = store_query_int(s, "SELECT count(*) FROM pragma_foreign_key_check", &violations);
+        if (r < 0)
+                return r;
+        if (violations != 0)
+                return store_failf(s, -EIO, "migration %" PRId64 " -> %" PRId64 " breaks %" PRId64 " foreign keys",
+                                   version, version + 1, violations);
         /* The version is our own counter, never outside data. */
         snprintf(bump, sizeof(bump), "PRAGMA user_version = %" PRId64, version + 1);
         return store_exec(s, bump);

@@ -271,6 +271,14 @@ int store_open(const char *path, struct store **ret) {
         r = store_exec(s, "PRAGMA synchronous = FULL");
         if (r < 0)
                 return r;
+        /* Migrations rebuild tables, which sqlite's ALTER TABLE procedure does with foreign keys
+         * off (each step checks them before its commit); they are on from then on. */
+        r = store_exec(s, "PRAGMA foreign_keys = OFF");
+        if (r < 0)
+                return r;
+        r = store_migrate(s);
+        if (r < 0)
+                return r;
         r = store_exec(s, "PRAGMA foreign_keys = ON");
         if (r < 0)
                 return r;
@@ -280,10 +288,6 @@ int store_open(const char *path, struct store **ret) {
                 return r;
         if (fk != 1)
                 return -EOPNOTSUPP;
-
-        r = store_migrate(s);
-        if (r < 0)
-                return r;
         /* Taken now rather than at the first write: from here on the file is ours alone. */
         if (!memory) {
                 r = store_exec(s, "BEGIN EXCLUSIVE; COMMIT");

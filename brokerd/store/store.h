@@ -19,7 +19,7 @@
 #include "util/model.h"
 
 #define STORE_TOKEN_LEN 32 /* hex characters of a 128-bit token */
-#define STORE_SCHEMA_VERSION 5
+#define STORE_SCHEMA_VERSION 6
 
 struct store;
 

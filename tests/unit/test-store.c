@@ -1114,18 +1114,50 @@ static void test_audit_tail(void **state) {
         " region INTEGER, domain TEXT, action TEXT NOT NULL, from_state TEXT, to_state TEXT, reason TEXT) STRICT;" \
         "CREATE INDEX audit_time ON audit(time);"
 
+/* How many ephemeral b-trees sqlite's program for sql opens (EXPLAIN), on a copy of the file. */
+static int raw_ephemeral_tables(const char *path, const char *sql) {
+        sqlite3 *db = raw_snapshot(path);
+        sqlite3_stmt *st = NULL;
+        char explain[512];
+        int n = 0;
+
+        snprintf(explain, sizeof(explain), "EXPLAIN %s", sql);
+        assert_int_equal(sqlite3_prepare_v2(db, explain, -1, &st, NULL), SQLITE_OK);
+        while (sqlite3_step(st) == SQLITE_ROW)
+                n += strcmp((const char *) sqlite3_column_text(st, 1), "OpenEphemeral") == 0;
+        sqlite3_finalize(st);
+        raw_snapshot_close(db, path);
+        return n;
+}
+
+/* What sqlite answers to one statement on a copy of the file. */
+static int raw_step(const char *path, const char *sql) {
+        sqlite3 *db = raw_snapshot(path);
+        sqlite3_stmt *st = NULL;
+        int rc;
+
+        assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK);
+        rc = sqlite3_step(st);
+        sqlite3_finalize(st);
+        raw_snapshot_close(db, path);
+        return rc;
+}
+
 static void test_migrate_from_version_1(void **state) {
         struct fixture *f = *state;
         struct store *s = NULL;
         struct seen seen = {};
-        uint64_t id;
+        struct store_region next = region_template("vm-a");
+        uint64_t id = 0;
 
-        /* A version-1 database as schema 1 made it, with two peers in share order z, b. */
-        (void) s;
-        (void) id;
+        /* A version-1 database as schema 1 made it, with two peers in share order z, b; its
+         * regions were numbered up to 2, and 2 is gone. */
         raw_exec(f->path, V1_SCHEMA
                  "INSERT INTO regions (owner, device, pool, base, size, state, created, updated)"
                  "  VALUES ('vm-a', 'nic0', 'net0', 0, 4096, 'active', 1, 1);"
+                 "INSERT INTO regions (owner, device, pool, base, size, state, created, updated)"
+                 "  VALUES ('vm-a', 'nic0', 'net0', 4096, 4096, 'reclaimed', 1, 1);"
+                 "DELETE FROM regions WHERE id = 2;"
                  "INSERT INTO peers (region, domain, access, state, token) VALUES (1, 'vm-z', 'rw', 'granted', '"
                  TOKEN_A "');"
                  "INSERT INTO peers (region, domain, access, state, token) VALUES (1, 'vm-b', 'ro', 'attached', NULL);"
@@ -1162,6 +1194,17 @@ static void test_migrate_from_version_1(void **state) {
         }, 1), 0);
         assert_int_equal(raw_int(f->path, "SELECT max(seq) FROM audit"), 4);
         assert_int_equal(raw_int(f->path, "SELECT count(*) FROM sqlite_sequence WHERE name = 'audit'"), 0);
+        /* Schema 6 kept the regions' numbering (the next is 3, never 2 again) and the state rules,
+         * now checked without an ephemeral b-tree in the updates that set a state. */
+        assert_int_equal(TX(s, store_region_insert(s, &next, &id)), 0);
+        assert_int_equal(id, 3);
+        assert_int_equal(raw_int(f->path, "SELECT count(*) FROM sqlite_sequence WHERE name = 'regions'"), 1);
+        assert_int_equal(raw_int(f->path, "SELECT count(*) FROM sqlite_master WHERE name LIKE '%_v6'"), 0);
+        assert_int_equal(raw_int(f->path, "SELECT count(*) FROM pragma_index_info('regions_reclaimed')"), 1);
+        assert_int_equal(raw_ephemeral_tables(f->path, "UPDATE regions SET state = 'revoking' WHERE id = 1"), 0);
+        assert_int_equal(raw_ephemeral_tables(f->path, "UPDATE peers SET state = 'released' WHERE region = 1"), 0);
+        assert_int_equal(raw_step(f->path, "UPDATE regions SET state = 'gone' WHERE id = 1"), SQLITE_CONSTRAINT);
+        assert_int_equal(raw_step(f->path, "UPDATE peers SET state = 'gone' WHERE region = 1"), SQLITE_CONSTRAINT);
         store_close(s);
 }
 
