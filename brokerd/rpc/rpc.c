@@ -60,29 +60,13 @@ size_t rpc_fds_close_owned(const int *fds, const bool *lent, size_t n) {
         return n_lent;
 }
 
-int rpc_fds_pin(int *fds, bool *lent, size_t n, size_t *n_lent) {
-        for (size_t i = 0; i < n && *n_lent > 0; i++) {
-                int fd;
-
-                if (!lent[i])
-                        continue;
-                fd = fcntl(fds[i], F_DUPFD_CLOEXEC, 3);
-                if (fd < 0)
-                        return negative_errno();
-                fds[i] = fd;
-                lent[i] = false;
-                (*n_lent)--;
-        }
-        return 0;
-}
-
 int rpc_fds_keep(int *fds, bool *lent, size_t n, size_t *n_lent, int fd) {
         for (size_t i = 0; i < n && *n_lent > 0; i++) {
                 int own;
 
-                if (!lent[i] || fds[i] != fd)
+                if (!lent[i] || (fd >= 0 && fds[i] != fd))
                         continue;
-                own = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+                own = fcntl(fds[i], F_DUPFD_CLOEXEC, 3);
                 if (own < 0)
                         return negative_errno();
                 fds[i] = own;
@@ -90,6 +74,10 @@ int rpc_fds_keep(int *fds, bool *lent, size_t n, size_t *n_lent, int fd) {
                 (*n_lent)--;
         }
         return 0;
+}
+
+int rpc_fds_pin(int *fds, bool *lent, size_t n, size_t *n_lent) {
+        return rpc_fds_keep(fds, lent, n, n_lent, -1);
 }
 
 int rpc_reply_fds_pin(struct rpc_reply_fds *r) {

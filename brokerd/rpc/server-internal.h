@@ -136,7 +136,7 @@ size_t rpc_fds_close_owned(const int *fds, const bool *lent, size_t n);
 /* Each lent fd replaced by a dup of its own, counting *n_lent down; -errno on the first that
  * cannot be (it and the rest stay lent). */
 int rpc_fds_pin(int *fds, bool *lent, size_t n, size_t *n_lent);
-/* The same for the lent copies of fd only (its lender is about to close it). */
+/* The same for the lent copies of fd only (its lender is about to close it); fd < 0: all. */
 int rpc_fds_keep(int *fds, bool *lent, size_t n, size_t *n_lent, int fd);
 /*
  * The server's lent_fd_borrower: fd's lender closes it, so every queued line, and the reply
