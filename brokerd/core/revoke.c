@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "core/broker-internal.h"
+#include "util/log.h"
 #include "util/crashpoint.h"
 
 struct region_write {
@@ -127,6 +128,9 @@ int region_start_revoke(struct broker *b, struct region *r, const char *actor, u
         revoking_list_add(b, r);
         routes_announce(b, r, reason);
 
+        /* Each holder's recall (or forced revoke) is logged with the reason; nobody's, the revoke is. */
+        if (!region_any_attached(r))
+                log_region(LOG_INFO, r->id, NULL, actor, "revoke on %s: %s", r->device, reason);
         for (size_t i = 0; i < r->n_peers; i++)
                 if (r->peers[i].state == PEER_ATTACHED && !force)
                         broker_emit(b, &(struct broker_event) {

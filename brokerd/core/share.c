@@ -154,6 +154,7 @@ static int share_bounce(struct broker *b, const char *actor, const struct broker
         }
         *ret = (struct broker_share_result) { .bounce = true, .owner_fd = -1 };
         snprintf(ret->reason, sizeof(ret->reason), "%s", pr->reason);
+        log_region(LOG_INFO, 0, NULL, actor, "bounce buffers on %s: %s", req->device, pr->reason);
         return 0;
 }
 
@@ -327,6 +328,21 @@ static int share_make_real(struct broker *b, struct region *r, const char *actor
                                 backend_name(b->backend), id, strerror(-q));
 }
 
+/* The share's line in the log, with its peers (its routes' changes restate it, at debug). */
+static void log_share(const struct region *r, const char *actor) {
+        char peers[320] = "";
+        size_t n = 0;
+
+        for (size_t i = 0; i < r->n_peers && n < sizeof(peers); i++) {
+                int k = snprintf(peers + n, sizeof(peers) - n, "%s%s (%s)", i ? ", " : "", r->peers[i].domain,
+                                 access_to_string(r->peers[i].access));
+                if (k < 0)
+                        break;
+                n += (size_t) k;
+        }
+        log_region(LOG_INFO, r->id, NULL, actor, "shared on %s with %s", r->device, peers);
+}
+
 int broker_share(struct broker *b, const struct broker_caller *caller, const struct broker_share_request *req,
                  struct broker_share_result *ret, struct broker_error *err) {
         _cleanup_(region_freep) struct region *r = NULL;
@@ -386,6 +402,7 @@ int broker_share(struct broker *b, const struct broker_caller *caller, const str
                 memcpy(ret->tokens[i].token, region->tokens[i].token, sizeof(ret->tokens[i].token));
         }
         routes_announce(b, region, "region shared");
+        log_share(region, actor);
         return 0;
 }
 

@@ -97,6 +97,7 @@ class Lifecycle(DaemonTest):
         r = self.share(c, size="65MiB", peers=(("vm2", "ro"),))
         self.assertEqual(r["placement"], "bounce")
         self.assertTrue(r["reason"])
+        self.assertIn(f"brokerd: bounce buffers on nic0: {r['reason']}", self.d.read_log())
         route = c.call("route.lookup", {"device": "nic0", "domain": "vm2"})
         self.assertEqual(route["route"], "bounce")
         r = self.share(c, size="1MiB", peers=(("vm2", "ro"),))
@@ -280,7 +281,7 @@ class Reload(DaemonTest):
 
 class LogLevels(DaemonTest):
     """The default level logs each step; --log-level debug adds its details (a holder's
-    doorbells joining and leaving), which restate the attach and the release."""
+    doorbells joining and leaving, routes changing), which restate the steps beside them."""
 
     def attach_and_release(self):
         owner = self.d.agent()
@@ -302,6 +303,33 @@ class LogLevels(DaemonTest):
         self.assertNotIn("left on nic0", log)
         self.assertNotIn("doorbells cut", log)
 
+    def test_every_step_is_a_line(self):
+        """share, attach, revoke (a recall for each holder, or the revoke itself when nobody
+        holds it), release, reclaim and a bounce answer each have a line at the default level;
+        the routes they change do not."""
+        log = self.attach_and_release()
+        self.assertRegex(log, r"region \d+: shared on nic0 with vm1 \(rw\)")
+        deadline = time.monotonic() + 10  # the take-down follows the release's reply
+        while "reclaimed on nic0" not in self.d.read_log():
+            self.assertLess(time.monotonic(), deadline, "no reclaim logged")
+            time.sleep(0.01)
+        owner, peer = self.d.agent(), self.d.agent()
+        held = self.share(owner)
+        os.close(owner.take_fd())
+        peer.call("region.attach", {"domain": "vm1", "token": held["tokens"][0]["token"]})
+        os.close(peer.take_fd())
+        alone = self.share(owner)
+        os.close(owner.take_fd())
+        owner.call("region.revoke", {"owner": "hw0", "region": held["region"]})
+        owner.call("region.revoke", {"owner": "hw0", "region": alone["region"]})
+        log = self.d.read_log()
+        self.assertIn(f"region {held['region']} vm1: recall on nic0: revoked by owner", log)
+        self.assertNotIn(f"region {held['region']}: revoke on", log)
+        self.assertIn(f"region {alone['region']}: revoke on nic0: revoked by owner", log)
+        self.assertNotIn("route changed", log)
+        peer.close()
+        owner.close()
+
     def test_debug_adds_details(self):
         self.d.stop()
         self.d.extra_args += ["--log-level", "debug"]
@@ -310,6 +338,7 @@ class LogLevels(DaemonTest):
         self.assertIn("attached on nic0", log)
         self.assertIn("joined on nic0", log)
         self.assertIn("left on nic0: released", log)
+        self.assertIn("route changed on nic0: region shared", log)
 
     def test_bad_level_refused(self):
         p = subprocess.run([BROKERD, "--log-level", "loud"], capture_output=True, text=True, timeout=30)
