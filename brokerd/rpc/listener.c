@@ -251,10 +251,21 @@ int rpc_server_add_listener_fd(struct rpc_server *s, int fd, bool admin) {
         return server_add_listener(s, fd, admin, NULL, NULL);
 }
 
+/* The name the socket is bound under until it listens: beside path, in the same directory. */
+#define LISTEN_TMP_SUFFIX ".new"
+
+/*
+ * Binds under a temporary name, sets the permissions, listens, and only then renames it to
+ * path: whoever sees path can connect (a client that waits for the file to appear never meets
+ * ECONNREFUSED in the moment between bind() and listen()), and nobody ever reaches it with
+ * other permissions. A socket left at path (or at the temporary name) by an earlier run is
+ * stale and replaced; anything else at path is not ours to replace.
+ */
 int rpc_server_listen(struct rpc_server *s, const char *path, mode_t mode, gid_t group, bool admin) {
         struct sockaddr_un sa = { .sun_family = AF_UNIX };
         _cleanup_(xfreep) char *p = NULL;
         _cleanup_(closep) int fd = -EBADF;
+        char *tmp;
         struct stat st;
         size_t len;
         int r;
@@ -262,32 +273,34 @@ int rpc_server_listen(struct rpc_server *s, const char *path, mode_t mode, gid_t
         if (!s || !path || !*path)
                 return -EINVAL;
         len = strlen(path);
-        if (len >= sizeof(sa.sun_path))
+        if (len + strlen(LISTEN_TMP_SUFFIX) >= sizeof(sa.sun_path))
                 return -ENAMETOOLONG;
-        memcpy(sa.sun_path, path, len + 1);
+        memcpy(sa.sun_path, path, len);
+        memcpy(sa.sun_path + len, LISTEN_TMP_SUFFIX, sizeof(LISTEN_TMP_SUFFIX));
+        tmp = sa.sun_path;
         p = strdup(path);
         if (!p)
                 return -ENOMEM;
 
+        if (lstat(path, &st) == 0 && !S_ISSOCK(st.st_mode))
+                return -EADDRINUSE;
         fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
         if (fd < 0)
                 return -errno;
-
-        /* A socket left by an earlier run is stale; anything else at the path is not ours
-         * to remove, and bind() refuses it. */
-        if (lstat(path, &st) == 0 && S_ISSOCK(st.st_mode) && unlink(path) < 0 && errno != ENOENT)
+        if (lstat(tmp, &st) == 0 && S_ISSOCK(st.st_mode) && unlink(tmp) < 0 && errno != ENOENT)
                 return -errno;
-        if (bind(fd, (struct sockaddr *) &sa, (socklen_t) (offsetof(struct sockaddr_un, sun_path) + len + 1)) < 0)
+        if (bind(fd, (struct sockaddr *) &sa, (socklen_t) (offsetof(struct sockaddr_un, sun_path) + strlen(tmp) + 1)) < 0)
                 return -errno;
 
-        /* Permissions before listen(): nobody can connect until they are right. */
-        if (chmod(path, mode) < 0)
+        if (chmod(tmp, mode) < 0)
                 goto fail_errno;
-        if (group != (gid_t) -1 && fchownat(AT_FDCWD, path, (uid_t) -1, group, AT_SYMLINK_NOFOLLOW) < 0)
-                goto fail_errno;
-        if (lstat(path, &st) < 0)
+        if (group != (gid_t) -1 && fchownat(AT_FDCWD, tmp, (uid_t) -1, group, AT_SYMLINK_NOFOLLOW) < 0)
                 goto fail_errno;
         if (listen(fd, SOMAXCONN) < 0)
+                goto fail_errno;
+        if (lstat(tmp, &st) < 0)
+                goto fail_errno;
+        if (rename(tmp, path) < 0)
                 goto fail_errno;
 
         r = server_add_listener(s, fd, admin, p, &st);
@@ -301,6 +314,6 @@ int rpc_server_listen(struct rpc_server *s, const char *path, mode_t mode, gid_t
 
 fail_errno:
         r = -errno;
-        (void) unlink(path);
+        (void) unlink(tmp);
         return r;
 }

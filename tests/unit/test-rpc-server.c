@@ -1471,7 +1471,7 @@ static void test_stats(void **state) {
 static void test_listen(void **state) {
         struct fx *f = *state;
         struct stat st;
-        char other[256], file[256], toolong[200];
+        char other[256], file[300], toolong[200];
         struct sockaddr_un sa = { .sun_family = AF_UNIX };
         struct client c;
         int fd;
@@ -1485,14 +1485,22 @@ static void test_listen(void **state) {
         assert_int_equal(stat(f->admin_path, &st), 0);
         assert_int_equal(st.st_mode & 07777, 0600);
 
-        /* a stale socket (nobody listening) is replaced */
+        /* a stale socket (nobody listening) is replaced, and so is one a start that died left
+         * at the temporary name (the socket is bound there and renamed once it listens) */
         snprintf(other, sizeof(other), "%s/other.sock", f->dir);
         strcpy(sa.sun_path, other);
         fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
         assert_int_equal(bind(fd, (struct sockaddr *) &sa, sizeof(sa)), 0);
         close(fd);
+        snprintf(file, sizeof(file), "%s.new", other);
+        strcpy(sa.sun_path, file);
+        fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        assert_int_equal(bind(fd, (struct sockaddr *) &sa, sizeof(sa)), 0);
+        close(fd);
         assert_int_equal(stat(other, &st), 0);
         assert_int_equal(rpc_server_listen(f->s, other, 0666, (gid_t) -1, false), 0);
+        assert_int_equal(lstat(file, &st), -1);
+        assert_int_equal(errno, ENOENT);
         assert_int_equal(stat(other, &st), 0);
         assert_int_equal(st.st_mode & 07777, 0666);
         client_connect(f, &c, other);
@@ -1512,6 +1520,9 @@ static void test_listen(void **state) {
         memset(toolong, 'a', sizeof(toolong) - 1);
         toolong[sizeof(toolong) - 1] = '\0';
         toolong[0] = '/';
+        assert_int_equal(rpc_server_listen(f->s, toolong, 0600, (gid_t) -1, false), -ENAMETOOLONG);
+        /* the temporary name must fit too: sun_path less ".new" */
+        toolong[sizeof(sa.sun_path) - 4] = '\0';
         assert_int_equal(rpc_server_listen(f->s, toolong, 0600, (gid_t) -1, false), -ENAMETOOLONG);
         assert_int_equal(rpc_server_listen(f->s, "", 0600, (gid_t) -1, false), -EINVAL);
         assert_int_equal(rpc_server_listen(f->s, "/nonexistent-dir/x.sock", 0600, (gid_t) -1, false), -ENOENT);
