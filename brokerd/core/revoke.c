@@ -11,8 +11,8 @@
 #include <string.h>
 
 #include "core/broker-internal.h"
-#include "util/log.h"
 #include "util/crashpoint.h"
+#include "util/log.h"
 
 struct region_write {
         struct broker *b;

@@ -61,7 +61,7 @@ static void out_line_close_fds(struct rpc_server *s, struct rpc_out_line *l) {
 void rpc_server_keep_lent(struct lent_fd_borrower *b, int fd) {
         struct rpc_server *s = (struct rpc_server *) ((char *) b - offsetof(struct rpc_server, borrower));
 
-        if (s->building && s->building->n_lent > 0 && !s->building_c->closed &&
+        if (s->building && !s->building_c->closed &&
             rpc_fds_keep(s->building->fds, s->building->lent, s->building->n, &s->building->n_lent, fd) < 0)
                 rpc_connection_close(s->building_c, false);
         for (struct rpc_connection *c = s->connections, *next; c && s->n_lent_lines > 0; c = next) {

@@ -76,12 +76,8 @@ int rpc_fds_keep(int *fds, bool *lent, size_t n, size_t *n_lent, int fd) {
         return 0;
 }
 
-int rpc_fds_pin(int *fds, bool *lent, size_t n, size_t *n_lent) {
-        return rpc_fds_keep(fds, lent, n, n_lent, -1);
-}
-
 int rpc_reply_fds_pin(struct rpc_reply_fds *r) {
-        return rpc_fds_pin(r->fds, r->lent, r->n, &r->n_lent);
+        return rpc_fds_keep(r->fds, r->lent, r->n, &r->n_lent, -1);
 }
 
 void rpc_reply_fds_truncate(struct rpc_reply_fds *r, size_t from) {

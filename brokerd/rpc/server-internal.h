@@ -133,10 +133,8 @@ int rpc_connections_io(sd_event_source *source, int fd, uint32_t revents, void *
 /* rpc.c: fds[0..n) with lent[] flags (a lent fd is its lender's, never closed here). Closes
  * the others; returns how many were lent. */
 size_t rpc_fds_close_owned(const int *fds, const bool *lent, size_t n);
-/* Each lent fd replaced by a dup of its own, counting *n_lent down; -errno on the first that
- * cannot be (it and the rest stay lent). */
-int rpc_fds_pin(int *fds, bool *lent, size_t n, size_t *n_lent);
-/* The same for the lent copies of fd only (its lender is about to close it); fd < 0: all. */
+/* Each lent copy of fd (every lent fd when fd < 0) replaced by a dup of its own, counting
+ * *n_lent down; -errno on the first that cannot be (it and the rest stay lent). */
 int rpc_fds_keep(int *fds, bool *lent, size_t n, size_t *n_lent, int fd);
 /*
  * The server's lent_fd_borrower: fd's lender closes it, so every queued line, and the reply

@@ -8,8 +8,6 @@
  * leaves (a region taken down, or doorbells cut, in the same turn of the loop), not every time
  * a message waits. Event-loop thread only.
  */
-#include <stddef.h>
-
 struct lent_fd_borrower {
         struct lent_fd_borrower *next;
         /* fd is about to be closed by its lender: replace it wherever it is still held. */
