@@ -126,8 +126,8 @@ static const char *const migrations[] = {
         /* 5 -> 6: the same rules for regions.state and peers.state, written as comparisons joined
          * by OR: sqlite checks `x IN (four constants)` against an ephemeral b-tree that it builds
          * and frees again in every UPDATE that sets x (a pager opened and closed, with their
-         * allocations: about a tenth of the daemon's CPU under load, docs/bench-control-plane.md
-         * "Sixth pass"). The tables rebuilt as sqlite's ALTER TABLE documentation does it (the
+         * allocations: a fifth of the daemon's instructions a grant cycle, callgrind in
+         * docs/bench-control-plane.md "Sixth pass"). The tables rebuilt as sqlite's ALTER TABLE documentation does it (the
          * runner turns foreign keys off and checks them before the commit); regions keeps its
          * AUTOINCREMENT numbering (its sqlite_sequence row carried over before any insert). */
         "CREATE TABLE regions_v6 ("
